@@ -1,1 +1,29 @@
+//! aliexpress: a product catalog on CQRS and events.
+//!
+//! Write side: every change to a product runs through the pure aggregate in [`domain`]; the
+//! new state, its event and the command outcome are committed to Postgres together with an
+//! outbox row in one transaction ([`store::product_repo`]). Requests arrive over HTTP
+//! ([`http`]) or as commands on `product.commands` ([`worker::product_consumer`]).
+//!
+//! The outbox relay ([`worker::outbox_relay`], `process-outbox`) publishes outbox rows to
+//! `product.events`, keyed by product id so each product's events stay ordered.
+//!
+//! Read side: the projection ([`worker::product_event_consumer`]) writes each event's full
+//! state to OpenSearch ([`search`]) and Redis ([`cache`]), versioned by aggregate version so
+//! duplicates, replays and reordering never make it wrong. Unusable messages go to DLQ topics.
+//!
+//! Operations ([`ops`]): replay (offset rewinds), consumer-group lag, DLQ tools, status.
+//! Dependencies point inward: `domain` does no I/O; `store`, `bus`, `search`, `cache` are
+//! adapters; `worker` and `http` compose them; `cli` wires everything.
 
+pub mod bus;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ops;
+pub mod search;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

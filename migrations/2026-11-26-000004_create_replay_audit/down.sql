@@ -1,0 +1,1 @@
+DROP TABLE dlq_redrives; DROP TABLE replay_audit;

@@ -1,0 +1,84 @@
+//! Consumer helpers: at-least-once configuration (offsets stored by the application only
+//! after an effect is durable; librdkafka auto-commits what was stored) and a lag probe.
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
+
+use super::producer::base_config;
+use super::BusError;
+
+/// Builds a consumer in `group` with `enable.auto.offset.store=false`.
+pub fn build(bootstrap: &str, group: &str) -> Result<StreamConsumer, BusError> {
+    Ok(base_config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "300000")
+        .create()?)
+}
+
+/// A header's value as UTF-8 text.
+pub fn header_str<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a str> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Lag of one partition of a group.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset, if any.
+    pub committed: Option<i64>,
+    /// Log start offset.
+    pub log_start: i64,
+    /// Log end offset (high watermark).
+    pub log_end: i64,
+    /// log_end - committed (log_end - log_start when nothing is committed).
+    pub lag: i64,
+}
+
+/// Committed offsets and watermarks of every partition of `topic` for `consumer`'s group.
+/// Blocking: call from `spawn_blocking`.
+pub fn lag_blocking<C: Consumer>(consumer: &C, topic: &str, timeout: Duration) -> Result<Vec<PartitionLag>, BusError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl.clone(), timeout)?;
+    let mut out = Vec::new();
+    for e in tpl.elements() {
+        let (lo, hi) = consumer.fetch_watermarks(topic, e.partition(), timeout)?;
+        let c = committed
+            .find_partition(topic, e.partition())
+            .and_then(|x| match x.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        out.push(PartitionLag {
+            topic: topic.to_owned(),
+            partition: e.partition(),
+            committed: c,
+            log_start: lo,
+            log_end: hi,
+            lag: hi - c.unwrap_or(lo).max(lo),
+        });
+    }
+    out.sort_by_key(|p| p.partition);
+    Ok(out)
+}

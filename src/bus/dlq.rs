@@ -1,0 +1,119 @@
+//! Dead-letter writer. A DLQ record keeps the original key, value, headers and timestamp and
+//! adds context headers (names mirror Kafka Connect's `__connect.errors.*`, see docs/EVENTS.md).
+//! The send is awaited: an offset is stored only once its DLQ record is durable.
+
+use chrono::Utc;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+use super::BusError;
+use crate::telemetry::metrics::DLQ_MESSAGES;
+
+/// Header names added to every DLQ record.
+pub mod dlq_headers {
+    /// Topic the message came from (`__connect.errors.topic`).
+    pub const ORIGINAL_TOPIC: &str = "dlq.original.topic";
+    /// Partition it came from.
+    pub const ORIGINAL_PARTITION: &str = "dlq.original.partition";
+    /// Offset it had.
+    pub const ORIGINAL_OFFSET: &str = "dlq.original.offset";
+    /// Its timestamp (ms since epoch).
+    pub const ORIGINAL_TIMESTAMP: &str = "dlq.original.timestamp";
+    /// Consumer group that gave up on it.
+    pub const CONSUMER_GROUP: &str = "dlq.consumer.group";
+    /// Stage that failed: decode, validate, index.
+    pub const STAGE: &str = "dlq.stage";
+    /// Error class, e.g. `invalid_json`.
+    pub const ERROR_CLASS: &str = "dlq.error.class";
+    /// Human-readable reason.
+    pub const ERROR_MESSAGE: &str = "dlq.error.message";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "dlq.attempts";
+    /// When it was dead-lettered (RFC 3339).
+    pub const FAILED_AT: &str = "dlq.failed.at";
+    /// Version of the binary that dead-lettered it.
+    pub const APP_VERSION: &str = "dlq.app.version";
+}
+
+/// Why a message is dead-lettered.
+#[derive(Debug, Clone)]
+pub struct DlqReason {
+    /// Stage that failed.
+    pub stage: &'static str,
+    /// Stable error class.
+    pub class: &'static str,
+    /// Details.
+    pub message: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Writes dead letters for one consumer group.
+#[derive(Clone)]
+pub struct DlqWriter {
+    producer: FutureProducer,
+    topic: String,
+    group: String,
+}
+
+impl DlqWriter {
+    /// A writer to `topic` on behalf of `group`.
+    pub fn new(producer: FutureProducer, topic: String, group: String) -> Self {
+        Self { producer, topic, group }
+    }
+
+    /// Sends `msg` to the DLQ with `reason`; returns once the broker acknowledged it.
+    pub async fn send<M: Message>(&self, msg: &M, reason: &DlqReason) -> Result<(), BusError> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(orig) = msg.headers() {
+            for h in orig.iter() {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let ts = msg.timestamp().to_millis().map(|t| t.to_string()).unwrap_or_default();
+        let ctx: [(&str, String); 11] = [
+            (dlq_headers::ORIGINAL_TOPIC, msg.topic().to_owned()),
+            (dlq_headers::ORIGINAL_PARTITION, msg.partition().to_string()),
+            (dlq_headers::ORIGINAL_OFFSET, msg.offset().to_string()),
+            (dlq_headers::ORIGINAL_TIMESTAMP, ts),
+            (dlq_headers::CONSUMER_GROUP, self.group.clone()),
+            (dlq_headers::STAGE, reason.stage.to_owned()),
+            (dlq_headers::ERROR_CLASS, reason.class.to_owned()),
+            (dlq_headers::ERROR_MESSAGE, truncate(&reason.message, 4000)),
+            (dlq_headers::ATTEMPTS, reason.attempts.to_string()),
+            (dlq_headers::FAILED_AT, Utc::now().to_rfc3339()),
+            (dlq_headers::APP_VERSION, env!("CARGO_PKG_VERSION").to_owned()),
+        ];
+        for (k, v) in &ctx {
+            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+        if let Some(k) = msg.key() {
+            rec = rec.key(k);
+        }
+        if let Some(v) = msg.payload() {
+            rec = rec.payload(v);
+        }
+        if let Some(t) = msg.timestamp().to_millis() {
+            rec = rec.timestamp(t);
+        }
+        self.producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| BusError::Kafka(e))?;
+        DLQ_MESSAGES.with_label_values(&[&self.topic, reason.class]).inc();
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

@@ -1,0 +1,47 @@
+//! The Kafka producer: idempotent (`enable.idempotence=true` set explicitly), `acks=all`,
+//! never transactional (control records would keep consumer lag above zero forever).
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::FutureProducer;
+
+use super::BusError;
+
+/// Producer tuning.
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    /// `linger.ms`.
+    pub linger_ms: u64,
+    /// `compression.type` (none, gzip, snappy, lz4, zstd).
+    pub compression: String,
+    /// `message.timeout.ms`: how long delivery is retried before reporting failure.
+    pub message_timeout_ms: u64,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        Self { linger_ms: 5, compression: "lz4".into(), message_timeout_ms: 30_000 }
+    }
+}
+
+/// Base client configuration shared by producers, consumers and admin clients.
+pub fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("client.id", format!("aliexpress-{}", env!("CARGO_PKG_VERSION")))
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("log_level", "3");
+    c
+}
+
+/// Builds the idempotent producer.
+pub fn build(bootstrap: &str, s: &ProducerSettings) -> Result<FutureProducer, BusError> {
+    Ok(base_config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", s.linger_ms.to_string())
+        .set("compression.type", &s.compression)
+        .set("message.timeout.ms", s.message_timeout_ms.to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("batch.size", "1000000")
+        .create()?)
+}

@@ -1,0 +1,142 @@
+//! Versioned product cache. Each product is a hash `{v: version, d: json}` under
+//! `<namespace>product:<id>` with a TTL. Writes go through a Lua script that applies the new
+//! state only when its version is >= the cached one (`>=`, so a replay rewrites the same
+//! version after a projection fix), making duplicates and out-of-order delivery harmless.
+
+use std::future::Future;
+use deadpool_redis::redis;
+use deadpool_redis::{Config, Pool, Runtime};
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::CacheError;
+use crate::config::Names;
+use crate::domain::product::Product;
+
+/// Returns the previous version (0 when none) if applied, or -previous when the cached
+/// version is newer and nothing was written.
+const PUT_IF_NEWER: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'v')
+local v = tonumber(ARGV[1])
+if cur and tonumber(cur) > v then return -tonumber(cur) end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if cur then return tonumber(cur) end
+return 0
+";
+
+/// Result of a versioned write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Written; the version that was cached before (0 when none).
+    Applied {
+        /// Previous cached version.
+        previous: i64,
+    },
+    /// A newer version is cached; nothing written.
+    Stale {
+        /// The cached version.
+        cached: i64,
+    },
+}
+
+/// The product read model in Redis.
+#[derive(Clone)]
+pub struct ProductCache {
+    pool: Pool,
+    names: Names,
+    ttl: Duration,
+    timeout: Duration,
+}
+
+impl ProductCache {
+    /// A cache on `url`; connects lazily.
+    pub fn new(url: &str, names: Names, ttl: Duration) -> Result<Self, CacheError> {
+        let mut cfg = Config::from_url(url);
+        cfg.pool = Some(deadpool_redis::PoolConfig {
+            max_size: 16,
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(Duration::from_secs(2)),
+                create: Some(Duration::from_secs(2)),
+                recycle: Some(Duration::from_secs(2)),
+            },
+            ..Default::default()
+        });
+        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(|e| CacheError::Pool(e.to_string()))?;
+        Ok(Self { pool, names, ttl, timeout: Duration::from_secs(3) })
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, CacheError> {
+        self.pool.get().await.map_err(|e| CacheError::Pool(e.to_string()))
+    }
+
+    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, CacheError>>) -> Result<T, CacheError> {
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| CacheError::Timeout)?
+    }
+
+    /// PING, bounded by `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), CacheError> {
+        tokio::time::timeout(timeout, async {
+            let mut c = self.conn().await?;
+            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| CacheError::Timeout)?
+    }
+
+    /// Reads a cached product.
+    pub async fn get(&self, id: Uuid) -> Result<Option<Product>, CacheError> {
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            let doc: Option<String> =
+                redis::cmd("HGET").arg(self.names.product_cache_key(&id)).arg("d").query_async(&mut c).await?;
+            doc.map(|d| serde_json::from_str(&d).map_err(|e| CacheError::Corrupt(e.to_string()))).transpose()
+        })
+        .await
+    }
+
+    /// Writes `products` if newer-or-equal, in one round trip; outcomes in input order.
+    pub async fn put_many(&self, products: &[&Product]) -> Result<Vec<PutOutcome>, CacheError> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+            let mut pipe = redis::pipe();
+            for p in products {
+                let doc = serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+                pipe.cmd("EVAL")
+                    .arg(PUT_IF_NEWER)
+                    .arg(1)
+                    .arg(self.names.product_cache_key(&p.id))
+                    .arg(p.version)
+                    .arg(doc)
+                    .arg(ttl_ms);
+            }
+            let raw: Vec<i64> = pipe.query_async(&mut c).await?;
+            Ok(raw
+                .into_iter()
+                .map(|r| if r < 0 { PutOutcome::Stale { cached: -r } } else { PutOutcome::Applied { previous: r } })
+                .collect())
+        })
+        .await
+    }
+
+    /// Writes one product if newer-or-equal.
+    pub async fn put(&self, product: &Product) -> Result<PutOutcome, CacheError> {
+        let mut v = self.put_many(&[product]).await?;
+        v.pop().ok_or_else(|| CacheError::Corrupt("empty pipeline reply".into()))
+    }
+
+    /// Removes a cached product (used when a write-through failed half way).
+    pub async fn evict(&self, id: Uuid) -> Result<(), CacheError> {
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            let _: i64 = redis::cmd("DEL").arg(self.names.product_cache_key(&id)).query_async(&mut c).await?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,169 @@
+//! `aliexpress process-outbox`: publishes pending outbox rows to Kafka, then exits with a
+//! summary; `--follow` keeps doing it as a daemon; `--prune-published-older-than` deletes old
+//! published rows in small batches.
+//!
+//! Usage: aliexpress process-outbox [--follow] [--batch-size N] [--metrics-addr ADDR]
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::time::{Duration, Instant};
+
+use crate::bus::producer::ProducerSettings;
+use crate::config::InfraConfig;
+use crate::store::outbox_repo;
+use crate::worker::outbox_relay::{OutboxRelay, RelayError, RelaySettings};
+use crate::worker::{backoff, Shutdown};
+
+/// Flags of `process-outbox`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep running: wake on NOTIFY, poll as a fallback, survive outages.
+    #[arg(long)]
+    pub follow: bool,
+    /// Rows per batch.
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=50_000))]
+    pub batch_size: i64,
+    /// Producer linger.ms.
+    #[arg(long, env = "OUTBOX_LINGER_MS", default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Producer compression: none, gzip, snappy, lz4, zstd.
+    #[arg(long, env = "OUTBOX_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+    pub compression: String,
+    /// Failed attempts before a row is parked.
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: i32,
+    /// First retry delay of a failed row (doubles per attempt), e.g. 1s.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_base: Duration,
+    /// Poll interval when following (NOTIFY usually wakes it sooner).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// One-shot: how long to wait for another active publisher to finish.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lock_wait: Duration,
+    /// One-shot: give up after Kafka refused every batch for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub broker_timeout: Duration,
+    /// Delete published rows older than this (e.g. 7d), in small batches, then exit.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub prune_published_older_than: Option<Duration>,
+    /// Serve Prometheus metrics here when following (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+/// Runs the relay.
+pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
+    let pool = super::connect::database(infra).await?;
+    if let Some(age) = a.prune_published_older_than {
+        let mut conn = crate::store::pool::get(&pool).await?;
+        let mut total = 0;
+        loop {
+            let n = outbox_repo::prune_published(&mut conn, age, 1000).await.context("pruning the outbox")?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+            eprintln!("pruned {total} rows so far");
+        }
+        println!("Pruned {total} published outbox rows older than {}", humantime::format_duration(age));
+        return Ok(());
+    }
+    let producer = super::connect::kafka(
+        infra,
+        &ProducerSettings { linger_ms: a.linger_ms, compression: a.compression.clone(), ..Default::default() },
+    )
+    .await?;
+    let settings = RelaySettings {
+        batch_size: a.batch_size,
+        max_attempts: a.max_attempts,
+        retry_base: a.retry_base,
+        poll_interval: a.poll_interval,
+        ..Default::default()
+    };
+    let mut relay = OutboxRelay::new(infra.database_url.clone(), producer, settings);
+    let shutdown = Shutdown::new();
+    shutdown.install_signal_handlers();
+    if a.follow {
+        super::connect::metrics_server(a.metrics_addr.as_deref())?;
+        tracing::info!(batch_size = a.batch_size, "outbox publisher following");
+        relay.run_until_stopped(shutdown).await;
+        return Ok(());
+    }
+    one_shot(&mut relay, &a, &shutdown).await
+}
+
+async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let waited = Instant::now();
+    while !relay.try_acquire().await.context("taking the relay lock")? {
+        if waited.elapsed() > a.lock_wait {
+            println!("Another outbox publisher is active and holds the relay lock; it publishes the pending rows. Nothing done.");
+            return Ok(());
+        }
+        if shutdown.sleep(Duration::from_millis(500)).await {
+            return Ok(());
+        }
+    }
+    let before = relay.update_gauges().await?;
+    if before.pending == 0 {
+        println!("Nothing pending in the outbox ({} parked).", before.parked);
+        relay.release().await;
+        return Ok(());
+    }
+    let bar = ProgressBar::new(u64::try_from(before.pending).unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} publishing [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let (mut published, mut batches, mut failed, mut parked) = (0usize, 0usize, 0usize, 0usize);
+    let mut broker_failures = 0u32;
+    let mut last_progress = Instant::now();
+    while !shutdown.is_triggered() {
+        match relay.process_once().await {
+            Ok(o) => {
+                broker_failures = 0;
+                if o.claimed == 0 {
+                    break;
+                }
+                batches += 1;
+                published += o.published;
+                failed += o.failed;
+                parked += o.parked;
+                bar.inc(o.published as u64);
+                if o.published > 0 {
+                    last_progress = Instant::now();
+                }
+            }
+            Err(RelayError::Broker(e)) => {
+                if last_progress.elapsed() > a.broker_timeout {
+                    bar.abandon();
+                    relay.release().await;
+                    anyhow::bail!("Kafka refused every batch for {}: {e}; {published} events published, the rest stay pending",
+                        humantime::format_duration(a.broker_timeout));
+                }
+                broker_failures += 1;
+                let d = backoff(Duration::from_millis(200), Duration::from_secs(5), broker_failures);
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Kafka unavailable; retrying");
+                shutdown.sleep(d).await;
+            }
+            Err(RelayError::Store(e)) => {
+                bar.abandon();
+                return Err(anyhow::Error::new(e).context("publishing the outbox"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let after = relay.update_gauges().await.unwrap_or_default();
+    relay.release().await;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "Published {published} events in {batches} batches in {secs:.2}s ({:.0} events/s)",
+        if secs > 0.0 { published as f64 / secs } else { 0.0 }
+    );
+    if failed > 0 || after.pending > 0 || after.parked > 0 {
+        println!("{failed} failed attempts, {parked} rows parked now; {} still pending (waiting for retry), {} parked in total",
+            after.pending, after.parked);
+    }
+    Ok(())
+}

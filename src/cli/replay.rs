@@ -1,0 +1,12 @@
+//! `aliexpress replay` (see docs/RUNBOOK.md).
+
+use crate::config::InfraConfig;
+
+/// Flags of `replay`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Not available yet.
+pub async fn run(_infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
+    Err(super::usage("replay", "not available yet"))
+}

@@ -1,0 +1,49 @@
+//! `aliexpress run-product-consumer`: the write side's command consumer.
+//!
+//! Usage: aliexpress run-product-consumer [--metrics-addr 127.0.0.1:9465]
+
+use rdkafka::consumer::Consumer;
+
+use crate::bus::dlq::DlqWriter;
+use crate::bus::producer::ProducerSettings;
+use crate::bus::{admin, consumer};
+use crate::config::InfraConfig;
+use crate::worker::product_consumer::CommandConsumer;
+use crate::worker::Shutdown;
+
+/// Flags of `run-product-consumer`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Consumer group (default: product-command-consumer-group).
+    #[arg(long, env = "PRODUCT_COMMAND_GROUP")]
+    pub group: Option<String>,
+    /// NOTIFY the outbox relay on every applied command.
+    #[arg(long, env = "OUTBOX_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub outbox_notify: bool,
+    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9465).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+/// Runs the command consumer until SIGINT/SIGTERM.
+pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
+    let names = infra.names();
+    let pool = super::connect::database(infra).await?;
+    let producer = super::connect::kafka(infra, &ProducerSettings::default()).await?;
+    admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), admin::DEFAULT_PARTITIONS).await?;
+    let group = a.group.unwrap_or_else(|| names.command_group());
+    let c = consumer::build(&infra.kafka_bootstrap_servers, &group)?;
+    c.subscribe(&[&names.commands_topic()])?;
+    super::connect::metrics_server(a.metrics_addr.as_deref())?;
+    crate::telemetry::metrics::COMMANDS_PROCESSED.with_label_values(&["applied"]).inc_by(0);
+    let worker = CommandConsumer {
+        consumer: c,
+        pool,
+        dlq: DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),
+        events_topic: names.events_topic(),
+        notify: a.outbox_notify,
+    };
+    let shutdown = Shutdown::new();
+    shutdown.install_signal_handlers();
+    worker.run_until_stopped(shutdown).await
+}

@@ -1,0 +1,77 @@
+//! `aliexpress run-product-event-consumer`: the read-side projection into OpenSearch and Redis.
+//!
+//! Usage: aliexpress run-product-event-consumer [--batch-size 500] [--metrics-addr 127.0.0.1:9466]
+
+use rdkafka::consumer::Consumer;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bus::dlq::DlqWriter;
+use crate::bus::producer::ProducerSettings;
+use crate::bus::{admin, consumer};
+use crate::config::InfraConfig;
+use crate::search::index;
+use crate::worker::product_event_consumer::{ProjectionSettings, Projector};
+use crate::worker::Shutdown;
+
+/// Flags of `run-product-event-consumer`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Consumer group (default: product-event-projection-group).
+    #[arg(long, env = "PRODUCT_PROJECTION_GROUP")]
+    pub group: Option<String>,
+    /// Most events per bulk request.
+    #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: usize,
+    /// Longest wait to fill a batch, e.g. 100ms.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub batch_wait: Duration,
+    /// Index or alias to write (default: the products alias).
+    #[arg(long)]
+    pub index: Option<String>,
+    /// Do not log one indexing_product line per event.
+    #[arg(long)]
+    pub quiet_events: bool,
+    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9466).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+/// Runs the projection until SIGINT/SIGTERM.
+pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
+    let names = infra.names();
+    let search = super::connect::search(infra).await?;
+    let cache = super::connect::cache(infra).await?;
+    let producer = super::connect::kafka(infra, &ProducerSettings::default()).await?;
+    admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), admin::DEFAULT_PARTITIONS).await?;
+    let target = match a.index {
+        Some(i) => i,
+        None => {
+            let alias = names.index_alias();
+            index::ensure_alias(&search, &alias).await?;
+            alias
+        }
+    };
+    let group = a.group.unwrap_or_else(|| names.projection_group());
+    let c = consumer::build(&infra.kafka_bootstrap_servers, &group)?;
+    c.subscribe(&[&names.events_topic()])?;
+    super::connect::metrics_server(a.metrics_addr.as_deref())?;
+    let settings = ProjectionSettings {
+        batch_size: a.batch_size.max(1),
+        batch_wait: a.batch_wait,
+        log_each_event: !a.quiet_events,
+        ..Default::default()
+    };
+    let mut p = Projector::new(
+        Arc::new(c),
+        search,
+        target,
+        cache,
+        DlqWriter::new(producer, names.events_dlq_topic(), group.clone()),
+        group,
+        settings,
+    );
+    let shutdown = Shutdown::new();
+    shutdown.install_signal_handlers();
+    p.run_until_stopped(&names.events_topic(), shutdown).await
+}

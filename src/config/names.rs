@@ -1,0 +1,77 @@
+//! Every topic, consumer group, index and Redis key prefix, in one place. With an empty
+//! namespace they are exactly the operations guide's names.
+
+/// Commands for the write side.
+pub const PRODUCT_COMMANDS_TOPIC: &str = "product.commands";
+/// Product events (published from the outbox).
+pub const PRODUCT_EVENTS_TOPIC: &str = "product.events";
+/// Commands the write side could not decode.
+pub const DLQ_PRODUCT_COMMANDS_TOPIC: &str = "dlq.product.commands";
+/// Events the projection could not use.
+pub const DLQ_PRODUCT_EVENTS_TOPIC: &str = "dlq.product.events";
+/// Consumer group of `run-product-consumer`.
+pub const PRODUCT_COMMAND_GROUP: &str = "product-command-consumer-group";
+/// Consumer group of `run-product-event-consumer`.
+pub const PRODUCT_PROJECTION_GROUP: &str = "product-event-projection-group";
+/// Search alias queried by the API; points at `products_vN`.
+pub const PRODUCTS_INDEX_ALIAS: &str = "products";
+/// Redis key prefix of the product read model.
+pub const REDIS_PRODUCT_PREFIX: &str = "product:";
+/// Postgres NOTIFY channel that wakes the outbox relay.
+pub const OUTBOX_NOTIFY_CHANNEL: &str = "aliexpress_outbox";
+
+/// Names resolved under a namespace prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Names {
+    ns: String,
+}
+
+impl Names {
+    /// Names under `namespace` (may be empty).
+    pub fn new(namespace: &str) -> Self {
+        Self { ns: namespace.to_owned() }
+    }
+    fn p(&self, s: &str) -> String {
+        format!("{}{s}", self.ns)
+    }
+    /// `product.commands`.
+    pub fn commands_topic(&self) -> String {
+        self.p(PRODUCT_COMMANDS_TOPIC)
+    }
+    /// `product.events`.
+    pub fn events_topic(&self) -> String {
+        self.p(PRODUCT_EVENTS_TOPIC)
+    }
+    /// `dlq.product.commands`.
+    pub fn commands_dlq_topic(&self) -> String {
+        self.p(DLQ_PRODUCT_COMMANDS_TOPIC)
+    }
+    /// `dlq.product.events`.
+    pub fn events_dlq_topic(&self) -> String {
+        self.p(DLQ_PRODUCT_EVENTS_TOPIC)
+    }
+    /// `product-command-consumer-group`.
+    pub fn command_group(&self) -> String {
+        self.p(PRODUCT_COMMAND_GROUP)
+    }
+    /// `product-event-projection-group`.
+    pub fn projection_group(&self) -> String {
+        self.p(PRODUCT_PROJECTION_GROUP)
+    }
+    /// The search alias, `products`.
+    pub fn index_alias(&self) -> String {
+        self.p(PRODUCTS_INDEX_ALIAS)
+    }
+    /// A concrete index behind the alias, `products_vN`.
+    pub fn index_version(&self, n: u32) -> String {
+        format!("{}_v{n}", self.index_alias())
+    }
+    /// Redis key of a cached product.
+    pub fn product_cache_key(&self, id: &uuid::Uuid) -> String {
+        format!("{}{REDIS_PRODUCT_PREFIX}{id}", self.ns)
+    }
+    /// Every topic the platform uses, for creation and checks.
+    pub fn all_topics(&self) -> Vec<String> {
+        vec![self.commands_topic(), self.events_topic(), self.commands_dlq_topic(), self.events_dlq_topic()]
+    }
+}

@@ -1,0 +1,3 @@
+//! Domain logic. Knows nothing of Kafka, HTTP, SQL, Redis or OpenSearch.
+
+pub mod product;

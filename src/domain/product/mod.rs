@@ -1,0 +1,16 @@
+//! The product aggregate: state, commands, events, rules. Pure and synchronous.
+
+pub mod aggregate;
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{decide, evolve, execute, Product};
+pub use command::{CreateProduct, ProductCommand, UpdateProductDetails};
+pub use error::DomainError;
+pub use event::{EventEnvelope, EventMeta, ProductChange, EVENT_TYPES, SCHEMA_VERSION};
+pub use value::{Money, ProductStatus};

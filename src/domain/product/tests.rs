@@ -1,0 +1,244 @@
+//! Given events / When command / Then change or error.
+
+use super::*;
+use chrono::{TimeZone, Utc};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("valid date")
+}
+
+fn create_cmd() -> CreateProduct {
+    CreateProduct {
+        sku: "SKU-1".into(),
+        title: "Wireless mouse".into(),
+        description: "Quiet clicks".into(),
+        category: "electronics".into(),
+        brand: "Logi".into(),
+        attributes: [("colour".to_string(), "black".to_string())].into(),
+        price: Some(Money { amount_minor: 1999, currency: "USD".into() }),
+        stock: 5,
+    }
+}
+
+/// Given the commands applied in order, the resulting state.
+fn given(cmds: &[ProductCommand]) -> Option<Product> {
+    let id = Uuid::nil();
+    let mut state = None;
+    for c in cmds {
+        let (next, _) = execute(state.as_ref(), id, c, t0()).expect("given command applies");
+        state = Some(next);
+    }
+    state
+}
+
+fn created() -> Vec<ProductCommand> {
+    vec![ProductCommand::CreateProduct(create_cmd())]
+}
+
+#[test]
+fn create_yields_a_draft_at_version_one() {
+    let (p, change) = execute(None, Uuid::nil(), &created()[0], t0()).expect("created");
+    assert_eq!(change.event_type(), "ProductCreated");
+    assert_eq!(p.version, 1);
+    assert_eq!(p.status, ProductStatus::Draft);
+    assert_eq!(p.stock, 5);
+}
+
+#[test]
+fn create_trims_text_and_rejects_empty_title() {
+    let mut c = create_cmd();
+    c.title = "   ".into();
+    let err = decide(None, &ProductCommand::CreateProduct(c)).unwrap_err();
+    assert_eq!(err.field(), Some("title"));
+}
+
+#[test]
+fn create_rejects_a_title_over_200_chars() {
+    let mut c = create_cmd();
+    c.title = "x".repeat(201);
+    assert!(matches!(decide(None, &ProductCommand::CreateProduct(c)), Err(DomainError::Invalid { field: "title", .. })));
+}
+
+#[test]
+fn create_rejects_negative_stock_zero_price_and_unknown_currency() {
+    let mut c = create_cmd();
+    c.stock = -1;
+    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("stock"));
+    let mut c = create_cmd();
+    c.price = Some(Money { amount_minor: 0, currency: "USD".into() });
+    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("price.amount_minor"));
+    let mut c = create_cmd();
+    c.price = Some(Money { amount_minor: 10, currency: "USX".into() });
+    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("price.currency"));
+}
+
+#[test]
+fn create_twice_is_rejected() {
+    let s = given(&created());
+    assert_eq!(decide(s.as_ref(), &created()[0]), Err(DomainError::AlreadyCreated));
+}
+
+#[test]
+fn commands_on_a_missing_product_are_rejected() {
+    assert_eq!(decide(None, &ProductCommand::PublishProduct), Err(DomainError::NotCreated));
+}
+
+#[test]
+fn update_details_changes_only_given_fields() {
+    let s = given(&created());
+    let cmd = ProductCommand::UpdateProductDetails(UpdateProductDetails { title: Some("New".into()), ..Default::default() });
+    let (p, change) = execute(s.as_ref(), Uuid::nil(), &cmd, t0()).expect("updated");
+    assert_eq!(change.event_type(), "ProductDetailsUpdated");
+    assert_eq!(p.title, "New");
+    assert_eq!(p.brand, "Logi");
+    assert_eq!(p.version, 2);
+}
+
+#[test]
+fn empty_update_is_rejected() {
+    let s = given(&created());
+    let cmd = ProductCommand::UpdateProductDetails(UpdateProductDetails::default());
+    assert_eq!(decide(s.as_ref(), &cmd).unwrap_err().field(), Some("details"));
+}
+
+#[test]
+fn change_price_records_old_and_new() {
+    let s = given(&created());
+    let cmd = ProductCommand::ChangePrice { price: Money { amount_minor: 2500, currency: "EUR".into() } };
+    let (p, change) = execute(s.as_ref(), Uuid::nil(), &cmd, t0()).expect("priced");
+    assert_eq!(
+        change,
+        ProductChange::ProductPriceChanged {
+            old_price: Some(Money { amount_minor: 1999, currency: "USD".into() }),
+            new_price: Money { amount_minor: 2500, currency: "EUR".into() }
+        }
+    );
+    assert_eq!(p.price.map(|m| m.amount_minor), Some(2500));
+}
+
+#[test]
+fn negative_price_is_rejected() {
+    let s = given(&created());
+    let cmd = ProductCommand::ChangePrice { price: Money { amount_minor: -1, currency: "EUR".into() } };
+    assert_eq!(decide(s.as_ref(), &cmd).unwrap_err().field(), Some("price.amount_minor"));
+}
+
+#[test]
+fn adjust_stock_never_goes_below_zero() {
+    let s = given(&created());
+    assert_eq!(
+        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: -6 }),
+        Err(DomainError::InsufficientStock { available: 5, delta: -6 })
+    );
+    let (p, _) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::AdjustStock { delta: -5 }, t0()).expect("ok");
+    assert_eq!(p.stock, 0);
+    assert_eq!(decide(s.as_ref(), &ProductCommand::AdjustStock { delta: 0 }).unwrap_err().field(), Some("delta"));
+}
+
+#[test]
+fn set_stock_emits_the_delta() {
+    let s = given(&created());
+    let (p, change) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::SetStock { stock: 2 }, t0()).expect("ok");
+    assert_eq!(change, ProductChange::ProductStockAdjusted { delta: -3, stock: 2 });
+    assert_eq!(p.stock, 2);
+    assert_eq!(decide(s.as_ref(), &ProductCommand::SetStock { stock: -1 }).unwrap_err().field(), Some("stock"));
+}
+
+#[test]
+fn publish_needs_a_price() {
+    let mut c = create_cmd();
+    c.price = None;
+    let s = given(&[ProductCommand::CreateProduct(c)]);
+    assert_eq!(decide(s.as_ref(), &ProductCommand::PublishProduct).unwrap_err().field(), Some("price"));
+}
+
+#[test]
+fn publish_then_unpublish_round_trips_status() {
+    let mut cmds = created();
+    cmds.push(ProductCommand::PublishProduct);
+    let s = given(&cmds).expect("published");
+    assert_eq!(s.status, ProductStatus::Published);
+    assert!(matches!(decide(Some(&s), &ProductCommand::PublishProduct), Err(DomainError::InvalidTransition { .. })));
+    let (p, change) = execute(Some(&s), Uuid::nil(), &ProductCommand::UnpublishProduct, t0()).expect("ok");
+    assert_eq!(change.event_type(), "ProductUnpublished");
+    assert_eq!(p.status, ProductStatus::Draft);
+}
+
+#[test]
+fn archived_product_accepts_no_further_change() {
+    let mut cmds = created();
+    cmds.push(ProductCommand::ArchiveProduct);
+    let s = given(&cmds);
+    for c in [
+        ProductCommand::PublishProduct,
+        ProductCommand::ArchiveProduct,
+        ProductCommand::AdjustStock { delta: 1 },
+        ProductCommand::ChangePrice { price: Money { amount_minor: 1, currency: "USD".into() } },
+    ] {
+        assert_eq!(decide(s.as_ref(), &c), Err(DomainError::Archived));
+    }
+}
+
+#[test]
+fn envelope_carries_change_and_full_state() {
+    let (p, change) = execute(None, Uuid::nil(), &created()[0], t0()).expect("created");
+    let meta = EventMeta { event_id: Uuid::from_u128(7), causation_id: None, correlation_id: None, occurred_at: t0() };
+    let env = EventEnvelope::new(&change, &p, meta);
+    assert_eq!(env.aggregate_version, 1);
+    assert_eq!(env.event_type, "ProductCreated");
+    let json = serde_json::to_string(&env).expect("serializes");
+    let back: EventEnvelope = serde_json::from_str(&json).expect("round trips");
+    assert_eq!(back, env);
+}
+
+#[test]
+fn command_wire_format_is_adjacently_tagged() {
+    let c: ProductCommand = serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#).expect("parses");
+    assert_eq!(c, ProductCommand::AdjustStock { delta: 3 });
+    let c: ProductCommand = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
+    assert_eq!(c, ProductCommand::PublishProduct);
+    assert!(serde_json::from_str::<ProductCommand>(r#"{"command_type":"Explode"}"#).is_err());
+}
+
+fn any_command() -> impl Strategy<Value = ProductCommand> {
+    prop_oneof![
+        Just(ProductCommand::CreateProduct(create_cmd())),
+        "[a-z ]{0,210}".prop_map(|t| ProductCommand::UpdateProductDetails(UpdateProductDetails {
+            title: Some(t),
+            ..Default::default()
+        })),
+        (-10i64..10_000, prop::sample::select(vec!["USD", "EUR", "XXX"]))
+            .prop_map(|(a, c)| ProductCommand::ChangePrice { price: Money { amount_minor: a, currency: c.into() } }),
+        (-20i64..20).prop_map(|delta| ProductCommand::AdjustStock { delta }),
+        (-5i64..50).prop_map(|stock| ProductCommand::SetStock { stock }),
+        Just(ProductCommand::PublishProduct),
+        Just(ProductCommand::UnpublishProduct),
+        Just(ProductCommand::ArchiveProduct),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_command_sequence_keeps_invariants(cmds in prop::collection::vec(any_command(), 0..40)) {
+        let mut state: Option<Product> = None;
+        for c in &cmds {
+            let before = state.as_ref().map(|p| p.version).unwrap_or(0);
+            match execute(state.as_ref(), Uuid::nil(), c, t0()) {
+                Ok((next, _)) => {
+                    prop_assert_eq!(next.version, before + 1, "versions grow by one per event");
+                    prop_assert!(next.stock >= 0);
+                    prop_assert!(!next.title.is_empty() && next.title.chars().count() <= 200);
+                    if let Some(p) = &next.price { prop_assert!(p.amount_minor > 0); }
+                    if next.status == ProductStatus::Published { prop_assert!(next.price.is_some()); }
+                    if state.as_ref().map(|s| s.status) == Some(ProductStatus::Archived) {
+                        prop_assert!(false, "archived product changed");
+                    }
+                    state = Some(next);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Value objects of the product aggregate: money, status and validated text fields.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use super::error::DomainError;
+
+/// ISO 4217 codes this catalog accepts. A closed list keeps prices comparable and rejects
+/// typos such as "USX" at the edge.
+pub const KNOWN_CURRENCIES: &[&str] = &[
+    "AED", "ARS", "AUD", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CZK", "DKK", "EUR", "GBP",
+    "HKD", "HUF", "IDR", "ILS", "INR", "JPY", "KRW", "KZT", "MXN", "MYR", "NOK", "NZD", "PEN",
+    "PHP", "PLN", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VND",
+    "ZAR",
+];
+
+/// Longest title accepted, in characters.
+pub const TITLE_MAX_CHARS: usize = 200;
+/// Longest description accepted, in characters.
+pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
+/// Longest sku, category or brand, in characters.
+pub const SHORT_TEXT_MAX_CHARS: usize = 100;
+/// Most attributes a product may carry.
+pub const ATTRIBUTES_MAX: usize = 50;
+
+/// A price in integer minor units (cents) of an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Money {
+    /// Amount in minor units; always > 0 for a price.
+    pub amount_minor: i64,
+    /// ISO 4217 code, upper case.
+    pub currency: String,
+}
+
+impl Money {
+    /// Validates a price: amount above zero and a known currency.
+    pub fn price(amount_minor: i64, currency: &str) -> Result<Self, DomainError> {
+        if amount_minor <= 0 {
+            return Err(DomainError::invalid("price.amount_minor", "must be greater than 0"));
+        }
+        if !KNOWN_CURRENCIES.contains(&currency) {
+            return Err(DomainError::invalid(
+                "price.currency",
+                format!("unknown ISO 4217 currency {currency:?}"),
+            ));
+        }
+        Ok(Self { amount_minor, currency: currency.to_owned() })
+    }
+}
+
+/// Lifecycle of a product. Only `published` products are visible in default search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductStatus {
+    /// Being prepared; not visible to shoppers.
+    Draft,
+    /// Live in the catalog.
+    Published,
+    /// Retired; accepts no further change.
+    Archived,
+}
+
+impl ProductStatus {
+    /// The stable lower-case name stored in the database and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Published => "published",
+            Self::Archived => "archived",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "draft" => Some(Self::Draft),
+            "published" => Some(Self::Published),
+            "archived" => Some(Self::Archived),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProductStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks a required text field: trimmed non-empty and at most `max` characters.
+pub fn required_text(field: &'static str, value: &str, max: usize) -> Result<String, DomainError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    bounded_text(field, v, max)
+}
+
+/// Checks an optional text field: at most `max` characters (trimmed).
+pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<String, DomainError> {
+    let v = value.trim();
+    let n = v.chars().count();
+    if n > max {
+        return Err(DomainError::invalid(field, format!("must be at most {max} characters, got {n}")));
+    }
+    Ok(v.to_owned())
+}

@@ -1,0 +1,199 @@
+//! `ApiError`: every failure of a handler, mapped to RFC 9457 problem+json. 422 for domain
+//! rules, 404, 409/412 for conflicts, 400/413/415 for bad requests, and an opaque 500 whose
+//! cause is logged once, here.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::bus::BusError;
+use crate::domain::product::DomainError;
+use crate::store::StoreError;
+
+/// A field-level problem detail.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// Dotted field path.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Problem+json body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Problem type URI.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Details for this occurrence.
+    pub detail: String,
+    /// Field-level errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Errors returned by handlers.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Body is not valid JSON.
+    #[error("{0}")]
+    Malformed(String),
+    /// Input breaks a rule.
+    #[error("{detail}")]
+    Validation {
+        /// Summary.
+        detail: String,
+        /// Field errors.
+        errors: Vec<FieldError>,
+    },
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// Write based on an outdated version (If-Match).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Conflicting state (duplicate sku, concurrent change).
+    #[error("{0}")]
+    Conflict(String),
+    /// Body over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Missing or unknown credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Known credentials without the right.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A dependency is down; try again.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else; the cause is logged, not shown.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 for one field.
+    pub fn field(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::Validation {
+            detail: format!("invalid {field}: {reason}"),
+            errors: vec![FieldError { field: field.to_owned(), reason }],
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let detail = e.to_string();
+        let errors = match &e {
+            DomainError::Invalid { field, reason } => vec![FieldError { field: (*field).to_owned(), reason: reason.clone() }],
+            other => other.field().map(|f| vec![FieldError { field: f.to_owned(), reason: detail.clone() }]).unwrap_or_default(),
+        };
+        Self::Validation { detail, errors }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Domain(d) => d.into(),
+            StoreError::NotFound => Self::NotFound("product not found".into()),
+            StoreError::VersionConflict { expected, actual } => {
+                Self::PreconditionFailed(format!("product is at version {actual}, not {expected}"))
+            }
+            StoreError::SkuTaken(s) => Self::Conflict(format!("sku {s:?} is already used by another product")),
+            StoreError::Pool(m) => Self::Unavailable(format!("database unavailable: {m}")),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> Self {
+        Self::Unavailable(format!("command bus unavailable: {e}"))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (detail, errors) = match self {
+            Self::Validation { detail, errors } => (detail.clone(), errors.clone()),
+            Self::Internal(cause) => {
+                tracing::error!(error = %cause, "request failed");
+                ("internal error".to_owned(), Vec::new())
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "dependency unavailable");
+                (cause.clone(), Vec::new())
+            }
+            other => (other.to_string(), Vec::new()),
+        };
+        let title = status.canonical_reason().unwrap_or("Error").to_owned();
+        let slug = title.to_lowercase().replace(' ', "-");
+        let body = Problem { kind: format!("https://aliexpress.dev/problems/{slug}"), title, status: status.as_u16(), detail, errors };
+        let mut resp = HttpResponse::build(status);
+        resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        if matches!(self, Self::Unauthorized(_)) {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        resp.json(body)
+    }
+}
+
+/// Maps JSON extractor failures: syntax → 400, shape → 422, size → 413, type → 415.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let api = match &err {
+        J::OverflowKnownLength { length, limit } => {
+            ApiError::PayloadTooLarge(format!("body of {length} bytes is over the {limit} byte limit"))
+        }
+        J::Overflow { limit } => ApiError::PayloadTooLarge(format!("body is over the {limit} byte limit")),
+        J::ContentType => ApiError::UnsupportedMediaType("Content-Type must be application/json".into()),
+        J::Deserialize(e) if e.is_data() => ApiError::Validation {
+            detail: format!("invalid body: {e}"),
+            errors: vec![FieldError { field: "body".into(), reason: e.to_string() }],
+        },
+        J::Deserialize(e) => ApiError::Malformed(format!("malformed JSON: {e}")),
+        other => ApiError::Malformed(format!("unreadable body: {other}")),
+    };
+    api.into()
+}
+
+/// Maps query-string extractor failures to 422.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::Validation {
+        detail: format!("invalid query parameters: {err}"),
+        errors: vec![FieldError { field: "query".into(), reason: err.to_string() }],
+    }
+    .into()
+}
+
+/// Maps path extractor failures (for example an id that is not a UUID) to 400.
+pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::Malformed(format!("invalid path: {err}")).into()
+}

@@ -1,0 +1,79 @@
+//! Health: `/health/` answers the operations guide's shape with OpenSearch added. Every check
+//! reuses the process's pooled clients, is bounded by the configured timeout (1 s) and runs
+//! concurrently, so health never hangs. 200 when all are ok, 503 and `degraded` otherwise.
+
+use std::future::Future;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::AppState;
+use crate::bus::admin;
+
+/// The `/health/` body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthReport {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// `ok` or a short error per dependency.
+    pub checks: BTreeMap<&'static str, String>,
+}
+
+async fn bounded<F, E>(timeout: Duration, f: F) -> String
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => short(&e.to_string()),
+        Err(_) => format!("timeout after {}ms", timeout.as_millis()),
+    }
+}
+
+fn short(s: &str) -> String {
+    let s: String = s.chars().take(200).collect();
+    format!("error: {s}")
+}
+
+/// Runs all checks concurrently.
+pub async fn check_all(state: &AppState) -> HealthReport {
+    let t = state.health_timeout;
+    let db = bounded(t, async {
+        use diesel_async::RunQueryDsl;
+        let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await.map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    });
+    let redis = bounded(t, state.cache.ping(t));
+    let kafka = bounded(t, async { admin::probe(&state.producer, t).await.map(|_| ()) });
+    let search = bounded(t, async {
+        let s = state.search.health(t).await?;
+        if s == "red" {
+            return Err(crate::search::SearchError::Decode("cluster status red".into()));
+        }
+        Ok(())
+    });
+    let (db, redis, kafka, search) = tokio::join!(db, redis, kafka, search);
+    let checks = BTreeMap::from([("database", db), ("redis", redis), ("kafka", kafka), ("opensearch", search)]);
+    let ok = checks.values().all(|v| v == "ok");
+    HealthReport { status: if ok { "ok" } else { "degraded" }, checks }
+}
+
+/// `GET /health/`.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let report = check_all(&state).await;
+    let mut resp = if report.status == "ok" { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
+    resp.insert_header(("Cache-Control", "no-store")).json(report)
+}
+
+/// `GET /health/live`: the process is up.
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /health/ready`: every dependency answers.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    health(state).await
+}

@@ -1,0 +1,109 @@
+//! `GET /api/search`: full text with typo tolerance, filters, facets and highlights over the
+//! `products` alias. Only published products unless a token holder asks for another status.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use opensearch::http::Method;
+use serde::Deserialize;
+
+use super::auth::{access, Access};
+use super::{ApiError, AppState};
+use crate::domain::product::ProductStatus;
+use crate::search::query::{self, SearchRequest, SortOrder, MAX_PAGE_SIZE, MAX_WINDOW};
+
+/// Query parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Free text over title, description and brand.
+    pub q: Option<String>,
+    /// Category filter.
+    pub category: Option<String>,
+    /// Brand filter.
+    pub brand: Option<String>,
+    /// Minimum price in minor units.
+    pub min_price: Option<i64>,
+    /// Maximum price in minor units.
+    pub max_price: Option<i64>,
+    /// Only products in stock.
+    pub in_stock: Option<bool>,
+    /// draft | published | archived | any (needs a token unless published).
+    pub status: Option<String>,
+    /// relevance | price_asc | price_desc | newest.
+    pub sort: Option<SortOrder>,
+    /// 1-based page.
+    pub page: Option<u32>,
+    /// Page size, 1..=100.
+    pub size: Option<u32>,
+}
+
+/// Validates parameters into a [`SearchRequest`].
+fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> {
+    let size = p.size.unwrap_or(20);
+    if !(1..=MAX_PAGE_SIZE).contains(&size) {
+        return Err(ApiError::field("size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+    }
+    let page = p.page.unwrap_or(1);
+    if page == 0 || page.saturating_mul(size) > MAX_WINDOW {
+        return Err(ApiError::field("page", format!("must be >= 1 with page * size <= {MAX_WINDOW}")));
+    }
+    if let (Some(lo), Some(hi)) = (p.min_price, p.max_price) {
+        if lo > hi {
+            return Err(ApiError::field("min_price", "must not exceed max_price"));
+        }
+    }
+    if p.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(ApiError::field("q", "must be at most 200 characters"));
+    }
+    let status = match p.status.as_deref() {
+        None | Some("published") => Some("published".to_owned()),
+        Some(other) => {
+            if access == Access::Anonymous {
+                return Err(ApiError::Unauthorized("searching beyond published products needs a bearer token".into()));
+            }
+            if other == "any" {
+                None
+            } else {
+                Some(
+                    ProductStatus::parse(other)
+                        .ok_or_else(|| ApiError::field("status", "must be draft, published, archived or any"))?
+                        .as_str()
+                        .to_owned(),
+                )
+            }
+        }
+    };
+    Ok(SearchRequest {
+        q: p.q,
+        category: p.category,
+        brand: p.brand,
+        min_price: p.min_price,
+        max_price: p.max_price,
+        in_stock: p.in_stock,
+        status,
+        sort: p.sort.unwrap_or_default(),
+        page,
+        size,
+    })
+}
+
+/// `GET /api/search`.
+#[utoipa::path(get, path = "/api/search", params(SearchParams),
+    responses((status = 200, body = query::SearchResponse), (status = 422, body = super::error::Problem)))]
+pub async fn search(state: web::Data<AppState>, req: HttpRequest, params: web::Query<SearchParams>) -> Result<HttpResponse, ApiError> {
+    let acc = access(&req, &state)?;
+    let r = validate(params.into_inner(), acc)?;
+    let path = format!("/{}/_search", state.names.index_alias());
+    let (status, v) = state
+        .search
+        .request(Method::Post, &path, Some(query::build(&r)), None)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("search unavailable: {e}")))?;
+    if status == 404 {
+        // No index yet: nothing was ever projected.
+        return Ok(HttpResponse::Ok().json(query::parse(&r, &serde_json::Value::Null)));
+    }
+    if status >= 300 {
+        return Err(ApiError::Internal(format!("search answered {status}: {v}")));
+    }
+    Ok(HttpResponse::Ok().json(query::parse(&r, &v)))
+}

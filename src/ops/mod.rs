@@ -1,0 +1,1 @@
+//! Operator tools: replay (consumer-group offset moves), lag, DLQ inspection and redrive.

@@ -1,0 +1,98 @@
+//! Index mapping and the alias. The API queries the alias `products`; the projection writes
+//! through it to the concrete index `products_vN`, so a rebuild can swap it atomically.
+
+use opensearch::http::Method;
+use serde_json::{json, Value};
+
+use super::{SearchClient, SearchError};
+
+/// Settings and explicit mapping of a products index. `refresh_interval` is explicit:
+/// idle shards otherwise stop refreshing after 30 s without searches.
+pub fn index_body() -> Value {
+    json!({
+        "settings": {
+            "number_of_shards": 1,
+            "number_of_replicas": 0,
+            "refresh_interval": "1s",
+            "analysis": {
+                "analyzer": {
+                    "product_text": { "type": "custom", "tokenizer": "standard",
+                                      "filter": ["lowercase", "asciifolding"] }
+                }
+            }
+        },
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "id": { "type": "keyword" },
+                "sku": { "type": "keyword" },
+                "title": { "type": "text", "analyzer": "product_text",
+                           "fields": { "raw": { "type": "keyword", "ignore_above": 256 } } },
+                "description": { "type": "text", "analyzer": "product_text" },
+                "category": { "type": "keyword" },
+                "brand": { "type": "keyword", "fields": { "text": { "type": "text", "analyzer": "product_text" } } },
+                "attributes": { "type": "flat_object" },
+                "price_minor": { "type": "long" },
+                "currency": { "type": "keyword" },
+                "stock": { "type": "long" },
+                "in_stock": { "type": "boolean" },
+                "status": { "type": "keyword" },
+                "version": { "type": "long" },
+                "created_at": { "type": "date" },
+                "updated_at": { "type": "date" }
+            }
+        }
+    })
+}
+
+/// The concrete index the alias points at, if the alias exists.
+pub async fn alias_target(client: &SearchClient, alias: &str) -> Result<Option<String>, SearchError> {
+    let (status, v) = client.request(Method::Get, &format!("/_alias/{alias}"), None, None).await?;
+    if status == 404 {
+        return Ok(None);
+    }
+    if status >= 300 {
+        return Err(SearchError::Status { status, body: v.to_string() });
+    }
+    Ok(v.as_object().and_then(|o| o.keys().next().cloned()))
+}
+
+/// Creates `index` with the mapping (an existing index is fine).
+pub async fn create_index(client: &SearchClient, index: &str) -> Result<(), SearchError> {
+    let (status, v) = client.request(Method::Put, &format!("/{index}"), Some(index_body()), None).await?;
+    let exists = v.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
+    if status >= 300 && !exists {
+        return Err(SearchError::Status { status, body: v.to_string() });
+    }
+    Ok(())
+}
+
+/// Makes sure `alias` exists, creating `<alias>_v1` behind it on first use. Returns the
+/// concrete index.
+pub async fn ensure_alias(client: &SearchClient, alias: &str) -> Result<String, SearchError> {
+    if let Some(target) = alias_target(client, alias).await? {
+        return Ok(target);
+    }
+    let index = format!("{alias}_v1");
+    create_index(client, &index).await?;
+    client
+        .ok(Method::Post, "/_aliases", Some(json!({ "actions": [ { "add": { "index": index, "alias": alias } } ] })))
+        .await?;
+    Ok(index)
+}
+
+/// Points `alias` at `new` and away from `old` in one atomic request.
+pub async fn swap_alias(client: &SearchClient, alias: &str, old: Option<&str>, new: &str) -> Result<(), SearchError> {
+    let mut actions = vec![json!({ "add": { "index": new, "alias": alias } })];
+    if let Some(old) = old {
+        actions.insert(0, json!({ "remove": { "index": old, "alias": alias } }));
+    }
+    client.ok(Method::Post, "/_aliases", Some(json!({ "actions": actions }))).await?;
+    Ok(())
+}
+
+/// Refreshes an index or alias so recent writes are searchable (tests, rebuild).
+pub async fn refresh(client: &SearchClient, target: &str) -> Result<(), SearchError> {
+    client.ok(Method::Post, &format!("/{target}/_refresh"), None).await?;
+    Ok(())
+}

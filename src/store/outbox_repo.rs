@@ -1,0 +1,228 @@
+//! The outbox as a queue for the relay.
+//!
+//! Claiming selects rows that are unpublished, not parked and due, in id order. It never
+//! remembers "the last id seen": a transaction that commits late with a lower id is still
+//! picked up. Rows of a product whose earlier row waits for a retry are held back so
+//! per-product order holds. Only one relay claims at a time: it holds a session advisory
+//! lock ([`try_lock_relay`]) on the connection it uses for claiming and marking, so losing the
+//! connection releases the lock and a standby takes over.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid, Double, Bool};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// Advisory lock key of the active relay (arbitrary, stable).
+const RELAY_LOCK_KEY: i64 = 0x616c_6965_7870_0001;
+
+/// A row claimed for publishing.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct PendingRow {
+    /// Outbox id.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// Destination topic.
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    /// Kafka key (product id).
+    #[diesel(sql_type = Text)]
+    pub key: String,
+    /// JSON payload, as text.
+    #[diesel(sql_type = Text)]
+    pub payload: String,
+    /// Headers as a JSON object of strings, as text.
+    #[diesel(sql_type = Text)]
+    pub headers: String,
+    /// Product id.
+    #[diesel(sql_type = SqlUuid)]
+    pub aggregate_id: Uuid,
+    /// Product version.
+    #[diesel(sql_type = BigInt)]
+    pub aggregate_version: i64,
+    /// Attempts so far.
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    /// Creation time (for publish latency).
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A row as operators see it (`aliexpress outbox list`).
+#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
+pub struct OutboxRowInfo {
+    /// Outbox id.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// Product id.
+    #[diesel(sql_type = SqlUuid)]
+    pub aggregate_id: Uuid,
+    /// Product version.
+    #[diesel(sql_type = BigInt)]
+    pub aggregate_version: i64,
+    /// Event type.
+    #[diesel(sql_type = Text)]
+    pub event_type: String,
+    /// Attempts so far.
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    /// Last publish error.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+    /// Creation time.
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    /// When it was parked.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub parked_at: Option<DateTime<Utc>>,
+}
+
+/// Backlog figures for metrics and `aliexpress status`.
+#[derive(Debug, Clone, Default, QueryableByName, serde::Serialize)]
+pub struct OutboxStats {
+    /// Unpublished, not parked.
+    #[diesel(sql_type = BigInt)]
+    pub pending: i64,
+    /// Parked.
+    #[diesel(sql_type = BigInt)]
+    pub parked: i64,
+    /// Age of the oldest pending row in seconds (0 when none).
+    #[diesel(sql_type = Double)]
+    pub oldest_pending_age_secs: f64,
+}
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+/// Tries to become the active relay; true when this session now holds the lock.
+pub async fn try_lock_relay(conn: &mut AsyncPgConnection) -> Result<bool, StoreError> {
+    let r: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+        .bind::<BigInt, _>(RELAY_LOCK_KEY)
+        .get_result(conn)
+        .await?;
+    Ok(r.locked)
+}
+
+/// Releases the relay lock held by this session.
+pub async fn unlock_relay(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
+    diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(RELAY_LOCK_KEY).execute(conn).await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due rows in id order (see the module docs).
+pub async fn claim_batch(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec<PendingRow>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
+                o.aggregate_id, o.aggregate_version, o.attempts, o.created_at \
+         FROM outbox o \
+         WHERE o.published_at IS NULL AND o.parked_at IS NULL \
+           AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) \
+           AND NOT EXISTS (SELECT 1 FROM outbox b \
+                           WHERE b.aggregate_id = o.aggregate_id AND b.id < o.id \
+                             AND b.published_at IS NULL AND b.parked_at IS NULL \
+                             AND b.next_attempt_at > now()) \
+         ORDER BY o.id LIMIT $1",
+    )
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?)
+}
+
+/// Marks rows published (one statement).
+pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<usize, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::sql_query(
+        "UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL \
+         WHERE id = ANY($1) AND published_at IS NULL",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .execute(conn)
+    .await?)
+}
+
+/// Records a failed attempt: backoff until the next try, parked once `max_attempts` is reached.
+/// Returns true when the row is now parked.
+pub async fn mark_failed(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    error: &str,
+    backoff: Duration,
+    max_attempts: i32,
+) -> Result<bool, StoreError> {
+    #[derive(QueryableByName)]
+    struct Parked {
+        #[diesel(sql_type = Bool)]
+        parked: bool,
+    }
+    let r: Parked = diesel::sql_query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = left($2, 2000), \
+                next_attempt_at = now() + make_interval(secs => $3), \
+                parked_at = CASE WHEN attempts + 1 >= $4 THEN now() ELSE NULL END \
+         WHERE id = $1 RETURNING parked_at IS NOT NULL AS parked",
+    )
+    .bind::<BigInt, _>(id)
+    .bind::<Text, _>(error)
+    .bind::<Double, _>(backoff.as_secs_f64())
+    .bind::<Integer, _>(max_attempts)
+    .get_result(conn)
+    .await?;
+    Ok(r.parked)
+}
+
+/// Pending/parked counts and the oldest pending age.
+pub async fn stats(conn: &mut AsyncPgConnection) -> Result<OutboxStats, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE parked_at IS NULL) AS pending, \
+                count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked, \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)), 0)::float8 \
+                  AS oldest_pending_age_secs \
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .get_result(conn)
+    .await?)
+}
+
+/// Rows for operators: parked ones, or all pending ones.
+pub async fn list(conn: &mut AsyncPgConnection, parked: bool, limit: i64) -> Result<Vec<OutboxRowInfo>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT id, aggregate_id, aggregate_version, event_type, attempts, last_error, created_at, parked_at \
+         FROM outbox WHERE published_at IS NULL AND (parked_at IS NOT NULL) = $1 ORDER BY id LIMIT $2",
+    )
+    .bind::<Bool, _>(parked)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?)
+}
+
+/// Un-parks rows (all parked rows when `ids` is None) so the relay tries them again.
+pub async fn retry_parked(conn: &mut AsyncPgConnection, ids: Option<&[i64]>) -> Result<usize, StoreError> {
+    let base = "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = NULL \
+                WHERE published_at IS NULL AND parked_at IS NOT NULL";
+    Ok(match ids {
+        Some(ids) => {
+            diesel::sql_query(format!("{base} AND id = ANY($1)")).bind::<Array<BigInt>, _>(ids).execute(conn).await?
+        }
+        None => diesel::sql_query(base).execute(conn).await?,
+    })
+}
+
+/// Deletes up to `batch` published rows older than `age`; returns how many went.
+pub async fn prune_published(conn: &mut AsyncPgConnection, age: Duration, batch: i64) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+           WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1) \
+           ORDER BY id LIMIT $2)",
+    )
+    .bind::<Double, _>(age.as_secs_f64())
+    .bind::<BigInt, _>(batch)
+    .execute(conn)
+    .await?)
+}

@@ -1,0 +1,67 @@
+//! PostgreSQL connection pool (diesel-async + deadpool, no libpq) and embedded migrations.
+//!
+//! Every connection gets a statement timeout through the connection string's `options`, so a
+//! stuck query fails instead of hanging a worker.
+
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+use super::StoreError;
+
+/// The migrations in migrations/, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Pool of async Postgres connections.
+pub type PgPool = Pool<AsyncPgConnection>;
+/// A connection checked out of [`PgPool`].
+pub type PgConn = Object<AsyncPgConnection>;
+
+/// `url` with `statement_timeout` added to its `options` parameter.
+pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
+    let ms = timeout.as_millis();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    if url.contains("statement_timeout") {
+        url.to_owned()
+    } else {
+        format!("{url}{sep}options=-c%20statement_timeout%3D{ms}")
+    }
+}
+
+/// Builds a pool; connects lazily. `wait` bounds how long a caller waits for a connection.
+pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_with_statement_timeout(url, statement_timeout));
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+/// Opens a single connection outside the pool (LISTEN, advisory locks, migrations).
+pub async fn connect(url: &str, statement_timeout: Duration) -> Result<AsyncPgConnection, StoreError> {
+    let url = url_with_statement_timeout(url, statement_timeout);
+    tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(&url))
+        .await
+        .map_err(|_| StoreError::Pool("timed out connecting to PostgreSQL after 5s".into()))?
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+/// Applies pending migrations; returns the versions applied. Needs a multi-thread runtime.
+pub async fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
+    let conn = connect(url, Duration::from_secs(300)).await?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let applied = harness
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Checks out a connection, mapping pool errors.
+pub async fn get(pool: &PgPool) -> Result<PgConn, StoreError> {
+    pool.get().await.map_err(|e| StoreError::Pool(e.to_string()))
+}

@@ -1,0 +1,334 @@
+//! The product repository: load, decide, save, all in one transaction.
+//!
+//! `execute` locks the product row (`SELECT ... FOR UPDATE`), runs the command through the
+//! aggregate, writes the new state guarded by its version, appends the event to the outbox and
+//! records the command outcome, then commits. Either everything is written or nothing: no
+//! event without state, no state without event. A redelivered command id is answered from the
+//! `commands` table without running again.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::schema::{commands, outbox, products};
+use super::StoreError;
+use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
+use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
+
+/// How a command is to be executed.
+#[derive(Debug, Clone)]
+pub struct ExecuteOptions {
+    /// Idempotency key; recorded with the outcome.
+    pub command_id: Option<Uuid>,
+    /// Correlation id stamped on the event.
+    pub correlation_id: Option<Uuid>,
+    /// Optimistic concurrency: fail with a conflict unless the product is at this version.
+    pub expected_version: Option<i64>,
+    /// Topic recorded on the outbox row.
+    pub events_topic: String,
+    /// Send a NOTIFY wake-up to the relay at commit.
+    pub notify: bool,
+}
+
+/// What happened to a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecuteOutcome {
+    /// Applied now; the new state and its event.
+    Applied(Box<(Product, EventEnvelope)>),
+    /// Refused by the aggregate (recorded when a command id was given).
+    Rejected(product::DomainError),
+    /// The command id was already processed; nothing ran.
+    Duplicate {
+        /// `applied` or `rejected`.
+        status: String,
+        /// Version it produced, when applied.
+        version: Option<i64>,
+    },
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg), treat_none_as_null = true)]
+struct ProductRow {
+    id: Uuid,
+    sku: String,
+    title: String,
+    description: String,
+    category: String,
+    brand: String,
+    attributes: serde_json::Value,
+    price_minor: Option<i64>,
+    currency: Option<String>,
+    stock: i64,
+    status: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ProductRow {
+    fn from_product(p: &Product) -> Self {
+        Self {
+            id: p.id,
+            sku: p.sku.clone(),
+            title: p.title.clone(),
+            description: p.description.clone(),
+            category: p.category.clone(),
+            brand: p.brand.clone(),
+            attributes: serde_json::to_value(&p.attributes).unwrap_or_default(),
+            price_minor: p.price.as_ref().map(|m| m.amount_minor),
+            currency: p.price.as_ref().map(|m| m.currency.clone()),
+            stock: p.stock,
+            status: p.status.as_str().to_owned(),
+            version: p.version,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+
+    fn into_product(self) -> Result<Product, StoreError> {
+        let status = ProductStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("product {} has status {:?}", self.id, self.status)))?;
+        let attributes = serde_json::from_value(self.attributes)
+            .map_err(|e| StoreError::Corrupt(format!("product {} attributes: {e}", self.id)))?;
+        let price = match (self.price_minor, self.currency) {
+            (Some(amount_minor), Some(currency)) => Some(Money { amount_minor, currency }),
+            _ => None,
+        };
+        Ok(Product {
+            id: self.id,
+            sku: self.sku,
+            title: self.title,
+            description: self.description,
+            category: self.category,
+            brand: self.brand,
+            attributes,
+            price,
+            stock: self.stock,
+            status,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = outbox)]
+struct NewOutboxRow<'a> {
+    event_id: Uuid,
+    aggregate_type: &'a str,
+    aggregate_id: Uuid,
+    aggregate_version: i64,
+    topic: &'a str,
+    key: String,
+    event_type: &'a str,
+    schema_version: i32,
+    payload: serde_json::Value,
+    headers: serde_json::Value,
+}
+
+/// Loads a product by id.
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Product>, StoreError> {
+    let row = products::table
+        .find(id)
+        .select(ProductRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(ProductRow::into_product).transpose()
+}
+
+/// One page of products in id order, after `cursor`, optionally filtered.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    status: Option<ProductStatus>,
+    category: Option<&str>,
+    cursor: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Product>, StoreError> {
+    let mut q = products::table.select(ProductRow::as_select()).order(products::id.asc()).limit(limit).into_boxed();
+    if let Some(s) = status {
+        q = q.filter(products::status.eq(s.as_str()));
+    }
+    if let Some(c) = category {
+        q = q.filter(products::category.eq(c.to_owned()));
+    }
+    if let Some(c) = cursor {
+        q = q.filter(products::id.gt(c));
+    }
+    q.load(conn).await?.into_iter().map(ProductRow::into_product).collect()
+}
+
+/// Runs `command` against product `id` in one transaction (see the module docs).
+pub async fn execute(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    command: &ProductCommand,
+    opts: &ExecuteOptions,
+) -> Result<ExecuteOutcome, StoreError> {
+    let command = command.clone();
+    let opts = opts.clone();
+    conn.transaction::<_, StoreError, _>(async move |conn| execute_in_tx(conn, id, &command, &opts).await)
+        .await
+}
+
+async fn execute_in_tx(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    command: &ProductCommand,
+    opts: &ExecuteOptions,
+) -> Result<ExecuteOutcome, StoreError> {
+    if let Some(command_id) = opts.command_id {
+        let seen: Option<(String, Option<i64>)> = commands::table
+            .find(command_id)
+            .select((commands::status, commands::result_version))
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some((status, version)) = seen {
+            if status != "pending" {
+                return Ok(ExecuteOutcome::Duplicate { status, version });
+            }
+        }
+    }
+    let current = products::table
+        .find(id)
+        .select(ProductRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .map(ProductRow::into_product)
+        .transpose()?;
+    if let Some(expected) = opts.expected_version {
+        let actual = current.as_ref().map_or(0, |p| p.version);
+        if actual != expected {
+            return Err(StoreError::VersionConflict { expected, actual });
+        }
+    }
+    let now = Utc::now();
+    let (next, change) = match product::execute(current.as_ref(), id, command, now) {
+        Ok(ok) => ok,
+        Err(rule) => {
+            if let Some(command_id) = opts.command_id {
+                record_outcome(conn, command_id, id, command.command_type(), "rejected", None, Some(&rule.to_string()))
+                    .await?;
+            }
+            return Ok(ExecuteOutcome::Rejected(rule));
+        }
+    };
+    let row = ProductRow::from_product(&next);
+    let written = match &current {
+        None => diesel::insert_into(products::table).values(&row).execute(conn).await,
+        Some(prev) => {
+            diesel::update(products::table.filter(products::id.eq(id)).filter(products::version.eq(prev.version)))
+                .set(&row)
+                .execute(conn)
+                .await
+        }
+    };
+    match written {
+        Ok(1) => {}
+        Ok(_) => {
+            // Unreachable while the row is locked FOR UPDATE; kept as a guard.
+            return Err(StoreError::VersionConflict { expected: next.version - 1, actual: -1 });
+        }
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+            if info.constraint_name() == Some("products_sku_key") =>
+        {
+            return Err(StoreError::SkuTaken(next.sku.clone()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let meta = EventMeta {
+        event_id: Uuid::now_v7(),
+        causation_id: opts.command_id,
+        correlation_id: opts.correlation_id,
+        occurred_at: now,
+    };
+    let envelope = EventEnvelope::new(&change, &next, meta);
+    append_outbox(conn, &envelope, &opts.events_topic).await?;
+    if let Some(command_id) = opts.command_id {
+        record_outcome(conn, command_id, id, command.command_type(), "applied", Some(next.version), None).await?;
+    }
+    if opts.notify {
+        diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}")).execute(conn).await?;
+    }
+    Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
+}
+
+/// Appends one event to the outbox (inside the caller's transaction).
+async fn append_outbox(conn: &mut AsyncPgConnection, env: &EventEnvelope, topic: &str) -> Result<(), StoreError> {
+    let payload = serde_json::to_value(env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let headers = serde_json::json!({
+        "event_id": env.event_id.to_string(),
+        "event_type": env.event_type,
+        "schema_version": env.schema_version.to_string(),
+        "aggregate_version": env.aggregate_version.to_string(),
+        "correlation_id": env.correlation_id.map(|c| c.to_string()).unwrap_or_default(),
+    });
+    diesel::insert_into(outbox::table)
+        .values(NewOutboxRow {
+            event_id: env.event_id,
+            aggregate_type: &env.aggregate_type,
+            aggregate_id: env.aggregate_id,
+            aggregate_version: env.aggregate_version,
+            topic,
+            key: env.aggregate_id.to_string(),
+            event_type: &env.event_type,
+            schema_version: i32::try_from(env.schema_version).unwrap_or(i32::MAX),
+            payload,
+            headers,
+        })
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn record_outcome(
+    conn: &mut AsyncPgConnection,
+    command_id: Uuid,
+    product_id: Uuid,
+    command_type: &str,
+    status: &str,
+    version: Option<i64>,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    diesel::insert_into(commands::table)
+        .values((
+            commands::command_id.eq(command_id),
+            commands::product_id.eq(product_id),
+            commands::command_type.eq(command_type),
+            commands::status.eq(status),
+            commands::result_version.eq(version),
+            commands::reason.eq(reason),
+            commands::processed_at.eq(Some(now)),
+        ))
+        .on_conflict(commands::command_id)
+        .do_update()
+        .set((
+            commands::status.eq(status),
+            commands::result_version.eq(version),
+            commands::reason.eq(reason),
+            commands::processed_at.eq(Some(now)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a command as rejected outside a command transaction (for refusals the store
+/// detects, such as a version conflict or a taken sku).
+pub async fn record_rejection(
+    conn: &mut AsyncPgConnection,
+    command_id: Uuid,
+    product_id: Uuid,
+    command_type: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    record_outcome(conn, command_id, product_id, command_type, "rejected", None, Some(reason)).await
+}

@@ -1,0 +1,79 @@
+//! Diesel table definitions; mirror of migrations/.
+
+diesel::table! {
+    products (id) {
+        id -> Uuid,
+        sku -> Text,
+        title -> Text,
+        description -> Text,
+        category -> Text,
+        brand -> Text,
+        attributes -> Jsonb,
+        price_minor -> Nullable<Int8>,
+        currency -> Nullable<Text>,
+        stock -> Int8,
+        status -> Text,
+        version -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        aggregate_type -> Text,
+        aggregate_id -> Uuid,
+        aggregate_version -> Int8,
+        topic -> Text,
+        key -> Text,
+        event_type -> Text,
+        schema_version -> Int4,
+        payload -> Jsonb,
+        headers -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Nullable<Timestamptz>,
+        parked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    commands (command_id) {
+        command_id -> Uuid,
+        product_id -> Uuid,
+        command_type -> Text,
+        status -> Text,
+        result_version -> Nullable<Int8>,
+        reason -> Nullable<Text>,
+        submitted_at -> Timestamptz,
+        processed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    replay_audit (id) {
+        id -> Int8,
+        executed_at -> Timestamptz,
+        host -> Text,
+        group_id -> Text,
+        topic -> Text,
+        kafka_partition -> Int4,
+        from_offset -> Nullable<Int8>,
+        to_offset -> Int8,
+        mode -> Text,
+    }
+}
+
+diesel::table! {
+    dlq_redrives (dlq_topic, kafka_partition, dlq_offset) {
+        dlq_topic -> Text,
+        kafka_partition -> Int4,
+        dlq_offset -> Int8,
+        target_topic -> Text,
+        redriven_at -> Timestamptz,
+    }
+}

@@ -1,0 +1,70 @@
+//! Every Prometheus metric of the platform, registered once in the default registry.
+//! Names follow `aliexpress_<subsystem>_<noun>_<unit|total>`.
+
+use prometheus::{
+    register_histogram_vec, register_histogram, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, register_gauge_vec, register_gauge, Encoder, GaugeVec, Gauge,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
+};
+use std::sync::LazyLock;
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $reg:ident!($($arg:tt)*)) => {
+        /// See the metric's help text.
+        pub static $name: LazyLock<$ty> = LazyLock::new(|| {
+            #[expect(clippy::expect_used, reason = "static metric definitions are valid; registered once")]
+            $reg!($($arg)*).expect("metric registers")
+        });
+    };
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+
+metric!(HTTP_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_http_requests_total", "HTTP requests by method, route and status", &["method", "route", "status"]));
+metric!(HTTP_DURATION: HistogramVec = register_histogram_vec!(
+    "aliexpress_http_request_duration_seconds", "HTTP request latency by method, route and status",
+    &["method", "route", "status"], LATENCY_BUCKETS.to_vec()));
+
+metric!(OUTBOX_PENDING: IntGauge = register_int_gauge!(
+    "aliexpress_outbox_pending_rows", "Outbox rows not yet published and not parked"));
+metric!(OUTBOX_PARKED: IntGauge = register_int_gauge!(
+    "aliexpress_outbox_parked_rows", "Outbox rows parked after too many failed attempts"));
+metric!(OUTBOX_OLDEST_AGE: Gauge = register_gauge!(
+    "aliexpress_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row"));
+metric!(OUTBOX_PUBLISHED: IntCounter = register_int_counter!(
+    "aliexpress_outbox_published_total", "Outbox rows published to Kafka"));
+metric!(OUTBOX_PUBLISH_LATENCY: Histogram = register_histogram!(
+    "aliexpress_outbox_publish_latency_seconds", "From outbox row creation to Kafka delivery",
+    LATENCY_BUCKETS.to_vec()));
+metric!(OUTBOX_BATCH_SIZE: Histogram = register_histogram!(
+    "aliexpress_outbox_batch_size", "Rows per published batch", BATCH_BUCKETS.to_vec()));
+metric!(OUTBOX_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_outbox_errors_total", "Relay errors by kind", &["kind"]));
+
+metric!(COMMANDS_PROCESSED: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_commands_processed_total", "Commands consumed by result", &["result"]));
+
+metric!(PROJECTION_EVENTS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_projection_events_total", "Events projected by type and result", &["event_type", "result"]));
+metric!(PROJECTION_BULK_DURATION: Histogram = register_histogram!(
+    "aliexpress_projection_bulk_duration_seconds", "OpenSearch bulk request latency", LATENCY_BUCKETS.to_vec()));
+metric!(PROJECTION_BATCH_SIZE: Histogram = register_histogram!(
+    "aliexpress_projection_batch_size", "Events per projection batch", BATCH_BUCKETS.to_vec()));
+metric!(PROJECTION_VERSION_GAPS: IntCounter = register_int_counter!(
+    "aliexpress_projection_version_gaps_total", "Events whose version skipped past stored version + 1"));
+metric!(DLQ_MESSAGES: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_dlq_messages_total", "Messages sent to a dead-letter topic", &["topic", "error_class"]));
+metric!(CONSUMER_LAG: IntGaugeVec = register_int_gauge_vec!(
+    "aliexpress_consumer_lag_messages", "Log end offset minus committed position", &["group", "topic", "partition"]));
+metric!(CONSUMER_LAG_SECONDS: GaugeVec = register_gauge_vec!(
+    "aliexpress_consumer_lag_seconds", "Now minus occurred_at of the last applied event", &["group", "topic", "partition"]));
+
+/// The default registry in Prometheus text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    // Encoding gathered families into a Vec cannot fail.
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
