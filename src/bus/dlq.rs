@@ -60,7 +60,11 @@ pub struct DlqWriter {
 impl DlqWriter {
     /// A writer to `topic` on behalf of `group`.
     pub fn new(producer: FutureProducer, topic: String, group: String) -> Self {
-        Self { producer, topic, group }
+        Self {
+            producer,
+            topic,
+            group,
+        }
     }
 
     /// Sends `msg` to the DLQ with `reason`; returns once the broker acknowledged it.
@@ -68,10 +72,17 @@ impl DlqWriter {
         let mut headers = OwnedHeaders::new();
         if let Some(orig) = msg.headers() {
             for h in orig.iter() {
-                headers = headers.insert(Header { key: h.key, value: h.value });
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
             }
         }
-        let ts = msg.timestamp().to_millis().map(|t| t.to_string()).unwrap_or_default();
+        let ts = msg
+            .timestamp()
+            .to_millis()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         let ctx: [(&str, String); 11] = [
             (dlq_headers::ORIGINAL_TOPIC, msg.topic().to_owned()),
             (dlq_headers::ORIGINAL_PARTITION, msg.partition().to_string()),
@@ -83,10 +94,16 @@ impl DlqWriter {
             (dlq_headers::ERROR_MESSAGE, truncate(&reason.message, 4000)),
             (dlq_headers::ATTEMPTS, reason.attempts.to_string()),
             (dlq_headers::FAILED_AT, Utc::now().to_rfc3339()),
-            (dlq_headers::APP_VERSION, env!("CARGO_PKG_VERSION").to_owned()),
+            (
+                dlq_headers::APP_VERSION,
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
         ];
         for (k, v) in &ctx {
-            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
         }
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
         if let Some(k) = msg.key() {
@@ -102,7 +119,9 @@ impl DlqWriter {
             .send(rec, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| BusError::Kafka(e))?;
-        DLQ_MESSAGES.with_label_values(&[&self.topic, reason.class]).inc();
+        DLQ_MESSAGES
+            .with_label_values(&[&self.topic, reason.class])
+            .inc();
         Ok(())
     }
 }

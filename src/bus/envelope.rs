@@ -56,7 +56,10 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(class: &'static str, message: impl Into<String>) -> Self {
-        Self { class, message: message.into() }
+        Self {
+            class,
+            message: message.into(),
+        }
     }
 }
 
@@ -64,7 +67,10 @@ impl CommandEnvelope {
     /// The typed command, or why the payload does not fit its type.
     pub fn command(&self) -> Result<ProductCommand, DecodeError> {
         if !COMMAND_TYPES.contains(&self.command_type.as_str()) {
-            return Err(DecodeError::new("unknown_command_type", format!("unknown command_type {:?}", self.command_type)));
+            return Err(DecodeError::new(
+                "unknown_command_type",
+                format!("unknown command_type {:?}", self.command_type),
+            ));
         }
         let mut v = json!({ "command_type": self.command_type });
         if let Some(p) = &self.payload {
@@ -77,10 +83,14 @@ impl CommandEnvelope {
 }
 
 /// Decodes a command message.
-pub fn decode_command(payload: Option<&[u8]>) -> Result<(CommandEnvelope, ProductCommand), DecodeError> {
+pub fn decode_command(
+    payload: Option<&[u8]>,
+) -> Result<(CommandEnvelope, ProductCommand), DecodeError> {
     let bytes = payload.ok_or_else(|| DecodeError::new("empty_message", "message has no value"))?;
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
-    let env: CommandEnvelope = serde_json::from_value(v).map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
+    let env: CommandEnvelope = serde_json::from_value(v)
+        .map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
     let cmd = env.command()?;
     Ok((env, cmd))
 }
@@ -88,18 +98,35 @@ pub fn decode_command(payload: Option<&[u8]>) -> Result<(CommandEnvelope, Produc
 /// Decodes an event message, checking event type and schema version.
 pub fn decode_event(payload: Option<&[u8]>) -> Result<EventEnvelope, DecodeError> {
     let bytes = payload.ok_or_else(|| DecodeError::new("empty_message", "message has no value"))?;
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
-    let et = v.get("event_type").and_then(Value::as_str).ok_or_else(|| DecodeError::new("invalid_envelope", "missing field `event_type`"))?;
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
+    let et = v
+        .get("event_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| DecodeError::new("invalid_envelope", "missing field `event_type`"))?;
     if !EVENT_TYPES.contains(&et) {
-        return Err(DecodeError::new("unknown_event_type", format!("unknown event_type {et:?}")));
+        return Err(DecodeError::new(
+            "unknown_event_type",
+            format!("unknown event_type {et:?}"),
+        ));
     }
-    let sv = v.get("schema_version").and_then(Value::as_u64).ok_or_else(|| DecodeError::new("invalid_envelope", "missing field `schema_version`"))?;
+    let sv = v
+        .get("schema_version")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| DecodeError::new("invalid_envelope", "missing field `schema_version`"))?;
     if sv != u64::from(SCHEMA_VERSION) {
-        return Err(DecodeError::new("unsupported_schema_version", format!("schema_version {sv} is not supported (expected {SCHEMA_VERSION})")));
+        return Err(DecodeError::new(
+            "unsupported_schema_version",
+            format!("schema_version {sv} is not supported (expected {SCHEMA_VERSION})"),
+        ));
     }
-    let env: EventEnvelope = serde_json::from_value(v).map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
+    let env: EventEnvelope = serde_json::from_value(v)
+        .map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
     if env.state.id != env.aggregate_id || env.state.version != env.aggregate_version {
-        return Err(DecodeError::new("invalid_state", "state id/version do not match aggregate_id/aggregate_version"));
+        return Err(DecodeError::new(
+            "invalid_state",
+            "state id/version do not match aggregate_id/aggregate_version",
+        ));
     }
     Ok(env)
 }
@@ -111,26 +138,61 @@ mod tests {
     #[test]
     fn commands_decode_or_say_why_not() {
         let id = Uuid::nil();
-        let ok = format!(r#"{{"command_id":"{id}","product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":2}}}}"#);
+        let ok = format!(
+            r#"{{"command_id":"{id}","product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":2}}}}"#
+        );
         let (_, c) = decode_command(Some(ok.as_bytes())).expect("decodes");
         assert_eq!(c, ProductCommand::AdjustStock { delta: 2 });
-        assert_eq!(decode_command(Some(b"nope")).unwrap_err().class, "invalid_json");
-        assert_eq!(decode_command(Some(b"{}")).unwrap_err().class, "invalid_envelope");
+        assert_eq!(
+            decode_command(Some(b"nope")).unwrap_err().class,
+            "invalid_json"
+        );
+        assert_eq!(
+            decode_command(Some(b"{}")).unwrap_err().class,
+            "invalid_envelope"
+        );
         let unknown = format!(r#"{{"product_id":"{id}","command_type":"Explode"}}"#);
-        assert_eq!(decode_command(Some(unknown.as_bytes())).unwrap_err().class, "unknown_command_type");
-        let bad = format!(r#"{{"product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":"x"}}}}"#);
-        assert_eq!(decode_command(Some(bad.as_bytes())).unwrap_err().class, "invalid_payload");
+        assert_eq!(
+            decode_command(Some(unknown.as_bytes())).unwrap_err().class,
+            "unknown_command_type"
+        );
+        let bad = format!(
+            r#"{{"product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":"x"}}}}"#
+        );
+        assert_eq!(
+            decode_command(Some(bad.as_bytes())).unwrap_err().class,
+            "invalid_payload"
+        );
         let unit = format!(r#"{{"product_id":"{id}","command_type":"PublishProduct"}}"#);
-        assert_eq!(decode_command(Some(unit.as_bytes())).expect("unit").1, ProductCommand::PublishProduct);
+        assert_eq!(
+            decode_command(Some(unit.as_bytes())).expect("unit").1,
+            ProductCommand::PublishProduct
+        );
     }
 
     #[test]
     fn events_with_unknown_type_or_schema_are_refused() {
-        assert_eq!(decode_event(Some(br#"{"event_type":"Nope","schema_version":1}"#)).unwrap_err().class, "unknown_event_type");
         assert_eq!(
-            decode_event(Some(br#"{"event_type":"ProductCreated","schema_version":9}"#)).unwrap_err().class,
+            decode_event(Some(br#"{"event_type":"Nope","schema_version":1}"#))
+                .unwrap_err()
+                .class,
+            "unknown_event_type"
+        );
+        assert_eq!(
+            decode_event(Some(
+                br#"{"event_type":"ProductCreated","schema_version":9}"#
+            ))
+            .unwrap_err()
+            .class,
             "unsupported_schema_version"
         );
-        assert_eq!(decode_event(Some(br#"{"event_type":"ProductCreated","schema_version":1}"#)).unwrap_err().class, "invalid_envelope");
+        assert_eq!(
+            decode_event(Some(
+                br#"{"event_type":"ProductCreated","schema_version":1}"#
+            ))
+            .unwrap_err()
+            .class,
+            "invalid_envelope"
+        );
     }
 }

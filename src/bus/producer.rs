@@ -19,7 +19,11 @@ pub struct ProducerSettings {
 
 impl Default for ProducerSettings {
     fn default() -> Self {
-        Self { linger_ms: 5, compression: "lz4".into(), message_timeout_ms: 30_000 }
+        Self {
+            linger_ms: 5,
+            compression: "lz4".into(),
+            message_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -27,7 +31,10 @@ impl Default for ProducerSettings {
 pub fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
-        .set("client.id", format!("aliexpress-{}", env!("CARGO_PKG_VERSION")))
+        .set(
+            "client.id",
+            format!("aliexpress-{}", env!("CARGO_PKG_VERSION")),
+        )
         .set("socket.connection.setup.timeout.ms", "5000")
         .set("log_level", "3");
     c

@@ -3,9 +3,9 @@
 //! state only when its version is >= the cached one (`>=`, so a replay rewrites the same
 //! version after a projection fix), making duplicates and out-of-order delivery harmless.
 
-use std::future::Future;
 use deadpool_redis::redis;
 use deadpool_redis::{Config, Pool, Runtime};
+use std::future::Future;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -62,16 +62,31 @@ impl ProductCache {
             },
             ..Default::default()
         });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(|e| CacheError::Pool(e.to_string()))?;
-        Ok(Self { pool, names, ttl, timeout: Duration::from_secs(3) })
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| CacheError::Pool(e.to_string()))?;
+        Ok(Self {
+            pool,
+            names,
+            ttl,
+            timeout: Duration::from_secs(3),
+        })
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, CacheError> {
-        self.pool.get().await.map_err(|e| CacheError::Pool(e.to_string()))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| CacheError::Pool(e.to_string()))
     }
 
-    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, CacheError>>) -> Result<T, CacheError> {
-        tokio::time::timeout(self.timeout, fut).await.map_err(|_| CacheError::Timeout)?
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| CacheError::Timeout)?
     }
 
     /// PING, bounded by `timeout`.
@@ -89,9 +104,13 @@ impl ProductCache {
     pub async fn get(&self, id: Uuid) -> Result<Option<Product>, CacheError> {
         self.bounded(async {
             let mut c = self.conn().await?;
-            let doc: Option<String> =
-                redis::cmd("HGET").arg(self.names.product_cache_key(&id)).arg("d").query_async(&mut c).await?;
-            doc.map(|d| serde_json::from_str(&d).map_err(|e| CacheError::Corrupt(e.to_string()))).transpose()
+            let doc: Option<String> = redis::cmd("HGET")
+                .arg(self.names.product_cache_key(&id))
+                .arg("d")
+                .query_async(&mut c)
+                .await?;
+            doc.map(|d| serde_json::from_str(&d).map_err(|e| CacheError::Corrupt(e.to_string())))
+                .transpose()
         })
         .await
     }
@@ -106,7 +125,8 @@ impl ProductCache {
             let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
             let mut pipe = redis::pipe();
             for p in products {
-                let doc = serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+                let doc =
+                    serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
                 pipe.cmd("EVAL")
                     .arg(PUT_IF_NEWER)
                     .arg(1)
@@ -118,7 +138,13 @@ impl ProductCache {
             let raw: Vec<i64> = pipe.query_async(&mut c).await?;
             Ok(raw
                 .into_iter()
-                .map(|r| if r < 0 { PutOutcome::Stale { cached: -r } } else { PutOutcome::Applied { previous: r } })
+                .map(|r| {
+                    if r < 0 {
+                        PutOutcome::Stale { cached: -r }
+                    } else {
+                        PutOutcome::Applied { previous: r }
+                    }
+                })
                 .collect())
         })
         .await
@@ -127,14 +153,18 @@ impl ProductCache {
     /// Writes one product if newer-or-equal.
     pub async fn put(&self, product: &Product) -> Result<PutOutcome, CacheError> {
         let mut v = self.put_many(&[product]).await?;
-        v.pop().ok_or_else(|| CacheError::Corrupt("empty pipeline reply".into()))
+        v.pop()
+            .ok_or_else(|| CacheError::Corrupt("empty pipeline reply".into()))
     }
 
     /// Removes a cached product (used when a write-through failed half way).
     pub async fn evict(&self, id: Uuid) -> Result<(), CacheError> {
         self.bounded(async {
             let mut c = self.conn().await?;
-            let _: i64 = redis::cmd("DEL").arg(self.names.product_cache_key(&id)).query_async(&mut c).await?;
+            let _: i64 = redis::cmd("DEL")
+                .arg(self.names.product_cache_key(&id))
+                .query_async(&mut c)
+                .await?;
             Ok(())
         })
         .await

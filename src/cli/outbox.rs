@@ -42,21 +42,38 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     match a.action {
         Action::List { parked, limit } => {
             let rows = outbox_repo::list(&mut conn, parked, limit).await?;
-            println!("{:<10} {:<36} {:>7} {:<22} {:>8} {:<25} LAST-ERROR", "ID", "PRODUCT", "VERSION", "EVENT-TYPE", "ATTEMPTS", "CREATED-AT");
+            println!(
+                "{:<10} {:<36} {:>7} {:<22} {:>8} {:<25} LAST-ERROR",
+                "ID", "PRODUCT", "VERSION", "EVENT-TYPE", "ATTEMPTS", "CREATED-AT"
+            );
             for r in &rows {
                 println!(
                     "{:<10} {:<36} {:>7} {:<22} {:>8} {:<25} {}",
-                    r.id, r.aggregate_id, r.aggregate_version, r.event_type, r.attempts,
-                    r.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), r.last_error.as_deref().unwrap_or("-")
+                    r.id,
+                    r.aggregate_id,
+                    r.aggregate_version,
+                    r.event_type,
+                    r.attempts,
+                    r.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                    r.last_error.as_deref().unwrap_or("-")
                 );
             }
-            println!("{} {} row(s)", rows.len(), if parked { "parked" } else { "pending" });
+            println!(
+                "{} {} row(s)",
+                rows.len(),
+                if parked { "parked" } else { "pending" }
+            );
         }
         Action::Retry { ids, all_parked } => {
             if ids.is_empty() && !all_parked {
-                return Err(super::usage("outbox retry", "give outbox ids or --all-parked"));
+                return Err(super::usage(
+                    "outbox retry",
+                    "give outbox ids or --all-parked",
+                ));
             }
-            let n = outbox_repo::retry_parked(&mut conn, if all_parked { None } else { Some(&ids) }).await?;
+            let n =
+                outbox_repo::retry_parked(&mut conn, if all_parked { None } else { Some(&ids) })
+                    .await?;
             println!("{n} parked row(s) queued for publishing again");
         }
     }

@@ -59,19 +59,28 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         let mut conn = crate::store::pool::get(&pool).await?;
         let mut total = 0;
         loop {
-            let n = outbox_repo::prune_published(&mut conn, age, 1000).await.context("pruning the outbox")?;
+            let n = outbox_repo::prune_published(&mut conn, age, 1000)
+                .await
+                .context("pruning the outbox")?;
             total += n;
             if n == 0 {
                 break;
             }
             eprintln!("pruned {total} rows so far");
         }
-        println!("Pruned {total} published outbox rows older than {}", humantime::format_duration(age));
+        println!(
+            "Pruned {total} published outbox rows older than {}",
+            humantime::format_duration(age)
+        );
         return Ok(());
     }
     let producer = super::connect::kafka(
         infra,
-        &ProducerSettings { linger_ms: a.linger_ms, compression: a.compression.clone(), ..Default::default() },
+        &ProducerSettings {
+            linger_ms: a.linger_ms,
+            compression: a.compression.clone(),
+            ..Default::default()
+        },
     )
     .await?;
     let settings = RelaySettings {
@@ -112,8 +121,10 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     }
     let bar = ProgressBar::new(u64::try_from(before.pending).unwrap_or(0));
     bar.set_style(
-        ProgressStyle::with_template("{spinner} publishing [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} publishing [{bar:40}] {pos}/{len} events {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let (mut published, mut batches, mut failed, mut parked) = (0usize, 0usize, 0usize, 0usize);
@@ -143,7 +154,11 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
                         humantime::format_duration(a.broker_timeout));
                 }
                 broker_failures += 1;
-                let d = backoff(Duration::from_millis(200), Duration::from_secs(5), broker_failures);
+                let d = backoff(
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                    broker_failures,
+                );
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Kafka unavailable; retrying");
                 shutdown.sleep(d).await;
             }
@@ -159,7 +174,11 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     let secs = started.elapsed().as_secs_f64();
     println!(
         "Published {published} events in {batches} batches in {secs:.2}s ({:.0} events/s)",
-        if secs > 0.0 { published as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            published as f64 / secs
+        } else {
+            0.0
+        }
     );
     if failed > 0 || after.pending > 0 || after.parked > 0 {
         println!("{failed} failed attempts, {parked} rows parked now; {} still pending (waiting for retry), {} parked in total",

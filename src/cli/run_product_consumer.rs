@@ -30,12 +30,19 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
     let pool = super::connect::database(infra).await?;
     let producer = super::connect::kafka(infra, &ProducerSettings::default()).await?;
-    admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), admin::DEFAULT_PARTITIONS).await?;
+    admin::ensure_topics(
+        &infra.kafka_bootstrap_servers,
+        &names.all_topics(),
+        admin::DEFAULT_PARTITIONS,
+    )
+    .await?;
     let group = a.group.unwrap_or_else(|| names.command_group());
     let c = consumer::build(&infra.kafka_bootstrap_servers, &group)?;
     c.subscribe(&[&names.commands_topic()])?;
     super::connect::metrics_server(a.metrics_addr.as_deref())?;
-    crate::telemetry::metrics::COMMANDS_PROCESSED.with_label_values(&["applied"]).inc_by(0);
+    crate::telemetry::metrics::COMMANDS_PROCESSED
+        .with_label_values(&["applied"])
+        .inc_by(0);
     let worker = CommandConsumer {
         consumer: c,
         pool,

@@ -43,7 +43,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let search = super::connect::search(infra).await?;
     let cache = super::connect::cache(infra).await?;
     let producer = super::connect::kafka(infra, &ProducerSettings::default()).await?;
-    admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), admin::DEFAULT_PARTITIONS).await?;
+    admin::ensure_topics(
+        &infra.kafka_bootstrap_servers,
+        &names.all_topics(),
+        admin::DEFAULT_PARTITIONS,
+    )
+    .await?;
     let target = match a.index {
         Some(i) => i,
         None => {

@@ -18,10 +18,22 @@ pub struct Args {
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
     pub workers: usize,
     /// Bearer tokens allowed to write, comma separated.
-    #[arg(long, env = "API_TOKENS", default_value = "dev-token", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "API_TOKENS",
+        default_value = "dev-token",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_tokens: Vec<String>,
     /// Bearer tokens allowed admin reads only, comma separated.
-    #[arg(long, env = "API_READ_TOKENS", default_value = "", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "API_READ_TOKENS",
+        default_value = "",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_read_tokens: Vec<String>,
     /// NOTIFY the outbox relay on every write (a wake-up hint).
     #[arg(long, env = "OUTBOX_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -35,9 +47,21 @@ pub struct Args {
 pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     let pool = super::connect::database(infra).await?;
     let cache = super::connect::cache(infra).await?;
-    let producer = super::connect::kafka(infra, &ProducerSettings { linger_ms: 0, ..Default::default() }).await?;
+    let producer = super::connect::kafka(
+        infra,
+        &ProducerSettings {
+            linger_ms: 0,
+            ..Default::default()
+        },
+    )
+    .await?;
     let search = super::connect::search(infra).await?;
-    let clean = |v: &[String]| v.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect::<Vec<_>>();
+    let clean = |v: &[String]| {
+        v.iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+    };
     Ok(AppState {
         pool,
         cache,

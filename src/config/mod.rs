@@ -38,7 +38,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// Builds an error for `setting`.
     pub fn new(setting: &'static str, message: impl Into<String>) -> Self {
-        Self { setting, message: message.into() }
+        Self {
+            setting,
+            message: message.into(),
+        }
     }
 }
 
@@ -46,26 +49,55 @@ impl ConfigError {
 #[derive(Debug, Clone, Args)]
 pub struct InfraConfig {
     /// PostgreSQL URL (write model, outbox, commands).
-    #[arg(long, env = "DATABASE_URL", global = true,
-          default_value = "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress"
+    )]
     pub database_url: String,
     /// Maximum connections in the PostgreSQL pool.
     #[arg(long, env = "DATABASE_POOL_SIZE", global = true, default_value_t = 16)]
     pub database_pool_size: usize,
     /// Statement timeout set on every PostgreSQL connection, in milliseconds.
-    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "DATABASE_STATEMENT_TIMEOUT_MS",
+        global = true,
+        default_value_t = 10_000
+    )]
     pub database_statement_timeout_ms: u64,
     /// Redis URL (product read cache).
-    #[arg(long, env = "REDIS_URL", global = true, default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        global = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// Time to live of cached products, in seconds.
-    #[arg(long, env = "REDIS_CACHE_TTL_SECS", global = true, default_value_t = 86_400)]
+    #[arg(
+        long,
+        env = "REDIS_CACHE_TTL_SECS",
+        global = true,
+        default_value_t = 86_400
+    )]
     pub redis_cache_ttl_secs: u64,
     /// Kafka bootstrap servers, comma separated host:port.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", global = true, default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        global = true,
+        default_value = "127.0.0.1:9092"
+    )]
     pub kafka_bootstrap_servers: String,
     /// OpenSearch URL (product search).
-    #[arg(long, env = "OPENSEARCH_URL", global = true, default_value = "http://127.0.0.1:9200")]
+    #[arg(
+        long,
+        env = "OPENSEARCH_URL",
+        global = true,
+        default_value = "http://127.0.0.1:9200"
+    )]
     pub opensearch_url: String,
     /// Prefix for every topic, consumer group, index and Redis key (isolates tests and
     /// parallel environments; empty in production so names match the operations guide).
@@ -76,16 +108,24 @@ pub struct InfraConfig {
 impl InfraConfig {
     /// Checks the shape of every URL without connecting anywhere.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url("DATABASE_URL", &self.database_url, &["postgres", "postgresql"])?;
+        check_url(
+            "DATABASE_URL",
+            &self.database_url,
+            &["postgres", "postgresql"],
+        )?;
         check_url("REDIS_URL", &self.redis_url, &["redis", "rediss"])?;
         check_url("OPENSEARCH_URL", &self.opensearch_url, &["http", "https"])?;
         if self.kafka_bootstrap_servers.split(',').any(|s| {
             let s = s.trim();
-            s.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            s.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         }) {
             return Err(ConfigError::new(
                 "KAFKA_BOOTSTRAP_SERVERS",
-                format!("expected host:port[,host:port], got {:?}", self.kafka_bootstrap_servers),
+                format!(
+                    "expected host:port[,host:port], got {:?}",
+                    self.kafka_bootstrap_servers
+                ),
             ));
         }
         if self.database_pool_size == 0 {
@@ -106,16 +146,24 @@ impl InfraConfig {
 }
 
 fn check_url(setting: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    let url = url::Url::parse(value)
-        .map_err(|e| ConfigError::new(setting, format!("not a valid URL ({e}): {}", redact(value))))?;
+    let url = url::Url::parse(value).map_err(|e| {
+        ConfigError::new(setting, format!("not a valid URL ({e}): {}", redact(value)))
+    })?;
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError::new(
             setting,
-            format!("scheme must be one of {schemes:?}, got {:?} in {}", url.scheme(), redact(value)),
+            format!(
+                "scheme must be one of {schemes:?}, got {:?} in {}",
+                url.scheme(),
+                redact(value)
+            ),
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(setting, format!("missing host in {}", redact(value))));
+        return Err(ConfigError::new(
+            setting,
+            format!("missing host in {}", redact(value)),
+        ));
     }
     Ok(())
 }
@@ -158,11 +206,15 @@ mod tests {
 
     #[test]
     fn malformed_urls_name_their_setting() {
-        let e = parse(&["--database-url", "mysql://x/y"]).validate().unwrap_err();
+        let e = parse(&["--database-url", "mysql://x/y"])
+            .validate()
+            .unwrap_err();
         assert_eq!(e.setting, "DATABASE_URL");
         let e = parse(&["--redis-url", "not a url"]).validate().unwrap_err();
         assert_eq!(e.setting, "REDIS_URL");
-        let e = parse(&["--kafka-bootstrap-servers", "localhost"]).validate().unwrap_err();
+        let e = parse(&["--kafka-bootstrap-servers", "localhost"])
+            .validate()
+            .unwrap_err();
         assert_eq!(e.setting, "KAFKA_BOOTSTRAP_SERVERS");
     }
 

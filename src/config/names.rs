@@ -29,7 +29,9 @@ pub struct Names {
 impl Names {
     /// Names under `namespace` (may be empty).
     pub fn new(namespace: &str) -> Self {
-        Self { ns: namespace.to_owned() }
+        Self {
+            ns: namespace.to_owned(),
+        }
     }
     fn p(&self, s: &str) -> String {
         format!("{}{s}", self.ns)
@@ -72,6 +74,11 @@ impl Names {
     }
     /// Every topic the platform uses, for creation and checks.
     pub fn all_topics(&self) -> Vec<String> {
-        vec![self.commands_topic(), self.events_topic(), self.commands_dlq_topic(), self.events_dlq_topic()]
+        vec![
+            self.commands_topic(),
+            self.events_topic(),
+            self.commands_dlq_topic(),
+            self.events_dlq_topic(),
+        ]
     }
 }

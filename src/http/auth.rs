@@ -20,7 +20,8 @@ pub enum Access {
 
 fn matches(token: &[u8], set: &[String]) -> bool {
     // Check every entry so timing does not reveal which one matched.
-    set.iter().fold(false, |acc, t| acc | bool::from(t.as_bytes().ct_eq(token)))
+    set.iter()
+        .fold(false, |acc, t| acc | bool::from(t.as_bytes().ct_eq(token)))
 }
 
 /// Classifies the request's credentials; a malformed or unknown token is a 401.
@@ -28,7 +29,9 @@ pub fn access(req: &HttpRequest, state: &AppState) -> Result<Access, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(Access::Anonymous);
     };
-    let value = value.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
     let token = value
         .strip_prefix("Bearer ")
         .ok_or_else(|| ApiError::Unauthorized("Authorization must be 'Bearer <token>'".into()))?
@@ -48,6 +51,8 @@ pub fn require_write(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
     match access(req, state)? {
         Access::Write => Ok(()),
         Access::Read => Err(ApiError::Forbidden("this token may not write".into())),
-        Access::Anonymous => Err(ApiError::Unauthorized("a bearer token is required to write".into())),
+        Access::Anonymous => Err(ApiError::Unauthorized(
+            "a bearer token is required to write".into(),
+        )),
     }
 }

@@ -28,11 +28,17 @@ pub struct Accepted {
 /// Checks what can be checked without the product's state.
 fn prevalidate(cmd: &ProductCommand) -> Result<(), ApiError> {
     match cmd {
-        ProductCommand::CreateProduct(_) => product::decide(None, cmd).map(|_| ()).map_err(Into::into),
-        ProductCommand::ChangePrice { price } => {
-            product::Money::price(price.amount_minor, &price.currency).map(|_| ()).map_err(Into::into)
+        ProductCommand::CreateProduct(_) => {
+            product::decide(None, cmd).map(|_| ()).map_err(Into::into)
         }
-        ProductCommand::SetStock { stock } if *stock < 0 => Err(ApiError::field("stock", "must be >= 0")),
+        ProductCommand::ChangePrice { price } => {
+            product::Money::price(price.amount_minor, &price.currency)
+                .map(|_| ())
+                .map_err(Into::into)
+        }
+        ProductCommand::SetStock { stock } if *stock < 0 => {
+            Err(ApiError::field("stock", "must be >= 0"))
+        }
         ProductCommand::AdjustStock { delta: 0 } => Err(ApiError::field("delta", "must not be 0")),
         _ => Ok(()),
     }
@@ -48,7 +54,16 @@ pub async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     require_write(&req, &state)?;
     let mut env = body.into_inner();
-    let cmd = env.command().map_err(|e| ApiError::field(if e.class == "unknown_command_type" { "command_type" } else { "payload" }, e.message))?;
+    let cmd = env.command().map_err(|e| {
+        ApiError::field(
+            if e.class == "unknown_command_type" {
+                "command_type"
+            } else {
+                "payload"
+            },
+            e.message,
+        )
+    })?;
     prevalidate(&cmd)?;
     let command_id = *env.command_id.get_or_insert_with(Uuid::now_v7);
     env.correlation_id.get_or_insert_with(Uuid::now_v7);
@@ -57,26 +72,49 @@ pub async fn submit(
     let cid = command_id.to_string();
     let topic = state.names.commands_topic();
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "command_id", value: Some(cid.as_bytes()) })
-        .insert(Header { key: "command_type", value: Some(env.command_type.as_bytes()) });
+        .insert(Header {
+            key: "command_id",
+            value: Some(cid.as_bytes()),
+        })
+        .insert(Header {
+            key: "command_type",
+            value: Some(env.command_type.as_bytes()),
+        });
     state
         .producer
-        .send(FutureRecord::to(&topic).key(&key).payload(&value).headers(headers), Duration::from_secs(5))
+        .send(
+            FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&value)
+                .headers(headers),
+            Duration::from_secs(5),
+        )
         .await
-        .map_err(|(e, _)| ApiError::Unavailable(format!("could not hand the command to Kafka: {e}")))?;
+        .map_err(|(e, _)| {
+            ApiError::Unavailable(format!("could not hand the command to Kafka: {e}"))
+        })?;
     let mut conn = pool::get(&state.pool).await?;
     command_repo::insert_pending(&mut conn, command_id, env.product_id, &env.command_type).await?;
     let location = format!("/api/commands/{command_id}");
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", location.clone()))
-        .json(Accepted { command_id, status: "pending", location }))
+        .json(Accepted {
+            command_id,
+            status: "pending",
+            location,
+        }))
 }
 
 /// `GET /api/commands/{id}`.
 #[utoipa::path(get, path = "/api/commands/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = command_repo::CommandRecord), (status = 404, body = super::error::Problem)))]
-pub async fn status(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::get(&state.pool).await?;
-    let rec = command_repo::find(&mut conn, *id).await?.ok_or_else(|| ApiError::NotFound(format!("command {id} not found")))?;
+    let rec = command_repo::find(&mut conn, *id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("command {id} not found")))?;
     Ok(HttpResponse::Ok().json(rec))
 }

@@ -85,7 +85,10 @@ impl ApiError {
         let reason = reason.into();
         Self::Validation {
             detail: format!("invalid {field}: {reason}"),
-            errors: vec![FieldError { field: field.to_owned(), reason }],
+            errors: vec![FieldError {
+                field: field.to_owned(),
+                reason,
+            }],
         }
     }
 }
@@ -94,8 +97,19 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let detail = e.to_string();
         let errors = match &e {
-            DomainError::Invalid { field, reason } => vec![FieldError { field: (*field).to_owned(), reason: reason.clone() }],
-            other => other.field().map(|f| vec![FieldError { field: f.to_owned(), reason: detail.clone() }]).unwrap_or_default(),
+            DomainError::Invalid { field, reason } => vec![FieldError {
+                field: (*field).to_owned(),
+                reason: reason.clone(),
+            }],
+            other => other
+                .field()
+                .map(|f| {
+                    vec![FieldError {
+                        field: f.to_owned(),
+                        reason: detail.clone(),
+                    }]
+                })
+                .unwrap_or_default(),
         };
         Self::Validation { detail, errors }
     }
@@ -109,7 +123,9 @@ impl From<StoreError> for ApiError {
             StoreError::VersionConflict { expected, actual } => {
                 Self::PreconditionFailed(format!("product is at version {actual}, not {expected}"))
             }
-            StoreError::SkuTaken(s) => Self::Conflict(format!("sku {s:?} is already used by another product")),
+            StoreError::SkuTaken(s) => {
+                Self::Conflict(format!("sku {s:?} is already used by another product"))
+            }
             StoreError::Pool(m) => Self::Unavailable(format!("database unavailable: {m}")),
             other => Self::Internal(other.to_string()),
         }
@@ -155,7 +171,13 @@ impl ResponseError for ApiError {
         };
         let title = status.canonical_reason().unwrap_or("Error").to_owned();
         let slug = title.to_lowercase().replace(' ', "-");
-        let body = Problem { kind: format!("https://aliexpress.dev/problems/{slug}"), title, status: status.as_u16(), detail, errors };
+        let body = Problem {
+            kind: format!("https://aliexpress.dev/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
         let mut resp = HttpResponse::build(status);
         resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         if matches!(self, Self::Unauthorized(_)) {
@@ -166,17 +188,27 @@ impl ResponseError for ApiError {
 }
 
 /// Maps JSON extractor failures: syntax → 400, shape → 422, size → 413, type → 415.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let api = match &err {
-        J::OverflowKnownLength { length, limit } => {
-            ApiError::PayloadTooLarge(format!("body of {length} bytes is over the {limit} byte limit"))
+        J::OverflowKnownLength { length, limit } => ApiError::PayloadTooLarge(format!(
+            "body of {length} bytes is over the {limit} byte limit"
+        )),
+        J::Overflow { limit } => {
+            ApiError::PayloadTooLarge(format!("body is over the {limit} byte limit"))
         }
-        J::Overflow { limit } => ApiError::PayloadTooLarge(format!("body is over the {limit} byte limit")),
-        J::ContentType => ApiError::UnsupportedMediaType("Content-Type must be application/json".into()),
+        J::ContentType => {
+            ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
+        }
         J::Deserialize(e) if e.is_data() => ApiError::Validation {
             detail: format!("invalid body: {e}"),
-            errors: vec![FieldError { field: "body".into(), reason: e.to_string() }],
+            errors: vec![FieldError {
+                field: "body".into(),
+                reason: e.to_string(),
+            }],
         },
         J::Deserialize(e) => ApiError::Malformed(format!("malformed JSON: {e}")),
         other => ApiError::Malformed(format!("unreadable body: {other}")),
@@ -185,15 +217,24 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
 }
 
 /// Maps query-string extractor failures to 422.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::Validation {
         detail: format!("invalid query parameters: {err}"),
-        errors: vec![FieldError { field: "query".into(), reason: err.to_string() }],
+        errors: vec![FieldError {
+            field: "query".into(),
+            reason: err.to_string(),
+        }],
     }
     .into()
 }
 
 /// Maps path extractor failures (for example an id that is not a UUID) to 400.
-pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn path_error(
+    err: actix_web::error::PathError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::Malformed(format!("invalid path: {err}")).into()
 }

@@ -2,10 +2,10 @@
 //! reuses the process's pooled clients, is bounded by the configured timeout (1 s) and runs
 //! concurrently, so health never hangs. 200 when all are ok, 503 and `degraded` otherwise.
 
-use std::future::Future;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use super::AppState;
@@ -43,29 +43,49 @@ pub async fn check_all(state: &AppState) -> HealthReport {
     let db = bounded(t, async {
         use diesel_async::RunQueryDsl;
         let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await.map_err(|e| e.to_string())?;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<(), String>(())
     });
     let redis = bounded(t, state.cache.ping(t));
-    let kafka = bounded(t, async { admin::probe(&state.producer, t).await.map(|_| ()) });
+    let kafka = bounded(t, async {
+        admin::probe(&state.producer, t).await.map(|_| ())
+    });
     let search = bounded(t, async {
         let s = state.search.health(t).await?;
         if s == "red" {
-            return Err(crate::search::SearchError::Decode("cluster status red".into()));
+            return Err(crate::search::SearchError::Decode(
+                "cluster status red".into(),
+            ));
         }
         Ok(())
     });
     let (db, redis, kafka, search) = tokio::join!(db, redis, kafka, search);
-    let checks = BTreeMap::from([("database", db), ("redis", redis), ("kafka", kafka), ("opensearch", search)]);
+    let checks = BTreeMap::from([
+        ("database", db),
+        ("redis", redis),
+        ("kafka", kafka),
+        ("opensearch", search),
+    ]);
     let ok = checks.values().all(|v| v == "ok");
-    HealthReport { status: if ok { "ok" } else { "degraded" }, checks }
+    HealthReport {
+        status: if ok { "ok" } else { "degraded" },
+        checks,
+    }
 }
 
 /// `GET /health/`.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let report = check_all(&state).await;
-    let mut resp = if report.status == "ok" { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
-    resp.insert_header(("Cache-Control", "no-store")).json(report)
+    let mut resp = if report.status == "ok" {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    resp.insert_header(("Cache-Control", "no-store"))
+        .json(report)
 }
 
 /// `GET /health/live`: the process is up.

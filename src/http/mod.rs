@@ -53,35 +53,48 @@ pub struct AppState {
 
 /// Registers every route on an actix `ServiceConfig` (shared by `serve` and tests).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::JsonConfig::default().limit(BODY_LIMIT_BYTES).error_handler(error::json_error))
-        .app_data(web::QueryConfig::default().error_handler(error::query_error))
-        .app_data(web::PathConfig::default().error_handler(error::path_error))
-        .app_data(web::PayloadConfig::default().limit(BODY_LIMIT_BYTES))
-        .service(
-            web::scope("/health")
-                .route("/", web::get().to(health::health))
-                .route("", web::get().to(health::health))
-                .route("/live", web::get().to(health::live))
-                .route("/ready", web::get().to(health::ready)),
-        )
-        .route("/metrics", web::get().to(metrics::metrics))
-        .route("/openapi.json", web::get().to(openapi::openapi_json))
-        .service(
-            web::scope("/api")
-                .route("/search", web::get().to(search::search))
-                .route("/commands", web::post().to(commands::submit))
-                .route("/commands/{id}", web::get().to(commands::status))
-                .route("/products", web::post().to(products::create))
-                .route("/products", web::get().to(products::list))
-                .route("/products/{id}", web::get().to(products::get))
-                .route("/products/{id}", web::patch().to(products::update_details))
-                .route("/products/{id}/price", web::post().to(products::change_price))
-                .route("/products/{id}/stock", web::post().to(products::change_stock))
-                .route("/products/{id}/publish", web::post().to(products::publish))
-                .route("/products/{id}/unpublish", web::post().to(products::unpublish))
-                .route("/products/{id}/archive", web::post().to(products::archive)),
-        )
-        .default_service(web::to(not_found));
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(BODY_LIMIT_BYTES)
+            .error_handler(error::json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(error::query_error))
+    .app_data(web::PathConfig::default().error_handler(error::path_error))
+    .app_data(web::PayloadConfig::default().limit(BODY_LIMIT_BYTES))
+    .service(
+        web::scope("/health")
+            .route("/", web::get().to(health::health))
+            .route("", web::get().to(health::health))
+            .route("/live", web::get().to(health::live))
+            .route("/ready", web::get().to(health::ready)),
+    )
+    .route("/metrics", web::get().to(metrics::metrics))
+    .route("/openapi.json", web::get().to(openapi::openapi_json))
+    .service(
+        web::scope("/api")
+            .route("/search", web::get().to(search::search))
+            .route("/commands", web::post().to(commands::submit))
+            .route("/commands/{id}", web::get().to(commands::status))
+            .route("/products", web::post().to(products::create))
+            .route("/products", web::get().to(products::list))
+            .route("/products/{id}", web::get().to(products::get))
+            .route("/products/{id}", web::patch().to(products::update_details))
+            .route(
+                "/products/{id}/price",
+                web::post().to(products::change_price),
+            )
+            .route(
+                "/products/{id}/stock",
+                web::post().to(products::change_stock),
+            )
+            .route("/products/{id}/publish", web::post().to(products::publish))
+            .route(
+                "/products/{id}/unpublish",
+                web::post().to(products::unpublish),
+            )
+            .route("/products/{id}/archive", web::post().to(products::archive)),
+    )
+    .default_service(web::to(not_found));
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
@@ -89,7 +102,11 @@ async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
 }
 
 /// Starts the API on `listener`; the returned server runs until stopped.
-pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::Result<actix_web::dev::Server> {
+pub fn run(
+    listener: TcpListener,
+    state: AppState,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
     Ok(HttpServer::new(move || {
         App::new()

@@ -10,9 +10,11 @@ use uuid::Uuid;
 
 use super::auth::require_write;
 use super::{ApiError, AppState};
-use crate::domain::product::{CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails};
-use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
+use crate::domain::product::{
+    CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails,
+};
 use crate::store::pool;
+use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
 
 /// Header telling where a read came from: `cache` or `database`.
 pub const READ_SOURCE_HEADER: &str = "X-Read-Source";
@@ -63,21 +65,31 @@ pub struct ProductPage {
 }
 
 fn product_response(status: actix_web::http::StatusCode, p: &Product) -> HttpResponse {
-    HttpResponse::build(status).insert_header((header::ETAG, format!("\"{}\"", p.version))).json(p)
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, format!("\"{}\"", p.version)))
+        .json(p)
 }
 
 /// Parses `If-Match: "N"` (also bare N or W/"N").
 fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
-    let Some(v) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
+    let Some(v) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let s = v.to_str().unwrap_or_default().trim();
     let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
-    s.parse::<i64>()
-        .map(Some)
-        .map_err(|_| ApiError::field("If-Match", "must be the product version from its ETag, e.g. \"3\""))
+    s.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::field(
+            "If-Match",
+            "must be the product version from its ETag, e.g. \"3\"",
+        )
+    })
 }
 
 fn correlation(req: &HttpRequest) -> Option<Uuid> {
-    req.headers().get(CORRELATION_HEADER).and_then(|v| v.to_str().ok()).and_then(|s| Uuid::parse_str(s).ok())
+    req.headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| Uuid::parse_str(s).ok())
 }
 
 /// Runs a command for the API and writes the result through to the cache.
@@ -112,7 +124,9 @@ async fn run(
             }
             Err(rule.into())
         }
-        ExecuteOutcome::Duplicate { .. } => Err(ApiError::Conflict("command already processed".into())),
+        ExecuteOutcome::Duplicate { .. } => {
+            Err(ApiError::Conflict("command already processed".into()))
+        }
     }
 }
 
@@ -120,13 +134,25 @@ async fn run(
 #[utoipa::path(post, path = "/api/products", request_body = CreateProduct,
     responses((status = 201, body = Product), (status = 422, body = super::error::Problem), (status = 409, body = super::error::Problem)),
     security(("bearer" = [])))]
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Json<CreateProduct>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<CreateProduct>,
+) -> Result<HttpResponse, ApiError> {
     let id = Uuid::now_v7();
-    let p = run(&state, &req, id, ProductCommand::CreateProduct(body.into_inner()), None).await?;
+    let p = run(
+        &state,
+        &req,
+        id,
+        ProductCommand::CreateProduct(body.into_inner()),
+        None,
+    )
+    .await?;
     let mut resp = product_response(actix_web::http::StatusCode::CREATED, &p);
     resp.headers_mut().insert(
         header::LOCATION,
-        header::HeaderValue::from_str(&format!("/api/products/{id}")).map_err(|e| ApiError::Internal(e.to_string()))?,
+        header::HeaderValue::from_str(&format!("/api/products/{id}"))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     Ok(resp)
 }
@@ -134,39 +160,63 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Jso
 /// `GET /api/products/{id}`: from Redis, falling back to Postgres; `X-Read-Source` tells which.
 #[utoipa::path(get, path = "/api/products/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product), (status = 404, body = super::error::Problem)))]
-pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     match state.cache.get(id).await {
         Ok(Some(p)) => {
             let mut r = product_response(actix_web::http::StatusCode::OK, &p);
-            r.headers_mut().insert(header::HeaderName::from_static("x-read-source"), header::HeaderValue::from_static("cache"));
+            r.headers_mut().insert(
+                header::HeaderName::from_static("x-read-source"),
+                header::HeaderValue::from_static("cache"),
+            );
             return Ok(r);
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!(product.id = %id, error = %e, "cache read failed; reading the database"),
+        Err(e) => {
+            tracing::warn!(product.id = %id, error = %e, "cache read failed; reading the database")
+        }
     }
     let mut conn = pool::get(&state.pool).await?;
-    let p = product_repo::find(&mut conn, id).await?.ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
+    let p = product_repo::find(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
     let _ = state.cache.put(&p).await;
     let mut r = product_response(actix_web::http::StatusCode::OK, &p);
-    r.headers_mut().insert(header::HeaderName::from_static("x-read-source"), header::HeaderValue::from_static("database"));
+    r.headers_mut().insert(
+        header::HeaderName::from_static("x-read-source"),
+        header::HeaderValue::from_static("database"),
+    );
     Ok(r)
 }
 
 /// `GET /api/products?status=&category=&cursor=&limit=`: keyset pagination by id.
 #[utoipa::path(get, path = "/api/products", responses((status = 200, body = ProductPage)))]
-pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => Some(ProductStatus::parse(s).ok_or_else(|| ApiError::field("status", "must be draft, published or archived"))?),
+        Some(s) => Some(
+            ProductStatus::parse(s)
+                .ok_or_else(|| ApiError::field("status", "must be draft, published or archived"))?,
+        ),
     };
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 100"));
     }
     let mut conn = pool::get(&state.pool).await?;
-    let items = product_repo::list(&mut conn, status, q.category.as_deref(), q.cursor, limit).await?;
-    let next_cursor = if items.len() as i64 == limit { items.last().map(|p| p.id) } else { None };
+    let items =
+        product_repo::list(&mut conn, status, q.category.as_deref(), q.cursor, limit).await?;
+    let next_cursor = if items.len() as i64 == limit {
+        items.last().map(|p| p.id)
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(ProductPage { items, next_cursor }))
 }
 
@@ -180,7 +230,14 @@ pub async fn update_details(
     body: web::Json<UpdateProductDetails>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let p = run(&state, &req, *id, ProductCommand::UpdateProductDetails(body.into_inner()), v).await?;
+    let p = run(
+        &state,
+        &req,
+        *id,
+        ProductCommand::UpdateProductDetails(body.into_inner()),
+        v,
+    )
+    .await?;
     Ok(product_response(actix_web::http::StatusCode::OK, &p))
 }
 
@@ -195,7 +252,12 @@ pub async fn change_price(
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let b = body.into_inner();
-    let cmd = ProductCommand::ChangePrice { price: Money { amount_minor: b.amount_minor, currency: b.currency } };
+    let cmd = ProductCommand::ChangePrice {
+        price: Money {
+            amount_minor: b.amount_minor,
+            currency: b.currency,
+        },
+    };
     let p = run(&state, &req, *id, cmd, v).await?;
     Ok(product_response(actix_web::http::StatusCode::OK, &p))
 }
@@ -219,7 +281,12 @@ pub async fn change_stock(
     Ok(product_response(actix_web::http::StatusCode::OK, &p))
 }
 
-async fn status_change(state: web::Data<AppState>, req: HttpRequest, id: Uuid, cmd: ProductCommand) -> Result<HttpResponse, ApiError> {
+async fn status_change(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: Uuid,
+    cmd: ProductCommand,
+) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let p = run(&state, &req, id, cmd, v).await?;
     Ok(product_response(actix_web::http::StatusCode::OK, &p))
@@ -228,20 +295,32 @@ async fn status_change(state: web::Data<AppState>, req: HttpRequest, id: Uuid, c
 /// `POST /api/products/{id}/publish`.
 #[utoipa::path(post, path = "/api/products/{id}/publish", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
-pub async fn publish(state: web::Data<AppState>, req: HttpRequest, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn publish(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     status_change(state, req, *id, ProductCommand::PublishProduct).await
 }
 
 /// `POST /api/products/{id}/unpublish`.
 #[utoipa::path(post, path = "/api/products/{id}/unpublish", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
-pub async fn unpublish(state: web::Data<AppState>, req: HttpRequest, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn unpublish(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     status_change(state, req, *id, ProductCommand::UnpublishProduct).await
 }
 
 /// `POST /api/products/{id}/archive`.
 #[utoipa::path(post, path = "/api/products/{id}/archive", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
-pub async fn archive(state: web::Data<AppState>, req: HttpRequest, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn archive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     status_change(state, req, *id, ProductCommand::ArchiveProduct).await
 }

@@ -40,11 +40,17 @@ pub struct SearchParams {
 fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> {
     let size = p.size.unwrap_or(20);
     if !(1..=MAX_PAGE_SIZE).contains(&size) {
-        return Err(ApiError::field("size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+        return Err(ApiError::field(
+            "size",
+            format!("must be between 1 and {MAX_PAGE_SIZE}"),
+        ));
     }
     let page = p.page.unwrap_or(1);
     if page == 0 || page.saturating_mul(size) > MAX_WINDOW {
-        return Err(ApiError::field("page", format!("must be >= 1 with page * size <= {MAX_WINDOW}")));
+        return Err(ApiError::field(
+            "page",
+            format!("must be >= 1 with page * size <= {MAX_WINDOW}"),
+        ));
     }
     if let (Some(lo), Some(hi)) = (p.min_price, p.max_price) {
         if lo > hi {
@@ -58,14 +64,18 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
         None | Some("published") => Some("published".to_owned()),
         Some(other) => {
             if access == Access::Anonymous {
-                return Err(ApiError::Unauthorized("searching beyond published products needs a bearer token".into()));
+                return Err(ApiError::Unauthorized(
+                    "searching beyond published products needs a bearer token".into(),
+                ));
             }
             if other == "any" {
                 None
             } else {
                 Some(
                     ProductStatus::parse(other)
-                        .ok_or_else(|| ApiError::field("status", "must be draft, published, archived or any"))?
+                        .ok_or_else(|| {
+                            ApiError::field("status", "must be draft, published, archived or any")
+                        })?
                         .as_str()
                         .to_owned(),
                 )
@@ -89,7 +99,11 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
 /// `GET /api/search`.
 #[utoipa::path(get, path = "/api/search", params(SearchParams),
     responses((status = 200, body = query::SearchResponse), (status = 422, body = super::error::Problem)))]
-pub async fn search(state: web::Data<AppState>, req: HttpRequest, params: web::Query<SearchParams>) -> Result<HttpResponse, ApiError> {
+pub async fn search(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    params: web::Query<SearchParams>,
+) -> Result<HttpResponse, ApiError> {
     let acc = access(&req, &state)?;
     let r = validate(params.into_inner(), acc)?;
     let path = format!("/{}/_search", state.names.index_alias());

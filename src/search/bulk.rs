@@ -36,19 +36,31 @@ pub enum ItemResult {
 
 /// Classifies one bulk response item by status.
 pub fn classify(item: &Value) -> ItemResult {
-    let op = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Value::Null);
+    let op = item
+        .as_object()
+        .and_then(|o| o.values().next())
+        .cloned()
+        .unwrap_or(Value::Null);
     let status = op.get("status").and_then(Value::as_u64).unwrap_or(0);
     let error = op.get("error").map(Value::to_string).unwrap_or_default();
     match status {
         200..=299 => ItemResult::Applied,
         409 => ItemResult::AlreadyApplied,
         429 | 500..=599 => ItemResult::Retryable(error),
-        _ => ItemResult::Rejected(if error.is_empty() { format!("status {status}") } else { error }),
+        _ => ItemResult::Rejected(if error.is_empty() {
+            format!("status {status}")
+        } else {
+            error
+        }),
     }
 }
 
 /// Indexes `items` into `index` (an alias with one index works); results in input order.
-pub async fn index_items(client: &SearchClient, index: &str, items: &[BulkItem]) -> Result<Vec<ItemResult>, SearchError> {
+pub async fn index_items(
+    client: &SearchClient,
+    index: &str,
+    items: &[BulkItem],
+) -> Result<Vec<ItemResult>, SearchError> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -66,7 +78,11 @@ pub async fn index_items(client: &SearchClient, index: &str, items: &[BulkItem])
         .map(classify)
         .collect();
     if results.len() != items.len() {
-        return Err(SearchError::Decode(format!("bulk answered {} items for {}", results.len(), items.len())));
+        return Err(SearchError::Decode(format!(
+            "bulk answered {} items for {}",
+            results.len(),
+            items.len()
+        )));
     }
     Ok(results)
 }
@@ -77,10 +93,22 @@ mod tests {
 
     #[test]
     fn items_are_classified_by_status() {
-        assert_eq!(classify(&json!({"index": {"status": 201}})), ItemResult::Applied);
-        assert_eq!(classify(&json!({"index": {"status": 409, "error": {}}})), ItemResult::AlreadyApplied);
-        assert!(matches!(classify(&json!({"index": {"status": 429, "error": {}}})), ItemResult::Retryable(_)));
-        assert!(matches!(classify(&json!({"index": {"status": 503}})), ItemResult::Retryable(_)));
+        assert_eq!(
+            classify(&json!({"index": {"status": 201}})),
+            ItemResult::Applied
+        );
+        assert_eq!(
+            classify(&json!({"index": {"status": 409, "error": {}}})),
+            ItemResult::AlreadyApplied
+        );
+        assert!(matches!(
+            classify(&json!({"index": {"status": 429, "error": {}}})),
+            ItemResult::Retryable(_)
+        ));
+        assert!(matches!(
+            classify(&json!({"index": {"status": 503}})),
+            ItemResult::Retryable(_)
+        ));
         assert!(matches!(
             classify(&json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception"}}})),
             ItemResult::Rejected(e) if e.contains("mapper_parsing_exception")

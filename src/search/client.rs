@@ -26,7 +26,10 @@ impl SearchClient {
             .disable_proxy()
             .build()
             .map_err(|e| SearchError::Transport(e.to_string()))?;
-        Ok(Self { inner: OpenSearch::new(transport), timeout })
+        Ok(Self {
+            inner: OpenSearch::new(transport),
+            timeout,
+        })
     }
 
     /// Sends a JSON request; returns the status and the parsed body (Null when empty).
@@ -39,7 +42,14 @@ impl SearchClient {
     ) -> Result<(u16, Value), SearchError> {
         let resp = self
             .inner
-            .send(method, path, HeaderMap::new(), Option::<&()>::None, body.map(JsonBody::new), Some(timeout.unwrap_or(self.timeout)))
+            .send(
+                method,
+                path,
+                HeaderMap::new(),
+                Option::<&()>::None,
+                body.map(JsonBody::new),
+                Some(timeout.unwrap_or(self.timeout)),
+            )
             .await
             .map_err(|e| SearchError::Transport(e.to_string()))?;
         read(resp).await
@@ -54,21 +64,39 @@ impl SearchClient {
         }
         let resp = self
             .inner
-            .send(Method::Post, "/_bulk", HeaderMap::new(), Option::<&()>::None, Some(body), Some(self.timeout))
+            .send(
+                Method::Post,
+                "/_bulk",
+                HeaderMap::new(),
+                Option::<&()>::None,
+                Some(body),
+                Some(self.timeout),
+            )
             .await
             .map_err(|e| SearchError::Transport(e.to_string()))?;
         let (status, v) = read(resp).await?;
         if status >= 300 {
-            return Err(SearchError::Status { status, body: truncate(&v.to_string()) });
+            return Err(SearchError::Status {
+                status,
+                body: truncate(&v.to_string()),
+            });
         }
         Ok(v)
     }
 
     /// Like [`request`](Self::request) but a non-2xx status is an error.
-    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SearchError> {
+    pub async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, SearchError> {
         let (status, v) = self.request(method, path, body, None).await?;
         if status >= 300 {
-            return Err(SearchError::Status { status, body: truncate(&v.to_string()) });
+            return Err(SearchError::Status {
+                status,
+                body: truncate(&v.to_string()),
+            });
         }
         Ok(v)
     }
@@ -79,17 +107,24 @@ impl SearchClient {
         let v = tokio::time::timeout(timeout, self.ok(Method::Get, &path, None))
             .await
             .map_err(|_| SearchError::Transport(format!("timed out after {timeout:?}")))??;
-        Ok(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_owned())
+        Ok(v.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned())
     }
 }
 
 async fn read(resp: opensearch::http::response::Response) -> Result<(u16, Value), SearchError> {
     let status = resp.status_code().as_u16();
-    let text = resp.text().await.map_err(|e| SearchError::Transport(e.to_string()))?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| SearchError::Transport(e.to_string()))?;
     if text.is_empty() {
         return Ok((status, Value::Null));
     }
-    let v = serde_json::from_str(&text).map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))?;
+    let v = serde_json::from_str(&text)
+        .map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))?;
     Ok((status, v))
 }
 

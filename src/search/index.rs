@@ -46,23 +46,37 @@ pub fn index_body() -> Value {
 }
 
 /// The concrete index the alias points at, if the alias exists.
-pub async fn alias_target(client: &SearchClient, alias: &str) -> Result<Option<String>, SearchError> {
-    let (status, v) = client.request(Method::Get, &format!("/_alias/{alias}"), None, None).await?;
+pub async fn alias_target(
+    client: &SearchClient,
+    alias: &str,
+) -> Result<Option<String>, SearchError> {
+    let (status, v) = client
+        .request(Method::Get, &format!("/_alias/{alias}"), None, None)
+        .await?;
     if status == 404 {
         return Ok(None);
     }
     if status >= 300 {
-        return Err(SearchError::Status { status, body: v.to_string() });
+        return Err(SearchError::Status {
+            status,
+            body: v.to_string(),
+        });
     }
     Ok(v.as_object().and_then(|o| o.keys().next().cloned()))
 }
 
 /// Creates `index` with the mapping (an existing index is fine).
 pub async fn create_index(client: &SearchClient, index: &str) -> Result<(), SearchError> {
-    let (status, v) = client.request(Method::Put, &format!("/{index}"), Some(index_body()), None).await?;
-    let exists = v.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
+    let (status, v) = client
+        .request(Method::Put, &format!("/{index}"), Some(index_body()), None)
+        .await?;
+    let exists = v.pointer("/error/type").and_then(Value::as_str)
+        == Some("resource_already_exists_exception");
     if status >= 300 && !exists {
-        return Err(SearchError::Status { status, body: v.to_string() });
+        return Err(SearchError::Status {
+            status,
+            body: v.to_string(),
+        });
     }
     Ok(())
 }
@@ -76,23 +90,40 @@ pub async fn ensure_alias(client: &SearchClient, alias: &str) -> Result<String, 
     let index = format!("{alias}_v1");
     create_index(client, &index).await?;
     client
-        .ok(Method::Post, "/_aliases", Some(json!({ "actions": [ { "add": { "index": index, "alias": alias } } ] })))
+        .ok(
+            Method::Post,
+            "/_aliases",
+            Some(json!({ "actions": [ { "add": { "index": index, "alias": alias } } ] })),
+        )
         .await?;
     Ok(index)
 }
 
 /// Points `alias` at `new` and away from `old` in one atomic request.
-pub async fn swap_alias(client: &SearchClient, alias: &str, old: Option<&str>, new: &str) -> Result<(), SearchError> {
+pub async fn swap_alias(
+    client: &SearchClient,
+    alias: &str,
+    old: Option<&str>,
+    new: &str,
+) -> Result<(), SearchError> {
     let mut actions = vec![json!({ "add": { "index": new, "alias": alias } })];
     if let Some(old) = old {
         actions.insert(0, json!({ "remove": { "index": old, "alias": alias } }));
     }
-    client.ok(Method::Post, "/_aliases", Some(json!({ "actions": actions }))).await?;
+    client
+        .ok(
+            Method::Post,
+            "/_aliases",
+            Some(json!({ "actions": actions })),
+        )
+        .await?;
     Ok(())
 }
 
 /// Refreshes an index or alias so recent writes are searchable (tests, rebuild).
 pub async fn refresh(client: &SearchClient, target: &str) -> Result<(), SearchError> {
-    client.ok(Method::Post, &format!("/{target}/_refresh"), None).await?;
+    client
+        .ok(Method::Post, &format!("/{target}/_refresh"), None)
+        .await?;
     Ok(())
 }

@@ -88,9 +88,15 @@ pub fn build(r: &SearchRequest) -> Value {
         filter.push(json!({ "term": { "in_stock": true } }));
     }
     let sort = match (r.sort, must.is_empty()) {
-        (SortOrder::PriceAsc, _) => json!([{ "price_minor": { "order": "asc", "missing": "_last" } }, { "id": "asc" }]),
-        (SortOrder::PriceDesc, _) => json!([{ "price_minor": { "order": "desc", "missing": "_last" } }, { "id": "asc" }]),
-        (SortOrder::Newest, _) | (SortOrder::Relevance, true) => json!([{ "created_at": "desc" }, { "id": "asc" }]),
+        (SortOrder::PriceAsc, _) => {
+            json!([{ "price_minor": { "order": "asc", "missing": "_last" } }, { "id": "asc" }])
+        }
+        (SortOrder::PriceDesc, _) => {
+            json!([{ "price_minor": { "order": "desc", "missing": "_last" } }, { "id": "asc" }])
+        }
+        (SortOrder::Newest, _) | (SortOrder::Relevance, true) => {
+            json!([{ "created_at": "desc" }, { "id": "asc" }])
+        }
         (SortOrder::Relevance, false) => json!(["_score", { "id": "asc" }]),
     };
     json!({
@@ -187,11 +193,17 @@ pub fn parse(r: &SearchRequest, v: &Value) -> SearchResponse {
             .unwrap_or_default()
     };
     SearchResponse {
-        total: v.pointer("/hits/total/value").and_then(Value::as_u64).unwrap_or(0),
+        total: v
+            .pointer("/hits/total/value")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
         page: r.page,
         size: r.size,
         hits,
-        facets: Facets { category: buckets("category"), brand: buckets("brand") },
+        facets: Facets {
+            category: buckets("category"),
+            brand: buckets("brand"),
+        },
     }
 }
 
@@ -201,9 +213,18 @@ mod tests {
 
     #[test]
     fn user_text_goes_into_multi_match_not_query_string() {
-        let r = SearchRequest { q: Some("title:(x OR y)".into()), page: 1, size: 10, ..Default::default() };
+        let r = SearchRequest {
+            q: Some("title:(x OR y)".into()),
+            page: 1,
+            size: 10,
+            ..Default::default()
+        };
         let body = build(&r);
-        assert_eq!(body.pointer("/query/bool/must/0/multi_match/query").and_then(Value::as_str), Some("title:(x OR y)"));
+        assert_eq!(
+            body.pointer("/query/bool/must/0/multi_match/query")
+                .and_then(Value::as_str),
+            Some("title:(x OR y)")
+        );
         assert!(!body.to_string().contains("query_string"));
     }
 
@@ -220,8 +241,17 @@ mod tests {
         };
         let body = build(&r);
         assert_eq!(body["from"], json!(40));
-        assert_eq!(body.pointer("/query/bool/filter/0/term/status"), Some(&json!("published")));
-        assert_eq!(body.pointer("/query/bool/filter/1/range/price_minor/gte"), Some(&json!(100)));
-        assert_eq!(body.pointer("/sort/0/price_minor/order"), Some(&json!("asc")));
+        assert_eq!(
+            body.pointer("/query/bool/filter/0/term/status"),
+            Some(&json!("published"))
+        );
+        assert_eq!(
+            body.pointer("/query/bool/filter/1/range/price_minor/gte"),
+            Some(&json!(100))
+        );
+        assert_eq!(
+            body.pointer("/sort/0/price_minor/order"),
+            Some(&json!("asc"))
+        );
     }
 }

@@ -53,7 +53,9 @@ impl StoreError {
             Self::Pool(_) => true,
             Self::Query(Error::DatabaseError(kind, _)) => matches!(
                 kind,
-                DatabaseErrorKind::SerializationFailure | DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::Unknown
+                DatabaseErrorKind::SerializationFailure
+                    | DatabaseErrorKind::ClosedConnection
+                    | DatabaseErrorKind::Unknown
             ),
             Self::Query(Error::BrokenTransactionManager) => true,
             _ => false,

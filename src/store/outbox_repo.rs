@@ -9,7 +9,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid, Double, Bool};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
@@ -111,12 +113,18 @@ pub async fn try_lock_relay(conn: &mut AsyncPgConnection) -> Result<bool, StoreE
 
 /// Releases the relay lock held by this session.
 pub async fn unlock_relay(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
-    diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(RELAY_LOCK_KEY).execute(conn).await?;
+    diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(RELAY_LOCK_KEY)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Claims up to `limit` due rows in id order (see the module docs).
-pub async fn claim_batch(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec<PendingRow>, StoreError> {
+pub async fn claim_batch(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> Result<Vec<PendingRow>, StoreError> {
     Ok(diesel::sql_query(
         "SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
                 o.aggregate_id, o.aggregate_version, o.attempts, o.created_at \
@@ -135,7 +143,10 @@ pub async fn claim_batch(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec
 }
 
 /// Marks rows published (one statement).
-pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<usize, StoreError> {
+pub async fn mark_published(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+) -> Result<usize, StoreError> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -191,7 +202,11 @@ pub async fn stats(conn: &mut AsyncPgConnection) -> Result<OutboxStats, StoreErr
 }
 
 /// Rows for operators: parked ones, or all pending ones.
-pub async fn list(conn: &mut AsyncPgConnection, parked: bool, limit: i64) -> Result<Vec<OutboxRowInfo>, StoreError> {
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    parked: bool,
+    limit: i64,
+) -> Result<Vec<OutboxRowInfo>, StoreError> {
     Ok(diesel::sql_query(
         "SELECT id, aggregate_id, aggregate_version, event_type, attempts, last_error, created_at, parked_at \
          FROM outbox WHERE published_at IS NULL AND (parked_at IS NOT NULL) = $1 ORDER BY id LIMIT $2",
@@ -203,19 +218,29 @@ pub async fn list(conn: &mut AsyncPgConnection, parked: bool, limit: i64) -> Res
 }
 
 /// Un-parks rows (all parked rows when `ids` is None) so the relay tries them again.
-pub async fn retry_parked(conn: &mut AsyncPgConnection, ids: Option<&[i64]>) -> Result<usize, StoreError> {
+pub async fn retry_parked(
+    conn: &mut AsyncPgConnection,
+    ids: Option<&[i64]>,
+) -> Result<usize, StoreError> {
     let base = "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = NULL \
                 WHERE published_at IS NULL AND parked_at IS NOT NULL";
     Ok(match ids {
         Some(ids) => {
-            diesel::sql_query(format!("{base} AND id = ANY($1)")).bind::<Array<BigInt>, _>(ids).execute(conn).await?
+            diesel::sql_query(format!("{base} AND id = ANY($1)"))
+                .bind::<Array<BigInt>, _>(ids)
+                .execute(conn)
+                .await?
         }
         None => diesel::sql_query(base).execute(conn).await?,
     })
 }
 
 /// Deletes up to `batch` published rows older than `age`; returns how many went.
-pub async fn prune_published(conn: &mut AsyncPgConnection, age: Duration, batch: i64) -> Result<usize, StoreError> {
+pub async fn prune_published(
+    conn: &mut AsyncPgConnection,
+    age: Duration,
+    batch: i64,
+) -> Result<usize, StoreError> {
     Ok(diesel::sql_query(
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
            WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1) \

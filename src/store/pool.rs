@@ -31,8 +31,14 @@ pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
 }
 
 /// Builds a pool; connects lazily. `wait` bounds how long a caller waits for a connection.
-pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_with_statement_timeout(url, statement_timeout));
+pub fn build_pool(
+    url: &str,
+    size: usize,
+    statement_timeout: Duration,
+) -> Result<PgPool, StoreError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(
+        url_with_statement_timeout(url, statement_timeout),
+    );
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
@@ -43,7 +49,10 @@ pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result
 }
 
 /// Opens a single connection outside the pool (LISTEN, advisory locks, migrations).
-pub async fn connect(url: &str, statement_timeout: Duration) -> Result<AsyncPgConnection, StoreError> {
+pub async fn connect(
+    url: &str,
+    statement_timeout: Duration,
+) -> Result<AsyncPgConnection, StoreError> {
     let url = url_with_statement_timeout(url, statement_timeout);
     tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(&url))
         .await
@@ -63,5 +72,7 @@ pub async fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
 
 /// Checks out a connection, mapping pool errors.
 pub async fn get(pool: &PgPool) -> Result<PgConn, StoreError> {
-    pool.get().await.map_err(|e| StoreError::Pool(e.to_string()))
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))
 }

@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::schema::{commands, outbox, products};
 use super::StoreError;
 use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
-use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
+use crate::domain::product::{
+    self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus,
+};
 
 /// How a command is to be executed.
 #[derive(Debug, Clone)]
@@ -88,12 +90,16 @@ impl ProductRow {
     }
 
     fn into_product(self) -> Result<Product, StoreError> {
-        let status = ProductStatus::parse(&self.status)
-            .ok_or_else(|| StoreError::Corrupt(format!("product {} has status {:?}", self.id, self.status)))?;
+        let status = ProductStatus::parse(&self.status).ok_or_else(|| {
+            StoreError::Corrupt(format!("product {} has status {:?}", self.id, self.status))
+        })?;
         let attributes = serde_json::from_value(self.attributes)
             .map_err(|e| StoreError::Corrupt(format!("product {} attributes: {e}", self.id)))?;
         let price = match (self.price_minor, self.currency) {
-            (Some(amount_minor), Some(currency)) => Some(Money { amount_minor, currency }),
+            (Some(amount_minor), Some(currency)) => Some(Money {
+                amount_minor,
+                currency,
+            }),
             _ => None,
         };
         Ok(Product {
@@ -148,7 +154,11 @@ pub async fn list(
     cursor: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Product>, StoreError> {
-    let mut q = products::table.select(ProductRow::as_select()).order(products::id.asc()).limit(limit).into_boxed();
+    let mut q = products::table
+        .select(ProductRow::as_select())
+        .order(products::id.asc())
+        .limit(limit)
+        .into_boxed();
     if let Some(s) = status {
         q = q.filter(products::status.eq(s.as_str()));
     }
@@ -158,7 +168,11 @@ pub async fn list(
     if let Some(c) = cursor {
         q = q.filter(products::id.gt(c));
     }
-    q.load(conn).await?.into_iter().map(ProductRow::into_product).collect()
+    q.load(conn)
+        .await?
+        .into_iter()
+        .map(ProductRow::into_product)
+        .collect()
 }
 
 /// Runs `command` against product `id` in one transaction (see the module docs).
@@ -170,8 +184,10 @@ pub async fn execute(
 ) -> Result<ExecuteOutcome, StoreError> {
     let command = command.clone();
     let opts = opts.clone();
-    conn.transaction::<_, StoreError, _>(async move |conn| execute_in_tx(conn, id, &command, &opts).await)
-        .await
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        execute_in_tx(conn, id, &command, &opts).await
+    })
+    .await
 }
 
 async fn execute_in_tx(
@@ -214,27 +230,47 @@ async fn execute_in_tx(
         Ok(ok) => ok,
         Err(rule) => {
             if let Some(command_id) = opts.command_id {
-                record_outcome(conn, command_id, id, command.command_type(), "rejected", None, Some(&rule.to_string()))
-                    .await?;
+                record_outcome(
+                    conn,
+                    command_id,
+                    id,
+                    command.command_type(),
+                    "rejected",
+                    None,
+                    Some(&rule.to_string()),
+                )
+                .await?;
             }
             return Ok(ExecuteOutcome::Rejected(rule));
         }
     };
     let row = ProductRow::from_product(&next);
     let written = match &current {
-        None => diesel::insert_into(products::table).values(&row).execute(conn).await,
-        Some(prev) => {
-            diesel::update(products::table.filter(products::id.eq(id)).filter(products::version.eq(prev.version)))
-                .set(&row)
+        None => {
+            diesel::insert_into(products::table)
+                .values(&row)
                 .execute(conn)
                 .await
+        }
+        Some(prev) => {
+            diesel::update(
+                products::table
+                    .filter(products::id.eq(id))
+                    .filter(products::version.eq(prev.version)),
+            )
+            .set(&row)
+            .execute(conn)
+            .await
         }
     };
     match written {
         Ok(1) => {}
         Ok(_) => {
             // Unreachable while the row is locked FOR UPDATE; kept as a guard.
-            return Err(StoreError::VersionConflict { expected: next.version - 1, actual: -1 });
+            return Err(StoreError::VersionConflict {
+                expected: next.version - 1,
+                actual: -1,
+            });
         }
         Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
             if info.constraint_name() == Some("products_sku_key") =>
@@ -252,16 +288,31 @@ async fn execute_in_tx(
     let envelope = EventEnvelope::new(&change, &next, meta);
     append_outbox(conn, &envelope, &opts.events_topic).await?;
     if let Some(command_id) = opts.command_id {
-        record_outcome(conn, command_id, id, command.command_type(), "applied", Some(next.version), None).await?;
+        record_outcome(
+            conn,
+            command_id,
+            id,
+            command.command_type(),
+            "applied",
+            Some(next.version),
+            None,
+        )
+        .await?;
     }
     if opts.notify {
-        diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}")).execute(conn).await?;
+        diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
+            .execute(conn)
+            .await?;
     }
     Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
 }
 
 /// Appends one event to the outbox (inside the caller's transaction).
-async fn append_outbox(conn: &mut AsyncPgConnection, env: &EventEnvelope, topic: &str) -> Result<(), StoreError> {
+async fn append_outbox(
+    conn: &mut AsyncPgConnection,
+    env: &EventEnvelope,
+    topic: &str,
+) -> Result<(), StoreError> {
     let payload = serde_json::to_value(env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let headers = serde_json::json!({
         "event_id": env.event_id.to_string(),
@@ -330,5 +381,14 @@ pub async fn record_rejection(
     command_type: &str,
     reason: &str,
 ) -> Result<(), StoreError> {
-    record_outcome(conn, command_id, product_id, command_type, "rejected", None, Some(reason)).await
+    record_outcome(
+        conn,
+        command_id,
+        product_id,
+        command_type,
+        "rejected",
+        None,
+        Some(reason),
+    )
+    .await
 }

@@ -29,8 +29,8 @@ use super::{backoff, Shutdown};
 use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
 use crate::store::{outbox_repo, pool, StoreError};
 use crate::telemetry::metrics::{
-    OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED,
-    OUTBOX_PUBLISH_LATENCY,
+    OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING,
+    OUTBOX_PUBLISHED, OUTBOX_PUBLISH_LATENCY,
 };
 
 /// Relay tuning.
@@ -112,14 +112,18 @@ fn is_row_error(e: &KafkaError) -> bool {
 }
 
 fn headers_of(raw: &str) -> OwnedHeaders {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).unwrap_or_default();
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).unwrap_or_default();
     let mut h = OwnedHeaders::new_with_capacity(map.len());
     for (k, v) in &map {
         let s = match v {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        h = h.insert(Header { key: k, value: Some(s.as_bytes()) });
+        h = h.insert(Header {
+            key: k,
+            value: Some(s.as_bytes()),
+        });
     }
     h
 }
@@ -127,7 +131,12 @@ fn headers_of(raw: &str) -> OwnedHeaders {
 impl OutboxRelay {
     /// A relay that has not yet taken the lock.
     pub fn new(database_url: String, producer: FutureProducer, settings: RelaySettings) -> Self {
-        Self { database_url, producer, settings, conn: None }
+        Self {
+            database_url,
+            producer,
+            settings,
+            conn: None,
+        }
     }
 
     /// Settings in use.
@@ -165,7 +174,9 @@ impl OutboxRelay {
     /// Claims and publishes one batch. Needs the lock ([`try_acquire`](Self::try_acquire)).
     pub async fn process_once(&mut self) -> Result<BatchOutcome, RelayError> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(RelayError::Store(StoreError::Pool("relay lock not held".into())));
+            return Err(RelayError::Store(StoreError::Pool(
+                "relay lock not held".into(),
+            )));
         };
         let result = Self::publish_batch(conn, &self.producer, &self.settings).await;
         if let Err(RelayError::Store(_)) = &result {
@@ -181,14 +192,20 @@ impl OutboxRelay {
         s: &RelaySettings,
     ) -> Result<BatchOutcome, RelayError> {
         let rows = outbox_repo::claim_batch(conn, s.batch_size).await?;
-        let mut out = BatchOutcome { claimed: rows.len(), ..Default::default() };
+        let mut out = BatchOutcome {
+            claimed: rows.len(),
+            ..Default::default()
+        };
         if rows.is_empty() {
             return Ok(out);
         }
         // Enqueue everything, then await every delivery report.
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
-            let rec = FutureRecord::to(&row.topic).key(row.key.as_bytes()).payload(row.payload.as_bytes()).headers(headers_of(&row.headers));
+            let rec = FutureRecord::to(&row.topic)
+                .key(row.key.as_bytes())
+                .payload(row.payload.as_bytes())
+                .headers(headers_of(&row.headers));
             match producer.send_result(rec) {
                 Ok(fut) => pending.push(Some(fut)),
                 Err((e, _)) => {
@@ -199,7 +216,9 @@ impl OutboxRelay {
         }
         let results = join_all(pending.into_iter().map(|f| async move {
             match f {
-                None => Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)),
+                None => Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageSizeTooLarge,
+                )),
                 Some(f) => match f.await {
                     Ok(Ok(_delivery)) => Ok(()),
                     Ok(Err((e, _))) => Err(e),
@@ -220,8 +239,19 @@ impl OutboxRelay {
                 Err(e) => {
                     blocked.insert(row.aggregate_id);
                     if is_row_error(&e) {
-                        let delay = backoff(s.retry_base, s.retry_max, u32::try_from(row.attempts).unwrap_or(0));
-                        let parked = outbox_repo::mark_failed(conn, row.id, &e.to_string(), delay, s.max_attempts).await?;
+                        let delay = backoff(
+                            s.retry_base,
+                            s.retry_max,
+                            u32::try_from(row.attempts).unwrap_or(0),
+                        );
+                        let parked = outbox_repo::mark_failed(
+                            conn,
+                            row.id,
+                            &e.to_string(),
+                            delay,
+                            s.max_attempts,
+                        )
+                        .await?;
                         out.failed += 1;
                         OUTBOX_ERRORS.with_label_values(&["row"]).inc();
                         if parked {
@@ -240,7 +270,8 @@ impl OutboxRelay {
         let ids: Vec<i64> = delivered.iter().map(|r| r.id).collect();
         out.published = outbox_repo::mark_published(conn, &ids).await?;
         for r in &delivered {
-            OUTBOX_PUBLISH_LATENCY.observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
+            OUTBOX_PUBLISH_LATENCY
+                .observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
         }
         OUTBOX_PUBLISHED.inc_by(out.published as u64);
         OUTBOX_BATCH_SIZE.observe(rows.len() as f64);
@@ -252,7 +283,9 @@ impl OutboxRelay {
 
     /// Refreshes backlog gauges.
     pub async fn update_gauges(&mut self) -> Result<outbox_repo::OutboxStats, StoreError> {
-        let Some(conn) = self.conn.as_mut() else { return Ok(Default::default()) };
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Default::default());
+        };
         let st = outbox_repo::stats(conn).await?;
         OUTBOX_PENDING.set(st.pending);
         OUTBOX_PARKED.set(st.parked);
@@ -264,7 +297,11 @@ impl OutboxRelay {
     /// interval; stand by while another relay is active; survive outages of both sides.
     pub async fn run_until_stopped(&mut self, shutdown: Shutdown) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_for_notifications(self.database_url.clone(), wake.clone(), shutdown.clone()));
+        let listener = tokio::spawn(listen_for_notifications(
+            self.database_url.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
         let mut failures: u32 = 0;
         let mut last_gauges = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_triggered() {
@@ -278,7 +315,11 @@ impl OutboxRelay {
                     }
                     Err(e) => {
                         failures += 1;
-                        let d = backoff(Duration::from_millis(200), Duration::from_secs(10), failures);
+                        let d = backoff(
+                            Duration::from_millis(200),
+                            Duration::from_secs(10),
+                            failures,
+                        );
                         tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot reach PostgreSQL; retrying");
                         shutdown.sleep(d).await;
                         continue;
@@ -293,7 +334,13 @@ impl OutboxRelay {
                 Ok(o) => {
                     failures = 0;
                     if o.published > 0 || o.failed > 0 {
-                        tracing::info!(published = o.published, failed = o.failed, parked = o.parked, held_back = o.held_back, "outbox batch published");
+                        tracing::info!(
+                            published = o.published,
+                            failed = o.failed,
+                            parked = o.parked,
+                            held_back = o.held_back,
+                            "outbox batch published"
+                        );
                     }
                     if o.claimed as i64 >= self.settings.batch_size {
                         continue;
@@ -306,7 +353,11 @@ impl OutboxRelay {
                 }
                 Err(e) => {
                     failures += 1;
-                    let d = backoff(Duration::from_millis(200), Duration::from_secs(10), failures);
+                    let d = backoff(
+                        Duration::from_millis(200),
+                        Duration::from_secs(10),
+                        failures,
+                    );
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "outbox batch failed; nothing marked, will retry");
                     shutdown.sleep(d).await;
                 }
@@ -332,7 +383,11 @@ async fn listen_for_notifications(url: String, wake: Arc<Notify>, shutdown: Shut
                 continue;
             }
         };
-        if diesel::sql_query(format!("LISTEN {OUTBOX_NOTIFY_CHANNEL}")).execute(&mut conn).await.is_err() {
+        if diesel::sql_query(format!("LISTEN {OUTBOX_NOTIFY_CHANNEL}"))
+            .execute(&mut conn)
+            .await
+            .is_err()
+        {
             shutdown.sleep(Duration::from_secs(2)).await;
             continue;
         }

@@ -7,9 +7,9 @@
 //! - Commands the domain refuses are recorded as rejected and not retried.
 //! - Transient failures (database down) are retried with backoff, never skipped.
 
-use std::future::Future;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use std::future::Future;
 use std::time::Duration;
 
 use super::{backoff, Shutdown};
@@ -50,7 +50,11 @@ pub enum CommandOutcome {
 
 impl CommandConsumer {
     /// Waits up to `wait` for one message and handles it; None when nothing arrived.
-    pub async fn process_once(&self, wait: Duration, shutdown: &Shutdown) -> Result<Option<CommandOutcome>, anyhow::Error> {
+    pub async fn process_once(
+        &self,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<Option<CommandOutcome>, anyhow::Error> {
         let msg = match tokio::time::timeout(wait, self.consumer.recv()).await {
             Err(_) => return Ok(None),
             Ok(Err(e)) => return Err(anyhow::anyhow!("kafka consumer error: {e}")),
@@ -58,26 +62,47 @@ impl CommandConsumer {
         };
         let outcome = self.handle(&msg, shutdown).await?;
         if outcome != CommandOutcome::Interrupted {
-            self.consumer.store_offset(msg.topic(), msg.partition(), msg.offset())?;
+            self.consumer
+                .store_offset(msg.topic(), msg.partition(), msg.offset())?;
         }
         Ok(Some(outcome))
     }
 
-    async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> Result<CommandOutcome, anyhow::Error> {
+    async fn handle(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        shutdown: &Shutdown,
+    ) -> Result<CommandOutcome, anyhow::Error> {
         let (env, command) = match decode_command(msg.payload()) {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::warn!(kafka.partition = msg.partition(), kafka.offset = msg.offset(), error = %e, "malformed command sent to the DLQ");
-                let reason = DlqReason { stage: "decode", class: e.class, message: e.message.clone(), attempts: 1 };
-                self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason)).await?;
-                COMMANDS_PROCESSED.with_label_values(&["dead_lettered"]).inc();
+                let reason = DlqReason {
+                    stage: "decode",
+                    class: e.class,
+                    message: e.message.clone(),
+                    attempts: 1,
+                };
+                self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason))
+                    .await?;
+                COMMANDS_PROCESSED
+                    .with_label_values(&["dead_lettered"])
+                    .inc();
                 return Ok(CommandOutcome::DeadLettered(e.class));
             }
         };
         let Some(command_id) = env.command_id else {
-            let reason = DlqReason { stage: "decode", class: "invalid_envelope", message: "missing field `command_id`".into(), attempts: 1 };
-            self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason)).await?;
-            COMMANDS_PROCESSED.with_label_values(&["dead_lettered"]).inc();
+            let reason = DlqReason {
+                stage: "decode",
+                class: "invalid_envelope",
+                message: "missing field `command_id`".into(),
+                attempts: 1,
+            };
+            self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason))
+                .await?;
+            COMMANDS_PROCESSED
+                .with_label_values(&["dead_lettered"])
+                .inc();
             return Ok(CommandOutcome::DeadLettered("invalid_envelope"));
         };
         let opts = ExecuteOptions {
@@ -110,10 +135,19 @@ impl CommandConsumer {
                 Err(e @ (StoreError::VersionConflict { .. } | StoreError::SkuTaken(_))) => {
                     let reason = e.to_string();
                     let mut conn = pool::get(&self.pool).await?;
-                    product_repo::record_rejection(&mut conn, command_id, env.product_id, command.command_type(), &reason).await?;
+                    product_repo::record_rejection(
+                        &mut conn,
+                        command_id,
+                        env.product_id,
+                        command.command_type(),
+                        &reason,
+                    )
+                    .await?;
                     CommandOutcome::Rejected(reason)
                 }
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("command {command_id}"))),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("command {command_id}")))
+                }
             };
             match &outcome {
                 CommandOutcome::Applied(v) => {
@@ -134,7 +168,12 @@ impl CommandConsumer {
         }
     }
 
-    async fn retry<F, Fut, E>(&self, shutdown: &Shutdown, what: &str, mut f: F) -> Result<(), anyhow::Error>
+    async fn retry<F, Fut, E>(
+        &self,
+        shutdown: &Shutdown,
+        what: &str,
+        mut f: F,
+    ) -> Result<(), anyhow::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), E>>,
@@ -161,7 +200,10 @@ impl CommandConsumer {
         tracing::info!("Product consumer started");
         while !shutdown.is_triggered() {
             // Not raced against shutdown: the message in hand is finished, then committed.
-            if let Err(e) = self.process_once(Duration::from_millis(500), &shutdown).await {
+            if let Err(e) = self
+                .process_once(Duration::from_millis(500), &shutdown)
+                .await
+            {
                 tracing::error!(error = %e, "command consumer error");
                 shutdown.sleep(Duration::from_secs(1)).await;
             }

@@ -27,8 +27,8 @@ use crate::search::bulk::{index_items, BulkItem, ItemResult};
 use crate::search::document::product_document;
 use crate::search::SearchClient;
 use crate::telemetry::metrics::{
-    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_EVENTS,
-    PROJECTION_VERSION_GAPS,
+    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION,
+    PROJECTION_EVENTS, PROJECTION_VERSION_GAPS,
 };
 
 /// Projection tuning.
@@ -109,10 +109,22 @@ impl Projector {
         group: String,
         settings: ProjectionSettings,
     ) -> Self {
-        Self { consumer, search, index, cache, dlq, group, settings, carry: Vec::new() }
+        Self {
+            consumer,
+            search,
+            index,
+            cache,
+            dlq,
+            group,
+            settings,
+            carry: Vec::new(),
+        }
     }
 
-    async fn collect_batch(&mut self, first_wait: Duration) -> Result<Vec<OwnedMessage>, anyhow::Error> {
+    async fn collect_batch(
+        &mut self,
+        first_wait: Duration,
+    ) -> Result<Vec<OwnedMessage>, anyhow::Error> {
         let mut batch = std::mem::take(&mut self.carry);
         let deadline_first = Instant::now() + first_wait;
         if batch.is_empty() {
@@ -164,21 +176,35 @@ impl Projector {
     }
 
     /// Receives one batch (waiting up to `wait` for its first message) and projects it.
-    pub async fn process_once(&mut self, wait: Duration, shutdown: &Shutdown) -> Result<ProjectionOutcome, anyhow::Error> {
+    pub async fn process_once(
+        &mut self,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<ProjectionOutcome, anyhow::Error> {
         let batch = self.collect_batch(wait).await?;
-        let mut out = ProjectionOutcome { received: batch.len(), ..Default::default() };
+        let mut out = ProjectionOutcome {
+            received: batch.len(),
+            ..Default::default()
+        };
         if batch.is_empty() {
             return Ok(out);
         }
         PROJECTION_BATCH_SIZE.observe(batch.len() as f64);
         match self.project(&batch, &mut out, shutdown).await? {
-            Step::Interrupted => return Ok(ProjectionOutcome { received: batch.len(), ..Default::default() }),
+            Step::Interrupted => {
+                return Ok(ProjectionOutcome {
+                    received: batch.len(),
+                    ..Default::default()
+                })
+            }
             Step::Done => {}
         }
         // Every message is now applied, already applied or dead-lettered: store offsets.
         let mut last: HashMap<(String, i32), i64> = HashMap::new();
         for m in &batch {
-            let e = last.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
+            let e = last
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_insert(m.offset());
             *e = (*e).max(m.offset());
         }
         for ((topic, partition), offset) in last {
@@ -190,7 +216,12 @@ impl Projector {
         Ok(out)
     }
 
-    async fn project(&mut self, batch: &[OwnedMessage], out: &mut ProjectionOutcome, shutdown: &Shutdown) -> Result<Step, anyhow::Error> {
+    async fn project(
+        &mut self,
+        batch: &[OwnedMessage],
+        out: &mut ProjectionOutcome,
+        shutdown: &Shutdown,
+    ) -> Result<Step, anyhow::Error> {
         // 1. Decode; poison goes to the DLQ.
         let mut events: Vec<(usize, EventEnvelope)> = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
@@ -198,11 +229,18 @@ impl Projector {
                 Ok(ev) => events.push((i, ev)),
                 Err(e) => {
                     tracing::warn!(kafka.partition = m.partition(), kafka.offset = m.offset(), error = %e, "undecodable event sent to the DLQ");
-                    let reason = DlqReason { stage: "decode", class: e.class, message: e.message, attempts: 1 };
+                    let reason = DlqReason {
+                        stage: "decode",
+                        class: e.class,
+                        message: e.message,
+                        attempts: 1,
+                    };
                     if let Step::Interrupted = self.dead_letter(m, &reason, shutdown).await {
                         return Ok(Step::Interrupted);
                     }
-                    PROJECTION_EVENTS.with_label_values(&["unknown", "dead_lettered"]).inc();
+                    PROJECTION_EVENTS
+                        .with_label_values(&["unknown", "dead_lettered"])
+                        .inc();
                     out.dead_lettered += 1;
                 }
             }
@@ -219,7 +257,11 @@ impl Projector {
                 .iter()
                 .map(|&k| {
                     let ev = &events[k].1;
-                    BulkItem { id: ev.aggregate_id, version: ev.aggregate_version, doc: product_document(&ev.state) }
+                    BulkItem {
+                        id: ev.aggregate_id,
+                        version: ev.aggregate_version,
+                        doc: product_document(&ev.state),
+                    }
                 })
                 .collect();
             let started = Instant::now();
@@ -233,11 +275,15 @@ impl Projector {
                         match r {
                             ItemResult::Applied => {
                                 out.applied += 1;
-                                PROJECTION_EVENTS.with_label_values(&[&ev.event_type, "applied"]).inc();
+                                PROJECTION_EVENTS
+                                    .with_label_values(&[&ev.event_type, "applied"])
+                                    .inc();
                             }
                             ItemResult::AlreadyApplied => {
                                 out.already_applied += 1;
-                                PROJECTION_EVENTS.with_label_values(&[&ev.event_type, "already_applied"]).inc();
+                                PROJECTION_EVENTS
+                                    .with_label_values(&[&ev.event_type, "already_applied"])
+                                    .inc();
                             }
                             ItemResult::Retryable(e) => {
                                 tracing::warn!(product.id = %ev.aggregate_id, error = %e, "index item will be retried");
@@ -274,22 +320,35 @@ impl Projector {
             todo = retry;
         }
         // 3. Documents OpenSearch rejects go to the DLQ with its error body.
-        let rejected_idx: std::collections::HashSet<usize> = rejected.iter().map(|(k, _)| *k).collect();
+        let rejected_idx: std::collections::HashSet<usize> =
+            rejected.iter().map(|(k, _)| *k).collect();
         for (k, body) in &rejected {
             let (i, ev) = &events[*k];
             tracing::warn!(product.id = %ev.aggregate_id, error = %body, "document rejected by OpenSearch; sent to the DLQ");
-            let reason = DlqReason { stage: "index", class: "document_rejected", message: body.clone(), attempts: attempt + 1 };
+            let reason = DlqReason {
+                stage: "index",
+                class: "document_rejected",
+                message: body.clone(),
+                attempts: attempt + 1,
+            };
             if let Step::Interrupted = self.dead_letter(&batch[*i], &reason, shutdown).await {
                 self.resume();
                 return Ok(Step::Interrupted);
             }
-            PROJECTION_EVENTS.with_label_values(&[&ev.event_type, "dead_lettered"]).inc();
+            PROJECTION_EVENTS
+                .with_label_values(&[&ev.event_type, "dead_lettered"])
+                .inc();
             out.dead_lettered += 1;
         }
         // 4. Redis read model (versioned), retried until it answers.
-        let good: Vec<&(usize, EventEnvelope)> =
-            events.iter().enumerate().filter(|(k, _)| !rejected_idx.contains(k)).map(|(_, e)| e).collect();
-        let states: Vec<&crate::domain::product::Product> = good.iter().map(|(_, e)| &e.state).collect();
+        let good: Vec<&(usize, EventEnvelope)> = events
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !rejected_idx.contains(k))
+            .map(|(_, e)| e)
+            .collect();
+        let states: Vec<&crate::domain::product::Product> =
+            good.iter().map(|(_, e)| &e.state).collect();
         let mut attempt_cache = 0u32;
         let outcomes = loop {
             match self.cache.put_many(&states).await {
@@ -299,7 +358,11 @@ impl Projector {
                         self.pause();
                     }
                     attempt_cache += 1;
-                    let d = backoff(self.settings.retry_base, self.settings.retry_max, attempt_cache);
+                    let d = backoff(
+                        self.settings.retry_base,
+                        self.settings.retry_max,
+                        attempt_cache,
+                    );
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "redis write failed; retrying");
                     if self.wait_polling(d, shutdown).await {
                         self.resume();
@@ -334,7 +397,12 @@ impl Projector {
         Ok(Step::Done)
     }
 
-    async fn dead_letter(&mut self, m: &OwnedMessage, reason: &DlqReason, shutdown: &Shutdown) -> Step {
+    async fn dead_letter(
+        &mut self,
+        m: &OwnedMessage,
+        reason: &DlqReason,
+        shutdown: &Shutdown,
+    ) -> Step {
         let mut attempt = 0;
         loop {
             match self.dlq.send(m, reason).await {
@@ -355,20 +423,32 @@ impl Projector {
     pub async fn update_lag(&self, topic: &str) {
         let c = self.consumer.clone();
         let t = topic.to_owned();
-        let r = tokio::task::spawn_blocking(move || lag_blocking(c.as_ref(), &t, Duration::from_secs(2))).await;
+        let r = tokio::task::spawn_blocking(move || {
+            lag_blocking(c.as_ref(), &t, Duration::from_secs(2))
+        })
+        .await;
         if let Ok(Ok(parts)) = r {
             for p in parts {
-                CONSUMER_LAG.with_label_values(&[&self.group, &p.topic, &p.partition.to_string()]).set(p.lag);
+                CONSUMER_LAG
+                    .with_label_values(&[&self.group, &p.topic, &p.partition.to_string()])
+                    .set(p.lag);
             }
         }
     }
 
     /// Consumes until shutdown; commits what was stored and leaves the group.
-    pub async fn run_until_stopped(&mut self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
+    pub async fn run_until_stopped(
+        &mut self,
+        topic: &str,
+        shutdown: Shutdown,
+    ) -> Result<(), anyhow::Error> {
         tracing::info!(topic, group = %self.group, index = %self.index, "Product Event Consumer started and polling Kafka...");
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_triggered() {
-            match self.process_once(Duration::from_millis(500), &shutdown).await {
+            match self
+                .process_once(Duration::from_millis(500), &shutdown)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "projection error");

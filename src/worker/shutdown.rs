@@ -19,7 +19,10 @@ impl Shutdown {
     /// A signal that has not fired.
     pub fn new() -> Self {
         let (tx, rx) = watch::channel(false);
-        Self { tx: std::sync::Arc::new(tx), rx }
+        Self {
+            tx: std::sync::Arc::new(tx),
+            rx,
+        }
     }
 
     /// Fires the signal.

@@ -1,1 +1,11 @@
+//! Integration tests against the real local stack (PostgreSQL, Redis, Kafka, OpenSearch).
+//! Each test gets its own database, topic/group/index/key namespace and an HTTP port.
 
+mod helpers;
+
+mod cli;
+mod commands;
+mod health;
+mod outbox;
+mod products;
+mod projection;

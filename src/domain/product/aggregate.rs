@@ -48,7 +48,10 @@ pub struct Product {
 
 /// Checks `command` against `state` (None: the product does not exist yet) and returns the
 /// change it causes, or the rule it breaks.
-pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<ProductChange, DomainError> {
+pub fn decide(
+    state: Option<&Product>,
+    command: &ProductCommand,
+) -> Result<ProductChange, DomainError> {
     let product = match (state, command) {
         (None, ProductCommand::CreateProduct(c)) => return decide_create(c),
         (Some(_), ProductCommand::CreateProduct(_)) => return Err(DomainError::AlreadyCreated),
@@ -74,35 +77,64 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
                 .checked_add(*delta)
                 .ok_or_else(|| DomainError::invalid("delta", "stock would overflow"))?;
             if stock < 0 {
-                return Err(DomainError::InsufficientStock { available: product.stock, delta: *delta });
+                return Err(DomainError::InsufficientStock {
+                    available: product.stock,
+                    delta: *delta,
+                });
             }
-            Ok(ProductChange::ProductStockAdjusted { delta: *delta, stock })
+            Ok(ProductChange::ProductStockAdjusted {
+                delta: *delta,
+                stock,
+            })
         }
         ProductCommand::SetStock { stock } => {
             if *stock < 0 {
                 return Err(DomainError::invalid("stock", "must be >= 0"));
             }
-            Ok(ProductChange::ProductStockAdjusted { delta: stock - product.stock, stock: *stock })
+            Ok(ProductChange::ProductStockAdjusted {
+                delta: stock - product.stock,
+                stock: *stock,
+            })
         }
         ProductCommand::PublishProduct => {
             if product.status != ProductStatus::Draft {
-                return Err(DomainError::InvalidTransition { from: product.status, to: ProductStatus::Published });
+                return Err(DomainError::InvalidTransition {
+                    from: product.status,
+                    to: ProductStatus::Published,
+                });
             }
             if product.price.is_none() {
-                return Err(DomainError::invalid("price", "a product needs a price to be published"));
+                return Err(DomainError::invalid(
+                    "price",
+                    "a product needs a price to be published",
+                ));
             }
             if product.title.trim().is_empty() {
-                return Err(DomainError::invalid("title", "a product needs a title to be published"));
+                return Err(DomainError::invalid(
+                    "title",
+                    "a product needs a title to be published",
+                ));
             }
-            Ok(ProductChange::ProductStatusChanged { from: product.status, to: ProductStatus::Published })
+            Ok(ProductChange::ProductStatusChanged {
+                from: product.status,
+                to: ProductStatus::Published,
+            })
         }
         ProductCommand::UnpublishProduct => {
             if product.status != ProductStatus::Published {
-                return Err(DomainError::InvalidTransition { from: product.status, to: ProductStatus::Draft });
+                return Err(DomainError::InvalidTransition {
+                    from: product.status,
+                    to: ProductStatus::Draft,
+                });
             }
-            Ok(ProductChange::ProductStatusChanged { from: product.status, to: ProductStatus::Draft })
+            Ok(ProductChange::ProductStatusChanged {
+                from: product.status,
+                to: ProductStatus::Draft,
+            })
         }
-        ProductCommand::ArchiveProduct => Ok(ProductChange::ProductArchived { previous_status: product.status }),
+        ProductCommand::ArchiveProduct => Ok(ProductChange::ProductArchived {
+            previous_status: product.status,
+        }),
     }
 }
 
@@ -127,26 +159,48 @@ fn decide_create(c: &CreateProduct) -> Result<ProductChange, DomainError> {
 }
 
 fn decide_details(u: &UpdateProductDetails) -> Result<ProductChange, DomainError> {
-    if u.title.is_none() && u.description.is_none() && u.category.is_none() && u.brand.is_none() && u.attributes.is_none()
+    if u.title.is_none()
+        && u.description.is_none()
+        && u.category.is_none()
+        && u.brand.is_none()
+        && u.attributes.is_none()
     {
-        return Err(DomainError::invalid("details", "at least one field must be given"));
+        return Err(DomainError::invalid(
+            "details",
+            "at least one field must be given",
+        ));
     }
     Ok(ProductChange::ProductDetailsUpdated {
-        title: u.title.as_deref().map(|t| required_text("title", t, TITLE_MAX_CHARS)).transpose()?,
+        title: u
+            .title
+            .as_deref()
+            .map(|t| required_text("title", t, TITLE_MAX_CHARS))
+            .transpose()?,
         description: u
             .description
             .as_deref()
             .map(|d| bounded_text("description", d, DESCRIPTION_MAX_CHARS))
             .transpose()?,
-        category: u.category.as_deref().map(|c| bounded_text("category", c, SHORT_TEXT_MAX_CHARS)).transpose()?,
-        brand: u.brand.as_deref().map(|b| bounded_text("brand", b, SHORT_TEXT_MAX_CHARS)).transpose()?,
+        category: u
+            .category
+            .as_deref()
+            .map(|c| bounded_text("category", c, SHORT_TEXT_MAX_CHARS))
+            .transpose()?,
+        brand: u
+            .brand
+            .as_deref()
+            .map(|b| bounded_text("brand", b, SHORT_TEXT_MAX_CHARS))
+            .transpose()?,
         attributes: u.attributes.as_ref().map(check_attributes).transpose()?,
     })
 }
 
 fn check_attributes(a: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, DomainError> {
     if a.len() > ATTRIBUTES_MAX {
-        return Err(DomainError::invalid("attributes", format!("at most {ATTRIBUTES_MAX} attributes")));
+        return Err(DomainError::invalid(
+            "attributes",
+            format!("at most {ATTRIBUTES_MAX} attributes"),
+        ));
     }
     a.iter()
         .map(|(k, v)| {
@@ -159,11 +213,25 @@ fn check_attributes(a: &BTreeMap<String, String>) -> Result<BTreeMap<String, Str
 
 /// Applies a change to the state. `id` and `at` are used for a creation and as the update
 /// time. Total: every change from [`decide`] applies.
-pub fn evolve(state: Option<Product>, id: Uuid, change: &ProductChange, at: DateTime<Utc>) -> Product {
+pub fn evolve(
+    state: Option<Product>,
+    id: Uuid,
+    change: &ProductChange,
+    at: DateTime<Utc>,
+) -> Product {
     let mut p = match (state, change) {
         (
             None,
-            ProductChange::ProductCreated { sku, title, description, category, brand, attributes, price, stock },
+            ProductChange::ProductCreated {
+                sku,
+                title,
+                description,
+                category,
+                brand,
+                attributes,
+                price,
+                stock,
+            },
         ) => {
             return Product {
                 id,
@@ -202,7 +270,13 @@ pub fn evolve(state: Option<Product>, id: Uuid, change: &ProductChange, at: Date
     };
     match change {
         ProductChange::ProductCreated { .. } => {}
-        ProductChange::ProductDetailsUpdated { title, description, category, brand, attributes } => {
+        ProductChange::ProductDetailsUpdated {
+            title,
+            description,
+            category,
+            brand,
+            attributes,
+        } => {
             if let Some(v) = title {
                 p.title = v.clone();
             }

@@ -105,7 +105,10 @@ impl ProductChange {
             Self::ProductDetailsUpdated { .. } => "ProductDetailsUpdated",
             Self::ProductPriceChanged { .. } => "ProductPriceChanged",
             Self::ProductStockAdjusted { .. } => "ProductStockAdjusted",
-            Self::ProductStatusChanged { to: ProductStatus::Published, .. } => "ProductPublished",
+            Self::ProductStatusChanged {
+                to: ProductStatus::Published,
+                ..
+            } => "ProductPublished",
             Self::ProductStatusChanged { .. } => "ProductUnpublished",
             Self::ProductArchived { .. } => "ProductArchived",
         }

@@ -6,7 +6,9 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 fn t0() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("valid date")
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("valid date")
 }
 
 fn create_cmd() -> CreateProduct {
@@ -17,7 +19,10 @@ fn create_cmd() -> CreateProduct {
         category: "electronics".into(),
         brand: "Logi".into(),
         attributes: [("colour".to_string(), "black".to_string())].into(),
-        price: Some(Money { amount_minor: 1999, currency: "USD".into() }),
+        price: Some(Money {
+            amount_minor: 1999,
+            currency: "USD".into(),
+        }),
         stock: 5,
     }
 }
@@ -58,37 +63,70 @@ fn create_trims_text_and_rejects_empty_title() {
 fn create_rejects_a_title_over_200_chars() {
     let mut c = create_cmd();
     c.title = "x".repeat(201);
-    assert!(matches!(decide(None, &ProductCommand::CreateProduct(c)), Err(DomainError::Invalid { field: "title", .. })));
+    assert!(matches!(
+        decide(None, &ProductCommand::CreateProduct(c)),
+        Err(DomainError::Invalid { field: "title", .. })
+    ));
 }
 
 #[test]
 fn create_rejects_negative_stock_zero_price_and_unknown_currency() {
     let mut c = create_cmd();
     c.stock = -1;
-    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("stock"));
+    assert_eq!(
+        decide(None, &ProductCommand::CreateProduct(c))
+            .unwrap_err()
+            .field(),
+        Some("stock")
+    );
     let mut c = create_cmd();
-    c.price = Some(Money { amount_minor: 0, currency: "USD".into() });
-    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("price.amount_minor"));
+    c.price = Some(Money {
+        amount_minor: 0,
+        currency: "USD".into(),
+    });
+    assert_eq!(
+        decide(None, &ProductCommand::CreateProduct(c))
+            .unwrap_err()
+            .field(),
+        Some("price.amount_minor")
+    );
     let mut c = create_cmd();
-    c.price = Some(Money { amount_minor: 10, currency: "USX".into() });
-    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("price.currency"));
+    c.price = Some(Money {
+        amount_minor: 10,
+        currency: "USX".into(),
+    });
+    assert_eq!(
+        decide(None, &ProductCommand::CreateProduct(c))
+            .unwrap_err()
+            .field(),
+        Some("price.currency")
+    );
 }
 
 #[test]
 fn create_twice_is_rejected() {
     let s = given(&created());
-    assert_eq!(decide(s.as_ref(), &created()[0]), Err(DomainError::AlreadyCreated));
+    assert_eq!(
+        decide(s.as_ref(), &created()[0]),
+        Err(DomainError::AlreadyCreated)
+    );
 }
 
 #[test]
 fn commands_on_a_missing_product_are_rejected() {
-    assert_eq!(decide(None, &ProductCommand::PublishProduct), Err(DomainError::NotCreated));
+    assert_eq!(
+        decide(None, &ProductCommand::PublishProduct),
+        Err(DomainError::NotCreated)
+    );
 }
 
 #[test]
 fn update_details_changes_only_given_fields() {
     let s = given(&created());
-    let cmd = ProductCommand::UpdateProductDetails(UpdateProductDetails { title: Some("New".into()), ..Default::default() });
+    let cmd = ProductCommand::UpdateProductDetails(UpdateProductDetails {
+        title: Some("New".into()),
+        ..Default::default()
+    });
     let (p, change) = execute(s.as_ref(), Uuid::nil(), &cmd, t0()).expect("updated");
     assert_eq!(change.event_type(), "ProductDetailsUpdated");
     assert_eq!(p.title, "New");
@@ -100,19 +138,33 @@ fn update_details_changes_only_given_fields() {
 fn empty_update_is_rejected() {
     let s = given(&created());
     let cmd = ProductCommand::UpdateProductDetails(UpdateProductDetails::default());
-    assert_eq!(decide(s.as_ref(), &cmd).unwrap_err().field(), Some("details"));
+    assert_eq!(
+        decide(s.as_ref(), &cmd).unwrap_err().field(),
+        Some("details")
+    );
 }
 
 #[test]
 fn change_price_records_old_and_new() {
     let s = given(&created());
-    let cmd = ProductCommand::ChangePrice { price: Money { amount_minor: 2500, currency: "EUR".into() } };
+    let cmd = ProductCommand::ChangePrice {
+        price: Money {
+            amount_minor: 2500,
+            currency: "EUR".into(),
+        },
+    };
     let (p, change) = execute(s.as_ref(), Uuid::nil(), &cmd, t0()).expect("priced");
     assert_eq!(
         change,
         ProductChange::ProductPriceChanged {
-            old_price: Some(Money { amount_minor: 1999, currency: "USD".into() }),
-            new_price: Money { amount_minor: 2500, currency: "EUR".into() }
+            old_price: Some(Money {
+                amount_minor: 1999,
+                currency: "USD".into()
+            }),
+            new_price: Money {
+                amount_minor: 2500,
+                currency: "EUR".into()
+            }
         }
     );
     assert_eq!(p.price.map(|m| m.amount_minor), Some(2500));
@@ -121,8 +173,16 @@ fn change_price_records_old_and_new() {
 #[test]
 fn negative_price_is_rejected() {
     let s = given(&created());
-    let cmd = ProductCommand::ChangePrice { price: Money { amount_minor: -1, currency: "EUR".into() } };
-    assert_eq!(decide(s.as_ref(), &cmd).unwrap_err().field(), Some("price.amount_minor"));
+    let cmd = ProductCommand::ChangePrice {
+        price: Money {
+            amount_minor: -1,
+            currency: "EUR".into(),
+        },
+    };
+    assert_eq!(
+        decide(s.as_ref(), &cmd).unwrap_err().field(),
+        Some("price.amount_minor")
+    );
 }
 
 #[test]
@@ -130,20 +190,51 @@ fn adjust_stock_never_goes_below_zero() {
     let s = given(&created());
     assert_eq!(
         decide(s.as_ref(), &ProductCommand::AdjustStock { delta: -6 }),
-        Err(DomainError::InsufficientStock { available: 5, delta: -6 })
+        Err(DomainError::InsufficientStock {
+            available: 5,
+            delta: -6
+        })
     );
-    let (p, _) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::AdjustStock { delta: -5 }, t0()).expect("ok");
+    let (p, _) = execute(
+        s.as_ref(),
+        Uuid::nil(),
+        &ProductCommand::AdjustStock { delta: -5 },
+        t0(),
+    )
+    .expect("ok");
     assert_eq!(p.stock, 0);
-    assert_eq!(decide(s.as_ref(), &ProductCommand::AdjustStock { delta: 0 }).unwrap_err().field(), Some("delta"));
+    assert_eq!(
+        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: 0 })
+            .unwrap_err()
+            .field(),
+        Some("delta")
+    );
 }
 
 #[test]
 fn set_stock_emits_the_delta() {
     let s = given(&created());
-    let (p, change) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::SetStock { stock: 2 }, t0()).expect("ok");
-    assert_eq!(change, ProductChange::ProductStockAdjusted { delta: -3, stock: 2 });
+    let (p, change) = execute(
+        s.as_ref(),
+        Uuid::nil(),
+        &ProductCommand::SetStock { stock: 2 },
+        t0(),
+    )
+    .expect("ok");
+    assert_eq!(
+        change,
+        ProductChange::ProductStockAdjusted {
+            delta: -3,
+            stock: 2
+        }
+    );
     assert_eq!(p.stock, 2);
-    assert_eq!(decide(s.as_ref(), &ProductCommand::SetStock { stock: -1 }).unwrap_err().field(), Some("stock"));
+    assert_eq!(
+        decide(s.as_ref(), &ProductCommand::SetStock { stock: -1 })
+            .unwrap_err()
+            .field(),
+        Some("stock")
+    );
 }
 
 #[test]
@@ -151,7 +242,12 @@ fn publish_needs_a_price() {
     let mut c = create_cmd();
     c.price = None;
     let s = given(&[ProductCommand::CreateProduct(c)]);
-    assert_eq!(decide(s.as_ref(), &ProductCommand::PublishProduct).unwrap_err().field(), Some("price"));
+    assert_eq!(
+        decide(s.as_ref(), &ProductCommand::PublishProduct)
+            .unwrap_err()
+            .field(),
+        Some("price")
+    );
 }
 
 #[test]
@@ -160,8 +256,17 @@ fn publish_then_unpublish_round_trips_status() {
     cmds.push(ProductCommand::PublishProduct);
     let s = given(&cmds).expect("published");
     assert_eq!(s.status, ProductStatus::Published);
-    assert!(matches!(decide(Some(&s), &ProductCommand::PublishProduct), Err(DomainError::InvalidTransition { .. })));
-    let (p, change) = execute(Some(&s), Uuid::nil(), &ProductCommand::UnpublishProduct, t0()).expect("ok");
+    assert!(matches!(
+        decide(Some(&s), &ProductCommand::PublishProduct),
+        Err(DomainError::InvalidTransition { .. })
+    ));
+    let (p, change) = execute(
+        Some(&s),
+        Uuid::nil(),
+        &ProductCommand::UnpublishProduct,
+        t0(),
+    )
+    .expect("ok");
     assert_eq!(change.event_type(), "ProductUnpublished");
     assert_eq!(p.status, ProductStatus::Draft);
 }
@@ -175,7 +280,12 @@ fn archived_product_accepts_no_further_change() {
         ProductCommand::PublishProduct,
         ProductCommand::ArchiveProduct,
         ProductCommand::AdjustStock { delta: 1 },
-        ProductCommand::ChangePrice { price: Money { amount_minor: 1, currency: "USD".into() } },
+        ProductCommand::ChangePrice {
+            price: Money {
+                amount_minor: 1,
+                currency: "USD".into(),
+            },
+        },
     ] {
         assert_eq!(decide(s.as_ref(), &c), Err(DomainError::Archived));
     }
@@ -184,7 +294,12 @@ fn archived_product_accepts_no_further_change() {
 #[test]
 fn envelope_carries_change_and_full_state() {
     let (p, change) = execute(None, Uuid::nil(), &created()[0], t0()).expect("created");
-    let meta = EventMeta { event_id: Uuid::from_u128(7), causation_id: None, correlation_id: None, occurred_at: t0() };
+    let meta = EventMeta {
+        event_id: Uuid::from_u128(7),
+        causation_id: None,
+        correlation_id: None,
+        occurred_at: t0(),
+    };
     let env = EventEnvelope::new(&change, &p, meta);
     assert_eq!(env.aggregate_version, 1);
     assert_eq!(env.event_type, "ProductCreated");
@@ -195,9 +310,12 @@ fn envelope_carries_change_and_full_state() {
 
 #[test]
 fn command_wire_format_is_adjacently_tagged() {
-    let c: ProductCommand = serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#).expect("parses");
+    let c: ProductCommand =
+        serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#)
+            .expect("parses");
     assert_eq!(c, ProductCommand::AdjustStock { delta: 3 });
-    let c: ProductCommand = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
+    let c: ProductCommand =
+        serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
     assert_eq!(c, ProductCommand::PublishProduct);
     assert!(serde_json::from_str::<ProductCommand>(r#"{"command_type":"Explode"}"#).is_err());
 }
@@ -205,12 +323,22 @@ fn command_wire_format_is_adjacently_tagged() {
 fn any_command() -> impl Strategy<Value = ProductCommand> {
     prop_oneof![
         Just(ProductCommand::CreateProduct(create_cmd())),
-        "[a-z ]{0,210}".prop_map(|t| ProductCommand::UpdateProductDetails(UpdateProductDetails {
-            title: Some(t),
-            ..Default::default()
-        })),
-        (-10i64..10_000, prop::sample::select(vec!["USD", "EUR", "XXX"]))
-            .prop_map(|(a, c)| ProductCommand::ChangePrice { price: Money { amount_minor: a, currency: c.into() } }),
+        "[a-z ]{0,210}".prop_map(
+            |t| ProductCommand::UpdateProductDetails(UpdateProductDetails {
+                title: Some(t),
+                ..Default::default()
+            })
+        ),
+        (
+            -10i64..10_000,
+            prop::sample::select(vec!["USD", "EUR", "XXX"])
+        )
+            .prop_map(|(a, c)| ProductCommand::ChangePrice {
+                price: Money {
+                    amount_minor: a,
+                    currency: c.into()
+                }
+            }),
         (-20i64..20).prop_map(|delta| ProductCommand::AdjustStock { delta }),
         (-5i64..50).prop_map(|stock| ProductCommand::SetStock { stock }),
         Just(ProductCommand::PublishProduct),

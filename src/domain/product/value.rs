@@ -36,7 +36,10 @@ impl Money {
     /// Validates a price: amount above zero and a known currency.
     pub fn price(amount_minor: i64, currency: &str) -> Result<Self, DomainError> {
         if amount_minor <= 0 {
-            return Err(DomainError::invalid("price.amount_minor", "must be greater than 0"));
+            return Err(DomainError::invalid(
+                "price.amount_minor",
+                "must be greater than 0",
+            ));
         }
         if !KNOWN_CURRENCIES.contains(&currency) {
             return Err(DomainError::invalid(
@@ -44,7 +47,10 @@ impl Money {
                 format!("unknown ISO 4217 currency {currency:?}"),
             ));
         }
-        Ok(Self { amount_minor, currency: currency.to_owned() })
+        Ok(Self {
+            amount_minor,
+            currency: currency.to_owned(),
+        })
     }
 }
 
@@ -101,7 +107,10 @@ pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<Stri
     let v = value.trim();
     let n = v.chars().count();
     if n > max {
-        return Err(DomainError::invalid(field, format!("must be at most {max} characters, got {n}")));
+        return Err(DomainError::invalid(
+            field,
+            format!("must be at most {max} characters, got {n}"),
+        ));
     }
     Ok(v.to_owned())
 }

@@ -1,0 +1,109 @@
+# aliexpress: `make help` lists the targets.
+# Where no Docker engine answers, the native stack (deploy/local/stack) is used.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/aliexpress/target
+BIN := $(CARGO_TARGET_DIR)/release/aliexpress
+DEBUG_BIN := $(CARGO_TARGET_DIR)/debug/aliexpress
+STACK := deploy/local/stack
+ROLES := deploy/local/roles
+DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
+
+.DEFAULT_GOAL := help
+.PHONY: help up down restart observe-up-build stack-up stack-down status build release test unit integration bench \
+        migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
+        fmt lint compose-config ensure-rust
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
+
+ensure-rust:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+
+up: ## bring the platform up and run it (docker compose, or the native stack + roles)
+ifeq ($(DOCKER),yes)
+	docker compose up -d --build
+else
+	$(STACK) up
+	$(MAKE) release
+	$(BIN) migrate
+	$(ROLES) up $(BIN)
+	@echo "API: http://127.0.0.1:8000  (health: /health/, metrics: /metrics, OpenAPI: /openapi.json)"
+endif
+
+down: ## stop the roles and the stack (data kept)
+ifeq ($(DOCKER),yes)
+	docker compose down
+else
+	-$(ROLES) down
+	$(STACK) down
+endif
+
+restart: ## restart the application roles
+ifeq ($(DOCKER),yes)
+	docker compose restart api outbox-relay product-consumer product-event-consumer
+else
+	-$(ROLES) down
+	$(ROLES) up $(BIN)
+endif
+
+observe-up-build: ## rebuild and start everything including Prometheus/Grafana
+ifeq ($(DOCKER),yes)
+	docker compose up -d --build
+else
+	$(MAKE) up
+endif
+
+stack-up: ## start only the infrastructure (native)
+	$(STACK) up
+
+stack-down: ## stop only the infrastructure (native)
+	$(STACK) down
+
+status: ensure-rust ## one screen: health, backlog, lag, DLQ
+	$(BIN) status
+
+build: ensure-rust ## debug build
+	cargo build --locked
+
+release: ensure-rust ## release build
+	cargo build --locked --release
+
+test: ensure-rust ## start the stack, then run unit and integration tests
+	$(STACK) up
+	cargo test --locked --all-targets -- --test-threads=4
+
+unit: ensure-rust ## unit tests only (no services)
+	cargo test --locked --lib
+
+bench: ensure-rust ## benchmarks against the real stack; prints a table
+	$(STACK) up
+	cargo build --locked --release
+	bash bench/run.sh $(BIN)
+
+migrate: ## apply database migrations
+	$(BIN) migrate
+
+serve: ## run the API in the foreground
+	$(BIN) serve
+
+process-outbox: ## publish pending outbox rows once
+	$(BIN) process-outbox
+
+process-outbox-follow: ## run the outbox publisher as a daemon
+	$(BIN) process-outbox --follow --metrics-addr 127.0.0.1:9464
+
+run-product-consumer: ## run the write-side command consumer
+	$(BIN) run-product-consumer --metrics-addr 127.0.0.1:9465
+
+run-product-event-consumer: ## run the read-side projection consumer
+	$(BIN) run-product-event-consumer --metrics-addr 127.0.0.1:9466
+
+fmt: ## format the code
+	cargo fmt --all
+
+lint: ## clippy with warnings as errors
+	cargo clippy --locked --all-targets -- -D warnings
+
+compose-config: ## validate docker-compose.yml (needs the docker compose plugin)
+	docker compose config -q

@@ -1,0 +1,499 @@
+//! Test harness: isolated resources per test on the real services, `TestApp` with
+//! `drain_outbox()` and `consume_until_idle()`, and polling with deadlines.
+
+#![allow(dead_code)]
+
+use aliexpress::bus::admin;
+use aliexpress::bus::dlq::DlqWriter;
+use aliexpress::bus::producer::{self, ProducerSettings};
+use aliexpress::cache::ProductCache;
+use aliexpress::config::{InfraConfig, Names};
+use aliexpress::http::{self, AppState};
+use aliexpress::search::{index, SearchClient};
+use aliexpress::store::{pool, PgPool};
+use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
+use aliexpress::worker::product_event_consumer::{
+    ProjectionOutcome, ProjectionSettings, Projector,
+};
+use aliexpress::worker::Shutdown;
+use diesel_async::RunQueryDsl;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// Write token the test API accepts.
+pub const TOKEN: &str = "test-token";
+/// Read-only token.
+pub const READ_TOKEN: &str = "read-token";
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The admin database URL (the stack's main database).
+pub fn base_database_url() -> String {
+    env_or(
+        "DATABASE_URL",
+        "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress",
+    )
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("DATABASE_URL parses");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+/// Connection settings for a test namespace and database.
+pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
+    InfraConfig {
+        database_url: database_url.to_owned(),
+        database_pool_size: 8,
+        database_statement_timeout_ms: 10_000,
+        redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        redis_cache_ttl_secs: 3600,
+        kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        namespace: namespace.to_owned(),
+    }
+}
+
+static CLEANUP: OnceCell<()> = OnceCell::const_new();
+
+/// Removes what earlier test runs left behind (databases, topics, indices with the test prefix).
+async fn cleanup_previous_runs() {
+    CLEANUP
+        .get_or_init(|| async {
+            let base = base_database_url();
+            if let Ok(mut conn) = pool::connect(&base, Duration::from_secs(60)).await {
+                #[derive(diesel::QueryableByName)]
+                struct Db {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    datname: String,
+                }
+                let dbs: Vec<Db> = diesel::sql_query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'aliexpress\\_t\\_%' AND \
+                     (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0",
+                )
+                .load(&mut conn)
+                .await
+                .unwrap_or_default();
+                for d in dbs {
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", d.datname)).execute(&mut conn).await;
+                }
+            }
+            let i = infra("", &base);
+            if let Ok(c) = SearchClient::new(&i.opensearch_url, Duration::from_secs(30)) {
+                let _ = c.request(opensearch::http::Method::Delete, "/t_*", None, None).await;
+            }
+            let bootstrap = i.kafka_bootstrap_servers.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+                    producer::base_config(&bootstrap).create().expect("admin client");
+                let md = admin.inner().fetch_metadata(None, Duration::from_secs(10)).ok()?;
+                let old: Vec<String> = md.topics().iter().map(|t| t.name().to_owned()).filter(|n| n.starts_with("t_")).collect();
+                Some((admin, old))
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(|(admin, old)| async move {
+                if !old.is_empty() {
+                    let refs: Vec<&str> = old.iter().map(String::as_str).collect();
+                    let _ = admin.delete_topics(&refs, &rdkafka::admin::AdminOptions::new()).await;
+                }
+            })
+            .map(|f| tokio::spawn(f));
+        })
+        .await;
+}
+
+/// Isolated resources on the real services.
+pub struct TestEnv {
+    /// Settings pointing at this test's database and namespace.
+    pub infra: InfraConfig,
+    /// Names under the test namespace.
+    pub names: Names,
+    /// Pool on the test database.
+    pub pool: PgPool,
+}
+
+impl TestEnv {
+    /// A fresh database (migrated), topics, and a namespace.
+    pub async fn new() -> Self {
+        cleanup_previous_runs().await;
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let ns = format!("t_{id}_");
+        let db = format!("aliexpress_t_{id}");
+        let base = base_database_url();
+        let mut admin = pool::connect(&base, Duration::from_secs(60))
+            .await
+            .expect("connect to the stack's postgres (make up?)");
+        diesel::sql_query(format!("CREATE DATABASE \"{db}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = with_db(&base, &db);
+        pool::run_migrations(&url).await.expect("migrations apply");
+        let infra = infra(&ns, &url);
+        let names = infra.names();
+        admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), 3)
+            .await
+            .expect("topics");
+        let pool = pool::build_pool(&url, 8, Duration::from_secs(10)).expect("pool");
+        Self { infra, names, pool }
+    }
+
+    /// An outbox relay on this environment.
+    pub fn relay(&self, batch_size: i64) -> OutboxRelay {
+        let p = producer::build(
+            &self.infra.kafka_bootstrap_servers,
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
+        OutboxRelay::new(
+            self.infra.database_url.clone(),
+            p,
+            RelaySettings {
+                batch_size,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Publishes every pending outbox row; returns how many were published.
+    pub async fn drain_outbox(&self) -> usize {
+        let mut relay = self.relay(500);
+        assert!(relay.try_acquire().await.expect("lock"), "relay lock free");
+        let mut n = 0;
+        loop {
+            let o = relay.process_once().await.expect("batch publishes");
+            n += o.published;
+            if o.claimed == 0 {
+                break;
+            }
+        }
+        relay.release().await;
+        n
+    }
+
+    /// A search client.
+    pub fn search(&self) -> SearchClient {
+        SearchClient::new(&self.infra.opensearch_url, Duration::from_secs(30))
+            .expect("search client")
+    }
+
+    /// The Redis cache under this namespace.
+    pub fn cache(&self) -> ProductCache {
+        ProductCache::new(
+            &self.infra.redis_url,
+            self.names.clone(),
+            Duration::from_secs(3600),
+        )
+        .expect("cache")
+    }
+
+    /// A projector in `group` (default: the namespaced projection group) on this environment.
+    pub async fn projector(&self, group: Option<&str>, search_url: Option<&str>) -> Projector {
+        let search = match search_url {
+            Some(u) => SearchClient::new(u, Duration::from_secs(2)).expect("client"),
+            None => self.search(),
+        };
+        let alias = self.names.index_alias();
+        index::ensure_alias(&self.search(), &alias)
+            .await
+            .expect("index alias");
+        let group = group
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.names.projection_group());
+        let c: StreamConsumer =
+            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group)
+                .expect("consumer");
+        c.subscribe(&[&self.names.events_topic()])
+            .expect("subscribe");
+        let p = producer::build(
+            &self.infra.kafka_bootstrap_servers,
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
+        Projector::new(
+            Arc::new(c),
+            search,
+            alias,
+            self.cache(),
+            DlqWriter::new(p, self.names.events_dlq_topic(), group.clone()),
+            group,
+            ProjectionSettings {
+                batch_size: 200,
+                batch_wait: Duration::from_millis(50),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Runs `p` until no message arrived for `idle` (after at least one, or for 15 s if none).
+    pub async fn consume_until_idle(&self, p: &mut Projector) -> ProjectionOutcome {
+        let shutdown = Shutdown::new();
+        let mut total = ProjectionOutcome::default();
+        let start = Instant::now();
+        loop {
+            let wait = if total.received == 0 {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(1500)
+            };
+            let o = p
+                .process_once(wait, &shutdown)
+                .await
+                .expect("projection batch");
+            total.received += o.received;
+            total.applied += o.applied;
+            total.already_applied += o.already_applied;
+            total.dead_lettered += o.dead_lettered;
+            total.gaps += o.gaps;
+            if o.received == 0 && (total.received > 0 || start.elapsed() > Duration::from_secs(15))
+            {
+                break;
+            }
+        }
+        p.consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+            .ok();
+        index::refresh(&self.search(), &self.names.index_alias())
+            .await
+            .expect("refresh");
+        total
+    }
+
+    /// A document from the index, by product id.
+    pub async fn document(&self, id: &str) -> Option<Value> {
+        let (status, v) = self
+            .search()
+            .request(
+                opensearch::http::Method::Get,
+                &format!("/{}/_doc/{id}", self.names.index_alias()),
+                None,
+                None,
+            )
+            .await
+            .expect("get doc");
+        (status == 200).then(|| v)
+    }
+
+    /// Reads `topic` from the beginning with a fresh group until `min` messages arrived and
+    /// then nothing for a while (or the deadline passes).
+    pub async fn read_topic(
+        &self,
+        topic: &str,
+        min: usize,
+        deadline: Duration,
+    ) -> Vec<OwnedMessage> {
+        let group = format!(
+            "{}reader-{}",
+            self.names.index_alias(),
+            Uuid::new_v4().simple()
+        );
+        let c: StreamConsumer =
+            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group)
+                .expect("consumer");
+        c.subscribe(&[topic]).expect("subscribe");
+        let end = Instant::now() + deadline;
+        let mut out = Vec::new();
+        loop {
+            let idle = if out.len() >= min {
+                Duration::from_millis(1500)
+            } else {
+                Duration::from_secs(2)
+            };
+            match tokio::time::timeout(idle, c.recv()).await {
+                Ok(Ok(m)) => out.push(m.detach()),
+                Ok(Err(e)) => panic!("consumer error: {e}"),
+                Err(_) if out.len() >= min || Instant::now() > end => break,
+                Err(_) => {}
+            }
+            if Instant::now() > end {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Produces raw bytes to a topic.
+    pub async fn produce(&self, topic: &str, key: &str, value: &[u8]) {
+        let p = producer::build(
+            &self.infra.kafka_bootstrap_servers,
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
+        p.send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    }
+
+    /// Number of outbox rows matching a SQL condition.
+    pub async fn count(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = pool::get(&self.pool).await.expect("conn");
+        let r: N = diesel::sql_query(format!("SELECT count(*) AS n FROM {sql}"))
+            .get_result(&mut c)
+            .await
+            .expect("count");
+        r.n
+    }
+
+    /// Environment variables that point the binary at this test's resources.
+    pub fn bin_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.infra.database_url.clone()),
+            ("REDIS_URL", self.infra.redis_url.clone()),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                self.infra.kafka_bootstrap_servers.clone(),
+            ),
+            ("OPENSEARCH_URL", self.infra.opensearch_url.clone()),
+            ("ALIEXPRESS_NAMESPACE", self.infra.namespace.clone()),
+            ("RUST_LOG", "info".into()),
+        ]
+    }
+}
+
+/// A header value as a string.
+pub fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    aliexpress::bus::consumer::header_str(m, name)
+}
+
+/// The running API on a random port, with its environment.
+pub struct TestApp {
+    /// The isolated resources.
+    pub env: TestEnv,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// The API's state.
+    pub state: AppState,
+}
+
+impl TestApp {
+    /// Starts the API on port 0 over a fresh environment.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Like [`spawn`](Self::spawn) with a chance to change the state first.
+    pub async fn spawn_with(f: impl FnOnce(&mut AppState)) -> Self {
+        let env = TestEnv::new().await;
+        let producer = producer::build(
+            &env.infra.kafka_bootstrap_servers,
+            &ProducerSettings {
+                linger_ms: 0,
+                ..Default::default()
+            },
+        )
+        .expect("producer");
+        let mut state = AppState {
+            pool: env.pool.clone(),
+            cache: env.cache(),
+            search: env.search(),
+            producer,
+            names: env.names.clone(),
+            write_tokens: vec![TOKEN.into()],
+            read_tokens: vec![READ_TOKEN.into()],
+            outbox_notify: true,
+            health_timeout: Duration::from_secs(1),
+        };
+        f(&mut state);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = http::run(listener, state.clone(), 2).expect("server");
+        tokio::spawn(server);
+        Self {
+            env,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            state,
+        }
+    }
+
+    /// URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST JSON with the write token.
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// Creates a product and returns its JSON.
+    pub async fn create_product(&self, sku: &str, title: &str) -> Value {
+        let r = self
+            .post(
+                "/api/products",
+                serde_json::json!({
+                    "sku": sku, "title": title, "description": format!("{title} description"),
+                    "category": "electronics", "brand": "Acme",
+                    "price": {"amount_minor": 1999, "currency": "USD"}, "stock": 5
+                }),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "create {sku}");
+        r.json().await.expect("json")
+    }
+}
+
+/// Polls `f` until it returns true or `deadline` passes.
+pub async fn wait_until<F, Fut>(deadline: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Product ids and versions of decoded event messages, in arrival order.
+pub fn versions(msgs: &[OwnedMessage]) -> Vec<(String, i64)> {
+    msgs.iter()
+        .map(|m| {
+            let v: Value = serde_json::from_slice(m.payload().expect("payload")).expect("json");
+            (
+                v["aggregate_id"].as_str().expect("id").to_owned(),
+                v["aggregate_version"].as_i64().expect("version"),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,423 @@
+use diesel_async::RunQueryDsl;
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, READ_TOKEN, TOKEN};
+
+async fn outbox_rows(app: &TestApp, id: &str) -> Vec<(i64, String)> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        aggregate_version: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        event_type: String,
+    }
+    let mut c = app.env.pool.get().await.expect("conn");
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT aggregate_version, event_type FROM outbox WHERE aggregate_id = '{id}' ORDER BY id"
+    ))
+    .load(&mut c)
+    .await
+    .expect("rows");
+    rows.into_iter()
+        .map(|r| (r.aggregate_version, r.event_type))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_answers_201_with_location_etag_and_writes_one_outbox_row() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .post("/api/products", json!({"sku": "SKU-1", "title": "Mouse", "price": {"amount_minor": 500, "currency": "EUR"}}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let p: Value = r.json().await.expect("json");
+    let id = p["id"].as_str().expect("id");
+    assert_eq!(location, format!("/api/products/{id}"));
+    assert_eq!(p["version"], 1);
+    assert_eq!(p["status"], "draft");
+    assert_eq!(
+        outbox_rows(&app, id).await,
+        vec![(1, "ProductCreated".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_write_leaves_exactly_one_outbox_row_with_its_version() {
+    let app = TestApp::spawn().await;
+    let p = app.create_product("SKU-W", "Keyboard").await;
+    let id = p["id"].as_str().expect("id");
+    let steps: Vec<(reqwest::Method, String, Value)> = vec![
+        (
+            reqwest::Method::PATCH,
+            format!("/api/products/{id}"),
+            json!({"title": "Mechanical keyboard"}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/products/{id}/price"),
+            json!({"amount_minor": 4999, "currency": "USD"}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/products/{id}/stock"),
+            json!({"delta": 3}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/products/{id}/stock"),
+            json!({"set": 1}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/products/{id}/publish"),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/products/{id}/archive"),
+            json!({}),
+        ),
+    ];
+    for (i, (method, path, body)) in steps.into_iter().enumerate() {
+        let r = app
+            .http
+            .request(method, app.url(&path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["version"], i as i64 + 2);
+    }
+    let rows = outbox_rows(&app, id).await;
+    let types: Vec<&str> = rows.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "ProductCreated",
+            "ProductDetailsUpdated",
+            "ProductPriceChanged",
+            "ProductStockAdjusted",
+            "ProductStockAdjusted",
+            "ProductPublished",
+            "ProductArchived"
+        ]
+    );
+    assert_eq!(
+        rows.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    // Archived accepts nothing more, with a field-level problem.
+    let r = app
+        .post(&format!("/api/products/{id}/stock"), json!({"delta": 1}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_that_fails_midway_leaves_neither_state_nor_outbox_row() {
+    let app = TestApp::spawn().await;
+    let p = app.create_product("SKU-T", "Lamp").await;
+    let id = p["id"].as_str().expect("id");
+    // Make the outbox insert of a price change fail inside the write transaction.
+    let mut c = app.env.pool.get().await.expect("conn");
+    diesel::sql_query(
+        "CREATE FUNCTION fail_price() RETURNS trigger AS $$ BEGIN \
+           IF NEW.event_type = 'ProductPriceChanged' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    .execute(&mut c)
+    .await
+    .expect("function");
+    diesel::sql_query("CREATE TRIGGER fail_price BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fail_price()")
+        .execute(&mut c)
+        .await
+        .expect("trigger");
+    let r = app
+        .post(
+            &format!("/api/products/{id}/price"),
+            json!({"amount_minor": 7777, "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = r.json().await.expect("problem");
+    assert_eq!(body["detail"], "internal error", "no internals leak");
+    let now: Value = app
+        .get(&format!("/api/products/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(now["version"], 1);
+    assert_eq!(now["price"]["amount_minor"], 1999);
+    assert_eq!(outbox_rows(&app, id).await.len(), 1);
+    assert_eq!(
+        app.env
+            .count(&format!("products WHERE id = '{id}' AND version = 1"))
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_updates_with_the_same_version_one_wins_one_gets_412() {
+    let app = TestApp::spawn().await;
+    let p = app.create_product("SKU-C", "Chair").await;
+    let id = p["id"].as_str().expect("id").to_owned();
+    let reqs = (0..2).map(|i| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.http
+                .patch(app.url(&format!("/api/products/{id}")))
+                .bearer_auth(TOKEN)
+                .header("If-Match", "\"1\"")
+                .json(&json!({"title": format!("Chair {i}")}))
+                .send()
+                .await
+                .expect("request")
+                .status()
+        }
+    });
+    let mut statuses: Vec<u16> = join_all(reqs)
+        .await
+        .into_iter()
+        .map(|s| s.as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 412]);
+    assert_eq!(outbox_rows(&app, &id).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_right_after_a_write_sees_that_version_or_later() {
+    let app = TestApp::spawn().await;
+    let p = app.create_product("SKU-R", "Desk").await;
+    let id = p["id"].as_str().expect("id");
+    for i in 0..5 {
+        let r = app
+            .post(&format!("/api/products/{id}/stock"), json!({"delta": 1}))
+            .await;
+        let written: Value = r.json().await.expect("json");
+        let g = app.get(&format!("/api/products/{id}")).await;
+        assert_eq!(g.headers()["etag"], format!("\"{}\"", written["version"]));
+        assert!(g.headers().contains_key("x-read-source"));
+        let read: Value = g.json().await.expect("json");
+        assert!(
+            read["version"].as_i64() >= written["version"].as_i64(),
+            "iteration {i}"
+        );
+    }
+    // A cache miss falls back to Postgres and says so.
+    app.env
+        .cache()
+        .evict(uuid::Uuid::parse_str(id).expect("uuid"))
+        .await
+        .expect("evict");
+    let g = app.get(&format!("/api/products/{id}")).await;
+    assert_eq!(g.headers()["x-read-source"], "database");
+    let g = app.get(&format!("/api/products/{id}")).await;
+    assert_eq!(g.headers()["x-read-source"], "cache");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_problem_json_never_a_500() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/api/products");
+    let c = &app.http;
+    let malformed = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(
+        malformed.headers()["content-type"],
+        "application/problem+json"
+    );
+    let invalid = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({"sku": "S", "title": "x".repeat(201)}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(invalid.status(), 422);
+    let body: Value = invalid.json().await.expect("json");
+    assert_eq!(body["errors"][0]["field"], "title");
+    let currency = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({"sku": "S", "title": "t", "price": {"amount_minor": 1, "currency": "XXX"}}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(currency.status(), 422);
+    let wrong_type = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({"sku": 5, "title": "t"}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(wrong_type.status(), 422);
+    let big = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70 * 1024])
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(big.status(), 413);
+    let media = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(media.status(), 415);
+    let unknown = app
+        .get(&format!("/api/products/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(unknown.status(), 404);
+    let not_uuid = app.get("/api/products/not-a-uuid").await;
+    assert_eq!(not_uuid.status(), 400);
+    let bad_etag = c
+        .patch(app.url(&format!("/api/products/{}", uuid::Uuid::new_v4())))
+        .bearer_auth(TOKEN)
+        .header("If-Match", "abc")
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(bad_etag.status(), 422);
+    let dup1 = app
+        .post("/api/products", json!({"sku": "DUP", "title": "a"}))
+        .await;
+    assert_eq!(dup1.status(), 201);
+    let dup2 = app
+        .post("/api/products", json!({"sku": "DUP", "title": "b"}))
+        .await;
+    assert_eq!(dup2.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_need_a_write_token_reads_are_public() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/api/products");
+    let body = json!({"sku": "A", "title": "t"});
+    assert_eq!(
+        app.http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("r")
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.http
+            .post(&url)
+            .bearer_auth("wrong")
+            .json(&body)
+            .send()
+            .await
+            .expect("r")
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.http
+            .post(&url)
+            .bearer_auth(READ_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("r")
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("r")
+            .status(),
+        201
+    );
+    assert_eq!(app.http.get(&url).send().await.expect("r").status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_pages_with_a_keyset_cursor_and_filters() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let p = app
+            .create_product(&format!("SKU-L{i}"), &format!("Item {i}"))
+            .await;
+        ids.push(p["id"].as_str().expect("id").to_owned());
+    }
+    app.post(&format!("/api/products/{}/publish", ids[0]), json!({}))
+        .await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/api/products?limit=2&cursor={c}"),
+            None => "/api/products?limit=2".into(),
+        };
+        let page: Value = app.get(&q).await.json().await.expect("json");
+        for p in page["items"].as_array().expect("items") {
+            seen.push(p["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    ids.sort();
+    assert_eq!(seen, ids);
+    let published: Value = app
+        .get("/api/products?status=published")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(published["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(app.get("/api/products?status=bogus").await.status(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_lists_the_handlers() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
+    for path in [
+        "/api/products",
+        "/api/products/{id}",
+        "/api/products/{id}/price",
+        "/api/commands",
+        "/api/commands/{id}",
+        "/api/search",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "missing {path}");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}

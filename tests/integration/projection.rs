@@ -1,0 +1,400 @@
+use std::time::Duration;
+
+use aliexpress::bus::dlq::dlq_headers;
+use aliexpress::worker::Shutdown;
+use opensearch::http::Method;
+use rdkafka::Message;
+use serde_json::{json, Value};
+
+use crate::helpers::{header, wait_until, TestApp, TOKEN};
+use rdkafka::consumer::Consumer;
+
+/// Creates, publishes and re-prices a few products through the API and publishes the outbox.
+async fn catalog(app: &TestApp) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (i, (title, brand, cat)) in [
+        ("Wireless mouse", "Logi", "electronics"),
+        ("Mechanical keyboard", "Keychron", "electronics"),
+        ("Espresso machine", "Delonghi", "kitchen"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = app.post("/api/products", json!({"sku": format!("SKU-P{i}"), "title": title, "description": format!("A fine {title}"),
+            "brand": brand, "category": cat, "price": {"amount_minor": 1000 * (i + 1), "currency": "USD"}, "stock": i})).await;
+        let p: Value = r.json().await.expect("json");
+        let id = p["id"].as_str().expect("id").to_owned();
+        app.post(&format!("/api/products/{id}/publish"), json!({}))
+            .await;
+        ids.push(id);
+    }
+    app.post(
+        &format!("/api/products/{}/price", ids[0]),
+        json!({"amount_minor": 2500, "currency": "USD"}),
+    )
+    .await;
+    app.env.drain_outbox().await;
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_become_documents_with_the_right_state_and_search_finds_them() {
+    let app = TestApp::spawn().await;
+    let ids = catalog(&app).await;
+    let mut p = app.env.projector(None, None).await;
+    let o = app.env.consume_until_idle(&mut p).await;
+    assert_eq!(o.received, 7);
+    assert_eq!(o.dead_lettered, 0);
+
+    let doc = app.env.document(&ids[0]).await.expect("indexed");
+    assert_eq!(doc["_version"], 3);
+    assert_eq!(doc["_source"]["price_minor"], 2500);
+    assert_eq!(doc["_source"]["status"], "published");
+
+    // Typo-tolerant full text, facets, highlights.
+    let r: Value = app
+        .get("/api/search?q=wireles%20mose")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["total"], 1, "{r}");
+    assert_eq!(r["hits"][0]["product"]["id"], ids[0].as_str());
+    assert!(r["hits"][0]["highlight"]["title"][0]
+        .as_str()
+        .is_some_and(|h| h.contains("<em>")));
+    let all: Value = app
+        .get("/api/search?sort=price_asc")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(all["total"], 3);
+    assert_eq!(all["hits"][0]["product"]["price_minor"], 2000);
+    let cats: Vec<(String, u64)> = all["facets"]["category"]
+        .as_array()
+        .expect("facets")
+        .iter()
+        .map(|b| {
+            (
+                b["value"].as_str().expect("v").to_owned(),
+                b["count"].as_u64().expect("c"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cats,
+        vec![("electronics".to_owned(), 2), ("kitchen".to_owned(), 1)]
+    );
+    let f: Value = app
+        .get("/api/search?category=kitchen&in_stock=true&min_price=1000&max_price=5000")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(f["total"], 1);
+    // Draft products leave default search.
+    app.post(&format!("/api/products/{}/unpublish", ids[2]), json!({}))
+        .await;
+    app.env.drain_outbox().await;
+    app.env.consume_until_idle(&mut p).await;
+    let after: Value = app.get("/api/search").await.json().await.expect("json");
+    assert_eq!(after["total"], 2);
+    let any: Value = app
+        .http
+        .get(app.url("/api/search?status=any"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(any["total"], 3);
+    assert_eq!(app.get("/api/search?status=any").await.status(), 401);
+    // Bad parameters are 422, user text is never query syntax.
+    for q in [
+        "size=1000",
+        "page=0",
+        "min_price=10&max_price=1",
+        "sort=cheapest",
+        "min_price=abc",
+        "unknown=1",
+    ] {
+        let r = app.get(&format!("/api/search?{q}")).await;
+        assert_eq!(r.status(), 422, "{q}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    assert_eq!(
+        app.get("/api/search?q=title:(%22x%22%20OR%20*)")
+            .await
+            .status(),
+        200
+    );
+
+    // The projection group shows up in Apache Kafka's own tool.
+    let wrapper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/local/bin/kafka-consumer-groups"
+    );
+    let out = std::process::Command::new(wrapper)
+        .args(["--bootstrap-server", "localhost:9092", "--list"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == app.env.names.projection_group()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_and_reordered_events_leave_the_same_documents_and_replays_rewrite_them() {
+    let app = TestApp::spawn().await;
+    let ids = catalog(&app).await;
+    let mut p = app.env.projector(None, None).await;
+    app.env.consume_until_idle(&mut p).await;
+    let before: Vec<Value> = futures::future::join_all(ids.iter().map(|id| app.env.document(id)))
+        .await
+        .into_iter()
+        .map(|d| d.expect("doc")["_source"].clone())
+        .collect();
+
+    // Re-send every event twice, newest first (out of order), into the topic.
+    let msgs = app
+        .env
+        .read_topic(&app.env.names.events_topic(), 7, Duration::from_secs(30))
+        .await;
+    for _ in 0..2 {
+        for m in msgs.iter().rev() {
+            app.env
+                .produce(
+                    &app.env.names.events_topic(),
+                    std::str::from_utf8(m.key().expect("key")).expect("utf8"),
+                    m.payload().expect("payload"),
+                )
+                .await;
+        }
+    }
+    let o = app.env.consume_until_idle(&mut p).await;
+    assert_eq!(o.received, 14);
+    assert_eq!(o.dead_lettered, 0);
+    let after: Vec<Value> = futures::future::join_all(ids.iter().map(|id| app.env.document(id)))
+        .await
+        .into_iter()
+        .map(|d| d.expect("doc")["_source"].clone())
+        .collect();
+    assert_eq!(before, after);
+
+    // A "broken projection" wrote a wrong document at the current version; replaying the
+    // topic from the start in a fresh group rewrites it (external_gte).
+    let id = &ids[1];
+    let (s, _) = app
+        .env
+        .search()
+        .request(
+            Method::Put,
+            &format!(
+                "/{}/_doc/{id}?version=2&version_type=external_gte&refresh=true",
+                app.env.names.index_alias()
+            ),
+            Some(json!({"id": id, "title": "BROKEN", "version": 2})),
+            None,
+        )
+        .await
+        .expect("put");
+    assert!(s < 300);
+    let mut replay = app
+        .env
+        .projector(
+            Some(&format!("{}replay", app.env.names.projection_group())),
+            None,
+        )
+        .await;
+    app.env.consume_until_idle(&mut replay).await;
+    let fixed = app.env.document(id).await.expect("doc");
+    assert_eq!(fixed["_source"]["title"], "Mechanical keyboard");
+    // Redis holds the same state.
+    let cached = app.get(&format!("/api/products/{id}")).await;
+    assert_eq!(cached.headers()["x-read-source"], "cache");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_messages_go_to_the_dlq_with_their_reason_and_the_next_event_is_projected() {
+    let app = TestApp::spawn().await;
+    let ids = catalog(&app).await;
+    let env = &app.env;
+    let topic = env.names.events_topic();
+    let good = env.read_topic(&topic, 7, Duration::from_secs(30)).await;
+    let sample: Value = serde_json::from_slice(good[0].payload().expect("payload")).expect("json");
+    let mut unknown_type = sample.clone();
+    unknown_type["event_type"] = json!("ProductTeleported");
+    let mut bad_schema = sample.clone();
+    bad_schema["schema_version"] = json!(99);
+    let mut missing = sample.clone();
+    missing.as_object_mut().expect("object").remove("state");
+    // Valid for our types, refused by OpenSearch: a keyword term over Lucene's 32 KB limit.
+    let mut unmappable = sample.clone();
+    let other = uuid::Uuid::new_v4().to_string();
+    unmappable["aggregate_id"] = json!(other);
+    unmappable["state"]["id"] = json!(other);
+    unmappable["state"]["category"] = json!("c".repeat(40_000));
+    let key = sample["aggregate_id"].as_str().expect("id");
+    for poison in [
+        b"not json at all".to_vec(),
+        serde_json::to_vec(&unknown_type).expect("j"),
+        serde_json::to_vec(&bad_schema).expect("j"),
+        serde_json::to_vec(&missing).expect("j"),
+    ] {
+        env.produce(&topic, key, &poison).await;
+    }
+    env.produce(&topic, key, &serde_json::to_vec(&unmappable).expect("j"))
+        .await;
+    // The next good event after the poison.
+    app.post(
+        &format!("/api/products/{}/stock", ids[1]),
+        json!({"delta": 7}),
+    )
+    .await;
+    env.drain_outbox().await;
+
+    let mut p = env.projector(None, None).await;
+    let o = env.consume_until_idle(&mut p).await;
+    assert_eq!(o.dead_lettered, 5);
+    let doc = env.document(&ids[1]).await.expect("doc");
+    assert_eq!(
+        doc["_source"]["stock"], 8,
+        "the good event after the poison was projected"
+    );
+
+    let dlq = env
+        .read_topic(&env.names.events_dlq_topic(), 5, Duration::from_secs(30))
+        .await;
+    let classes: Vec<&str> = dlq
+        .iter()
+        .map(|m| header(m, dlq_headers::ERROR_CLASS).expect("class"))
+        .collect();
+    for c in [
+        "invalid_json",
+        "unknown_event_type",
+        "unsupported_schema_version",
+        "invalid_envelope",
+        "document_rejected",
+    ] {
+        assert!(classes.contains(&c), "{c} in {classes:?}");
+    }
+    for m in &dlq {
+        assert_eq!(header(m, dlq_headers::ORIGINAL_TOPIC), Some(topic.as_str()));
+        assert_eq!(
+            header(m, dlq_headers::CONSUMER_GROUP),
+            Some(env.names.projection_group().as_str())
+        );
+        assert!(header(m, dlq_headers::ORIGINAL_OFFSET).is_some());
+        assert!(header(m, dlq_headers::ERROR_MESSAGE).is_some());
+        assert_eq!(m.key(), Some(key.as_bytes()));
+    }
+    assert!(env.document(&other).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_all_is_projected_later(
+) {
+    let app = TestApp::spawn().await;
+    let ids = catalog(&app).await;
+    let env = &app.env;
+    let mut down = env.projector(None, Some("http://127.0.0.1:1")).await;
+    let shutdown = Shutdown::new();
+    let trip = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        trip.trigger();
+    });
+    let o = down
+        .process_once(Duration::from_secs(10), &shutdown)
+        .await
+        .expect("retries, no error");
+    assert_eq!((o.applied, o.dead_lettered), (0, 0));
+    let _ = down
+        .consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+    let topic = env.names.events_topic();
+    let c = down.consumer.clone();
+    let lag = tokio::task::spawn_blocking(move || {
+        aliexpress::bus::consumer::lag_blocking(c.as_ref(), &topic, Duration::from_secs(5))
+    })
+    .await
+    .expect("join")
+    .expect("lag");
+    assert!(
+        lag.iter().all(|p| p.committed.is_none()),
+        "no offset committed ahead of its effect: {lag:?}"
+    );
+    assert_eq!(lag.iter().map(|p| p.lag).sum::<i64>(), 7);
+    drop(down);
+    let dlq = env
+        .read_topic(&env.names.events_dlq_topic(), 0, Duration::from_secs(3))
+        .await;
+    assert!(dlq.is_empty(), "nothing dead-lettered for an outage");
+
+    let mut up = env.projector(None, None).await;
+    let o = env.consume_until_idle(&mut up).await;
+    assert_eq!(o.received, 7);
+    for id in &ids {
+        assert!(
+            env.document(id).await.is_some(),
+            "{id} projected after the outage"
+        );
+    }
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn end_to_end_a_product_written_through_the_api_becomes_searchable() {
+    let app = TestApp::spawn().await;
+    let spawn = |args: &[&str]| {
+        Child(
+            std::process::Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+                .args(args)
+                .envs(app.env.bin_env())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+    let _relay = spawn(&["process-outbox", "--follow"]);
+    let _projection = spawn(&["run-product-event-consumer"]);
+    let r = app.post("/api/products", json!({"sku": "E2E", "title": "Solar lantern", "price": {"amount_minor": 1500, "currency": "EUR"}})).await;
+    let p: Value = r.json().await.expect("json");
+    let id = p["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        app.post(&format!("/api/products/{id}/publish"), json!({}))
+            .await
+            .status(),
+        200
+    );
+    let found = wait_until(Duration::from_secs(60), || {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            let r: Value = app
+                .get("/api/search?q=lantern")
+                .await
+                .json()
+                .await
+                .unwrap_or_default();
+            r["hits"][0]["product"]["id"] == json!(id)
+        }
+    })
+    .await;
+    assert!(found, "product searchable within the deadline");
+}
