@@ -1,12 +1,240 @@
-//! `aliexpress dlq` (see docs/RUNBOOK.md).
+//! `aliexpress dlq`: inspect dead letters and redrive them once the cause is fixed.
+//!
+//! Usage: aliexpress dlq list [--topic T] [--limit N] [--reason CLASS] | dlq show P:O |
+//!        dlq redrive (--offsets P:O,... | --all) [--execute]
 
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use std::time::Duration;
+
+use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
+use crate::ops::dlq::{self, DlqRecord};
+use crate::store::{pool, schema::dlq_redrives};
 
 /// Flags of `dlq`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// DLQ topic (default: dlq.product.events).
+    #[arg(long, global = true)]
+    pub topic: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
 
-/// Not available yet.
-pub async fn run(_infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
-    Err(super::usage("dlq", "not available yet"))
+/// Actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// One line per dead letter.
+    List {
+        /// Most records to show (newest last).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only this error class.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Headers and payload of one record, by PARTITION:OFFSET (or OFFSET on partition 0).
+    Show {
+        /// PARTITION:OFFSET.
+        at: String,
+    },
+    /// Republish records to their original topic (dry run unless --execute).
+    Redrive {
+        /// PARTITION:OFFSET list.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        offsets: Vec<String>,
+        /// Every record not redriven yet.
+        #[arg(long)]
+        all: bool,
+        /// Actually republish.
+        #[arg(long)]
+        execute: bool,
+    },
+}
+
+fn parse_at(s: &str) -> anyhow::Result<(i32, i64)> {
+    let (p, o) = s.split_once(':').unwrap_or(("0", s));
+    let p = p.trim().parse().map_err(|_| {
+        super::usage(
+            "dlq",
+            format!("bad partition in {s:?}; expected PARTITION:OFFSET"),
+        )
+    })?;
+    let o = o.trim().parse().map_err(|_| {
+        super::usage(
+            "dlq",
+            format!("bad offset in {s:?}; expected PARTITION:OFFSET"),
+        )
+    })?;
+    Ok((p, o))
+}
+
+/// Runs the action.
+pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
+    let topic = a
+        .topic
+        .clone()
+        .unwrap_or_else(|| infra.names().events_dlq_topic());
+    let (b, t) = (infra.kafka_bootstrap_servers.clone(), topic.clone());
+    let msgs: Vec<OwnedMessage> =
+        tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
+    match a.action {
+        Action::List { limit, reason } => {
+            let recs: Vec<DlqRecord> = msgs
+                .iter()
+                .map(DlqRecord::from_message)
+                .filter(|r| reason.as_deref().is_none_or(|c| r.error_class == c))
+                .collect();
+            println!(
+                "{:<12} {:<32} {:<28} {:<40} {:<36} REASON",
+                "AT", "FAILED-AT", "ERROR-CLASS", "ORIGINAL", "KEY"
+            );
+            let skip = recs.len().saturating_sub(limit);
+            for r in recs.iter().skip(skip) {
+                let reason: String = r.reason.chars().take(100).collect();
+                println!(
+                    "{:<12} {:<32} {:<28} {:<40} {:<36} {}",
+                    format!("{}:{}", r.partition, r.offset),
+                    r.failed_at,
+                    r.error_class,
+                    format!(
+                        "{}[{}]@{}",
+                        r.original_topic, r.original_partition, r.original_offset
+                    ),
+                    r.key,
+                    reason
+                );
+            }
+            println!("{} record(s) in {topic}", recs.len());
+        }
+        Action::Show { at } => {
+            let (p, o) = parse_at(&at)?;
+            let m = msgs
+                .iter()
+                .find(|m| m.partition() == p && m.offset() == o)
+                .ok_or_else(|| {
+                    super::usage("dlq show", format!("no record at {p}:{o} in {topic}"))
+                })?;
+            println!(
+                "topic: {topic}\npartition: {p}\noffset: {o}\ntimestamp: {:?}",
+                m.timestamp().to_millis()
+            );
+            println!(
+                "key: {}",
+                m.key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default()
+            );
+            if let Some(h) = m.headers() {
+                use rdkafka::message::Headers;
+                for x in h.iter() {
+                    println!(
+                        "header {}: {}",
+                        x.key,
+                        x.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            println!(
+                "payload:\n{}",
+                m.payload()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            );
+        }
+        Action::Redrive {
+            offsets,
+            all,
+            execute,
+        } => {
+            if offsets.is_empty() && !all {
+                return Err(super::usage(
+                    "dlq redrive",
+                    "give --offsets P:O,... or --all",
+                ));
+            }
+            let wanted: Vec<(i32, i64)> = offsets
+                .iter()
+                .map(|s| parse_at(s))
+                .collect::<anyhow::Result<_>>()?;
+            let p = super::connect::database(infra).await?;
+            let mut conn = pool::get(&p).await?;
+            let done: Vec<(i32, i64)> = dlq_redrives::table
+                .filter(dlq_redrives::dlq_topic.eq(&topic))
+                .select((dlq_redrives::kafka_partition, dlq_redrives::dlq_offset))
+                .load(&mut conn)
+                .await?;
+            let todo: Vec<&OwnedMessage> = msgs
+                .iter()
+                .filter(|m| all || wanted.contains(&(m.partition(), m.offset())))
+                .filter(|m| !done.contains(&(m.partition(), m.offset())))
+                .collect();
+            let producer = if execute {
+                Some(super::connect::kafka(infra, &ProducerSettings::default()).await?)
+            } else {
+                None
+            };
+            for m in &todo {
+                let r = DlqRecord::from_message(m);
+                if r.original_topic.is_empty() {
+                    eprintln!(
+                        "skipping {}:{}: no original topic header",
+                        r.partition, r.offset
+                    );
+                    continue;
+                }
+                match &producer {
+                    None => println!(
+                        "would redrive {}:{} -> {} (key {}, {})",
+                        r.partition, r.offset, r.original_topic, r.key, r.error_class
+                    ),
+                    Some(prod) => {
+                        let mut rec: FutureRecord<'_, [u8], [u8]> =
+                            FutureRecord::to(&r.original_topic).headers(dlq::original_headers(m));
+                        if let Some(k) = m.key() {
+                            rec = rec.key(k);
+                        }
+                        if let Some(v) = m.payload() {
+                            rec = rec.payload(v);
+                        }
+                        prod.send(rec, Duration::from_secs(30))
+                            .await
+                            .map_err(|(e, _)| e)
+                            .context("republishing")?;
+                        diesel::insert_into(dlq_redrives::table)
+                            .values((
+                                dlq_redrives::dlq_topic.eq(&topic),
+                                dlq_redrives::kafka_partition.eq(r.partition),
+                                dlq_redrives::dlq_offset.eq(r.offset),
+                                dlq_redrives::target_topic.eq(&r.original_topic),
+                            ))
+                            .on_conflict_do_nothing()
+                            .execute(&mut conn)
+                            .await?;
+                        tracing::info!(dlq.partition = r.partition, dlq.offset = r.offset, kafka.topic = %r.original_topic, "dead letter redriven");
+                        println!(
+                            "redrove {}:{} -> {}",
+                            r.partition, r.offset, r.original_topic
+                        );
+                    }
+                }
+            }
+            if producer.is_none() {
+                println!(
+                    "Dry run: {} record(s) would be redriven. Add --execute to republish.",
+                    todo.len()
+                );
+            } else {
+                println!("{} record(s) redriven.", todo.len());
+            }
+        }
+    }
+    Ok(())
 }

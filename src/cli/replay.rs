@@ -1,12 +1,200 @@
-//! `aliexpress replay` (see docs/RUNBOOK.md).
+//! `aliexpress replay`: moves a consumer group's offsets so the projection re-reads events.
+//! Dry run by default; `--execute` applies, reads back and audits.
+//!
+//! Usage: aliexpress replay [--group G] [--topic T] (--to-earliest | --to-latest | --to-offset N |
+//!        --shift-by N | --to-datetime T | --by-duration PnDTnHnMnS | --from-file F)
+//!        [--partitions 0,2] [--export F] [--execute] [--wait-inactive 60s]
+
+use anyhow::Context;
+use diesel_async::RunQueryDsl;
+use std::time::{Duration, Instant};
 
 use crate::config::InfraConfig;
+use crate::ops::replay::{self, PlanRow, ResetSpec};
+use crate::ops::{groups, OpsError};
+use crate::store::{pool, schema::replay_audit};
 
 /// Flags of `replay`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["to_earliest", "to_latest", "to_offset", "shift_by", "to_datetime", "by_duration", "from_file"])))]
+pub struct Args {
+    /// Consumer group (default: product-event-projection-group).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Topic (default: product.events).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only these partitions, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub partitions: Option<Vec<i32>>,
+    /// Each partition's log start offset.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// Each partition's log end offset.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// An absolute offset (clamped to the log).
+    #[arg(long, allow_negative_numbers = true)]
+    pub to_offset: Option<i64>,
+    /// Move by N from the committed offset (negative rewinds).
+    #[arg(long, allow_negative_numbers = true)]
+    pub shift_by: Option<i64>,
+    /// RFC 3339 or YYYY-MM-DDTHH:mm:SS.sss (UTC).
+    #[arg(long)]
+    pub to_datetime: Option<String>,
+    /// ISO 8601 duration back from now, PnDTnHnMnS.
+    #[arg(long)]
+    pub by_duration: Option<String>,
+    /// Apply a plan exported with --export.
+    #[arg(long)]
+    pub from_file: Option<std::path::PathBuf>,
+    /// Write the plan as CSV.
+    #[arg(long)]
+    pub export: Option<std::path::PathBuf>,
+    /// Apply the plan (default: dry run).
+    #[arg(long)]
+    pub execute: bool,
+    /// Wait this long for the group to become inactive before refusing, e.g. 60s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait_inactive: Option<Duration>,
+}
 
-/// Not available yet.
-pub async fn run(_infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
-    Err(super::usage("replay", "not available yet"))
+fn refused(e: OpsError) -> anyhow::Error {
+    match e {
+        OpsError::Refused(m) => super::usage("replay", m),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// Plans and (with --execute) applies a reset.
+pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
+    let names = infra.names();
+    let group = a.group.clone().unwrap_or_else(|| names.projection_group());
+    let topic = a.topic.clone().unwrap_or_else(|| names.events_topic());
+    let spec = if a.to_earliest {
+        Some(ResetSpec::Earliest)
+    } else if a.to_latest {
+        Some(ResetSpec::Latest)
+    } else if let Some(o) = a.to_offset {
+        Some(ResetSpec::ToOffset(o))
+    } else if let Some(n) = a.shift_by {
+        Some(ResetSpec::ShiftBy(n))
+    } else if let Some(t) = &a.to_datetime {
+        Some(ResetSpec::ToDatetime(
+            replay::parse_datetime(t).map_err(refused)?,
+        ))
+    } else if let Some(d) = &a.by_duration {
+        Some(ResetSpec::ByDuration(
+            replay::parse_iso_duration(d).map_err(refused)?,
+        ))
+    } else {
+        None
+    };
+    let bootstrap = infra.kafka_bootstrap_servers.clone();
+    let from_file = match &a.from_file {
+        Some(f) => Some(
+            replay::from_csv(
+                &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                &group,
+            )
+            .map_err(refused)?,
+        ),
+        None => None,
+    };
+    let (g, t, parts) = (group.clone(), topic.clone(), a.partitions.clone());
+    let rows: Vec<PlanRow> = tokio::task::spawn_blocking(move || -> Result<Vec<PlanRow>, OpsError> {
+        match (spec, from_file) {
+            (Some(spec), _) => replay::plan(&bootstrap, &g, &t, parts.as_deref(), &spec),
+            (None, Some(entries)) => {
+                let mut rows = Vec::new();
+                for (topic, p, o) in entries {
+                    rows.extend(replay::plan(&bootstrap, &g, &topic, Some(&[p]), &ResetSpec::ToOffset(o))?);
+                }
+                Ok(rows)
+            }
+            (None, None) => Err(OpsError::Refused("give one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime, --by-duration, --from-file".into())),
+        }
+    })
+    .await?
+    .map_err(refused)?;
+    print!("{}", replay::render(&rows));
+    let n = replay::reprojected(&rows);
+    if let Some(f) = &a.export {
+        std::fs::write(f, replay::to_csv(&rows))
+            .with_context(|| format!("writing {}", f.display()))?;
+        println!("Plan written to {}", f.display());
+    }
+    if !a.execute {
+        println!("Dry run: nothing changed. {n} already-consumed events would be reprojected. Add --execute to apply.");
+        return Ok(());
+    }
+    if let Some(wait) = a.wait_inactive {
+        let started = Instant::now();
+        loop {
+            let (b, g) = (infra.kafka_bootstrap_servers.clone(), group.clone());
+            let info = tokio::task::spawn_blocking(move || groups::info(&b, &g)).await??;
+            if info.is_inactive() || started.elapsed() > wait {
+                break;
+            }
+            eprintln!(
+                "group {group} is {} with {} member(s); waiting",
+                info.state,
+                info.members.len()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let (b, plan) = (infra.kafka_bootstrap_servers.clone(), rows.clone());
+    tokio::task::spawn_blocking(move || replay::execute(&b, &plan))
+        .await?
+        .map_err(refused)?;
+    let mode = a
+        .from_file
+        .as_ref()
+        .map_or_else(|| mode_name(&a), |f| format!("from-file {}", f.display()));
+    audit(infra, &rows, &mode).await?;
+    println!("Offsets reset for group {group}: {n} already-consumed events will be reprojected when the consumer restarts.");
+    Ok(())
+}
+
+fn mode_name(a: &Args) -> String {
+    if a.to_earliest {
+        "to-earliest".into()
+    } else if a.to_latest {
+        "to-latest".into()
+    } else if let Some(o) = a.to_offset {
+        format!("to-offset {o}")
+    } else if let Some(n) = a.shift_by {
+        format!("shift-by {n}")
+    } else if let Some(t) = &a.to_datetime {
+        format!("to-datetime {t}")
+    } else {
+        format!("by-duration {}", a.by_duration.clone().unwrap_or_default())
+    }
+}
+
+async fn audit(infra: &InfraConfig, rows: &[PlanRow], mode: &str) -> anyhow::Result<()> {
+    use diesel::ExpressionMethods;
+    let p = super::connect::database(infra).await?;
+    let mut conn = pool::get(&p).await?;
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for r in rows {
+        diesel::insert_into(replay_audit::table)
+            .values((
+                replay_audit::host.eq(&host),
+                replay_audit::group_id.eq(&r.group),
+                replay_audit::topic.eq(&r.topic),
+                replay_audit::kafka_partition.eq(r.partition),
+                replay_audit::from_offset.eq(r.current),
+                replay_audit::to_offset.eq(r.new),
+                replay_audit::mode.eq(mode),
+            ))
+            .execute(&mut conn)
+            .await
+            .context("writing the replay audit")?;
+        tracing::info!(group = %r.group, kafka.topic = %r.topic, kafka.partition = r.partition, from = ?r.current, to = r.new, mode, host = %host, "consumer group offsets reset");
+    }
+    Ok(())
 }

@@ -1,1 +1,22 @@
-//! Operator tools: replay (consumer-group offset moves), lag, DLQ inspection and redrive.
+//! Operator tools: consumer-group inspection and lag, replay (offset moves with Kafka's own
+//! reset-offsets semantics), DLQ inspection and redrive, and the one-screen status.
+//! Kafka calls here are blocking (librdkafka admin/metadata); callers run them on a blocking
+//! thread.
+
+pub mod dlq;
+pub mod groups;
+pub mod replay;
+
+/// Failures of operator tools, with wording meant for a terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The request cannot be carried out as asked (exit code 2).
+    #[error("{0}")]
+    Refused(String),
+    /// Kafka failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Something else failed.
+    #[error("{0}")]
+    Other(String),
+}

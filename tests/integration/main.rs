@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod commands;
 mod health;
+mod ops;
 mod outbox;
 mod products;
 mod projection;

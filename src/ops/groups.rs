@@ -1,0 +1,301 @@
+//! Consumer groups: state, members and their assignments, committed offsets and lag, with the
+//! same columns as Apache Kafka's `kafka-consumer-groups --describe`.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::OpsError;
+use crate::bus::producer::base_config;
+
+/// Timeout of each broker call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A member of a group and the partitions it owns.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Member (consumer) id.
+    pub id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Host as the broker sees it.
+    pub host: String,
+    /// Assigned (topic, partition) pairs.
+    pub assignment: Vec<(String, i32)>,
+}
+
+/// A group's state and members.
+#[derive(Debug, Clone)]
+pub struct GroupInfo {
+    /// Group id.
+    pub group: String,
+    /// Broker-reported state: Empty, Stable, PreparingRebalance, CompletingRebalance, Dead.
+    pub state: String,
+    /// Active members.
+    pub members: Vec<Member>,
+}
+
+impl GroupInfo {
+    /// True when the group has no active members and is not rebalancing (Kafka's condition
+    /// for resetting offsets).
+    pub fn is_inactive(&self) -> bool {
+        matches!(self.state.as_str(), "Empty" | "Dead" | "") && self.members.is_empty()
+    }
+}
+
+/// One row of `describe`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DescribeRow {
+    /// Group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset.
+    pub current: Option<i64>,
+    /// Log start offset.
+    pub log_start: i64,
+    /// Log end offset.
+    pub log_end: i64,
+    /// Lag (log end minus committed; from the log start when nothing is committed).
+    pub lag: i64,
+    /// Owning member, if any.
+    pub consumer_id: Option<String>,
+    /// Its host.
+    pub host: Option<String>,
+    /// Its client id.
+    pub client_id: Option<String>,
+}
+
+/// A consumer that never joins: used for metadata, committed offsets and commits.
+pub fn client(bootstrap: &str, group: &str) -> Result<BaseConsumer, OpsError> {
+    Ok(base_config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?)
+}
+
+/// Parses a classic consumer-protocol assignment (version, [topic, [partition]], userdata).
+pub fn parse_assignment(b: &[u8]) -> Vec<(String, i32)> {
+    fn i16_at(b: &[u8], p: usize) -> Option<i16> {
+        Some(i16::from_be_bytes(b.get(p..p + 2)?.try_into().ok()?))
+    }
+    fn i32_at(b: &[u8], p: usize) -> Option<i32> {
+        Some(i32::from_be_bytes(b.get(p..p + 4)?.try_into().ok()?))
+    }
+    let mut out = Vec::new();
+    let mut p = 2; // version
+    let Some(n_topics) = i32_at(b, p) else {
+        return out;
+    };
+    p += 4;
+    for _ in 0..n_topics.max(0) {
+        let Some(len) = i16_at(b, p) else { return out };
+        p += 2;
+        let Some(name) = b.get(p..p + len.max(0) as usize) else {
+            return out;
+        };
+        let topic = String::from_utf8_lossy(name).into_owned();
+        p += len.max(0) as usize;
+        let Some(n_parts) = i32_at(b, p) else {
+            return out;
+        };
+        p += 4;
+        for _ in 0..n_parts.max(0) {
+            let Some(part) = i32_at(b, p) else { return out };
+            p += 4;
+            out.push((topic.clone(), part));
+        }
+    }
+    out
+}
+
+/// Lists every consumer group.
+pub fn list(bootstrap: &str) -> Result<Vec<String>, OpsError> {
+    let c = client(bootstrap, "aliexpress-ops")?;
+    let groups = c.fetch_group_list(None, CALL_TIMEOUT)?;
+    let mut names: Vec<String> = groups
+        .groups()
+        .iter()
+        .map(|g| g.name().to_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// State and members of `group`.
+pub fn info(bootstrap: &str, group: &str) -> Result<GroupInfo, OpsError> {
+    let c = client(bootstrap, group)?;
+    let list = c.fetch_group_list(Some(group), CALL_TIMEOUT)?;
+    let Some(g) = list.groups().first() else {
+        return Ok(GroupInfo {
+            group: group.to_owned(),
+            state: "Dead".into(),
+            members: Vec::new(),
+        });
+    };
+    Ok(GroupInfo {
+        group: group.to_owned(),
+        state: g.state().to_owned(),
+        members: g
+            .members()
+            .iter()
+            .map(|m| Member {
+                id: m.id().to_owned(),
+                client_id: m.client_id().to_owned(),
+                host: m.client_host().to_owned(),
+                assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
+            })
+            .collect(),
+    })
+}
+
+/// Partitions of `topic`.
+pub fn partitions(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>, OpsError> {
+    let md = c.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    let t = md
+        .topics()
+        .first()
+        .ok_or_else(|| OpsError::Refused(format!("topic {topic} not found")))?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Err(OpsError::Refused(format!("topic {topic} does not exist")));
+    }
+    let mut v: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Committed offsets of `group` on `topic` (None where nothing is committed).
+pub fn committed(
+    c: &BaseConsumer,
+    topic: &str,
+    parts: &[i32],
+) -> Result<HashMap<i32, Option<i64>>, OpsError> {
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition(topic, *p);
+    }
+    let got = c.committed_offsets(tpl, CALL_TIMEOUT)?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| {
+            (
+                e.partition(),
+                if let Offset::Offset(o) = e.offset() {
+                    Some(o)
+                } else {
+                    None
+                },
+            )
+        })
+        .collect())
+}
+
+/// Describe rows of `group` for `topics` (only topics where the group has offsets or owners).
+pub fn describe(
+    bootstrap: &str,
+    group: &str,
+    topics: &[String],
+) -> Result<(GroupInfo, Vec<DescribeRow>), OpsError> {
+    let info = info(bootstrap, group)?;
+    let c = client(bootstrap, group)?;
+    let owner: HashMap<(String, i32), &Member> = info
+        .members
+        .iter()
+        .flat_map(|m| m.assignment.iter().map(move |tp| (tp.clone(), m)))
+        .collect();
+    let mut rows = Vec::new();
+    for topic in topics {
+        let Ok(parts) = partitions(&c, topic) else {
+            continue;
+        };
+        let committed = committed(&c, topic, &parts)?;
+        let owned = parts
+            .iter()
+            .any(|p| owner.contains_key(&(topic.clone(), *p)));
+        if !owned && committed.values().all(Option::is_none) {
+            continue;
+        }
+        for p in parts {
+            let (lo, hi) = c.fetch_watermarks(topic, p, CALL_TIMEOUT)?;
+            let cur = committed.get(&p).copied().flatten();
+            let m = owner.get(&(topic.clone(), p));
+            rows.push(DescribeRow {
+                group: group.to_owned(),
+                topic: topic.clone(),
+                partition: p,
+                current: cur,
+                log_start: lo,
+                log_end: hi,
+                lag: hi - cur.unwrap_or(lo).max(lo),
+                consumer_id: m.map(|m| m.id.clone()),
+                host: m.map(|m| m.host.clone()),
+                client_id: m.map(|m| m.client_id.clone()),
+            });
+        }
+    }
+    Ok((info, rows))
+}
+
+/// Renders describe rows like Apache Kafka's tool.
+pub fn render(info: &GroupInfo, rows: &[DescribeRow]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if info.members.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nConsumer group '{}' has no active members.\n",
+            info.group
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{:<34} {:<28} {:>9} {:>15} {:>15} {:>8} {:<40} {:<16} CLIENT-ID",
+        "GROUP",
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "CONSUMER-ID",
+        "HOST"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<34} {:<28} {:>9} {:>15} {:>15} {:>8} {:<40} {:<16} {}",
+            r.group,
+            r.topic,
+            r.partition,
+            r.current.map_or("-".to_owned(), |c| c.to_string()),
+            r.log_end,
+            r.lag,
+            r.consumer_id.as_deref().unwrap_or("-"),
+            r.host.as_deref().unwrap_or("-"),
+            r.client_id.as_deref().unwrap_or("-")
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_assignments_parse() {
+        // version 1, 1 topic "t" with partitions [0, 2], empty userdata
+        let mut b = vec![
+            0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2,
+        ];
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            parse_assignment(&b),
+            vec![("t".to_owned(), 0), ("t".to_owned(), 2)]
+        );
+        assert!(parse_assignment(&[0, 1]).is_empty());
+    }
+}

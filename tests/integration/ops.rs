@@ -1,0 +1,467 @@
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::Message;
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, TestEnv};
+
+fn bin(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+        .args(args)
+        .envs(env.bin_env())
+        .output()
+        .expect("runs")
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+async fn committed(env: &TestEnv, group: &str) -> Vec<Option<i64>> {
+    let (b, g, t) = (
+        env.infra.kafka_bootstrap_servers.clone(),
+        group.to_owned(),
+        env.names.events_topic(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let c = aliexpress::ops::groups::client(&b, &g).expect("client");
+        let parts = aliexpress::ops::groups::partitions(&c, &t).expect("parts");
+        let m = aliexpress::ops::groups::committed(&c, &t, &parts).expect("committed");
+        parts.iter().map(|p| m[p]).collect()
+    })
+    .await
+    .expect("join")
+}
+
+/// A catalog projected once; returns the app and its product ids.
+async fn projected_catalog(n: usize) -> (TestApp, Vec<String>) {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let p = app
+            .create_product(&format!("SKU-R{i}"), &format!("Replayable item {i}"))
+            .await;
+        let id = p["id"].as_str().expect("id").to_owned();
+        app.post(&format!("/api/products/{id}/publish"), json!({}))
+            .await;
+        ids.push(id);
+    }
+    app.env.drain_outbox().await;
+    let mut p = app.env.projector(None, None).await;
+    app.env.consume_until_idle(&mut p).await;
+    drop(p);
+    (app, ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_dry_run_changes_nothing_and_execute_rewinds_for_a_full_reprojection() {
+    let (app, ids) = projected_catalog(4).await;
+    let env = &app.env;
+    let group = env.names.projection_group();
+    let before = committed(env, &group).await;
+    assert_eq!(before.iter().flatten().sum::<i64>(), 8);
+
+    let dry = bin(env, &["replay", "--to-earliest"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let text = stdout(&dry);
+    assert!(
+        text.contains("CURRENT-OFFSET")
+            && text.contains("NEW-OFFSET")
+            && text.contains("8 already-consumed events"),
+        "{text}"
+    );
+    assert_eq!(
+        committed(env, &group).await,
+        before,
+        "a dry run changes nothing"
+    );
+
+    let docs_before: Vec<Value> = futures::future::join_all(ids.iter().map(|i| env.document(i)))
+        .await
+        .into_iter()
+        .map(|d| d.expect("doc")["_source"].clone())
+        .collect();
+    let exec = bin(env, &["replay", "--to-earliest", "--execute"]);
+    assert!(
+        exec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    assert!(committed(env, &group).await.iter().all(|c| *c == Some(0)));
+    assert_eq!(
+        env.count("replay_audit WHERE mode = 'to-earliest'").await,
+        3
+    );
+
+    let mut p = env.projector(None, None).await;
+    let o = env.consume_until_idle(&mut p).await;
+    assert_eq!(o.received, 8, "every event is reprojected");
+    let docs_after: Vec<Value> = futures::future::join_all(ids.iter().map(|i| env.document(i)))
+        .await
+        .into_iter()
+        .map(|d| d.expect("doc")["_source"].clone())
+        .collect();
+    assert_eq!(docs_before, docs_after, "documents are unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_is_refused_while_the_group_has_active_members() {
+    let (app, _) = projected_catalog(1).await;
+    let env = &app.env;
+    let mut p = env.projector(None, None).await;
+    let shutdown = aliexpress::worker::Shutdown::new();
+    // Join the group and get an assignment.
+    for _ in 0..10 {
+        p.process_once(Duration::from_millis(500), &shutdown)
+            .await
+            .expect("poll");
+        if !p
+            .consumer
+            .assignment()
+            .expect("assignment")
+            .elements()
+            .is_empty()
+        {
+            break;
+        }
+    }
+    let out = bin(env, &["replay", "--to-earliest", "--execute"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("Assignments can only be reset if the group '{}' is inactive, but the current state is Stable", env.names.projection_group())), "{err}");
+    assert!(err.contains("member"), "{err}");
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
+    let env = TestEnv::new().await;
+    let topic = env.names.events_topic();
+    // Ten messages on one partition (same key), five before a cut-off and five after.
+    for i in 0..5 {
+        env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes())
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let cut = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 5..10 {
+        env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes())
+            .await;
+    }
+    let msgs = env.read_topic(&topic, 10, Duration::from_secs(20)).await;
+    let part = msgs[0].partition();
+    let group = format!("{}manual", env.names.projection_group());
+    let p = part.to_string();
+    let commit = |offset: i64| {
+        let c = aliexpress::ops::groups::client(&env.infra.kafka_bootstrap_servers, &group)
+            .expect("client");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, part, rdkafka::Offset::Offset(offset))
+            .expect("tpl");
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+    };
+    let shift = bin(
+        &env,
+        &[
+            "replay",
+            "--group",
+            &group,
+            "--partitions",
+            &p,
+            "--shift-by",
+            "-3",
+            "--execute",
+        ],
+    );
+    assert_eq!(
+        shift.status.code(),
+        Some(2),
+        "no committed offset yet: an error"
+    );
+    commit(8);
+    let shift = bin(
+        &env,
+        &[
+            "replay",
+            "--group",
+            &group,
+            "--partitions",
+            &p,
+            "--shift-by",
+            "-3",
+            "--execute",
+        ],
+    );
+    assert!(
+        shift.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shift.stderr)
+    );
+    let c = committed(&env, &group).await;
+    assert_eq!(c[part as usize], Some(5));
+    let clamp = bin(
+        &env,
+        &[
+            "replay",
+            "--group",
+            &group,
+            "--partitions",
+            &p,
+            "--shift-by",
+            "-100",
+        ],
+    );
+    assert!(
+        stdout(&clamp).contains("clamped to 0"),
+        "{}",
+        stdout(&clamp)
+    );
+
+    let ts = cut.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let dt = bin(
+        &env,
+        &[
+            "replay",
+            "--group",
+            &group,
+            "--partitions",
+            &p,
+            "--to-datetime",
+            &ts,
+            "--execute",
+        ],
+    );
+    assert!(
+        dt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dt.stderr)
+    );
+    assert_eq!(committed(&env, &group).await[part as usize], Some(5));
+    let kafka_form = cut.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
+    let dt2 = bin(
+        &env,
+        &[
+            "replay",
+            "--group",
+            &group,
+            "--partitions",
+            &p,
+            "--to-datetime",
+            &kafka_form,
+        ],
+    );
+    assert!(
+        stdout(&dt2)
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("5")),
+        "{}",
+        stdout(&dt2)
+    );
+    let future = bin(
+        &env,
+        &[
+            "replay",
+            "--group",
+            &group,
+            "--partitions",
+            &p,
+            "--to-datetime",
+            "2099-01-01T00:00:00Z",
+        ],
+    );
+    assert!(stdout(&future).contains("log end"), "{}", stdout(&future));
+    let months = bin(&env, &["replay", "--group", &group, "--by-duration", "P1M"]);
+    assert_eq!(months.status.code(), Some(2));
+
+    // Export and re-import a plan.
+    let file = std::env::temp_dir().join(format!("{}plan.csv", env.names.index_alias()));
+    let f = file.to_string_lossy().to_string();
+    let exp = bin(
+        &env,
+        &[
+            "replay",
+            "--group",
+            &group,
+            "--partitions",
+            &p,
+            "--to-earliest",
+            "--export",
+            &f,
+        ],
+    );
+    assert!(exp.status.success());
+    let imp = bin(
+        &env,
+        &["replay", "--group", &group, "--from-file", &f, "--execute"],
+    );
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    assert_eq!(committed(&env, &group).await[part as usize], Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_with_the_stock_kafka_tool_is_honoured_by_our_consumer() {
+    let (app, _) = projected_catalog(2).await;
+    let env = &app.env;
+    let wrapper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/local/bin/kafka-consumer-groups"
+    );
+    let out = Command::new(wrapper)
+        .args([
+            "--bootstrap-server",
+            "localhost:9092",
+            "--group",
+            &env.names.projection_group(),
+            "--topic",
+            &env.names.events_topic(),
+            "--reset-offsets",
+            "--to-earliest",
+            "--execute",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut p = env.projector(None, None).await;
+    assert_eq!(env.consume_until_idle(&mut p).await.received, 4);
+    drop(p);
+    let described = bin(
+        env,
+        &[
+            "consumer-groups",
+            "describe",
+            "--group",
+            &env.names.projection_group(),
+        ],
+    );
+    let text = stdout(&described);
+    assert!(
+        text.contains("LOG-END-OFFSET") && text.contains("has no active members"),
+        "{text}"
+    );
+    let listed = stdout(&bin(env, &["consumer-groups", "list"]));
+    assert!(listed.lines().any(|l| l == env.names.projection_group()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_redriven_after_a_fix_is_projected_once() {
+    let (app, ids) = projected_catalog(1).await;
+    let env = &app.env;
+    let index = format!("{}_v1", env.names.index_alias());
+    let block = |on: bool| {
+        let s = env.search();
+        let index = index.clone();
+        async move {
+            s.ok(
+                opensearch::http::Method::Put,
+                &format!("/{index}/_settings"),
+                Some(json!({"index.blocks.write": on})),
+            )
+            .await
+            .expect("settings");
+        }
+    };
+    // A broken index (write block) rejects the document: it is dead-lettered with OpenSearch's reason.
+    block(true).await;
+    app.post(
+        &format!("/api/products/{}/stock", ids[0]),
+        json!({"set": 42}),
+    )
+    .await;
+    env.drain_outbox().await;
+    let mut p = env.projector(None, None).await;
+    assert_eq!(env.consume_until_idle(&mut p).await.dead_lettered, 1);
+    let listed = bin(env, &["dlq", "list"]);
+    assert!(
+        stdout(&listed).contains("document_rejected") && stdout(&listed).contains(&ids[0]),
+        "{}",
+        stdout(&listed)
+    );
+    let show = bin(
+        env,
+        &[
+            "dlq",
+            "show",
+            &format!(
+                "{}",
+                stdout(&listed)
+                    .lines()
+                    .nth(1)
+                    .and_then(|l| l.split_whitespace().next())
+                    .expect("at")
+            ),
+        ],
+    );
+    assert!(
+        stdout(&show).contains("header dlq.error.class: document_rejected"),
+        "{}",
+        stdout(&show)
+    );
+    // The fix: lift the block. Then redrive.
+    block(false).await;
+    let dry = bin(env, &["dlq", "redrive", "--all"]);
+    assert!(
+        stdout(&dry).contains("1 record(s) would be redriven"),
+        "{}",
+        stdout(&dry)
+    );
+    let run = bin(env, &["dlq", "redrive", "--all", "--execute"]);
+    assert!(
+        stdout(&run).contains("1 record(s) redriven"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let again = bin(env, &["dlq", "redrive", "--all", "--execute"]);
+    assert!(
+        stdout(&again).contains("0 record(s) redriven"),
+        "running it twice redrives nothing twice"
+    );
+    let o = env.consume_until_idle(&mut p).await;
+    assert_eq!(
+        (o.received, o.applied),
+        (1, 1),
+        "the redriven message is projected once"
+    );
+    assert_eq!(
+        env.document(&ids[0]).await.expect("doc")["_source"]["stock"],
+        42
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_health_backlog_lag_and_dead_letters() {
+    let (app, _) = projected_catalog(1).await;
+    let out = bin(&app.env, &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    for s in [
+        "== health",
+        "database",
+        "ok (",
+        "== outbox",
+        "pending 0",
+        "== consumer groups",
+        "OK",
+        "== dead letters",
+    ] {
+        assert!(text.contains(s), "{s} in {text}");
+    }
+}
