@@ -71,7 +71,7 @@ release: ensure-rust ## release build
 
 test: ensure-rust ## start the stack, then run unit and integration tests
 	$(STACK) up
-	cargo test --locked --all-targets -- --test-threads=4
+	cargo test --locked --lib --bins --tests -- --test-threads=4
 
 unit: ensure-rust ## unit tests only (no services)
 	cargo test --locked --lib

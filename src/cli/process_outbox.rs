@@ -29,6 +29,9 @@ pub struct Args {
     /// Producer compression: none, gzip, snappy, lz4, zstd.
     #[arg(long, env = "OUTBOX_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
     pub compression: String,
+    /// How long the producer retries a message before reporting it failed, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub message_timeout: Duration,
     /// Failed attempts before a row is parked.
     #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: i32,
@@ -74,15 +77,14 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let producer = super::connect::kafka(
-        infra,
-        &ProducerSettings {
-            linger_ms: a.linger_ms,
-            compression: a.compression.clone(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let producer_settings = ProducerSettings {
+        linger_ms: a.linger_ms,
+        compression: a.compression.clone(),
+        message_timeout_ms: u64::try_from(a.message_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1000),
+    };
+    let producer = super::connect::kafka(infra, &producer_settings).await?;
     let settings = RelaySettings {
         batch_size: a.batch_size,
         max_attempts: a.max_attempts,
@@ -90,7 +92,8 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         poll_interval: a.poll_interval,
         ..Default::default()
     };
-    let mut relay = OutboxRelay::new(infra.database_url.clone(), producer, settings);
+    let mut relay = OutboxRelay::new(infra.database_url.clone(), producer, settings)
+        .with_producer_rebuild(infra.kafka_bootstrap_servers.clone(), producer_settings);
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
     if a.follow {

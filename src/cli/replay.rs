@@ -16,7 +16,7 @@ use crate::store::{pool, schema::replay_audit};
 
 /// Flags of `replay`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["to_earliest", "to_latest", "to_offset", "shift_by", "to_datetime", "by_duration", "from_file"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["to_earliest", "to_latest", "to_offset", "shift_by", "to_datetime", "by_duration", "from_file", "rebuild", "rollback"])))]
 pub struct Args {
     /// Consumer group (default: product-event-projection-group).
     #[arg(long)]
@@ -54,6 +54,21 @@ pub struct Args {
     /// Apply the plan (default: dry run).
     #[arg(long)]
     pub execute: bool,
+    /// Build a fresh index from the topic (or Postgres) and swap the alias when it matches.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// With --rebuild: load the current state from Postgres instead of the topic's history.
+    #[arg(long, requires = "rebuild")]
+    pub from_postgres: bool,
+    /// With --rebuild: keep consuming this long after the swap.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// With --rebuild: give up when count and checksum do not match Postgres in this time.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub verify_timeout: Duration,
+    /// Point the alias back at the index the last rebuild replaced.
+    #[arg(long)]
+    pub rollback: bool,
     /// Wait this long for the group to become inactive before refusing, e.g. 60s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub wait_inactive: Option<Duration>,
@@ -66,8 +81,52 @@ fn refused(e: OpsError) -> anyhow::Error {
     }
 }
 
-/// Plans and (with --execute) applies a reset.
+async fn rebuild_deps(infra: &InfraConfig) -> anyhow::Result<crate::ops::rebuild::RebuildDeps> {
+    Ok(crate::ops::rebuild::RebuildDeps {
+        infra: infra.clone(),
+        pool: super::connect::database(infra).await?,
+        search: super::connect::search(infra).await?,
+        cache: super::connect::cache(infra).await?,
+        producer: super::connect::kafka(infra, &Default::default()).await?,
+    })
+}
+
+fn refused_any(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<OpsError>() {
+        Ok(o) => refused(o),
+        Err(e) => e,
+    }
+}
+
+/// Plans and (with --execute) applies a reset; or rebuilds / rolls back the search index.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
+    if a.rebuild {
+        let d = rebuild_deps(infra).await?;
+        let o = crate::ops::rebuild::RebuildOptions {
+            from_postgres: a.from_postgres,
+            grace: a.grace,
+            verify_timeout: a.verify_timeout,
+        };
+        let r = crate::ops::rebuild::rebuild(&d, &o)
+            .await
+            .map_err(refused_any)?;
+        println!(
+            "Rebuilt {} from {} with {} documents; alias {} now points at it (previous: {}). Roll back with: aliexpress replay --rollback",
+            r.new_index, r.source, r.documents, infra.names().index_alias(), r.old_index.as_deref().unwrap_or("none")
+        );
+        return Ok(());
+    }
+    if a.rollback {
+        let d = rebuild_deps(infra).await?;
+        let (from, to) = crate::ops::rebuild::rollback(&d)
+            .await
+            .map_err(refused_any)?;
+        println!(
+            "Alias {} moved back from {from} to {to}",
+            infra.names().index_alias()
+        );
+        return Ok(());
+    }
     let names = infra.names();
     let group = a.group.clone().unwrap_or_else(|| names.projection_group());
     let topic = a.topic.clone().unwrap_or_else(|| names.events_topic());

@@ -5,6 +5,7 @@
 
 pub mod dlq;
 pub mod groups;
+pub mod rebuild;
 pub mod replay;
 
 /// Failures of operator tools, with wording meant for a terminal.

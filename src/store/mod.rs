@@ -5,6 +5,7 @@ pub mod command_repo;
 pub mod outbox_repo;
 pub mod pool;
 pub mod product_repo;
+pub mod rebuild_repo;
 pub mod schema;
 
 pub use pool::{build_pool, PgConn, PgPool};

@@ -77,3 +77,18 @@ diesel::table! {
         redriven_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    index_rebuilds (id) {
+        id -> Int8,
+        alias -> Text,
+        old_index -> Nullable<Text>,
+        new_index -> Text,
+        source -> Text,
+        host -> Text,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        status -> Text,
+        documents -> Nullable<Int8>,
+    }
+}

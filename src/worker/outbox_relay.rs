@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{backoff, Shutdown};
+use crate::bus::producer::{self, ProducerSettings};
 use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
 use crate::store::{outbox_repo, pool, StoreError};
 use crate::telemetry::metrics::{
@@ -92,6 +93,7 @@ pub struct OutboxRelay {
     producer: FutureProducer,
     settings: RelaySettings,
     conn: Option<AsyncPgConnection>,
+    rebuild: Option<(String, ProducerSettings)>,
 }
 
 /// Row-specific produce errors: retrying the same bytes elsewhere will not help.
@@ -136,6 +138,29 @@ impl OutboxRelay {
             producer,
             settings,
             conn: None,
+            rebuild: None,
+        }
+    }
+
+    /// Lets the relay replace its producer after a fatal librdkafka error (for example an
+    /// idempotence sequence failure after a broker crash).
+    pub fn with_producer_rebuild(mut self, bootstrap: String, settings: ProducerSettings) -> Self {
+        self.rebuild = Some((bootstrap, settings));
+        self
+    }
+
+    /// Replaces the producer if librdkafka reported a fatal error.
+    fn heal_producer(&mut self) {
+        let Some(fatal) = self.producer.client().fatal_error() else {
+            return;
+        };
+        let Some((bootstrap, settings)) = &self.rebuild else {
+            return;
+        };
+        tracing::error!(error = ?fatal, "producer hit a fatal error; building a new one");
+        match producer::build(bootstrap, settings) {
+            Ok(p) => self.producer = p,
+            Err(e) => tracing::error!(error = %e, "could not rebuild the producer"),
         }
     }
 
@@ -179,9 +204,11 @@ impl OutboxRelay {
             )));
         };
         let result = Self::publish_batch(conn, &self.producer, &self.settings).await;
-        if let Err(RelayError::Store(_)) = &result {
+        match &result {
             // The connection may be gone, and the lock with it: start over.
-            self.conn = None;
+            Err(RelayError::Store(_)) => self.conn = None,
+            Err(RelayError::Broker(_)) => self.heal_producer(),
+            Ok(_) => {}
         }
         result
     }

@@ -1,5 +1,7 @@
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::Message;
@@ -464,4 +466,129 @@ async fn status_shows_health_backlog_lag_and_dead_letters() {
     ] {
         assert!(text.contains(s), "{s} in {text}");
     }
+}
+
+async fn alias_target(env: &TestEnv) -> Option<String> {
+    aliexpress::search::index::alias_target(&env.search(), &env.names.index_alias())
+        .await
+        .expect("alias")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_swaps_the_alias_with_search_answering_throughout_and_rollback_swaps_back() {
+    let (app, ids) = projected_catalog(3).await;
+    let env = &app.env;
+    let v1 = format!("{}_v1", env.names.index_alias());
+    assert_eq!(alias_target(env).await.as_deref(), Some(v1.as_str()));
+
+    // Search is hammered during the whole rebuild; every answer must be complete.
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (stop, http, url) = (stop.clone(), app.http.clone(), app.url("/api/search"));
+        tokio::spawn(async move {
+            let (mut ok, mut bad) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        if v["total"] == 3 {
+                            ok += 1
+                        } else {
+                            bad += 1
+                        }
+                    }
+                    _ => bad += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (ok, bad)
+        })
+    };
+    let started = Instant::now();
+    let first = Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+        .args(["replay", "--rebuild", "--grace", "4s"])
+        .envs(env.bin_env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rebuild");
+    // A second run while the first holds the lock is refused, naming the run in progress.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = bin(env, &["replay", "--rebuild"]);
+    assert_eq!(
+        second.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already in progress"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let status = tokio::task::spawn_blocking(move || first.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (ok, bad) = prober.await.expect("prober");
+    assert!(
+        ok > 10 && bad == 0,
+        "search answered throughout: {ok} complete, {bad} incomplete, {:?}",
+        started.elapsed()
+    );
+    let v2 = format!("{}_v2", env.names.index_alias());
+    assert_eq!(alias_target(env).await.as_deref(), Some(v2.as_str()));
+    assert!(
+        stdout(&status).contains("from topic with 3 documents"),
+        "{}",
+        stdout(&status)
+    );
+
+    // A write after the swap lands in the new index through the live projection.
+    app.post(
+        &format!("/api/products/{}/stock", ids[0]),
+        json!({"set": 9}),
+    )
+    .await;
+    env.drain_outbox().await;
+    let mut p = env.projector(None, None).await;
+    env.consume_until_idle(&mut p).await;
+    assert_eq!(
+        env.document(&ids[0]).await.expect("doc")["_source"]["stock"],
+        9
+    );
+
+    let back = bin(env, &["replay", "--rollback"]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_eq!(alias_target(env).await.as_deref(), Some(v1.as_str()));
+
+    // From Postgres, when asked (or when the topic lost history).
+    let pg = bin(
+        env,
+        &["replay", "--rebuild", "--from-postgres", "--grace", "1s"],
+    );
+    assert!(
+        pg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pg.stderr)
+    );
+    assert!(
+        stdout(&pg).contains("from postgres with 3 documents"),
+        "{}",
+        stdout(&pg)
+    );
+    assert_eq!(
+        env.document(&ids[0]).await.expect("doc")["_source"]["stock"],
+        9
+    );
 }

@@ -1,0 +1,663 @@
+//! `make bench`: throughput and latency of each role against the real local stack, each next
+//! to a raw baseline measured in the same run on the same machine, printed as a table.
+//!
+//! Rows:
+//! - outbox relay (`aliexpress process-outbox`, one-shot over a backlog of ~1 KB rows) vs
+//!   Apache Kafka's ProducerPerformance (same record size, acks=all, idempotence on);
+//! - projection (events/s from a backlog) vs the same documents sent straight to `_bulk`;
+//! - API creates/s (with and without the outbox NOTIFY) vs pgbench inserting one row per
+//!   transaction at the same concurrency;
+//! - command consumer commands/s vs pgbench with one client (the consumer is sequential);
+//! - freshness: API write to searchable, p50/p99 under a steady write rate.
+//!
+//! Sizes scale with BENCH_SCALE (default 1.0 = 200k relay rows, 100k projection events).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aliexpress::bus::producer::{self, ProducerSettings};
+use aliexpress::bus::{admin, consumer};
+use aliexpress::config::{InfraConfig, Names};
+use aliexpress::domain::product::{self as domain, EventEnvelope, EventMeta, ProductCommand};
+use aliexpress::search::{bulk, document, index, SearchClient};
+use aliexpress::store::pool;
+use aliexpress::worker::product_event_consumer::{ProjectionSettings, Projector};
+use aliexpress::worker::Shutdown;
+use diesel_async::RunQueryDsl;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
+use serde_json::json;
+
+struct Row {
+    what: String,
+    ours: f64,
+    unit: &'static str,
+    baseline_name: String,
+    baseline: f64,
+}
+
+fn env_or(k: &str, d: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| d.to_owned())
+}
+
+fn scale() -> f64 {
+    env_or("BENCH_SCALE", "1.0").parse().unwrap_or(1.0)
+}
+
+fn bin() -> String {
+    std::env::var("ALIEXPRESS_BIN").unwrap_or_else(|_| {
+        let dir = env_or("CARGO_TARGET_DIR", "target");
+        format!("{dir}/release/aliexpress")
+    })
+}
+
+fn kafka_libs() -> String {
+    format!(
+        "{}/kafka/libs/*",
+        env_or("ALIEXPRESS_STATE_DIR", "/var/tmp/aliexpress-stack")
+    )
+}
+
+struct Env {
+    infra: InfraConfig,
+    names: Names,
+}
+
+async fn fresh_env(tag: &str) -> Env {
+    let base = env_or(
+        "DATABASE_URL",
+        "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress",
+    );
+    let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let db = format!("aliexpress_bench_{tag}_{id}");
+    let mut admin_conn = pool::connect(&base, Duration::from_secs(600))
+        .await
+        .expect("postgres up (make up)");
+    diesel::sql_query(format!("CREATE DATABASE \"{db}\""))
+        .execute(&mut admin_conn)
+        .await
+        .expect("create db");
+    let mut u = url::Url::parse(&base).expect("url");
+    u.set_path(&format!("/{db}"));
+    let url = u.to_string();
+    pool::run_migrations(&url).await.expect("migrate");
+    let infra = InfraConfig {
+        database_url: url,
+        database_pool_size: 16,
+        database_statement_timeout_ms: 600_000,
+        redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        redis_cache_ttl_secs: 600,
+        kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        namespace: format!("bench_{id}_"),
+    };
+    let names = infra.names();
+    admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), 6)
+        .await
+        .expect("topics");
+    Env { infra, names }
+}
+
+fn bin_env(e: &Env) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", e.infra.database_url.clone()),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            e.infra.kafka_bootstrap_servers.clone(),
+        ),
+        ("REDIS_URL", e.infra.redis_url.clone()),
+        ("OPENSEARCH_URL", e.infra.opensearch_url.clone()),
+        ("ALIEXPRESS_NAMESPACE", e.infra.namespace.clone()),
+        ("RUST_LOG", "warn".into()),
+    ]
+}
+
+/// Relay over a backlog vs ProducerPerformance.
+async fn bench_relay(rows: &mut Vec<Row>) {
+    let e = fresh_env("relay").await;
+    let n = (200_000.0 * scale()) as i64;
+    let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(600))
+        .await
+        .expect("conn");
+    diesel::sql_query(format!(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
+         SELECT gen_random_uuid(), 'product', p.id, v, '{t}', p.id::text, 'ProductStockAdjusted', 1, \
+                jsonb_build_object('aggregate_id', p.id, 'aggregate_version', v, 'pad', repeat('x', 900)), \
+                jsonb_build_object('event_type', 'ProductStockAdjusted', 'aggregate_version', v::text) \
+         FROM generate_series(1, 10) v, (SELECT gen_random_uuid() AS id FROM generate_series(1, {p})) p ORDER BY v, p.id",
+        t = e.names.events_topic(),
+        p = n / 10
+    ))
+    .execute(&mut c)
+    .await
+    .expect("seed");
+    diesel::sql_query("VACUUM ANALYZE outbox")
+        .execute(&mut c)
+        .await
+        .ok();
+    let started = Instant::now();
+    let out = Command::new(bin())
+        .args(["process-outbox", "--batch-size", "5000"])
+        .envs(bin_env(&e))
+        .stderr(Stdio::null())
+        .output()
+        .expect("relay runs");
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("relay: {}", String::from_utf8_lossy(&out.stdout).trim());
+    let ours = n as f64 / secs;
+
+    let topic = format!("{}perf", e.names.events_topic());
+    admin::ensure_topics(
+        &e.infra.kafka_bootstrap_servers,
+        std::slice::from_ref(&topic),
+        6,
+    )
+    .await
+    .expect("topic");
+    let perf = Command::new("java")
+        .args([
+            "-Xmx512m",
+            "-cp",
+            &kafka_libs(),
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            &topic,
+            "--num-records",
+            &n.to_string(),
+            "--record-size",
+            "1000",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &format!("bootstrap.servers={}", e.infra.kafka_bootstrap_servers),
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=5",
+            "compression.type=lz4",
+            "batch.size=1000000",
+        ])
+        .output()
+        .expect("ProducerPerformance runs");
+    let text = String::from_utf8_lossy(&perf.stdout);
+    let raw = text
+        .lines()
+        .last()
+        .and_then(|l| l.split(',').next())
+        .and_then(|s| s.split_whitespace().nth(3))
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    rows.push(Row {
+        what: format!("outbox relay, {n} x 1 KB backlog"),
+        ours,
+        unit: "events/s",
+        baseline_name: "Kafka ProducerPerformance".into(),
+        baseline: raw,
+    });
+}
+
+fn envelope(id: uuid::Uuid, v: i64, title: &str) -> EventEnvelope {
+    let now = chrono::Utc::now();
+    let mut state = None;
+    let mut last = None;
+    let cmds = [
+        ProductCommand::CreateProduct(domain::CreateProduct {
+            sku: format!("SKU-{id}"),
+            title: title.to_owned(),
+            description:
+                "A dependable everyday product with a long description for the analyzer to chew on"
+                    .into(),
+            category: format!("cat-{}", id.as_u128() % 20),
+            brand: format!("brand-{}", id.as_u128() % 50),
+            attributes: [("colour".to_owned(), "black".to_owned())].into(),
+            price: Some(domain::Money {
+                amount_minor: 1000 + (id.as_u128() % 9000) as i64,
+                currency: "USD".into(),
+            }),
+            stock: 10,
+        }),
+        ProductCommand::PublishProduct,
+        ProductCommand::AdjustStock { delta: -1 },
+        ProductCommand::AdjustStock { delta: 2 },
+    ];
+    for c in cmds.iter().take(v as usize) {
+        let (next, change) = domain::execute(state.as_ref(), id, c, now).expect("valid");
+        last = Some(EventEnvelope::new(
+            &change,
+            &next,
+            EventMeta {
+                event_id: uuid::Uuid::now_v7(),
+                causation_id: None,
+                correlation_id: None,
+                occurred_at: now,
+            },
+        ));
+        state = Some(next);
+    }
+    last.expect("one event")
+}
+
+/// Projection from a backlog vs straight `_bulk`.
+async fn bench_projection(rows: &mut Vec<Row>) {
+    let e = fresh_env("proj").await;
+    let n = (100_000.0 * scale()) as usize;
+    let products = n / 4;
+    let p = producer::build(
+        &e.infra.kafka_bootstrap_servers,
+        &ProducerSettings::default(),
+    )
+    .expect("producer");
+    let topic = e.names.events_topic();
+    let mut envs = Vec::with_capacity(n);
+    let ids: Vec<uuid::Uuid> = (0..products).map(|_| uuid::Uuid::new_v4()).collect();
+    for v in 1..=4 {
+        for id in &ids {
+            envs.push(envelope(*id, v, "Wireless ergonomic mouse"));
+        }
+    }
+    let mut futs = Vec::with_capacity(envs.len());
+    for ev in &envs {
+        let payload = serde_json::to_vec(ev).expect("json");
+        let key = ev.aggregate_id.to_string();
+        futs.push(
+            p.send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        if futs.len() >= 50_000 {
+            for f in futs.drain(..) {
+                f.await.expect("delivered").expect("ok");
+            }
+        }
+    }
+    for f in futs {
+        f.await.expect("delivered").expect("ok");
+    }
+    let search =
+        SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
+    let alias = e.names.index_alias();
+    index::ensure_alias(&search, &alias).await.expect("index");
+    let cache = aliexpress::cache::ProductCache::new(
+        &e.infra.redis_url,
+        e.names.clone(),
+        Duration::from_secs(600),
+    )
+    .expect("cache");
+    let group = e.names.projection_group();
+    let c = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
+    c.subscribe(&[&topic]).expect("subscribe");
+    let dlq =
+        aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
+    let settings = ProjectionSettings {
+        batch_size: 1000,
+        batch_wait: Duration::from_millis(50),
+        log_each_event: false,
+        ..Default::default()
+    };
+    let mut proj = Projector::new(
+        Arc::new(c),
+        search.clone(),
+        alias.clone(),
+        cache,
+        dlq,
+        group,
+        settings,
+    );
+    let shutdown = Shutdown::new();
+    let mut seen = 0;
+    let mut started = None;
+    while seen < n {
+        let o = proj
+            .process_once(Duration::from_secs(10), &shutdown)
+            .await
+            .expect("batch");
+        if o.received == 0 {
+            break;
+        }
+        started.get_or_insert_with(Instant::now);
+        seen += o.received;
+    }
+    let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
+    let ours = seen as f64 / secs;
+
+    // Raw: the same documents, same batch size, straight to _bulk into a fresh index.
+    let raw_index = format!("{alias}_raw");
+    index::create_index(&search, &raw_index)
+        .await
+        .expect("raw index");
+    let started = Instant::now();
+    for chunk in envs.chunks(1000) {
+        let items: Vec<bulk::BulkItem> = chunk
+            .iter()
+            .map(|ev| bulk::BulkItem {
+                id: ev.aggregate_id,
+                version: ev.aggregate_version,
+                doc: document::product_document(&ev.state),
+            })
+            .collect();
+        bulk::index_items(&search, &raw_index, &items)
+            .await
+            .expect("bulk");
+    }
+    let raw = n as f64 / started.elapsed().as_secs_f64();
+    rows.push(Row {
+        what: format!("projection, {seen} events backlog (OpenSearch + Redis)"),
+        ours,
+        unit: "events/s",
+        baseline_name: "same docs to _bulk".into(),
+        baseline: raw,
+    });
+}
+
+fn pgbench(url: &str, clients: u32, secs: u32) -> f64 {
+    let script = std::env::temp_dir().join("aliexpress-pgbench.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO bench_rows (id, body) VALUES (gen_random_uuid(), repeat('x', 600));\n",
+    )
+    .expect("script");
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &secs.to_string(),
+            "-f",
+            &script.to_string_lossy(),
+            url,
+        ])
+        .output()
+        .expect("pgbench runs (postgresql-contrib)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn api_creates(e: &Env, notify: bool, clients: usize, secs: u64) -> f64 {
+    let port = 18_000 + (rand::random::<u16>() % 1000);
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            "2",
+            "--outbox-notify",
+            &notify.to_string(),
+        ])
+        .envs(bin_env(e))
+        .env("API_TOKENS", "bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if http.get(format!("{base}/health/live")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let http = http.clone();
+            let base = base.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let r = http
+                        .post(format!("{base}/api/products"))
+                        .bearer_auth("bench")
+                        .json(&json!({"sku": uuid::Uuid::new_v4().to_string(), "title": "Bench product", "description": "x".repeat(300),
+                                      "price": {"amount_minor": 100, "currency": "USD"}}))
+                        .send()
+                        .await;
+                    if r.map(|r| r.status() == 201).unwrap_or(false) {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    total as f64 / secs as f64
+}
+
+async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
+    let e = fresh_env("api").await;
+    let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(60))
+        .await
+        .expect("conn");
+    diesel::sql_query("CREATE TABLE bench_rows (id uuid PRIMARY KEY, body text)")
+        .execute(&mut c)
+        .await
+        .expect("table");
+    let clients = 8;
+    let with_notify = api_creates(&e, true, clients, 10).await;
+    let without = api_creates(&e, false, clients, 10).await;
+    let raw = pgbench(&e.infra.database_url, clients as u32, 10);
+    rows.push(Row {
+        what: format!("API creates ({clients} clients, NOTIFY on)"),
+        ours: with_notify,
+        unit: "creates/s",
+        baseline_name: "pgbench 1 insert/tx".into(),
+        baseline: raw,
+    });
+    rows.push(Row {
+        what: format!("API creates ({clients} clients, NOTIFY off)"),
+        ours: without,
+        unit: "creates/s",
+        baseline_name: "pgbench 1 insert/tx".into(),
+        baseline: raw,
+    });
+
+    // Command consumer: a backlog of commands, processed sequentially.
+    let n = (20_000.0 * scale()) as usize;
+    let p = producer::build(
+        &e.infra.kafka_bootstrap_servers,
+        &ProducerSettings::default(),
+    )
+    .expect("producer");
+    let topic = e.names.commands_topic();
+    let mut futs = Vec::new();
+    for i in 0..n {
+        let id = uuid::Uuid::new_v4();
+        let cmd = json!({"command_id": uuid::Uuid::now_v7(), "product_id": id, "command_type": "CreateProduct",
+                         "payload": {"sku": format!("CMD-{i}-{id}"), "title": "Commanded product"}}).to_string();
+        futs.push(
+            p.send_result(FutureRecord::to(&topic).key(&id.to_string()).payload(&cmd))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for f in futs {
+        f.await.expect("delivered").expect("ok");
+    }
+    let group = e.names.command_group();
+    let kc = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
+    kc.subscribe(&[&topic]).expect("subscribe");
+    let worker = aliexpress::worker::product_consumer::CommandConsumer {
+        consumer: kc,
+        pool: pool::build_pool(&e.infra.database_url, 4, Duration::from_secs(30)).expect("pool"),
+        dlq: aliexpress::bus::dlq::DlqWriter::new(p, e.names.commands_dlq_topic(), group),
+        events_topic: e.names.events_topic(),
+        notify: true,
+    };
+    let shutdown = Shutdown::new();
+    let mut done = 0;
+    let mut started = None;
+    while done < n {
+        match worker
+            .process_once(Duration::from_secs(10), &shutdown)
+            .await
+            .expect("process")
+        {
+            Some(_) => {
+                started.get_or_insert_with(Instant::now);
+                done += 1;
+            }
+            None => break,
+        }
+    }
+    let ours = done as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
+    let raw1 = pgbench(&e.infra.database_url, 1, 10);
+    rows.push(Row {
+        what: format!("command consumer, {done} CreateProduct"),
+        ours,
+        unit: "commands/s",
+        baseline_name: "pgbench 1 client".into(),
+        baseline: raw1,
+    });
+}
+
+/// API write to searchable, under a steady write rate with relay and projection running.
+async fn bench_freshness() -> (f64, f64, usize) {
+    let e = fresh_env("fresh").await;
+    let port = 19_000 + (rand::random::<u16>() % 1000);
+    let spawn = |args: Vec<String>| {
+        Command::new(bin())
+            .args(args)
+            .envs(bin_env(&e))
+            .env("API_TOKENS", "bench")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut children = vec![
+        spawn(vec![
+            "serve".into(),
+            "--bind".into(),
+            format!("127.0.0.1:{port}"),
+        ]),
+        spawn(vec!["process-outbox".into(), "--follow".into()]),
+        spawn(vec![
+            "run-product-event-consumer".into(),
+            "--quiet-events".into(),
+            "--batch-wait".into(),
+            "20ms".into(),
+        ]),
+    ];
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if http.get(format!("{base}/health/live")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let search =
+        SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(10)).expect("search");
+    let alias = e.names.index_alias();
+    let writes = (200.0 * scale()).max(20.0) as usize;
+    let mut probes = Vec::new();
+    for i in 0..writes {
+        let r = http
+            .post(format!("{base}/api/products"))
+            .bearer_auth("bench")
+            .json(&json!({"sku": format!("F-{i}"), "title": format!("Fresh item {i}"), "price": {"amount_minor": 100, "currency": "USD"}}))
+            .send()
+            .await
+            .expect("create");
+        let t0 = Instant::now();
+        let p: serde_json::Value = r.json().await.expect("json");
+        let id = p["id"].as_str().expect("id").to_owned();
+        let (search, alias) = (search.clone(), alias.clone());
+        probes.push(tokio::spawn(async move {
+            let body = json!({"query": {"term": {"id": id}}});
+            loop {
+                if let Ok((200, v)) = search
+                    .request(
+                        opensearch::http::Method::Post,
+                        &format!("/{alias}/_count"),
+                        Some(body.clone()),
+                        None,
+                    )
+                    .await
+                {
+                    if v["count"].as_u64() == Some(1) {
+                        return t0.elapsed().as_secs_f64() * 1000.0;
+                    }
+                }
+                if t0.elapsed() > Duration::from_secs(30) {
+                    return f64::INFINITY;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await; // ~20 writes/s
+    }
+    let mut lat: Vec<f64> = Vec::new();
+    for p in probes {
+        lat.push(p.await.unwrap_or(f64::INFINITY));
+    }
+    for c in &mut children {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let _ = c.wait();
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+    (q(0.5), q(0.99), lat.len())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut rows = Vec::new();
+        eprintln!("bench: outbox relay ...");
+        bench_relay(&mut rows).await;
+        eprintln!("bench: projection ...");
+        bench_projection(&mut rows).await;
+        eprintln!("bench: API and command consumer ...");
+        bench_api_and_consumer(&mut rows).await;
+        eprintln!("bench: freshness ...");
+        let (p50, p99, n) = bench_freshness().await;
+        println!();
+        println!(
+            "| {:<52} | {:>12} | {:<10} | {:<26} | {:>12} | {:>6} |",
+            "measurement", "ours", "unit", "baseline", "baseline", "ratio"
+        );
+        println!(
+            "|{:-<54}|{:-<14}|{:-<12}|{:-<28}|{:-<14}|{:-<8}|",
+            "", "", "", "", "", ""
+        );
+        for r in &rows {
+            let ratio = if r.baseline > 0.0 {
+                r.ours / r.baseline
+            } else {
+                0.0
+            };
+            println!(
+                "| {:<52} | {:>12.0} | {:<10} | {:<26} | {:>12.0} | {:>6.2} |",
+                r.what, r.ours, r.unit, r.baseline_name, r.baseline, ratio
+            );
+        }
+        println!(
+            "| {:<52} | {:>12} | {:<10} | {:<26} | {:>12} | {:>6} |",
+            format!("freshness API write -> searchable ({n} writes @20/s)"),
+            format!("p50 {p50:.0}"),
+            "ms",
+            "p99",
+            format!("{p99:.0}"),
+            "-"
+        );
+    });
+}

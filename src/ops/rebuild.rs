@@ -1,0 +1,397 @@
+//! `replay --rebuild`: builds a fresh index `products_vN+1` while search keeps answering from
+//! the old one, then swaps the alias atomically.
+//!
+//! 1. One rebuild at a time (advisory lock); a second run is refused, naming the one running.
+//! 2. Source: product.events from the beginning, in a group of its own. When the topic no
+//!    longer holds the full history (log start > 0) or `--from-postgres` is given, the current
+//!    Postgres state is bulk-loaded instead, and events from the moment of the snapshot on are
+//!    then consumed into the new index.
+//! 3. Swap only when caught up and the document count and an (id, version) checksum match
+//!    Postgres; keep consuming for a grace period after the swap so no write made around it is
+//!    lost (the live projection writes through the alias, so it follows the swap).
+//! 4. The old index is kept for `replay --rollback`.
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use opensearch::http::Method;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+use crate::bus::consumer;
+use crate::bus::dlq::DlqWriter;
+use crate::cache::ProductCache;
+use crate::config::{InfraConfig, Names};
+use crate::search::bulk::{index_items, BulkItem};
+use crate::search::document::product_document;
+use crate::search::{index, SearchClient};
+use crate::store::{pool, product_repo, rebuild_repo, PgPool};
+use crate::worker::product_event_consumer::{ProjectionSettings, Projector};
+use crate::worker::Shutdown;
+
+/// What the rebuild needs.
+pub struct RebuildDeps {
+    /// Connection settings (names, bootstrap, database URL).
+    pub infra: InfraConfig,
+    /// Postgres pool.
+    pub pool: PgPool,
+    /// OpenSearch.
+    pub search: SearchClient,
+    /// Redis (the projection also keeps the read model fresh).
+    pub cache: ProductCache,
+    /// Producer for the DLQ writer.
+    pub producer: rdkafka::producer::FutureProducer,
+}
+
+/// Rebuild options.
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// Load from Postgres even when the topic has the full history.
+    pub from_postgres: bool,
+    /// Keep consuming this long after the swap.
+    pub grace: Duration,
+    /// Give up if count and checksum do not match within this time.
+    pub verify_timeout: Duration,
+}
+
+/// Outcome of a rebuild.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    /// Index the alias pointed at before.
+    pub old_index: Option<String>,
+    /// Index it points at now.
+    pub new_index: String,
+    /// Documents in the new index.
+    pub documents: usize,
+    /// topic or postgres.
+    pub source: &'static str,
+}
+
+fn fingerprint(pairs: impl Iterator<Item = (String, i64)>) -> (usize, u64) {
+    let mut n = 0;
+    let mut sum = 0u64;
+    for (id, v) in pairs {
+        let mut h = DefaultHasher::new();
+        (id.as_str(), v).hash(&mut h);
+        sum = sum.wrapping_add(h.finish());
+        n += 1;
+    }
+    (n, sum)
+}
+
+/// (count, checksum) of every (id, version) in `index`.
+async fn index_fingerprint(search: &SearchClient, index: &str) -> anyhow::Result<(usize, u64)> {
+    index::refresh(search, index).await?;
+    let mut pairs = Vec::new();
+    let mut after: Option<Value> = None;
+    loop {
+        let mut body = json!({"size": 5000, "_source": ["id", "version"], "sort": [{"id": "asc"}], "query": {"match_all": {}}});
+        if let Some(a) = &after {
+            body["search_after"] = a.clone();
+        }
+        let v = search
+            .ok(Method::Post, &format!("/{index}/_search"), Some(body))
+            .await?;
+        let hits = v
+            .pointer("/hits/hits")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        for h in &hits {
+            let id = h
+                .pointer("/_source/id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let ver = h
+                .pointer("/_source/version")
+                .and_then(Value::as_i64)
+                .unwrap_or(-1);
+            pairs.push((id, ver));
+        }
+        after = hits.last().and_then(|h| h.get("sort").cloned());
+    }
+    Ok(fingerprint(pairs.into_iter()))
+}
+
+async fn postgres_fingerprint(p: &PgPool) -> anyhow::Result<(usize, u64)> {
+    let mut conn = pool::get(p).await?;
+    let rows = rebuild_repo::product_versions(&mut conn).await?;
+    Ok(fingerprint(
+        rows.into_iter().map(|(id, v)| (id.to_string(), v)),
+    ))
+}
+
+fn next_index(names: &Names, current: Option<&str>) -> String {
+    let n = current
+        .and_then(|c| c.rsplit_once("_v"))
+        .and_then(|(_, n)| n.parse::<u32>().ok())
+        .unwrap_or(1);
+    names.index_version(n + 1)
+}
+
+/// Runs a rebuild (see the module docs).
+pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<RebuildReport> {
+    let names = d.infra.names();
+    let alias = names.index_alias();
+    let mut lock_conn = pool::connect(&d.infra.database_url, Duration::from_secs(60)).await?;
+    if !rebuild_repo::try_lock(&mut lock_conn).await? {
+        let mut c = pool::get(&d.pool).await?;
+        let running = rebuild_repo::latest(&mut c, &alias, "running").await?;
+        let who = running.map_or_else(
+            || "another rebuild holds the lock".to_owned(),
+            |r| {
+                format!(
+                    "run {} building {} started {} on {}",
+                    r.id,
+                    r.new_index,
+                    r.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    r.host
+                )
+            },
+        );
+        bail!(crate::ops::OpsError::Refused(format!(
+            "a rebuild is already in progress: {who}"
+        )));
+    }
+    let old = index::alias_target(&d.search, &alias).await?;
+    let new = next_index(&names, old.as_deref());
+    // A leftover from a failed run (never aliased) is replaced.
+    let _ = d
+        .search
+        .request(Method::Delete, &format!("/{new}"), None, None)
+        .await;
+    index::create_index(&d.search, &new).await?;
+
+    let topic = names.events_topic();
+    let group = format!("{}.rebuild.{new}", names.projection_group());
+    let (b, t) = (d.infra.kafka_bootstrap_servers.clone(), topic.clone());
+    let marks: Vec<(i32, i64, i64)> =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
+            let c = crate::ops::groups::client(&b, "aliexpress-rebuild")?;
+            let parts = crate::ops::groups::partitions(&c, &t)?;
+            parts
+                .into_iter()
+                .map(|p| {
+                    Ok((
+                        p,
+                        c.fetch_watermarks(&t, p, crate::ops::groups::CALL_TIMEOUT)
+                            .map(|(lo, hi)| (lo, hi))?,
+                    ))
+                })
+                .map(|r: anyhow::Result<_>| r.map(|(p, (lo, hi))| (p, lo, hi)))
+                .collect()
+        })
+        .await??;
+    let source = if o.from_postgres || marks.iter().any(|(_, lo, _)| *lo > 0) {
+        "postgres"
+    } else {
+        "topic"
+    };
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let run_id = {
+        let mut c = pool::get(&d.pool).await?;
+        rebuild_repo::start(&mut c, &alias, old.as_deref(), &new, source, &host).await?
+    };
+    tracing::info!(run = run_id, alias = %alias, old = ?old, new = %new, source, "index rebuild started");
+    let result = build_and_swap(
+        d,
+        o,
+        &names,
+        &alias,
+        old.as_deref(),
+        &new,
+        &topic,
+        &group,
+        &marks,
+        source,
+    )
+    .await;
+    let mut c = pool::get(&d.pool).await?;
+    match result {
+        Ok(docs) => {
+            rebuild_repo::finish(&mut c, run_id, "done", Some(docs as i64)).await?;
+            tracing::info!(run = run_id, new = %new, documents = docs, "index rebuild done; alias swapped");
+            Ok(RebuildReport {
+                old_index: old,
+                new_index: new,
+                documents: docs,
+                source,
+            })
+        }
+        Err(e) => {
+            rebuild_repo::finish(&mut c, run_id, "failed", None).await?;
+            Err(e)
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one orchestration step with its plain inputs"
+)]
+async fn build_and_swap(
+    d: &RebuildDeps,
+    o: &RebuildOptions,
+    names: &Names,
+    alias: &str,
+    old: Option<&str>,
+    new: &str,
+    topic: &str,
+    group: &str,
+    marks: &[(i32, i64, i64)],
+    source: &str,
+) -> anyhow::Result<usize> {
+    let total: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
+    if source == "postgres" {
+        // Start the topic consumer at the snapshot point, then load the current state.
+        let b = d.infra.kafka_bootstrap_servers.clone();
+        let (g, t, m) = (group.to_owned(), topic.to_owned(), marks.to_vec());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let c = crate::ops::groups::client(&b, &g)?;
+            let mut tpl = TopicPartitionList::new();
+            for (p, _, hi) in m {
+                tpl.add_partition_offset(&t, p, Offset::Offset(hi))?;
+            }
+            c.commit(&tpl, CommitMode::Sync)?;
+            Ok(())
+        })
+        .await??;
+        load_from_postgres(d, new).await?;
+    }
+    let c = consumer::build(&d.infra.kafka_bootstrap_servers, group)?;
+    c.subscribe(&[topic])?;
+    let mut projector = Projector::new(
+        Arc::new(c),
+        d.search.clone(),
+        new.to_owned(),
+        d.cache.clone(),
+        DlqWriter::new(
+            d.producer.clone(),
+            names.events_dlq_topic(),
+            group.to_owned(),
+        ),
+        group.to_owned(),
+        ProjectionSettings {
+            batch_size: 1000,
+            batch_wait: Duration::from_millis(50),
+            log_each_event: false,
+            ..Default::default()
+        },
+    );
+    let shutdown = Shutdown::new();
+    let bar = ProgressBar::new(if source == "topic" {
+        u64::try_from(total).unwrap_or(0)
+    } else {
+        0
+    });
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} events {per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(new.to_owned());
+    let mut seen: i64 = 0;
+    if source == "topic" {
+        while seen < total {
+            let out = projector
+                .process_once(Duration::from_secs(10), &shutdown)
+                .await?;
+            if out.received == 0 {
+                bail!("stopped receiving events at {seen}/{total}");
+            }
+            seen += out.received as i64;
+            bar.set_position(u64::try_from(seen).unwrap_or(0));
+        }
+    }
+    // Caught up with the snapshot: now wait until count and checksum match Postgres.
+    let deadline = Instant::now() + o.verify_timeout;
+    let docs = loop {
+        let out = projector
+            .process_once(Duration::from_millis(300), &shutdown)
+            .await?;
+        bar.inc(out.received as u64);
+        if out.received > 0 {
+            continue;
+        }
+        let (pg, ix) = (
+            postgres_fingerprint(&d.pool).await?,
+            index_fingerprint(&d.search, new).await?,
+        );
+        if pg == ix {
+            break ix.0;
+        }
+        if Instant::now() > deadline {
+            bail!("index {new} does not match Postgres after {:?}: {} documents vs {} products (checksums differ: {})", o.verify_timeout, ix.0, pg.0, pg.1 != ix.1);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    bar.finish_and_clear();
+    index::swap_alias(&d.search, alias, old, new)
+        .await
+        .context("swapping the alias")?;
+    eprintln!("alias {alias} now points at {new} ({docs} documents); consuming for a grace period of {:?}", o.grace);
+    let until = Instant::now() + o.grace;
+    while Instant::now() < until {
+        projector
+            .process_once(Duration::from_millis(300), &shutdown)
+            .await?;
+    }
+    let _ = projector.consumer.commit_consumer_state(CommitMode::Sync);
+    Ok(docs)
+}
+
+async fn load_from_postgres(d: &RebuildDeps, new: &str) -> anyhow::Result<()> {
+    let mut conn = pool::get(&d.pool).await?;
+    let mut cursor: Option<Uuid> = None;
+    loop {
+        let page = product_repo::list(&mut conn, None, None, cursor, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        let items: Vec<BulkItem> = page
+            .iter()
+            .map(|p| BulkItem {
+                id: p.id,
+                version: p.version,
+                doc: product_document(p),
+            })
+            .collect();
+        index_items(&d.search, new, &items).await?;
+        cursor = page.last().map(|p| p.id);
+    }
+    Ok(())
+}
+
+/// Points the alias back at the index the last finished rebuild replaced.
+pub async fn rollback(d: &RebuildDeps) -> anyhow::Result<(String, String)> {
+    let alias = d.infra.names().index_alias();
+    let mut c = pool::get(&d.pool).await?;
+    let Some(run) = rebuild_repo::latest(&mut c, &alias, "done").await? else {
+        bail!(crate::ops::OpsError::Refused(format!(
+            "no finished rebuild of {alias} to roll back"
+        )));
+    };
+    let Some(old) = run.old_index.clone() else {
+        bail!(crate::ops::OpsError::Refused(format!(
+            "rebuild {} had no previous index",
+            run.id
+        )));
+    };
+    let current = index::alias_target(&d.search, &alias).await?;
+    index::swap_alias(&d.search, &alias, current.as_deref(), &old).await?;
+    rebuild_repo::finish(&mut c, run.id, "rolled_back", run.documents).await?;
+    tracing::info!(alias = %alias, from = ?current, to = %old, "alias rolled back");
+    Ok((current.unwrap_or_default(), old))
+}
