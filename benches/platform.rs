@@ -102,10 +102,7 @@ async fn fresh_env(tag: &str) -> Env {
 fn bin_env(e: &Env) -> Vec<(&'static str, String)> {
     vec![
         ("DATABASE_URL", e.infra.database_url.clone()),
-        (
-            "KAFKA_BOOTSTRAP_SERVERS",
-            e.infra.kafka_bootstrap_servers.clone(),
-        ),
+        ("KAFKA_BOOTSTRAP_SERVERS", e.infra.kafka_bootstrap_servers.clone()),
         ("REDIS_URL", e.infra.redis_url.clone()),
         ("OPENSEARCH_URL", e.infra.opensearch_url.clone()),
         ("ALIEXPRESS_NAMESPACE", e.infra.namespace.clone()),
@@ -132,10 +129,7 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     .execute(&mut c)
     .await
     .expect("seed");
-    diesel::sql_query("VACUUM ANALYZE outbox")
-        .execute(&mut c)
-        .await
-        .ok();
+    diesel::sql_query("VACUUM ANALYZE outbox").execute(&mut c).await.ok();
     let started = Instant::now();
     let out = Command::new(bin())
         .args(["process-outbox", "--batch-size", "5000"])
@@ -148,13 +142,9 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     let ours = n as f64 / secs;
 
     let topic = format!("{}perf", e.names.events_topic());
-    admin::ensure_topics(
-        &e.infra.kafka_bootstrap_servers,
-        std::slice::from_ref(&topic),
-        6,
-    )
-    .await
-    .expect("topic");
+    admin::ensure_topics(&e.infra.kafka_bootstrap_servers, std::slice::from_ref(&topic), 6)
+        .await
+        .expect("topic");
     let perf = Command::new("java")
         .args([
             "-Xmx512m",
@@ -182,9 +172,10 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     let text = String::from_utf8_lossy(&perf.stdout);
     let raw = text
         .lines()
+        .filter(|l| l.contains("records/sec"))
         .last()
-        .and_then(|l| l.split(',').next())
-        .and_then(|s| s.split_whitespace().nth(3))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(0.0);
     rows.push(Row {
@@ -204,9 +195,7 @@ fn envelope(id: uuid::Uuid, v: i64, title: &str) -> EventEnvelope {
         ProductCommand::CreateProduct(domain::CreateProduct {
             sku: format!("SKU-{id}"),
             title: title.to_owned(),
-            description:
-                "A dependable everyday product with a long description for the analyzer to chew on"
-                    .into(),
+            description: "A dependable everyday product with a long description for the analyzer to chew on".into(),
             category: format!("cat-{}", id.as_u128() % 20),
             brand: format!("brand-{}", id.as_u128() % 50),
             attributes: [("colour".to_owned(), "black".to_owned())].into(),
@@ -242,11 +231,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     let e = fresh_env("proj").await;
     let n = (100_000.0 * scale()) as usize;
     let products = n / 4;
-    let p = producer::build(
-        &e.infra.kafka_bootstrap_servers,
-        &ProducerSettings::default(),
-    )
-    .expect("producer");
+    let p = producer::build(&e.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
     let topic = e.names.events_topic();
     let mut envs = Vec::with_capacity(n);
     let ids: Vec<uuid::Uuid> = (0..products).map(|_| uuid::Uuid::new_v4()).collect();
@@ -273,36 +258,22 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     for f in futs {
         f.await.expect("delivered").expect("ok");
     }
-    let search =
-        SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
+    let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
     index::ensure_alias(&search, &alias).await.expect("index");
-    let cache = aliexpress::cache::ProductCache::new(
-        &e.infra.redis_url,
-        e.names.clone(),
-        Duration::from_secs(600),
-    )
-    .expect("cache");
+    let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
+        .expect("cache");
     let group = e.names.projection_group();
     let c = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
     c.subscribe(&[&topic]).expect("subscribe");
-    let dlq =
-        aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
+    let dlq = aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
     let settings = ProjectionSettings {
         batch_size: 1000,
         batch_wait: Duration::from_millis(50),
         log_each_event: false,
         ..Default::default()
     };
-    let mut proj = Projector::new(
-        Arc::new(c),
-        search.clone(),
-        alias.clone(),
-        cache,
-        dlq,
-        group,
-        settings,
-    );
+    let mut proj = Projector::new(Arc::new(c), search.clone(), alias.clone(), cache, dlq, group, settings);
     let shutdown = Shutdown::new();
     let mut seen = 0;
     let mut started = None;
@@ -322,9 +293,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
 
     // Raw: the same documents, same batch size, straight to _bulk into a fresh index.
     let raw_index = format!("{alias}_raw");
-    index::create_index(&search, &raw_index)
-        .await
-        .expect("raw index");
+    index::create_index(&search, &raw_index).await.expect("raw index");
     let started = Instant::now();
     for chunk in envs.chunks(1000) {
         let items: Vec<bulk::BulkItem> = chunk
@@ -335,9 +304,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
                 doc: document::product_document(&ev.state),
             })
             .collect();
-        bulk::index_items(&search, &raw_index, &items)
-            .await
-            .expect("bulk");
+        bulk::index_items(&search, &raw_index, &items).await.expect("bulk");
     }
     let raw = n as f64 / started.elapsed().as_secs_f64();
     rows.push(Row {
@@ -467,17 +434,14 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
 
     // Command consumer: a backlog of commands, processed sequentially.
     let n = (20_000.0 * scale()) as usize;
-    let p = producer::build(
-        &e.infra.kafka_bootstrap_servers,
-        &ProducerSettings::default(),
-    )
-    .expect("producer");
+    let p = producer::build(&e.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
     let topic = e.names.commands_topic();
     let mut futs = Vec::new();
     for i in 0..n {
         let id = uuid::Uuid::new_v4();
         let cmd = json!({"command_id": uuid::Uuid::now_v7(), "product_id": id, "command_type": "CreateProduct",
-                         "payload": {"sku": format!("CMD-{i}-{id}"), "title": "Commanded product"}}).to_string();
+                         "payload": {"sku": format!("CMD-{i}-{id}"), "title": "Commanded product"}})
+        .to_string();
         futs.push(
             p.send_result(FutureRecord::to(&topic).key(&id.to_string()).payload(&cmd))
                 .map_err(|(e, _)| e)
@@ -539,11 +503,7 @@ async fn bench_freshness() -> (f64, f64, usize) {
             .expect("spawn")
     };
     let mut children = vec![
-        spawn(vec![
-            "serve".into(),
-            "--bind".into(),
-            format!("127.0.0.1:{port}"),
-        ]),
+        spawn(vec!["serve".into(), "--bind".into(), format!("127.0.0.1:{port}")]),
         spawn(vec!["process-outbox".into(), "--follow".into()]),
         spawn(vec![
             "run-product-event-consumer".into(),
@@ -561,8 +521,7 @@ async fn bench_freshness() -> (f64, f64, usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let search =
-        SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(10)).expect("search");
+    let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(10)).expect("search");
     let alias = e.names.index_alias();
     let writes = (200.0 * scale()).max(20.0) as usize;
     let mut probes = Vec::new();
@@ -640,11 +599,7 @@ fn main() {
             "", "", "", "", "", ""
         );
         for r in &rows {
-            let ratio = if r.baseline > 0.0 {
-                r.ours / r.baseline
-            } else {
-                0.0
-            };
+            let ratio = if r.baseline > 0.0 { r.ours / r.baseline } else { 0.0 };
             println!(
                 "| {:<52} | {:>12.0} | {:<10} | {:<26} | {:>12.0} | {:>6.2} |",
                 r.what, r.ours, r.unit, r.baseline_name, r.baseline, ratio

@@ -9,10 +9,7 @@ use aliexpress::config::ConfigError;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     aliexpress::telemetry::init(&cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -12,11 +12,7 @@ use super::BusError;
 pub const DEFAULT_PARTITIONS: i32 = 6;
 
 /// Creates `topics` if missing (an existing topic is fine).
-pub async fn ensure_topics(
-    bootstrap: &str,
-    topics: &[String],
-    partitions: i32,
-) -> Result<(), BusError> {
+pub async fn ensure_topics(bootstrap: &str, topics: &[String], partitions: i32) -> Result<(), BusError> {
     let admin: AdminClient<DefaultClientContext> = base_config(bootstrap).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
@@ -35,11 +31,7 @@ pub async fn ensure_topics(
 /// Asks the broker for cluster metadata through an existing client, bounded by `timeout`.
 pub async fn probe(producer: &FutureProducer, timeout: Duration) -> Result<usize, BusError> {
     let p = producer.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        p.client()
-            .fetch_metadata(None, timeout)
-            .map(|m| m.brokers().len())
-    });
+    let task = tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, timeout).map(|m| m.brokers().len()));
     match tokio::time::timeout(timeout + Duration::from_millis(200), task).await {
         Err(_) => Err(BusError::Timeout(timeout)),
         Ok(Err(join)) => Err(BusError::Other(join.to_string())),

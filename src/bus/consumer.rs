@@ -52,11 +52,7 @@ pub struct PartitionLag {
 
 /// Committed offsets and watermarks of every partition of `topic` for `consumer`'s group.
 /// Blocking: call from `spawn_blocking`.
-pub fn lag_blocking<C: Consumer>(
-    consumer: &C,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<PartitionLag>, BusError> {
+pub fn lag_blocking<C: Consumer>(consumer: &C, topic: &str, timeout: Duration) -> Result<Vec<PartitionLag>, BusError> {
     let md = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {

@@ -60,11 +60,7 @@ pub struct DlqWriter {
 impl DlqWriter {
     /// A writer to `topic` on behalf of `group`.
     pub fn new(producer: FutureProducer, topic: String, group: String) -> Self {
-        Self {
-            producer,
-            topic,
-            group,
-        }
+        Self { producer, topic, group }
     }
 
     /// Sends `msg` to the DLQ with `reason`; returns once the broker acknowledged it.
@@ -78,11 +74,7 @@ impl DlqWriter {
                 });
             }
         }
-        let ts = msg
-            .timestamp()
-            .to_millis()
-            .map(|t| t.to_string())
-            .unwrap_or_default();
+        let ts = msg.timestamp().to_millis().map(|t| t.to_string()).unwrap_or_default();
         let ctx: [(&str, String); 11] = [
             (dlq_headers::ORIGINAL_TOPIC, msg.topic().to_owned()),
             (dlq_headers::ORIGINAL_PARTITION, msg.partition().to_string()),
@@ -94,10 +86,7 @@ impl DlqWriter {
             (dlq_headers::ERROR_MESSAGE, truncate(&reason.message, 4000)),
             (dlq_headers::ATTEMPTS, reason.attempts.to_string()),
             (dlq_headers::FAILED_AT, Utc::now().to_rfc3339()),
-            (
-                dlq_headers::APP_VERSION,
-                env!("CARGO_PKG_VERSION").to_owned(),
-            ),
+            (dlq_headers::APP_VERSION, env!("CARGO_PKG_VERSION").to_owned()),
         ];
         for (k, v) in &ctx {
             headers = headers.insert(Header {
@@ -119,9 +108,7 @@ impl DlqWriter {
             .send(rec, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| BusError::Kafka(e))?;
-        DLQ_MESSAGES
-            .with_label_values(&[&self.topic, reason.class])
-            .inc();
+        DLQ_MESSAGES.with_label_values(&[&self.topic, reason.class]).inc();
         Ok(())
     }
 }

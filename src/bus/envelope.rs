@@ -83,14 +83,11 @@ impl CommandEnvelope {
 }
 
 /// Decodes a command message.
-pub fn decode_command(
-    payload: Option<&[u8]>,
-) -> Result<(CommandEnvelope, ProductCommand), DecodeError> {
+pub fn decode_command(payload: Option<&[u8]>) -> Result<(CommandEnvelope, ProductCommand), DecodeError> {
     let bytes = payload.ok_or_else(|| DecodeError::new("empty_message", "message has no value"))?;
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
-    let env: CommandEnvelope = serde_json::from_value(v)
-        .map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
+    let env: CommandEnvelope =
+        serde_json::from_value(v).map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
     let cmd = env.command()?;
     Ok((env, cmd))
 }
@@ -98,8 +95,7 @@ pub fn decode_command(
 /// Decodes an event message, checking event type and schema version.
 pub fn decode_event(payload: Option<&[u8]>) -> Result<EventEnvelope, DecodeError> {
     let bytes = payload.ok_or_else(|| DecodeError::new("empty_message", "message has no value"))?;
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
     let et = v
         .get("event_type")
         .and_then(Value::as_str)
@@ -120,8 +116,8 @@ pub fn decode_event(payload: Option<&[u8]>) -> Result<EventEnvelope, DecodeError
             format!("schema_version {sv} is not supported (expected {SCHEMA_VERSION})"),
         ));
     }
-    let env: EventEnvelope = serde_json::from_value(v)
-        .map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
+    let env: EventEnvelope =
+        serde_json::from_value(v).map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
     if env.state.id != env.aggregate_id || env.state.version != env.aggregate_version {
         return Err(DecodeError::new(
             "invalid_state",
@@ -143,22 +139,14 @@ mod tests {
         );
         let (_, c) = decode_command(Some(ok.as_bytes())).expect("decodes");
         assert_eq!(c, ProductCommand::AdjustStock { delta: 2 });
-        assert_eq!(
-            decode_command(Some(b"nope")).unwrap_err().class,
-            "invalid_json"
-        );
-        assert_eq!(
-            decode_command(Some(b"{}")).unwrap_err().class,
-            "invalid_envelope"
-        );
+        assert_eq!(decode_command(Some(b"nope")).unwrap_err().class, "invalid_json");
+        assert_eq!(decode_command(Some(b"{}")).unwrap_err().class, "invalid_envelope");
         let unknown = format!(r#"{{"product_id":"{id}","command_type":"Explode"}}"#);
         assert_eq!(
             decode_command(Some(unknown.as_bytes())).unwrap_err().class,
             "unknown_command_type"
         );
-        let bad = format!(
-            r#"{{"product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":"x"}}}}"#
-        );
+        let bad = format!(r#"{{"product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":"x"}}}}"#);
         assert_eq!(
             decode_command(Some(bad.as_bytes())).unwrap_err().class,
             "invalid_payload"
@@ -179,19 +167,15 @@ mod tests {
             "unknown_event_type"
         );
         assert_eq!(
-            decode_event(Some(
-                br#"{"event_type":"ProductCreated","schema_version":9}"#
-            ))
-            .unwrap_err()
-            .class,
+            decode_event(Some(br#"{"event_type":"ProductCreated","schema_version":9}"#))
+                .unwrap_err()
+                .class,
             "unsupported_schema_version"
         );
         assert_eq!(
-            decode_event(Some(
-                br#"{"event_type":"ProductCreated","schema_version":1}"#
-            ))
-            .unwrap_err()
-            .class,
+            decode_event(Some(br#"{"event_type":"ProductCreated","schema_version":1}"#))
+                .unwrap_err()
+                .class,
             "invalid_envelope"
         );
     }

@@ -31,10 +31,7 @@ impl Default for ProducerSettings {
 pub fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
-        .set(
-            "client.id",
-            format!("aliexpress-{}", env!("CARGO_PKG_VERSION")),
-        )
+        .set("client.id", format!("aliexpress-{}", env!("CARGO_PKG_VERSION")))
         .set("socket.connection.setup.timeout.ms", "5000")
         .set("log_level", "3");
     c

@@ -13,31 +13,38 @@ use super::CacheError;
 use crate::config::Names;
 use crate::domain::product::Product;
 
-/// Returns the previous version (0 when none) if applied, or -previous when the cached
-/// version is newer and nothing was written.
+/// Writes `{v, d}` when ARGV[1] >= the cached `v`; when called by the projection (ARGV[4] =
+/// "1") it also records the highest projected version in `pv`, so version gaps in the event
+/// stream can be told apart from API write-through. Returns {applied, previous v, previous pv}.
 const PUT_IF_NEWER: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'v')
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local pv = tonumber(redis.call('HGET', KEYS[1], 'pv') or '0')
 local v = tonumber(ARGV[1])
-if cur and tonumber(cur) > v then return -tonumber(cur) end
+if ARGV[4] == '1' and v > pv then redis.call('HSET', KEYS[1], 'pv', ARGV[1]) end
+if cur > v then return {0, cur, pv} end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if cur then return tonumber(cur) end
-return 0
+return {1, cur, pv}
 ";
+
+/// Who writes: the projection records the versions it saw, the API's write-through does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// `run-product-event-consumer`.
+    Projection,
+    /// The API after a committed write.
+    WriteThrough,
+}
 
 /// Result of a versioned write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutOutcome {
-    /// Written; the version that was cached before (0 when none).
-    Applied {
-        /// Previous cached version.
-        previous: i64,
-    },
-    /// A newer version is cached; nothing written.
-    Stale {
-        /// The cached version.
-        cached: i64,
-    },
+pub struct PutOutcome {
+    /// The state was written (its version >= the cached one).
+    pub applied: bool,
+    /// Version cached before (0 when none).
+    pub cached: i64,
+    /// Highest version the projection had seen before (0 when none).
+    pub projected: i64,
 }
 
 /// The product read model in Redis.
@@ -74,16 +81,10 @@ impl ProductCache {
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, CacheError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| CacheError::Pool(e.to_string()))
+        self.pool.get().await.map_err(|e| CacheError::Pool(e.to_string()))
     }
 
-    async fn bounded<T>(
-        &self,
-        fut: impl Future<Output = Result<T, CacheError>>,
-    ) -> Result<T, CacheError> {
+    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, CacheError>>) -> Result<T, CacheError> {
         tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| CacheError::Timeout)?
@@ -116,7 +117,7 @@ impl ProductCache {
     }
 
     /// Writes `products` if newer-or-equal, in one round trip; outcomes in input order.
-    pub async fn put_many(&self, products: &[&Product]) -> Result<Vec<PutOutcome>, CacheError> {
+    pub async fn put_many(&self, products: &[&Product], writer: Writer) -> Result<Vec<PutOutcome>, CacheError> {
         if products.is_empty() {
             return Ok(Vec::new());
         }
@@ -125,34 +126,32 @@ impl ProductCache {
             let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
             let mut pipe = redis::pipe();
             for p in products {
-                let doc =
-                    serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+                let doc = serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
                 pipe.cmd("EVAL")
                     .arg(PUT_IF_NEWER)
                     .arg(1)
                     .arg(self.names.product_cache_key(&p.id))
                     .arg(p.version)
                     .arg(doc)
-                    .arg(ttl_ms);
+                    .arg(ttl_ms)
+                    .arg(if writer == Writer::Projection { "1" } else { "0" });
             }
-            let raw: Vec<i64> = pipe.query_async(&mut c).await?;
+            let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut c).await?;
             Ok(raw
                 .into_iter()
-                .map(|r| {
-                    if r < 0 {
-                        PutOutcome::Stale { cached: -r }
-                    } else {
-                        PutOutcome::Applied { previous: r }
-                    }
+                .map(|(applied, cached, projected)| PutOutcome {
+                    applied: applied == 1,
+                    cached,
+                    projected,
                 })
                 .collect())
         })
         .await
     }
 
-    /// Writes one product if newer-or-equal.
+    /// Writes one product if newer-or-equal (API write-through).
     pub async fn put(&self, product: &Product) -> Result<PutOutcome, CacheError> {
-        let mut v = self.put_many(&[product]).await?;
+        let mut v = self.put_many(&[product], Writer::WriteThrough).await?;
         v.pop()
             .ok_or_else(|| CacheError::Corrupt("empty pipeline reply".into()))
     }

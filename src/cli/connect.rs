@@ -15,12 +15,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Postgres pool whose first connection succeeded.
 pub async fn database(infra: &InfraConfig) -> Result<PgPool, ConfigError> {
-    let p = pool::build_pool(
-        &infra.database_url,
-        infra.database_pool_size,
-        infra.statement_timeout(),
-    )
-    .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
+    let p = pool::build_pool(&infra.database_url, infra.database_pool_size, infra.statement_timeout())
+        .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
     match tokio::time::timeout(STARTUP_TIMEOUT, p.get()).await {
         Ok(Ok(_)) => Ok(p),
         Ok(Err(e)) => Err(ConfigError::new(
@@ -42,20 +38,14 @@ pub async fn cache(infra: &InfraConfig) -> Result<ProductCache, ConfigError> {
         Duration::from_secs(infra.redis_cache_ttl_secs),
     )
     .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
-    c.ping(STARTUP_TIMEOUT).await.map_err(|e| {
-        ConfigError::new(
-            "REDIS_URL",
-            format!("cannot reach {}: {e}", redact(&infra.redis_url)),
-        )
-    })?;
+    c.ping(STARTUP_TIMEOUT)
+        .await
+        .map_err(|e| ConfigError::new("REDIS_URL", format!("cannot reach {}: {e}", redact(&infra.redis_url))))?;
     Ok(c)
 }
 
 /// An idempotent producer whose broker answered a metadata request.
-pub async fn kafka(
-    infra: &InfraConfig,
-    settings: &producer::ProducerSettings,
-) -> Result<FutureProducer, ConfigError> {
+pub async fn kafka(infra: &InfraConfig, settings: &producer::ProducerSettings) -> Result<FutureProducer, ConfigError> {
     let p = producer::build(&infra.kafka_bootstrap_servers, settings)
         .map_err(|e| ConfigError::new("KAFKA_BOOTSTRAP_SERVERS", e.to_string()))?;
     admin::probe(&p, STARTUP_TIMEOUT).await.map_err(|e| {
@@ -82,8 +72,7 @@ pub async fn search(infra: &InfraConfig) -> Result<SearchClient, ConfigError> {
 
 /// Binds a listener, naming the flag on failure.
 pub fn bind(setting: &'static str, addr: &str) -> Result<TcpListener, ConfigError> {
-    TcpListener::bind(addr)
-        .map_err(|e| ConfigError::new(setting, format!("cannot listen on {addr}: {e}")))
+    TcpListener::bind(addr).map_err(|e| ConfigError::new(setting, format!("cannot listen on {addr}: {e}")))
 }
 
 /// Starts the `/metrics` endpoint of a worker role when an address is given.
@@ -91,8 +80,8 @@ pub fn metrics_server(addr: Option<&str>) -> Result<(), ConfigError> {
     let Some(addr) = addr else { return Ok(()) };
     let listener = bind("--metrics-addr", addr)?;
     tracing::info!(metrics.addr = %addr, "serving /metrics");
-    let server = crate::http::metrics::serve_metrics(listener)
-        .map_err(|e| ConfigError::new("--metrics-addr", e.to_string()))?;
+    let server =
+        crate::http::metrics::serve_metrics(listener).map_err(|e| ConfigError::new("--metrics-addr", e.to_string()))?;
     tokio::spawn(server);
     Ok(())
 }

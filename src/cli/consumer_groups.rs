@@ -43,11 +43,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                 println!("{g}");
             }
         }
-        Action::Describe {
-            group,
-            topic,
-            watch,
-        } => {
+        Action::Describe { group, topic, watch } => {
             let topics = if topic.is_empty() {
                 infra.names().all_topics()
             } else {
@@ -55,8 +51,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             };
             loop {
                 let (b, g, t) = (b.clone(), group.clone(), topics.clone());
-                let (info, rows) =
-                    tokio::task::spawn_blocking(move || groups::describe(&b, &g, &t)).await??;
+                let (info, rows) = tokio::task::spawn_blocking(move || groups::describe(&b, &g, &t)).await??;
                 let text = groups::render(&info, &rows);
                 match watch {
                     Some(secs) => {

@@ -59,30 +59,22 @@ pub enum Action {
 
 fn parse_at(s: &str) -> anyhow::Result<(i32, i64)> {
     let (p, o) = s.split_once(':').unwrap_or(("0", s));
-    let p = p.trim().parse().map_err(|_| {
-        super::usage(
-            "dlq",
-            format!("bad partition in {s:?}; expected PARTITION:OFFSET"),
-        )
-    })?;
-    let o = o.trim().parse().map_err(|_| {
-        super::usage(
-            "dlq",
-            format!("bad offset in {s:?}; expected PARTITION:OFFSET"),
-        )
-    })?;
+    let p = p
+        .trim()
+        .parse()
+        .map_err(|_| super::usage("dlq", format!("bad partition in {s:?}; expected PARTITION:OFFSET")))?;
+    let o = o
+        .trim()
+        .parse()
+        .map_err(|_| super::usage("dlq", format!("bad offset in {s:?}; expected PARTITION:OFFSET")))?;
     Ok((p, o))
 }
 
 /// Runs the action.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
-    let topic = a
-        .topic
-        .clone()
-        .unwrap_or_else(|| infra.names().events_dlq_topic());
+    let topic = a.topic.clone().unwrap_or_else(|| infra.names().events_dlq_topic());
     let (b, t) = (infra.kafka_bootstrap_servers.clone(), topic.clone());
-    let msgs: Vec<OwnedMessage> =
-        tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
+    let msgs: Vec<OwnedMessage> = tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
     match a.action {
         Action::List { limit, reason } => {
             let recs: Vec<DlqRecord> = msgs
@@ -102,10 +94,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                     format!("{}:{}", r.partition, r.offset),
                     r.failed_at,
                     r.error_class,
-                    format!(
-                        "{}[{}]@{}",
-                        r.original_topic, r.original_partition, r.original_offset
-                    ),
+                    format!("{}[{}]@{}", r.original_topic, r.original_partition, r.original_offset),
                     r.key,
                     reason
                 );
@@ -117,9 +106,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             let m = msgs
                 .iter()
                 .find(|m| m.partition() == p && m.offset() == o)
-                .ok_or_else(|| {
-                    super::usage("dlq show", format!("no record at {p}:{o} in {topic}"))
-                })?;
+                .ok_or_else(|| super::usage("dlq show", format!("no record at {p}:{o} in {topic}")))?;
             println!(
                 "topic: {topic}\npartition: {p}\noffset: {o}\ntimestamp: {:?}",
                 m.timestamp().to_millis()
@@ -149,21 +136,11 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                     .unwrap_or_default()
             );
         }
-        Action::Redrive {
-            offsets,
-            all,
-            execute,
-        } => {
+        Action::Redrive { offsets, all, execute } => {
             if offsets.is_empty() && !all {
-                return Err(super::usage(
-                    "dlq redrive",
-                    "give --offsets P:O,... or --all",
-                ));
+                return Err(super::usage("dlq redrive", "give --offsets P:O,... or --all"));
             }
-            let wanted: Vec<(i32, i64)> = offsets
-                .iter()
-                .map(|s| parse_at(s))
-                .collect::<anyhow::Result<_>>()?;
+            let wanted: Vec<(i32, i64)> = offsets.iter().map(|s| parse_at(s)).collect::<anyhow::Result<_>>()?;
             let p = super::connect::database(infra).await?;
             let mut conn = pool::get(&p).await?;
             let done: Vec<(i32, i64)> = dlq_redrives::table
@@ -184,10 +161,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             for m in &todo {
                 let r = DlqRecord::from_message(m);
                 if r.original_topic.is_empty() {
-                    eprintln!(
-                        "skipping {}:{}: no original topic header",
-                        r.partition, r.offset
-                    );
+                    eprintln!("skipping {}:{}: no original topic header", r.partition, r.offset);
                     continue;
                 }
                 match &producer {
@@ -219,10 +193,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                             .execute(&mut conn)
                             .await?;
                         tracing::info!(dlq.partition = r.partition, dlq.offset = r.offset, kafka.topic = %r.original_topic, "dead letter redriven");
-                        println!(
-                            "redrove {}:{} -> {}",
-                            r.partition, r.offset, r.original_topic
-                        );
+                        println!("redrove {}:{} -> {}", r.partition, r.offset, r.original_topic);
                     }
                 }
             }

@@ -11,12 +11,7 @@ use crate::store::pool;
 pub async fn run(infra: &InfraConfig) -> anyhow::Result<()> {
     let applied = pool::run_migrations(&infra.database_url)
         .await
-        .map_err(|e| {
-            crate::config::ConfigError::new(
-                "DATABASE_URL",
-                format!("{}: {e}", redact(&infra.database_url)),
-            )
-        })
+        .map_err(|e| crate::config::ConfigError::new("DATABASE_URL", format!("{}: {e}", redact(&infra.database_url))))
         .context("migrate")?;
     if applied.is_empty() {
         println!("database is up to date");

@@ -58,22 +58,13 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                     r.last_error.as_deref().unwrap_or("-")
                 );
             }
-            println!(
-                "{} {} row(s)",
-                rows.len(),
-                if parked { "parked" } else { "pending" }
-            );
+            println!("{} {} row(s)", rows.len(), if parked { "parked" } else { "pending" });
         }
         Action::Retry { ids, all_parked } => {
             if ids.is_empty() && !all_parked {
-                return Err(super::usage(
-                    "outbox retry",
-                    "give outbox ids or --all-parked",
-                ));
+                return Err(super::usage("outbox retry", "give outbox ids or --all-parked"));
             }
-            let n =
-                outbox_repo::retry_parked(&mut conn, if all_parked { None } else { Some(&ids) })
-                    .await?;
+            let n = outbox_repo::retry_parked(&mut conn, if all_parked { None } else { Some(&ids) }).await?;
             println!("{n} parked row(s) queued for publishing again");
         }
     }

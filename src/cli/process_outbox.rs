@@ -124,10 +124,8 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     }
     let bar = ProgressBar::new(u64::try_from(before.pending).unwrap_or(0));
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} publishing [{bar:40}] {pos}/{len} events {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} publishing [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let (mut published, mut batches, mut failed, mut parked) = (0usize, 0usize, 0usize, 0usize);
@@ -153,15 +151,13 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
                 if last_progress.elapsed() > a.broker_timeout {
                     bar.abandon();
                     relay.release().await;
-                    anyhow::bail!("Kafka refused every batch for {}: {e}; {published} events published, the rest stay pending",
-                        humantime::format_duration(a.broker_timeout));
+                    anyhow::bail!(
+                        "Kafka refused every batch for {}: {e}; {published} events published, the rest stay pending",
+                        humantime::format_duration(a.broker_timeout)
+                    );
                 }
                 broker_failures += 1;
-                let d = backoff(
-                    Duration::from_millis(200),
-                    Duration::from_secs(5),
-                    broker_failures,
-                );
+                let d = backoff(Duration::from_millis(200), Duration::from_secs(5), broker_failures);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Kafka unavailable; retrying");
                 shutdown.sleep(d).await;
             }
@@ -177,11 +173,7 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     let secs = started.elapsed().as_secs_f64();
     println!(
         "Published {published} events in {batches} batches in {secs:.2}s ({:.0} events/s)",
-        if secs > 0.0 {
-            published as f64 / secs
-        } else {
-            0.0
-        }
+        if secs > 0.0 { published as f64 / secs } else { 0.0 }
     );
     if failed > 0 || after.pending > 0 || after.parked > 0 {
         println!("{failed} failed attempts, {parked} rows parked now; {} still pending (waiting for retry), {} parked in total",

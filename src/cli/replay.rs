@@ -107,9 +107,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             grace: a.grace,
             verify_timeout: a.verify_timeout,
         };
-        let r = crate::ops::rebuild::rebuild(&d, &o)
-            .await
-            .map_err(refused_any)?;
+        let r = crate::ops::rebuild::rebuild(&d, &o).await.map_err(refused_any)?;
         println!(
             "Rebuilt {} from {} with {} documents; alias {} now points at it (previous: {}). Roll back with: aliexpress replay --rollback",
             r.new_index, r.source, r.documents, infra.names().index_alias(), r.old_index.as_deref().unwrap_or("none")
@@ -118,13 +116,8 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     }
     if a.rollback {
         let d = rebuild_deps(infra).await?;
-        let (from, to) = crate::ops::rebuild::rollback(&d)
-            .await
-            .map_err(refused_any)?;
-        println!(
-            "Alias {} moved back from {from} to {to}",
-            infra.names().index_alias()
-        );
+        let (from, to) = crate::ops::rebuild::rollback(&d).await.map_err(refused_any)?;
+        println!("Alias {} moved back from {from} to {to}", infra.names().index_alias());
         return Ok(());
     }
     let names = infra.names();
@@ -139,13 +132,9 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     } else if let Some(n) = a.shift_by {
         Some(ResetSpec::ShiftBy(n))
     } else if let Some(t) = &a.to_datetime {
-        Some(ResetSpec::ToDatetime(
-            replay::parse_datetime(t).map_err(refused)?,
-        ))
+        Some(ResetSpec::ToDatetime(replay::parse_datetime(t).map_err(refused)?))
     } else if let Some(d) = &a.by_duration {
-        Some(ResetSpec::ByDuration(
-            replay::parse_iso_duration(d).map_err(refused)?,
-        ))
+        Some(ResetSpec::ByDuration(replay::parse_iso_duration(d).map_err(refused)?))
     } else {
         None
     };
@@ -179,8 +168,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     print!("{}", replay::render(&rows));
     let n = replay::reprojected(&rows);
     if let Some(f) = &a.export {
-        std::fs::write(f, replay::to_csv(&rows))
-            .with_context(|| format!("writing {}", f.display()))?;
+        std::fs::write(f, replay::to_csv(&rows)).with_context(|| format!("writing {}", f.display()))?;
         println!("Plan written to {}", f.display());
     }
     if !a.execute {
@@ -212,7 +200,9 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         .as_ref()
         .map_or_else(|| mode_name(&a), |f| format!("from-file {}", f.display()));
     audit(infra, &rows, &mode).await?;
-    println!("Offsets reset for group {group}: {n} already-consumed events will be reprojected when the consumer restarts.");
+    println!(
+        "Offsets reset for group {group}: {n} already-consumed events will be reprojected when the consumer restarts."
+    );
     Ok(())
 }
 

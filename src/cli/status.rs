@@ -20,13 +20,10 @@ pub struct Args {}
 pub fn verdict(before: &[DescribeRow], after: &[DescribeRow], members: usize) -> &'static str {
     let lag: i64 = after.iter().map(|r| r.lag).sum();
     let moved = |f: fn(i64, i64) -> bool| {
-        before
-            .iter()
-            .zip(after)
-            .any(|(a, b)| match (a.current, b.current) {
-                (Some(x), Some(y)) => f(x, y),
-                _ => false,
-            })
+        before.iter().zip(after).any(|(a, b)| match (a.current, b.current) {
+            (Some(x), Some(y)) => f(x, y),
+            _ => false,
+        })
     };
     if moved(|x, y| y < x) {
         "REWIND"
@@ -41,16 +38,11 @@ pub fn verdict(before: &[DescribeRow], after: &[DescribeRow], members: usize) ->
     }
 }
 
-async fn timed<T, E: std::fmt::Display>(
-    f: impl std::future::Future<Output = Result<T, E>>,
-) -> String {
+async fn timed<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> String {
     let t = Instant::now();
     match tokio::time::timeout(Duration::from_secs(2), f).await {
         Ok(Ok(_)) => format!("ok ({} ms)", t.elapsed().as_millis()),
-        Ok(Err(e)) => format!(
-            "DOWN: {}",
-            e.to_string().chars().take(120).collect::<String>()
-        ),
+        Ok(Err(e)) => format!("DOWN: {}", e.to_string().chars().take(120).collect::<String>()),
         Err(_) => "DOWN: no answer in 2s".into(),
     }
 }
@@ -65,15 +57,9 @@ pub async fn run(infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
         "database",
         timed(async { pool::get(&db).await.map(|_| ()) }).await
     );
-    let cache =
-        crate::cache::ProductCache::new(&infra.redis_url, names.clone(), Duration::from_secs(60))?;
-    println!(
-        "  {:<11} {}",
-        "redis",
-        timed(cache.ping(Duration::from_secs(2))).await
-    );
-    let producer =
-        crate::bus::producer::build(&infra.kafka_bootstrap_servers, &Default::default())?;
+    let cache = crate::cache::ProductCache::new(&infra.redis_url, names.clone(), Duration::from_secs(60))?;
+    println!("  {:<11} {}", "redis", timed(cache.ping(Duration::from_secs(2))).await);
+    let producer = crate::bus::producer::build(&infra.kafka_bootstrap_servers, &Default::default())?;
     println!(
         "  {:<11} {}",
         "kafka",
@@ -95,19 +81,18 @@ pub async fn run(infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
                     s.pending, s.parked, s.oldest_pending_age_secs
                 );
             }
-            let last: Option<(chrono::DateTime<chrono::Utc>, String, String, String)> =
-                replay_audit::table
-                    .order(replay_audit::id.desc())
-                    .select((
-                        replay_audit::executed_at,
-                        replay_audit::group_id,
-                        replay_audit::mode,
-                        replay_audit::host,
-                    ))
-                    .first(&mut conn)
-                    .await
-                    .optional()
-                    .unwrap_or(None);
+            let last: Option<(chrono::DateTime<chrono::Utc>, String, String, String)> = replay_audit::table
+                .order(replay_audit::id.desc())
+                .select((
+                    replay_audit::executed_at,
+                    replay_audit::group_id,
+                    replay_audit::mode,
+                    replay_audit::host,
+                ))
+                .first(&mut conn)
+                .await
+                .optional()
+                .unwrap_or(None);
             println!("== last replay");
             match last {
                 Some((at, g, mode, host)) => println!("  {at} group {g} {mode} from {host}"),
@@ -152,13 +137,7 @@ pub async fn run(infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
                     .map(|ps| {
                         ps.iter()
                             .filter_map(|p| {
-                                rdkafka::consumer::Consumer::fetch_watermarks(
-                                    &c,
-                                    t,
-                                    *p,
-                                    groups::CALL_TIMEOUT,
-                                )
-                                .ok()
+                                rdkafka::consumer::Consumer::fetch_watermarks(&c, t, *p, groups::CALL_TIMEOUT).ok()
                             })
                             .map(|(lo, hi)| hi - lo)
                             .sum()
@@ -198,21 +177,9 @@ mod tests {
     #[test]
     fn verdicts_follow_burrow() {
         assert_eq!(verdict(&[row(Some(100), 0)], &[row(Some(100), 0)], 1), "OK");
-        assert_eq!(
-            verdict(&[row(Some(10), 90)], &[row(Some(20), 80)], 1),
-            "WARN"
-        );
-        assert_eq!(
-            verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 1),
-            "STALL"
-        );
-        assert_eq!(
-            verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 0),
-            "STOP"
-        );
-        assert_eq!(
-            verdict(&[row(Some(50), 50)], &[row(Some(0), 100)], 0),
-            "REWIND"
-        );
+        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(20), 80)], 1), "WARN");
+        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 1), "STALL");
+        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 0), "STOP");
+        assert_eq!(verdict(&[row(Some(50), 50)], &[row(Some(0), 100)], 0), "REWIND");
     }
 }

@@ -60,28 +60,13 @@ pub struct InfraConfig {
     #[arg(long, env = "DATABASE_POOL_SIZE", global = true, default_value_t = 16)]
     pub database_pool_size: usize,
     /// Statement timeout set on every PostgreSQL connection, in milliseconds.
-    #[arg(
-        long,
-        env = "DATABASE_STATEMENT_TIMEOUT_MS",
-        global = true,
-        default_value_t = 10_000
-    )]
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 10_000)]
     pub database_statement_timeout_ms: u64,
     /// Redis URL (product read cache).
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        global = true,
-        default_value = "redis://127.0.0.1:6379"
-    )]
+    #[arg(long, env = "REDIS_URL", global = true, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Time to live of cached products, in seconds.
-    #[arg(
-        long,
-        env = "REDIS_CACHE_TTL_SECS",
-        global = true,
-        default_value_t = 86_400
-    )]
+    #[arg(long, env = "REDIS_CACHE_TTL_SECS", global = true, default_value_t = 86_400)]
     pub redis_cache_ttl_secs: u64,
     /// Kafka bootstrap servers, comma separated host:port.
     #[arg(
@@ -92,12 +77,7 @@ pub struct InfraConfig {
     )]
     pub kafka_bootstrap_servers: String,
     /// OpenSearch URL (product search).
-    #[arg(
-        long,
-        env = "OPENSEARCH_URL",
-        global = true,
-        default_value = "http://127.0.0.1:9200"
-    )]
+    #[arg(long, env = "OPENSEARCH_URL", global = true, default_value = "http://127.0.0.1:9200")]
     pub opensearch_url: String,
     /// Prefix for every topic, consumer group, index and Redis key (isolates tests and
     /// parallel environments; empty in production so names match the operations guide).
@@ -108,11 +88,7 @@ pub struct InfraConfig {
 impl InfraConfig {
     /// Checks the shape of every URL without connecting anywhere.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url(
-            "DATABASE_URL",
-            &self.database_url,
-            &["postgres", "postgresql"],
-        )?;
+        check_url("DATABASE_URL", &self.database_url, &["postgres", "postgresql"])?;
         check_url("REDIS_URL", &self.redis_url, &["redis", "rediss"])?;
         check_url("OPENSEARCH_URL", &self.opensearch_url, &["http", "https"])?;
         if self.kafka_bootstrap_servers.split(',').any(|s| {
@@ -122,10 +98,7 @@ impl InfraConfig {
         }) {
             return Err(ConfigError::new(
                 "KAFKA_BOOTSTRAP_SERVERS",
-                format!(
-                    "expected host:port[,host:port], got {:?}",
-                    self.kafka_bootstrap_servers
-                ),
+                format!("expected host:port[,host:port], got {:?}", self.kafka_bootstrap_servers),
             ));
         }
         if self.database_pool_size == 0 {
@@ -146,9 +119,8 @@ impl InfraConfig {
 }
 
 fn check_url(setting: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    let url = url::Url::parse(value).map_err(|e| {
-        ConfigError::new(setting, format!("not a valid URL ({e}): {}", redact(value)))
-    })?;
+    let url = url::Url::parse(value)
+        .map_err(|e| ConfigError::new(setting, format!("not a valid URL ({e}): {}", redact(value))))?;
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError::new(
             setting,
@@ -160,10 +132,7 @@ fn check_url(setting: &'static str, value: &str, schemes: &[&str]) -> Result<(),
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(
-            setting,
-            format!("missing host in {}", redact(value)),
-        ));
+        return Err(ConfigError::new(setting, format!("missing host in {}", redact(value))));
     }
     Ok(())
 }
@@ -206,9 +175,7 @@ mod tests {
 
     #[test]
     fn malformed_urls_name_their_setting() {
-        let e = parse(&["--database-url", "mysql://x/y"])
-            .validate()
-            .unwrap_err();
+        let e = parse(&["--database-url", "mysql://x/y"]).validate().unwrap_err();
         assert_eq!(e.setting, "DATABASE_URL");
         let e = parse(&["--redis-url", "not a url"]).validate().unwrap_err();
         assert_eq!(e.setting, "REDIS_URL");

@@ -51,8 +51,6 @@ pub fn require_write(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
     match access(req, state)? {
         Access::Write => Ok(()),
         Access::Read => Err(ApiError::Forbidden("this token may not write".into())),
-        Access::Anonymous => Err(ApiError::Unauthorized(
-            "a bearer token is required to write".into(),
-        )),
+        Access::Anonymous => Err(ApiError::Unauthorized("a bearer token is required to write".into())),
     }
 }

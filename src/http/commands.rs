@@ -28,17 +28,11 @@ pub struct Accepted {
 /// Checks what can be checked without the product's state.
 fn prevalidate(cmd: &ProductCommand) -> Result<(), ApiError> {
     match cmd {
-        ProductCommand::CreateProduct(_) => {
-            product::decide(None, cmd).map(|_| ()).map_err(Into::into)
-        }
-        ProductCommand::ChangePrice { price } => {
-            product::Money::price(price.amount_minor, &price.currency)
-                .map(|_| ())
-                .map_err(Into::into)
-        }
-        ProductCommand::SetStock { stock } if *stock < 0 => {
-            Err(ApiError::field("stock", "must be >= 0"))
-        }
+        ProductCommand::CreateProduct(_) => product::decide(None, cmd).map(|_| ()).map_err(Into::into),
+        ProductCommand::ChangePrice { price } => product::Money::price(price.amount_minor, &price.currency)
+            .map(|_| ())
+            .map_err(Into::into),
+        ProductCommand::SetStock { stock } if *stock < 0 => Err(ApiError::field("stock", "must be >= 0")),
         ProductCommand::AdjustStock { delta: 0 } => Err(ApiError::field("delta", "must not be 0")),
         _ => Ok(()),
     }
@@ -83,16 +77,11 @@ pub async fn submit(
     state
         .producer
         .send(
-            FutureRecord::to(&topic)
-                .key(&key)
-                .payload(&value)
-                .headers(headers),
+            FutureRecord::to(&topic).key(&key).payload(&value).headers(headers),
             Duration::from_secs(5),
         )
         .await
-        .map_err(|(e, _)| {
-            ApiError::Unavailable(format!("could not hand the command to Kafka: {e}"))
-        })?;
+        .map_err(|(e, _)| ApiError::Unavailable(format!("could not hand the command to Kafka: {e}")))?;
     let mut conn = pool::get(&state.pool).await?;
     command_repo::insert_pending(&mut conn, command_id, env.product_id, &env.command_type).await?;
     let location = format!("/api/commands/{command_id}");
@@ -108,10 +97,7 @@ pub async fn submit(
 /// `GET /api/commands/{id}`.
 #[utoipa::path(get, path = "/api/commands/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = command_repo::CommandRecord), (status = 404, body = super::error::Problem)))]
-pub async fn status(
-    state: web::Data<AppState>,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn status(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::get(&state.pool).await?;
     let rec = command_repo::find(&mut conn, *id)
         .await?

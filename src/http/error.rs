@@ -123,9 +123,7 @@ impl From<StoreError> for ApiError {
             StoreError::VersionConflict { expected, actual } => {
                 Self::PreconditionFailed(format!("product is at version {actual}, not {expected}"))
             }
-            StoreError::SkuTaken(s) => {
-                Self::Conflict(format!("sku {s:?} is already used by another product"))
-            }
+            StoreError::SkuTaken(s) => Self::Conflict(format!("sku {s:?} is already used by another product")),
             StoreError::Pool(m) => Self::Unavailable(format!("database unavailable: {m}")),
             other => Self::Internal(other.to_string()),
         }
@@ -188,21 +186,14 @@ impl ResponseError for ApiError {
 }
 
 /// Maps JSON extractor failures: syntax → 400, shape → 422, size → 413, type → 415.
-pub fn json_error(
-    err: actix_web::error::JsonPayloadError,
-    _req: &actix_web::HttpRequest,
-) -> actix_web::Error {
+pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let api = match &err {
-        J::OverflowKnownLength { length, limit } => ApiError::PayloadTooLarge(format!(
-            "body of {length} bytes is over the {limit} byte limit"
-        )),
-        J::Overflow { limit } => {
-            ApiError::PayloadTooLarge(format!("body is over the {limit} byte limit"))
+        J::OverflowKnownLength { length, limit } => {
+            ApiError::PayloadTooLarge(format!("body of {length} bytes is over the {limit} byte limit"))
         }
-        J::ContentType => {
-            ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
-        }
+        J::Overflow { limit } => ApiError::PayloadTooLarge(format!("body is over the {limit} byte limit")),
+        J::ContentType => ApiError::UnsupportedMediaType("Content-Type must be application/json".into()),
         J::Deserialize(e) if e.is_data() => ApiError::Validation {
             detail: format!("invalid body: {e}"),
             errors: vec![FieldError {
@@ -217,10 +208,7 @@ pub fn json_error(
 }
 
 /// Maps query-string extractor failures to 422.
-pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
-    _req: &actix_web::HttpRequest,
-) -> actix_web::Error {
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::Validation {
         detail: format!("invalid query parameters: {err}"),
         errors: vec![FieldError {
@@ -232,9 +220,6 @@ pub fn query_error(
 }
 
 /// Maps path extractor failures (for example an id that is not a UUID) to 400.
-pub fn path_error(
-    err: actix_web::error::PathError,
-    _req: &actix_web::HttpRequest,
-) -> actix_web::Error {
+pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::Malformed(format!("invalid path: {err}")).into()
 }

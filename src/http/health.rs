@@ -50,15 +50,11 @@ pub async fn check_all(state: &AppState) -> HealthReport {
         Ok::<(), String>(())
     });
     let redis = bounded(t, state.cache.ping(t));
-    let kafka = bounded(t, async {
-        admin::probe(&state.producer, t).await.map(|_| ())
-    });
+    let kafka = bounded(t, async { admin::probe(&state.producer, t).await.map(|_| ()) });
     let search = bounded(t, async {
         let s = state.search.health(t).await?;
         if s == "red" {
-            return Err(crate::search::SearchError::Decode(
-                "cluster status red".into(),
-            ));
+            return Err(crate::search::SearchError::Decode("cluster status red".into()));
         }
         Ok(())
     });
@@ -84,8 +80,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable()
     };
-    resp.insert_header(("Cache-Control", "no-store"))
-        .json(report)
+    resp.insert_header(("Cache-Control", "no-store")).json(report)
 }
 
 /// `GET /health/live`: the process is up.

@@ -24,9 +24,7 @@ pub async fn record(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
     let method = req.method().to_string();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let res = next.call(req).await?;
     let status = res.status().as_u16().to_string();
     let labels = [method.as_str(), route.as_str(), status.as_str()];
@@ -39,12 +37,10 @@ pub async fn record(
 
 /// Serves only `/metrics` on `listener` (for the worker roles' `--metrics-addr`).
 pub fn serve_metrics(listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
-    Ok(
-        HttpServer::new(|| App::new().route("/metrics", web::get().to(metrics)))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .listen(listener)?
-            .run(),
-    )
+    Ok(HttpServer::new(|| App::new().route("/metrics", web::get().to(metrics)))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run())
 }

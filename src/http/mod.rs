@@ -79,19 +79,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/products", web::get().to(products::list))
             .route("/products/{id}", web::get().to(products::get))
             .route("/products/{id}", web::patch().to(products::update_details))
-            .route(
-                "/products/{id}/price",
-                web::post().to(products::change_price),
-            )
-            .route(
-                "/products/{id}/stock",
-                web::post().to(products::change_stock),
-            )
+            .route("/products/{id}/price", web::post().to(products::change_price))
+            .route("/products/{id}/stock", web::post().to(products::change_stock))
             .route("/products/{id}/publish", web::post().to(products::publish))
-            .route(
-                "/products/{id}/unpublish",
-                web::post().to(products::unpublish),
-            )
+            .route("/products/{id}/unpublish", web::post().to(products::unpublish))
             .route("/products/{id}/archive", web::post().to(products::archive)),
     )
     .default_service(web::to(not_found));
@@ -102,11 +93,7 @@ async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
 }
 
 /// Starts the API on `listener`; the returned server runs until stopped.
-pub fn run(
-    listener: TcpListener,
-    state: AppState,
-    workers: usize,
-) -> std::io::Result<actix_web::dev::Server> {
+pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
     Ok(HttpServer::new(move || {
         App::new()

@@ -10,9 +10,7 @@ use uuid::Uuid;
 
 use super::auth::require_write;
 use super::{ApiError, AppState};
-use crate::domain::product::{
-    CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails,
-};
+use crate::domain::product::{CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails};
 use crate::store::pool;
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
 
@@ -77,12 +75,9 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
     };
     let s = v.to_str().unwrap_or_default().trim();
     let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
-    s.parse::<i64>().map(Some).map_err(|_| {
-        ApiError::field(
-            "If-Match",
-            "must be the product version from its ETag, e.g. \"3\"",
-        )
-    })
+    s.parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::field("If-Match", "must be the product version from its ETag, e.g. \"3\""))
 }
 
 fn correlation(req: &HttpRequest) -> Option<Uuid> {
@@ -124,9 +119,7 @@ async fn run(
             }
             Err(rule.into())
         }
-        ExecuteOutcome::Duplicate { .. } => {
-            Err(ApiError::Conflict("command already processed".into()))
-        }
+        ExecuteOutcome::Duplicate { .. } => Err(ApiError::Conflict("command already processed".into())),
     }
 }
 
@@ -140,19 +133,11 @@ pub async fn create(
     body: web::Json<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::now_v7();
-    let p = run(
-        &state,
-        &req,
-        id,
-        ProductCommand::CreateProduct(body.into_inner()),
-        None,
-    )
-    .await?;
+    let p = run(&state, &req, id, ProductCommand::CreateProduct(body.into_inner()), None).await?;
     let mut resp = product_response(actix_web::http::StatusCode::CREATED, &p);
     resp.headers_mut().insert(
         header::LOCATION,
-        header::HeaderValue::from_str(&format!("/api/products/{id}"))
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        header::HeaderValue::from_str(&format!("/api/products/{id}")).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     Ok(resp)
 }
@@ -160,10 +145,7 @@ pub async fn create(
 /// `GET /api/products/{id}`: from Redis, falling back to Postgres; `X-Read-Source` tells which.
 #[utoipa::path(get, path = "/api/products/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product), (status = 404, body = super::error::Problem)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     match state.cache.get(id).await {
         Ok(Some(p)) => {
@@ -194,15 +176,11 @@ pub async fn get(
 
 /// `GET /api/products?status=&category=&cursor=&limit=`: keyset pagination by id.
 #[utoipa::path(get, path = "/api/products", responses((status = 200, body = ProductPage)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
-            ProductStatus::parse(s)
-                .ok_or_else(|| ApiError::field("status", "must be draft, published or archived"))?,
+            ProductStatus::parse(s).ok_or_else(|| ApiError::field("status", "must be draft, published or archived"))?,
         ),
     };
     let limit = q.limit.unwrap_or(20);
@@ -210,8 +188,7 @@ pub async fn list(
         return Err(ApiError::field("limit", "must be between 1 and 100"));
     }
     let mut conn = pool::get(&state.pool).await?;
-    let items =
-        product_repo::list(&mut conn, status, q.category.as_deref(), q.cursor, limit).await?;
+    let items = product_repo::list(&mut conn, status, q.category.as_deref(), q.cursor, limit).await?;
     let next_cursor = if items.len() as i64 == limit {
         items.last().map(|p| p.id)
     } else {

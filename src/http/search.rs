@@ -73,9 +73,7 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
             } else {
                 Some(
                     ProductStatus::parse(other)
-                        .ok_or_else(|| {
-                            ApiError::field("status", "must be draft, published, archived or any")
-                        })?
+                        .ok_or_else(|| ApiError::field("status", "must be draft, published, archived or any"))?
                         .as_str()
                         .to_owned(),
                 )

@@ -116,11 +116,7 @@ pub fn parse_assignment(b: &[u8]) -> Vec<(String, i32)> {
 pub fn list(bootstrap: &str) -> Result<Vec<String>, OpsError> {
     let c = client(bootstrap, "aliexpress-ops")?;
     let groups = c.fetch_group_list(None, CALL_TIMEOUT)?;
-    let mut names: Vec<String> = groups
-        .groups()
-        .iter()
-        .map(|g| g.name().to_owned())
-        .collect();
+    let mut names: Vec<String> = groups.groups().iter().map(|g| g.name().to_owned()).collect();
     names.sort();
     Ok(names)
 }
@@ -168,11 +164,7 @@ pub fn partitions(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>, OpsError> {
 }
 
 /// Committed offsets of `group` on `topic` (None where nothing is committed).
-pub fn committed(
-    c: &BaseConsumer,
-    topic: &str,
-    parts: &[i32],
-) -> Result<HashMap<i32, Option<i64>>, OpsError> {
+pub fn committed(c: &BaseConsumer, topic: &str, parts: &[i32]) -> Result<HashMap<i32, Option<i64>>, OpsError> {
     let mut tpl = TopicPartitionList::new();
     for p in parts {
         tpl.add_partition(topic, *p);
@@ -195,11 +187,7 @@ pub fn committed(
 }
 
 /// Describe rows of `group` for `topics` (only topics where the group has offsets or owners).
-pub fn describe(
-    bootstrap: &str,
-    group: &str,
-    topics: &[String],
-) -> Result<(GroupInfo, Vec<DescribeRow>), OpsError> {
+pub fn describe(bootstrap: &str, group: &str, topics: &[String]) -> Result<(GroupInfo, Vec<DescribeRow>), OpsError> {
     let info = info(bootstrap, group)?;
     let c = client(bootstrap, group)?;
     let owner: HashMap<(String, i32), &Member> = info
@@ -213,9 +201,7 @@ pub fn describe(
             continue;
         };
         let committed = committed(&c, topic, &parts)?;
-        let owned = parts
-            .iter()
-            .any(|p| owner.contains_key(&(topic.clone(), *p)));
+        let owned = parts.iter().any(|p| owner.contains_key(&(topic.clone(), *p)));
         if !owned && committed.values().all(Option::is_none) {
             continue;
         }
@@ -245,23 +231,12 @@ pub fn render(info: &GroupInfo, rows: &[DescribeRow]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     if info.members.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nConsumer group '{}' has no active members.\n",
-            info.group
-        );
+        let _ = writeln!(s, "\nConsumer group '{}' has no active members.\n", info.group);
     }
     let _ = writeln!(
         s,
         "{:<34} {:<28} {:>9} {:>15} {:>15} {:>8} {:<40} {:<16} CLIENT-ID",
-        "GROUP",
-        "TOPIC",
-        "PARTITION",
-        "CURRENT-OFFSET",
-        "LOG-END-OFFSET",
-        "LAG",
-        "CONSUMER-ID",
-        "HOST"
+        "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST"
     );
     for r in rows {
         let _ = writeln!(
@@ -272,7 +247,7 @@ pub fn render(info: &GroupInfo, rows: &[DescribeRow]) -> String {
             r.partition,
             r.current.map_or("-".to_owned(), |c| c.to_string()),
             r.log_end,
-            r.lag,
+            r.current.map_or("-".to_owned(), |_| r.lag.to_string()),
             r.consumer_id.as_deref().unwrap_or("-"),
             r.host.as_deref().unwrap_or("-"),
             r.client_id.as_deref().unwrap_or("-")
@@ -288,14 +263,9 @@ mod tests {
     #[test]
     fn classic_assignments_parse() {
         // version 1, 1 topic "t" with partitions [0, 2], empty userdata
-        let mut b = vec![
-            0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2,
-        ];
+        let mut b = vec![0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2];
         b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(
-            parse_assignment(&b),
-            vec![("t".to_owned(), 0), ("t".to_owned(), 2)]
-        );
+        assert_eq!(parse_assignment(&b), vec![("t".to_owned(), 0), ("t".to_owned(), 2)]);
         assert!(parse_assignment(&[0, 1]).is_empty());
     }
 }

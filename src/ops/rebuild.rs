@@ -90,7 +90,8 @@ async fn index_fingerprint(search: &SearchClient, index: &str) -> anyhow::Result
     let mut pairs = Vec::new();
     let mut after: Option<Value> = None;
     loop {
-        let mut body = json!({"size": 5000, "_source": ["id", "version"], "sort": [{"id": "asc"}], "query": {"match_all": {}}});
+        let mut body =
+            json!({"size": 5000, "_source": ["id", "version"], "sort": [{"id": "asc"}], "query": {"match_all": {}}});
         if let Some(a) = &after {
             body["search_after"] = a.clone();
         }
@@ -111,10 +112,7 @@ async fn index_fingerprint(search: &SearchClient, index: &str) -> anyhow::Result
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let ver = h
-                .pointer("/_source/version")
-                .and_then(Value::as_i64)
-                .unwrap_or(-1);
+            let ver = h.pointer("/_source/version").and_then(Value::as_i64).unwrap_or(-1);
             pairs.push((id, ver));
         }
         after = hits.last().and_then(|h| h.get("sort").cloned());
@@ -125,9 +123,7 @@ async fn index_fingerprint(search: &SearchClient, index: &str) -> anyhow::Result
 async fn postgres_fingerprint(p: &PgPool) -> anyhow::Result<(usize, u64)> {
     let mut conn = pool::get(p).await?;
     let rows = rebuild_repo::product_versions(&mut conn).await?;
-    Ok(fingerprint(
-        rows.into_iter().map(|(id, v)| (id.to_string(), v)),
-    ))
+    Ok(fingerprint(rows.into_iter().map(|(id, v)| (id.to_string(), v))))
 }
 
 fn next_index(names: &Names, current: Option<&str>) -> String {
@@ -165,32 +161,28 @@ pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<Rebu
     let old = index::alias_target(&d.search, &alias).await?;
     let new = next_index(&names, old.as_deref());
     // A leftover from a failed run (never aliased) is replaced.
-    let _ = d
-        .search
-        .request(Method::Delete, &format!("/{new}"), None, None)
-        .await;
+    let _ = d.search.request(Method::Delete, &format!("/{new}"), None, None).await;
     index::create_index(&d.search, &new).await?;
 
     let topic = names.events_topic();
     let group = format!("{}.rebuild.{new}", names.projection_group());
     let (b, t) = (d.infra.kafka_bootstrap_servers.clone(), topic.clone());
-    let marks: Vec<(i32, i64, i64)> =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
-            let c = crate::ops::groups::client(&b, "aliexpress-rebuild")?;
-            let parts = crate::ops::groups::partitions(&c, &t)?;
-            parts
-                .into_iter()
-                .map(|p| {
-                    Ok((
-                        p,
-                        c.fetch_watermarks(&t, p, crate::ops::groups::CALL_TIMEOUT)
-                            .map(|(lo, hi)| (lo, hi))?,
-                    ))
-                })
-                .map(|r: anyhow::Result<_>| r.map(|(p, (lo, hi))| (p, lo, hi)))
-                .collect()
-        })
-        .await??;
+    let marks: Vec<(i32, i64, i64)> = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
+        let c = crate::ops::groups::client(&b, "aliexpress-rebuild")?;
+        let parts = crate::ops::groups::partitions(&c, &t)?;
+        parts
+            .into_iter()
+            .map(|p| {
+                Ok((
+                    p,
+                    c.fetch_watermarks(&t, p, crate::ops::groups::CALL_TIMEOUT)
+                        .map(|(lo, hi)| (lo, hi))?,
+                ))
+            })
+            .map(|r: anyhow::Result<_>| r.map(|(p, (lo, hi))| (p, lo, hi)))
+            .collect()
+    })
+    .await??;
     let source = if o.from_postgres || marks.iter().any(|(_, lo, _)| *lo > 0) {
         "postgres"
     } else {
@@ -236,10 +228,7 @@ pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<Rebu
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one orchestration step with its plain inputs"
-)]
+#[expect(clippy::too_many_arguments, reason = "one orchestration step with its plain inputs")]
 async fn build_and_swap(
     d: &RebuildDeps,
     o: &RebuildOptions,
@@ -276,11 +265,7 @@ async fn build_and_swap(
         d.search.clone(),
         new.to_owned(),
         d.cache.clone(),
-        DlqWriter::new(
-            d.producer.clone(),
-            names.events_dlq_topic(),
-            group.to_owned(),
-        ),
+        DlqWriter::new(d.producer.clone(), names.events_dlq_topic(), group.to_owned()),
         group.to_owned(),
         ProjectionSettings {
             batch_size: 1000,
@@ -296,18 +281,14 @@ async fn build_and_swap(
         0
     });
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} events {per_sec}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} events {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(new.to_owned());
     let mut seen: i64 = 0;
     if source == "topic" {
         while seen < total {
-            let out = projector
-                .process_once(Duration::from_secs(10), &shutdown)
-                .await?;
+            let out = projector.process_once(Duration::from_secs(10), &shutdown).await?;
             if out.received == 0 {
                 bail!("stopped receiving events at {seen}/{total}");
             }
@@ -318,9 +299,7 @@ async fn build_and_swap(
     // Caught up with the snapshot: now wait until count and checksum match Postgres.
     let deadline = Instant::now() + o.verify_timeout;
     let docs = loop {
-        let out = projector
-            .process_once(Duration::from_millis(300), &shutdown)
-            .await?;
+        let out = projector.process_once(Duration::from_millis(300), &shutdown).await?;
         bar.inc(out.received as u64);
         if out.received > 0 {
             continue;
@@ -333,7 +312,13 @@ async fn build_and_swap(
             break ix.0;
         }
         if Instant::now() > deadline {
-            bail!("index {new} does not match Postgres after {:?}: {} documents vs {} products (checksums differ: {})", o.verify_timeout, ix.0, pg.0, pg.1 != ix.1);
+            bail!(
+                "index {new} does not match Postgres after {:?}: {} documents vs {} products (checksums differ: {})",
+                o.verify_timeout,
+                ix.0,
+                pg.0,
+                pg.1 != ix.1
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -341,12 +326,13 @@ async fn build_and_swap(
     index::swap_alias(&d.search, alias, old, new)
         .await
         .context("swapping the alias")?;
-    eprintln!("alias {alias} now points at {new} ({docs} documents); consuming for a grace period of {:?}", o.grace);
+    eprintln!(
+        "alias {alias} now points at {new} ({docs} documents); consuming for a grace period of {:?}",
+        o.grace
+    );
     let until = Instant::now() + o.grace;
     while Instant::now() < until {
-        projector
-            .process_once(Duration::from_millis(300), &shutdown)
-            .await?;
+        projector.process_once(Duration::from_millis(300), &shutdown).await?;
     }
     let _ = projector.consumer.commit_consumer_state(CommitMode::Sync);
     Ok(docs)

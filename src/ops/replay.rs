@@ -106,11 +106,11 @@ pub fn parse_iso_duration(s: &str) -> Result<Duration, OpsError> {
             }
             let unit = ch.to_ascii_uppercase();
             let Some((_, mult)) = units.iter().find(|(u, _)| *u == unit) else {
-                return Err(bad(&format!("unit {unit:?} is not allowed in the {what} part (months and years are refused)")));
+                return Err(bad(&format!(
+                    "unit {unit:?} is not allowed in the {what} part (months and years are refused)"
+                )));
             };
-            let n: f64 = num
-                .parse()
-                .map_err(|_| bad("a number must precede each unit"))?;
+            let n: f64 = num.parse().map_err(|_| bad("a number must precede each unit"))?;
             secs += n * mult;
             any = true;
             num.clear();
@@ -159,8 +159,7 @@ pub fn plan(
     let ts_offsets = match spec {
         ResetSpec::ToDatetime(t) => Some(offsets_at(&c, topic, &parts, t.timestamp_millis())?),
         ResetSpec::ByDuration(d) => {
-            let t = Utc::now()
-                - chrono::Duration::from_std(*d).map_err(|e| OpsError::Other(e.to_string()))?;
+            let t = Utc::now() - chrono::Duration::from_std(*d).map_err(|e| OpsError::Other(e.to_string()))?;
             Some(offsets_at(&c, topic, &parts, t.timestamp_millis())?)
         }
         _ => None,
@@ -175,15 +174,14 @@ pub fn plan(
             ResetSpec::ToOffset(o) => (*o, None),
             ResetSpec::ShiftBy(n) => {
                 let cur = cur.ok_or_else(|| {
-                    OpsError::Refused(format!("--shift-by: group {group} has no committed offset on {topic} partition {p}"))
+                    OpsError::Refused(format!(
+                        "--shift-by: group {group} has no committed offset on {topic} partition {p}"
+                    ))
                 })?;
                 (cur + n, None)
             }
             ResetSpec::ToDatetime(_) | ResetSpec::ByDuration(_) => {
-                match ts_offsets
-                    .as_ref()
-                    .and_then(|m| m.get(&p).copied().flatten())
-                {
+                match ts_offsets.as_ref().and_then(|m| m.get(&p).copied().flatten()) {
                     Some(o) => (o, None),
                     None => (hi, Some("no message that new: log end".to_owned())),
                 }
@@ -374,18 +372,9 @@ mod tests {
 
     #[test]
     fn iso_durations_parse_and_months_are_refused() {
-        assert_eq!(
-            parse_iso_duration("PT1H30M").expect("ok"),
-            Duration::from_secs(5400)
-        );
-        assert_eq!(
-            parse_iso_duration("P1DT2S").expect("ok"),
-            Duration::from_secs(86_402)
-        );
-        assert_eq!(
-            parse_iso_duration("PT0.5S").expect("ok"),
-            Duration::from_millis(500)
-        );
+        assert_eq!(parse_iso_duration("PT1H30M").expect("ok"), Duration::from_secs(5400));
+        assert_eq!(parse_iso_duration("P1DT2S").expect("ok"), Duration::from_secs(86_402));
+        assert_eq!(parse_iso_duration("PT0.5S").expect("ok"), Duration::from_millis(500));
         assert!(parse_iso_duration("P1M").is_err(), "months");
         assert!(parse_iso_duration("P1Y").is_err(), "years");
         assert!(parse_iso_duration("1H").is_err());
@@ -412,10 +401,7 @@ mod tests {
             log_end: 100,
             note: None,
         };
-        assert_eq!(
-            reprojected(&[row(Some(100), 10), row(None, 10), row(Some(50), 80)]),
-            90
-        );
+        assert_eq!(reprojected(&[row(Some(100), 10), row(None, 10), row(Some(50), 80)]), 90);
     }
 
     #[test]

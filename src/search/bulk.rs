@@ -93,10 +93,7 @@ mod tests {
 
     #[test]
     fn items_are_classified_by_status() {
-        assert_eq!(
-            classify(&json!({"index": {"status": 201}})),
-            ItemResult::Applied
-        );
+        assert_eq!(classify(&json!({"index": {"status": 201}})), ItemResult::Applied);
         assert_eq!(
             classify(&json!({"index": {"status": 409, "error": {}}})),
             ItemResult::AlreadyApplied

@@ -85,12 +85,7 @@ impl SearchClient {
     }
 
     /// Like [`request`](Self::request) but a non-2xx status is an error.
-    pub async fn ok(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, SearchError> {
+    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SearchError> {
         let (status, v) = self.request(method, path, body, None).await?;
         if status >= 300 {
             return Err(SearchError::Status {
@@ -107,24 +102,17 @@ impl SearchClient {
         let v = tokio::time::timeout(timeout, self.ok(Method::Get, &path, None))
             .await
             .map_err(|_| SearchError::Transport(format!("timed out after {timeout:?}")))??;
-        Ok(v.get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_owned())
+        Ok(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_owned())
     }
 }
 
 async fn read(resp: opensearch::http::response::Response) -> Result<(u16, Value), SearchError> {
     let status = resp.status_code().as_u16();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| SearchError::Transport(e.to_string()))?;
+    let text = resp.text().await.map_err(|e| SearchError::Transport(e.to_string()))?;
     if text.is_empty() {
         return Ok((status, Value::Null));
     }
-    let v = serde_json::from_str(&text)
-        .map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))?;
+    let v = serde_json::from_str(&text).map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))?;
     Ok((status, v))
 }
 

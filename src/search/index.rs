@@ -46,10 +46,7 @@ pub fn index_body() -> Value {
 }
 
 /// The concrete index the alias points at, if the alias exists.
-pub async fn alias_target(
-    client: &SearchClient,
-    alias: &str,
-) -> Result<Option<String>, SearchError> {
+pub async fn alias_target(client: &SearchClient, alias: &str) -> Result<Option<String>, SearchError> {
     let (status, v) = client
         .request(Method::Get, &format!("/_alias/{alias}"), None, None)
         .await?;
@@ -70,8 +67,7 @@ pub async fn create_index(client: &SearchClient, index: &str) -> Result<(), Sear
     let (status, v) = client
         .request(Method::Put, &format!("/{index}"), Some(index_body()), None)
         .await?;
-    let exists = v.pointer("/error/type").and_then(Value::as_str)
-        == Some("resource_already_exists_exception");
+    let exists = v.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
     if status >= 300 && !exists {
         return Err(SearchError::Status {
             status,
@@ -100,30 +96,19 @@ pub async fn ensure_alias(client: &SearchClient, alias: &str) -> Result<String, 
 }
 
 /// Points `alias` at `new` and away from `old` in one atomic request.
-pub async fn swap_alias(
-    client: &SearchClient,
-    alias: &str,
-    old: Option<&str>,
-    new: &str,
-) -> Result<(), SearchError> {
+pub async fn swap_alias(client: &SearchClient, alias: &str, old: Option<&str>, new: &str) -> Result<(), SearchError> {
     let mut actions = vec![json!({ "add": { "index": new, "alias": alias } })];
     if let Some(old) = old {
         actions.insert(0, json!({ "remove": { "index": old, "alias": alias } }));
     }
     client
-        .ok(
-            Method::Post,
-            "/_aliases",
-            Some(json!({ "actions": actions })),
-        )
+        .ok(Method::Post, "/_aliases", Some(json!({ "actions": actions })))
         .await?;
     Ok(())
 }
 
 /// Refreshes an index or alias so recent writes are searchable (tests, rebuild).
 pub async fn refresh(client: &SearchClient, target: &str) -> Result<(), SearchError> {
-    client
-        .ok(Method::Post, &format!("/{target}/_refresh"), None)
-        .await?;
+    client.ok(Method::Post, &format!("/{target}/_refresh"), None).await?;
     Ok(())
 }

@@ -193,10 +193,7 @@ pub fn parse(r: &SearchRequest, v: &Value) -> SearchResponse {
             .unwrap_or_default()
     };
     SearchResponse {
-        total: v
-            .pointer("/hits/total/value")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
+        total: v.pointer("/hits/total/value").and_then(Value::as_u64).unwrap_or(0),
         page: r.page,
         size: r.size,
         hits,
@@ -249,9 +246,6 @@ mod tests {
             body.pointer("/query/bool/filter/1/range/price_minor/gte"),
             Some(&json!(100))
         );
-        assert_eq!(
-            body.pointer("/sort/0/price_minor/order"),
-            Some(&json!("asc"))
-        );
+        assert_eq!(body.pointer("/sort/0/price_minor/order"), Some(&json!("asc")));
     }
 }

@@ -51,10 +51,7 @@ pub async fn insert_pending(
 }
 
 /// Looks a command up by id.
-pub async fn find(
-    conn: &mut AsyncPgConnection,
-    command_id: Uuid,
-) -> Result<Option<CommandRecord>, StoreError> {
+pub async fn find(conn: &mut AsyncPgConnection, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
     Ok(commands::table
         .find(command_id)
         .select(CommandRecord::as_select())

@@ -9,9 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{
-    Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
-};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
@@ -96,19 +94,9 @@ pub struct OutboxStats {
     pub oldest_pending_age_secs: f64,
 }
 
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
-}
-
 /// Tries to become the active relay; true when this session now holds the lock.
 pub async fn try_lock_relay(conn: &mut AsyncPgConnection) -> Result<bool, StoreError> {
-    let r: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-        .bind::<BigInt, _>(RELAY_LOCK_KEY)
-        .get_result(conn)
-        .await?;
-    Ok(r.locked)
+    super::pool::try_advisory_lock(conn, RELAY_LOCK_KEY).await
 }
 
 /// Releases the relay lock held by this session.
@@ -121,10 +109,7 @@ pub async fn unlock_relay(conn: &mut AsyncPgConnection) -> Result<(), StoreError
 }
 
 /// Claims up to `limit` due rows in id order (see the module docs).
-pub async fn claim_batch(
-    conn: &mut AsyncPgConnection,
-    limit: i64,
-) -> Result<Vec<PendingRow>, StoreError> {
+pub async fn claim_batch(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec<PendingRow>, StoreError> {
     Ok(diesel::sql_query(
         "SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
                 o.aggregate_id, o.aggregate_version, o.attempts, o.created_at \
@@ -143,10 +128,7 @@ pub async fn claim_batch(
 }
 
 /// Marks rows published (one statement).
-pub async fn mark_published(
-    conn: &mut AsyncPgConnection,
-    ids: &[i64],
-) -> Result<usize, StoreError> {
+pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<usize, StoreError> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -202,11 +184,7 @@ pub async fn stats(conn: &mut AsyncPgConnection) -> Result<OutboxStats, StoreErr
 }
 
 /// Rows for operators: parked ones, or all pending ones.
-pub async fn list(
-    conn: &mut AsyncPgConnection,
-    parked: bool,
-    limit: i64,
-) -> Result<Vec<OutboxRowInfo>, StoreError> {
+pub async fn list(conn: &mut AsyncPgConnection, parked: bool, limit: i64) -> Result<Vec<OutboxRowInfo>, StoreError> {
     Ok(diesel::sql_query(
         "SELECT id, aggregate_id, aggregate_version, event_type, attempts, last_error, created_at, parked_at \
          FROM outbox WHERE published_at IS NULL AND (parked_at IS NOT NULL) = $1 ORDER BY id LIMIT $2",
@@ -218,10 +196,7 @@ pub async fn list(
 }
 
 /// Un-parks rows (all parked rows when `ids` is None) so the relay tries them again.
-pub async fn retry_parked(
-    conn: &mut AsyncPgConnection,
-    ids: Option<&[i64]>,
-) -> Result<usize, StoreError> {
+pub async fn retry_parked(conn: &mut AsyncPgConnection, ids: Option<&[i64]>) -> Result<usize, StoreError> {
     let base = "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = NULL \
                 WHERE published_at IS NULL AND parked_at IS NOT NULL";
     Ok(match ids {
@@ -236,11 +211,7 @@ pub async fn retry_parked(
 }
 
 /// Deletes up to `batch` published rows older than `age`; returns how many went.
-pub async fn prune_published(
-    conn: &mut AsyncPgConnection,
-    age: Duration,
-    batch: i64,
-) -> Result<usize, StoreError> {
+pub async fn prune_published(conn: &mut AsyncPgConnection, age: Duration, batch: i64) -> Result<usize, StoreError> {
     Ok(diesel::sql_query(
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
            WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1) \

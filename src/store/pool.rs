@@ -31,14 +31,9 @@ pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
 }
 
 /// Builds a pool; connects lazily. `wait` bounds how long a caller waits for a connection.
-pub fn build_pool(
-    url: &str,
-    size: usize,
-    statement_timeout: Duration,
-) -> Result<PgPool, StoreError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(
-        url_with_statement_timeout(url, statement_timeout),
-    );
+pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_with_statement_timeout(url, statement_timeout));
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
@@ -49,10 +44,7 @@ pub fn build_pool(
 }
 
 /// Opens a single connection outside the pool (LISTEN, advisory locks, migrations).
-pub async fn connect(
-    url: &str,
-    statement_timeout: Duration,
-) -> Result<AsyncPgConnection, StoreError> {
+pub async fn connect(url: &str, statement_timeout: Duration) -> Result<AsyncPgConnection, StoreError> {
     let url = url_with_statement_timeout(url, statement_timeout);
     tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(&url))
         .await
@@ -72,7 +64,22 @@ pub async fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
 
 /// Checks out a connection, mapping pool errors.
 pub async fn get(pool: &PgPool) -> Result<PgConn, StoreError> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Pool(e.to_string()))
+    pool.get().await.map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+/// Tries to take the session-level advisory lock `key` on this connection; false when another
+/// session holds it. The lock lives as long as the connection (or until unlocked).
+pub async fn try_advisory_lock(conn: &mut AsyncPgConnection, key: i64) -> Result<bool, StoreError> {
+    use diesel_async::RunQueryDsl;
+    let r: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+        .bind::<diesel::sql_types::BigInt, _>(key)
+        .get_result(conn)
+        .await?;
+    Ok(r.locked)
 }

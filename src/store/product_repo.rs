@@ -15,9 +15,7 @@ use uuid::Uuid;
 use super::schema::{commands, outbox, products};
 use super::StoreError;
 use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
-use crate::domain::product::{
-    self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus,
-};
+use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
 
 /// How a command is to be executed.
 #[derive(Debug, Clone)]
@@ -90,16 +88,12 @@ impl ProductRow {
     }
 
     fn into_product(self) -> Result<Product, StoreError> {
-        let status = ProductStatus::parse(&self.status).ok_or_else(|| {
-            StoreError::Corrupt(format!("product {} has status {:?}", self.id, self.status))
-        })?;
+        let status = ProductStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("product {} has status {:?}", self.id, self.status)))?;
         let attributes = serde_json::from_value(self.attributes)
             .map_err(|e| StoreError::Corrupt(format!("product {} attributes: {e}", self.id)))?;
         let price = match (self.price_minor, self.currency) {
-            (Some(amount_minor), Some(currency)) => Some(Money {
-                amount_minor,
-                currency,
-            }),
+            (Some(amount_minor), Some(currency)) => Some(Money { amount_minor, currency }),
             _ => None,
         };
         Ok(Product {
@@ -168,11 +162,7 @@ pub async fn list(
     if let Some(c) = cursor {
         q = q.filter(products::id.gt(c));
     }
-    q.load(conn)
-        .await?
-        .into_iter()
-        .map(ProductRow::into_product)
-        .collect()
+    q.load(conn).await?.into_iter().map(ProductRow::into_product).collect()
 }
 
 /// Runs `command` against product `id` in one transaction (see the module docs).
@@ -184,10 +174,8 @@ pub async fn execute(
 ) -> Result<ExecuteOutcome, StoreError> {
     let command = command.clone();
     let opts = opts.clone();
-    conn.transaction::<_, StoreError, _>(async move |conn| {
-        execute_in_tx(conn, id, &command, &opts).await
-    })
-    .await
+    conn.transaction::<_, StoreError, _>(async move |conn| execute_in_tx(conn, id, &command, &opts).await)
+        .await
 }
 
 async fn execute_in_tx(
@@ -246,12 +234,7 @@ async fn execute_in_tx(
     };
     let row = ProductRow::from_product(&next);
     let written = match &current {
-        None => {
-            diesel::insert_into(products::table)
-                .values(&row)
-                .execute(conn)
-                .await
-        }
+        None => diesel::insert_into(products::table).values(&row).execute(conn).await,
         Some(prev) => {
             diesel::update(
                 products::table
@@ -308,11 +291,7 @@ async fn execute_in_tx(
 }
 
 /// Appends one event to the outbox (inside the caller's transaction).
-async fn append_outbox(
-    conn: &mut AsyncPgConnection,
-    env: &EventEnvelope,
-    topic: &str,
-) -> Result<(), StoreError> {
+async fn append_outbox(conn: &mut AsyncPgConnection, env: &EventEnvelope, topic: &str) -> Result<(), StoreError> {
     let payload = serde_json::to_value(env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let headers = serde_json::json!({
         "event_id": env.event_id.to_string(),

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -37,27 +36,13 @@ pub struct RebuildRun {
     pub documents: Option<i64>,
 }
 
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
-}
-
 /// Takes the session lock that allows one rebuild at a time; false when another holds it.
 pub async fn try_lock(conn: &mut AsyncPgConnection) -> Result<bool, StoreError> {
-    let r: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-        .bind::<BigInt, _>(REBUILD_LOCK_KEY)
-        .get_result(conn)
-        .await?;
-    Ok(r.locked)
+    super::pool::try_advisory_lock(conn, REBUILD_LOCK_KEY).await
 }
 
 /// The newest run with `status` for `alias`.
-pub async fn latest(
-    conn: &mut AsyncPgConnection,
-    alias: &str,
-    status: &str,
-) -> Result<Option<RebuildRun>, StoreError> {
+pub async fn latest(conn: &mut AsyncPgConnection, alias: &str, status: &str) -> Result<Option<RebuildRun>, StoreError> {
     Ok(index_rebuilds::table
         .filter(index_rebuilds::alias.eq(alias))
         .filter(index_rebuilds::status.eq(status))
@@ -110,9 +95,7 @@ pub async fn finish(
 }
 
 /// Every product's (id, version): the reference for the rebuild checksum.
-pub async fn product_versions(
-    conn: &mut AsyncPgConnection,
-) -> Result<Vec<(Uuid, i64)>, StoreError> {
+pub async fn product_versions(conn: &mut AsyncPgConnection) -> Result<Vec<(Uuid, i64)>, StoreError> {
     Ok(products::table
         .select((products::id, products::version))
         .load(conn)

@@ -16,11 +16,7 @@ pub fn init(format: &str) {
         .with_target(false);
     // A second init (tests) keeps the first subscriber.
     let _ = if format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(false).try_init()
     } else {
         builder.compact().try_init()
     };

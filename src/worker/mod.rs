@@ -12,8 +12,7 @@ use std::time::Duration;
 
 /// Capped exponential backoff: `base * 2^attempt`, at most `max`.
 pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(max)
+    base.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(max)
 }
 
 #[cfg(test)]

@@ -30,8 +30,8 @@ use crate::bus::producer::{self, ProducerSettings};
 use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
 use crate::store::{outbox_repo, pool, StoreError};
 use crate::telemetry::metrics::{
-    OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING,
-    OUTBOX_PUBLISHED, OUTBOX_PUBLISH_LATENCY,
+    OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED,
+    OUTBOX_PUBLISH_LATENCY,
 };
 
 /// Relay tuning.
@@ -114,8 +114,7 @@ fn is_row_error(e: &KafkaError) -> bool {
 }
 
 fn headers_of(raw: &str) -> OwnedHeaders {
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(raw).unwrap_or_default();
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).unwrap_or_default();
     let mut h = OwnedHeaders::new_with_capacity(map.len());
     for (k, v) in &map {
         let s = match v {
@@ -199,9 +198,7 @@ impl OutboxRelay {
     /// Claims and publishes one batch. Needs the lock ([`try_acquire`](Self::try_acquire)).
     pub async fn process_once(&mut self) -> Result<BatchOutcome, RelayError> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(RelayError::Store(StoreError::Pool(
-                "relay lock not held".into(),
-            )));
+            return Err(RelayError::Store(StoreError::Pool("relay lock not held".into())));
         };
         let result = Self::publish_batch(conn, &self.producer, &self.settings).await;
         match &result {
@@ -233,20 +230,14 @@ impl OutboxRelay {
                 .key(row.key.as_bytes())
                 .payload(row.payload.as_bytes())
                 .headers(headers_of(&row.headers));
-            match producer.send_result(rec) {
-                Ok(fut) => pending.push(Some(fut)),
-                Err((e, _)) => {
-                    pending.push(None);
-                    tracing::warn!(outbox.id = row.id, error = %e, "enqueue failed");
-                }
-            }
+            // Enqueue failures (size over the producer's limit, queue full) keep their own
+            // error so they are classified like delivery failures.
+            pending.push(producer.send_result(rec).map_err(|(e, _)| e));
         }
         let results = join_all(pending.into_iter().map(|f| async move {
             match f {
-                None => Err(KafkaError::MessageProduction(
-                    RDKafkaErrorCode::MessageSizeTooLarge,
-                )),
-                Some(f) => match f.await {
+                Err(e) => Err(e),
+                Ok(f) => match f.await {
                     Ok(Ok(_delivery)) => Ok(()),
                     Ok(Err((e, _))) => Err(e),
                     Err(_canceled) => Err(KafkaError::Canceled),
@@ -266,19 +257,9 @@ impl OutboxRelay {
                 Err(e) => {
                     blocked.insert(row.aggregate_id);
                     if is_row_error(&e) {
-                        let delay = backoff(
-                            s.retry_base,
-                            s.retry_max,
-                            u32::try_from(row.attempts).unwrap_or(0),
-                        );
-                        let parked = outbox_repo::mark_failed(
-                            conn,
-                            row.id,
-                            &e.to_string(),
-                            delay,
-                            s.max_attempts,
-                        )
-                        .await?;
+                        let delay = backoff(s.retry_base, s.retry_max, u32::try_from(row.attempts).unwrap_or(0));
+                        let parked =
+                            outbox_repo::mark_failed(conn, row.id, &e.to_string(), delay, s.max_attempts).await?;
                         out.failed += 1;
                         OUTBOX_ERRORS.with_label_values(&["row"]).inc();
                         if parked {
@@ -297,8 +278,7 @@ impl OutboxRelay {
         let ids: Vec<i64> = delivered.iter().map(|r| r.id).collect();
         out.published = outbox_repo::mark_published(conn, &ids).await?;
         for r in &delivered {
-            OUTBOX_PUBLISH_LATENCY
-                .observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
+            OUTBOX_PUBLISH_LATENCY.observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
         }
         OUTBOX_PUBLISHED.inc_by(out.published as u64);
         OUTBOX_BATCH_SIZE.observe(rows.len() as f64);
@@ -342,11 +322,7 @@ impl OutboxRelay {
                     }
                     Err(e) => {
                         failures += 1;
-                        let d = backoff(
-                            Duration::from_millis(200),
-                            Duration::from_secs(10),
-                            failures,
-                        );
+                        let d = backoff(Duration::from_millis(200), Duration::from_secs(10), failures);
                         tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot reach PostgreSQL; retrying");
                         shutdown.sleep(d).await;
                         continue;
@@ -380,11 +356,7 @@ impl OutboxRelay {
                 }
                 Err(e) => {
                     failures += 1;
-                    let d = backoff(
-                        Duration::from_millis(200),
-                        Duration::from_secs(10),
-                        failures,
-                    );
+                    let d = backoff(Duration::from_millis(200), Duration::from_secs(10), failures);
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "outbox batch failed; nothing marked, will retry");
                     shutdown.sleep(d).await;
                 }

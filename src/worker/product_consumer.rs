@@ -62,17 +62,12 @@ impl CommandConsumer {
         };
         let outcome = self.handle(&msg, shutdown).await?;
         if outcome != CommandOutcome::Interrupted {
-            self.consumer
-                .store_offset(msg.topic(), msg.partition(), msg.offset())?;
+            self.consumer.store_offset(msg.topic(), msg.partition(), msg.offset())?;
         }
         Ok(Some(outcome))
     }
 
-    async fn handle(
-        &self,
-        msg: &BorrowedMessage<'_>,
-        shutdown: &Shutdown,
-    ) -> Result<CommandOutcome, anyhow::Error> {
+    async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> Result<CommandOutcome, anyhow::Error> {
         let (env, command) = match decode_command(msg.payload()) {
             Ok(ok) => ok,
             Err(e) => {
@@ -85,9 +80,7 @@ impl CommandConsumer {
                 };
                 self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason))
                     .await?;
-                COMMANDS_PROCESSED
-                    .with_label_values(&["dead_lettered"])
-                    .inc();
+                COMMANDS_PROCESSED.with_label_values(&["dead_lettered"]).inc();
                 return Ok(CommandOutcome::DeadLettered(e.class));
             }
         };
@@ -100,9 +93,7 @@ impl CommandConsumer {
             };
             self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason))
                 .await?;
-            COMMANDS_PROCESSED
-                .with_label_values(&["dead_lettered"])
-                .inc();
+            COMMANDS_PROCESSED.with_label_values(&["dead_lettered"]).inc();
             return Ok(CommandOutcome::DeadLettered("invalid_envelope"));
         };
         let opts = ExecuteOptions {
@@ -145,9 +136,7 @@ impl CommandConsumer {
                     .await?;
                     CommandOutcome::Rejected(reason)
                 }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!("command {command_id}")))
-                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("command {command_id}"))),
             };
             match &outcome {
                 CommandOutcome::Applied(v) => {
@@ -168,12 +157,7 @@ impl CommandConsumer {
         }
     }
 
-    async fn retry<F, Fut, E>(
-        &self,
-        shutdown: &Shutdown,
-        what: &str,
-        mut f: F,
-    ) -> Result<(), anyhow::Error>
+    async fn retry<F, Fut, E>(&self, shutdown: &Shutdown, what: &str, mut f: F) -> Result<(), anyhow::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), E>>,
@@ -200,10 +184,7 @@ impl CommandConsumer {
         tracing::info!("Product consumer started");
         while !shutdown.is_triggered() {
             // Not raced against shutdown: the message in hand is finished, then committed.
-            if let Err(e) = self
-                .process_once(Duration::from_millis(500), &shutdown)
-                .await
-            {
+            if let Err(e) = self.process_once(Duration::from_millis(500), &shutdown).await {
                 tracing::error!(error = %e, "command consumer error");
                 shutdown.sleep(Duration::from_secs(1)).await;
             }

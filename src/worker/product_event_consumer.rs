@@ -20,15 +20,15 @@ use super::{backoff, Shutdown};
 use crate::bus::consumer::lag_blocking;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_event;
-use crate::cache::product_cache::PutOutcome;
+use crate::cache::product_cache::Writer;
 use crate::cache::ProductCache;
 use crate::domain::product::EventEnvelope;
 use crate::search::bulk::{index_items, BulkItem, ItemResult};
 use crate::search::document::product_document;
 use crate::search::SearchClient;
 use crate::telemetry::metrics::{
-    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION,
-    PROJECTION_EVENTS, PROJECTION_VERSION_GAPS,
+    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_EVENTS,
+    PROJECTION_VERSION_GAPS,
 };
 
 /// Projection tuning.
@@ -121,10 +121,7 @@ impl Projector {
         }
     }
 
-    async fn collect_batch(
-        &mut self,
-        first_wait: Duration,
-    ) -> Result<Vec<OwnedMessage>, anyhow::Error> {
+    async fn collect_batch(&mut self, first_wait: Duration) -> Result<Vec<OwnedMessage>, anyhow::Error> {
         let mut batch = std::mem::take(&mut self.carry);
         let deadline_first = Instant::now() + first_wait;
         if batch.is_empty() {
@@ -202,9 +199,7 @@ impl Projector {
         // Every message is now applied, already applied or dead-lettered: store offsets.
         let mut last: HashMap<(String, i32), i64> = HashMap::new();
         for m in &batch {
-            let e = last
-                .entry((m.topic().to_owned(), m.partition()))
-                .or_insert(m.offset());
+            let e = last.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
             *e = (*e).max(m.offset());
         }
         for ((topic, partition), offset) in last {
@@ -238,9 +233,7 @@ impl Projector {
                     if let Step::Interrupted = self.dead_letter(m, &reason, shutdown).await {
                         return Ok(Step::Interrupted);
                     }
-                    PROJECTION_EVENTS
-                        .with_label_values(&["unknown", "dead_lettered"])
-                        .inc();
+                    PROJECTION_EVENTS.with_label_values(&["unknown", "dead_lettered"]).inc();
                     out.dead_lettered += 1;
                 }
             }
@@ -275,9 +268,7 @@ impl Projector {
                         match r {
                             ItemResult::Applied => {
                                 out.applied += 1;
-                                PROJECTION_EVENTS
-                                    .with_label_values(&[&ev.event_type, "applied"])
-                                    .inc();
+                                PROJECTION_EVENTS.with_label_values(&[&ev.event_type, "applied"]).inc();
                             }
                             ItemResult::AlreadyApplied => {
                                 out.already_applied += 1;
@@ -320,8 +311,7 @@ impl Projector {
             todo = retry;
         }
         // 3. Documents OpenSearch rejects go to the DLQ with its error body.
-        let rejected_idx: std::collections::HashSet<usize> =
-            rejected.iter().map(|(k, _)| *k).collect();
+        let rejected_idx: std::collections::HashSet<usize> = rejected.iter().map(|(k, _)| *k).collect();
         for (k, body) in &rejected {
             let (i, ev) = &events[*k];
             tracing::warn!(product.id = %ev.aggregate_id, error = %body, "document rejected by OpenSearch; sent to the DLQ");
@@ -347,22 +337,17 @@ impl Projector {
             .filter(|(k, _)| !rejected_idx.contains(k))
             .map(|(_, e)| e)
             .collect();
-        let states: Vec<&crate::domain::product::Product> =
-            good.iter().map(|(_, e)| &e.state).collect();
+        let states: Vec<&crate::domain::product::Product> = good.iter().map(|(_, e)| &e.state).collect();
         let mut attempt_cache = 0u32;
         let outcomes = loop {
-            match self.cache.put_many(&states).await {
+            match self.cache.put_many(&states, Writer::Projection).await {
                 Ok(o) => break o,
                 Err(e) => {
                     if attempt_cache == 0 && attempt == 0 {
                         self.pause();
                     }
                     attempt_cache += 1;
-                    let d = backoff(
-                        self.settings.retry_base,
-                        self.settings.retry_max,
-                        attempt_cache,
-                    );
+                    let d = backoff(self.settings.retry_base, self.settings.retry_max, attempt_cache);
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "redis write failed; retrying");
                     if self.wait_polling(d, shutdown).await {
                         self.resume();
@@ -378,13 +363,11 @@ impl Projector {
         let now = Utc::now();
         for ((i, ev), put) in good.iter().zip(outcomes) {
             let m = &batch[*i];
-            if let PutOutcome::Applied { previous } = put {
-                if previous > 0 && ev.aggregate_version > previous + 1 {
-                    out.gaps += 1;
-                    PROJECTION_VERSION_GAPS.inc();
-                    tracing::warn!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, previous_version = previous,
-                        "version gap: applied full state past missing versions");
-                }
+            if put.projected > 0 && ev.aggregate_version > put.projected + 1 {
+                out.gaps += 1;
+                PROJECTION_VERSION_GAPS.inc();
+                tracing::warn!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, previous_version = put.projected,
+                    "version gap: applied full state past missing versions");
             }
             if self.settings.log_each_event {
                 tracing::info!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, event.r#type = %ev.event_type,
@@ -397,12 +380,7 @@ impl Projector {
         Ok(Step::Done)
     }
 
-    async fn dead_letter(
-        &mut self,
-        m: &OwnedMessage,
-        reason: &DlqReason,
-        shutdown: &Shutdown,
-    ) -> Step {
+    async fn dead_letter(&mut self, m: &OwnedMessage, reason: &DlqReason, shutdown: &Shutdown) -> Step {
         let mut attempt = 0;
         loop {
             match self.dlq.send(m, reason).await {
@@ -423,10 +401,7 @@ impl Projector {
     pub async fn update_lag(&self, topic: &str) {
         let c = self.consumer.clone();
         let t = topic.to_owned();
-        let r = tokio::task::spawn_blocking(move || {
-            lag_blocking(c.as_ref(), &t, Duration::from_secs(2))
-        })
-        .await;
+        let r = tokio::task::spawn_blocking(move || lag_blocking(c.as_ref(), &t, Duration::from_secs(2))).await;
         if let Ok(Ok(parts)) = r {
             for p in parts {
                 CONSUMER_LAG
@@ -437,18 +412,11 @@ impl Projector {
     }
 
     /// Consumes until shutdown; commits what was stored and leaves the group.
-    pub async fn run_until_stopped(
-        &mut self,
-        topic: &str,
-        shutdown: Shutdown,
-    ) -> Result<(), anyhow::Error> {
+    pub async fn run_until_stopped(&mut self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
         tracing::info!(topic, group = %self.group, index = %self.index, "Product Event Consumer started and polling Kafka...");
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_triggered() {
-            match self
-                .process_once(Duration::from_millis(500), &shutdown)
-                .await
-            {
+            match self.process_once(Duration::from_millis(500), &shutdown).await {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "projection error");

@@ -21,21 +21,12 @@ fn a_malformed_url_is_a_one_line_error_with_exit_code_2() {
 #[test]
 fn an_unreachable_service_names_its_setting_and_exits_2() {
     let out = bin()
-        .args([
-            "--redis-url",
-            "redis://127.0.0.1:1",
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-        ])
+        .args(["--redis-url", "redis://127.0.0.1:1", "serve", "--bind", "127.0.0.1:0"])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.lines().last().unwrap_or_default().contains("REDIS_URL"),
-        "{err}"
-    );
+    assert!(err.lines().last().unwrap_or_default().contains("REDIS_URL"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -51,18 +42,7 @@ fn bad_flags_exit_2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_is_idempotent() {
     let env = TestEnv::new().await;
-    let out = bin()
-        .arg("migrate")
-        .envs(env.bin_env())
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "database is up to date"
-    );
+    let out = bin().arg("migrate").envs(env.bin_env()).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "database is up to date");
 }

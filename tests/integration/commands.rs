@@ -12,15 +12,9 @@ use crate::helpers::{header, TestApp, TestEnv};
 
 fn command_consumer(env: &TestEnv) -> CommandConsumer {
     let group = env.names.command_group();
-    let c = aliexpress::bus::consumer::build(&env.infra.kafka_bootstrap_servers, &group)
-        .expect("consumer");
-    c.subscribe(&[&env.names.commands_topic()])
-        .expect("subscribe");
-    let p = producer::build(
-        &env.infra.kafka_bootstrap_servers,
-        &ProducerSettings::default(),
-    )
-    .expect("producer");
+    let c = aliexpress::bus::consumer::build(&env.infra.kafka_bootstrap_servers, &group).expect("consumer");
+    c.subscribe(&[&env.names.commands_topic()]).expect("subscribe");
+    let p = producer::build(&env.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
     CommandConsumer {
         consumer: c,
         pool: env.pool.clone(),
@@ -60,10 +54,7 @@ async fn a_command_posted_to_the_api_is_applied_by_the_consumer() {
         .await;
     assert_eq!(r.status(), 202);
     let accepted: Value = r.json().await.expect("json");
-    let cid = accepted["command_id"]
-        .as_str()
-        .expect("command id")
-        .to_owned();
+    let cid = accepted["command_id"].as_str().expect("command id").to_owned();
     let pending: Value = app
         .get(&format!("/api/commands/{cid}"))
         .await
@@ -82,19 +73,11 @@ async fn a_command_posted_to_the_api_is_applied_by_the_consumer() {
         .expect("json");
     assert_eq!(done["status"], "applied");
     assert_eq!(done["result_version"], 2);
-    assert_eq!(
-        app.env
-            .count(&format!("outbox WHERE aggregate_id = '{id}'"))
-            .await,
-        2
-    );
+    assert_eq!(app.env.count(&format!("outbox WHERE aggregate_id = '{id}'")).await, 2);
 
     // Invalid commands are refused at the door.
     let bad = app
-        .post(
-            "/api/commands",
-            json!({"product_id": id, "command_type": "Explode"}),
-        )
+        .post("/api/commands", json!({"product_id": id, "command_type": "Explode"}))
         .await;
     assert_eq!(bad.status(), 422);
     let bad = app
@@ -115,35 +98,26 @@ async fn a_command_delivered_twice_is_applied_once_and_poison_goes_to_the_dlq() 
                         "payload": {"sku": "SKU-D", "title": "Drill"}})
     .to_string();
     let topic = env.names.commands_topic();
-    env.produce(&topic, &id.to_string(), create.as_bytes())
-        .await;
-    env.produce(&topic, &id.to_string(), create.as_bytes())
-        .await;
+    env.produce(&topic, &id.to_string(), create.as_bytes()).await;
+    env.produce(&topic, &id.to_string(), create.as_bytes()).await;
     env.produce(&topic, &id.to_string(), b"{not json").await;
     let stock = json!({"command_id": uuid::Uuid::now_v7(), "product_id": id, "command_type": "AdjustStock", "payload": {"delta": -5}}).to_string();
     env.produce(&topic, &id.to_string(), stock.as_bytes()).await;
     let publish = json!({"command_id": uuid::Uuid::now_v7(), "product_id": id, "command_type": "UpdateProductDetails", "payload": {"title": "Cordless drill"}}).to_string();
-    env.produce(&topic, &id.to_string(), publish.as_bytes())
-        .await;
+    env.produce(&topic, &id.to_string(), publish.as_bytes()).await;
 
     let c = command_consumer(&env);
     let outcomes = handle(&c, 5).await;
     assert_eq!(outcomes[0], CommandOutcome::Applied(1));
     assert_eq!(outcomes[1], CommandOutcome::Duplicate);
     assert_eq!(outcomes[2], CommandOutcome::DeadLettered("invalid_json"));
-    assert!(
-        matches!(&outcomes[3], CommandOutcome::Rejected(r) if r.contains("insufficient stock"))
-    );
+    assert!(matches!(&outcomes[3], CommandOutcome::Rejected(r) if r.contains("insufficient stock")));
     assert_eq!(
         outcomes[4],
         CommandOutcome::Applied(2),
         "the consumer keeps going after poison"
     );
-    assert_eq!(
-        env.count(&format!("outbox WHERE aggregate_id = '{id}'"))
-            .await,
-        2
-    );
+    assert_eq!(env.count(&format!("outbox WHERE aggregate_id = '{id}'")).await, 2);
     assert_eq!(env.count("commands WHERE status = 'rejected'").await, 1);
 
     let dlq = env

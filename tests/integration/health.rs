@@ -22,12 +22,8 @@ async fn health_is_ok_with_every_dependency_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn health_answers_503_quickly_when_redis_is_unreachable() {
     let app = TestApp::spawn_with(|s| {
-        s.cache = ProductCache::new(
-            "redis://127.0.0.1:1",
-            s.names.clone(),
-            Duration::from_secs(60),
-        )
-        .expect("lazy cache");
+        s.cache =
+            ProductCache::new("redis://127.0.0.1:1", s.names.clone(), Duration::from_secs(60)).expect("lazy cache");
     })
     .await;
     let started = Instant::now();
@@ -37,9 +33,7 @@ async fn health_answers_503_quickly_when_redis_is_unreachable() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["status"], "degraded");
     assert_ne!(body["checks"]["redis"], "ok");
-    assert!(body["checks"]["redis"]
-        .as_str()
-        .is_some_and(|s| !s.is_empty()));
+    assert!(body["checks"]["redis"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(body["checks"]["database"], "ok");
     assert!(took < Duration::from_secs(2), "health took {took:?}");
     assert_eq!(app.get("/health/ready").await.status(), 503);
@@ -50,16 +44,12 @@ async fn health_answers_503_quickly_when_redis_is_unreachable() {
 async fn metrics_count_requests_by_route_pattern_and_status() {
     let app = TestApp::spawn().await;
     let missing = uuid::Uuid::new_v4();
-    assert_eq!(
-        app.get(&format!("/api/products/{missing}")).await.status(),
-        404
-    );
+    assert_eq!(app.get(&format!("/api/products/{missing}")).await.status(), 404);
     let text = app.get("/metrics").await.text().await.expect("text");
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("aliexpress_http_requests_total")
-                && l.contains("route=\"/api/products/{id}\"")
-                && l.contains("status=\"404\"")),
+        text.lines().any(|l| l.starts_with("aliexpress_http_requests_total")
+            && l.contains("route=\"/api/products/{id}\"")
+            && l.contains("status=\"404\"")),
         "{text}"
     );
     assert!(text.contains("aliexpress_http_request_duration_seconds_bucket"));

@@ -12,9 +12,7 @@ use aliexpress::http::{self, AppState};
 use aliexpress::search::{index, SearchClient};
 use aliexpress::store::{pool, PgPool};
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
-use aliexpress::worker::product_event_consumer::{
-    ProjectionOutcome, ProjectionSettings, Projector,
-};
+use aliexpress::worker::product_event_consumer::{ProjectionOutcome, ProjectionSettings, Projector};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -84,7 +82,9 @@ async fn cleanup_previous_runs() {
                 .await
                 .unwrap_or_default();
                 for d in dbs {
-                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", d.datname)).execute(&mut conn).await;
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", d.datname))
+                        .execute(&mut conn)
+                        .await;
                 }
             }
             let i = infra("", &base);
@@ -96,7 +96,12 @@ async fn cleanup_previous_runs() {
                 let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
                     producer::base_config(&bootstrap).create().expect("admin client");
                 let md = admin.inner().fetch_metadata(None, Duration::from_secs(10)).ok()?;
-                let old: Vec<String> = md.topics().iter().map(|t| t.name().to_owned()).filter(|n| n.starts_with("t_")).collect();
+                let old: Vec<String> = md
+                    .topics()
+                    .iter()
+                    .map(|t| t.name().to_owned())
+                    .filter(|n| n.starts_with("t_"))
+                    .collect();
                 Some((admin, old))
             })
             .await
@@ -151,11 +156,7 @@ impl TestEnv {
 
     /// An outbox relay on this environment.
     pub fn relay(&self, batch_size: i64) -> OutboxRelay {
-        let p = producer::build(
-            &self.infra.kafka_bootstrap_servers,
-            &ProducerSettings::default(),
-        )
-        .expect("producer");
+        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
         OutboxRelay::new(
             self.infra.database_url.clone(),
             p,
@@ -184,18 +185,12 @@ impl TestEnv {
 
     /// A search client.
     pub fn search(&self) -> SearchClient {
-        SearchClient::new(&self.infra.opensearch_url, Duration::from_secs(30))
-            .expect("search client")
+        SearchClient::new(&self.infra.opensearch_url, Duration::from_secs(30)).expect("search client")
     }
 
     /// The Redis cache under this namespace.
     pub fn cache(&self) -> ProductCache {
-        ProductCache::new(
-            &self.infra.redis_url,
-            self.names.clone(),
-            Duration::from_secs(3600),
-        )
-        .expect("cache")
+        ProductCache::new(&self.infra.redis_url, self.names.clone(), Duration::from_secs(3600)).expect("cache")
     }
 
     /// A projector in `group` (default: the namespaced projection group) on this environment.
@@ -205,22 +200,14 @@ impl TestEnv {
             None => self.search(),
         };
         let alias = self.names.index_alias();
-        index::ensure_alias(&self.search(), &alias)
-            .await
-            .expect("index alias");
+        index::ensure_alias(&self.search(), &alias).await.expect("index alias");
         let group = group
             .map(str::to_owned)
             .unwrap_or_else(|| self.names.projection_group());
         let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group)
-                .expect("consumer");
-        c.subscribe(&[&self.names.events_topic()])
-            .expect("subscribe");
-        let p = producer::build(
-            &self.infra.kafka_bootstrap_servers,
-            &ProducerSettings::default(),
-        )
-        .expect("producer");
+            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group).expect("consumer");
+        c.subscribe(&[&self.names.events_topic()]).expect("subscribe");
+        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
         Projector::new(
             Arc::new(c),
             search,
@@ -247,17 +234,13 @@ impl TestEnv {
             } else {
                 Duration::from_millis(1500)
             };
-            let o = p
-                .process_once(wait, &shutdown)
-                .await
-                .expect("projection batch");
+            let o = p.process_once(wait, &shutdown).await.expect("projection batch");
             total.received += o.received;
             total.applied += o.applied;
             total.already_applied += o.already_applied;
             total.dead_lettered += o.dead_lettered;
             total.gaps += o.gaps;
-            if o.received == 0 && (total.received > 0 || start.elapsed() > Duration::from_secs(15))
-            {
+            if o.received == 0 && (total.received > 0 || start.elapsed() > Duration::from_secs(15)) {
                 break;
             }
         }
@@ -287,20 +270,10 @@ impl TestEnv {
 
     /// Reads `topic` from the beginning with a fresh group until `min` messages arrived and
     /// then nothing for a while (or the deadline passes).
-    pub async fn read_topic(
-        &self,
-        topic: &str,
-        min: usize,
-        deadline: Duration,
-    ) -> Vec<OwnedMessage> {
-        let group = format!(
-            "{}reader-{}",
-            self.names.index_alias(),
-            Uuid::new_v4().simple()
-        );
+    pub async fn read_topic(&self, topic: &str, min: usize, deadline: Duration) -> Vec<OwnedMessage> {
+        let group = format!("{}reader-{}", self.names.index_alias(), Uuid::new_v4().simple());
         let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group)
-                .expect("consumer");
+            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group).expect("consumer");
         c.subscribe(&[topic]).expect("subscribe");
         let end = Instant::now() + deadline;
         let mut out = Vec::new();
@@ -325,15 +298,9 @@ impl TestEnv {
 
     /// Produces raw bytes to a topic.
     pub async fn produce(&self, topic: &str, key: &str, value: &[u8]) {
-        let p = producer::build(
-            &self.infra.kafka_bootstrap_servers,
-            &ProducerSettings::default(),
-        )
-        .expect("producer");
+        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
         p.send(
-            rdkafka::producer::FutureRecord::to(topic)
-                .key(key)
-                .payload(value),
+            rdkafka::producer::FutureRecord::to(topic).key(key).payload(value),
             Duration::from_secs(10),
         )
         .await
@@ -360,10 +327,7 @@ impl TestEnv {
         vec![
             ("DATABASE_URL", self.infra.database_url.clone()),
             ("REDIS_URL", self.infra.redis_url.clone()),
-            (
-                "KAFKA_BOOTSTRAP_SERVERS",
-                self.infra.kafka_bootstrap_servers.clone(),
-            ),
+            ("KAFKA_BOOTSTRAP_SERVERS", self.infra.kafka_bootstrap_servers.clone()),
             ("OPENSEARCH_URL", self.infra.opensearch_url.clone()),
             ("ALIEXPRESS_NAMESPACE", self.infra.namespace.clone()),
             ("RUST_LOG", "info".into()),

@@ -25,16 +25,12 @@ fn free_port() -> u16 {
 
 impl Broker {
     fn libs() -> String {
-        let state = std::env::var("ALIEXPRESS_STATE_DIR")
-            .unwrap_or_else(|_| "/var/tmp/aliexpress-stack".into());
+        let state = std::env::var("ALIEXPRESS_STATE_DIR").unwrap_or_else(|_| "/var/tmp/aliexpress-stack".into());
         format!("{state}/kafka/libs/*")
     }
 
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "aliexpress-broker-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let dir = std::env::temp_dir().join(format!("aliexpress-broker-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("dir");
         let (port, ctl) = (free_port(), free_port());
         let props = format!(
@@ -50,12 +46,7 @@ impl Broker {
         );
         std::fs::write(dir.join("server.properties"), props).expect("props");
         let id = Command::new("java")
-            .args([
-                "-cp",
-                &Self::libs(),
-                "kafka.tools.StorageTool",
-                "random-uuid",
-            ])
+            .args(["-cp", &Self::libs(), "kafka.tools.StorageTool", "random-uuid"])
             .output()
             .expect("java");
         let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
@@ -73,16 +64,8 @@ impl Broker {
             .arg(dir.join("server.properties"))
             .output()
             .expect("format");
-        assert!(
-            fmt.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fmt.stderr)
-        );
-        let mut b = Self {
-            dir,
-            port,
-            child: None,
-        };
+        assert!(fmt.status.success(), "{}", String::from_utf8_lossy(&fmt.stderr));
+        let mut b = Self { dir, port, child: None };
         b.start();
         b
     }
@@ -116,11 +99,8 @@ impl Broker {
         let ok = wait_until(Duration::from_secs(60), || {
             let b = b.clone();
             async move {
-                let p =
-                    aliexpress::bus::producer::build(&b, &Default::default()).expect("producer");
-                aliexpress::bus::admin::probe(&p, Duration::from_secs(1))
-                    .await
-                    .is_ok()
+                let p = aliexpress::bus::producer::build(&b, &Default::default()).expect("producer");
+                aliexpress::bus::admin::probe(&p, Duration::from_secs(1)).await.is_ok()
             }
         })
         .await;
@@ -172,10 +152,7 @@ async fn with_kafka_down_rows_stay_pending_and_the_following_relay_resumes_when_
         )
     };
     let mut c = env.pool.get().await.expect("conn");
-    diesel::sql_query(insert(5))
-        .execute(&mut c)
-        .await
-        .expect("rows");
+    diesel::sql_query(insert(5)).execute(&mut c).await.expect("rows");
     assert!(
         wait_until(Duration::from_secs(30), || async {
             env.count("outbox WHERE published_at IS NULL").await == 0
@@ -185,10 +162,7 @@ async fn with_kafka_down_rows_stay_pending_and_the_following_relay_resumes_when_
     );
 
     broker.kill();
-    diesel::sql_query(insert(7))
-        .execute(&mut c)
-        .await
-        .expect("rows");
+    diesel::sql_query(insert(7)).execute(&mut c).await.expect("rows");
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         env.count("outbox WHERE published_at IS NULL").await,
@@ -201,10 +175,7 @@ async fn with_kafka_down_rows_stay_pending_and_the_following_relay_resumes_when_
         0,
         "an outage does not count against rows"
     );
-    assert!(
-        relay.try_wait().expect("wait").is_none(),
-        "the relay stays up"
-    );
+    assert!(relay.try_wait().expect("wait").is_none(), "the relay stays up");
 
     broker.start();
     broker.wait_ready().await;

@@ -46,8 +46,7 @@ async fn projected_catalog(n: usize) -> (TestApp, Vec<String>) {
             .create_product(&format!("SKU-R{i}"), &format!("Replayable item {i}"))
             .await;
         let id = p["id"].as_str().expect("id").to_owned();
-        app.post(&format!("/api/products/{id}/publish"), json!({}))
-            .await;
+        app.post(&format!("/api/products/{id}/publish"), json!({})).await;
         ids.push(id);
     }
     app.env.drain_outbox().await;
@@ -66,23 +65,13 @@ async fn replay_dry_run_changes_nothing_and_execute_rewinds_for_a_full_reproject
     assert_eq!(before.iter().flatten().sum::<i64>(), 8);
 
     let dry = bin(env, &["replay", "--to-earliest"]);
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let text = stdout(&dry);
     assert!(
-        text.contains("CURRENT-OFFSET")
-            && text.contains("NEW-OFFSET")
-            && text.contains("8 already-consumed events"),
+        text.contains("CURRENT-OFFSET") && text.contains("NEW-OFFSET") && text.contains("8 already-consumed events"),
         "{text}"
     );
-    assert_eq!(
-        committed(env, &group).await,
-        before,
-        "a dry run changes nothing"
-    );
+    assert_eq!(committed(env, &group).await, before, "a dry run changes nothing");
 
     let docs_before: Vec<Value> = futures::future::join_all(ids.iter().map(|i| env.document(i)))
         .await
@@ -90,16 +79,9 @@ async fn replay_dry_run_changes_nothing_and_execute_rewinds_for_a_full_reproject
         .map(|d| d.expect("doc")["_source"].clone())
         .collect();
     let exec = bin(env, &["replay", "--to-earliest", "--execute"]);
-    assert!(
-        exec.status.success(),
-        "{}",
-        String::from_utf8_lossy(&exec.stderr)
-    );
+    assert!(exec.status.success(), "{}", String::from_utf8_lossy(&exec.stderr));
     assert!(committed(env, &group).await.iter().all(|c| *c == Some(0)));
-    assert_eq!(
-        env.count("replay_audit WHERE mode = 'to-earliest'").await,
-        3
-    );
+    assert_eq!(env.count("replay_audit WHERE mode = 'to-earliest'").await, 3);
 
     let mut p = env.projector(None, None).await;
     let o = env.consume_until_idle(&mut p).await;
@@ -123,20 +105,20 @@ async fn replay_is_refused_while_the_group_has_active_members() {
         p.process_once(Duration::from_millis(500), &shutdown)
             .await
             .expect("poll");
-        if !p
-            .consumer
-            .assignment()
-            .expect("assignment")
-            .elements()
-            .is_empty()
-        {
+        if !p.consumer.assignment().expect("assignment").elements().is_empty() {
             break;
         }
     }
     let out = bin(env, &["replay", "--to-earliest", "--execute"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("Assignments can only be reset if the group '{}' is inactive, but the current state is Stable", env.names.projection_group())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Assignments can only be reset if the group '{}' is inactive, but the current state is Stable",
+            env.names.projection_group()
+        )),
+        "{err}"
+    );
     assert!(err.contains("member"), "{err}");
     drop(p);
 }
@@ -147,23 +129,20 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
     let topic = env.names.events_topic();
     // Ten messages on one partition (same key), five before a cut-off and five after.
     for i in 0..5 {
-        env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes())
-            .await;
+        env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes()).await;
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let cut = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 5..10 {
-        env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes())
-            .await;
+        env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes()).await;
     }
     let msgs = env.read_topic(&topic, 10, Duration::from_secs(20)).await;
     let part = msgs[0].partition();
     let group = format!("{}manual", env.names.projection_group());
     let p = part.to_string();
     let commit = |offset: i64| {
-        let c = aliexpress::ops::groups::client(&env.infra.kafka_bootstrap_servers, &group)
-            .expect("client");
+        let c = aliexpress::ops::groups::client(&env.infra.kafka_bootstrap_servers, &group).expect("client");
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition_offset(&topic, part, rdkafka::Offset::Offset(offset))
             .expect("tpl");
@@ -182,11 +161,7 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
             "--execute",
         ],
     );
-    assert_eq!(
-        shift.status.code(),
-        Some(2),
-        "no committed offset yet: an error"
-    );
+    assert_eq!(shift.status.code(), Some(2), "no committed offset yet: an error");
     commit(8);
     let shift = bin(
         &env,
@@ -201,30 +176,14 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
             "--execute",
         ],
     );
-    assert!(
-        shift.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shift.stderr)
-    );
+    assert!(shift.status.success(), "{}", String::from_utf8_lossy(&shift.stderr));
     let c = committed(&env, &group).await;
     assert_eq!(c[part as usize], Some(5));
     let clamp = bin(
         &env,
-        &[
-            "replay",
-            "--group",
-            &group,
-            "--partitions",
-            &p,
-            "--shift-by",
-            "-100",
-        ],
+        &["replay", "--group", &group, "--partitions", &p, "--shift-by", "-100"],
     );
-    assert!(
-        stdout(&clamp).contains("clamped to 0"),
-        "{}",
-        stdout(&clamp)
-    );
+    assert!(stdout(&clamp).contains("clamped to 0"), "{}", stdout(&clamp));
 
     let ts = cut.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let dt = bin(
@@ -240,11 +199,7 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
             "--execute",
         ],
     );
-    assert!(
-        dt.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dt.stderr)
-    );
+    assert!(dt.status.success(), "{}", String::from_utf8_lossy(&dt.stderr));
     assert_eq!(committed(&env, &group).await[part as usize], Some(5));
     let kafka_form = cut.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
     let dt2 = bin(
@@ -260,9 +215,7 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
         ],
     );
     assert!(
-        stdout(&dt2)
-            .lines()
-            .any(|l| l.split_whitespace().nth(4) == Some("5")),
+        stdout(&dt2).lines().any(|l| l.split_whitespace().nth(4) == Some("5")),
         "{}",
         stdout(&dt2)
     );
@@ -299,15 +252,8 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
         ],
     );
     assert!(exp.status.success());
-    let imp = bin(
-        &env,
-        &["replay", "--group", &group, "--from-file", &f, "--execute"],
-    );
-    assert!(
-        imp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imp.stderr)
-    );
+    let imp = bin(&env, &["replay", "--group", &group, "--from-file", &f, "--execute"]);
+    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
     assert_eq!(committed(&env, &group).await[part as usize], Some(0));
 }
 
@@ -315,10 +261,7 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
 async fn a_reset_with_the_stock_kafka_tool_is_honoured_by_our_consumer() {
     let (app, _) = projected_catalog(2).await;
     let env = &app.env;
-    let wrapper = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/local/bin/kafka-consumer-groups"
-    );
+    let wrapper = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/bin/kafka-consumer-groups");
     let out = Command::new(wrapper)
         .args([
             "--bootstrap-server",
@@ -333,27 +276,47 @@ async fn a_reset_with_the_stock_kafka_tool_is_honoured_by_our_consumer() {
         ])
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut p = env.projector(None, None).await;
     assert_eq!(env.consume_until_idle(&mut p).await.received, 4);
     drop(p);
     let described = bin(
         env,
-        &[
-            "consumer-groups",
-            "describe",
-            "--group",
-            &env.names.projection_group(),
-        ],
+        &["consumer-groups", "describe", "--group", &env.names.projection_group()],
     );
     let text = stdout(&described);
     assert!(
         text.contains("LOG-END-OFFSET") && text.contains("has no active members"),
         "{text}"
+    );
+    // The stock tool reports the same offsets (topic, partition, current, log end, lag).
+    let stock = Command::new(wrapper)
+        .args([
+            "--bootstrap-server",
+            "localhost:9092",
+            "--group",
+            &env.names.projection_group(),
+            "--describe",
+        ])
+        .output()
+        .expect("runs");
+    let rows = |t: &str, topic: &str| -> Vec<Vec<String>> {
+        let mut v: Vec<Vec<String>> = t
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|f| f.len() >= 6 && f[1] == topic)
+            .map(|f| f[1..6].to_vec())
+            .collect();
+        v.sort();
+        v
+    };
+    let ours = rows(&text, &env.names.events_topic());
+    assert!(!ours.is_empty(), "{text}");
+    assert_eq!(
+        ours,
+        rows(&String::from_utf8_lossy(&stock.stdout), &env.names.events_topic()),
+        "{}",
+        String::from_utf8_lossy(&stock.stdout)
     );
     let listed = stdout(&bin(env, &["consumer-groups", "list"]));
     assert!(listed.lines().any(|l| l == env.names.projection_group()));
@@ -379,11 +342,8 @@ async fn a_dead_letter_redriven_after_a_fix_is_projected_once() {
     };
     // A broken index (write block) rejects the document: it is dead-lettered with OpenSearch's reason.
     block(true).await;
-    app.post(
-        &format!("/api/products/{}/stock", ids[0]),
-        json!({"set": 42}),
-    )
-    .await;
+    app.post(&format!("/api/products/{}/stock", ids[0]), json!({"set": 42}))
+        .await;
     env.drain_outbox().await;
     let mut p = env.projector(None, None).await;
     assert_eq!(env.consume_until_idle(&mut p).await.dead_lettered, 1);
@@ -438,21 +398,14 @@ async fn a_dead_letter_redriven_after_a_fix_is_projected_once() {
         (1, 1),
         "the redriven message is projected once"
     );
-    assert_eq!(
-        env.document(&ids[0]).await.expect("doc")["_source"]["stock"],
-        42
-    );
+    assert_eq!(env.document(&ids[0]).await.expect("doc")["_source"]["stock"], 42);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_shows_health_backlog_lag_and_dead_letters() {
     let (app, _) = projected_catalog(1).await;
     let out = bin(&app.env, &["status"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = stdout(&out);
     for s in [
         "== health",
@@ -530,11 +483,7 @@ async fn rebuild_swaps_the_alias_with_search_answering_throughout_and_rollback_s
         .await
         .expect("join")
         .expect("wait");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     stop.store(true, Ordering::Relaxed);
     let (ok, bad) = prober.await.expect("prober");
     assert!(
@@ -551,44 +500,24 @@ async fn rebuild_swaps_the_alias_with_search_answering_throughout_and_rollback_s
     );
 
     // A write after the swap lands in the new index through the live projection.
-    app.post(
-        &format!("/api/products/{}/stock", ids[0]),
-        json!({"set": 9}),
-    )
-    .await;
+    app.post(&format!("/api/products/{}/stock", ids[0]), json!({"set": 9}))
+        .await;
     env.drain_outbox().await;
     let mut p = env.projector(None, None).await;
     env.consume_until_idle(&mut p).await;
-    assert_eq!(
-        env.document(&ids[0]).await.expect("doc")["_source"]["stock"],
-        9
-    );
+    assert_eq!(env.document(&ids[0]).await.expect("doc")["_source"]["stock"], 9);
 
     let back = bin(env, &["replay", "--rollback"]);
-    assert!(
-        back.status.success(),
-        "{}",
-        String::from_utf8_lossy(&back.stderr)
-    );
+    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
     assert_eq!(alias_target(env).await.as_deref(), Some(v1.as_str()));
 
     // From Postgres, when asked (or when the topic lost history).
-    let pg = bin(
-        env,
-        &["replay", "--rebuild", "--from-postgres", "--grace", "1s"],
-    );
-    assert!(
-        pg.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pg.stderr)
-    );
+    let pg = bin(env, &["replay", "--rebuild", "--from-postgres", "--grace", "1s"]);
+    assert!(pg.status.success(), "{}", String::from_utf8_lossy(&pg.stderr));
     assert!(
         stdout(&pg).contains("from postgres with 3 documents"),
         "{}",
         stdout(&pg)
     );
-    assert_eq!(
-        env.document(&ids[0]).await.expect("doc")["_source"]["stock"],
-        9
-    );
+    assert_eq!(env.document(&ids[0]).await.expect("doc")["_source"]["stock"], 9);
 }

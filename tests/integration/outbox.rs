@@ -47,11 +47,7 @@ fn assert_per_product_order(pairs: &[(String, i64)]) -> (usize, usize) {
             continue;
         }
         let prev = last_first.insert(id.clone(), *v).unwrap_or(0);
-        assert_eq!(
-            *v,
-            prev + 1,
-            "product {id}: first delivery of v{v} came after v{prev}"
-        );
+        assert_eq!(*v, prev + 1, "product {id}: first delivery of v{v} came after v{prev}");
     }
     (seen.len(), dups)
 }
@@ -68,11 +64,7 @@ async fn one_shot_publishes_exactly_the_pending_rows_in_order_and_a_second_run_p
         }
     }
     let out = bin(&app.env).arg("process-outbox").output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Published 12 events"), "{stdout}");
     assert_eq!(app.env.count("outbox WHERE published_at IS NULL").await, 0);
@@ -94,8 +86,7 @@ async fn one_shot_publishes_exactly_the_pending_rows_in_order_and_a_second_run_p
         ] {
             assert!(header(m, h).is_some(), "header {h} missing");
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(m.payload().expect("payload")).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(m.payload().expect("payload")).expect("json");
         assert_eq!(
             std::str::from_utf8(m.key().expect("key")).expect("utf8"),
             v["aggregate_id"].as_str().expect("id")
@@ -110,10 +101,9 @@ async fn one_shot_publishes_exactly_the_pending_rows_in_order_and_a_second_run_p
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_that_commits_late_with_a_lower_id_is_still_published() {
     let env = TestEnv::new().await;
-    let mut late =
-        aliexpress::store::pool::connect(&env.infra.database_url, Duration::from_secs(30))
-            .await
-            .expect("conn");
+    let mut late = aliexpress::store::pool::connect(&env.infra.database_url, Duration::from_secs(30))
+        .await
+        .expect("conn");
     let insert = |id: uuid::Uuid| {
         format!(
             "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload) \
@@ -123,10 +113,7 @@ async fn a_row_that_commits_late_with_a_lower_id_is_still_published() {
         )
     };
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    diesel::sql_query("BEGIN")
-        .execute(&mut late)
-        .await
-        .expect("begin");
+    diesel::sql_query("BEGIN").execute(&mut late).await.expect("begin");
     diesel::sql_query(insert(a))
         .execute(&mut late)
         .await
@@ -136,15 +123,8 @@ async fn a_row_that_commits_late_with_a_lower_id_is_still_published() {
         .execute(&mut early)
         .await
         .expect("insert b (higher id, commits first)");
-    assert_eq!(
-        env.drain_outbox().await,
-        1,
-        "only the committed row is visible"
-    );
-    diesel::sql_query("COMMIT")
-        .execute(&mut late)
-        .await
-        .expect("commit a");
+    assert_eq!(env.drain_outbox().await, 1, "only the committed row is visible");
+    diesel::sql_query("COMMIT").execute(&mut late).await.expect("commit a");
     assert_eq!(
         env.drain_outbox().await,
         1,
@@ -212,10 +192,7 @@ async fn two_publishers_at_once_keep_per_product_order() {
             .expect("spawn")
     };
     let (a, b) = (spawn(), spawn());
-    let (oa, ob) = (
-        a.wait_with_output().expect("a"),
-        b.wait_with_output().expect("b"),
-    );
+    let (oa, ob) = (a.wait_with_output().expect("a"), b.wait_with_output().expect("b"));
     assert!(oa.status.success() && ob.status.success());
     assert_eq!(env.count("outbox WHERE published_at IS NULL").await, 0);
     let msgs = env
@@ -241,11 +218,7 @@ async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_othe
         .await
         .expect("insert");
     }
-    let p = producer::build(
-        &env.infra.kafka_bootstrap_servers,
-        &ProducerSettings::default(),
-    )
-    .expect("producer");
+    let p = producer::build(&env.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
     let settings = RelaySettings {
         batch_size: 100,
         max_attempts: 2,
@@ -260,21 +233,21 @@ async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_othe
         (2, 1, 1),
         "y flows, x v2 waits behind x v1"
     );
-    assert_eq!(env.count(&format!("outbox WHERE aggregate_id = '{x}' AND aggregate_version = 1 AND attempts = 1 AND last_error IS NOT NULL")).await, 1);
+    assert_eq!(
+        env.count(&format!(
+            "outbox WHERE aggregate_id = '{x}' AND aggregate_version = 1 AND attempts = 1 AND last_error IS NOT NULL"
+        ))
+        .await,
+        1
+    );
     let second = relay.process_once().await.expect("batch");
     assert_eq!(second.parked, 1);
     let third = relay.process_once().await.expect("batch");
-    assert_eq!(
-        third.published, 1,
-        "once parked, the product's later events flow again"
-    );
+    assert_eq!(third.published, 1, "once parked, the product's later events flow again");
     relay.release().await;
     assert_eq!(env.count("outbox WHERE parked_at IS NOT NULL").await, 1);
 
-    let list = bin(&env)
-        .args(["outbox", "list", "--parked"])
-        .output()
-        .expect("runs");
+    let list = bin(&env).args(["outbox", "list", "--parked"]).output().expect("runs");
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(
         text.contains(&x.to_string()) && text.contains("1 parked row(s)"),

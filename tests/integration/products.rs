@@ -20,16 +20,17 @@ async fn outbox_rows(app: &TestApp, id: &str) -> Vec<(i64, String)> {
     .load(&mut c)
     .await
     .expect("rows");
-    rows.into_iter()
-        .map(|r| (r.aggregate_version, r.event_type))
-        .collect()
+    rows.into_iter().map(|r| (r.aggregate_version, r.event_type)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_answers_201_with_location_etag_and_writes_one_outbox_row() {
     let app = TestApp::spawn().await;
     let r = app
-        .post("/api/products", json!({"sku": "SKU-1", "title": "Mouse", "price": {"amount_minor": 500, "currency": "EUR"}}))
+        .post(
+            "/api/products",
+            json!({"sku": "SKU-1", "title": "Mouse", "price": {"amount_minor": 500, "currency": "EUR"}}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let location = r.headers()["location"].to_str().expect("ascii").to_owned();
@@ -39,10 +40,7 @@ async fn create_answers_201_with_location_etag_and_writes_one_outbox_row() {
     assert_eq!(location, format!("/api/products/{id}"));
     assert_eq!(p["version"], 1);
     assert_eq!(p["status"], "draft");
-    assert_eq!(
-        outbox_rows(&app, id).await,
-        vec![(1, "ProductCreated".to_owned())]
-    );
+    assert_eq!(outbox_rows(&app, id).await, vec![(1, "ProductCreated".to_owned())]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,16 +69,8 @@ async fn every_write_leaves_exactly_one_outbox_row_with_its_version() {
             format!("/api/products/{id}/stock"),
             json!({"set": 1}),
         ),
-        (
-            reqwest::Method::POST,
-            format!("/api/products/{id}/publish"),
-            json!({}),
-        ),
-        (
-            reqwest::Method::POST,
-            format!("/api/products/{id}/archive"),
-            json!({}),
-        ),
+        (reqwest::Method::POST, format!("/api/products/{id}/publish"), json!({})),
+        (reqwest::Method::POST, format!("/api/products/{id}/archive"), json!({})),
     ];
     for (i, (method, path, body)) in steps.into_iter().enumerate() {
         let r = app
@@ -186,11 +176,7 @@ async fn two_concurrent_updates_with_the_same_version_one_wins_one_gets_412() {
                 .status()
         }
     });
-    let mut statuses: Vec<u16> = join_all(reqs)
-        .await
-        .into_iter()
-        .map(|s| s.as_u16())
-        .collect();
+    let mut statuses: Vec<u16> = join_all(reqs).await.into_iter().map(|s| s.as_u16()).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, vec![200, 412]);
     assert_eq!(outbox_rows(&app, &id).await.len(), 2);
@@ -210,10 +196,7 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
         assert_eq!(g.headers()["etag"], format!("\"{}\"", written["version"]));
         assert!(g.headers().contains_key("x-read-source"));
         let read: Value = g.json().await.expect("json");
-        assert!(
-            read["version"].as_i64() >= written["version"].as_i64(),
-            "iteration {i}"
-        );
+        assert!(read["version"].as_i64() >= written["version"].as_i64(), "iteration {i}");
     }
     // A cache miss falls back to Postgres and says so.
     app.env
@@ -241,10 +224,7 @@ async fn bad_input_gets_problem_json_never_a_500() {
         .await
         .expect("r");
     assert_eq!(malformed.status(), 400);
-    assert_eq!(
-        malformed.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(malformed.headers()["content-type"], "application/problem+json");
     let invalid = c
         .post(&url)
         .bearer_auth(TOKEN)
@@ -289,9 +269,7 @@ async fn bad_input_gets_problem_json_never_a_500() {
         .await
         .expect("r");
     assert_eq!(media.status(), 415);
-    let unknown = app
-        .get(&format!("/api/products/{}", uuid::Uuid::new_v4()))
-        .await;
+    let unknown = app.get(&format!("/api/products/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(unknown.status(), 404);
     let not_uuid = app.get("/api/products/not-a-uuid").await;
     assert_eq!(not_uuid.status(), 400);
@@ -304,13 +282,9 @@ async fn bad_input_gets_problem_json_never_a_500() {
         .await
         .expect("r");
     assert_eq!(bad_etag.status(), 422);
-    let dup1 = app
-        .post("/api/products", json!({"sku": "DUP", "title": "a"}))
-        .await;
+    let dup1 = app.post("/api/products", json!({"sku": "DUP", "title": "a"})).await;
     assert_eq!(dup1.status(), 201);
-    let dup2 = app
-        .post("/api/products", json!({"sku": "DUP", "title": "b"}))
-        .await;
+    let dup2 = app.post("/api/products", json!({"sku": "DUP", "title": "b"})).await;
     assert_eq!(dup2.status(), 409);
 }
 
@@ -319,16 +293,7 @@ async fn writes_need_a_write_token_reads_are_public() {
     let app = TestApp::spawn().await;
     let url = app.url("/api/products");
     let body = json!({"sku": "A", "title": "t"});
-    assert_eq!(
-        app.http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .expect("r")
-            .status(),
-        401
-    );
+    assert_eq!(app.http.post(&url).json(&body).send().await.expect("r").status(), 401);
     assert_eq!(
         app.http
             .post(&url)
@@ -370,13 +335,10 @@ async fn listing_pages_with_a_keyset_cursor_and_filters() {
     let app = TestApp::spawn().await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let p = app
-            .create_product(&format!("SKU-L{i}"), &format!("Item {i}"))
-            .await;
+        let p = app.create_product(&format!("SKU-L{i}"), &format!("Item {i}")).await;
         ids.push(p["id"].as_str().expect("id").to_owned());
     }
-    app.post(&format!("/api/products/{}/publish", ids[0]), json!({}))
-        .await;
+    app.post(&format!("/api/products/{}/publish", ids[0]), json!({})).await;
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

@@ -20,12 +20,16 @@ async fn catalog(app: &TestApp) -> Vec<String> {
     .iter()
     .enumerate()
     {
-        let r = app.post("/api/products", json!({"sku": format!("SKU-P{i}"), "title": title, "description": format!("A fine {title}"),
-            "brand": brand, "category": cat, "price": {"amount_minor": 1000 * (i + 1), "currency": "USD"}, "stock": i})).await;
+        let r = app
+            .post(
+                "/api/products",
+                json!({"sku": format!("SKU-P{i}"), "title": title, "description": format!("A fine {title}"),
+            "brand": brand, "category": cat, "price": {"amount_minor": 1000 * (i + 1), "currency": "USD"}, "stock": i}),
+            )
+            .await;
         let p: Value = r.json().await.expect("json");
         let id = p["id"].as_str().expect("id").to_owned();
-        app.post(&format!("/api/products/{id}/publish"), json!({}))
-            .await;
+        app.post(&format!("/api/products/{id}/publish"), json!({})).await;
         ids.push(id);
     }
     app.post(
@@ -63,12 +67,7 @@ async fn events_become_documents_with_the_right_state_and_search_finds_them() {
     assert!(r["hits"][0]["highlight"]["title"][0]
         .as_str()
         .is_some_and(|h| h.contains("<em>")));
-    let all: Value = app
-        .get("/api/search?sort=price_asc")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let all: Value = app.get("/api/search?sort=price_asc").await.json().await.expect("json");
     assert_eq!(all["total"], 3);
     assert_eq!(all["hits"][0]["product"]["price_minor"], 2000);
     let cats: Vec<(String, u64)> = all["facets"]["category"]
@@ -82,10 +81,7 @@ async fn events_become_documents_with_the_right_state_and_search_finds_them() {
             )
         })
         .collect();
-    assert_eq!(
-        cats,
-        vec![("electronics".to_owned(), 2), ("kitchen".to_owned(), 1)]
-    );
+    assert_eq!(cats, vec![("electronics".to_owned(), 2), ("kitchen".to_owned(), 1)]);
     let f: Value = app
         .get("/api/search?category=kitchen&in_stock=true&min_price=1000&max_price=5000")
         .await
@@ -125,18 +121,10 @@ async fn events_become_documents_with_the_right_state_and_search_finds_them() {
         assert_eq!(r.status(), 422, "{q}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
-    assert_eq!(
-        app.get("/api/search?q=title:(%22x%22%20OR%20*)")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/api/search?q=title:(%22x%22%20OR%20*)").await.status(), 200);
 
     // The projection group shows up in Apache Kafka's own tool.
-    let wrapper = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/local/bin/kafka-consumer-groups"
-    );
+    let wrapper = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/bin/kafka-consumer-groups");
     let out = std::process::Command::new(wrapper)
         .args(["--bootstrap-server", "localhost:9092", "--list"])
         .output()
@@ -204,10 +192,7 @@ async fn replayed_and_reordered_events_leave_the_same_documents_and_replays_rewr
     assert!(s < 300);
     let mut replay = app
         .env
-        .projector(
-            Some(&format!("{}replay", app.env.names.projection_group())),
-            None,
-        )
+        .projector(Some(&format!("{}replay", app.env.names.projection_group())), None)
         .await;
     app.env.consume_until_idle(&mut replay).await;
     let fixed = app.env.document(id).await.expect("doc");
@@ -249,11 +234,8 @@ async fn poison_messages_go_to_the_dlq_with_their_reason_and_the_next_event_is_p
     env.produce(&topic, key, &serde_json::to_vec(&unmappable).expect("j"))
         .await;
     // The next good event after the poison.
-    app.post(
-        &format!("/api/products/{}/stock", ids[1]),
-        json!({"delta": 7}),
-    )
-    .await;
+    app.post(&format!("/api/products/{}/stock", ids[1]), json!({"delta": 7}))
+        .await;
     env.drain_outbox().await;
 
     let mut p = env.projector(None, None).await;
@@ -295,8 +277,7 @@ async fn poison_messages_go_to_the_dlq_with_their_reason_and_the_next_event_is_p
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_all_is_projected_later(
-) {
+async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_all_is_projected_later() {
     let app = TestApp::spawn().await;
     let ids = catalog(&app).await;
     let env = &app.env;
@@ -312,9 +293,7 @@ async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_a
         .await
         .expect("retries, no error");
     assert_eq!((o.applied, o.dead_lettered), (0, 0));
-    let _ = down
-        .consumer
-        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+    let _ = down.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
     let topic = env.names.events_topic();
     let c = down.consumer.clone();
     let lag = tokio::task::spawn_blocking(move || {
@@ -338,10 +317,7 @@ async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_a
     let o = env.consume_until_idle(&mut up).await;
     assert_eq!(o.received, 7);
     for id in &ids {
-        assert!(
-            env.document(id).await.is_some(),
-            "{id} projected after the outage"
-        );
+        assert!(env.document(id).await.is_some(), "{id} projected after the outage");
     }
 }
 
@@ -373,7 +349,12 @@ async fn end_to_end_a_product_written_through_the_api_becomes_searchable() {
     };
     let _relay = spawn(&["process-outbox", "--follow"]);
     let _projection = spawn(&["run-product-event-consumer"]);
-    let r = app.post("/api/products", json!({"sku": "E2E", "title": "Solar lantern", "price": {"amount_minor": 1500, "currency": "EUR"}})).await;
+    let r = app
+        .post(
+            "/api/products",
+            json!({"sku": "E2E", "title": "Solar lantern", "price": {"amount_minor": 1500, "currency": "EUR"}}),
+        )
+        .await;
     let p: Value = r.json().await.expect("json");
     let id = p["id"].as_str().expect("id").to_owned();
     assert_eq!(
@@ -386,15 +367,50 @@ async fn end_to_end_a_product_written_through_the_api_becomes_searchable() {
         let app = &app;
         let id = id.clone();
         async move {
-            let r: Value = app
-                .get("/api/search?q=lantern")
-                .await
-                .json()
-                .await
-                .unwrap_or_default();
+            let r: Value = app.get("/api/search?q=lantern").await.json().await.unwrap_or_default();
             r["hits"][0]["product"]["id"] == json!(id)
         }
     })
     .await;
     assert!(found, "product searchable within the deadline");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_gap_is_applied_with_full_state_and_counted() {
+    let app = TestApp::spawn().await;
+    let p = app.create_product("SKU-GAP", "Gap lamp").await;
+    let id = p["id"].as_str().expect("id").to_owned();
+    for d in 1..=2 {
+        app.post(&format!("/api/products/{id}/stock"), json!({"delta": d}))
+            .await;
+    }
+    app.env.drain_outbox().await;
+    let env = &app.env;
+    let topic = env.names.events_topic();
+    let all = env.read_topic(&topic, 3, Duration::from_secs(30)).await;
+    // A fresh namespace-local topic that holds v1 and v3 only (v2 parked upstream, say).
+    let gap_topic = format!("{topic}.gap");
+    aliexpress::bus::admin::ensure_topics(&env.infra.kafka_bootstrap_servers, std::slice::from_ref(&gap_topic), 1)
+        .await
+        .expect("topic");
+    let versions: Vec<i64> = all
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(m.payload().expect("p")).expect("j")["aggregate_version"]
+                .as_i64()
+                .expect("v")
+        })
+        .collect();
+    for (m, v) in all.iter().zip(&versions) {
+        if *v != 2 {
+            env.produce(&gap_topic, &id, m.payload().expect("payload")).await;
+        }
+    }
+    let mut p = env.projector(None, None).await;
+    p.consumer.unsubscribe();
+    p.consumer.subscribe(&[&gap_topic]).expect("subscribe");
+    let o = env.consume_until_idle(&mut p).await;
+    assert_eq!((o.received, o.applied, o.gaps), (2, 2, 1));
+    let doc = env.document(&id).await.expect("doc");
+    assert_eq!(doc["_source"]["stock"], 8, "full state of v3 applied");
 }

@@ -27,12 +27,7 @@ async fn prometheus_scrapes_every_role_and_sees_consumer_lag() {
         ("127.0.0.1:8000", vec!["serve", "--bind", "127.0.0.1:8000"]),
         (
             "127.0.0.1:9464",
-            vec![
-                "process-outbox",
-                "--follow",
-                "--metrics-addr",
-                "127.0.0.1:9464",
-            ],
+            vec!["process-outbox", "--follow", "--metrics-addr", "127.0.0.1:9464"],
         ),
         (
             "127.0.0.1:9465",
@@ -40,11 +35,7 @@ async fn prometheus_scrapes_every_role_and_sees_consumer_lag() {
         ),
         (
             "127.0.0.1:9466",
-            vec![
-                "run-product-event-consumer",
-                "--metrics-addr",
-                "127.0.0.1:9466",
-            ],
+            vec!["run-product-event-consumer", "--metrics-addr", "127.0.0.1:9466"],
         ),
     ];
     // Roles already running (make up) are scraped as they are; the others are started here.
@@ -71,10 +62,7 @@ async fn prometheus_scrapes_every_role_and_sees_consumer_lag() {
                 return false;
             };
             let v: Value = r.json().await.unwrap_or_default();
-            let targets = v["data"]["activeTargets"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let targets = v["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
             let ours: Vec<&Value> = targets
                 .iter()
                 .filter(|t| {
@@ -100,9 +88,7 @@ async fn prometheus_scrapes_every_role_and_sees_consumer_lag() {
                 return false;
             };
             let v: Value = r.json().await.unwrap_or_default();
-            v["data"]["result"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
+            v["data"]["result"].as_array().is_some_and(|a| !a.is_empty())
         }
     })
     .await;

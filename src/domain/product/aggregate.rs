@@ -10,8 +10,8 @@ use super::command::{CreateProduct, ProductCommand, UpdateProductDetails};
 use super::error::DomainError;
 use super::event::ProductChange;
 use super::value::{
-    bounded_text, required_text, Money, ProductStatus, ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS,
-    SHORT_TEXT_MAX_CHARS, TITLE_MAX_CHARS,
+    bounded_text, required_text, Money, ProductStatus, ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, SHORT_TEXT_MAX_CHARS,
+    TITLE_MAX_CHARS,
 };
 
 /// Current state of a product. `version` starts at 1 and grows by one per event.
@@ -48,10 +48,7 @@ pub struct Product {
 
 /// Checks `command` against `state` (None: the product does not exist yet) and returns the
 /// change it causes, or the rule it breaks.
-pub fn decide(
-    state: Option<&Product>,
-    command: &ProductCommand,
-) -> Result<ProductChange, DomainError> {
+pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<ProductChange, DomainError> {
     let product = match (state, command) {
         (None, ProductCommand::CreateProduct(c)) => return decide_create(c),
         (Some(_), ProductCommand::CreateProduct(_)) => return Err(DomainError::AlreadyCreated),
@@ -82,10 +79,7 @@ pub fn decide(
                     delta: *delta,
                 });
             }
-            Ok(ProductChange::ProductStockAdjusted {
-                delta: *delta,
-                stock,
-            })
+            Ok(ProductChange::ProductStockAdjusted { delta: *delta, stock })
         }
         ProductCommand::SetStock { stock } => {
             if *stock < 0 {
@@ -104,16 +98,10 @@ pub fn decide(
                 });
             }
             if product.price.is_none() {
-                return Err(DomainError::invalid(
-                    "price",
-                    "a product needs a price to be published",
-                ));
+                return Err(DomainError::invalid("price", "a product needs a price to be published"));
             }
             if product.title.trim().is_empty() {
-                return Err(DomainError::invalid(
-                    "title",
-                    "a product needs a title to be published",
-                ));
+                return Err(DomainError::invalid("title", "a product needs a title to be published"));
             }
             Ok(ProductChange::ProductStatusChanged {
                 from: product.status,
@@ -165,10 +153,7 @@ fn decide_details(u: &UpdateProductDetails) -> Result<ProductChange, DomainError
         && u.brand.is_none()
         && u.attributes.is_none()
     {
-        return Err(DomainError::invalid(
-            "details",
-            "at least one field must be given",
-        ));
+        return Err(DomainError::invalid("details", "at least one field must be given"));
     }
     Ok(ProductChange::ProductDetailsUpdated {
         title: u
@@ -213,12 +198,7 @@ fn check_attributes(a: &BTreeMap<String, String>) -> Result<BTreeMap<String, Str
 
 /// Applies a change to the state. `id` and `at` are used for a creation and as the update
 /// time. Total: every change from [`decide`] applies.
-pub fn evolve(
-    state: Option<Product>,
-    id: Uuid,
-    change: &ProductChange,
-    at: DateTime<Utc>,
-) -> Product {
+pub fn evolve(state: Option<Product>, id: Uuid, change: &ProductChange, at: DateTime<Utc>) -> Product {
     let mut p = match (state, change) {
         (
             None,

@@ -6,9 +6,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 fn t0() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-        .single()
-        .expect("valid date")
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("valid date")
 }
 
 fn create_cmd() -> CreateProduct {
@@ -74,9 +72,7 @@ fn create_rejects_negative_stock_zero_price_and_unknown_currency() {
     let mut c = create_cmd();
     c.stock = -1;
     assert_eq!(
-        decide(None, &ProductCommand::CreateProduct(c))
-            .unwrap_err()
-            .field(),
+        decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(),
         Some("stock")
     );
     let mut c = create_cmd();
@@ -85,9 +81,7 @@ fn create_rejects_negative_stock_zero_price_and_unknown_currency() {
         currency: "USD".into(),
     });
     assert_eq!(
-        decide(None, &ProductCommand::CreateProduct(c))
-            .unwrap_err()
-            .field(),
+        decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(),
         Some("price.amount_minor")
     );
     let mut c = create_cmd();
@@ -96,9 +90,7 @@ fn create_rejects_negative_stock_zero_price_and_unknown_currency() {
         currency: "USX".into(),
     });
     assert_eq!(
-        decide(None, &ProductCommand::CreateProduct(c))
-            .unwrap_err()
-            .field(),
+        decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(),
         Some("price.currency")
     );
 }
@@ -106,10 +98,7 @@ fn create_rejects_negative_stock_zero_price_and_unknown_currency() {
 #[test]
 fn create_twice_is_rejected() {
     let s = given(&created());
-    assert_eq!(
-        decide(s.as_ref(), &created()[0]),
-        Err(DomainError::AlreadyCreated)
-    );
+    assert_eq!(decide(s.as_ref(), &created()[0]), Err(DomainError::AlreadyCreated));
 }
 
 #[test]
@@ -138,10 +127,7 @@ fn update_details_changes_only_given_fields() {
 fn empty_update_is_rejected() {
     let s = given(&created());
     let cmd = ProductCommand::UpdateProductDetails(UpdateProductDetails::default());
-    assert_eq!(
-        decide(s.as_ref(), &cmd).unwrap_err().field(),
-        Some("details")
-    );
+    assert_eq!(decide(s.as_ref(), &cmd).unwrap_err().field(), Some("details"));
 }
 
 #[test]
@@ -214,20 +200,8 @@ fn adjust_stock_never_goes_below_zero() {
 #[test]
 fn set_stock_emits_the_delta() {
     let s = given(&created());
-    let (p, change) = execute(
-        s.as_ref(),
-        Uuid::nil(),
-        &ProductCommand::SetStock { stock: 2 },
-        t0(),
-    )
-    .expect("ok");
-    assert_eq!(
-        change,
-        ProductChange::ProductStockAdjusted {
-            delta: -3,
-            stock: 2
-        }
-    );
+    let (p, change) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::SetStock { stock: 2 }, t0()).expect("ok");
+    assert_eq!(change, ProductChange::ProductStockAdjusted { delta: -3, stock: 2 });
     assert_eq!(p.stock, 2);
     assert_eq!(
         decide(s.as_ref(), &ProductCommand::SetStock { stock: -1 })
@@ -243,9 +217,7 @@ fn publish_needs_a_price() {
     c.price = None;
     let s = given(&[ProductCommand::CreateProduct(c)]);
     assert_eq!(
-        decide(s.as_ref(), &ProductCommand::PublishProduct)
-            .unwrap_err()
-            .field(),
+        decide(s.as_ref(), &ProductCommand::PublishProduct).unwrap_err().field(),
         Some("price")
     );
 }
@@ -260,13 +232,7 @@ fn publish_then_unpublish_round_trips_status() {
         decide(Some(&s), &ProductCommand::PublishProduct),
         Err(DomainError::InvalidTransition { .. })
     ));
-    let (p, change) = execute(
-        Some(&s),
-        Uuid::nil(),
-        &ProductCommand::UnpublishProduct,
-        t0(),
-    )
-    .expect("ok");
+    let (p, change) = execute(Some(&s), Uuid::nil(), &ProductCommand::UnpublishProduct, t0()).expect("ok");
     assert_eq!(change.event_type(), "ProductUnpublished");
     assert_eq!(p.status, ProductStatus::Draft);
 }
@@ -311,11 +277,9 @@ fn envelope_carries_change_and_full_state() {
 #[test]
 fn command_wire_format_is_adjacently_tagged() {
     let c: ProductCommand =
-        serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#)
-            .expect("parses");
+        serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#).expect("parses");
     assert_eq!(c, ProductCommand::AdjustStock { delta: 3 });
-    let c: ProductCommand =
-        serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
+    let c: ProductCommand = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
     assert_eq!(c, ProductCommand::PublishProduct);
     assert!(serde_json::from_str::<ProductCommand>(r#"{"command_type":"Explode"}"#).is_err());
 }
@@ -323,22 +287,18 @@ fn command_wire_format_is_adjacently_tagged() {
 fn any_command() -> impl Strategy<Value = ProductCommand> {
     prop_oneof![
         Just(ProductCommand::CreateProduct(create_cmd())),
-        "[a-z ]{0,210}".prop_map(
-            |t| ProductCommand::UpdateProductDetails(UpdateProductDetails {
-                title: Some(t),
-                ..Default::default()
-            })
-        ),
-        (
-            -10i64..10_000,
-            prop::sample::select(vec!["USD", "EUR", "XXX"])
-        )
-            .prop_map(|(a, c)| ProductCommand::ChangePrice {
+        "[a-z ]{0,210}".prop_map(|t| ProductCommand::UpdateProductDetails(UpdateProductDetails {
+            title: Some(t),
+            ..Default::default()
+        })),
+        (-10i64..10_000, prop::sample::select(vec!["USD", "EUR", "XXX"])).prop_map(|(a, c)| {
+            ProductCommand::ChangePrice {
                 price: Money {
                     amount_minor: a,
-                    currency: c.into()
-                }
-            }),
+                    currency: c.into(),
+                },
+            }
+        }),
         (-20i64..20).prop_map(|delta| ProductCommand::AdjustStock { delta }),
         (-5i64..50).prop_map(|stock| ProductCommand::SetStock { stock }),
         Just(ProductCommand::PublishProduct),

@@ -8,10 +8,9 @@ use super::error::DomainError;
 /// ISO 4217 codes this catalog accepts. A closed list keeps prices comparable and rejects
 /// typos such as "USX" at the edge.
 pub const KNOWN_CURRENCIES: &[&str] = &[
-    "AED", "ARS", "AUD", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CZK", "DKK", "EUR", "GBP",
-    "HKD", "HUF", "IDR", "ILS", "INR", "JPY", "KRW", "KZT", "MXN", "MYR", "NOK", "NZD", "PEN",
-    "PHP", "PLN", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VND",
-    "ZAR",
+    "AED", "ARS", "AUD", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF", "IDR",
+    "ILS", "INR", "JPY", "KRW", "KZT", "MXN", "MYR", "NOK", "NZD", "PEN", "PHP", "PLN", "RON", "RUB", "SAR", "SEK",
+    "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VND", "ZAR",
 ];
 
 /// Longest title accepted, in characters.
@@ -36,10 +35,7 @@ impl Money {
     /// Validates a price: amount above zero and a known currency.
     pub fn price(amount_minor: i64, currency: &str) -> Result<Self, DomainError> {
         if amount_minor <= 0 {
-            return Err(DomainError::invalid(
-                "price.amount_minor",
-                "must be greater than 0",
-            ));
+            return Err(DomainError::invalid("price.amount_minor", "must be greater than 0"));
         }
         if !KNOWN_CURRENCIES.contains(&currency) {
             return Err(DomainError::invalid(
