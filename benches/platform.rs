@@ -172,8 +172,7 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     let text = String::from_utf8_lossy(&perf.stdout);
     let raw = text
         .lines()
-        .filter(|l| l.contains("records/sec"))
-        .last()
+        .rfind(|l| l.contains("records/sec"))
         .and_then(|l| l.split(',').nth(1))
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse::<f64>().ok())

@@ -172,13 +172,7 @@ pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<Rebu
         let parts = crate::ops::groups::partitions(&c, &t)?;
         parts
             .into_iter()
-            .map(|p| {
-                Ok((
-                    p,
-                    c.fetch_watermarks(&t, p, crate::ops::groups::CALL_TIMEOUT)
-                        .map(|(lo, hi)| (lo, hi))?,
-                ))
-            })
+            .map(|p| Ok((p, c.fetch_watermarks(&t, p, crate::ops::groups::CALL_TIMEOUT)?)))
             .map(|r: anyhow::Result<_>| r.map(|(p, (lo, hi))| (p, lo, hi)))
             .collect()
     })

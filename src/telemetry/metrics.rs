@@ -12,7 +12,6 @@ macro_rules! metric {
     ($name:ident: $ty:ty = $reg:ident!($($arg:tt)*)) => {
         /// See the metric's help text.
         pub static $name: LazyLock<$ty> = LazyLock::new(|| {
-            #[expect(clippy::expect_used, reason = "static metric definitions are valid; registered once")]
             $reg!($($arg)*).expect("metric registers")
         });
     };

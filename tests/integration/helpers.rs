@@ -265,7 +265,7 @@ impl TestEnv {
             )
             .await
             .expect("get doc");
-        (status == 200).then(|| v)
+        (status == 200).then_some(v)
     }
 
     /// Reads `topic` from the beginning with a fresh group until `min` messages arrived and

@@ -358,14 +358,11 @@ async fn a_dead_letter_redriven_after_a_fix_is_projected_once() {
         &[
             "dlq",
             "show",
-            &format!(
-                "{}",
-                stdout(&listed)
-                    .lines()
-                    .nth(1)
-                    .and_then(|l| l.split_whitespace().next())
-                    .expect("at")
-            ),
+            stdout(&listed)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.split_whitespace().next())
+                .expect("at"),
         ],
     );
     assert!(
