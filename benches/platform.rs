@@ -315,13 +315,19 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     });
 }
 
-fn pgbench(url: &str, clients: u32, secs: u32) -> f64 {
-    let script = std::env::temp_dir().join("aliexpress-pgbench.sql");
-    std::fs::write(
-        &script,
-        "INSERT INTO bench_rows (id, body) VALUES (gen_random_uuid(), repeat('x', 600));\n",
-    )
-    .expect("script");
+/// One row per transaction: the raw limit of the database.
+const PG_ONE_INSERT: &str = "INSERT INTO bench_rows (id, body) VALUES (gen_random_uuid(), repeat('x', 600));\n";
+/// The statements a create commits (lock probe, state row, outbox row), without our code.
+const PG_SAME_TX: &str = "BEGIN;
+SELECT id FROM products WHERE id = gen_random_uuid() FOR UPDATE;
+INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) VALUES (gen_random_uuid(), gen_random_uuid()::text, 'Bench product', repeat('x', 300), '', '', '{}', 100, 'USD', 0, 'draft', 1, now(), now());
+INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) VALUES (gen_random_uuid(), 'product', gen_random_uuid(), 1, 't', 'k', 'ProductCreated', 1, jsonb_build_object('pad', repeat('x', 900)), '{}');
+COMMIT;
+";
+
+fn pgbench(url: &str, clients: u32, secs: u32, sql: &str) -> f64 {
+    let script = std::env::temp_dir().join(format!("aliexpress-pgbench-{}.sql", sql.len()));
+    std::fs::write(&script, sql).expect("script");
     let out = Command::new("pgbench")
         .args([
             "-n",
@@ -415,7 +421,15 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
     let clients = 8;
     let with_notify = api_creates(&e, true, clients, 10).await;
     let without = api_creates(&e, false, clients, 10).await;
-    let raw = pgbench(&e.infra.database_url, clients as u32, 10);
+    let raw = pgbench(&e.infra.database_url, clients as u32, 10, PG_ONE_INSERT);
+    let same = pgbench(&e.infra.database_url, clients as u32, 10, PG_SAME_TX);
+    rows.push(Row {
+        what: format!("API creates ({clients} clients, NOTIFY on)"),
+        ours: with_notify,
+        unit: "creates/s",
+        baseline_name: "pgbench same tx, no HTTP".into(),
+        baseline: same,
+    });
     rows.push(Row {
         what: format!("API creates ({clients} clients, NOTIFY on)"),
         ours: with_notify,
@@ -477,7 +491,15 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
         }
     }
     let ours = done as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
-    let raw1 = pgbench(&e.infra.database_url, 1, 10);
+    let raw1 = pgbench(&e.infra.database_url, 1, 10, PG_ONE_INSERT);
+    let same1 = pgbench(&e.infra.database_url, 1, 10, PG_SAME_TX);
+    rows.push(Row {
+        what: format!("command consumer, {done} CreateProduct"),
+        ours,
+        unit: "commands/s",
+        baseline_name: "pgbench same tx, 1 client".into(),
+        baseline: same1,
+    });
     rows.push(Row {
         what: format!("command consumer, {done} CreateProduct"),
         ours,
