@@ -319,7 +319,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
 const PG_ONE_INSERT: &str = "INSERT INTO bench_rows (id, body) VALUES (gen_random_uuid(), repeat('x', 600));\n";
 /// The statements a create commits (lock probe, state row, outbox row), without our code.
 const PG_SAME_TX: &str = "BEGIN;
-SELECT id FROM products WHERE id = gen_random_uuid() FOR UPDATE;
+SELECT id FROM products WHERE id = (SELECT gen_random_uuid()) FOR UPDATE;
 INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) VALUES (gen_random_uuid(), gen_random_uuid()::text, 'Bench product', repeat('x', 300), '', '', '{}', 100, 'USD', 0, 'draft', 1, now(), now());
 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) VALUES (gen_random_uuid(), 'product', gen_random_uuid(), 1, 't', 'k', 'ProductCreated', 1, jsonb_build_object('pad', repeat('x', 900)), '{}');
 COMMIT;

@@ -22,7 +22,9 @@ CREATE TABLE outbox (
 );
 -- The relay claims pending rows in id order; this partial index holds only those.
 CREATE INDEX outbox_pending ON outbox (id) WHERE published_at IS NULL AND parked_at IS NULL;
--- Holding back later rows of a product whose earlier row is waiting for a retry.
-CREATE INDEX outbox_pending_aggregate ON outbox (aggregate_id, id) WHERE published_at IS NULL AND parked_at IS NULL;
+-- Holding back later rows of a product whose earlier row is waiting for a retry: only rows in
+-- backoff are indexed, so the anti-join stays tiny however large the backlog is.
+CREATE INDEX outbox_backoff ON outbox (aggregate_id, id)
+    WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at IS NOT NULL;
 CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
 CREATE INDEX outbox_parked ON outbox (id) WHERE parked_at IS NOT NULL AND published_at IS NULL;

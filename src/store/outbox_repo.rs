@@ -119,7 +119,7 @@ pub async fn claim_batch(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec
            AND NOT EXISTS (SELECT 1 FROM outbox b \
                            WHERE b.aggregate_id = o.aggregate_id AND b.id < o.id \
                              AND b.published_at IS NULL AND b.parked_at IS NULL \
-                             AND b.next_attempt_at > now()) \
+                             AND b.next_attempt_at IS NOT NULL AND b.next_attempt_at > now()) \
          ORDER BY o.id LIMIT $1",
     )
     .bind::<BigInt, _>(limit)

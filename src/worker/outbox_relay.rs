@@ -215,7 +215,9 @@ impl OutboxRelay {
         producer: &FutureProducer,
         s: &RelaySettings,
     ) -> Result<BatchOutcome, RelayError> {
+        let t_claim = Instant::now();
         let rows = outbox_repo::claim_batch(conn, s.batch_size).await?;
+        let claim_ms = t_claim.elapsed().as_millis() as u64;
         let mut out = BatchOutcome {
             claimed: rows.len(),
             ..Default::default()
@@ -224,6 +226,7 @@ impl OutboxRelay {
             return Ok(out);
         }
         // Enqueue everything, then await every delivery report.
+        let t_produce = Instant::now();
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
             let rec = FutureRecord::to(&row.topic)
@@ -246,6 +249,7 @@ impl OutboxRelay {
         }))
         .await;
 
+        let produce_ms = t_produce.elapsed().as_millis() as u64;
         let now = Utc::now();
         let mut blocked: HashSet<Uuid> = HashSet::new();
         let mut delivered = Vec::with_capacity(rows.len());
@@ -276,7 +280,15 @@ impl OutboxRelay {
             }
         }
         let ids: Vec<i64> = delivered.iter().map(|r| r.id).collect();
+        let t_mark = Instant::now();
         out.published = outbox_repo::mark_published(conn, &ids).await?;
+        tracing::debug!(
+            rows = rows.len(),
+            claim_ms,
+            produce_ms,
+            mark_ms = t_mark.elapsed().as_millis() as u64,
+            "outbox batch timings"
+        );
         for r in &delivered {
             OUTBOX_PUBLISH_LATENCY.observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
         }
