@@ -108,8 +108,13 @@ pub async fn unlock_relay(conn: &mut AsyncPgConnection) -> Result<(), StoreError
     Ok(())
 }
 
-/// Claims up to `limit` due rows in id order (see the module docs).
-pub async fn claim_batch(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec<PendingRow>, StoreError> {
+/// Claims up to `limit` due rows in id order (see the module docs), skipping `in_flight`: rows
+/// already delivered whose "published" mark is being committed on another connection.
+pub async fn claim_batch(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+    in_flight: &[i64],
+) -> Result<Vec<PendingRow>, StoreError> {
     Ok(diesel::sql_query(
         "SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
                 o.aggregate_id, o.aggregate_version, o.attempts, o.created_at \
@@ -120,9 +125,11 @@ pub async fn claim_batch(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec
                            WHERE b.aggregate_id = o.aggregate_id AND b.id < o.id \
                              AND b.published_at IS NULL AND b.parked_at IS NULL \
                              AND b.next_attempt_at IS NOT NULL AND b.next_attempt_at > now()) \
+           AND NOT (o.id = ANY($2)) \
          ORDER BY o.id LIMIT $1",
     )
     .bind::<BigInt, _>(limit)
+    .bind::<Array<BigInt>, _>(in_flight)
     .load(conn)
     .await?)
 }

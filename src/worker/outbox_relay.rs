@@ -94,6 +94,11 @@ pub struct OutboxRelay {
     settings: RelaySettings,
     conn: Option<AsyncPgConnection>,
     rebuild: Option<(String, ProducerSettings)>,
+    /// Second connection that commits "published" marks while the next batch is claimed.
+    marker: Option<AsyncPgConnection>,
+    /// The mark in progress, and the ids it covers (excluded from the next claim).
+    in_flight: Option<tokio::task::JoinHandle<(AsyncPgConnection, Result<usize, StoreError>)>>,
+    in_flight_ids: Vec<i64>,
 }
 
 /// Row-specific produce errors: retrying the same bytes elsewhere will not help.
@@ -138,6 +143,9 @@ impl OutboxRelay {
             settings,
             conn: None,
             rebuild: None,
+            marker: None,
+            in_flight: None,
+            in_flight_ids: Vec::new(),
         }
     }
 
@@ -188,19 +196,62 @@ impl OutboxRelay {
         }
     }
 
-    /// Releases the lock (dropping the connection would too).
+    /// Waits for the "published" mark in progress, if any; returns the rows it marked.
+    pub async fn flush(&mut self) -> Result<usize, StoreError> {
+        let Some(handle) = self.in_flight.take() else {
+            return Ok(0);
+        };
+        self.in_flight_ids.clear();
+        let (conn, result) = handle
+            .await
+            .map_err(|e| StoreError::Pool(format!("mark task failed: {e}")))?;
+        if result.is_ok() {
+            self.marker = Some(conn);
+        }
+        result
+    }
+
+    /// Commits the "published" mark of `ids` on the marker connection, in the background.
+    async fn start_mark(&mut self, ids: Vec<i64>) -> Result<(), StoreError> {
+        let mut conn = match self.marker.take() {
+            Some(c) => c,
+            None => pool::connect(&self.database_url, Duration::from_secs(60)).await?,
+        };
+        self.in_flight_ids = ids.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let r = outbox_repo::mark_published(&mut conn, &ids).await;
+            (conn, r)
+        }));
+        Ok(())
+    }
+
+    /// Releases the lock (dropping the connection would too), after the mark in progress.
     pub async fn release(&mut self) {
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "last published mark failed; those rows will be sent again");
+        }
         if let Some(mut c) = self.conn.take() {
             let _ = outbox_repo::unlock_relay(&mut c).await;
         }
     }
 
     /// Claims and publishes one batch. Needs the lock ([`try_acquire`](Self::try_acquire)).
+    ///
+    /// The "published" mark of a full batch is committed on a second connection while the
+    /// next batch is claimed and produced (its rows are excluded from that claim); a partial
+    /// batch is marked before returning. [`flush`](Self::flush) waits for a mark in progress.
     pub async fn process_once(&mut self) -> Result<BatchOutcome, RelayError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(RelayError::Store(StoreError::Pool("relay lock not held".into())));
         };
-        let result = Self::publish_batch(conn, &self.producer, &self.settings).await;
+        let result = Self::publish_batch(conn, &self.producer, &self.settings, &self.in_flight_ids).await;
+        let result = match result {
+            Ok((out, delivered)) => self.finish_batch(out, delivered).await,
+            Err(e) => {
+                let _ = self.flush().await;
+                Err(e)
+            }
+        };
         match &result {
             // The connection may be gone, and the lock with it: start over.
             Err(RelayError::Store(_)) => self.conn = None,
@@ -210,20 +261,35 @@ impl OutboxRelay {
         result
     }
 
+    async fn finish_batch(&mut self, out: BatchOutcome, delivered: Vec<i64>) -> Result<BatchOutcome, RelayError> {
+        // The previous mark must be committed before the next one starts (one marker conn).
+        self.flush().await?;
+        if (out.claimed as i64) < self.settings.batch_size {
+            if let Some(conn) = self.conn.as_mut() {
+                outbox_repo::mark_published(conn, &delivered).await?;
+            }
+        } else if !delivered.is_empty() {
+            self.start_mark(delivered).await?;
+        }
+        Ok(out)
+    }
+
+    /// Claims, produces and awaits one batch; returns the outcome and the delivered ids to mark.
     async fn publish_batch(
         conn: &mut AsyncPgConnection,
         producer: &FutureProducer,
         s: &RelaySettings,
-    ) -> Result<BatchOutcome, RelayError> {
+        in_flight: &[i64],
+    ) -> Result<(BatchOutcome, Vec<i64>), RelayError> {
         let t_claim = Instant::now();
-        let rows = outbox_repo::claim_batch(conn, s.batch_size).await?;
+        let rows = outbox_repo::claim_batch(conn, s.batch_size, in_flight).await?;
         let claim_ms = t_claim.elapsed().as_millis() as u64;
         let mut out = BatchOutcome {
             claimed: rows.len(),
             ..Default::default()
         };
         if rows.is_empty() {
-            return Ok(out);
+            return Ok((out, Vec::new()));
         }
         // Enqueue everything, then await every delivery report.
         let t_produce = Instant::now();
@@ -280,23 +346,16 @@ impl OutboxRelay {
             }
         }
         let ids: Vec<i64> = delivered.iter().map(|r| r.id).collect();
-        let t_mark = Instant::now();
-        out.published = outbox_repo::mark_published(conn, &ids).await?;
-        tracing::debug!(
-            rows = rows.len(),
-            claim_ms,
-            produce_ms,
-            mark_ms = t_mark.elapsed().as_millis() as u64,
-            "outbox batch timings"
-        );
+        out.published = ids.len();
         for r in &delivered {
             OUTBOX_PUBLISH_LATENCY.observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
         }
         OUTBOX_PUBLISHED.inc_by(out.published as u64);
         OUTBOX_BATCH_SIZE.observe(rows.len() as f64);
+        tracing::debug!(rows = rows.len(), claim_ms, produce_ms, "outbox batch timings");
         match broker_error {
             Some(e) if out.published == 0 => Err(RelayError::Broker(e)),
-            _ => Ok(out),
+            _ => Ok((out, ids)),
         }
     }
 
