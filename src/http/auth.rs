@@ -54,3 +54,20 @@ pub fn require_write(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
         Access::Anonymous => Err(ApiError::Unauthorized("a bearer token is required to write".into())),
     }
 }
+
+/// Extractor that admits only write tokens. Listed before the body extractor, it makes an
+/// anonymous or read-only caller get 401/403 before its body is even parsed.
+pub struct WriteAccess;
+
+impl actix_web::FromRequest for WriteAccess {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let result = match req.app_data::<actix_web::web::Data<AppState>>() {
+            Some(state) => require_write(req, state).map(|()| WriteAccess),
+            None => Err(ApiError::Internal("application state missing".into())),
+        };
+        std::future::ready(result)
+    }
+}

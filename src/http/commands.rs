@@ -8,7 +8,7 @@ use rdkafka::producer::FutureRecord;
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::auth::require_write;
+use super::auth::{require_write, WriteAccess};
 use super::{ApiError, AppState};
 use crate::bus::envelope::CommandEnvelope;
 use crate::domain::product::{self, ProductCommand};
@@ -42,6 +42,7 @@ fn prevalidate(cmd: &ProductCommand) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/api/commands", request_body = CommandEnvelope,
     responses((status = 202, body = Accepted), (status = 422, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn submit(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<CommandEnvelope>,

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::require_write;
+use super::auth::{require_write, WriteAccess};
 use super::{ApiError, AppState};
 use crate::domain::product::{CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails};
 use crate::store::pool;
@@ -128,6 +128,7 @@ async fn run(
     responses((status = 201, body = Product), (status = 422, body = super::error::Problem), (status = 409, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<CreateProduct>,
@@ -201,6 +202,7 @@ pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Resul
 #[utoipa::path(patch, path = "/api/products/{id}", request_body = UpdateProductDetails, params(("id" = Uuid, Path)),
     responses((status = 200, body = Product), (status = 412, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn update_details(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -222,6 +224,7 @@ pub async fn update_details(
 #[utoipa::path(post, path = "/api/products/{id}/price", request_body = PriceBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn change_price(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -243,6 +246,7 @@ pub async fn change_price(
 #[utoipa::path(post, path = "/api/products/{id}/stock", request_body = StockBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn change_stock(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -273,6 +277,7 @@ async fn status_change(
 #[utoipa::path(post, path = "/api/products/{id}/publish", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn publish(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -284,6 +289,7 @@ pub async fn publish(
 #[utoipa::path(post, path = "/api/products/{id}/unpublish", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn unpublish(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -295,6 +301,7 @@ pub async fn unpublish(
 #[utoipa::path(post, path = "/api/products/{id}/archive", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn archive(
+    _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,

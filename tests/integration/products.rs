@@ -294,6 +294,19 @@ async fn writes_need_a_write_token_reads_are_public() {
     let url = app.url("/api/products");
     let body = json!({"sku": "A", "title": "t"});
     assert_eq!(app.http.post(&url).json(&body).send().await.expect("r").status(), 401);
+    let anonymous_garbage = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(
+        anonymous_garbage.status(),
+        401,
+        "credentials are checked before the body"
+    );
     assert_eq!(
         app.http
             .post(&url)
