@@ -120,7 +120,26 @@ async fn replay_is_refused_while_the_group_has_active_members() {
         "{err}"
     );
     assert!(err.contains("member"), "{err}");
-    drop(p);
+    // --wait-inactive waits for the group to empty, then applies.
+    let waiting = Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+        .args(["replay", "--to-earliest", "--execute", "--wait-inactive", "60s"])
+        .envs(env.bin_env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("replay");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(p); // the consumer leaves the group
+    let out = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting"), "it did wait");
+    assert!(committed(env, &env.names.projection_group())
+        .await
+        .iter()
+        .all(|c| c.is_none_or(|o| o == 0)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
