@@ -167,89 +167,33 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
             .expect("tpl");
         c.commit(&tpl, CommitMode::Sync).expect("commit");
     };
-    let shift = bin(
-        &env,
-        &[
-            "replay",
-            "--group",
-            &group,
-            "--partitions",
-            &p,
-            "--shift-by",
-            "-3",
-            "--execute",
-        ],
-    );
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", "--group", group.as_str(), "--partitions", p.as_str()];
+        args.extend_from_slice(extra);
+        bin(&env, &args)
+    };
+    let shift = replay(&["--shift-by", "-3", "--execute"]);
     assert_eq!(shift.status.code(), Some(2), "no committed offset yet: an error");
     commit(8);
-    let shift = bin(
-        &env,
-        &[
-            "replay",
-            "--group",
-            &group,
-            "--partitions",
-            &p,
-            "--shift-by",
-            "-3",
-            "--execute",
-        ],
-    );
+    let shift = replay(&["--shift-by", "-3", "--execute"]);
     assert!(shift.status.success(), "{}", String::from_utf8_lossy(&shift.stderr));
     let c = committed(&env, &group).await;
     assert_eq!(c[part as usize], Some(5));
-    let clamp = bin(
-        &env,
-        &["replay", "--group", &group, "--partitions", &p, "--shift-by", "-100"],
-    );
+    let clamp = replay(&["--shift-by", "-100"]);
     assert!(stdout(&clamp).contains("clamped to 0"), "{}", stdout(&clamp));
 
     let ts = cut.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let dt = bin(
-        &env,
-        &[
-            "replay",
-            "--group",
-            &group,
-            "--partitions",
-            &p,
-            "--to-datetime",
-            &ts,
-            "--execute",
-        ],
-    );
+    let dt = replay(&["--to-datetime", &ts, "--execute"]);
     assert!(dt.status.success(), "{}", String::from_utf8_lossy(&dt.stderr));
     assert_eq!(committed(&env, &group).await[part as usize], Some(5));
     let kafka_form = cut.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
-    let dt2 = bin(
-        &env,
-        &[
-            "replay",
-            "--group",
-            &group,
-            "--partitions",
-            &p,
-            "--to-datetime",
-            &kafka_form,
-        ],
-    );
+    let dt2 = replay(&["--to-datetime", &kafka_form]);
     assert!(
         stdout(&dt2).lines().any(|l| l.split_whitespace().nth(4) == Some("5")),
         "{}",
         stdout(&dt2)
     );
-    let future = bin(
-        &env,
-        &[
-            "replay",
-            "--group",
-            &group,
-            "--partitions",
-            &p,
-            "--to-datetime",
-            "2099-01-01T00:00:00Z",
-        ],
-    );
+    let future = replay(&["--to-datetime", "2099-01-01T00:00:00Z"]);
     assert!(stdout(&future).contains("log end"), "{}", stdout(&future));
     let months = bin(&env, &["replay", "--group", &group, "--by-duration", "P1M"]);
     assert_eq!(months.status.code(), Some(2));
@@ -257,19 +201,7 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
     // Export and re-import a plan.
     let file = std::env::temp_dir().join(format!("{}plan.csv", env.names.index_alias()));
     let f = file.to_string_lossy().to_string();
-    let exp = bin(
-        &env,
-        &[
-            "replay",
-            "--group",
-            &group,
-            "--partitions",
-            &p,
-            "--to-earliest",
-            "--export",
-            &f,
-        ],
-    );
+    let exp = replay(&["--to-earliest", "--export", &f]);
     assert!(exp.status.success());
     let imp = bin(&env, &["replay", "--group", &group, "--from-file", &f, "--execute"]);
     assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
