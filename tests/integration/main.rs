@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod commands;
+mod compose;
 mod health;
 mod kafka_outage;
 mod ops;
