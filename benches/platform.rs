@@ -595,12 +595,65 @@ async fn bench_freshness() -> (f64, f64, usize) {
     (q(0.5), q(0.99), lat.len())
 }
 
+/// Drops what earlier bench runs left (databases, indices, topics with the bench prefix).
+async fn cleanup_previous_runs() {
+    let base = env_or(
+        "DATABASE_URL",
+        "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress",
+    );
+    if let Ok(mut c) = pool::connect(&base, Duration::from_secs(600)).await {
+        #[derive(diesel::QueryableByName)]
+        struct Db {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            datname: String,
+        }
+        let dbs: Vec<Db> =
+            diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'aliexpress\\_bench\\_%'")
+                .load(&mut c)
+                .await
+                .unwrap_or_default();
+        for d in dbs {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", d.datname))
+                .execute(&mut c)
+                .await;
+        }
+    }
+    if let Ok(search) = SearchClient::new(
+        &env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        Duration::from_secs(60),
+    ) {
+        let _ = search
+            .request(opensearch::http::Method::Delete, "/bench_*", None, None)
+            .await;
+    }
+    let bootstrap = env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+    let Ok(admin) = producer::base_config(&bootstrap)
+        .create::<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>()
+    else {
+        return;
+    };
+    let Ok(md) = admin.inner().fetch_metadata(None, Duration::from_secs(10)) else {
+        return;
+    };
+    let old: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|n| n.starts_with("bench_"))
+        .collect();
+    let refs: Vec<&str> = old.iter().map(String::as_str).collect();
+    if !refs.is_empty() {
+        let _ = admin.delete_topics(&refs, &rdkafka::admin::AdminOptions::new()).await;
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
+        cleanup_previous_runs().await;
         let mut rows = Vec::new();
         eprintln!("bench: outbox relay ...");
         bench_relay(&mut rows).await;
