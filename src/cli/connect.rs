@@ -18,7 +18,21 @@ pub async fn database(infra: &InfraConfig) -> Result<PgPool, ConfigError> {
     let p = pool::build_pool(&infra.database_url, infra.database_pool_size, infra.statement_timeout())
         .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
     match tokio::time::timeout(STARTUP_TIMEOUT, p.get()).await {
-        Ok(Ok(_)) => Ok(p),
+        Ok(Ok(_)) => {
+            let behind = pool::pending_migrations(&infra.database_url)
+                .await
+                .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
+            if behind > 0 {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    format!(
+                        "the schema of {} is {behind} migration(s) behind this binary: run `aliexpress migrate`",
+                        redact(&infra.database_url)
+                    ),
+                ));
+            }
+            Ok(p)
+        }
         Ok(Err(e)) => Err(ConfigError::new(
             "DATABASE_URL",
             format!("cannot connect to {}: {e}", redact(&infra.database_url)),

@@ -83,3 +83,13 @@ pub async fn try_advisory_lock(conn: &mut AsyncPgConnection, key: i64) -> Result
         .await?;
     Ok(r.locked)
 }
+
+/// How many embedded migrations the database has not applied yet.
+pub async fn pending_migrations(url: &str) -> Result<usize, StoreError> {
+    let conn = connect(url, Duration::from_secs(30)).await?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    harness
+        .pending_migrations(MIGRATIONS)
+        .map(|v| v.len())
+        .map_err(|e| StoreError::Migration(e.to_string()))
+}

@@ -46,3 +46,46 @@ async fn migrate_is_idempotent() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "database is up to date");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_behind_the_binary_is_refused_with_a_hint_to_migrate() {
+    use diesel_async::RunQueryDsl;
+    let env = TestEnv::new().await; // also cleans up and proves the stack is up
+    let mut admin =
+        aliexpress::store::pool::connect(&crate::helpers::base_database_url(), std::time::Duration::from_secs(30))
+            .await
+            .expect("connect");
+    let db = format!("aliexpress_t_{}", uuid::Uuid::new_v4().simple());
+    diesel::sql_query(format!("CREATE DATABASE \"{db}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    let mut url = url::Url::parse(&env.infra.database_url).expect("url");
+    url.set_path(&format!("/{db}"));
+    let out = bin()
+        .args(["outbox", "list"])
+        .envs(env.bin_env())
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("run `aliexpress migrate`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let migrated = bin()
+        .arg("migrate")
+        .envs(env.bin_env())
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .expect("runs");
+    assert!(migrated.status.success());
+    let out = bin()
+        .args(["outbox", "list"])
+        .envs(env.bin_env())
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
