@@ -478,17 +478,19 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
     let mut done = 0;
     let mut started = None;
     while done < n {
-        match worker
-            .process_once(Duration::from_secs(10), &shutdown)
+        let batch = worker
+            .process_batch(
+                aliexpress::worker::product_consumer::COMMAND_BATCH,
+                Duration::from_secs(10),
+                &shutdown,
+            )
             .await
-            .expect("process")
-        {
-            Some(_) => {
-                started.get_or_insert_with(Instant::now);
-                done += 1;
-            }
-            None => break,
+            .expect("process");
+        if batch.is_empty() {
+            break;
         }
+        started.get_or_insert_with(Instant::now);
+        done += batch.len();
     }
     let ours = done as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
     let raw1 = pgbench(&e.infra.database_url, 1, 10, PG_ONE_INSERT);

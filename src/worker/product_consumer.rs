@@ -12,7 +12,13 @@ use rdkafka::message::{BorrowedMessage, Message};
 use std::future::Future;
 use std::time::Duration;
 
+use futures::future::join_all;
+use std::collections::HashMap;
+
 use super::{backoff, Shutdown};
+
+/// Most commands handled per batch (different products run concurrently on the pool).
+pub const COMMAND_BATCH: usize = 64;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_command;
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
@@ -65,6 +71,84 @@ impl CommandConsumer {
             self.consumer.store_offset(msg.topic(), msg.partition(), msg.offset())?;
         }
         Ok(Some(outcome))
+    }
+
+    /// Receives up to `max` messages (waiting up to `wait` for the first) and handles them:
+    /// messages with the same key (product) one after another in offset order, different
+    /// products concurrently. Offsets are stored per partition only up to the first message
+    /// that did not complete, so nothing is committed ahead of its effect.
+    pub async fn process_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<Vec<CommandOutcome>, anyhow::Error> {
+        let mut msgs = Vec::with_capacity(max);
+        match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Err(e)) => return Err(anyhow::anyhow!("kafka consumer error: {e}")),
+            Ok(Ok(m)) => msgs.push(m),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+        while msgs.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => msgs.push(m),
+                _ => break,
+            }
+        }
+        // Group by key, keeping each group's arrival (offset) order.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut by_key: HashMap<Option<&[u8]>, usize> = HashMap::new();
+        for (i, m) in msgs.iter().enumerate() {
+            let g = *by_key.entry(m.key()).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[g].push(i);
+        }
+        let msgs_ref = &msgs;
+        let done: Vec<Vec<(usize, Result<CommandOutcome, anyhow::Error>)>> =
+            join_all(groups.iter().map(|g| async move {
+                let mut out = Vec::with_capacity(g.len());
+                for &i in g {
+                    let r = self.handle(&msgs_ref[i], shutdown).await;
+                    let stop = !matches!(&r, Ok(o) if *o != CommandOutcome::Interrupted);
+                    out.push((i, r));
+                    if stop {
+                        break;
+                    }
+                }
+                out
+            }))
+            .await;
+        let mut results: Vec<Option<Result<CommandOutcome, anyhow::Error>>> = (0..msgs.len()).map(|_| None).collect();
+        for (i, r) in done.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        // Per partition: store the last offset of the completed prefix.
+        let mut first_gap: HashMap<i32, i64> = HashMap::new();
+        for (m, r) in msgs.iter().zip(&results) {
+            if !matches!(r, Some(Ok(o)) if *o != CommandOutcome::Interrupted) {
+                let e = first_gap.entry(m.partition()).or_insert(m.offset());
+                *e = (*e).min(m.offset());
+            }
+        }
+        let mut store: HashMap<(&str, i32), i64> = HashMap::new();
+        for m in &msgs {
+            if first_gap.get(&m.partition()).is_some_and(|gap| m.offset() >= *gap) {
+                continue;
+            }
+            let e = store.entry((m.topic(), m.partition())).or_insert(m.offset());
+            *e = (*e).max(m.offset());
+        }
+        for ((topic, partition), offset) in store {
+            self.consumer.store_offset(topic, partition, offset)?;
+        }
+        let mut outcomes = Vec::with_capacity(msgs.len());
+        for r in results.into_iter().flatten() {
+            outcomes.push(r?);
+        }
+        Ok(outcomes)
     }
 
     async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> Result<CommandOutcome, anyhow::Error> {
@@ -183,8 +267,11 @@ impl CommandConsumer {
     pub async fn run_until_stopped(&self, shutdown: Shutdown) -> Result<(), anyhow::Error> {
         tracing::info!("Product consumer started");
         while !shutdown.is_triggered() {
-            // Not raced against shutdown: the message in hand is finished, then committed.
-            if let Err(e) = self.process_once(Duration::from_millis(500), &shutdown).await {
+            // Not raced against shutdown: the batch in hand is finished, then committed.
+            if let Err(e) = self
+                .process_batch(COMMAND_BATCH, Duration::from_millis(500), &shutdown)
+                .await
+            {
                 tracing::error!(error = %e, "command consumer error");
                 shutdown.sleep(Duration::from_secs(1)).await;
             }

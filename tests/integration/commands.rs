@@ -132,3 +132,90 @@ async fn a_command_delivered_twice_is_applied_once_and_poison_goes_to_the_dlq() 
     assert!(header(m, dlq_headers::ORIGINAL_PARTITION).is_some());
     assert!(header(m, dlq_headers::ERROR_MESSAGE).is_some_and(|s| !s.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_runs_products_concurrently_and_each_products_commands_in_order() {
+    let env = TestEnv::new().await;
+    let topic = env.names.commands_topic();
+    let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::now_v7()).collect();
+    let cmd = |id: &uuid::Uuid, body: Value| {
+        let mut v = body;
+        v["command_id"] = json!(uuid::Uuid::now_v7());
+        v["product_id"] = json!(id);
+        v.to_string()
+    };
+    let mut sent = 0;
+    for (n, id) in ids.iter().enumerate() {
+        let create = cmd(
+            id,
+            json!({"command_type": "CreateProduct", "payload": {"sku": format!("SKU-B{n}"), "title": "Batch"}}),
+        );
+        env.produce(&topic, &id.to_string(), create.as_bytes()).await;
+        sent += 1;
+    }
+    env.produce(&topic, "poison", b"][").await;
+    sent += 1;
+    for round in 0..9 {
+        for id in &ids {
+            let set = cmd(id, json!({"command_type": "SetStock", "payload": {"stock": round + 1}}));
+            env.produce(&topic, &id.to_string(), set.as_bytes()).await;
+            sent += 1;
+        }
+    }
+    let c = command_consumer(&env);
+    let shutdown = Shutdown::new();
+    let mut outcomes = Vec::new();
+    for _ in 0..60 {
+        if outcomes.len() >= sent {
+            break;
+        }
+        outcomes.extend(
+            c.process_batch(16, Duration::from_secs(1), &shutdown)
+                .await
+                .expect("batch"),
+        );
+    }
+    assert_eq!(outcomes.len(), sent);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, CommandOutcome::Applied(_)))
+            .count(),
+        50
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, CommandOutcome::DeadLettered(_)))
+            .count(),
+        1
+    );
+    for id in &ids {
+        // SetStock n applied in order: the final stock is the last one sent, versions 1..=10.
+        assert_eq!(
+            env.count(&format!("products WHERE id = '{id}' AND version = 10 AND stock = 9"))
+                .await,
+            1
+        );
+        let mut conn = env.pool.get().await.expect("conn");
+        #[derive(diesel::QueryableByName)]
+        struct V {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            aggregate_version: i64,
+        }
+        use diesel_async::RunQueryDsl;
+        let v: Vec<V> = diesel::sql_query(format!(
+            "SELECT aggregate_version FROM outbox WHERE aggregate_id = '{id}' ORDER BY id"
+        ))
+        .load(&mut conn)
+        .await
+        .expect("rows");
+        assert_eq!(
+            v.iter().map(|r| r.aggregate_version).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
+    }
+    c.consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+}

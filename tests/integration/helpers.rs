@@ -126,6 +126,8 @@ pub struct TestEnv {
     pub names: Names,
     /// Pool on the test database.
     pub pool: PgPool,
+    /// A producer for tests that write to topics directly.
+    pub producer: rdkafka::producer::FutureProducer,
 }
 
 impl TestEnv {
@@ -151,7 +153,20 @@ impl TestEnv {
             .await
             .expect("topics");
         let pool = pool::build_pool(&url, 8, Duration::from_secs(10)).expect("pool");
-        Self { infra, names, pool }
+        let producer = producer::build(
+            &infra.kafka_bootstrap_servers,
+            &ProducerSettings {
+                linger_ms: 0,
+                ..Default::default()
+            },
+        )
+        .expect("producer");
+        Self {
+            infra,
+            names,
+            pool,
+            producer,
+        }
     }
 
     /// An outbox relay on this environment.
@@ -298,13 +313,13 @@ impl TestEnv {
 
     /// Produces raw bytes to a topic.
     pub async fn produce(&self, topic: &str, key: &str, value: &[u8]) {
-        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
-        p.send(
-            rdkafka::producer::FutureRecord::to(topic).key(key).payload(value),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("produced");
+        self.producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic).key(key).payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
     }
 
     /// Number of outbox rows matching a SQL condition.
