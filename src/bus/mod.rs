@@ -21,17 +21,3 @@ pub enum BusError {
     #[error("kafka: {0}")]
     Other(String),
 }
-
-/// Header names on every product event message.
-pub mod headers {
-    /// Event id (UUID).
-    pub const EVENT_ID: &str = "event_id";
-    /// Event type, e.g. ProductCreated.
-    pub const EVENT_TYPE: &str = "event_type";
-    /// Schema version of the envelope.
-    pub const SCHEMA_VERSION: &str = "schema_version";
-    /// Product version after the event.
-    pub const AGGREGATE_VERSION: &str = "aggregate_version";
-    /// Correlation id of the flow.
-    pub const CORRELATION_ID: &str = "correlation_id";
-}

@@ -20,6 +20,20 @@ pub const REDIS_PRODUCT_PREFIX: &str = "product:";
 /// Postgres NOTIFY channel that wakes the outbox relay.
 pub const OUTBOX_NOTIFY_CHANNEL: &str = "aliexpress_outbox";
 
+/// Kafka header names on every product event message (see docs/EVENTS.md).
+pub mod event_headers {
+    /// Event id (UUID).
+    pub const EVENT_ID: &str = "event_id";
+    /// Event type, e.g. ProductCreated.
+    pub const EVENT_TYPE: &str = "event_type";
+    /// Schema version of the envelope.
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    /// Product version after the event.
+    pub const AGGREGATE_VERSION: &str = "aggregate_version";
+    /// Correlation id of the flow.
+    pub const CORRELATION_ID: &str = "correlation_id";
+}
+
 /// Names resolved under a namespace prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Names {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::schema::{commands, outbox, products};
 use super::StoreError;
-use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
+use crate::config::names::{event_headers, OUTBOX_NOTIFY_CHANNEL};
 use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
 
 /// How a command is to be executed.
@@ -294,11 +294,11 @@ async fn execute_in_tx(
 async fn append_outbox(conn: &mut AsyncPgConnection, env: &EventEnvelope, topic: &str) -> Result<(), StoreError> {
     let payload = serde_json::to_value(env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let headers = serde_json::json!({
-        "event_id": env.event_id.to_string(),
-        "event_type": env.event_type,
-        "schema_version": env.schema_version.to_string(),
-        "aggregate_version": env.aggregate_version.to_string(),
-        "correlation_id": env.correlation_id.map(|c| c.to_string()).unwrap_or_default(),
+        event_headers::EVENT_ID: env.event_id.to_string(),
+        event_headers::EVENT_TYPE: env.event_type,
+        event_headers::SCHEMA_VERSION: env.schema_version.to_string(),
+        event_headers::AGGREGATE_VERSION: env.aggregate_version.to_string(),
+        event_headers::CORRELATION_ID: env.correlation_id.map(|c| c.to_string()).unwrap_or_default(),
     });
     diesel::insert_into(outbox::table)
         .values(NewOutboxRow {

@@ -171,11 +171,6 @@ impl OutboxRelay {
         }
     }
 
-    /// Settings in use.
-    pub fn settings(&self) -> &RelaySettings {
-        &self.settings
-    }
-
     /// True while this relay holds the lock.
     pub fn is_active(&self) -> bool {
         self.conn.is_some()
