@@ -197,26 +197,26 @@ pub fn describe(bootstrap: &str, group: &str, topics: &[String]) -> Result<(Grou
         .collect();
     let mut rows = Vec::new();
     for topic in topics {
-        let Ok(parts) = partitions(&c, topic) else {
-            continue;
-        };
-        let committed = committed(&c, topic, &parts)?;
-        let owned = parts.iter().any(|p| owner.contains_key(&(topic.clone(), *p)));
-        if !owned && committed.values().all(Option::is_none) {
+        if partitions(&c, topic).is_err() {
             continue;
         }
-        for p in parts {
-            let (lo, hi) = c.fetch_watermarks(topic, p, CALL_TIMEOUT)?;
-            let cur = committed.get(&p).copied().flatten();
-            let m = owner.get(&(topic.clone(), p));
+        // Offsets and watermarks come from the same probe the projection uses for its lag metric.
+        let lags =
+            crate::bus::consumer::lag_blocking(&c, topic, CALL_TIMEOUT).map_err(|e| OpsError::Other(e.to_string()))?;
+        let owned = lags.iter().any(|l| owner.contains_key(&(topic.clone(), l.partition)));
+        if !owned && lags.iter().all(|l| l.committed.is_none()) {
+            continue;
+        }
+        for l in lags {
+            let m = owner.get(&(topic.clone(), l.partition));
             rows.push(DescribeRow {
                 group: group.to_owned(),
-                topic: topic.clone(),
-                partition: p,
-                current: cur,
-                log_start: lo,
-                log_end: hi,
-                lag: hi - cur.unwrap_or(lo).max(lo),
+                topic: l.topic,
+                partition: l.partition,
+                current: l.committed,
+                log_start: l.log_start,
+                log_end: l.log_end,
+                lag: l.lag,
                 consumer_id: m.map(|m| m.id.clone()),
                 host: m.map(|m| m.host.clone()),
                 client_id: m.map(|m| m.client_id.clone()),
