@@ -99,3 +99,21 @@ pub fn metrics_server(addr: Option<&str>) -> Result<(), ConfigError> {
     tokio::spawn(server);
     Ok(())
 }
+
+/// Creates the platform's topics if missing, then a consumer in `group` subscribed to `topic`.
+pub async fn subscribed_consumer(
+    infra: &InfraConfig,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<rdkafka::consumer::StreamConsumer> {
+    use rdkafka::consumer::Consumer;
+    admin::ensure_topics(
+        &infra.kafka_bootstrap_servers,
+        &infra.names().all_topics(),
+        admin::DEFAULT_PARTITIONS,
+    )
+    .await?;
+    let c = crate::bus::consumer::build(&infra.kafka_bootstrap_servers, group)?;
+    c.subscribe(&[topic])?;
+    Ok(c)
+}

@@ -2,11 +2,8 @@
 //!
 //! Usage: aliexpress run-product-consumer [--metrics-addr 127.0.0.1:9465]
 
-use rdkafka::consumer::Consumer;
-
 use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
-use crate::bus::{admin, consumer};
 use crate::config::InfraConfig;
 use crate::worker::product_consumer::CommandConsumer;
 use crate::worker::Shutdown;
@@ -30,15 +27,8 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
     let pool = super::connect::database(infra).await?;
     let producer = super::connect::kafka(infra, &ProducerSettings::default()).await?;
-    admin::ensure_topics(
-        &infra.kafka_bootstrap_servers,
-        &names.all_topics(),
-        admin::DEFAULT_PARTITIONS,
-    )
-    .await?;
     let group = a.group.unwrap_or_else(|| names.command_group());
-    let c = consumer::build(&infra.kafka_bootstrap_servers, &group)?;
-    c.subscribe(&[&names.commands_topic()])?;
+    let c = super::connect::subscribed_consumer(infra, &group, &names.commands_topic()).await?;
     super::connect::metrics_server(a.metrics_addr.as_deref())?;
     crate::telemetry::metrics::COMMANDS_PROCESSED
         .with_label_values(&["applied"])

@@ -2,13 +2,11 @@
 //!
 //! Usage: aliexpress run-product-event-consumer [--batch-size 500] [--metrics-addr 127.0.0.1:9466]
 
-use rdkafka::consumer::Consumer;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
-use crate::bus::{admin, consumer};
 use crate::config::InfraConfig;
 use crate::search::index;
 use crate::worker::product_event_consumer::{ProjectionSettings, Projector};
@@ -43,12 +41,6 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let search = super::connect::search(infra).await?;
     let cache = super::connect::cache(infra).await?;
     let producer = super::connect::kafka(infra, &ProducerSettings::default()).await?;
-    admin::ensure_topics(
-        &infra.kafka_bootstrap_servers,
-        &names.all_topics(),
-        admin::DEFAULT_PARTITIONS,
-    )
-    .await?;
     let target = match a.index {
         Some(i) => i,
         None => {
@@ -58,8 +50,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         }
     };
     let group = a.group.unwrap_or_else(|| names.projection_group());
-    let c = consumer::build(&infra.kafka_bootstrap_servers, &group)?;
-    c.subscribe(&[&names.events_topic()])?;
+    let c = super::connect::subscribed_consumer(infra, &group, &names.events_topic()).await?;
     super::connect::metrics_server(a.metrics_addr.as_deref())?;
     let settings = ProjectionSettings {
         batch_size: a.batch_size.max(1),
