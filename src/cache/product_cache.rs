@@ -27,6 +27,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, cur, pv}
 ";
 
+static PUT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(PUT_IF_NEWER));
+
 /// Who writes: the projection records the versions it saw, the API's write-through does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writer {
@@ -124,17 +126,17 @@ impl ProductCache {
         self.bounded(async {
             let mut c = self.conn().await?;
             let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+            // The script body travels once per round trip (SCRIPT LOAD), then EVALSHA per product.
             let mut pipe = redis::pipe();
+            pipe.load_script(&PUT_SCRIPT).ignore();
             for p in products {
                 let doc = serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
-                pipe.cmd("EVAL")
-                    .arg(PUT_IF_NEWER)
-                    .arg(1)
-                    .arg(self.names.product_cache_key(&p.id))
-                    .arg(p.version)
+                let mut inv = PUT_SCRIPT.key(self.names.product_cache_key(&p.id));
+                inv.arg(p.version)
                     .arg(doc)
                     .arg(ttl_ms)
                     .arg(if writer == Writer::Projection { "1" } else { "0" });
+                pipe.invoke_script(&inv);
             }
             let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut c).await?;
             Ok(raw
