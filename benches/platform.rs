@@ -473,6 +473,7 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
         dlq: aliexpress::bus::dlq::DlqWriter::new(p, e.names.commands_dlq_topic(), group),
         events_topic: e.names.events_topic(),
         notify: true,
+        retry: aliexpress::failure::RetryPolicy::default(),
     };
     let shutdown = Shutdown::new();
     let mut done = 0;

@@ -21,6 +21,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod failure;
 pub mod http;
 pub mod ops;
 pub mod search;

@@ -21,3 +21,28 @@ pub enum BusError {
     #[error("kafka: {0}")]
     Other(String),
 }
+
+impl crate::failure::Classify for BusError {
+    /// Errors about one record (too large, invalid, not authorised for the topic) are
+    /// permanent; everything else (brokers down, timeouts, queue full) is transient.
+    fn failure_class(&self) -> crate::failure::FailureClass {
+        use crate::failure::FailureClass;
+        use rdkafka::error::RDKafkaErrorCode as C;
+        match self {
+            Self::Kafka(e) => match e.rdkafka_error_code() {
+                Some(
+                    C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::InvalidMessage
+                    | C::InvalidRecord
+                    | C::InvalidTopic
+                    | C::TopicAuthorizationFailed
+                    | C::InvalidArgument,
+                ) => FailureClass::Permanent,
+                _ => FailureClass::Transient,
+            },
+            Self::Timeout(_) => FailureClass::Transient,
+            Self::Other(_) => FailureClass::Ambiguous,
+        }
+    }
+}

@@ -21,3 +21,21 @@ pub enum CacheError {
     #[error("redis: timed out")]
     Timeout,
 }
+
+impl crate::failure::Classify for CacheError {
+    /// Connection, I/O and timeouts are transient; a corrupt entry permanent; any other
+    /// Redis error (a script error, a wrong type) ambiguous.
+    fn failure_class(&self) -> crate::failure::FailureClass {
+        use crate::failure::FailureClass;
+        match self {
+            Self::Pool(_) | Self::Timeout => FailureClass::Transient,
+            Self::Redis(e)
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() =>
+            {
+                FailureClass::Transient
+            }
+            Self::Redis(_) => FailureClass::Ambiguous,
+            Self::Corrupt(_) => FailureClass::Permanent,
+        }
+    }
+}

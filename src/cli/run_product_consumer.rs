@@ -5,6 +5,7 @@
 use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
+use crate::failure::RetryPolicy;
 use crate::worker::product_consumer::CommandConsumer;
 use crate::worker::Shutdown;
 
@@ -39,6 +40,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         dlq: DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),
         events_topic: names.events_topic(),
         notify: a.outbox_notify,
+        retry: RetryPolicy::default(),
     };
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();

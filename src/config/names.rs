@@ -34,6 +34,14 @@ pub mod event_headers {
     pub const CORRELATION_ID: &str = "correlation_id";
 }
 
+/// Kafka header names on every command message (see docs/EVENTS.md).
+pub mod command_headers {
+    /// Command id (UUID), the idempotency key of the write side.
+    pub const COMMAND_ID: &str = "command_id";
+    /// Command type, e.g. ChangePrice.
+    pub const COMMAND_TYPE: &str = "command_type";
+}
+
 /// Names resolved under a namespace prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Names {

@@ -1,17 +1,16 @@
-//! `POST /api/commands` hands a command to the write side through `product.commands`
-//! (keyed by product id) and answers 202; `GET /api/commands/{id}` tells pending, applied
+//! `POST /api/commands` hands a command to the write side and answers 202: the command is
+//! recorded as pending and queued in the outbox in one transaction, and the relay publishes it
+//! to `product.commands` (keyed by product id). A Kafka outage therefore never fails or hangs
+//! the request; it only delays the command. `GET /api/commands/{id}` tells pending, applied
 //! (with version) or rejected (with reason).
 
 use actix_web::{web, HttpResponse};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
-use std::time::Duration;
 use uuid::Uuid;
 
 use super::auth::WriteAccess;
 use super::{ApiError, AppState};
 use crate::bus::envelope::CommandEnvelope;
-use crate::domain::product::{self, ProductCommand};
+use crate::domain::product;
 use crate::store::{command_repo, pool};
 
 /// Accepted-command answer.
@@ -23,19 +22,6 @@ pub struct Accepted {
     pub status: &'static str,
     /// Where to poll.
     pub location: String,
-}
-
-/// Checks what can be checked without the product's state.
-fn prevalidate(cmd: &ProductCommand) -> Result<(), ApiError> {
-    match cmd {
-        ProductCommand::CreateProduct(_) => product::decide(None, cmd).map(|_| ()).map_err(Into::into),
-        ProductCommand::ChangePrice { price } => product::Money::price(price.amount_minor, &price.currency)
-            .map(|_| ())
-            .map_err(Into::into),
-        ProductCommand::SetStock { stock } if *stock < 0 => Err(ApiError::field("stock", "must be >= 0")),
-        ProductCommand::AdjustStock { delta: 0 } => Err(ApiError::field("delta", "must not be 0")),
-        _ => Ok(()),
-    }
 }
 
 /// `POST /api/commands`.
@@ -57,32 +43,25 @@ pub async fn submit(
             e.message,
         )
     })?;
-    prevalidate(&cmd)?;
+    // Refused whatever the product's state: answer now rather than queue a doomed command.
+    product::validate(&cmd)?;
     let command_id = *env.command_id.get_or_insert_with(Uuid::now_v7);
     env.correlation_id.get_or_insert_with(Uuid::now_v7);
-    let value = serde_json::to_vec(&env).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let key = env.product_id.to_string();
-    let cid = command_id.to_string();
+    let message = serde_json::to_value(&env).map_err(|e| ApiError::Internal(e.to_string()))?;
     let topic = state.names.commands_topic();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "command_id",
-            value: Some(cid.as_bytes()),
-        })
-        .insert(Header {
-            key: "command_type",
-            value: Some(env.command_type.as_bytes()),
-        });
-    state
-        .producer
-        .send(
-            FutureRecord::to(&topic).key(&key).payload(&value).headers(headers),
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(|(e, _)| ApiError::Unavailable(format!("could not hand the command to Kafka: {e}")))?;
     let mut conn = pool::get(&state.pool).await?;
-    command_repo::insert_pending(&mut conn, command_id, env.product_id, &env.command_type).await?;
+    command_repo::submit(
+        &mut conn,
+        &command_repo::Submission {
+            command_id,
+            product_id: env.product_id,
+            command_type: &env.command_type,
+            message,
+            topic: &topic,
+            notify: state.outbox_notify,
+        },
+    )
+    .await?;
     let location = format!("/api/commands/{command_id}");
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", location.clone()))

@@ -38,3 +38,16 @@ impl SearchError {
         }
     }
 }
+
+impl crate::failure::Classify for SearchError {
+    /// Transport errors, 429 and 5xx are transient; other statuses permanent; an answer that
+    /// cannot be decoded (a proxy page, a cut connection) ambiguous.
+    fn failure_class(&self) -> crate::failure::FailureClass {
+        use crate::failure::FailureClass;
+        match self {
+            Self::Decode(_) => FailureClass::Ambiguous,
+            e if e.is_retryable() => FailureClass::Transient,
+            _ => FailureClass::Permanent,
+        }
+    }
+}

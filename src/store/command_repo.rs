@@ -1,12 +1,74 @@
-//! Submitted commands and their outcomes (`commands` table), for `GET /api/commands/{id}`.
+//! Submitted commands and their outcomes (`commands` table), for `GET /api/commands/{id}`,
+//! and the submission itself: `POST /api/commands` records the command as pending and puts
+//! it in the outbox (topic `product.commands`) in one transaction, so an accepted command is
+//! never lost and a refused one is never sent, whether or not Kafka is up at that moment; the
+//! relay carries it to Kafka.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::schema::commands;
+use super::schema::{commands, outbox};
 use super::StoreError;
+use crate::config::names::{command_headers, OUTBOX_NOTIFY_CHANNEL};
+
+/// A command to submit to the write side.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    /// Command id (the write side's idempotency key; also the outbox row's unique id).
+    pub command_id: Uuid,
+    /// Target product (the Kafka key).
+    pub product_id: Uuid,
+    /// Command type.
+    pub command_type: &'a str,
+    /// The whole message body, as it goes on the topic.
+    pub message: serde_json::Value,
+    /// Topic to publish to (`product.commands` under the namespace).
+    pub topic: &'a str,
+    /// NOTIFY the relay at commit.
+    pub notify: bool,
+}
+
+/// Records a submission as pending and queues it for the relay, in one transaction. A
+/// resubmission of the same command id changes nothing. Returns the command as stored.
+pub async fn submit(conn: &mut AsyncPgConnection, s: &Submission<'_>) -> Result<CommandRecord, StoreError> {
+    use diesel_async::AsyncConnection;
+    let s = s.clone();
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        insert_pending(conn, s.command_id, s.product_id, s.command_type).await?;
+        let headers = serde_json::json!({
+            command_headers::COMMAND_ID: s.command_id.to_string(),
+            command_headers::COMMAND_TYPE: s.command_type,
+        });
+        diesel::insert_into(outbox::table)
+            .values((
+                outbox::event_id.eq(s.command_id),
+                outbox::aggregate_type.eq("product"),
+                outbox::aggregate_id.eq(s.product_id),
+                outbox::aggregate_version.eq(0_i64),
+                outbox::topic.eq(s.topic),
+                outbox::key.eq(s.product_id.to_string()),
+                outbox::event_type.eq(s.command_type),
+                outbox::schema_version.eq(1),
+                outbox::payload.eq(&s.message),
+                outbox::headers.eq(headers),
+            ))
+            .on_conflict(outbox::event_id)
+            .do_nothing()
+            .execute(conn)
+            .await?;
+        if s.notify {
+            diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
+                .execute(conn)
+                .await?;
+        }
+        find(conn, s.command_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("command {} vanished", s.command_id)))
+    })
+    .await
+}
 
 /// A command's status as stored.
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]

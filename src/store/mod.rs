@@ -11,6 +11,7 @@ pub mod schema;
 pub use pool::{build_pool, PgConn, PgPool};
 
 use crate::domain::product::DomainError;
+use crate::failure::{Classify, FailureClass};
 
 /// Failures of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -47,19 +48,87 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Connection-level failures worth retrying (server down, pool timeout, serialization).
+    /// Worth retrying as is: the connection or the server failed, not the statement.
     pub fn is_transient(&self) -> bool {
-        use diesel::result::{DatabaseErrorKind, Error};
+        self.failure_class() == FailureClass::Transient
+    }
+}
+
+/// Messages of PostgreSQL errors (SQLSTATE classes 08, 40, 53, 57) that diesel reports as
+/// `Unknown` because it does not map their codes: the connection or server failed.
+const TRANSIENT_MESSAGES: &[&str] = &[
+    "terminating connection",
+    "the database system is",
+    "connection",
+    "deadlock detected",
+    "could not serialize",
+    "too many clients",
+    "out of shared memory",
+    "server closed",
+];
+
+impl Classify for StoreError {
+    /// Connection-level failures are transient (server down, pool timeout, connection closed
+    /// or terminated, serialization failure, read-only during a failover). Constraint
+    /// violations and refused values are permanent; an unrecognised database error is
+    /// ambiguous (retried a few times, then permanent).
+    fn failure_class(&self) -> FailureClass {
+        use diesel::result::{DatabaseErrorKind as K, Error};
         match self {
-            Self::Pool(_) => true,
-            Self::Query(Error::DatabaseError(kind, _)) => matches!(
-                kind,
-                DatabaseErrorKind::SerializationFailure
-                    | DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::Unknown
-            ),
-            Self::Query(Error::BrokenTransactionManager) => true,
-            _ => false,
+            Self::Pool(_) => FailureClass::Transient,
+            Self::Query(Error::DatabaseError(kind, info)) => match kind {
+                K::SerializationFailure | K::ClosedConnection | K::UnableToSendCommand | K::ReadOnlyTransaction => {
+                    FailureClass::Transient
+                }
+                K::Unknown => {
+                    let m = info.message().to_ascii_lowercase();
+                    if TRANSIENT_MESSAGES.iter().any(|t| m.contains(t)) {
+                        FailureClass::Transient
+                    } else {
+                        FailureClass::Ambiguous
+                    }
+                }
+                _ => FailureClass::Permanent,
+            },
+            Self::Query(Error::BrokenTransactionManager) => FailureClass::Transient,
+            Self::Query(_)
+            | Self::Migration(_)
+            | Self::VersionConflict { .. }
+            | Self::SkuTaken(_)
+            | Self::NotFound
+            | Self::Domain(_)
+            | Self::Corrupt(_) => FailureClass::Permanent,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind as K, Error};
+
+    fn db(kind: K, message: &str) -> StoreError {
+        StoreError::Query(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    }
+
+    #[test]
+    fn a_dropped_connection_is_transient() {
+        // What diesel-async reports when the server closed the socket (issue 9, defect 5).
+        assert!(db(K::UnableToSendCommand, "connection closed").is_transient());
+        assert!(db(K::ClosedConnection, "").is_transient());
+        assert!(db(K::Unknown, "terminating connection due to administrator command").is_transient());
+        assert!(db(K::Unknown, "the database system is shutting down").is_transient());
+        assert!(StoreError::Pool("timed out".into()).is_transient());
+    }
+
+    #[test]
+    fn a_value_postgres_cannot_store_is_not_transient() {
+        // Issue 9, defect 1: this was retried for ever.
+        let e = db(K::Unknown, "invalid byte sequence for encoding \"UTF8\": 0x00");
+        assert_eq!(e.failure_class(), FailureClass::Ambiguous);
+        assert!(!e.is_transient());
+        assert_eq!(db(K::CheckViolation, "check").failure_class(), FailureClass::Permanent);
+        assert_eq!(db(K::UniqueViolation, "dup").failure_class(), FailureClass::Permanent);
+        assert_eq!(StoreError::NotFound.failure_class(), FailureClass::Permanent);
     }
 }

@@ -67,6 +67,13 @@ pub async fn get(pool: &PgPool) -> Result<PgConn, StoreError> {
     pool.get().await.map_err(|e| StoreError::Pool(e.to_string()))
 }
 
+/// Runs `SELECT 1`: the connection and the server answer.
+pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query("SELECT 1").execute(conn).await?;
+    Ok(())
+}
+
 #[derive(diesel::QueryableByName)]
 struct Locked {
     #[diesel(sql_type = diesel::sql_types::Bool)]

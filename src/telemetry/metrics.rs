@@ -55,6 +55,8 @@ metric!(PROJECTION_BATCH_SIZE: Histogram = register_histogram!(
     "aliexpress_projection_batch_size", "Events per projection batch", BATCH_BUCKETS.to_vec()));
 metric!(PROJECTION_VERSION_GAPS: IntCounter = register_int_counter!(
     "aliexpress_projection_version_gaps_total", "Events whose version skipped past stored version + 1"));
+metric!(PROJECTION_CACHE_DEFERRED: IntGauge = register_int_gauge!(
+    "aliexpress_projection_cache_deferred_products", "Products whose Redis write waits for Redis to answer again"));
 metric!(DLQ_MESSAGES: IntCounterVec = register_int_counter_vec!(
     "aliexpress_dlq_messages_total", "Messages sent to a dead-letter topic", &["topic", "error_class"]));
 metric!(CONSUMER_LAG: IntGaugeVec = register_int_gauge_vec!(

@@ -2,28 +2,40 @@
 //! command through the same aggregate and repository code as the API, and stores the Kafka
 //! offset only after the database transaction committed.
 //!
-//! - Idempotent by command id: a redelivered command is answered from the `commands` table.
-//! - Malformed messages go to `dlq.product.commands` with the reason, then the consumer moves on.
-//! - Commands the domain refuses are recorded as rejected and not retried.
-//! - Transient failures (database down) are retried with backoff, never skipped.
+//! Every message ends as one [`Disposition`] (see [`crate::failure`]):
+//! - *done*: applied, or a redelivered command id answered from the `commands` table;
+//! - *rejected*: the domain or the store refuses it for good (a rule, a version conflict, a
+//!   taken sku, a value Postgres cannot hold); the reason is recorded for
+//!   `GET /api/commands/{id}` and the consumer moves on at once;
+//! - *dead-lettered*: undecodable, sent to `dlq.product.commands` with the reason headers;
+//! - *unfinished*: a transient failure (database or broker down) outlasted its bounded
+//!   retries, or shutdown came. Its offset is not stored, and each partition with an
+//!   unfinished message is sought back to the first one, so it is delivered again after a
+//!   backoff: nothing is ever committed past it.
+//!
+//! Batches: commands of different products run concurrently on the pool; one product's
+//! commands run in offset order, and stop at the first unfinished one.
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use std::future::Future;
+use rdkafka::Offset;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use std::collections::HashMap;
+use uuid::Uuid;
 
-use super::{backoff, Shutdown};
-
-/// Most commands handled per batch (different products run concurrently on the pool).
-pub const COMMAND_BATCH: usize = 64;
+use super::Shutdown;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_command;
+use crate::domain::product::ProductCommand;
+use crate::failure::{Disposition, Failed, RetryPolicy};
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
 use crate::store::{pool, PgPool, StoreError};
 use crate::telemetry::metrics::COMMANDS_PROCESSED;
+
+/// Most commands handled per batch (different products run concurrently on the pool).
+pub const COMMAND_BATCH: usize = 64;
 
 /// Dependencies of the command consumer.
 pub struct CommandConsumer {
@@ -37,6 +49,8 @@ pub struct CommandConsumer {
     pub events_topic: String,
     /// NOTIFY the relay on commit.
     pub notify: bool,
+    /// Retry bounds for transient and ambiguous failures.
+    pub retry: RetryPolicy,
 }
 
 /// What happened to one message.
@@ -44,57 +58,54 @@ pub struct CommandConsumer {
 pub enum CommandOutcome {
     /// Applied; new version.
     Applied(i64),
-    /// Refused by the domain (recorded).
+    /// Refused for good (recorded).
     Rejected(String),
     /// Already processed earlier.
     Duplicate,
     /// Sent to the DLQ.
     DeadLettered(&'static str),
-    /// Shutdown came while retrying; offset not stored.
-    Interrupted,
+    /// Not finished (transient failure past its retries, or shutdown); offset not stored.
+    Unfinished,
+}
+
+impl CommandOutcome {
+    /// The failure-policy state this outcome is.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::Applied(_) | Self::Duplicate => Disposition::Done,
+            Self::Rejected(r) => Disposition::Rejected(r.clone()),
+            Self::DeadLettered(c) => Disposition::DeadLettered(c),
+            Self::Unfinished => Disposition::Unfinished,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        *self != Self::Unfinished
+    }
+}
+
+/// The decoded parts of a command message.
+struct Submitted {
+    command_id: Uuid,
+    product_id: Uuid,
+    command: ProductCommand,
+    opts: ExecuteOptions,
 }
 
 impl CommandConsumer {
-    /// Waits up to `wait` for one message and handles it; None when nothing arrived.
-    pub async fn process_once(
-        &self,
-        wait: Duration,
-        shutdown: &Shutdown,
-    ) -> Result<Option<CommandOutcome>, anyhow::Error> {
-        let msg = match tokio::time::timeout(wait, self.consumer.recv()).await {
-            Err(_) => return Ok(None),
-            Ok(Err(e)) => return Err(anyhow::anyhow!("kafka consumer error: {e}")),
-            Ok(Ok(m)) => m,
-        };
-        let outcome = self.handle(&msg, shutdown).await?;
-        if outcome != CommandOutcome::Interrupted {
-            self.consumer.store_offset(msg.topic(), msg.partition(), msg.offset())?;
-        }
-        Ok(Some(outcome))
-    }
-
     /// Receives up to `max` messages (waiting up to `wait` for the first) and handles them:
     /// messages with the same key (product) one after another in offset order, different
-    /// products concurrently. Offsets are stored per partition only up to the first message
-    /// that did not complete, so nothing is committed ahead of its effect.
+    /// products concurrently. Per partition, the offset is stored up to the message before
+    /// the first unfinished one, and the partition is sought back to that message.
     pub async fn process_batch(
         &self,
         max: usize,
         wait: Duration,
         shutdown: &Shutdown,
     ) -> Result<Vec<CommandOutcome>, anyhow::Error> {
-        let mut msgs = Vec::with_capacity(max);
-        match tokio::time::timeout(wait, self.consumer.recv()).await {
-            Err(_) => return Ok(Vec::new()),
-            Ok(Err(e)) => return Err(anyhow::anyhow!("kafka consumer error: {e}")),
-            Ok(Ok(m)) => msgs.push(m),
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
-        while msgs.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => msgs.push(m),
-                _ => break,
-            }
+        let msgs = self.receive(max, wait).await;
+        if msgs.is_empty() {
+            return Ok(Vec::new());
         }
         // Group by key, keeping each group's arrival (offset) order.
         let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -107,173 +118,254 @@ impl CommandConsumer {
             groups[g].push(i);
         }
         let msgs_ref = &msgs;
-        let done: Vec<Vec<(usize, Result<CommandOutcome, anyhow::Error>)>> =
-            join_all(groups.iter().map(|g| async move {
-                let mut out = Vec::with_capacity(g.len());
-                for &i in g {
-                    let r = self.handle(&msgs_ref[i], shutdown).await;
-                    let stop = !matches!(&r, Ok(o) if *o != CommandOutcome::Interrupted);
-                    out.push((i, r));
-                    if stop {
-                        break;
-                    }
+        let done = join_all(groups.iter().map(|g| async move {
+            let mut out = Vec::with_capacity(g.len());
+            for &i in g {
+                let o = self.handle(&msgs_ref[i], shutdown).await;
+                let stop = !o.finished();
+                out.push((i, o));
+                if stop {
+                    break;
                 }
-                out
-            }))
-            .await;
-        let mut results: Vec<Option<Result<CommandOutcome, anyhow::Error>>> = (0..msgs.len()).map(|_| None).collect();
-        for (i, r) in done.into_iter().flatten() {
-            results[i] = Some(r);
-        }
-        // Per partition: store the last offset of the completed prefix.
-        let mut first_gap: HashMap<i32, i64> = HashMap::new();
-        for (m, r) in msgs.iter().zip(&results) {
-            if !matches!(r, Some(Ok(o)) if *o != CommandOutcome::Interrupted) {
-                let e = first_gap.entry(m.partition()).or_insert(m.offset());
-                *e = (*e).min(m.offset());
             }
+            out
+        }))
+        .await;
+        let mut outcomes = vec![CommandOutcome::Unfinished; msgs.len()];
+        for (i, o) in done.into_iter().flatten() {
+            outcomes[i] = o;
         }
-        let mut store: HashMap<(&str, i32), i64> = HashMap::new();
-        for m in &msgs {
-            if first_gap.get(&m.partition()).is_some_and(|gap| m.offset() >= *gap) {
-                continue;
-            }
-            let e = store.entry((m.topic(), m.partition())).or_insert(m.offset());
-            *e = (*e).max(m.offset());
-        }
-        for ((topic, partition), offset) in store {
-            self.consumer.store_offset(topic, partition, offset)?;
-        }
-        let mut outcomes = Vec::with_capacity(msgs.len());
-        for r in results.into_iter().flatten() {
-            outcomes.push(r?);
-        }
+        self.store_or_rewind(&msgs, &outcomes);
         Ok(outcomes)
     }
 
-    async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> Result<CommandOutcome, anyhow::Error> {
-        let (env, command) = match decode_command(msg.payload()) {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::warn!(kafka.partition = msg.partition(), kafka.offset = msg.offset(), error = %e, "malformed command sent to the DLQ");
-                let reason = DlqReason {
-                    stage: "decode",
-                    class: e.class,
-                    message: e.message.clone(),
+    /// Up to `max` messages; consumer errors (brokers unreachable) are logged and polling goes
+    /// on, so an outage's queued errors cost nothing once the brokers are back.
+    async fn receive(&self, max: usize, wait: Duration) -> Vec<BorrowedMessage<'_>> {
+        let mut msgs = Vec::with_capacity(max);
+        let first_deadline = tokio::time::Instant::now() + wait;
+        while msgs.is_empty() {
+            match tokio::time::timeout_at(first_deadline, self.consumer.recv()).await {
+                Err(_) => return msgs,
+                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+                Ok(Ok(m)) => msgs.push(m),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+        while msgs.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => msgs.push(m),
+                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+                Err(_) => break,
+            }
+        }
+        msgs
+    }
+
+    /// Stores, per partition, the offset of the last message before the first unfinished one,
+    /// and seeks partitions with an unfinished message back to it.
+    fn store_or_rewind(&self, msgs: &[BorrowedMessage<'_>], outcomes: &[CommandOutcome]) {
+        let mut first_unfinished: HashMap<(&str, i32), i64> = HashMap::new();
+        for (m, o) in msgs.iter().zip(outcomes) {
+            if !o.finished() {
+                let e = first_unfinished.entry((m.topic(), m.partition())).or_insert(m.offset());
+                *e = (*e).min(m.offset());
+            }
+        }
+        let mut last_done: HashMap<(&str, i32), i64> = HashMap::new();
+        for m in msgs {
+            let tp = (m.topic(), m.partition());
+            if first_unfinished.get(&tp).is_some_and(|gap| m.offset() >= *gap) {
+                continue;
+            }
+            let e = last_done.entry(tp).or_insert(m.offset());
+            *e = (*e).max(m.offset());
+        }
+        for ((topic, partition), offset) in last_done {
+            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
+                // Revoked meanwhile: the new owner starts from the committed offset.
+                tracing::debug!(kafka.partition = partition, error = %e, "offset not stored");
+            }
+        }
+        for ((topic, partition), offset) in first_unfinished {
+            tracing::info!(
+                kafka.partition = partition,
+                kafka.offset = offset,
+                "rewinding to the first unfinished command"
+            );
+            if let Err(e) = self
+                .consumer
+                .seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5))
+            {
+                // Revoked meanwhile: the new owner starts from the committed offset, which is
+                // not past this message.
+                tracing::warn!(kafka.partition = partition, kafka.offset = offset, error = %e, "seek back failed");
+            }
+        }
+    }
+
+    async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
+        let s = match self.decode(msg) {
+            Ok(s) => s,
+            Err(reason) => {
+                tracing::warn!(kafka.partition = msg.partition(), kafka.offset = msg.offset(), error = %reason.message,
+                    "malformed command sent to the DLQ");
+                return self.dead_letter(msg, &reason, shutdown).await;
+            }
+        };
+        let executed = self
+            .retry
+            .run(shutdown.token(), "command", || async {
+                let mut conn = pool::get(&self.pool).await?;
+                product_repo::execute(&mut conn, s.product_id, &s.command, &s.opts).await
+            })
+            .await;
+        let outcome = match executed {
+            Ok(ExecuteOutcome::Applied(a)) => CommandOutcome::Applied(a.0.version),
+            Ok(ExecuteOutcome::Rejected(rule)) => CommandOutcome::Rejected(rule.to_string()),
+            Ok(ExecuteOutcome::Duplicate { .. }) => CommandOutcome::Duplicate,
+            Err(Failed::Permanent(e)) => self.reject(msg, &s, &e, shutdown).await,
+            Err(Failed::Exhausted(e)) => {
+                tracing::warn!(command.id = %s.command_id, error = %e, "command unfinished; will be delivered again");
+                CommandOutcome::Unfinished
+            }
+            Err(Failed::Cancelled) => CommandOutcome::Unfinished,
+        };
+        let label = match &outcome {
+            CommandOutcome::Applied(v) => {
+                tracing::info!(command.id = %s.command_id, product.id = %s.product_id, product.version = v,
+                    command.r#type = s.command.command_type(), "command applied");
+                "applied"
+            }
+            CommandOutcome::Rejected(r) => {
+                tracing::info!(command.id = %s.command_id, product.id = %s.product_id, reason = %r, "command rejected");
+                "rejected"
+            }
+            CommandOutcome::Duplicate => {
+                tracing::info!(command.id = %s.command_id, "command already processed; skipping");
+                "duplicate"
+            }
+            CommandOutcome::DeadLettered(_) => "dead_lettered",
+            CommandOutcome::Unfinished => "unfinished",
+        };
+        COMMANDS_PROCESSED.with_label_values(&[label]).inc();
+        outcome
+    }
+
+    fn decode(&self, msg: &BorrowedMessage<'_>) -> Result<Submitted, DlqReason> {
+        let (env, command) = decode_command(msg.payload()).map_err(|e| DlqReason {
+            stage: "decode",
+            class: e.class,
+            message: e.message,
+            attempts: 1,
+        })?;
+        let command_id = env.command_id.ok_or_else(|| DlqReason {
+            stage: "decode",
+            class: "invalid_envelope",
+            message: "missing field `command_id`".into(),
+            attempts: 1,
+        })?;
+        Ok(Submitted {
+            command_id,
+            product_id: env.product_id,
+            command,
+            opts: ExecuteOptions {
+                command_id: Some(command_id),
+                correlation_id: env.correlation_id,
+                expected_version: env.expected_version,
+                events_topic: self.events_topic.clone(),
+                notify: self.notify,
+            },
+        })
+    }
+
+    /// A command the store refused for good. Conflicts are refusals in their own right; any
+    /// other permanent store error is first checked against a working database (so a broken
+    /// connection is never taken for a bad command), then recorded as a rejection.
+    async fn reject(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        s: &Submitted,
+        err: &StoreError,
+        shutdown: &Shutdown,
+    ) -> CommandOutcome {
+        let reason = match err {
+            StoreError::VersionConflict { .. } | StoreError::SkuTaken(_) | StoreError::Domain(_) => err.to_string(),
+            other => {
+                let healthy = self
+                    .retry
+                    .run(shutdown.token(), "database check", || async {
+                        let mut conn = pool::get(&self.pool).await?;
+                        pool::ping(&mut conn).await
+                    })
+                    .await;
+                if healthy.is_err() {
+                    return CommandOutcome::Unfinished;
+                }
+                tracing::warn!(command.id = %s.command_id, error = %other, "the database refuses this command; rejecting it");
+                format!("the command could not be stored: {other}")
+            }
+        };
+        let recorded = self
+            .retry
+            .run(shutdown.token(), "record rejection", || async {
+                let mut conn = pool::get(&self.pool).await?;
+                product_repo::record_rejection(&mut conn, s.command_id, s.product_id, s.command.command_type(), &reason)
+                    .await
+            })
+            .await;
+        match recorded {
+            Ok(()) => CommandOutcome::Rejected(reason),
+            Err(Failed::Permanent(e)) => {
+                let dlq = DlqReason {
+                    stage: "store",
+                    class: "store_refused",
+                    message: format!("{reason}; recording the rejection failed too: {e}"),
                     attempts: 1,
                 };
-                self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason))
-                    .await?;
+                self.dead_letter(msg, &dlq, shutdown).await
+            }
+            Err(Failed::Exhausted(_) | Failed::Cancelled) => CommandOutcome::Unfinished,
+        }
+    }
+
+    async fn dead_letter(&self, msg: &BorrowedMessage<'_>, reason: &DlqReason, shutdown: &Shutdown) -> CommandOutcome {
+        match self
+            .retry
+            .run(shutdown.token(), "DLQ write", || self.dlq.send(msg, reason))
+            .await
+        {
+            Ok(()) => {
                 COMMANDS_PROCESSED.with_label_values(&["dead_lettered"]).inc();
-                return Ok(CommandOutcome::DeadLettered(e.class));
+                CommandOutcome::DeadLettered(reason.class)
             }
-        };
-        let Some(command_id) = env.command_id else {
-            let reason = DlqReason {
-                stage: "decode",
-                class: "invalid_envelope",
-                message: "missing field `command_id`".into(),
-                attempts: 1,
-            };
-            self.retry(shutdown, "DLQ write", || self.dlq.send(msg, &reason))
-                .await?;
-            COMMANDS_PROCESSED.with_label_values(&["dead_lettered"]).inc();
-            return Ok(CommandOutcome::DeadLettered("invalid_envelope"));
-        };
-        let opts = ExecuteOptions {
-            command_id: Some(command_id),
-            correlation_id: env.correlation_id,
-            expected_version: env.expected_version,
-            events_topic: self.events_topic.clone(),
-            notify: self.notify,
-        };
-        let mut attempt = 0u32;
-        loop {
-            let result = async {
-                let mut conn = pool::get(&self.pool).await?;
-                product_repo::execute(&mut conn, env.product_id, &command, &opts).await
-            }
-            .await;
-            let outcome = match result {
-                Ok(ExecuteOutcome::Applied(a)) => CommandOutcome::Applied(a.0.version),
-                Ok(ExecuteOutcome::Rejected(rule)) => CommandOutcome::Rejected(rule.to_string()),
-                Ok(ExecuteOutcome::Duplicate { .. }) => CommandOutcome::Duplicate,
-                Err(e) if e.is_transient() => {
-                    attempt += 1;
-                    let d = backoff(Duration::from_millis(200), Duration::from_secs(30), attempt);
-                    tracing::warn!(command.id = %command_id, error = %e, retry_in_ms = d.as_millis() as u64, "command failed transiently; retrying");
-                    if shutdown.sleep(d).await {
-                        return Ok(CommandOutcome::Interrupted);
-                    }
-                    continue;
-                }
-                Err(e @ (StoreError::VersionConflict { .. } | StoreError::SkuTaken(_))) => {
-                    let reason = e.to_string();
-                    let mut conn = pool::get(&self.pool).await?;
-                    product_repo::record_rejection(
-                        &mut conn,
-                        command_id,
-                        env.product_id,
-                        command.command_type(),
-                        &reason,
-                    )
-                    .await?;
-                    CommandOutcome::Rejected(reason)
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("command {command_id}"))),
-            };
-            match &outcome {
-                CommandOutcome::Applied(v) => {
-                    COMMANDS_PROCESSED.with_label_values(&["applied"]).inc();
-                    tracing::info!(command.id = %command_id, product.id = %env.product_id, product.version = v, command.r#type = %env.command_type, "command applied");
-                }
-                CommandOutcome::Rejected(r) => {
-                    COMMANDS_PROCESSED.with_label_values(&["rejected"]).inc();
-                    tracing::info!(command.id = %command_id, product.id = %env.product_id, reason = %r, "command rejected");
-                }
-                CommandOutcome::Duplicate => {
-                    COMMANDS_PROCESSED.with_label_values(&["duplicate"]).inc();
-                    tracing::info!(command.id = %command_id, "command already processed; skipping");
-                }
-                _ => {}
-            }
-            return Ok(outcome);
-        }
-    }
-
-    async fn retry<F, Fut, E>(&self, shutdown: &Shutdown, what: &str, mut f: F) -> Result<(), anyhow::Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    attempt += 1;
-                    let d = backoff(Duration::from_millis(200), Duration::from_secs(30), attempt);
-                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "{what} failed; retrying");
-                    if shutdown.sleep(d).await {
-                        anyhow::bail!("shutdown during {what}");
-                    }
-                }
+            Err(e) => {
+                tracing::warn!(kafka.partition = msg.partition(), kafka.offset = msg.offset(), error = %e,
+                    "could not dead-letter; message unfinished");
+                CommandOutcome::Unfinished
             }
         }
     }
 
-    /// Consumes until shutdown, then commits stored offsets and leaves the group.
+    /// Consumes until shutdown, then commits stored offsets and leaves the group. After a batch
+    /// that left messages unfinished, waits a growing, jittered delay before polling again.
     pub async fn run_until_stopped(&self, shutdown: Shutdown) -> Result<(), anyhow::Error> {
         tracing::info!("Product consumer started");
+        let mut backoff = self.retry.backoff();
         while !shutdown.is_triggered() {
             // Not raced against shutdown: the batch in hand is finished, then committed.
-            if let Err(e) = self
+            let outcomes = self
                 .process_batch(COMMAND_BATCH, Duration::from_millis(500), &shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "command consumer error");
-                shutdown.sleep(Duration::from_secs(1)).await;
+                .await?;
+            if outcomes.contains(&CommandOutcome::Unfinished) {
+                let d = backoff.next().unwrap_or(self.retry.max_delay);
+                tracing::warn!(
+                    retry_in_ms = d.as_millis() as u64,
+                    "commands left unfinished; backing off"
+                );
+                shutdown.sleep(d).await;
+            } else {
+                backoff = self.retry.backoff();
             }
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {

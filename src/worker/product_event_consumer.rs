@@ -2,34 +2,50 @@
 //! writes each event's full product state into OpenSearch (bulk, external_gte versioning) and
 //! Redis (compare-by-version script).
 //!
-//! A batch is up to N messages or M ms. Offsets are stored only after every event of the batch
-//! was applied, found already applied, or dead-lettered. Poison messages (undecodable, unknown
-//! type or schema, documents OpenSearch rejects) go to `dlq.product.events` with the reason.
-//! Transient failures (OpenSearch/Redis down, 429, 5xx, timeouts) are retried with capped
-//! backoff, only the failed items, with the partitions paused so the consumer stays in the
-//! group; nothing is committed past an item that is neither applied nor dead-lettered.
+//! One batch runs through named stages: [`decode`](Projector::decode) (poison to the DLQ) →
+//! [`index`](Projector::index) (OpenSearch bulk) → [`cache`](Projector::cache) (Redis) →
+//! [`commit`](Projector::commit) (store offsets, seek back). Every message ends as one
+//! [`Disposition`](crate::failure::Disposition):
+//! - undecodable, unknown type or schema, or a document OpenSearch refuses for good (mapping
+//!   or parse errors, any 4xx; a whole bulk request refused is retried item by item to find
+//!   the culprit) → dead-lettered with the reason;
+//! - 429, 5xx, timeouts, connection errors → retried with jittered backoff a bounded number
+//!   of times (partitions paused, the consumer still polled so it stays in the group); if
+//!   still failing, the message is unfinished: not committed past, its partition sought back.
+//!
+//! Redis is a cache and never holds the index back: states Redis could not take are kept
+//! (the newest per product, bounded) and written as soon as it answers again, while
+//! OpenSearch keeps up. Until they are written, offsets of their partitions are not committed
+//! past the first of them, so a crash meanwhile re-delivers them (effects are versioned, so
+//! re-applying is harmless).
 
 use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::Offset;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
-use super::{backoff, Shutdown};
+use super::Shutdown;
 use crate::bus::consumer::lag_blocking;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_event;
 use crate::cache::product_cache::Writer;
 use crate::cache::ProductCache;
-use crate::domain::product::EventEnvelope;
+use crate::domain::product::{EventEnvelope, Product};
+use crate::failure::{Classify, FailureClass, RetryPolicy};
 use crate::search::bulk::{index_items, BulkItem, ItemResult};
 use crate::search::document::product_document;
 use crate::search::SearchClient;
 use crate::telemetry::metrics::{
-    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_EVENTS,
-    PROJECTION_VERSION_GAPS,
+    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_CACHE_DEFERRED,
+    PROJECTION_EVENTS, PROJECTION_VERSION_GAPS,
 };
+
+/// Longest a Redis write of the projection may take before it is deferred.
+pub const CACHE_WRITE_BOUND: Duration = Duration::from_millis(500);
 
 /// Projection tuning.
 #[derive(Debug, Clone)]
@@ -42,6 +58,12 @@ pub struct ProjectionSettings {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Retries of a transient failure within one batch before its messages are left
+    /// unfinished (sought back and delivered again after a backoff).
+    pub retries: usize,
+    /// Most products whose Redis write may wait for Redis to come back; past it, the
+    /// projection stops taking new messages until Redis answers.
+    pub max_deferred_cache: usize,
     /// Log one `indexing_product` line per event.
     pub log_each_event: bool,
 }
@@ -52,9 +74,17 @@ impl Default for ProjectionSettings {
             batch_size: 500,
             batch_wait: Duration::from_millis(100),
             retry_base: Duration::from_millis(200),
-            retry_max: Duration::from_secs(30),
+            retry_max: Duration::from_secs(5),
+            retries: 5,
+            max_deferred_cache: 100_000,
             log_each_event: true,
         }
+    }
+}
+
+impl ProjectionSettings {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::new(self.retry_base, self.retry_max, self.retries, 2)
     }
 }
 
@@ -69,8 +99,29 @@ pub struct ProjectionOutcome {
     pub already_applied: usize,
     /// Messages dead-lettered.
     pub dead_lettered: usize,
+    /// Messages left unfinished (delivered again later).
+    pub unfinished: usize,
     /// Version gaps seen.
     pub gaps: usize,
+}
+
+/// A Redis write waiting for Redis: the newest state of one product and where it came from.
+#[derive(Debug, Clone)]
+struct DeferredCache {
+    state: Product,
+    /// Lowest version folded into this entry (for gap detection).
+    first_version: i64,
+    topic: String,
+    partition: i32,
+    /// Lowest offset folded into this entry: its partition is not committed past it.
+    first_offset: i64,
+    event_type: String,
+}
+
+/// One decoded event and the index of its message in the batch.
+struct Decoded {
+    at: usize,
+    event: EventEnvelope,
 }
 
 /// Dependencies of the projection.
@@ -89,13 +140,20 @@ pub struct Projector {
     pub group: String,
     /// Tuning.
     pub settings: ProjectionSettings,
+    retry: RetryPolicy,
     /// Messages received while paused, processed in the next batch.
     carry: Vec<OwnedMessage>,
-}
-
-enum Step {
-    Done,
-    Interrupted,
+    /// Redis writes waiting for Redis, by product.
+    deferred: HashMap<Uuid, DeferredCache>,
+    /// No Redis attempt before this instant (after a failure), so the index is not slowed.
+    cache_retry_at: Option<Instant>,
+    cache_backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
+    /// Set by `bulk` when OpenSearch refused a whole multi-item request.
+    whole_request_refused: bool,
+    /// Per partition, the highest offset up to which every message is finished.
+    progress: HashMap<(String, i32), i64>,
+    /// Per partition, the offset last stored.
+    stored: HashMap<(String, i32), i64>,
 }
 
 impl Projector {
@@ -109,6 +167,7 @@ impl Projector {
         group: String,
         settings: ProjectionSettings,
     ) -> Self {
+        let retry = settings.retry_policy();
         Self {
             consumer,
             search,
@@ -116,18 +175,31 @@ impl Projector {
             cache,
             dlq,
             group,
+            cache_backoff: Box::new(retry.backoff()),
+            retry,
             settings,
             carry: Vec::new(),
+            deferred: HashMap::new(),
+            cache_retry_at: None,
+            whole_request_refused: false,
+            progress: HashMap::new(),
+            stored: HashMap::new(),
         }
     }
 
-    async fn collect_batch(&mut self, first_wait: Duration) -> Result<Vec<OwnedMessage>, anyhow::Error> {
+    /// Products whose Redis write is waiting for Redis.
+    pub fn deferred_cache_writes(&self) -> usize {
+        self.deferred.len()
+    }
+
+    async fn collect_batch(&mut self, first_wait: Duration) -> Vec<OwnedMessage> {
         let mut batch = std::mem::take(&mut self.carry);
-        let deadline_first = Instant::now() + first_wait;
-        if batch.is_empty() {
-            match tokio::time::timeout_at(deadline_first.into(), self.consumer.recv()).await {
-                Err(_) => return Ok(batch),
-                Ok(Err(e)) => return Err(anyhow::anyhow!("kafka consumer error: {e}")),
+        let first_deadline = Instant::now() + first_wait;
+        while batch.is_empty() {
+            match tokio::time::timeout_at(first_deadline.into(), self.consumer.recv()).await {
+                Err(_) => return batch,
+                // Brokers unreachable and the like: librdkafka reconnects; keep polling.
+                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
                 Ok(Ok(m)) => batch.push(m.detach()),
             }
         }
@@ -135,14 +207,11 @@ impl Projector {
         while batch.len() < self.settings.batch_size {
             match tokio::time::timeout_at(deadline.into(), self.consumer.recv()).await {
                 Err(_) => break,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consumer error while filling a batch");
-                    break;
-                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error while filling a batch"),
                 Ok(Ok(m)) => batch.push(m.detach()),
             }
         }
-        Ok(batch)
+        batch
     }
 
     /// Sleeps `d` while keeping the consumer polled (so it stays in the group); messages that
@@ -160,15 +229,16 @@ impl Projector {
         }
     }
 
-    fn pause(&self) {
+    fn set_paused(&self, paused: bool) {
         if let Ok(a) = self.consumer.assignment() {
-            let _ = self.consumer.pause(&a);
-        }
-    }
-
-    fn resume(&self) {
-        if let Ok(a) = self.consumer.assignment() {
-            let _ = self.consumer.resume(&a);
+            let r = if paused {
+                self.consumer.pause(&a)
+            } else {
+                self.consumer.resume(&a)
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, paused, "pause/resume failed");
+            }
         }
     }
 
@@ -178,7 +248,13 @@ impl Projector {
         wait: Duration,
         shutdown: &Shutdown,
     ) -> Result<ProjectionOutcome, anyhow::Error> {
-        let batch = self.collect_batch(wait).await?;
+        self.flush_deferred(false).await;
+        if self.deferred.len() >= self.settings.max_deferred_cache {
+            // Redis has been away for long: hold the stream rather than grow without bound.
+            shutdown.sleep(wait).await;
+            return Ok(ProjectionOutcome::default());
+        }
+        let batch = self.collect_batch(wait).await;
         let mut out = ProjectionOutcome {
             received: batch.len(),
             ..Default::default()
@@ -187,41 +263,27 @@ impl Projector {
             return Ok(out);
         }
         PROJECTION_BATCH_SIZE.observe(batch.len() as f64);
-        match self.project(&batch, &mut out, shutdown).await? {
-            Step::Interrupted => {
-                return Ok(ProjectionOutcome {
-                    received: batch.len(),
-                    ..Default::default()
-                })
-            }
-            Step::Done => {}
-        }
-        // Every message is now applied, already applied or dead-lettered: store offsets.
-        let mut last: HashMap<(String, i32), i64> = HashMap::new();
-        for m in &batch {
-            let e = last.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
-            *e = (*e).max(m.offset());
-        }
-        for ((topic, partition), offset) in last {
-            if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
-                // Partition revoked meanwhile: its new owner re-applies (idempotent).
-                tracing::debug!(kafka.partition = partition, error = %e, "offset not stored");
-            }
-        }
+        let mut finished = vec![false; batch.len()];
+        let events = self.decode(&batch, &mut finished, &mut out, shutdown).await;
+        let indexed = self.index(&batch, events, &mut finished, &mut out, shutdown).await;
+        self.cache(&batch, indexed, &mut out).await;
+        out.unfinished = finished.iter().filter(|f| !**f).count();
+        self.commit(&batch, &finished);
         Ok(out)
     }
 
-    async fn project(
+    /// Stage 1: decode; poison goes to the DLQ.
+    async fn decode(
         &mut self,
         batch: &[OwnedMessage],
+        finished: &mut [bool],
         out: &mut ProjectionOutcome,
         shutdown: &Shutdown,
-    ) -> Result<Step, anyhow::Error> {
-        // 1. Decode; poison goes to the DLQ.
-        let mut events: Vec<(usize, EventEnvelope)> = Vec::with_capacity(batch.len());
-        for (i, m) in batch.iter().enumerate() {
+    ) -> Vec<Decoded> {
+        let mut events = Vec::with_capacity(batch.len());
+        for (at, m) in batch.iter().enumerate() {
             match decode_event(m.payload()) {
-                Ok(ev) => events.push((i, ev)),
+                Ok(event) => events.push(Decoded { at, event }),
                 Err(e) => {
                     tracing::warn!(kafka.partition = m.partition(), kafka.offset = m.offset(), error = %e, "undecodable event sent to the DLQ");
                     let reason = DlqReason {
@@ -230,145 +292,157 @@ impl Projector {
                         message: e.message,
                         attempts: 1,
                     };
-                    if let Step::Interrupted = self.dead_letter(m, &reason, shutdown).await {
-                        return Ok(Step::Interrupted);
+                    if self.dead_letter(m, &reason, "unknown", shutdown).await {
+                        finished[at] = true;
+                        out.dead_lettered += 1;
                     }
-                    PROJECTION_EVENTS.with_label_values(&["unknown", "dead_lettered"]).inc();
-                    out.dead_lettered += 1;
                 }
             }
         }
-        if events.is_empty() {
-            return Ok(Step::Done);
-        }
-        // 2. OpenSearch bulk, retrying only retryable items, in order.
-        let mut todo: Vec<usize> = (0..events.len()).collect();
-        let mut rejected: Vec<(usize, String)> = Vec::new();
-        let mut attempt = 0u32;
+        events
+    }
+
+    /// Stage 2: OpenSearch. Retries only retryable items, in order; dead-letters what is
+    /// refused for good. Returns the events that are in the index (applied or already there).
+    async fn index(
+        &mut self,
+        batch: &[OwnedMessage],
+        events: Vec<Decoded>,
+        finished: &mut [bool],
+        out: &mut ProjectionOutcome,
+        shutdown: &Shutdown,
+    ) -> Vec<Decoded> {
+        let mut todo: Vec<Decoded> = events;
+        let mut indexed = Vec::with_capacity(todo.len());
+        let mut rejected: Vec<(Decoded, String)> = Vec::new();
+        let mut delays = self.retry.backoff();
+        let mut attempt = 0usize;
+        let mut one_by_one = false;
         while !todo.is_empty() {
-            let items: Vec<BulkItem> = todo
-                .iter()
-                .map(|&k| {
-                    let ev = &events[k].1;
-                    BulkItem {
-                        id: ev.aggregate_id,
-                        version: ev.aggregate_version,
-                        doc: product_document(&ev.state),
+            let results = self.bulk(&todo, one_by_one).await;
+            let mut retry = Vec::new();
+            for (d, r) in todo.into_iter().zip(results) {
+                match r {
+                    ItemResult::Applied => {
+                        out.applied += 1;
+                        PROJECTION_EVENTS
+                            .with_label_values(&[&d.event.event_type, "applied"])
+                            .inc();
+                        indexed.push(d);
                     }
-                })
-                .collect();
-            let started = Instant::now();
-            let result = index_items(&self.search, &self.index, &items).await;
-            PROJECTION_BULK_DURATION.observe(started.elapsed().as_secs_f64());
-            let retry: Vec<usize> = match result {
-                Ok(results) => {
-                    let mut retry = Vec::new();
-                    for (&k, r) in todo.iter().zip(results) {
-                        let ev = &events[k].1;
-                        match r {
-                            ItemResult::Applied => {
-                                out.applied += 1;
-                                PROJECTION_EVENTS.with_label_values(&[&ev.event_type, "applied"]).inc();
-                            }
-                            ItemResult::AlreadyApplied => {
-                                out.already_applied += 1;
-                                PROJECTION_EVENTS
-                                    .with_label_values(&[&ev.event_type, "already_applied"])
-                                    .inc();
-                            }
-                            ItemResult::Retryable(e) => {
-                                tracing::warn!(product.id = %ev.aggregate_id, error = %e, "index item will be retried");
-                                retry.push(k);
-                            }
-                            ItemResult::Rejected(body) => rejected.push((k, body)),
-                        }
+                    ItemResult::AlreadyApplied => {
+                        out.already_applied += 1;
+                        PROJECTION_EVENTS
+                            .with_label_values(&[&d.event.event_type, "already_applied"])
+                            .inc();
+                        indexed.push(d);
                     }
-                    retry
+                    ItemResult::Retryable(e) => {
+                        tracing::warn!(product.id = %d.event.aggregate_id, error = %e, "index item will be retried");
+                        retry.push(d);
+                    }
+                    ItemResult::Rejected(body) => rejected.push((d, body)),
                 }
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "bulk request failed; will retry");
-                    todo.clone()
-                }
-                Err(e) => {
-                    // The whole request was refused (e.g. a mapping conflict on the index):
-                    // that is not about one message, so retry rather than dead-letter them all.
-                    tracing::error!(error = %e, "bulk request refused; will retry");
-                    todo.clone()
-                }
-            };
-            if retry.is_empty() {
+            }
+            todo = retry;
+            if todo.is_empty() {
+                break;
+            }
+            if todo.len() > 1 && !one_by_one && self.whole_request_refused {
+                // The request as a whole was refused (not about one item): find the culprit.
+                one_by_one = true;
+                continue;
+            }
+            if attempt >= self.settings.retries {
+                tracing::warn!(events = todo.len(), "index still failing; events left unfinished");
                 break;
             }
             if attempt == 0 {
-                self.pause();
+                self.set_paused(true);
             }
             attempt += 1;
-            let d = backoff(self.settings.retry_base, self.settings.retry_max, attempt);
+            let d = delays.next().unwrap_or(self.settings.retry_max);
             if self.wait_polling(d, shutdown).await {
-                self.resume();
-                return Ok(Step::Interrupted);
+                break;
             }
-            todo = retry;
         }
-        // 3. Documents OpenSearch rejects go to the DLQ with its error body.
-        let rejected_idx: std::collections::HashSet<usize> = rejected.iter().map(|(k, _)| *k).collect();
-        for (k, body) in &rejected {
-            let (i, ev) = &events[*k];
-            tracing::warn!(product.id = %ev.aggregate_id, error = %body, "document rejected by OpenSearch; sent to the DLQ");
+        if attempt > 0 {
+            self.set_paused(false);
+        }
+        for (d, body) in rejected {
+            tracing::warn!(product.id = %d.event.aggregate_id, error = %body, "document rejected by OpenSearch; sent to the DLQ");
             let reason = DlqReason {
                 stage: "index",
                 class: "document_rejected",
-                message: body.clone(),
-                attempts: attempt + 1,
+                message: body,
+                attempts: u32::try_from(attempt + 1).unwrap_or(u32::MAX),
             };
-            if let Step::Interrupted = self.dead_letter(&batch[*i], &reason, shutdown).await {
-                self.resume();
-                return Ok(Step::Interrupted);
+            if self
+                .dead_letter(&batch[d.at], &reason, &d.event.event_type, shutdown)
+                .await
+            {
+                finished[d.at] = true;
+                out.dead_lettered += 1;
             }
-            PROJECTION_EVENTS
-                .with_label_values(&[&ev.event_type, "dead_lettered"])
-                .inc();
-            out.dead_lettered += 1;
         }
-        // 4. Redis read model (versioned), retried until it answers.
-        let good: Vec<&(usize, EventEnvelope)> = events
+        for d in &indexed {
+            finished[d.at] = true;
+        }
+        indexed
+    }
+
+    /// One bulk request for `todo` (or one request per item), classified per item. A request
+    /// that fails as a whole gives every item the same result: retryable when the failure
+    /// is transient, otherwise rejected only when the request held a single item (else the
+    /// caller splits it; see `whole_request_refused`).
+    async fn bulk(&mut self, todo: &[Decoded], one_by_one: bool) -> Vec<ItemResult> {
+        self.whole_request_refused = false;
+        let items: Vec<BulkItem> = todo
             .iter()
-            .enumerate()
-            .filter(|(k, _)| !rejected_idx.contains(k))
-            .map(|(_, e)| e)
+            .map(|d| BulkItem {
+                id: d.event.aggregate_id,
+                version: d.event.aggregate_version,
+                doc: product_document(&d.event.state),
+            })
             .collect();
-        let states: Vec<&crate::domain::product::Product> = good.iter().map(|(_, e)| &e.state).collect();
-        let mut attempt_cache = 0u32;
-        let outcomes = loop {
-            match self.cache.put_many(&states, Writer::Projection).await {
-                Ok(o) => break o,
+        let chunks: Vec<&[BulkItem]> = if one_by_one {
+            items.chunks(1).collect()
+        } else {
+            vec![&items[..]]
+        };
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in chunks {
+            let started = Instant::now();
+            let r = index_items(&self.search, &self.index, chunk).await;
+            PROJECTION_BULK_DURATION.observe(started.elapsed().as_secs_f64());
+            match r {
+                Ok(rs) => results.extend(rs),
                 Err(e) => {
-                    if attempt_cache == 0 && attempt == 0 {
-                        self.pause();
-                    }
-                    attempt_cache += 1;
-                    let d = backoff(self.settings.retry_base, self.settings.retry_max, attempt_cache);
-                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "redis write failed; retrying");
-                    if self.wait_polling(d, shutdown).await {
-                        self.resume();
-                        return Ok(Step::Interrupted);
+                    let class = e.failure_class();
+                    if class == FailureClass::Permanent && chunk.len() == 1 {
+                        results.push(ItemResult::Rejected(e.to_string()));
+                    } else {
+                        if class == FailureClass::Permanent {
+                            tracing::warn!(error = %e, "bulk request refused as a whole; retrying item by item");
+                            self.whole_request_refused = true;
+                        } else {
+                            tracing::warn!(error = %e, "bulk request failed; will retry");
+                        }
+                        results.extend(chunk.iter().map(|_| ItemResult::Retryable(e.to_string())));
                     }
                 }
             }
-        };
-        if attempt > 0 || attempt_cache > 0 {
-            self.resume();
         }
-        // 5. Logs, gap detection, lag in time.
+        results
+    }
+
+    /// Stage 3: Redis. Folds the batch into the deferred writes (newest state per product) and
+    /// writes them; if Redis does not answer they wait, and the index goes on.
+    async fn cache(&mut self, batch: &[OwnedMessage], indexed: Vec<Decoded>, out: &mut ProjectionOutcome) {
         let now = Utc::now();
-        for ((i, ev), put) in good.iter().zip(outcomes) {
-            let m = &batch[*i];
-            if put.projected > 0 && ev.aggregate_version > put.projected + 1 {
-                out.gaps += 1;
-                PROJECTION_VERSION_GAPS.inc();
-                tracing::warn!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, previous_version = put.projected,
-                    "version gap: applied full state past missing versions");
-            }
+        for d in indexed {
+            let m = &batch[d.at];
+            let ev = d.event;
             if self.settings.log_each_event {
                 tracing::info!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, event.r#type = %ev.event_type,
                     kafka.partition = m.partition(), kafka.offset = m.offset(), "indexing_product");
@@ -376,23 +450,173 @@ impl Projector {
             CONSUMER_LAG_SECONDS
                 .with_label_values(&[&self.group, m.topic(), &m.partition().to_string()])
                 .set((now - ev.occurred_at).num_milliseconds().max(0) as f64 / 1000.0);
+            let entry = self.deferred.entry(ev.aggregate_id).or_insert_with(|| DeferredCache {
+                state: ev.state.clone(),
+                first_version: ev.aggregate_version,
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                first_offset: m.offset(),
+                event_type: ev.event_type.clone(),
+            });
+            entry.first_version = entry.first_version.min(ev.aggregate_version);
+            entry.first_offset = entry.first_offset.min(m.offset());
+            if ev.state.version >= entry.state.version {
+                entry.state = ev.state;
+                entry.event_type = ev.event_type;
+            }
         }
-        Ok(Step::Done)
+        out.gaps += self.flush_deferred(false).await;
     }
 
-    async fn dead_letter(&mut self, m: &OwnedMessage, reason: &DlqReason, shutdown: &Shutdown) -> Step {
-        let mut attempt = 0;
-        loop {
-            match self.dlq.send(m, reason).await {
-                Ok(()) => return Step::Done,
-                Err(e) => {
-                    attempt += 1;
-                    let d = backoff(self.settings.retry_base, self.settings.retry_max, attempt);
-                    tracing::warn!(error = %e, "DLQ write failed; retrying");
-                    if self.wait_polling(d, shutdown).await {
-                        return Step::Interrupted;
+    /// Writes the deferred states to Redis unless a recent failure says to wait (`force`
+    /// tries anyway). Each attempt is bounded by [`CACHE_WRITE_BOUND`], so a stalled Redis
+    /// costs the index little. Returns the version gaps seen.
+    async fn flush_deferred(&mut self, force: bool) -> usize {
+        if self.deferred.is_empty() {
+            return 0;
+        }
+        if !force && self.cache_retry_at.is_some_and(|t| Instant::now() < t) {
+            return 0;
+        }
+        let entries: Vec<&DeferredCache> = self.deferred.values().collect();
+        let states: Vec<&Product> = entries.iter().map(|e| &e.state).collect();
+        let mut gaps = 0;
+        let put = tokio::time::timeout(CACHE_WRITE_BOUND, self.cache.put_many(&states, Writer::Projection))
+            .await
+            .unwrap_or(Err(crate::cache::CacheError::Timeout));
+        match put {
+            Ok(puts) => {
+                for (e, put) in entries.iter().zip(puts) {
+                    if put.projected > 0 && e.first_version > put.projected + 1 {
+                        gaps += 1;
+                        PROJECTION_VERSION_GAPS.inc();
+                        tracing::warn!(product.id = %e.state.id, product.version = e.first_version, previous_version = put.projected,
+                            event.r#type = %e.event_type, "version gap: applied full state past missing versions");
                     }
                 }
+                if self.cache_retry_at.take().is_some() {
+                    tracing::info!(
+                        written = self.deferred.len(),
+                        "redis answers again; deferred writes done"
+                    );
+                }
+                self.deferred.clear();
+                self.cache_backoff = Box::new(self.retry.backoff());
+                self.store_progress();
+            }
+            Err(e) => {
+                let d = self.cache_backoff.next().unwrap_or(self.settings.retry_max);
+                if self.cache_retry_at.is_none() {
+                    tracing::warn!(error = %e, deferred = self.deferred.len(),
+                        "redis write failed; search goes on, cache writes wait for redis");
+                }
+                self.cache_retry_at = Some(Instant::now() + d);
+            }
+        }
+        PROJECTION_CACHE_DEFERRED.set(i64::try_from(self.deferred.len()).unwrap_or(i64::MAX));
+        gaps
+    }
+
+    /// Stage 4: records per partition how far every message is finished, seeks partitions
+    /// with an unfinished message back to it (dropping carried messages past it), then stores
+    /// offsets (see [`store_progress`](Self::store_progress)).
+    fn commit(&mut self, batch: &[OwnedMessage], finished: &[bool]) {
+        let mut unfinished: HashMap<(String, i32), i64> = HashMap::new();
+        for (m, f) in batch.iter().zip(finished) {
+            if !f {
+                let e = unfinished
+                    .entry((m.topic().to_owned(), m.partition()))
+                    .or_insert(m.offset());
+                *e = (*e).min(m.offset());
+            }
+        }
+        for m in batch {
+            let tp = (m.topic().to_owned(), m.partition());
+            let done = match unfinished.get(&tp) {
+                Some(u) if m.offset() >= *u => continue,
+                _ => m.offset(),
+            };
+            let e = self.progress.entry(tp).or_insert(done);
+            *e = (*e).max(done);
+        }
+        for ((topic, partition), offset) in unfinished {
+            if let Some(p) = self.progress.get_mut(&(topic.clone(), partition)) {
+                *p = (*p).min(offset - 1);
+            }
+            self.carry
+                .retain(|m| !(m.topic() == topic && m.partition() == partition && m.offset() >= offset));
+            if let Err(e) = self
+                .consumer
+                .seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5))
+            {
+                // Revoked meanwhile: the new owner starts from the committed offset, which is
+                // not past this message.
+                tracing::warn!(kafka.partition = partition, kafka.offset = offset, error = %e, "seek back failed");
+            }
+        }
+        self.store_progress();
+    }
+
+    /// Stores, per assigned partition, the finished offset, but never past a message whose
+    /// Redis write is still deferred.
+    fn store_progress(&mut self) {
+        let assigned: Option<std::collections::HashSet<(String, i32)>> = self.consumer.assignment().ok().map(|a| {
+            a.elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect()
+        });
+        if let Some(assigned) = &assigned {
+            self.progress.retain(|tp, _| assigned.contains(tp));
+            self.stored.retain(|tp, _| assigned.contains(tp));
+        }
+        let mut held: HashMap<(&str, i32), i64> = HashMap::new();
+        for d in self.deferred.values() {
+            let e = held.entry((d.topic.as_str(), d.partition)).or_insert(d.first_offset);
+            *e = (*e).min(d.first_offset);
+        }
+        for ((topic, partition), done) in &self.progress {
+            let upto = match held.get(&(topic.as_str(), *partition)) {
+                Some(h) => (*done).min(h - 1),
+                None => *done,
+            };
+            let tp = (topic.clone(), *partition);
+            if upto < 0 || self.stored.get(&tp).is_some_and(|s| *s >= upto) {
+                continue;
+            }
+            match self.consumer.store_offset(topic, *partition, upto) {
+                Ok(()) => {
+                    self.stored.insert(tp, upto);
+                }
+                // Partition revoked meanwhile: its new owner re-applies (idempotent).
+                Err(e) => tracing::debug!(kafka.partition = partition, error = %e, "offset not stored"),
+            }
+        }
+    }
+
+    /// Dead-letters `m`; false when the DLQ could not be written (the message stays unfinished).
+    async fn dead_letter(
+        &mut self,
+        m: &OwnedMessage,
+        reason: &DlqReason,
+        event_type: &str,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let dlq = self.dlq.clone();
+        match self
+            .retry
+            .run(shutdown.token(), "DLQ write", || dlq.send(m, reason))
+            .await
+        {
+            Ok(()) => {
+                PROJECTION_EVENTS
+                    .with_label_values(&[event_type, "dead_lettered"])
+                    .inc();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(kafka.partition = m.partition(), kafka.offset = m.offset(), error = %e, "could not dead-letter; message unfinished");
+                false
             }
         }
     }
@@ -411,23 +635,32 @@ impl Projector {
         }
     }
 
-    /// Consumes until shutdown; commits what was stored and leaves the group.
+    /// Consumes until shutdown; commits what was stored and leaves the group. After a batch
+    /// that left messages unfinished, waits a growing, jittered delay (still polling).
     pub async fn run_until_stopped(&mut self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
         tracing::info!(topic, group = %self.group, index = %self.index, "Product Event Consumer started and polling Kafka...");
         let mut last_lag = Instant::now() - Duration::from_secs(60);
+        let mut backoff = self.retry.backoff();
         while !shutdown.is_triggered() {
-            match self.process_once(Duration::from_millis(500), &shutdown).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "projection error");
-                    shutdown.sleep(Duration::from_secs(1)).await;
-                }
+            let out = self.process_once(Duration::from_millis(500), &shutdown).await?;
+            if out.unfinished > 0 {
+                let d = backoff.next().unwrap_or(self.settings.retry_max);
+                tracing::warn!(
+                    unfinished = out.unfinished,
+                    retry_in_ms = d.as_millis() as u64,
+                    "events left unfinished; backing off"
+                );
+                shutdown.sleep(d).await;
+            } else {
+                backoff = self.retry.backoff();
             }
             if last_lag.elapsed() > Duration::from_secs(5) {
                 self.update_lag(topic).await;
                 last_lag = Instant::now();
             }
         }
+        self.flush_deferred(true).await;
+        self.store_progress();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit (nothing stored?)");
         }

@@ -1,52 +1,42 @@
 //! A cloneable shutdown signal, tripped by SIGINT/SIGTERM (or by tests).
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-/// Shutdown flag shared by a role's tasks.
-#[derive(Clone, Debug)]
+/// Shutdown flag shared by a role's tasks: a [`CancellationToken`] with the role's vocabulary.
+#[derive(Clone, Debug, Default)]
 pub struct Shutdown {
-    tx: std::sync::Arc<watch::Sender<bool>>,
-    rx: watch::Receiver<bool>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self::new()
-    }
+    token: CancellationToken,
 }
 
 impl Shutdown {
     /// A signal that has not fired.
     pub fn new() -> Self {
-        let (tx, rx) = watch::channel(false);
-        Self {
-            tx: std::sync::Arc::new(tx),
-            rx,
-        }
+        Self::default()
     }
 
     /// Fires the signal.
     pub fn trigger(&self) {
-        let _ = self.tx.send(true);
+        self.token.cancel();
     }
 
     /// True once fired.
     pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
+        self.token.is_cancelled()
     }
 
     /// Resolves when fired.
     pub async fn wait(&self) {
-        let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|v| *v).await;
+        self.token.cancelled().await;
+    }
+
+    /// The underlying token, for code that takes one (retry policies).
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
     }
 
     /// Sleeps for `d` unless shutdown comes first; true when shutdown fired.
     pub async fn sleep(&self, d: std::time::Duration) -> bool {
-        tokio::select! {
-            () = self.wait() => true,
-            () = tokio::time::sleep(d) => self.is_triggered(),
-        }
+        crate::failure::sleep_or_cancel(&self.token, d).await
     }
 
     /// Fires on SIGINT or SIGTERM.

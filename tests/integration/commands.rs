@@ -2,11 +2,15 @@ use std::time::Duration;
 
 use aliexpress::bus::dlq::{dlq_headers, DlqWriter};
 use aliexpress::bus::producer::{self, ProducerSettings};
+use aliexpress::failure::RetryPolicy;
 use aliexpress::worker::product_consumer::{CommandConsumer, CommandOutcome};
 use aliexpress::worker::Shutdown;
+use diesel_async::RunQueryDsl;
 use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::helpers::{header, TestApp, TestEnv};
 
@@ -21,10 +25,12 @@ fn command_consumer(env: &TestEnv) -> CommandConsumer {
         dlq: DlqWriter::new(p, env.names.commands_dlq_topic(), group),
         events_topic: env.names.events_topic(),
         notify: false,
+        // Fast retries: a transient failure is left unfinished within a second.
+        retry: RetryPolicy::new(Duration::from_millis(5), Duration::from_millis(50), 3, 1),
     }
 }
 
-/// Handles messages until `n` were handled.
+/// Handles messages one batch of one at a time until `n` outcomes were collected.
 async fn handle(c: &CommandConsumer, n: usize) -> Vec<CommandOutcome> {
     let shutdown = Shutdown::new();
     let mut out = Vec::new();
@@ -32,16 +38,70 @@ async fn handle(c: &CommandConsumer, n: usize) -> Vec<CommandOutcome> {
         if out.len() >= n {
             break;
         }
-        if let Some(o) = c
-            .process_once(Duration::from_secs(1), &shutdown)
-            .await
-            .expect("process")
-        {
-            out.push(o);
-        }
+        out.extend(
+            c.process_batch(1, Duration::from_secs(1), &shutdown)
+                .await
+                .expect("process"),
+        );
     }
     assert_eq!(out.len(), n, "handled {out:?}");
     out
+}
+
+/// Produces a command message to partition 0 of the commands topic (so tests control order
+/// across products).
+async fn produce_to_partition0(env: &TestEnv, product_id: Uuid, body: Value) -> Uuid {
+    let command_id = Uuid::now_v7();
+    let mut v = body;
+    v["command_id"] = json!(command_id);
+    v["product_id"] = json!(product_id);
+    let bytes = v.to_string();
+    let key = product_id.to_string();
+    let topic = env.names.commands_topic();
+    env.producer
+        .send(
+            FutureRecord::to(&topic).partition(0).key(&key).payload(&bytes),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    command_id
+}
+
+/// Runs SQL on the test database.
+async fn sql(env: &TestEnv, statement: &str) {
+    let mut conn = env.pool.get().await.expect("conn");
+    diesel::sql_query(statement).execute(&mut conn).await.expect("sql");
+}
+
+/// A trigger that makes Postgres refuse products titled `poison` (a permanent, unmapped
+/// error) and, while `flaky` holds a row, products titled `flaky` with SQLSTATE 40001 (a
+/// serialization failure: transient).
+async fn install_refusing_trigger(env: &TestEnv) {
+    sql(env, "CREATE TABLE flaky (on_ boolean)").await;
+    sql(env, "INSERT INTO flaky VALUES (true)").await;
+    sql(
+        env,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.title = 'poison' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; \
+           IF NEW.title = 'flaky' AND EXISTS (SELECT 1 FROM flaky) THEN \
+             RAISE EXCEPTION 'could not serialize access (test)' USING ERRCODE = '40001'; END IF; \
+           RETURN NEW; END $$",
+    )
+    .await;
+    sql(
+        env,
+        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON products FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .await;
+}
+
+async fn command_status(env: &TestEnv, command_id: Uuid) -> Option<(String, Option<String>)> {
+    let mut conn = env.pool.get().await.expect("conn");
+    aliexpress::store::command_repo::find(&mut conn, command_id)
+        .await
+        .expect("find")
+        .map(|r| (r.status, r.reason))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,6 +122,7 @@ async fn a_command_posted_to_the_api_is_applied_by_the_consumer() {
         .await
         .expect("json");
     assert_eq!(pending["status"], "pending");
+    assert_eq!(app.env.drain_outbox().await, 2, "the product's event and the command");
 
     let c = command_consumer(&app.env);
     assert_eq!(handle(&c, 1).await, vec![CommandOutcome::Applied(2)]);
@@ -73,7 +134,12 @@ async fn a_command_posted_to_the_api_is_applied_by_the_consumer() {
         .expect("json");
     assert_eq!(done["status"], "applied");
     assert_eq!(done["result_version"], 2);
-    assert_eq!(app.env.count(&format!("outbox WHERE aggregate_id = '{id}'")).await, 2);
+    assert_eq!(
+        app.env
+            .count(&format!("outbox WHERE aggregate_id = '{id}' AND aggregate_version > 0"))
+            .await,
+        2
+    );
 
     // Invalid commands are refused at the door.
     let bad = app
@@ -215,7 +281,195 @@ async fn a_batch_runs_products_concurrently_and_each_products_commands_in_order(
             (1..=10).collect::<Vec<_>>()
         );
     }
+    // Everything is committed (auto-commit may already have done it: a second commit then
+    // has nothing to do, which is not an error).
+    crate::helpers::wait_committed(&c.consumer, &topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_with_a_nul_byte_is_refused_at_the_api_and_rejected_by_the_consumer() {
+    let app = TestApp::spawn().await;
+    let p = app.create_product("SKU-NUL", "Lamp").await;
+    let id: Uuid = p["id"].as_str().expect("id").parse().expect("uuid");
+    let r = app
+        .post(
+            "/api/commands",
+            json!({"product_id": id, "command_type": "UpdateProductDetails", "payload": {"title": "a\u{0}b"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.expect("json");
+    assert!(problem.to_string().contains("title"), "{problem}");
+    let r = app
+        .http
+        .patch(app.url(&format!("/api/products/{id}")))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"title": "a\u{0}b"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 422);
+
+    // Straight onto the topic, it is rejected with the reason, and the next command applies.
+    let env = &app.env;
+    let bad = produce_to_partition0(
+        env,
+        id,
+        json!({"command_type": "UpdateProductDetails", "payload": {"title": "a\u{0}b"}}),
+    )
+    .await;
+    let good = produce_to_partition0(env, id, json!({"command_type": "SetStock", "payload": {"stock": 3}})).await;
+    let c = command_consumer(env);
+    let out = handle(&c, 2).await;
+    assert!(
+        matches!(&out[0], CommandOutcome::Rejected(r) if r.contains("U+0000")),
+        "{out:?}"
+    );
+    assert_eq!(out[1], CommandOutcome::Applied(2));
+    let (status, reason) = command_status(env, bad).await.expect("recorded");
+    assert_eq!(status, "rejected");
+    assert!(reason.is_some_and(|r| r.contains("title")));
+    assert_eq!(command_status(env, good).await.expect("recorded").0, "applied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_the_database_refuses_is_rejected_at_once_and_the_commands_behind_it_apply() {
+    // Issue 9, defect 1: an error Postgres raises for one command stopped all processing.
+    let env = TestEnv::new().await;
+    install_refusing_trigger(&env).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let poison = produce_to_partition0(
+        &env,
+        a,
+        json!({"command_type": "CreateProduct", "payload": {"sku": "P-1", "title": "poison"}}),
+    )
+    .await;
+    produce_to_partition0(
+        &env,
+        b,
+        json!({"command_type": "CreateProduct", "payload": {"sku": "P-2", "title": "fine"}}),
+    )
+    .await;
+    produce_to_partition0(
+        &env,
+        a,
+        json!({"command_type": "CreateProduct", "payload": {"sku": "P-1", "title": "fixed"}}),
+    )
+    .await;
+    let c = command_consumer(&env);
+    let out = handle(&c, 3).await;
+    assert!(
+        matches!(&out[0], CommandOutcome::Rejected(r) if r.contains("refused by a test trigger")),
+        "{out:?}"
+    );
+    assert_eq!(out[1..], [CommandOutcome::Applied(1), CommandOutcome::Applied(1)]);
+    let (status, reason) = command_status(&env, poison).await.expect("recorded");
+    assert_eq!(status, "rejected");
+    assert!(reason.is_some_and(|r| r.contains("could not be stored")));
+    crate::helpers::wait_committed(&c.consumer, &env.names.commands_topic()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_failing_transiently_is_never_committed_past_and_applies_once_the_database_recovers() {
+    // Issue 9, defect 2: after a failed batch, later messages were committed past the failure.
+    let env = TestEnv::new().await;
+    install_refusing_trigger(&env).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let create =
+        |sku: &str, title: &str| json!({"command_type": "CreateProduct", "payload": {"sku": sku, "title": title}});
+    let stuck = produce_to_partition0(&env, a, create("F-1", "flaky")).await;
+    let behind_same_product =
+        produce_to_partition0(&env, a, json!({"command_type": "SetStock", "payload": {"stock": 4}})).await;
+    produce_to_partition0(&env, b, create("F-2", "other")).await;
+    let c = command_consumer(&env);
+    let shutdown = Shutdown::new();
+    let mut first = Vec::new();
+    for _ in 0..20 {
+        if first.len() >= 3 {
+            break;
+        }
+        first.extend(
+            c.process_batch(16, Duration::from_secs(2), &shutdown)
+                .await
+                .expect("batch"),
+        );
+    }
+    assert_eq!(
+        first,
+        vec![
+            CommandOutcome::Unfinished,
+            CommandOutcome::Unfinished,
+            CommandOutcome::Applied(1)
+        ],
+        "the other product goes on; the product's later command waits behind the stuck one"
+    );
     c.consumer
         .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-        .expect("commit");
+        .ok();
+    let committed = crate::helpers::committed_offset(&c.consumer, &env.names.commands_topic(), 0).await;
+    assert!(
+        committed.unwrap_or(0) <= 0,
+        "nothing committed past the stuck command: {committed:?}"
+    );
+    assert_eq!(command_status(&env, stuck).await, None);
+
+    // The database recovers: the stuck command and the one behind it are delivered again
+    // (the other product's command comes again too and is answered as a duplicate).
+    sql(&env, "DELETE FROM flaky").await;
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        if again.len() >= 3 {
+            break;
+        }
+        again.extend(
+            c.process_batch(16, Duration::from_secs(1), &shutdown)
+                .await
+                .expect("batch"),
+        );
+    }
+    assert_eq!(
+        again,
+        vec![
+            CommandOutcome::Applied(1),
+            CommandOutcome::Applied(2),
+            CommandOutcome::Duplicate
+        ]
+    );
+    assert_eq!(
+        command_status(&env, behind_same_product).await.expect("done").0,
+        "applied"
+    );
+    assert_eq!(env.count(&format!("products WHERE id = '{a}' AND stock = 4")).await, 1);
+    crate::helpers::wait_committed(&c.consumer, &env.names.commands_topic()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_is_accepted_at_once_while_kafka_is_unreachable_and_delivered_later() {
+    let app = TestApp::spawn_with(|s| {
+        s.producer = producer::build("127.0.0.1:1", &ProducerSettings::default()).expect("producer");
+    })
+    .await;
+    let id = Uuid::now_v7();
+    let started = std::time::Instant::now();
+    let r = app
+        .post(
+            "/api/commands",
+            json!({"product_id": id, "command_type": "CreateProduct", "payload": {"sku": "K-1", "title": "Kite"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    let cid: Uuid = r.json::<Value>().await.expect("json")["command_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    assert_eq!(app.env.drain_outbox().await, 1);
+    let c = command_consumer(&app.env);
+    assert_eq!(handle(&c, 1).await, vec![CommandOutcome::Applied(1)]);
+    assert_eq!(command_status(&app.env, cid).await.expect("recorded").0, "applied");
 }

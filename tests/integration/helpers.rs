@@ -476,3 +476,31 @@ pub fn versions(msgs: &[OwnedMessage]) -> Vec<(String, i64)> {
         })
         .collect()
 }
+
+/// The committed offset of `partition` of `topic` for `consumer`'s group, if any.
+pub async fn committed_offset(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let lag = aliexpress::bus::consumer::lag_blocking(consumer, topic, Duration::from_secs(5)).expect("lag");
+    lag.into_iter()
+        .find(|p| p.partition == partition)
+        .and_then(|p| p.committed)
+}
+
+/// Commits what `consumer` stored and waits (with a deadline) until its group's lag on
+/// `topic` is 0. A commit with nothing new to commit (auto-commit got there first) is fine.
+pub async fn wait_committed(consumer: &StreamConsumer, topic: &str) {
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        assert!(
+            matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)),
+            "commit: {e}"
+        );
+    }
+    let mut last = Vec::new();
+    let ok = wait_until(Duration::from_secs(15), || {
+        let l = aliexpress::bus::consumer::lag_blocking(consumer, topic, Duration::from_secs(5)).expect("lag");
+        let done = l.iter().all(|p| p.lag == 0);
+        last = l;
+        async move { done }
+    })
+    .await;
+    assert!(ok, "group lag back to 0: {last:?}");
+}

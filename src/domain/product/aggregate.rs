@@ -46,6 +46,20 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The rules of `command` that hold whatever the product's state: field formats, lengths,
+/// ranges. What passes here can still be refused by [`decide`] against the state; what fails
+/// here is refused whatever the state (so an API can answer 422 before queuing a command).
+pub fn validate(command: &ProductCommand) -> Result<(), DomainError> {
+    match command {
+        ProductCommand::CreateProduct(c) => decide_create(c).map(|_| ()),
+        ProductCommand::UpdateProductDetails(u) => decide_details(u).map(|_| ()),
+        ProductCommand::ChangePrice { price } => Money::price(price.amount_minor, &price.currency).map(|_| ()),
+        ProductCommand::AdjustStock { delta: 0 } => Err(DomainError::invalid("delta", "must not be 0")),
+        ProductCommand::SetStock { stock } if *stock < 0 => Err(DomainError::invalid("stock", "must be >= 0")),
+        _ => Ok(()),
+    }
+}
+
 /// Checks `command` against `state` (None: the product does not exist yet) and returns the
 /// change it causes, or the rule it breaks.
 pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<ProductChange, DomainError> {

@@ -9,7 +9,7 @@ pub mod value;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{decide, evolve, execute, Product};
+pub use aggregate::{decide, evolve, execute, validate, Product};
 pub use command::{CreateProduct, ProductCommand, UpdateProductDetails};
 pub use error::DomainError;
 pub use event::{EventEnvelope, EventMeta, ProductChange, EVENT_TYPES, SCHEMA_VERSION};

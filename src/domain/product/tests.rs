@@ -58,6 +58,55 @@ fn create_trims_text_and_rejects_empty_title() {
 }
 
 #[test]
+fn text_with_a_nul_byte_is_refused_naming_the_field() {
+    let given = given(&created());
+    let cmd = ProductCommand::UpdateProductDetails(UpdateProductDetails {
+        title: Some("a\u{0}b".into()),
+        ..Default::default()
+    });
+    let err = decide(given.as_ref(), &cmd).unwrap_err();
+    assert_eq!(err.field(), Some("title"));
+    assert!(err.to_string().contains("U+0000"), "{err}");
+    let mut c = create_cmd();
+    c.attributes = [("size".to_string(), "x\u{1}".to_string())].into();
+    assert_eq!(
+        decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(),
+        Some("attributes.value")
+    );
+}
+
+#[test]
+fn validate_refuses_what_no_state_could_accept_and_nothing_else() {
+    let bad_title = ProductCommand::UpdateProductDetails(UpdateProductDetails {
+        title: Some("a\u{0}".into()),
+        ..Default::default()
+    });
+    assert_eq!(validate(&bad_title).unwrap_err().field(), Some("title"));
+    assert!(validate(&ProductCommand::SetStock { stock: -1 }).is_err());
+    assert!(validate(&ProductCommand::AdjustStock { delta: 0 }).is_err());
+    assert!(
+        validate(&ProductCommand::AdjustStock { delta: -100 }).is_ok(),
+        "depends on the state"
+    );
+    assert!(validate(&ProductCommand::PublishProduct).is_ok());
+}
+
+#[test]
+fn text_keeps_tabs_and_newlines() {
+    let mut c = create_cmd();
+    c.description = "line one\n\tline two\r\n".into();
+    assert!(decide(None, &ProductCommand::CreateProduct(c)).is_ok());
+}
+
+proptest! {
+    #[test]
+    fn text_without_control_characters_is_never_refused_for_its_characters(t in "[^\\p{Cc}]{1,50}") {
+        let r = super::value::bounded_text("title", &t, 200);
+        prop_assert!(r.is_ok(), "{:?} refused: {:?}", t, r);
+    }
+}
+
+#[test]
 fn create_rejects_a_title_over_200_chars() {
     let mut c = create_cmd();
     c.title = "x".repeat(201);

@@ -98,8 +98,20 @@ pub fn required_text(field: &'static str, value: &str, max: usize) -> Result<Str
     bounded_text(field, v, max)
 }
 
-/// Checks an optional text field: at most `max` characters (trimmed).
+/// Checks an optional text field: at most `max` characters (trimmed), and storable as text:
+/// no NUL and no other C0 control character except tab, line feed and carriage return.
+/// (PostgreSQL text and jsonb cannot hold NUL; refusing it here means such input is rejected
+/// with a reason instead of failing deep in the store.)
 pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<String, DomainError> {
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(DomainError::invalid(
+            field,
+            format!("must not contain control character U+{:04X}", u32::from(c)),
+        ));
+    }
     let v = value.trim();
     let n = v.chars().count();
     if n > max {
