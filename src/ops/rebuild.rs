@@ -286,7 +286,7 @@ async fn build_and_swap(
             if out.received == 0 {
                 bail!("stopped receiving events at {seen}/{total}");
             }
-            seen += out.received as i64;
+            seen += (out.received - out.unfinished) as i64;
             bar.set_position(u64::try_from(seen).unwrap_or(0));
         }
     }

@@ -450,6 +450,16 @@ impl Projector {
             CONSUMER_LAG_SECONDS
                 .with_label_values(&[&self.group, m.topic(), &m.partition().to_string()])
                 .set((now - ev.occurred_at).num_milliseconds().max(0) as f64 / 1000.0);
+            if let Some(prev) = self.deferred.get(&ev.aggregate_id) {
+                // Two versions of one product waiting together: the gap check against Redis
+                // only sees the first, so check this step here.
+                if ev.aggregate_version > prev.state.version + 1 {
+                    out.gaps += 1;
+                    PROJECTION_VERSION_GAPS.inc();
+                    tracing::warn!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, previous_version = prev.state.version,
+                        "version gap: applied full state past missing versions");
+                }
+            }
             let entry = self.deferred.entry(ev.aggregate_id).or_insert_with(|| DeferredCache {
                 state: ev.state.clone(),
                 first_version: ev.aggregate_version,

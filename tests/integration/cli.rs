@@ -18,9 +18,11 @@ fn a_malformed_url_is_a_one_line_error_with_exit_code_2() {
     assert!(err.contains("DATABASE_URL"), "{err}");
 }
 
-#[test]
-fn an_unreachable_service_names_its_setting_and_exits_2() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_service_names_its_setting_and_exits_2() {
+    let env = TestEnv::new().await;
     let out = bin()
+        .envs(env.bin_env())
         .args(["--redis-url", "redis://127.0.0.1:1", "serve", "--bind", "127.0.0.1:0"])
         .output()
         .expect("runs");

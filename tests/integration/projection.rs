@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use aliexpress::bus::dlq::dlq_headers;
+use aliexpress::worker::product_event_consumer::ProjectionOutcome;
 use aliexpress::worker::Shutdown;
 use opensearch::http::Method;
 use rdkafka::Message;
@@ -282,17 +283,29 @@ async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_a
     let ids = catalog(&app).await;
     let env = &app.env;
     let mut down = env.projector(None, Some("http://127.0.0.1:1")).await;
+    down.settings.retries = 2;
+    down.settings.retry_base = Duration::from_millis(10);
     let shutdown = Shutdown::new();
-    let trip = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        trip.trigger();
-    });
-    let o = down
-        .process_once(Duration::from_secs(10), &shutdown)
+    let mut first = ProjectionOutcome::default();
+    for _ in 0..10 {
+        first = down
+            .process_once(Duration::from_secs(5), &shutdown)
+            .await
+            .expect("no error: retried, then left unfinished");
+        if first.received > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        (first.received, first.unfinished, first.applied, first.dead_lettered),
+        (7, 7, 0, 0)
+    );
+    // Sought back: the same messages come again rather than the stream moving on.
+    let again = down
+        .process_once(Duration::from_secs(5), &shutdown)
         .await
-        .expect("retries, no error");
-    assert_eq!((o.applied, o.dead_lettered), (0, 0));
+        .expect("batch");
+    assert_eq!((again.received, again.unfinished), (7, 7));
     let _ = down.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
     let topic = env.names.events_topic();
     let c = down.consumer.clone();
@@ -318,6 +331,73 @@ async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_a
     assert_eq!(o.received, 7);
     for id in &ids {
         assert!(env.document(id).await.is_some(), "{id} projected after the outage");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_unreachable_search_keeps_up_and_the_cache_catches_up_before_offsets_are_committed() {
+    let app = TestApp::spawn().await;
+    let ids = catalog(&app).await;
+    let env = &app.env;
+    let mut p = env.projector(None, None).await;
+    p.cache = aliexpress::cache::ProductCache::new("redis://127.0.0.1:1", env.names.clone(), Duration::from_secs(60))
+        .expect("cache");
+    let shutdown = Shutdown::new();
+    let mut total = ProjectionOutcome::default();
+    for _ in 0..20 {
+        let o = p.process_once(Duration::from_secs(2), &shutdown).await.expect("batch");
+        total.received += o.received;
+        total.applied += o.applied;
+        if total.received >= 7 {
+            break;
+        }
+    }
+    assert_eq!(
+        (total.received, total.applied),
+        (7, 7),
+        "OpenSearch is not held back by Redis"
+    );
+    aliexpress::search::index::refresh(&env.search(), &env.names.index_alias())
+        .await
+        .expect("refresh");
+    for id in &ids {
+        assert!(env.document(id).await.is_some(), "{id} searchable while Redis is down");
+    }
+    assert_eq!(p.deferred_cache_writes(), ids.len());
+    let _ = p.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+    let committed = crate::helpers::committed_offset(&p.consumer, &env.names.events_topic(), 0).await;
+    let lag =
+        aliexpress::bus::consumer::lag_blocking(p.consumer.as_ref(), &env.names.events_topic(), Duration::from_secs(5))
+            .expect("lag");
+    assert_eq!(
+        lag.iter().map(|l| l.lag).sum::<i64>(),
+        7,
+        "not committed while the cache is behind ({committed:?})"
+    );
+
+    // Redis answers again, having lost what the API wrote through: the deferred writes land
+    // and the offsets follow, with no new event.
+    for id in &ids {
+        env.cache().evict(id.parse().expect("uuid")).await.expect("evict");
+    }
+    p.cache = env.cache();
+    let mut done = false;
+    for _ in 0..30 {
+        p.process_once(Duration::from_millis(200), &shutdown)
+            .await
+            .expect("batch");
+        if p.deferred_cache_writes() == 0 {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "deferred cache writes flushed");
+    crate::helpers::wait_committed(&p.consumer, &env.names.events_topic()).await;
+    for id in &ids {
+        let uuid: uuid::Uuid = id.parse().expect("uuid");
+        let cached = env.cache().get(uuid).await.expect("redis").expect("cached again");
+        let doc = env.document(id).await.expect("doc");
+        assert_eq!(Some(cached.version), doc["_version"].as_i64(), "{id}: cache = index");
     }
 }
 
