@@ -33,6 +33,9 @@ pub fn base_config(bootstrap: &str) -> ClientConfig {
     c.set("bootstrap.servers", bootstrap)
         .set("client.id", format!("aliexpress-{}", env!("CARGO_PKG_VERSION")))
         .set("socket.connection.setup.timeout.ms", "5000")
+        // Back within about a second of a broker's return (librdkafka's default caps at 10 s).
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "3");
     c
 }

@@ -12,7 +12,7 @@ use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::store::outbox_repo;
 use crate::worker::outbox_relay::{OutboxRelay, RelayError, RelaySettings};
-use crate::worker::{backoff, Shutdown};
+use crate::worker::Shutdown;
 
 /// Flags of `process-outbox`.
 #[derive(Debug, clap::Args)]
@@ -129,12 +129,13 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     );
     let started = Instant::now();
     let (mut published, mut batches, mut failed, mut parked) = (0usize, 0usize, 0usize, 0usize);
-    let mut broker_failures = 0u32;
+    let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(5), 0, 0);
+    let mut delays = policy.backoff();
     let mut last_progress = Instant::now();
     while !shutdown.is_triggered() {
         match relay.process_once().await {
             Ok(o) => {
-                broker_failures = 0;
+                delays = policy.backoff();
                 if o.claimed == 0 {
                     break;
                 }
@@ -156,8 +157,7 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
                         humantime::format_duration(a.broker_timeout)
                     );
                 }
-                broker_failures += 1;
-                let d = backoff(Duration::from_millis(200), Duration::from_secs(5), broker_failures);
+                let d = delays.next().unwrap_or(policy.max_delay);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Kafka unavailable; retrying");
                 shutdown.sleep(d).await;
             }

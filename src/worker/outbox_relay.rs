@@ -16,7 +16,7 @@
 use chrono::Utc;
 use diesel_async::AsyncPgConnection;
 use futures::future::join_all;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::HashSet;
@@ -101,21 +101,11 @@ pub struct OutboxRelay {
     in_flight_ids: Vec<i64>,
 }
 
-/// Row-specific produce errors: retrying the same bytes elsewhere will not help.
+/// Row-specific produce errors (the failure policy's permanent Kafka errors): retrying the
+/// same bytes will not help, so they count attempts against the row and park it.
 fn is_row_error(e: &KafkaError) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            C::MessageSizeTooLarge
-                | C::InvalidMessageSize
-                | C::InvalidMessage
-                | C::InvalidRecord
-                | C::InvalidTopic
-                | C::TopicAuthorizationFailed
-                | C::InvalidArgument
-        )
-    )
+    use crate::failure::{Classify, FailureClass};
+    crate::bus::BusError::Kafka(e.clone()).failure_class() == FailureClass::Permanent
 }
 
 fn headers_of(raw: &str) -> OwnedHeaders {
@@ -375,7 +365,8 @@ impl OutboxRelay {
             wake.clone(),
             shutdown.clone(),
         ));
-        let mut failures: u32 = 0;
+        let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10), 0, 0);
+        let mut delays = policy.backoff();
         let mut last_gauges = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_triggered() {
             if !self.is_active() {
@@ -387,8 +378,7 @@ impl OutboxRelay {
                         continue;
                     }
                     Err(e) => {
-                        failures += 1;
-                        let d = backoff(Duration::from_millis(200), Duration::from_secs(10), failures);
+                        let d = delays.next().unwrap_or(policy.max_delay);
                         tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot reach PostgreSQL; retrying");
                         shutdown.sleep(d).await;
                         continue;
@@ -401,7 +391,7 @@ impl OutboxRelay {
             }
             match self.process_once().await {
                 Ok(o) => {
-                    failures = 0;
+                    delays = policy.backoff();
                     if o.published > 0 || o.failed > 0 {
                         tracing::info!(
                             published = o.published,
@@ -421,8 +411,7 @@ impl OutboxRelay {
                     }
                 }
                 Err(e) => {
-                    failures += 1;
-                    let d = backoff(Duration::from_millis(200), Duration::from_secs(10), failures);
+                    let d = delays.next().unwrap_or(policy.max_delay);
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "outbox batch failed; nothing marked, will retry");
                     shutdown.sleep(d).await;
                 }
