@@ -473,3 +473,64 @@ async fn a_command_is_accepted_at_once_while_kafka_is_unreachable_and_delivered_
     assert_eq!(handle(&c, 1).await, vec![CommandOutcome::Applied(1)]);
     assert_eq!(command_status(&app.env, cid).await.expect("recorded").0, "applied");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_whose_connection_the_server_drops_mid_transaction_is_retried_and_applied() {
+    // Issue 9, defect 5: a terminated backend surfaced as an error the consumer did not count
+    // as transient, and the command was committed past without an outcome.
+    let env = TestEnv::new().await;
+    // The first attempt to store a product titled `slow` sleeps inside its transaction (a
+    // sequence, unlike a table, is not rolled back with the attempt).
+    sql(&env, "CREATE SEQUENCE slow_attempts").await;
+    sql(
+        &env,
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.title = 'slow' AND nextval('slow_attempts') = 1 THEN PERFORM pg_sleep(30); END IF; \
+           RETURN NEW; END $$",
+    )
+    .await;
+    sql(
+        &env,
+        "CREATE TRIGGER slow BEFORE INSERT ON products FOR EACH ROW EXECUTE FUNCTION slow()",
+    )
+    .await;
+    let id = Uuid::now_v7();
+    let command_id = produce_to_partition0(
+        &env,
+        id,
+        json!({"command_type": "CreateProduct", "payload": {"sku": "T-1", "title": "slow"}}),
+    )
+    .await;
+    let c = std::sync::Arc::new(command_consumer(&env));
+    let worker = {
+        let c = c.clone();
+        tokio::spawn(async move { handle(&c, 1).await })
+    };
+    let mut admin = aliexpress::store::pool::connect(&env.infra.database_url, Duration::from_secs(10))
+        .await
+        .expect("admin connection");
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut killed = 0;
+    for _ in 0..100 {
+        let r: N = diesel::sql_query(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .get_result(&mut admin)
+        .await
+        .expect("terminate");
+        killed = r.n;
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(killed, 1, "the command's transaction was caught in flight");
+    let out = worker.await.expect("join");
+    assert_eq!(out, vec![CommandOutcome::Applied(1)]);
+    assert_eq!(command_status(&env, command_id).await.expect("recorded").0, "applied");
+}
