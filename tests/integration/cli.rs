@@ -57,7 +57,7 @@ async fn a_database_behind_the_binary_is_refused_with_a_hint_to_migrate() {
         aliexpress::store::pool::connect(&crate::helpers::base_database_url(), std::time::Duration::from_secs(30))
             .await
             .expect("connect");
-    let db = format!("aliexpress_t_{}", uuid::Uuid::new_v4().simple());
+    let db = format!("aliexpress_{}", crate::helpers::new_namespace().trim_end_matches('_'));
     diesel::sql_query(format!("CREATE DATABASE \"{db}\""))
         .execute(&mut admin)
         .await

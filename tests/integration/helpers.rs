@@ -63,7 +63,35 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
 
 static CLEANUP: OnceCell<()> = OnceCell::const_new();
 
-/// Removes what earlier test runs left behind (databases, topics, indices with the test prefix).
+/// How old another run's resources must be before this run removes them: test processes may
+/// run side by side (several checkouts, CI and a developer), and one must not remove what
+/// another is using.
+const STALE_AFTER_SECS: u64 = 2 * 3600;
+
+/// Seconds since the Unix epoch.
+fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A test namespace `test_<epoch seconds>_<random>_`: its age can be read back from its name.
+pub fn new_namespace() -> String {
+    format!("test_{}_{}_", epoch_secs(), &Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// True for a test resource name (database without its `aliexpress_` prefix, topic or
+/// index) made more than [`STALE_AFTER_SECS`] ago.
+fn is_stale(name: &str) -> bool {
+    name.strip_prefix("test_")
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|t| epoch_secs().saturating_sub(t) > STALE_AFTER_SECS)
+}
+
+/// Removes what earlier test runs left behind (databases, topics, indices with the test
+/// prefix), once they are stale (see [`STALE_AFTER_SECS`]).
 async fn cleanup_previous_runs() {
     CLEANUP
         .get_or_init(|| async {
@@ -75,13 +103,16 @@ async fn cleanup_previous_runs() {
                     datname: String,
                 }
                 let dbs: Vec<Db> = diesel::sql_query(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'aliexpress\\_t\\_%' AND \
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'aliexpress\\_test\\_%' AND \
                      (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0",
                 )
                 .load(&mut conn)
                 .await
                 .unwrap_or_default();
-                for d in dbs {
+                for d in dbs
+                    .into_iter()
+                    .filter(|d| is_stale(d.datname.trim_start_matches("aliexpress_")))
+                {
                     let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", d.datname))
                         .execute(&mut conn)
                         .await;
@@ -89,7 +120,31 @@ async fn cleanup_previous_runs() {
             }
             let i = infra("", &base);
             if let Ok(c) = SearchClient::new(&i.opensearch_url, Duration::from_secs(30)) {
-                let _ = c.request(opensearch::http::Method::Delete, "/t_*", None, None).await;
+                if let Ok((200, Value::Array(indices))) = c
+                    .request(
+                        opensearch::http::Method::Get,
+                        "/_cat/indices/test_*?format=json&h=index",
+                        None,
+                        None,
+                    )
+                    .await
+                {
+                    let stale: Vec<&str> = indices
+                        .iter()
+                        .filter_map(|i| i["index"].as_str())
+                        .filter(|n| is_stale(n))
+                        .collect();
+                    for chunk in stale.chunks(50) {
+                        let _ = c
+                            .request(
+                                opensearch::http::Method::Delete,
+                                &format!("/{}", chunk.join(",")),
+                                None,
+                                None,
+                            )
+                            .await;
+                    }
+                }
             }
             let bootstrap = i.kafka_bootstrap_servers.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -100,7 +155,7 @@ async fn cleanup_previous_runs() {
                     .topics()
                     .iter()
                     .map(|t| t.name().to_owned())
-                    .filter(|n| n.starts_with("t_"))
+                    .filter(|n| is_stale(n))
                     .collect();
                 Some((admin, old))
             })
@@ -134,9 +189,8 @@ impl TestEnv {
     /// A fresh database (migrated), topics, and a namespace.
     pub async fn new() -> Self {
         cleanup_previous_runs().await;
-        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let ns = format!("t_{id}_");
-        let db = format!("aliexpress_t_{id}");
+        let ns = new_namespace();
+        let db = format!("aliexpress_{}", ns.trim_end_matches('_'));
         let base = base_database_url();
         let mut admin = pool::connect(&base, Duration::from_secs(60))
             .await
