@@ -1,9 +1,16 @@
 //! Redis adapter: the product read model, versioned so an older state never overwrites a
 //! newer one. Failures are I/O (retryable) by nature; callers decide how to retry.
+//!
+//! Redis is a cache, never a source of truth. On the request path
+//! ([`ProductCache::for_requests`]) every call (pool checkout and connection creation
+//! included) is bounded by a short timeout and goes through a [`breaker::CircuitBreaker`], so
+//! while Redis is down a request skips it at once and reads Postgres instead.
 
+pub mod breaker;
 pub mod product_cache;
 
-pub use product_cache::ProductCache;
+pub use breaker::{BreakerSettings, CircuitBreaker};
+pub use product_cache::{ProductCache, RequestBounds};
 
 /// Failures talking to Redis.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +27,27 @@ pub enum CacheError {
     /// The call did not finish in time.
     #[error("redis: timed out")]
     Timeout,
+    /// The circuit breaker is open: Redis failed recently, the call was not attempted.
+    #[error("redis: circuit open, call skipped")]
+    CircuitOpen,
+}
+
+impl CacheError {
+    /// Says something about Redis's health (counts against the breaker); a corrupt entry
+    /// does not.
+    pub fn is_availability(&self) -> bool {
+        !matches!(self, Self::Corrupt(_))
+    }
+
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::CircuitOpen => "rejected",
+            Self::Corrupt(_) => "corrupt",
+            Self::Pool(_) | Self::Redis(_) => "error",
+        }
+    }
 }
 
 impl crate::failure::Classify for CacheError {
@@ -28,7 +56,7 @@ impl crate::failure::Classify for CacheError {
     fn failure_class(&self) -> crate::failure::FailureClass {
         use crate::failure::FailureClass;
         match self {
-            Self::Pool(_) | Self::Timeout => FailureClass::Transient,
+            Self::Pool(_) | Self::Timeout | Self::CircuitOpen => FailureClass::Transient,
             Self::Redis(e)
                 if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() =>
             {

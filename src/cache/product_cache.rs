@@ -2,16 +2,89 @@
 //! `<namespace>product:<id>` with a TTL. Writes go through a Lua script that applies the new
 //! state only when its version is >= the cached one (`>=`, so a replay rewrites the same
 //! version after a projection fix), making duplicates and out-of-order delivery harmless.
+//!
+//! Built with [`ProductCache::for_requests`] (the API), every call is bounded by a short
+//! timeout that covers pool checkout and connection creation, and passes a circuit breaker.
+//! A write-through that fails leaves the product's id and version in a bounded in-process
+//! set of missed writes: until a later write-through or read-through refreshes the entry, a
+//! cached copy older than that version is not served (the read goes to Postgres), so a Redis
+//! that comes back having missed writes never answers stale reads from this process. Other
+//! processes rely on the projection, which rewrites every version it consumes.
 
 use deadpool_redis::redis;
 use deadpool_redis::{Config, Pool, Runtime};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
+use super::breaker::{BreakerSettings, CircuitBreaker};
 use super::CacheError;
 use crate::config::Names;
 use crate::domain::product::Product;
+use crate::telemetry::metrics;
+
+/// Bound of Redis calls made by workers and tools ([`ProductCache::new`]).
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most products remembered as missed writes; beyond it the projection alone repairs.
+const MAX_MISSED_WRITES: usize = 100_000;
+
+/// Bounds of Redis calls made while a request waits (see `config::ResilienceConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBounds {
+    /// Whole-call bound: pool checkout, connection creation and the command.
+    pub timeout: Duration,
+    /// When to stop calling Redis at all, and for how long.
+    pub breaker: BreakerSettings,
+}
+
+impl Default for RequestBounds {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(50),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// Breaker and missed writes, shared by every clone of a request-path cache.
+struct RequestGuard {
+    breaker: CircuitBreaker,
+    missed: Mutex<HashMap<Uuid, i64>>,
+}
+
+impl RequestGuard {
+    fn missed(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, i64>> {
+        // Entries are plain inserts and removals; a panic elsewhere cannot corrupt them.
+        self.missed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_missed(&self, id: Uuid, version: i64) {
+        let mut m = self.missed();
+        if m.len() >= MAX_MISSED_WRITES && !m.contains_key(&id) {
+            tracing::warn!(product.id = %id, "too many missed cache writes remembered; the projection will repair this one");
+            return;
+        }
+        let v = m.entry(id).or_insert(version);
+        *v = (*v).max(version);
+        metrics::CACHE_MISSED_WRITES.set(m.len() as i64);
+    }
+
+    /// True when a write of a version newer than `cached` missed the cache.
+    fn is_stale(&self, id: Uuid, cached: i64) -> bool {
+        self.missed().get(&id).is_some_and(|&v| v > cached)
+    }
+
+    /// Redis now holds `version` (or newer) for `id`.
+    fn refreshed(&self, id: Uuid, version: i64) {
+        let mut m = self.missed();
+        if m.get(&id).is_some_and(|&v| v <= version) {
+            m.remove(&id);
+            metrics::CACHE_MISSED_WRITES.set(m.len() as i64);
+        }
+    }
+}
 
 /// Writes `{v, d}` when ARGV[1] >= the cached `v`; when called by the projection (ARGV[4] =
 /// "1") it also records the highest projected version in `pv`, so version gaps in the event
@@ -56,18 +129,41 @@ pub struct ProductCache {
     names: Names,
     ttl: Duration,
     timeout: Duration,
+    guard: Option<Arc<RequestGuard>>,
 }
 
 impl ProductCache {
-    /// A cache on `url`; connects lazily.
+    /// A cache for workers and tools on `url`: calls bounded by 3 s, no breaker. Connects
+    /// lazily.
     pub fn new(url: &str, names: Names, ttl: Duration) -> Result<Self, CacheError> {
+        Self::build(url, names, ttl, BACKGROUND_TIMEOUT, Duration::from_secs(2), None)
+    }
+
+    /// A cache for the request path: every call bounded by `bounds.timeout` and guarded by a
+    /// circuit breaker, failed write-throughs remembered (see the module docs).
+    pub fn for_requests(url: &str, names: Names, ttl: Duration, bounds: RequestBounds) -> Result<Self, CacheError> {
+        let guard = RequestGuard {
+            breaker: CircuitBreaker::new("redis", bounds.breaker),
+            missed: Mutex::new(HashMap::new()),
+        };
+        Self::build(url, names, ttl, bounds.timeout, bounds.timeout, Some(Arc::new(guard)))
+    }
+
+    fn build(
+        url: &str,
+        names: Names,
+        ttl: Duration,
+        timeout: Duration,
+        pool_timeout: Duration,
+        guard: Option<Arc<RequestGuard>>,
+    ) -> Result<Self, CacheError> {
         let mut cfg = Config::from_url(url);
         cfg.pool = Some(deadpool_redis::PoolConfig {
             max_size: 16,
             timeouts: deadpool_redis::Timeouts {
-                wait: Some(Duration::from_secs(2)),
-                create: Some(Duration::from_secs(2)),
-                recycle: Some(Duration::from_secs(2)),
+                wait: Some(pool_timeout),
+                create: Some(pool_timeout),
+                recycle: Some(pool_timeout),
             },
             ..Default::default()
         });
@@ -78,7 +174,8 @@ impl ProductCache {
             pool,
             names,
             ttl,
-            timeout: Duration::from_secs(3),
+            timeout,
+            guard,
         })
     }
 
@@ -86,10 +183,42 @@ impl ProductCache {
         self.pool.get().await.map_err(|e| CacheError::Pool(e.to_string()))
     }
 
-    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, CacheError>>) -> Result<T, CacheError> {
-        tokio::time::timeout(self.timeout, fut)
+    /// Runs `fut` within the timeout and, on the request path, through the breaker.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        let Some(guard) = &self.guard else {
+            return tokio::time::timeout(self.timeout, fut)
+                .await
+                .map_err(|_| CacheError::Timeout)?;
+        };
+        let Some(permit) = guard.breaker.try_acquire() else {
+            metrics::CACHE_REQUEST_FAILURES
+                .with_label_values(&[operation, CacheError::CircuitOpen.kind()])
+                .inc();
+            return Err(CacheError::CircuitOpen);
+        };
+        let r = tokio::time::timeout(self.timeout, fut)
             .await
-            .map_err(|_| CacheError::Timeout)?
+            .map_err(|_| CacheError::Timeout)
+            .and_then(|r| r);
+        match &r {
+            Err(e) if e.is_availability() => {
+                metrics::CACHE_REQUEST_FAILURES
+                    .with_label_values(&[operation, e.kind()])
+                    .inc();
+                permit.failed();
+            }
+            _ => permit.succeeded(),
+        }
+        r
+    }
+
+    /// State of the request-path breaker (`None` for a worker's cache).
+    pub fn breaker_state(&self) -> Option<super::breaker::BreakerState> {
+        self.guard.as_ref().map(|g| g.breaker.state())
     }
 
     /// PING, bounded by `timeout`.
@@ -103,9 +232,21 @@ impl ProductCache {
         .map_err(|_| CacheError::Timeout)?
     }
 
-    /// Reads a cached product.
+    /// Reads a cached product. On the request path a copy older than a write that missed
+    /// the cache reads as absent.
     pub async fn get(&self, id: Uuid) -> Result<Option<Product>, CacheError> {
-        self.bounded(async {
+        let cached = self.get_raw(id).await?;
+        if let (Some(p), Some(g)) = (&cached, &self.guard) {
+            if g.is_stale(id, p.version) {
+                return Ok(None);
+            }
+            g.refreshed(id, p.version);
+        }
+        Ok(cached)
+    }
+
+    async fn get_raw(&self, id: Uuid) -> Result<Option<Product>, CacheError> {
+        self.bounded("get", async {
             let mut c = self.conn().await?;
             let doc: Option<String> = redis::cmd("HGET")
                 .arg(self.names.product_cache_key(&id))
@@ -123,7 +264,7 @@ impl ProductCache {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        self.bounded(async {
+        self.bounded("put", async {
             let mut c = self.conn().await?;
             let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
             // The script body travels once per round trip (SCRIPT LOAD), then EVALSHA per product.
@@ -151,16 +292,25 @@ impl ProductCache {
         .await
     }
 
-    /// Writes one product if newer-or-equal (API write-through).
+    /// Writes one product if newer-or-equal (API write-through and read-through). On the
+    /// request path a failure remembers the product as a missed write.
     pub async fn put(&self, product: &Product) -> Result<PutOutcome, CacheError> {
-        let mut v = self.put_many(&[product], Writer::WriteThrough).await?;
-        v.pop()
-            .ok_or_else(|| CacheError::Corrupt("empty pipeline reply".into()))
+        let r = self.put_many(&[product], Writer::WriteThrough).await.and_then(|mut v| {
+            v.pop()
+                .ok_or_else(|| CacheError::Corrupt("empty pipeline reply".into()))
+        });
+        if let Some(g) = &self.guard {
+            match &r {
+                Ok(o) => g.refreshed(product.id, if o.applied { product.version } else { o.cached }),
+                Err(_) => g.note_missed(product.id, product.version),
+            }
+        }
+        r
     }
 
     /// Removes a cached product (used when a write-through failed half way).
     pub async fn evict(&self, id: Uuid) -> Result<(), CacheError> {
-        self.bounded(async {
+        self.bounded("evict", async {
             let mut c = self.conn().await?;
             let _: i64 = redis::cmd("DEL")
                 .arg(self.names.product_cache_key(&id))

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::bus::producer::ProducerSettings;
-use crate::config::InfraConfig;
+use crate::cache::ProductCache;
+use crate::config::{ConfigError, InfraConfig, ResilienceConfig};
 use crate::http::{self, AppState};
 
 /// Flags of `serve`.
@@ -41,12 +42,24 @@ pub struct Args {
     /// Apply migrations before serving.
     #[arg(long, env = "AUTO_MIGRATE")]
     pub migrate: bool,
+    /// Request-path bounds (Redis, search) and idempotency keys.
+    #[command(flatten)]
+    pub resilience: ResilienceConfig,
 }
 
 /// Builds the shared state (checking each dependency once).
 pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
+    a.resilience.validate()?;
     let pool = super::connect::database(infra).await?;
-    let cache = super::connect::cache(infra).await?;
+    // Checked once at start-up like every dependency; requests then use the bounded cache.
+    super::connect::cache(infra).await?;
+    let cache = ProductCache::for_requests(
+        &infra.redis_url,
+        infra.names(),
+        Duration::from_secs(infra.redis_cache_ttl_secs),
+        a.resilience.redis_bounds(),
+    )
+    .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
     let producer = super::connect::kafka(
         infra,
         &ProducerSettings {
@@ -72,6 +85,8 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
         read_tokens: clean(&a.api_read_tokens),
         outbox_notify: a.outbox_notify,
         health_timeout: Duration::from_secs(1),
+        search_timeout: a.resilience.search_timeout(),
+        idempotency_ttl: a.resilience.idempotency_ttl(),
     })
 }
 
@@ -81,6 +96,10 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         super::migrate::run(infra).await?;
     }
     let st = state(infra, &a).await?;
+    tokio::spawn(http::idempotency::prune_periodically(
+        st.pool.clone(),
+        a.resilience.idempotency_prune_interval(),
+    ));
     let listener = super::connect::bind("HTTP_BIND", &a.bind)?;
     tracing::info!(http.addr = %a.bind, "API listening");
     http::run(listener, st, a.workers.max(1))?.await?;

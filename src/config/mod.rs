@@ -15,15 +15,29 @@
 //! | LOG_FORMAT | pretty (or json) |
 //! | RUST_LOG | info |
 //!
+//! `serve` adds the request-path bounds and idempotency settings of [`ResilienceConfig`]
+//! (see `config::resilience`):
+//!
+//! | variable | default |
+//! |---|---|
+//! | REDIS_REQUEST_TIMEOUT_MS | 50 |
+//! | REDIS_BREAKER_FAILURES | 5 |
+//! | REDIS_BREAKER_OPEN_MS | 1000 |
+//! | SEARCH_REQUEST_TIMEOUT_MS | 2000 |
+//! | IDEMPOTENCY_KEY_TTL_SECS | 86400 |
+//! | IDEMPOTENCY_PRUNE_INTERVAL_SECS | 300 |
+//!
 //! A malformed URL is a [`ConfigError`]: the binary prints one line naming the setting and
 //! exits 2.
 
 pub mod names;
+pub mod resilience;
 
 use clap::Args;
 use std::time::Duration;
 
 pub use names::Names;
+pub use resilience::ResilienceConfig;
 
 /// A setting that is malformed or names a service that cannot be reached at start-up.
 #[derive(Debug, thiserror::Error)]

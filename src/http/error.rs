@@ -1,6 +1,7 @@
 //! `ApiError`: every failure of a handler, mapped to RFC 9457 problem+json. 422 for domain
-//! rules, 404, 409/412 for conflicts, 400/413/415 for bad requests, and an opaque 500 whose
-//! cause is logged once, here.
+//! rules, 404, 409/412 for conflicts, 400/413/415 for bad requests, 503 with `Retry-After`
+//! when a dependency is down or a store error is transient (`StoreError::is_transient`), and an
+//! opaque 500. The cause of a 500 or 503 is logged once, here, and never shown.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -9,6 +10,11 @@ use serde::Serialize;
 use crate::bus::BusError;
 use crate::domain::product::DomainError;
 use crate::store::StoreError;
+use crate::telemetry::metrics;
+
+/// `Retry-After` of every 503, in seconds: long enough for a breaker's trial or a pool to
+/// recover, short enough that a client retries promptly.
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 /// A field-level problem detail.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -71,9 +77,18 @@ pub enum ApiError {
     /// Known credentials without the right.
     #[error("{0}")]
     Forbidden(String),
-    /// A dependency is down; try again.
+    /// A dependency is down; try again. The message is shown as the detail.
     #[error("{0}")]
     Unavailable(String),
+    /// A dependency failed in a way that may pass (connection lost, timeout); try again. The
+    /// cause is logged, the client sees a short message naming the dependency.
+    #[error("{dependency} is temporarily unavailable")]
+    DependencyDown {
+        /// `database`, `search`, ...
+        dependency: &'static str,
+        /// What failed, for the log.
+        cause: String,
+    },
     /// Anything else; the cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -117,6 +132,12 @@ impl From<DomainError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_transient() || matches!(e, StoreError::Pool(_)) {
+            return Self::DependencyDown {
+                dependency: "database",
+                cause: e.to_string(),
+            };
+        }
         match e {
             StoreError::Domain(d) => d.into(),
             StoreError::NotFound => Self::NotFound("product not found".into()),
@@ -124,7 +145,6 @@ impl From<StoreError> for ApiError {
                 Self::PreconditionFailed(format!("product is at version {actual}, not {expected}"))
             }
             StoreError::SkuTaken(s) => Self::Conflict(format!("sku {s:?} is already used by another product")),
-            StoreError::Pool(m) => Self::Unavailable(format!("database unavailable: {m}")),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -148,7 +168,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DependencyDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,8 +182,17 @@ impl ResponseError for ApiError {
                 ("internal error".to_owned(), Vec::new())
             }
             Self::Unavailable(cause) => {
+                metrics::HTTP_UNAVAILABLE.with_label_values(&["other"]).inc();
                 tracing::warn!(error = %cause, "dependency unavailable");
                 (cause.clone(), Vec::new())
+            }
+            Self::DependencyDown { dependency, cause } => {
+                metrics::HTTP_UNAVAILABLE.with_label_values(&[dependency]).inc();
+                tracing::warn!(dependency = *dependency, error = %cause, "{dependency} unavailable; answered 503");
+                (
+                    format!("{dependency} is temporarily unavailable; retry later"),
+                    Vec::new(),
+                )
             }
             other => (other.to_string(), Vec::new()),
         };
@@ -180,6 +209,9 @@ impl ResponseError for ApiError {
         resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         if matches!(self, Self::Unauthorized(_)) {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
         resp.json(body)
     }
@@ -222,4 +254,61 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::H
 /// Maps path extractor failures (for example an id that is not a UUID) to 400.
 pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::Malformed(format!("invalid path: {err}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    fn answer(e: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let r = e.error_response();
+        let retry = r
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let status = r.status();
+        let bytes = r.into_body().try_into_bytes().unwrap_or_default();
+        (status, retry, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[test]
+    fn every_unavailable_answer_carries_retry_after() {
+        let (status, retry, body) = answer(ApiError::Unavailable("command bus unavailable".into()));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("2"));
+        assert_eq!(body["status"], 503);
+    }
+
+    #[test]
+    fn a_pool_failure_is_a_503_whose_cause_stays_in_the_log() {
+        let e: ApiError = StoreError::Pool("connection refused to 10.0.0.7:5432".into()).into();
+        let (status, retry, body) = answer(e);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry.is_some());
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with("database is temporarily unavailable"), "{detail}");
+        assert!(!detail.contains("10.0.0.7"));
+    }
+
+    #[test]
+    fn a_transient_query_failure_is_a_503_not_a_500() {
+        let e = StoreError::Query(DieselError::DatabaseError(
+            DatabaseErrorKind::SerializationFailure,
+            Box::new("could not serialize access".to_owned()),
+        ));
+        assert!(e.is_transient());
+        let (status, retry, _) = answer(e.into());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry.is_some());
+    }
+
+    #[test]
+    fn a_permanent_store_failure_stays_an_opaque_500() {
+        let (status, retry, body) = answer(StoreError::Corrupt("bad status".into()).into());
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(retry.is_none());
+        assert_eq!(body["detail"], "internal error");
+    }
 }

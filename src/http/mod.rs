@@ -3,11 +3,17 @@
 //! Writes run the product aggregate and commit state + outbox in one transaction through
 //! `store::product_repo`; nothing here produces product events to Kafka. `POST /api/commands`
 //! hands a command to the write side through `product.commands`.
+//!
+//! A dependency a request can do without never fails or holds it: Redis calls are bounded and
+//! behind a circuit breaker, search is bounded and answers 503 with `Retry-After`, and a
+//! transient database failure is a 503 with `Retry-After` too (`error`). Product writes
+//! accept an `Idempotency-Key` (`idempotency`).
 
 pub mod auth;
 pub mod commands;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod products;
@@ -49,6 +55,10 @@ pub struct AppState {
     pub outbox_notify: bool,
     /// Bound of each health check.
     pub health_timeout: Duration,
+    /// Bound of a search query (`SEARCH_REQUEST_TIMEOUT_MS`); past it, 503.
+    pub search_timeout: Duration,
+    /// Lifetime of an `Idempotency-Key` record (`IDEMPOTENCY_KEY_TTL_SECS`).
+    pub idempotency_ttl: Duration,
 }
 
 /// Registers every route on an actix `ServiceConfig` (shared by `serve` and tests).

@@ -35,3 +35,34 @@ pub struct ApiDoc;
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_product_write_documents_the_idempotency_key_header() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let writes = [
+            ("/api/products", "post"),
+            ("/api/products/{id}", "patch"),
+            ("/api/products/{id}/price", "post"),
+            ("/api/products/{id}/stock", "post"),
+            ("/api/products/{id}/publish", "post"),
+            ("/api/products/{id}/unpublish", "post"),
+            ("/api/products/{id}/archive", "post"),
+        ];
+        for (path, method) in writes {
+            let params = doc["paths"][path][method]["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+                "{method} {path}: {params:?}"
+            );
+        }
+    }
+}

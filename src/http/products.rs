@@ -1,7 +1,13 @@
 //! Product endpoints. Reads are public; writes need a write token. Each write runs one command
-//! through `store::product_repo::execute` (state + outbox in one transaction), then writes the
-//! new state through to the Redis read model so a GET right after it sees that version or a
-//! later one (read-your-writes).
+//! through `store::product_repo::execute` (state + outbox in one transaction), releases its
+//! Postgres connection, then writes the new state through to the Redis read model so a GET
+//! right after it sees that version or a later one (read-your-writes).
+//!
+//! Redis never fails or holds a request: its calls are bounded and behind a circuit breaker
+//! (`cache::ProductCache::for_requests`), a failed read falls back to Postgres, a failed
+//! write-through is remembered so this process does not serve the stale entry, and no Postgres
+//! connection is held while Redis is called. Writes accept an `Idempotency-Key`
+//! (see `http::idempotency`).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::WriteAccess;
+use super::idempotency::{self, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 use super::{ApiError, AppState};
 use crate::domain::product::{CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails};
+use crate::store::idempotency_repo::{self, Guarded, StoredResponse};
 use crate::store::pool;
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
 
@@ -87,15 +95,63 @@ fn correlation(req: &HttpRequest) -> Option<Uuid> {
         .and_then(|s| Uuid::parse_str(s).ok())
 }
 
-/// Runs a command for the API and writes the result through to the cache. Every caller is a
-/// handler guarded by [`WriteAccess`].
+/// How a successful write answers.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    /// 201 with `Location`.
+    Created,
+    /// 200.
+    Updated,
+}
+
+/// The response of a successful write, in the form an idempotency record keeps it.
+fn write_response(reply: Reply, p: &Product) -> Result<StoredResponse, ApiError> {
+    let mut headers = serde_json::Map::new();
+    headers.insert(header::ETAG.as_str().to_owned(), format!("\"{}\"", p.version).into());
+    let status = match reply {
+        Reply::Created => {
+            headers.insert(
+                header::LOCATION.as_str().to_owned(),
+                format!("/api/products/{}", p.id).into(),
+            );
+            actix_web::http::StatusCode::CREATED
+        }
+        Reply::Updated => actix_web::http::StatusCode::OK,
+    };
+    Ok(StoredResponse {
+        status: status.as_u16(),
+        headers,
+        body: serde_json::to_value(p).map_err(|e| ApiError::Internal(e.to_string()))?,
+    })
+}
+
+/// The HTTP answer of a write, fresh or replayed: the same status, headers and body either way.
+fn http_response(r: &StoredResponse, replayed: bool) -> Result<HttpResponse, ApiError> {
+    let status = actix_web::http::StatusCode::from_u16(r.status).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut b = HttpResponse::build(status);
+    for (name, value) in &r.headers {
+        if let Some(v) = value.as_str() {
+            b.insert_header((name.as_str(), v));
+        }
+    }
+    if replayed {
+        b.insert_header((REPLAYED_HEADER, "true"));
+    }
+    Ok(b.json(&r.body))
+}
+
+/// Runs a command for the API, then writes the result through to the cache once the Postgres
+/// connection is back in the pool. With an `Idempotency-Key` the command runs at most once
+/// per key and the record of its answer commits with it. Every caller is a handler guarded by
+/// [`WriteAccess`].
 async fn run(
     state: &AppState,
     req: &HttpRequest,
     id: Uuid,
     command: ProductCommand,
     expected_version: Option<i64>,
-) -> Result<Product, ApiError> {
+    reply: Reply,
+) -> Result<HttpResponse, ApiError> {
     let opts = ExecuteOptions {
         command_id: None,
         correlation_id: correlation(req).or_else(|| Some(Uuid::now_v7())),
@@ -103,15 +159,66 @@ async fn run(
         events_topic: state.names.events_topic(),
         notify: state.outbox_notify,
     };
-    let mut conn = pool::get(&state.pool).await?;
-    match product_repo::execute(&mut conn, id, &command, &opts).await? {
+    let key = idempotency::key(req)?;
+    let outcome = {
+        let mut conn = pool::get(&state.pool).await?;
+        match key {
+            None => product_repo::execute(&mut conn, id, &command, &opts).await?,
+            Some(key) => {
+                let scope = idempotency::scope(req, key);
+                let fingerprint = idempotency::fingerprint(req, &command)?;
+                let remember = move |o: &ExecuteOutcome| match o {
+                    ExecuteOutcome::Applied(applied) => write_response(reply, &applied.0).ok(),
+                    _ => None,
+                };
+                let guarded = idempotency_repo::execute_once(
+                    &mut conn,
+                    &scope,
+                    &fingerprint,
+                    state.idempotency_ttl,
+                    id,
+                    &command,
+                    &opts,
+                    remember,
+                )
+                .await?;
+                match guarded {
+                    Guarded::Executed(o) => {
+                        idempotency::count("executed");
+                        o
+                    }
+                    Guarded::Replayed(r) => {
+                        idempotency::count("replayed");
+                        tracing::debug!(product.id = %id, route = %scope.route, "replayed an idempotent write");
+                        return http_response(&r, true);
+                    }
+                    Guarded::KeyReused => {
+                        idempotency::count("mismatch");
+                        return Err(ApiError::field(
+                            IDEMPOTENCY_KEY_HEADER,
+                            "was already used for a request with another body",
+                        ));
+                    }
+                    Guarded::InFlight => {
+                        idempotency::count("in_flight");
+                        return Err(ApiError::Conflict(format!(
+                            "a request with this {IDEMPOTENCY_KEY_HEADER} is still in progress"
+                        )));
+                    }
+                }
+            }
+        }
+        // The connection goes back to the pool here, before any Redis call.
+    };
+    match outcome {
         ExecuteOutcome::Applied(applied) => {
             let (product, _event) = *applied;
             if let Err(e) = state.cache.put(&product).await {
-                tracing::warn!(product.id = %id, error = %e, "cache write-through failed; evicting");
-                let _ = state.cache.evict(id).await;
+                // Bounded and behind the breaker; the entry is marked stale in this process and
+                // the projection rewrites it. The breaker logs state changes.
+                tracing::debug!(product.id = %id, error = %e, "cache write-through skipped");
             }
-            Ok(product)
+            http_response(&write_response(reply, &product)?, false)
         }
         ExecuteOutcome::Rejected(rule) => {
             if matches!(rule, crate::domain::product::DomainError::NotCreated) {
@@ -124,8 +231,9 @@ async fn run(
 }
 
 /// `POST /api/products`: 201, Location and the product with its version.
-#[utoipa::path(post, path = "/api/products", request_body = CreateProduct,
-    responses((status = 201, body = Product), (status = 422, body = super::error::Problem), (status = 409, body = super::error::Problem)),
+#[utoipa::path(post, path = "/api/products", request_body = CreateProduct, params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
+    responses((status = 201, body = Product), (status = 422, body = super::error::Problem), (status = 409, body = super::error::Problem),
+        (status = 503, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     _auth: WriteAccess,
@@ -134,13 +242,15 @@ pub async fn create(
     body: web::Json<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::now_v7();
-    let p = run(&state, &req, id, ProductCommand::CreateProduct(body.into_inner()), None).await?;
-    let mut resp = product_response(actix_web::http::StatusCode::CREATED, &p);
-    resp.headers_mut().insert(
-        header::LOCATION,
-        header::HeaderValue::from_str(&format!("/api/products/{id}")).map_err(|e| ApiError::Internal(e.to_string()))?,
-    );
-    Ok(resp)
+    run(
+        &state,
+        &req,
+        id,
+        ProductCommand::CreateProduct(body.into_inner()),
+        None,
+        Reply::Created,
+    )
+    .await
 }
 
 /// `GET /api/products/{id}`: from Redis, falling back to Postgres; `X-Read-Source` tells which.
@@ -159,13 +269,16 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<Http
         }
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(product.id = %id, error = %e, "cache read failed; reading the database")
+            // Bounded and behind the breaker; the breaker logs state changes.
+            tracing::debug!(product.id = %id, error = %e, "cache read skipped; reading the database")
         }
     }
-    let mut conn = pool::get(&state.pool).await?;
-    let p = product_repo::find(&mut conn, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
+    let found = {
+        let mut conn = pool::get(&state.pool).await?;
+        product_repo::find(&mut conn, id).await?
+        // The connection goes back to the pool before the read-through below.
+    };
+    let p = found.ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
     let _ = state.cache.put(&p).await;
     let mut r = product_response(actix_web::http::StatusCode::OK, &p);
     r.headers_mut().insert(
@@ -199,7 +312,7 @@ pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Resul
 }
 
 /// `PATCH /api/products/{id}`: descriptive fields; `If-Match` → 412 on mismatch.
-#[utoipa::path(patch, path = "/api/products/{id}", request_body = UpdateProductDetails, params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/api/products/{id}", request_body = UpdateProductDetails, params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
     responses((status = 200, body = Product), (status = 412, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn update_details(
     _auth: WriteAccess,
@@ -209,19 +322,19 @@ pub async fn update_details(
     body: web::Json<UpdateProductDetails>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let p = run(
+    run(
         &state,
         &req,
         *id,
         ProductCommand::UpdateProductDetails(body.into_inner()),
         v,
+        Reply::Updated,
     )
-    .await?;
-    Ok(product_response(actix_web::http::StatusCode::OK, &p))
+    .await
 }
 
 /// `POST /api/products/{id}/price`.
-#[utoipa::path(post, path = "/api/products/{id}/price", request_body = PriceBody, params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/products/{id}/price", request_body = PriceBody, params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn change_price(
     _auth: WriteAccess,
@@ -238,12 +351,11 @@ pub async fn change_price(
             currency: b.currency,
         },
     };
-    let p = run(&state, &req, *id, cmd, v).await?;
-    Ok(product_response(actix_web::http::StatusCode::OK, &p))
+    run(&state, &req, *id, cmd, v, Reply::Updated).await
 }
 
 /// `POST /api/products/{id}/stock`: `{"delta": n}` or `{"set": n}`.
-#[utoipa::path(post, path = "/api/products/{id}/stock", request_body = StockBody, params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/products/{id}/stock", request_body = StockBody, params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn change_stock(
     _auth: WriteAccess,
@@ -258,8 +370,7 @@ pub async fn change_stock(
         (None, Some(stock)) => ProductCommand::SetStock { stock },
         _ => return Err(ApiError::field("body", "give exactly one of delta or set")),
     };
-    let p = run(&state, &req, *id, cmd, v).await?;
-    Ok(product_response(actix_web::http::StatusCode::OK, &p))
+    run(&state, &req, *id, cmd, v, Reply::Updated).await
 }
 
 async fn status_change(
@@ -269,12 +380,11 @@ async fn status_change(
     cmd: ProductCommand,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let p = run(&state, &req, id, cmd, v).await?;
-    Ok(product_response(actix_web::http::StatusCode::OK, &p))
+    run(&state, &req, id, cmd, v, Reply::Updated).await
 }
 
 /// `POST /api/products/{id}/publish`.
-#[utoipa::path(post, path = "/api/products/{id}/publish", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/products/{id}/publish", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn publish(
     _auth: WriteAccess,
@@ -286,7 +396,7 @@ pub async fn publish(
 }
 
 /// `POST /api/products/{id}/unpublish`.
-#[utoipa::path(post, path = "/api/products/{id}/unpublish", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/products/{id}/unpublish", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn unpublish(
     _auth: WriteAccess,
@@ -298,7 +408,7 @@ pub async fn unpublish(
 }
 
 /// `POST /api/products/{id}/archive`.
-#[utoipa::path(post, path = "/api/products/{id}/archive", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/products/{id}/archive", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
     responses((status = 200, body = Product)), security(("bearer" = [])))]
 pub async fn archive(
     _auth: WriteAccess,

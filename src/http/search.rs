@@ -1,5 +1,8 @@
 //! `GET /api/search`: full text with typo tolerance, filters, facets and highlights over the
 //! `products` alias. Only published products unless a token holder asks for another status.
+//!
+//! The query is bounded by `SEARCH_REQUEST_TIMEOUT_MS`: a hung, unreachable or overloaded
+//! (429/5xx) OpenSearch answers 503 problem+json with `Retry-After` within that bound.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use opensearch::http::Method;
@@ -96,7 +99,8 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
 
 /// `GET /api/search`.
 #[utoipa::path(get, path = "/api/search", params(SearchParams),
-    responses((status = 200, body = query::SearchResponse), (status = 422, body = super::error::Problem)))]
+    responses((status = 200, body = query::SearchResponse), (status = 422, body = super::error::Problem),
+        (status = 503, description = "OpenSearch did not answer in time or is down; see Retry-After", body = super::error::Problem)))]
 pub async fn search(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -105,14 +109,27 @@ pub async fn search(
     let acc = access(&req, &state)?;
     let r = validate(params.into_inner(), acc)?;
     let path = format!("/{}/_search", state.names.index_alias());
-    let (status, v) = state
-        .search
-        .request(Method::Post, &path, Some(query::build(&r)), None)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("search unavailable: {e}")))?;
+    let bound = state.search_timeout;
+    let down = |cause: String| ApiError::DependencyDown {
+        dependency: "search",
+        cause,
+    };
+    // The transport has its own timeout; the outer one also bounds connecting and reading.
+    let (status, v) = tokio::time::timeout(
+        bound,
+        state
+            .search
+            .request(Method::Post, &path, Some(query::build(&r)), Some(bound)),
+    )
+    .await
+    .map_err(|_| down(format!("no answer from OpenSearch within {}ms", bound.as_millis())))?
+    .map_err(|e| down(e.to_string()))?;
     if status == 404 {
         // No index yet: nothing was ever projected.
         return Ok(HttpResponse::Ok().json(query::parse(&r, &serde_json::Value::Null)));
+    }
+    if status == 429 || status >= 500 {
+        return Err(down(format!("OpenSearch answered {status}: {v}")));
     }
     if status >= 300 {
         return Err(ApiError::Internal(format!("search answered {status}: {v}")));

@@ -2,6 +2,7 @@
 //! outcome in one transaction), the outbox queue used by the relay, and operator audit tables.
 
 pub mod command_repo;
+pub mod idempotency_repo;
 pub mod outbox_repo;
 pub mod pool;
 pub mod product_repo;

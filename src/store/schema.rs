@@ -92,3 +92,17 @@ diesel::table! {
         documents -> Nullable<Int8>,
     }
 }
+
+diesel::table! {
+    idempotency_keys (principal, route, idempotency_key) {
+        principal -> Text,
+        route -> Text,
+        idempotency_key -> Text,
+        request_fingerprint -> Text,
+        response_status -> Int2,
+        response_headers -> Jsonb,
+        response_body -> Jsonb,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}

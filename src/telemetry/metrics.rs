@@ -64,6 +64,25 @@ metric!(CONSUMER_LAG: IntGaugeVec = register_int_gauge_vec!(
 metric!(CONSUMER_LAG_SECONDS: GaugeVec = register_gauge_vec!(
     "aliexpress_consumer_lag_seconds", "Now minus occurred_at of the last applied event", &["group", "topic", "partition"]));
 
+metric!(CACHE_BREAKER_STATE: IntGauge = register_int_gauge!(
+    "aliexpress_cache_breaker_state", "Redis circuit breaker of the API: 0 closed, 1 open, 2 half-open"));
+metric!(CACHE_BREAKER_TRANSITIONS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_cache_breaker_transitions_total", "Redis circuit breaker state changes by new state", &["state"]));
+metric!(CACHE_REQUEST_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_cache_request_failures_total",
+    "Redis calls on the request path that failed, by operation and kind (timeout, error, rejected)",
+    &["operation", "kind"]));
+metric!(CACHE_MISSED_WRITES: IntGauge = register_int_gauge!(
+    "aliexpress_cache_missed_writes_pending",
+    "Products whose write-through failed and whose cached entry is not trusted until refreshed"));
+metric!(HTTP_UNAVAILABLE: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_http_unavailable_total", "503 answers by the dependency that was unavailable", &["dependency"]));
+metric!(IDEMPOTENCY_KEYS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_idempotency_requests_total",
+    "Writes carrying an Idempotency-Key by result (executed, replayed, mismatch, in_flight)", &["result"]));
+metric!(IDEMPOTENCY_PRUNED: IntCounter = register_int_counter!(
+    "aliexpress_idempotency_pruned_total", "Expired idempotency records deleted"));
+
 /// The default registry in Prometheus text format.
 pub fn render() -> String {
     let mut buf = Vec::new();

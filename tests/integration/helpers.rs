@@ -440,7 +440,13 @@ impl TestApp {
         .expect("producer");
         let mut state = AppState {
             pool: env.pool.clone(),
-            cache: env.cache(),
+            cache: ProductCache::for_requests(
+                &env.infra.redis_url,
+                env.names.clone(),
+                Duration::from_secs(3600),
+                aliexpress::cache::RequestBounds::default(),
+            )
+            .expect("cache"),
             search: env.search(),
             producer,
             names: env.names.clone(),
@@ -448,6 +454,8 @@ impl TestApp {
             read_tokens: vec![READ_TOKEN.into()],
             outbox_notify: true,
             health_timeout: Duration::from_secs(1),
+            search_timeout: Duration::from_secs(2),
+            idempotency_ttl: Duration::from_secs(86_400),
         };
         f(&mut state);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
