@@ -113,6 +113,34 @@ impl DlqWriter {
     }
 }
 
+/// Republishes the original message of a DLQ record to `topic`: same key, value and headers
+/// without the `dlq.*` ones. Returns once the broker acknowledged it.
+pub async fn republish<M: Message>(producer: &FutureProducer, m: &M, topic: &str) -> Result<(), BusError> {
+    let mut headers = OwnedHeaders::new();
+    if let Some(hs) = m.headers() {
+        for x in hs.iter() {
+            if !x.key.starts_with("dlq.") {
+                headers = headers.insert(Header {
+                    key: x.key,
+                    value: x.value,
+                });
+            }
+        }
+    }
+    let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(k) = m.key() {
+        rec = rec.key(k);
+    }
+    if let Some(v) = m.payload() {
+        rec = rec.payload(v);
+    }
+    producer
+        .send(rec, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| BusError::Kafka(e))?;
+    Ok(())
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();

@@ -3,17 +3,12 @@
 //! Usage: aliexpress dlq list [--topic T] [--limit N] [--reason CLASS] | dlq show P:O |
 //!        dlq redrive (--offsets P:O,... | --all) [--execute]
 
-use anyhow::Context;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureRecord;
-use std::time::Duration;
 
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
-use crate::ops::dlq::{self, DlqRecord};
-use crate::store::{pool, schema::dlq_redrives};
+use crate::ops::dlq::{self, DlqRecord, Redrive, Selection};
+use crate::store::pool;
 
 /// Flags of `dlq`.
 #[derive(Debug, clap::Args)]
@@ -140,70 +135,45 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             if offsets.is_empty() && !all {
                 return Err(super::usage("dlq redrive", "give --offsets P:O,... or --all"));
             }
-            let wanted: Vec<(i32, i64)> = offsets.iter().map(|s| parse_at(s)).collect::<anyhow::Result<_>>()?;
+            let selection = if all {
+                Selection::All
+            } else {
+                Selection::Only(offsets.iter().map(|s| parse_at(s)).collect::<anyhow::Result<_>>()?)
+            };
             let p = super::connect::database(infra).await?;
             let mut conn = pool::get(&p).await?;
-            let done: Vec<(i32, i64)> = dlq_redrives::table
-                .filter(dlq_redrives::dlq_topic.eq(&topic))
-                .select((dlq_redrives::kafka_partition, dlq_redrives::dlq_offset))
-                .load(&mut conn)
-                .await?;
-            let todo: Vec<&OwnedMessage> = msgs
-                .iter()
-                .filter(|m| all || wanted.contains(&(m.partition(), m.offset())))
-                .filter(|m| !done.contains(&(m.partition(), m.offset())))
-                .collect();
             let producer = if execute {
                 Some(super::connect::kafka(infra, &ProducerSettings::default()).await?)
             } else {
                 None
             };
-            for m in &todo {
-                let r = DlqRecord::from_message(m);
-                if r.original_topic.is_empty() {
-                    eprintln!("skipping {}:{}: no original topic header", r.partition, r.offset);
-                    continue;
-                }
-                match &producer {
-                    None => println!(
-                        "would redrive {}:{} -> {} (key {}, {})",
-                        r.partition, r.offset, r.original_topic, r.key, r.error_class
-                    ),
-                    Some(prod) => {
-                        let mut rec: FutureRecord<'_, [u8], [u8]> =
-                            FutureRecord::to(&r.original_topic).headers(dlq::original_headers(m));
-                        if let Some(k) = m.key() {
-                            rec = rec.key(k);
+            let done = dlq::redrive(&mut conn, producer.as_ref(), &topic, &msgs, &selection).await?;
+            let mut n = 0;
+            for r in &done {
+                match r {
+                    Redrive::NoOriginalTopic { partition, offset } => {
+                        eprintln!("skipping {partition}:{offset}: no original topic header");
+                    }
+                    Redrive::To {
+                        partition,
+                        offset,
+                        topic,
+                        key,
+                        error_class,
+                    } => {
+                        n += 1;
+                        if execute {
+                            println!("redrove {partition}:{offset} -> {topic}");
+                        } else {
+                            println!("would redrive {partition}:{offset} -> {topic} (key {key}, {error_class})");
                         }
-                        if let Some(v) = m.payload() {
-                            rec = rec.payload(v);
-                        }
-                        prod.send(rec, Duration::from_secs(30))
-                            .await
-                            .map_err(|(e, _)| e)
-                            .context("republishing")?;
-                        diesel::insert_into(dlq_redrives::table)
-                            .values((
-                                dlq_redrives::dlq_topic.eq(&topic),
-                                dlq_redrives::kafka_partition.eq(r.partition),
-                                dlq_redrives::dlq_offset.eq(r.offset),
-                                dlq_redrives::target_topic.eq(&r.original_topic),
-                            ))
-                            .on_conflict_do_nothing()
-                            .execute(&mut conn)
-                            .await?;
-                        tracing::info!(dlq.partition = r.partition, dlq.offset = r.offset, kafka.topic = %r.original_topic, "dead letter redriven");
-                        println!("redrove {}:{} -> {}", r.partition, r.offset, r.original_topic);
                     }
                 }
             }
-            if producer.is_none() {
-                println!(
-                    "Dry run: {} record(s) would be redriven. Add --execute to republish.",
-                    todo.len()
-                );
+            if execute {
+                println!("{n} record(s) redriven.");
             } else {
-                println!("{} record(s) redriven.", todo.len());
+                println!("Dry run: {n} record(s) would be redriven. Add --execute to republish.");
             }
         }
     }

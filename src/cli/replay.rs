@@ -6,13 +6,11 @@
 //!        [--partitions 0,2] [--export F] [--execute] [--wait-inactive 60s]
 
 use anyhow::Context;
-use diesel_async::RunQueryDsl;
 use std::time::{Duration, Instant};
 
 use crate::config::InfraConfig;
 use crate::ops::replay::{self, PlanRow, ResetSpec};
 use crate::ops::{groups, OpsError};
-use crate::store::{pool, schema::replay_audit};
 
 /// Flags of `replay`.
 #[derive(Debug, clap::Args)]
@@ -138,6 +136,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let described = spec.as_ref().map(ResetSpec::describe);
     let bootstrap = infra.kafka_bootstrap_servers.clone();
     let from_file = match &a.from_file {
         Some(f) => Some(
@@ -195,55 +194,17 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || replay::execute(&b, &plan))
         .await?
         .map_err(refused)?;
-    let mode = a
-        .from_file
-        .as_ref()
-        .map_or_else(|| mode_name(&a), |f| format!("from-file {}", f.display()));
-    audit(infra, &rows, &mode).await?;
+    let mode = match (&described, &a.from_file) {
+        (Some(d), _) => d.clone(),
+        (None, Some(f)) => format!("from-file {}", f.display()),
+        (None, None) => String::new(),
+    };
+    let p = super::connect::database(infra).await?;
+    replay::record_execution(&p, &rows, &mode)
+        .await
+        .context("writing the replay audit")?;
     println!(
         "Offsets reset for group {group}: {n} already-consumed events will be reprojected when the consumer restarts."
     );
-    Ok(())
-}
-
-fn mode_name(a: &Args) -> String {
-    if a.to_earliest {
-        "to-earliest".into()
-    } else if a.to_latest {
-        "to-latest".into()
-    } else if let Some(o) = a.to_offset {
-        format!("to-offset {o}")
-    } else if let Some(n) = a.shift_by {
-        format!("shift-by {n}")
-    } else if let Some(t) = &a.to_datetime {
-        format!("to-datetime {t}")
-    } else {
-        format!("by-duration {}", a.by_duration.clone().unwrap_or_default())
-    }
-}
-
-async fn audit(infra: &InfraConfig, rows: &[PlanRow], mode: &str) -> anyhow::Result<()> {
-    use diesel::ExpressionMethods;
-    let p = super::connect::database(infra).await?;
-    let mut conn = pool::get(&p).await?;
-    let host = hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for r in rows {
-        diesel::insert_into(replay_audit::table)
-            .values((
-                replay_audit::host.eq(&host),
-                replay_audit::group_id.eq(&r.group),
-                replay_audit::topic.eq(&r.topic),
-                replay_audit::kafka_partition.eq(r.partition),
-                replay_audit::from_offset.eq(r.current),
-                replay_audit::to_offset.eq(r.new),
-                replay_audit::mode.eq(mode),
-            ))
-            .execute(&mut conn)
-            .await
-            .context("writing the replay audit")?;
-        tracing::info!(group = %r.group, kafka.topic = %r.topic, kafka.partition = r.partition, from = ?r.current, to = r.new, mode, host = %host, "consumer group offsets reset");
-    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! redrives nothing twice).
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
@@ -100,18 +100,83 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<OwnedMessage>, OpsEr
     Ok(out)
 }
 
-/// The original message of a DLQ record: same key, value and headers without the `dlq.*` ones.
-pub fn original_headers(m: &OwnedMessage) -> OwnedHeaders {
-    let mut h = OwnedHeaders::new();
-    if let Some(hs) = m.headers() {
-        for x in hs.iter() {
-            if !x.key.starts_with("dlq.") {
-                h = h.insert(Header {
-                    key: x.key,
-                    value: x.value,
-                });
-            }
+/// What `redrive` did (or, in a dry run, would do) with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redrive {
+    /// Republished (dry run: would be) to this topic.
+    To {
+        /// DLQ partition.
+        partition: i32,
+        /// DLQ offset.
+        offset: i64,
+        /// Original topic.
+        topic: String,
+        /// Key.
+        key: String,
+        /// Error class.
+        error_class: String,
+    },
+    /// Skipped: the record names no original topic.
+    NoOriginalTopic {
+        /// DLQ partition.
+        partition: i32,
+        /// DLQ offset.
+        offset: i64,
+    },
+}
+
+/// Which records to redrive.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Every record not redriven yet.
+    All,
+    /// These (partition, offset) pairs, unless already redriven.
+    Only(Vec<(i32, i64)>),
+}
+
+/// Republishes the selected records of `dlq_topic` (from `msgs`) to their original topics,
+/// skipping those already redriven, and records each one; with no producer it is a dry run
+/// that changes nothing.
+pub async fn redrive(
+    conn: &mut diesel_async::AsyncPgConnection,
+    producer: Option<&rdkafka::producer::FutureProducer>,
+    dlq_topic: &str,
+    msgs: &[OwnedMessage],
+    selection: &Selection,
+) -> Result<Vec<Redrive>, OpsError> {
+    let done = crate::store::audit_repo::redriven(conn, dlq_topic).await?;
+    let mut out = Vec::new();
+    for m in msgs {
+        let at = (m.partition(), m.offset());
+        let wanted = match selection {
+            Selection::All => true,
+            Selection::Only(list) => list.contains(&at),
+        };
+        if !wanted || done.contains(&at) {
+            continue;
         }
+        let r = DlqRecord::from_message(m);
+        if r.original_topic.is_empty() {
+            out.push(Redrive::NoOriginalTopic {
+                partition: r.partition,
+                offset: r.offset,
+            });
+            continue;
+        }
+        if let Some(p) = producer {
+            crate::bus::dlq::republish(p, m, &r.original_topic)
+                .await
+                .map_err(|e| OpsError::Other(format!("republishing {}:{}: {e}", r.partition, r.offset)))?;
+            crate::store::audit_repo::record_redrive(conn, dlq_topic, r.partition, r.offset, &r.original_topic).await?;
+            tracing::info!(dlq.partition = r.partition, dlq.offset = r.offset, kafka.topic = %r.original_topic, "dead letter redriven");
+        }
+        out.push(Redrive::To {
+            partition: r.partition,
+            offset: r.offset,
+            topic: r.original_topic,
+            key: r.key,
+            error_class: r.error_class,
+        });
     }
-    h
+    Ok(out)
 }

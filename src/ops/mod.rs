@@ -17,6 +17,9 @@ pub enum OpsError {
     /// Kafka failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// Postgres failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Something else failed.
     #[error("{0}")]
     Other(String),

@@ -366,6 +366,30 @@ pub fn from_csv(text: &str, group: &str) -> Result<Vec<(String, i32, i64)>, OpsE
     Ok(out)
 }
 
+/// Records an executed plan in `replay_audit` (one row per partition, with this host and
+/// `mode`) and logs each move.
+pub async fn record_execution(pool: &crate::store::PgPool, rows: &[PlanRow], mode: &str) -> Result<(), OpsError> {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let moves: Vec<crate::store::audit_repo::OffsetMove<'_>> = rows
+        .iter()
+        .map(|r| crate::store::audit_repo::OffsetMove {
+            group: &r.group,
+            topic: &r.topic,
+            partition: r.partition,
+            from: r.current,
+            to: r.new,
+        })
+        .collect();
+    let mut conn = crate::store::pool::get(pool).await?;
+    crate::store::audit_repo::record_offset_moves(&mut conn, &host, mode, &moves).await?;
+    for r in rows {
+        tracing::info!(group = %r.group, kafka.topic = %r.topic, kafka.partition = r.partition, from = ?r.current, to = r.new, mode, host = %host, "consumer group offsets reset");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

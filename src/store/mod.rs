@@ -1,6 +1,7 @@
 //! PostgreSQL adapter: pool and migrations, the product repository (state + outbox + command
 //! outcome in one transaction), the outbox queue used by the relay, and operator audit tables.
 
+pub mod audit_repo;
 pub mod command_repo;
 pub mod idempotency_repo;
 pub mod outbox_repo;

@@ -1,0 +1,78 @@
+//! Operator audit tables: `replay_audit` (one row per partition whose committed offset
+//! `replay --execute` moved) and `dlq_redrives` (dead letters republished, so a second redrive
+//! republishes nothing twice).
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::schema::{dlq_redrives, replay_audit};
+use super::StoreError;
+
+/// One moved partition, as recorded.
+#[derive(Debug, Clone)]
+pub struct OffsetMove<'a> {
+    /// Consumer group.
+    pub group: &'a str,
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset before (None: nothing was committed).
+    pub from: Option<i64>,
+    /// Committed offset after.
+    pub to: i64,
+}
+
+/// Records offset moves made from `host` in `mode` (for example `to-earliest`).
+pub async fn record_offset_moves(
+    conn: &mut AsyncPgConnection,
+    host: &str,
+    mode: &str,
+    moves: &[OffsetMove<'_>],
+) -> Result<(), StoreError> {
+    for m in moves {
+        diesel::insert_into(replay_audit::table)
+            .values((
+                replay_audit::host.eq(host),
+                replay_audit::group_id.eq(m.group),
+                replay_audit::topic.eq(m.topic),
+                replay_audit::kafka_partition.eq(m.partition),
+                replay_audit::from_offset.eq(m.from),
+                replay_audit::to_offset.eq(m.to),
+                replay_audit::mode.eq(mode),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// (partition, offset) of every record of `dlq_topic` already redriven.
+pub async fn redriven(conn: &mut AsyncPgConnection, dlq_topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
+    Ok(dlq_redrives::table
+        .filter(dlq_redrives::dlq_topic.eq(dlq_topic))
+        .select((dlq_redrives::kafka_partition, dlq_redrives::dlq_offset))
+        .load(conn)
+        .await?)
+}
+
+/// Records that the DLQ record at `partition:offset` was republished to `target_topic`.
+pub async fn record_redrive(
+    conn: &mut AsyncPgConnection,
+    dlq_topic: &str,
+    partition: i32,
+    offset: i64,
+    target_topic: &str,
+) -> Result<(), StoreError> {
+    diesel::insert_into(dlq_redrives::table)
+        .values((
+            dlq_redrives::dlq_topic.eq(dlq_topic),
+            dlq_redrives::kafka_partition.eq(partition),
+            dlq_redrives::dlq_offset.eq(offset),
+            dlq_redrives::target_topic.eq(target_topic),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
