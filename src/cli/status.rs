@@ -1,185 +1,105 @@
 //! `aliexpress status`: the operations guide's golden rule in one command: health of each
 //! dependency with latency, outbox backlog, lag per group with a verdict, DLQ depth, and the
-//! last replay.
+//! last replay (gathered by [`crate::ops::status`]).
 //!
-//! Usage: aliexpress status
+//! Usage: aliexpress status [--json] [--watch SECONDS]
+//!
+//! `--json` prints one JSON object per sample (for scripts); `--watch` repeats every
+//! SECONDS until Ctrl-C. Without `--watch` the exit code is 1 when a dependency is down or a
+//! group is stalled or stopped with lag.
 
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::InfraConfig;
-use crate::ops::groups::{self, DescribeRow};
-use crate::store::{outbox_repo, pool, schema::replay_audit};
+use crate::ops::status::{self, Status, StatusDeps};
+use crate::store::pool;
 
 /// Flags of `status`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
-
-/// Burrow-style verdict from two samples taken a moment apart.
-pub fn verdict(before: &[DescribeRow], after: &[DescribeRow], members: usize) -> &'static str {
-    let lag: i64 = after.iter().map(|r| r.lag).sum();
-    let moved = |f: fn(i64, i64) -> bool| {
-        before.iter().zip(after).any(|(a, b)| match (a.current, b.current) {
-            (Some(x), Some(y)) => f(x, y),
-            _ => false,
-        })
-    };
-    if moved(|x, y| y < x) {
-        "REWIND"
-    } else if lag == 0 {
-        "OK"
-    } else if members == 0 {
-        "STOP"
-    } else if moved(|x, y| y > x) {
-        "WARN"
-    } else {
-        "STALL"
-    }
+pub struct Args {
+    /// Print JSON (one object per sample) instead of the screen.
+    #[arg(long)]
+    pub json: bool,
+    /// Repeat every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch: Option<u64>,
 }
 
-async fn timed<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> String {
-    let t = Instant::now();
-    match tokio::time::timeout(Duration::from_secs(2), f).await {
-        Ok(Ok(_)) => format!("ok ({} ms)", t.elapsed().as_millis()),
-        Ok(Err(e)) => format!("DOWN: {}", e.to_string().chars().take(120).collect::<String>()),
-        Err(_) => "DOWN: no answer in 2s".into(),
-    }
-}
-
-/// Prints the status screen.
-pub async fn run(infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
+/// Prints the status once, or every `--watch` seconds.
+pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
-    println!("== health");
-    let db = pool::build_pool(&infra.database_url, 2, Duration::from_secs(5))?;
-    println!(
-        "  {:<11} {}",
-        "database",
-        timed(async { pool::get(&db).await.map(|_| ()) }).await
-    );
-    let cache = crate::cache::ProductCache::new(&infra.redis_url, names.clone(), Duration::from_secs(60))?;
-    println!("  {:<11} {}", "redis", timed(cache.ping(Duration::from_secs(2))).await);
-    let producer = crate::bus::producer::build(&infra.kafka_bootstrap_servers, &Default::default())?;
-    println!(
-        "  {:<11} {}",
-        "kafka",
-        timed(crate::bus::admin::probe(&producer, Duration::from_secs(2))).await
-    );
-    let search = crate::search::SearchClient::new(&infra.opensearch_url, Duration::from_secs(2))?;
-    println!(
-        "  {:<11} {}",
-        "opensearch",
-        timed(search.health(Duration::from_secs(2))).await
-    );
-
-    println!("== outbox");
-    match pool::get(&db).await {
-        Ok(mut conn) => {
-            if let Ok(s) = outbox_repo::stats(&mut conn).await {
-                println!(
-                    "  pending {}  parked {}  oldest pending {:.1}s",
-                    s.pending, s.parked, s.oldest_pending_age_secs
-                );
-            }
-            let last: Option<(chrono::DateTime<chrono::Utc>, String, String, String)> = replay_audit::table
-                .order(replay_audit::id.desc())
-                .select((
-                    replay_audit::executed_at,
-                    replay_audit::group_id,
-                    replay_audit::mode,
-                    replay_audit::host,
-                ))
-                .first(&mut conn)
-                .await
-                .optional()
-                .unwrap_or(None);
-            println!("== last replay");
-            match last {
-                Some((at, g, mode, host)) => println!("  {at} group {g} {mode} from {host}"),
-                None => println!("  none recorded"),
-            }
+    let deps = StatusDeps {
+        pool: pool::build_pool(&infra.database_url, 2, Duration::from_secs(5))?,
+        cache: crate::cache::ProductCache::new(&infra.redis_url, names.clone(), Duration::from_secs(60))?,
+        producer: crate::bus::producer::build(&infra.kafka_bootstrap_servers, &Default::default())?,
+        search: crate::search::SearchClient::new(&infra.opensearch_url, status::PROBE_TIMEOUT)?,
+        bootstrap: infra.kafka_bootstrap_servers.clone(),
+        groups: vec![
+            (names.projection_group(), names.events_topic()),
+            (names.command_group(), names.commands_topic()),
+        ],
+        dlq_topics: vec![names.events_dlq_topic(), names.commands_dlq_topic()],
+    };
+    let Some(every) = a.watch else {
+        let s = status::gather(&deps).await;
+        print(&s, a.json)?;
+        if !s.healthy() {
+            std::process::exit(1);
         }
-        Err(e) => println!("  unavailable: {e}"),
-    }
-
-    println!("== consumer groups");
-    let b = infra.kafka_bootstrap_servers.clone();
-    let groups_ = vec![
-        (names.projection_group(), names.events_topic()),
-        (names.command_group(), names.commands_topic()),
-    ];
-    let dlqs = vec![names.events_dlq_topic(), names.commands_dlq_topic()];
-    let report = tokio::task::spawn_blocking(move || -> Vec<String> {
-        let mut lines = Vec::new();
-        for (g, t) in &groups_ {
-            let one = |_: ()| groups::describe(&b, g, std::slice::from_ref(t));
-            let first = one(());
-            std::thread::sleep(Duration::from_secs(1));
-            match (first, one(())) {
-                (Ok((_, before)), Ok((info, after))) => {
-                    let lag: i64 = after.iter().map(|r| r.lag).sum();
-                    lines.push(format!(
-                        "  {:<34} {:<20} lag {:>8}  members {}  {}",
-                        g,
-                        t,
-                        lag,
-                        info.members.len(),
-                        verdict(&before, &after, info.members.len())
-                    ));
-                }
-                (_, Err(e)) | (Err(e), _) => lines.push(format!("  {g}: {e}")),
-            }
+        return Ok(());
+    };
+    let shutdown = crate::worker::Shutdown::new();
+    shutdown.install_signal_handlers();
+    while !shutdown.is_triggered() {
+        let s = status::gather(&deps).await;
+        if !a.json {
+            // Clear the screen and go home, like `watch`.
+            println!("\x1b[2J\x1b[H{}", chrono::Utc::now().to_rfc3339());
         }
-        lines.push("== dead letters".into());
-        if let Ok(c) = groups::client(&b, "aliexpress-status") {
-            for t in &dlqs {
-                let depth: i64 = groups::partitions(&c, t)
-                    .map(|ps| {
-                        ps.iter()
-                            .filter_map(|p| {
-                                rdkafka::consumer::Consumer::fetch_watermarks(&c, t, *p, groups::CALL_TIMEOUT).ok()
-                            })
-                            .map(|(lo, hi)| hi - lo)
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                lines.push(format!("  {t:<34} {depth} record(s)"));
-            }
-        }
-        lines
-    })
-    .await?;
-    for l in report {
-        println!("{l}");
+        print(&s, a.json)?;
+        shutdown.sleep(Duration::from_secs(every)).await;
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(current: Option<i64>, lag: i64) -> DescribeRow {
-        DescribeRow {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: 0,
-            current,
-            log_start: 0,
-            log_end: 100,
-            lag,
-            consumer_id: None,
-            host: None,
-            client_id: None,
+fn print(s: &Status, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+        return Ok(());
+    }
+    println!("== health");
+    for c in &s.health {
+        match (&c.error, c.latency_ms) {
+            (None, Some(ms)) => println!("  {:<11} ok ({ms} ms)", c.name),
+            (e, _) => println!("  {:<11} DOWN: {}", c.name, e.as_deref().unwrap_or("")),
         }
     }
-
-    #[test]
-    fn verdicts_follow_burrow() {
-        assert_eq!(verdict(&[row(Some(100), 0)], &[row(Some(100), 0)], 1), "OK");
-        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(20), 80)], 1), "WARN");
-        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 1), "STALL");
-        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 0), "STOP");
-        assert_eq!(verdict(&[row(Some(50), 50)], &[row(Some(0), 100)], 0), "REWIND");
+    println!("== outbox");
+    match &s.outbox {
+        Some(o) => println!(
+            "  pending {}  parked {}  oldest pending {:.1}s",
+            o.pending, o.parked, o.oldest_pending_age_secs
+        ),
+        None => println!("  unavailable"),
     }
+    println!("== last replay");
+    match &s.last_replay {
+        Some(r) => println!("  {} group {} {} from {}", r.executed_at, r.group, r.mode, r.host),
+        None => println!("  none recorded"),
+    }
+    println!("== consumer groups");
+    for g in &s.groups {
+        println!(
+            "  {:<34} {:<20} lag {:>8}  members {}  {}",
+            g.group, g.topic, g.lag, g.members, g.verdict
+        );
+    }
+    println!("== dead letters");
+    for d in &s.dead_letters {
+        match d.records {
+            Some(n) => println!("  {:<34} {n} record(s)", d.topic),
+            None => println!("  {:<34} unavailable", d.topic),
+        }
+    }
+    Ok(())
 }

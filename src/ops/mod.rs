@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod groups;
 pub mod rebuild;
 pub mod replay;
+pub mod status;
 
 /// Failures of operator tools, with wording meant for a terminal.
 #[derive(Debug, thiserror::Error)]

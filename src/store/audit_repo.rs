@@ -76,3 +76,20 @@ pub async fn record_redrive(
         .await?;
     Ok(())
 }
+
+/// The last offset move recorded: (when, group, mode, host).
+pub async fn last_offset_move(
+    conn: &mut AsyncPgConnection,
+) -> Result<Option<(chrono::DateTime<chrono::Utc>, String, String, String)>, StoreError> {
+    Ok(replay_audit::table
+        .order(replay_audit::id.desc())
+        .select((
+            replay_audit::executed_at,
+            replay_audit::group_id,
+            replay_audit::mode,
+            replay_audit::host,
+        ))
+        .first(conn)
+        .await
+        .optional()?)
+}

@@ -369,6 +369,37 @@ async fn status_shows_health_backlog_lag_and_dead_letters() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn status_json_is_one_object_scripts_can_read_and_a_down_dependency_exits_1() {
+    let (app, _) = projected_catalog(1).await;
+    let out = bin(&app.env, &["status", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    let health = v["health"].as_array().expect("health");
+    assert_eq!(health.len(), 4);
+    assert!(health.iter().all(|c| c["ok"] == true), "{v}");
+    assert_eq!(v["outbox"]["pending"], 0);
+    assert_eq!(v["groups"][0]["group"], app.env.names.projection_group());
+    assert_eq!(v["groups"][0]["verdict"], "OK");
+    assert_eq!(v["dead_letters"].as_array().map(Vec::len), Some(2));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+        .envs(app.env.bin_env())
+        .env("OPENSEARCH_URL", "http://127.0.0.1:1")
+        .args(["status", "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    let os = v["health"]
+        .as_array()
+        .expect("health")
+        .iter()
+        .find(|c| c["name"] == "opensearch")
+        .cloned();
+    assert_eq!(os.map(|c| c["ok"].clone()), Some(serde_json::Value::Bool(false)));
+}
+
 async fn alias_target(env: &TestEnv) -> Option<String> {
     aliexpress::search::index::alias_target(&env.search(), &env.names.index_alias())
         .await

@@ -1,0 +1,286 @@
+//! The one-screen status: health of each dependency with latency, outbox backlog, lag per
+//! consumer group with a Burrow-style verdict from two samples taken a moment apart, DLQ
+//! depth, and the last replay. Every probe is bounded; a failing one is reported, never fatal.
+
+use std::time::{Duration, Instant};
+
+use super::groups::{self, DescribeRow};
+use crate::cache::ProductCache;
+use crate::search::SearchClient;
+use crate::store::{audit_repo, outbox_repo, pool, PgPool};
+
+/// How long one health probe may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time between the two lag samples a verdict compares.
+pub const SAMPLE_GAP: Duration = Duration::from_secs(1);
+
+/// Clients the status probes with (built by the caller from its settings).
+pub struct StatusDeps {
+    /// Postgres.
+    pub pool: PgPool,
+    /// Redis.
+    pub cache: ProductCache,
+    /// Kafka producer (metadata probe).
+    pub producer: rdkafka::producer::FutureProducer,
+    /// OpenSearch.
+    pub search: SearchClient,
+    /// Kafka bootstrap servers (group and watermark calls).
+    pub bootstrap: String,
+    /// (group, topic) pairs to report.
+    pub groups: Vec<(String, String)>,
+    /// Dead-letter topics to report.
+    pub dlq_topics: Vec<String>,
+}
+
+/// One dependency's health.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// database, redis, kafka, opensearch.
+    pub name: &'static str,
+    /// Answered in time.
+    pub ok: bool,
+    /// Latency when ok.
+    pub latency_ms: Option<u64>,
+    /// Short error when not ok.
+    pub error: Option<String>,
+}
+
+/// One consumer group's lag and verdict.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupStatus {
+    /// Group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Total lag (messages).
+    pub lag: i64,
+    /// Active members.
+    pub members: usize,
+    /// OK, WARN, STALL, STOP or REWIND; or the error.
+    pub verdict: String,
+}
+
+/// The outbox backlog.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxStatus {
+    /// Pending rows.
+    pub pending: i64,
+    /// Parked rows.
+    pub parked: i64,
+    /// Age of the oldest pending row.
+    pub oldest_pending_age_secs: f64,
+}
+
+/// The last offset reset.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastReplay {
+    /// When.
+    pub executed_at: chrono::DateTime<chrono::Utc>,
+    /// Group.
+    pub group: String,
+    /// Mode, e.g. to-earliest.
+    pub mode: String,
+    /// From which host.
+    pub host: String,
+}
+
+/// Depth of one dead-letter topic.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DlqDepth {
+    /// Topic.
+    pub topic: String,
+    /// Records (log end - log start), None when it could not be read.
+    pub records: Option<i64>,
+}
+
+/// Everything `aliexpress status` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// Health per dependency.
+    pub health: Vec<Check>,
+    /// Outbox backlog (None when Postgres is unavailable).
+    pub outbox: Option<OutboxStatus>,
+    /// Last replay recorded.
+    pub last_replay: Option<LastReplay>,
+    /// Consumer groups.
+    pub groups: Vec<GroupStatus>,
+    /// Dead letters.
+    pub dead_letters: Vec<DlqDepth>,
+}
+
+impl Status {
+    /// True when every dependency answered and no group is stalled or stopped with lag.
+    pub fn healthy(&self) -> bool {
+        self.health.iter().all(|c| c.ok) && self.groups.iter().all(|g| matches!(g.verdict.as_str(), "OK" | "WARN"))
+    }
+}
+
+/// Burrow-style verdict from two samples taken a moment apart.
+pub fn verdict(before: &[DescribeRow], after: &[DescribeRow], members: usize) -> &'static str {
+    let lag: i64 = after.iter().map(|r| r.lag).sum();
+    let moved = |f: fn(i64, i64) -> bool| {
+        before.iter().zip(after).any(|(a, b)| match (a.current, b.current) {
+            (Some(x), Some(y)) => f(x, y),
+            _ => false,
+        })
+    };
+    if moved(|x, y| y < x) {
+        "REWIND"
+    } else if lag == 0 {
+        "OK"
+    } else if members == 0 {
+        "STOP"
+    } else if moved(|x, y| y > x) {
+        "WARN"
+    } else {
+        "STALL"
+    }
+}
+
+async fn check<T, E: std::fmt::Display>(
+    name: &'static str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Check {
+    let t = Instant::now();
+    let (ok, error) = match tokio::time::timeout(PROBE_TIMEOUT, f).await {
+        Ok(Ok(_)) => (true, None),
+        Ok(Err(e)) => (false, Some(e.to_string().chars().take(120).collect())),
+        Err(_) => (false, Some(format!("no answer in {}s", PROBE_TIMEOUT.as_secs()))),
+    };
+    Check {
+        name,
+        ok,
+        latency_ms: ok.then(|| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        error,
+    }
+}
+
+/// Probes everything once (takes about [`SAMPLE_GAP`] plus the probes).
+pub async fn gather(d: &StatusDeps) -> Status {
+    let (db, redis, kafka, opensearch) = tokio::join!(
+        check("database", async {
+            let mut c = pool::get(&d.pool).await?;
+            pool::ping(&mut c).await
+        }),
+        check("redis", d.cache.ping(PROBE_TIMEOUT)),
+        check("kafka", crate::bus::admin::probe(&d.producer, PROBE_TIMEOUT)),
+        check("opensearch", d.search.health(PROBE_TIMEOUT)),
+    );
+    let (outbox, last_replay) =
+        match pool::get(&d.pool).await {
+            Ok(mut conn) => {
+                let outbox = outbox_repo::stats(&mut conn).await.ok().map(|s| OutboxStatus {
+                    pending: s.pending,
+                    parked: s.parked,
+                    oldest_pending_age_secs: s.oldest_pending_age_secs,
+                });
+                let last = audit_repo::last_offset_move(&mut conn).await.ok().flatten().map(
+                    |(executed_at, group, mode, host)| LastReplay {
+                        executed_at,
+                        group,
+                        mode,
+                        host,
+                    },
+                );
+                (outbox, last)
+            }
+            Err(_) => (None, None),
+        };
+    let first = sample_groups(d).await;
+    tokio::time::sleep(SAMPLE_GAP).await;
+    let second = sample_groups(d).await;
+    let groups = d
+        .groups
+        .iter()
+        .zip(first.into_iter().zip(second))
+        .map(|((group, topic), (a, b))| match (a, b) {
+            (Ok((_, before)), Ok((info, after))) => GroupStatus {
+                group: group.clone(),
+                topic: topic.clone(),
+                lag: after.iter().map(|r| r.lag).sum(),
+                members: info.members.len(),
+                verdict: verdict(&before, &after, info.members.len()).to_owned(),
+            },
+            (Err(e), _) | (_, Err(e)) => GroupStatus {
+                group: group.clone(),
+                topic: topic.clone(),
+                lag: 0,
+                members: 0,
+                verdict: format!("ERROR: {e}"),
+            },
+        })
+        .collect();
+    let (b, topics) = (d.bootstrap.clone(), d.dlq_topics.clone());
+    let dead_letters = tokio::task::spawn_blocking(move || dlq_depths(&b, &topics))
+        .await
+        .unwrap_or_default();
+    Status {
+        health: vec![db, redis, kafka, opensearch],
+        outbox,
+        last_replay,
+        groups,
+        dead_letters,
+    }
+}
+
+type Sample = Result<(groups::GroupInfo, Vec<DescribeRow>), String>;
+
+async fn sample_groups(d: &StatusDeps) -> Vec<Sample> {
+    let (b, gs) = (d.bootstrap.clone(), d.groups.clone());
+    tokio::task::spawn_blocking(move || {
+        gs.iter()
+            .map(|(g, t)| groups::describe(&b, g, std::slice::from_ref(t)).map_err(|e| e.to_string()))
+            .collect()
+    })
+    .await
+    .unwrap_or_else(|e| d.groups.iter().map(|_| Err(e.to_string())).collect())
+}
+
+fn dlq_depths(bootstrap: &str, topics: &[String]) -> Vec<DlqDepth> {
+    let c = groups::client(bootstrap, "aliexpress-status").ok();
+    topics
+        .iter()
+        .map(|t| DlqDepth {
+            topic: t.clone(),
+            records: c.as_ref().and_then(|c| {
+                groups::partitions(c, t).ok().map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| {
+                            rdkafka::consumer::Consumer::fetch_watermarks(c, t, *p, groups::CALL_TIMEOUT).ok()
+                        })
+                        .map(|(lo, hi)| hi - lo)
+                        .sum()
+                })
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(current: Option<i64>, lag: i64) -> DescribeRow {
+        DescribeRow {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            current,
+            log_start: 0,
+            log_end: 100,
+            lag,
+            consumer_id: None,
+            host: None,
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_burrow() {
+        assert_eq!(verdict(&[row(Some(100), 0)], &[row(Some(100), 0)], 1), "OK");
+        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(20), 80)], 1), "WARN");
+        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 1), "STALL");
+        assert_eq!(verdict(&[row(Some(10), 90)], &[row(Some(10), 90)], 0), "STOP");
+        assert_eq!(verdict(&[row(Some(50), 50)], &[row(Some(0), 100)], 0), "REWIND");
+    }
+}
