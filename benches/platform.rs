@@ -22,7 +22,7 @@ use aliexpress::config::{InfraConfig, Names};
 use aliexpress::domain::product::{self as domain, EventEnvelope, EventMeta, ProductCommand};
 use aliexpress::search::{bulk, document, index, SearchClient};
 use aliexpress::store::pool;
-use aliexpress::worker::product_event_consumer::{ProjectionSettings, Projector};
+use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::Consumer;
@@ -272,7 +272,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
         log_each_event: false,
         ..Default::default()
     };
-    let mut proj = Projector::new(Arc::new(c), search.clone(), alias.clone(), cache, dlq, group, settings);
+    let mut proj = ProductEventConsumer::new(Arc::new(c), search.clone(), alias.clone(), cache, dlq, group, settings);
     let shutdown = Shutdown::new();
     let mut seen = 0;
     let mut started = None;
@@ -467,7 +467,7 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
     let group = e.names.command_group();
     let kc = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
     kc.subscribe(&[&topic]).expect("subscribe");
-    let worker = aliexpress::worker::product_consumer::CommandConsumer {
+    let worker = aliexpress::worker::product_consumer::ProductConsumer {
         consumer: kc,
         pool: pool::build_pool(&e.infra.database_url, 4, Duration::from_secs(30)).expect("pool"),
         dlq: aliexpress::bus::dlq::DlqWriter::new(p, e.names.commands_dlq_topic(), group),

@@ -191,7 +191,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         }
     }
     let (b, plan) = (infra.kafka_bootstrap_servers.clone(), rows.clone());
-    tokio::task::spawn_blocking(move || replay::execute(&b, &plan))
+    tokio::task::spawn_blocking(move || replay::apply(&b, &plan))
         .await?
         .map_err(refused)?;
     let mode = match (&described, &a.from_file) {

@@ -6,7 +6,7 @@ use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::failure::RetryPolicy;
-use crate::worker::product_consumer::CommandConsumer;
+use crate::worker::product_consumer::ProductConsumer;
 use crate::worker::Shutdown;
 
 /// Flags of `run-product-consumer`.
@@ -34,7 +34,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     crate::telemetry::metrics::COMMANDS_PROCESSED
         .with_label_values(&["applied"])
         .inc_by(0);
-    let worker = CommandConsumer {
+    let worker = ProductConsumer {
         consumer: c,
         pool,
         dlq: DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),

@@ -9,7 +9,7 @@ use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::search::index;
-use crate::worker::product_event_consumer::{ProjectionSettings, Projector};
+use crate::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
 use crate::worker::Shutdown;
 
 /// Flags of `run-product-event-consumer`.
@@ -58,7 +58,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         log_each_event: !a.quiet_events,
         ..Default::default()
     };
-    let mut p = Projector::new(
+    let mut p = ProductEventConsumer::new(
         Arc::new(c),
         search,
         target,

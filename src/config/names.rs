@@ -55,36 +55,36 @@ impl Names {
             ns: namespace.to_owned(),
         }
     }
-    fn p(&self, s: &str) -> String {
+    fn prefixed(&self, s: &str) -> String {
         format!("{}{s}", self.ns)
     }
     /// `product.commands`.
     pub fn commands_topic(&self) -> String {
-        self.p(PRODUCT_COMMANDS_TOPIC)
+        self.prefixed(PRODUCT_COMMANDS_TOPIC)
     }
     /// `product.events`.
     pub fn events_topic(&self) -> String {
-        self.p(PRODUCT_EVENTS_TOPIC)
+        self.prefixed(PRODUCT_EVENTS_TOPIC)
     }
     /// `dlq.product.commands`.
     pub fn commands_dlq_topic(&self) -> String {
-        self.p(DLQ_PRODUCT_COMMANDS_TOPIC)
+        self.prefixed(DLQ_PRODUCT_COMMANDS_TOPIC)
     }
     /// `dlq.product.events`.
     pub fn events_dlq_topic(&self) -> String {
-        self.p(DLQ_PRODUCT_EVENTS_TOPIC)
+        self.prefixed(DLQ_PRODUCT_EVENTS_TOPIC)
     }
     /// `product-command-consumer-group`.
     pub fn command_group(&self) -> String {
-        self.p(PRODUCT_COMMAND_GROUP)
+        self.prefixed(PRODUCT_COMMAND_GROUP)
     }
     /// `product-event-projection-group`.
     pub fn projection_group(&self) -> String {
-        self.p(PRODUCT_PROJECTION_GROUP)
+        self.prefixed(PRODUCT_PROJECTION_GROUP)
     }
     /// The search alias, `products`.
     pub fn index_alias(&self) -> String {
-        self.p(PRODUCTS_INDEX_ALIAS)
+        self.prefixed(PRODUCTS_INDEX_ALIAS)
     }
     /// A concrete index behind the alias, `products_vN`.
     pub fn index_version(&self, n: u32) -> String {

@@ -163,7 +163,7 @@ async fn run(
     let outcome = {
         let mut conn = pool::get(&state.pool).await?;
         match key {
-            None => product_repo::execute(&mut conn, id, &command, &opts).await?,
+            None => product_repo::run_command(&mut conn, id, &command, &opts).await?,
             Some(key) => {
                 let scope = idempotency::scope(req, key);
                 let fingerprint = idempotency::fingerprint(req, &command)?;

@@ -31,7 +31,7 @@ use crate::search::bulk::{index_items, BulkItem};
 use crate::search::document::product_document;
 use crate::search::{index, SearchClient};
 use crate::store::{pool, product_repo, rebuild_repo, PgPool};
-use crate::worker::product_event_consumer::{ProjectionSettings, Projector};
+use crate::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
 use crate::worker::Shutdown;
 
 /// What the rebuild needs.
@@ -254,7 +254,7 @@ async fn build_and_swap(
     }
     let c = consumer::build(&d.infra.kafka_bootstrap_servers, group)?;
     c.subscribe(&[topic])?;
-    let mut projector = Projector::new(
+    let mut projector = ProductEventConsumer::new(
         Arc::new(c),
         d.search.clone(),
         new.to_owned(),

@@ -262,7 +262,7 @@ pub fn ensure_inactive(bootstrap: &str, group: &str) -> Result<(), OpsError> {
 }
 
 /// Commits the plan for its group, then reads the offsets back; fails if they differ.
-pub fn execute(bootstrap: &str, rows: &[PlanRow]) -> Result<(), OpsError> {
+pub fn apply(bootstrap: &str, rows: &[PlanRow]) -> Result<(), OpsError> {
     let Some(first) = rows.first() else {
         return Ok(());
     };

@@ -34,20 +34,39 @@ pub enum ItemResult {
     Rejected(String),
 }
 
+/// The part of a `_bulk` response item this indexer reads (`{"index": {"status", "error"}}`).
+#[derive(Debug, serde::Deserialize)]
+struct ItemOutcome {
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// The part of a `_bulk` response this indexer reads.
+#[derive(Debug, serde::Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    errors: bool,
+    items: Vec<std::collections::HashMap<String, ItemOutcome>>,
+}
+
 /// Classifies one bulk response item by status.
 pub fn classify(item: &Value) -> ItemResult {
-    let op = item
-        .as_object()
-        .and_then(|o| o.values().next())
-        .cloned()
-        .unwrap_or(Value::Null);
-    let status = op.get("status").and_then(Value::as_u64).unwrap_or(0);
-    let error = op.get("error").map(Value::to_string).unwrap_or_default();
-    match status {
+    let op: Option<std::collections::HashMap<String, ItemOutcome>> = serde_json::from_value(item.clone()).ok();
+    match op.and_then(|m| m.into_values().next()) {
+        Some(o) => classify_outcome(&o),
+        None => ItemResult::Rejected("unreadable bulk item".into()),
+    }
+}
+
+fn classify_outcome(op: &ItemOutcome) -> ItemResult {
+    let error = op.error.as_ref().map(Value::to_string).unwrap_or_default();
+    match op.status {
         200..=299 => ItemResult::Applied,
         409 => ItemResult::AlreadyApplied,
         429 | 500..=599 => ItemResult::Retryable(error),
-        _ => ItemResult::Rejected(if error.is_empty() {
+        status => ItemResult::Rejected(if error.is_empty() {
             format!("status {status}")
         } else {
             error
@@ -69,14 +88,21 @@ pub async fn index_items(
         lines.push(json!({ "index": { "_index": index, "_id": it.id, "version": it.version, "version_type": "external_gte" } }));
         lines.push(it.doc.clone());
     }
-    let resp = client.bulk(lines).await?;
-    let results: Vec<ItemResult> = resp
-        .get("items")
-        .and_then(Value::as_array)
-        .ok_or_else(|| SearchError::Decode("bulk response without items".into()))?
-        .iter()
-        .map(classify)
-        .collect();
+    let resp: BulkResponse = serde_json::from_value(client.bulk(lines).await?)
+        .map_err(|e| SearchError::Decode(format!("bulk response: {e}")))?;
+    let results: Vec<ItemResult> = if resp.errors {
+        resp.items
+            .iter()
+            .map(|m| {
+                m.values()
+                    .next()
+                    .map_or_else(|| ItemResult::Rejected("empty bulk item".into()), classify_outcome)
+            })
+            .collect()
+    } else {
+        // No item failed: nothing to classify.
+        vec![ItemResult::Applied; resp.items.len()]
+    };
     if results.len() != items.len() {
         return Err(SearchError::Decode(format!(
             "bulk answered {} items for {}",

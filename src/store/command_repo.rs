@@ -32,6 +32,7 @@ pub struct Submission<'a> {
 
 /// Records a submission as pending and queues it for the relay, in one transaction. A
 /// resubmission of the same command id changes nothing. Returns the command as stored.
+#[tracing::instrument(level = "debug", skip_all, fields(command.id = %s.command_id, product.id = %s.product_id))]
 pub async fn submit(conn: &mut AsyncPgConnection, s: &Submission<'_>) -> Result<CommandRecord, StoreError> {
     use diesel_async::AsyncConnection;
     let s = s.clone();

@@ -131,7 +131,7 @@ where
                 body: r.response_body,
             }));
         }
-        let outcome = product_repo::execute(conn, id, &command, &opts).await?;
+        let outcome = product_repo::run_command(conn, id, &command, &opts).await?;
         if let Some(resp) = remember(&outcome) {
             let expires_at: DateTime<Utc> = now.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC);
             let status = i16::try_from(resp.status).unwrap_or(i16::MAX);

@@ -110,6 +110,7 @@ pub async fn unlock_relay(conn: &mut AsyncPgConnection) -> Result<(), StoreError
 
 /// Claims up to `limit` due rows in id order (see the module docs), skipping `in_flight`: rows
 /// already delivered whose "published" mark is being committed on another connection.
+#[tracing::instrument(level = "debug", skip_all, fields(outbox.batch_size = limit))]
 pub async fn claim_batch(
     conn: &mut AsyncPgConnection,
     limit: i64,
@@ -135,6 +136,7 @@ pub async fn claim_batch(
 }
 
 /// Marks rows published (one statement).
+#[tracing::instrument(level = "debug", skip_all, fields(outbox.rows = ids.len()))]
 pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<usize, StoreError> {
     if ids.is_empty() {
         return Ok(0);

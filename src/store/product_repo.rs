@@ -166,7 +166,8 @@ pub async fn list(
 }
 
 /// Runs `command` against product `id` in one transaction (see the module docs).
-pub async fn execute(
+#[tracing::instrument(level = "debug", skip_all, fields(product.id = %id, command.r#type = command.command_type(), command.id = ?opts.command_id))]
+pub async fn run_command(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     command: &ProductCommand,

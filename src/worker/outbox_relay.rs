@@ -225,6 +225,7 @@ impl OutboxRelay {
     /// The "published" mark of a full batch is committed on a second connection while the
     /// next batch is claimed and produced (its rows are excluded from that claim); a partial
     /// batch is marked before returning. [`flush`](Self::flush) waits for a mark in progress.
+    #[tracing::instrument(level = "debug", name = "relay_batch", skip_all)]
     pub async fn process_once(&mut self) -> Result<BatchOutcome, RelayError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(RelayError::Store(StoreError::Pool("relay lock not held".into())));

@@ -38,7 +38,7 @@ use crate::telemetry::metrics::COMMANDS_PROCESSED;
 pub const COMMAND_BATCH: usize = 64;
 
 /// Dependencies of the command consumer.
-pub struct CommandConsumer {
+pub struct ProductConsumer {
     /// Subscribed consumer.
     pub consumer: StreamConsumer,
     /// Postgres pool.
@@ -92,7 +92,7 @@ struct Submitted {
     opts: ExecuteOptions,
 }
 
-impl CommandConsumer {
+impl ProductConsumer {
     /// Receives up to `max` messages (waiting up to `wait` for the first) and handles them:
     /// messages with the same key (product) one after another in offset order, different
     /// products concurrently. Per partition, the offset is stored up to the message before
@@ -204,6 +204,7 @@ impl CommandConsumer {
         }
     }
 
+    #[tracing::instrument(name = "command", skip_all, fields(kafka.partition = msg.partition(), kafka.offset = msg.offset()))]
     async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
         let s = match self.decode(msg) {
             Ok(s) => s,
@@ -217,7 +218,7 @@ impl CommandConsumer {
             .retry
             .run(shutdown.token(), "command", || async {
                 let mut conn = pool::get(&self.pool).await?;
-                product_repo::execute(&mut conn, s.product_id, &s.command, &s.opts).await
+                product_repo::run_command(&mut conn, s.product_id, &s.command, &s.opts).await
             })
             .await;
         let outcome = match executed {

@@ -2,9 +2,9 @@
 //! writes each event's full product state into OpenSearch (bulk, external_gte versioning) and
 //! Redis (compare-by-version script).
 //!
-//! One batch runs through named stages: [`decode`](Projector::decode) (poison to the DLQ) →
-//! [`index`](Projector::index) (OpenSearch bulk) → [`cache`](Projector::cache) (Redis) →
-//! [`commit`](Projector::commit) (store offsets, seek back). Every message ends as one
+//! One batch runs through named stages: [`decode`](ProductEventConsumer::decode) (poison to the DLQ) →
+//! [`index`](ProductEventConsumer::index) (OpenSearch bulk) → [`cache`](ProductEventConsumer::cache) (Redis) →
+//! [`commit`](ProductEventConsumer::commit) (store offsets, seek back). Every message ends as one
 //! [`Disposition`](crate::failure::Disposition):
 //! - undecodable, unknown type or schema, or a document OpenSearch refuses for good (mapping
 //!   or parse errors, any 4xx; a whole bulk request refused is retried item by item to find
@@ -125,7 +125,7 @@ struct Decoded {
 }
 
 /// Dependencies of the projection.
-pub struct Projector {
+pub struct ProductEventConsumer {
     /// Subscribed consumer.
     pub consumer: Arc<StreamConsumer>,
     /// OpenSearch.
@@ -156,7 +156,7 @@ pub struct Projector {
     stored: HashMap<(String, i32), i64>,
 }
 
-impl Projector {
+impl ProductEventConsumer {
     /// A projector over a subscribed consumer.
     pub fn new(
         consumer: Arc<StreamConsumer>,
@@ -273,6 +273,7 @@ impl Projector {
     }
 
     /// Stage 1: decode; poison goes to the DLQ.
+    #[tracing::instrument(level = "debug", name = "decode", skip_all, fields(batch.size = batch.len()))]
     async fn decode(
         &mut self,
         batch: &[OwnedMessage],
@@ -304,6 +305,7 @@ impl Projector {
 
     /// Stage 2: OpenSearch. Retries only retryable items, in order; dead-letters what is
     /// refused for good. Returns the events that are in the index (applied or already there).
+    #[tracing::instrument(level = "debug", name = "index", skip_all, fields(events = events.len()))]
     async fn index(
         &mut self,
         batch: &[OwnedMessage],
@@ -438,6 +440,7 @@ impl Projector {
 
     /// Stage 3: Redis. Folds the batch into the deferred writes (newest state per product) and
     /// writes them; if Redis does not answer they wait, and the index goes on.
+    #[tracing::instrument(level = "debug", name = "cache", skip_all, fields(events = indexed.len()))]
     async fn cache(&mut self, batch: &[OwnedMessage], indexed: Vec<Decoded>, out: &mut ProjectionOutcome) {
         let now = Utc::now();
         for d in indexed {
@@ -530,6 +533,7 @@ impl Projector {
     /// Stage 4: records per partition how far every message is finished, seeks partitions
     /// with an unfinished message back to it (dropping carried messages past it), then stores
     /// offsets (see [`store_progress`](Self::store_progress)).
+    #[tracing::instrument(level = "debug", name = "commit", skip_all)]
     fn commit(&mut self, batch: &[OwnedMessage], finished: &[bool]) {
         let mut unfinished: HashMap<(String, i32), i64> = HashMap::new();
         for (m, f) in batch.iter().zip(finished) {

@@ -3,7 +3,7 @@ use std::time::Duration;
 use aliexpress::bus::dlq::{dlq_headers, DlqWriter};
 use aliexpress::bus::producer::{self, ProducerSettings};
 use aliexpress::failure::RetryPolicy;
-use aliexpress::worker::product_consumer::{CommandConsumer, CommandOutcome};
+use aliexpress::worker::product_consumer::{CommandOutcome, ProductConsumer};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::Consumer;
@@ -14,12 +14,12 @@ use uuid::Uuid;
 
 use crate::helpers::{header, TestApp, TestEnv};
 
-fn command_consumer(env: &TestEnv) -> CommandConsumer {
+fn command_consumer(env: &TestEnv) -> ProductConsumer {
     let group = env.names.command_group();
     let c = aliexpress::bus::consumer::build(&env.infra.kafka_bootstrap_servers, &group).expect("consumer");
     c.subscribe(&[&env.names.commands_topic()]).expect("subscribe");
     let p = producer::build(&env.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
-    CommandConsumer {
+    ProductConsumer {
         consumer: c,
         pool: env.pool.clone(),
         dlq: DlqWriter::new(p, env.names.commands_dlq_topic(), group),
@@ -31,7 +31,7 @@ fn command_consumer(env: &TestEnv) -> CommandConsumer {
 }
 
 /// Handles messages one batch of one at a time until `n` outcomes were collected.
-async fn handle(c: &CommandConsumer, n: usize) -> Vec<CommandOutcome> {
+async fn handle(c: &ProductConsumer, n: usize) -> Vec<CommandOutcome> {
     let shutdown = Shutdown::new();
     let mut out = Vec::new();
     for _ in 0..60 {

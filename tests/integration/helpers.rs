@@ -12,7 +12,7 @@ use aliexpress::http::{self, AppState};
 use aliexpress::search::{index, SearchClient};
 use aliexpress::store::{pool, PgPool};
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
-use aliexpress::worker::product_event_consumer::{ProjectionOutcome, ProjectionSettings, Projector};
+use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionOutcome, ProjectionSettings};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -263,7 +263,7 @@ impl TestEnv {
     }
 
     /// A projector in `group` (default: the namespaced projection group) on this environment.
-    pub async fn projector(&self, group: Option<&str>, search_url: Option<&str>) -> Projector {
+    pub async fn projector(&self, group: Option<&str>, search_url: Option<&str>) -> ProductEventConsumer {
         let search = match search_url {
             Some(u) => SearchClient::new(u, Duration::from_secs(2)).expect("client"),
             None => self.search(),
@@ -277,7 +277,7 @@ impl TestEnv {
             aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group).expect("consumer");
         c.subscribe(&[&self.names.events_topic()]).expect("subscribe");
         let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
-        Projector::new(
+        ProductEventConsumer::new(
             Arc::new(c),
             search,
             alias,
@@ -293,7 +293,7 @@ impl TestEnv {
     }
 
     /// Runs `p` until no message arrived for `idle` (after at least one, or for 15 s if none).
-    pub async fn consume_until_idle(&self, p: &mut Projector) -> ProjectionOutcome {
+    pub async fn consume_until_idle(&self, p: &mut ProductEventConsumer) -> ProjectionOutcome {
         let shutdown = Shutdown::new();
         let mut total = ProjectionOutcome::default();
         let start = Instant::now();

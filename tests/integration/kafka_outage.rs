@@ -140,10 +140,12 @@ async fn with_kafka_down_rows_stay_pending_and_the_following_relay_resumes_when_
         .envs(env.bin_env())
         .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
         .env("RUST_LOG", "warn")
+        .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(broker.dir.join("relay.log")).expect("relay log"))
         .spawn()
         .expect("relay");
+    let relay_log = broker.dir.join("relay.log");
     let insert = |n: i32| {
         format!(
             "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload) \
@@ -163,7 +165,22 @@ async fn with_kafka_down_rows_stay_pending_and_the_following_relay_resumes_when_
 
     broker.kill();
     diesel::sql_query(insert(7)).execute(&mut c).await.expect("rows");
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The relay has tried (and failed) twice with the rows in hand.
+    let failed_batches = || {
+        std::fs::read_to_string(&relay_log)
+            .unwrap_or_default()
+            .matches("outbox batch failed")
+            .count()
+    };
+    let before = failed_batches();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let n = failed_batches();
+            async move { n >= before + 2 }
+        })
+        .await,
+        "the relay kept trying while Kafka was down"
+    );
     assert_eq!(
         env.count("outbox WHERE published_at IS NULL").await,
         7,

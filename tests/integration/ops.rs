@@ -7,7 +7,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::Message;
 use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, TestEnv};
+use crate::helpers::{wait_until, TestApp, TestEnv};
 
 fn bin(env: &TestEnv, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_aliexpress"))
@@ -121,21 +121,43 @@ async fn replay_is_refused_while_the_group_has_active_members() {
     );
     assert!(err.contains("member"), "{err}");
     // --wait-inactive waits for the group to empty, then applies.
-    let waiting = Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_aliexpress"))
         .args(["replay", "--to-earliest", "--execute", "--wait-inactive", "60s"])
         .envs(env.bin_env())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("replay");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once it says it is waiting for the group, the consumer leaves.
+    let stderr = waiting.stderr.take().expect("stderr");
+    let (said, heard) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = said.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = heard
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("replay reports that it waits for the group");
+        if line.contains("waiting") {
+            break;
+        }
+    }
     drop(p); // the consumer leaves the group
     let out = tokio::task::spawn_blocking(move || waiting.wait_with_output())
         .await
         .expect("join")
         .expect("wait");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting"), "it did wait");
+    let err = reader.join().expect("reader");
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("waiting"), "it did wait");
     assert!(committed(env, &env.names.projection_group())
         .await
         .iter()
@@ -150,9 +172,20 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
     for i in 0..5 {
         env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes()).await;
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let cut = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The cut-off lies strictly after the first five records' timestamps and before the next.
+    let first = env.read_topic(&topic, 5, Duration::from_secs(20)).await;
+    let last_ms = first
+        .iter()
+        .filter_map(|m| m.timestamp().to_millis())
+        .max()
+        .expect("timestamps");
+    let cut = chrono::DateTime::from_timestamp_millis(last_ms + 1).expect("time");
+    assert!(
+        wait_until(Duration::from_secs(5), || async move {
+            chrono::Utc::now() > cut + chrono::Duration::milliseconds(1)
+        })
+        .await
+    );
     for i in 5..10 {
         env.produce(&topic, "k", format!("{{\"i\":{i}}}").as_bytes()).await;
     }
@@ -445,7 +478,13 @@ async fn rebuild_swaps_the_alias_with_search_answering_throughout_and_rollback_s
         .spawn()
         .expect("rebuild");
     // A second run while the first holds the lock is refused, naming the run in progress.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            env.count("index_rebuilds WHERE status = 'running'").await == 1
+        })
+        .await,
+        "the first rebuild is running"
+    );
     let second = bin(env, &["replay", "--rebuild"]);
     assert_eq!(
         second.status.code(),
