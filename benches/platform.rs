@@ -29,12 +29,33 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
+/// One line of the report. `ours` and `baseline` are medians of interleaved runs; the
+/// ranges are their min and max. `verified` says what was counted to check the work was done.
+#[derive(serde::Serialize)]
 struct Row {
     what: String,
     ours: f64,
+    ours_range: (f64, f64),
     unit: &'static str,
     baseline_name: String,
     baseline: f64,
+    baseline_range: (f64, f64),
+    goal: &'static str,
+    verified: String,
+}
+
+/// Median, min and max of a few samples.
+fn summary(mut v: Vec<f64>) -> (f64, (f64, f64)) {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return (0.0, (0.0, 0.0));
+    }
+    (v[v.len() / 2], (v[0], v[v.len() - 1]))
+}
+
+/// Interleaved runs per row (ours, baseline, ours, baseline, ...).
+fn runs() -> usize {
+    env_or("BENCH_RUNS", "3").parse().unwrap_or(3).max(1)
 }
 
 fn env_or(k: &str, d: &str) -> String {
@@ -110,7 +131,41 @@ fn bin_env(e: &Env) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Relay over a backlog vs ProducerPerformance.
+#[derive(diesel::QueryableByName)]
+struct Published {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    span_secs: f64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pending: i64,
+}
+
+/// Sum of the log end offsets of `topic`.
+async fn end_offsets(bootstrap: &str, topic: &str) -> i64 {
+    let (b, t) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let c: rdkafka::consumer::BaseConsumer = producer::base_config(&b)
+            .set("group.id", "aliexpress-bench-offsets")
+            .create()
+            .expect("consumer");
+        let md = c.fetch_metadata(Some(&t), Duration::from_secs(10)).expect("metadata");
+        md.topics()
+            .iter()
+            .flat_map(|x| x.partitions().iter().map(|p| p.id()))
+            .map(|p| c.fetch_watermarks(&t, p, Duration::from_secs(10)).map(|(_, hi)| hi).unwrap_or(0))
+            .sum()
+    })
+    .await
+    .expect("join")
+}
+
+/// Relay over a backlog vs ProducerPerformance, on identical bytes: the rows' payloads are
+/// random hex (incompressible for lz4) of about 1 KB, and ProducerPerformance sends payloads
+/// taken from the same rows (`--payload-file`). Shipped defaults (batch size 1000, lz4,
+/// linger 5 ms, acks=all, idempotence) on both sides. Each relay run re-publishes the same
+/// backlog; its rate excludes the first batch (warm-up) and is checked against the rows
+/// marked published and the topic's end offsets.
 async fn bench_relay(rows: &mut Vec<Row>) {
     let e = fresh_env("relay").await;
     let n = (200_000.0 * scale()) as i64;
@@ -120,7 +175,8 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     diesel::sql_query(format!(
         "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
          SELECT gen_random_uuid(), 'product', p.id, v, '{t}', p.id::text, 'ProductStockAdjusted', 1, \
-                jsonb_build_object('aggregate_id', p.id, 'aggregate_version', v, 'pad', repeat('x', 900)), \
+                jsonb_build_object('aggregate_id', p.id, 'aggregate_version', v, \
+                  'pad', (SELECT string_agg(md5(random()::text || g::text || v::text || p.id::text), '') FROM generate_series(1, 28) g)), \
                 jsonb_build_object('event_type', 'ProductStockAdjusted', 'aggregate_version', v::text) \
          FROM generate_series(1, 10) v, (SELECT gen_random_uuid() AS id FROM generate_series(1, {p})) p ORDER BY v, p.id",
         t = e.names.events_topic(),
@@ -129,60 +185,105 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     .execute(&mut c)
     .await
     .expect("seed");
-    diesel::sql_query("VACUUM ANALYZE outbox").execute(&mut c).await.ok();
-    let started = Instant::now();
-    let out = Command::new(bin())
-        .args(["process-outbox", "--batch-size", "5000"])
-        .envs(bin_env(&e))
-        .stderr(Stdio::null())
-        .output()
-        .expect("relay runs");
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!("relay: {}", String::from_utf8_lossy(&out.stdout).trim());
-    let ours = n as f64 / secs;
-
-    let topic = format!("{}perf", e.names.events_topic());
-    admin::ensure_topics(&e.infra.kafka_bootstrap_servers, std::slice::from_ref(&topic), 6)
+    // The same payload bytes for ProducerPerformance (a sample; it picks at random).
+    #[derive(diesel::QueryableByName)]
+    struct Payload {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        payload: String,
+    }
+    let sample: Vec<Payload> = diesel::sql_query("SELECT payload::text AS payload FROM outbox ORDER BY id LIMIT 20000")
+        .load(&mut c)
+        .await
+        .expect("payloads");
+    let avg = sample.iter().map(|p| p.payload.len()).sum::<usize>() / sample.len().max(1);
+    let payload_file = std::env::temp_dir().join(format!("aliexpress-bench-payloads-{}.txt", std::process::id()));
+    std::fs::write(
+        &payload_file,
+        sample.iter().map(|p| p.payload.as_str()).collect::<Vec<_>>().join("\n"),
+    )
+    .expect("payload file");
+    let perf_topic = format!("{}perf", e.names.events_topic());
+    admin::ensure_topics(&e.infra.kafka_bootstrap_servers, std::slice::from_ref(&perf_topic), 6)
         .await
         .expect("topic");
-    let perf = Command::new("java")
-        .args([
-            "-Xmx512m",
-            "-cp",
-            &kafka_libs(),
-            "org.apache.kafka.tools.ProducerPerformance",
-            "--topic",
-            &topic,
-            "--num-records",
-            &n.to_string(),
-            "--record-size",
-            "1000",
-            "--throughput",
-            "-1",
-            "--producer-props",
-            &format!("bootstrap.servers={}", e.infra.kafka_bootstrap_servers),
-            "acks=all",
-            "enable.idempotence=true",
-            "linger.ms=5",
-            "compression.type=lz4",
-            "batch.size=1000000",
-        ])
-        .output()
-        .expect("ProducerPerformance runs");
-    let text = String::from_utf8_lossy(&perf.stdout);
-    let raw = text
-        .lines()
-        .rfind(|l| l.contains("records/sec"))
-        .and_then(|l| l.split(',').nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    let mut verified = String::new();
+    for run in 0..runs() {
+        diesel::sql_query("UPDATE outbox SET published_at = NULL")
+            .execute(&mut c)
+            .await
+            .expect("reset");
+        diesel::sql_query("VACUUM ANALYZE outbox").execute(&mut c).await.ok();
+        let before = end_offsets(&e.infra.kafka_bootstrap_servers, &e.names.events_topic()).await;
+        let out = Command::new(bin())
+            .args(["process-outbox"])
+            .envs(bin_env(&e))
+            .stderr(Stdio::null())
+            .output()
+            .expect("relay runs");
+        eprintln!("relay run {run}: {}", String::from_utf8_lossy(&out.stdout).trim());
+        let p: Published = diesel::sql_query(
+            "SELECT count(*) AS n, \
+                    extract(epoch FROM max(published_at) - min(published_at))::float8 AS span_secs, \
+                    (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS pending \
+             FROM outbox WHERE published_at IS NOT NULL",
+        )
+        .get_result(&mut c)
+        .await
+        .expect("published");
+        let delivered = end_offsets(&e.infra.kafka_bootstrap_servers, &e.names.events_topic()).await - before;
+        assert_eq!((p.n, p.pending), (n, 0), "every row published");
+        assert!(delivered >= n, "the topic received {delivered} of {n}");
+        // Marks of the first batch share one timestamp: the span starts after it.
+        ours.push((n - 1000) as f64 / p.span_secs.max(1e-3));
+        verified = format!("{n} rows marked, {delivered} records on the topic, payload {avg} B");
+
+        let perf = Command::new("java")
+            .args([
+                "-Xmx512m",
+                "-cp",
+                &kafka_libs(),
+                "org.apache.kafka.tools.ProducerPerformance",
+                "--topic",
+                &perf_topic,
+                "--num-records",
+                &n.to_string(),
+                "--payload-file",
+                &payload_file.to_string_lossy(),
+                "--throughput",
+                "-1",
+                "--producer-props",
+                &format!("bootstrap.servers={}", e.infra.kafka_bootstrap_servers),
+                "acks=all",
+                "enable.idempotence=true",
+                "linger.ms=5",
+                "compression.type=lz4",
+            ])
+            .output()
+            .expect("ProducerPerformance runs");
+        let text = String::from_utf8_lossy(&perf.stdout);
+        raw.push(
+            text.lines()
+                .rfind(|l| l.contains("records/sec"))
+                .and_then(|l| l.split(',').nth(1))
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0),
+        );
+    }
+    let _ = std::fs::remove_file(&payload_file);
+    let (o, or) = summary(ours);
+    let (b, br) = summary(raw);
     rows.push(Row {
-        what: format!("outbox relay, {n} x 1 KB backlog"),
-        ours,
+        what: format!("outbox relay, {n} x {avg} B backlog"),
+        ours: o,
+        ours_range: or,
         unit: "events/s",
         baseline_name: "Kafka ProducerPerformance".into(),
-        baseline: raw,
+        baseline: b,
+        baseline_range: br,
+        goal: ">= 0.6",
+        verified,
     });
 }
 
@@ -260,63 +361,89 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
     index::ensure_alias(&search, &alias).await.expect("index");
-    let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
-        .expect("cache");
-    let group = e.names.projection_group();
-    let c = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
-    c.subscribe(&[&topic]).expect("subscribe");
-    let dlq = aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
     let settings = ProjectionSettings {
         batch_size: 1000,
         batch_wait: Duration::from_millis(50),
         log_each_event: false,
         ..Default::default()
     };
-    let mut proj = ProductEventConsumer::new(Arc::new(c), search.clone(), alias.clone(), cache, dlq, group, settings);
-    let shutdown = Shutdown::new();
-    let mut seen = 0;
-    let mut started = None;
-    while seen < n {
-        let o = proj
-            .process_once(Duration::from_secs(10), &shutdown)
-            .await
-            .expect("batch");
-        if o.received == 0 {
-            break;
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    let mut verified = String::new();
+    for run in 0..runs() {
+        // A fresh group (reads from the start) and a fresh index: the same work every run.
+        let target = format!("{alias}_run{run}");
+        index::create_index(&search, &target).await.expect("index");
+        let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
+            .expect("cache");
+        let group = format!("{}-run{run}", e.names.projection_group());
+        let c = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
+        c.subscribe(&[&topic]).expect("subscribe");
+        let dlq = aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
+        let mut proj =
+            ProductEventConsumer::new(Arc::new(c), search.clone(), target.clone(), cache, dlq, group, settings.clone());
+        let shutdown = Shutdown::new();
+        let (mut seen, mut applied, mut timed) = (0usize, 0usize, 0usize);
+        let mut started = None;
+        while seen < n {
+            let o = proj
+                .process_once(Duration::from_secs(10), &shutdown)
+                .await
+                .expect("batch");
+            if o.received == 0 {
+                break;
+            }
+            seen += o.received - o.unfinished;
+            applied += o.applied + o.already_applied;
+            // The clock starts after the first batch (warm-up), which is not counted.
+            if started.is_some() {
+                timed += o.received - o.unfinished;
+            }
+            started.get_or_insert_with(Instant::now);
         }
-        started.get_or_insert_with(Instant::now);
-        seen += o.received;
-    }
-    let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
-    let ours = seen as f64 / secs;
+        assert_eq!(applied, n, "every event applied");
+        ours.push(timed as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0));
+        index::refresh(&search, &target).await.expect("refresh");
+        let (_, v) = search
+            .request(opensearch::http::Method::Get, &format!("/{target}/_count"), None, None)
+            .await
+            .expect("count");
+        verified = format!("{applied} events applied, {} documents in the index", v["count"]);
 
-    // Raw: the same documents, same batch size, straight to _bulk into a fresh index.
-    let raw_index = format!("{alias}_raw");
-    index::create_index(&search, &raw_index).await.expect("raw index");
-    let started = Instant::now();
-    for chunk in envs.chunks(1000) {
-        let items: Vec<bulk::BulkItem> = chunk
-            .iter()
-            .map(|ev| bulk::BulkItem {
-                id: ev.aggregate_id,
-                version: ev.aggregate_version,
-                doc: document::product_document(&ev.state),
-            })
-            .collect();
-        bulk::index_items(&search, &raw_index, &items).await.expect("bulk");
+        // Raw: the same documents, same batch size, straight to _bulk into a fresh index.
+        let raw_index = format!("{alias}_raw{run}");
+        index::create_index(&search, &raw_index).await.expect("raw index");
+        let chunks: Vec<&[EventEnvelope]> = envs.chunks(1000).collect();
+        let mut started = None;
+        for chunk in &chunks {
+            let items: Vec<bulk::BulkItem> = chunk
+                .iter()
+                .map(|ev| bulk::BulkItem {
+                    id: ev.aggregate_id,
+                    version: ev.aggregate_version,
+                    doc: document::product_document(&ev.state),
+                })
+                .collect();
+            bulk::index_items(&search, &raw_index, &items).await.expect("bulk");
+            started.get_or_insert_with(Instant::now);
+        }
+        let first_len = envs.len().min(1000);
+        raw.push((n - first_len) as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0));
     }
-    let raw = n as f64 / started.elapsed().as_secs_f64();
+    let (o, or) = summary(ours);
+    let (b, br) = summary(raw);
     rows.push(Row {
-        what: format!("projection, {seen} events backlog (OpenSearch + Redis)"),
-        ours,
+        what: format!("projection, {n} events backlog (OpenSearch + Redis)"),
+        ours: o,
+        ours_range: or,
         unit: "events/s",
-        baseline_name: "same docs to _bulk".into(),
-        baseline: raw,
+        baseline_name: "same docs to _bulk (no Redis)".into(),
+        baseline: b,
+        baseline_range: br,
+        goal: ">= 0.8",
+        verified,
     });
 }
 
-/// One row per transaction: the raw limit of the database.
-const PG_ONE_INSERT: &str = "INSERT INTO bench_rows (id, body) VALUES (gen_random_uuid(), repeat('x', 600));\n";
 /// The statements a create commits (lock probe, state row, outbox row), without our code.
 const PG_SAME_TX: &str = "BEGIN;
 SELECT id FROM products WHERE id = (SELECT gen_random_uuid()) FOR UPDATE;
@@ -411,39 +538,28 @@ async fn api_creates(e: &Env, notify: bool, clients: usize, secs: u64) -> f64 {
 
 async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
     let e = fresh_env("api").await;
-    let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(60))
-        .await
-        .expect("conn");
-    diesel::sql_query("CREATE TABLE bench_rows (id uuid PRIMARY KEY, body text)")
-        .execute(&mut c)
-        .await
-        .expect("table");
     let clients = 8;
-    let with_notify = api_creates(&e, true, clients, 10).await;
-    let without = api_creates(&e, false, clients, 10).await;
-    let raw = pgbench(&e.infra.database_url, clients as u32, 10, PG_ONE_INSERT);
-    let same = pgbench(&e.infra.database_url, clients as u32, 10, PG_SAME_TX);
-    rows.push(Row {
-        what: format!("API creates ({clients} clients, NOTIFY on)"),
-        ours: with_notify,
-        unit: "creates/s",
-        baseline_name: "pgbench same tx, no HTTP".into(),
-        baseline: same,
-    });
-    rows.push(Row {
-        what: format!("API creates ({clients} clients, NOTIFY on)"),
-        ours: with_notify,
-        unit: "creates/s",
-        baseline_name: "pgbench 1 insert/tx".into(),
-        baseline: raw,
-    });
-    rows.push(Row {
-        what: format!("API creates ({clients} clients, NOTIFY off)"),
-        ours: without,
-        unit: "creates/s",
-        baseline_name: "pgbench 1 insert/tx".into(),
-        baseline: raw,
-    });
+    let (mut on, mut off, mut same) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs() {
+        on.push(api_creates(&e, true, clients, 10).await);
+        same.push(pgbench(&e.infra.database_url, clients as u32, 10, PG_SAME_TX));
+        off.push(api_creates(&e, false, clients, 10).await);
+    }
+    let (same, same_r) = summary(same);
+    for (label, v) in [("on", on), ("off", off)] {
+        let (o, or) = summary(v);
+        rows.push(Row {
+            what: format!("API creates ({clients} clients, NOTIFY {label})"),
+            ours: o,
+            ours_range: or,
+            unit: "creates/s",
+            baseline_name: "pgbench same statements, no NOTIFY, no Redis".into(),
+            baseline: same,
+            baseline_range: same_r,
+            goal: ">= 0.6",
+            verified: "only 201 responses counted".into(),
+        });
+    }
 
     // Command consumer: a backlog of commands, processed sequentially.
     let n = (20_000.0 * scale()) as usize;
@@ -494,21 +610,18 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
         done += batch.len();
     }
     let ours = done as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
-    let raw1 = pgbench(&e.infra.database_url, 1, 10, PG_ONE_INSERT);
-    let same1 = pgbench(&e.infra.database_url, 1, 10, PG_SAME_TX);
+    // The consumer runs up to 64 products at once on a pool of 4 connections: 4 clients.
+    let same4 = pgbench(&e.infra.database_url, 4, 10, PG_SAME_TX);
     rows.push(Row {
-        what: format!("command consumer, {done} CreateProduct"),
+        what: format!("command consumer, {done} CreateProduct (pool of 4)"),
         ours,
+        ours_range: (ours, ours),
         unit: "commands/s",
-        baseline_name: "pgbench same tx, 1 client".into(),
-        baseline: same1,
-    });
-    rows.push(Row {
-        what: format!("command consumer, {done} CreateProduct"),
-        ours,
-        unit: "commands/s",
-        baseline_name: "pgbench 1 client".into(),
-        baseline: raw1,
+        baseline_name: "pgbench same statements, 4 clients".into(),
+        baseline: same4,
+        baseline_range: (same4, same4),
+        goal: "-",
+        verified: format!("{done} outcomes"),
     });
 }
 
@@ -650,6 +763,44 @@ async fn cleanup_previous_runs() {
     }
 }
 
+/// Cores, memory and the durability settings of the Postgres the figures were taken on.
+async fn machine() -> serde_json::Value {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        setting: String,
+    }
+    let base = env_or("DATABASE_URL", "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress");
+    let mut pg = serde_json::Map::new();
+    if let Ok(mut c) = pool::connect(&base, Duration::from_secs(10)).await {
+        let rows: Vec<Setting> = diesel::sql_query(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')",
+        )
+        .load(&mut c)
+        .await
+        .unwrap_or_default();
+        for r in rows {
+            pg.insert(r.name, json!(r.setting));
+        }
+    }
+    let durable = ["fsync", "synchronous_commit", "full_page_writes"]
+        .iter()
+        .all(|k| pg.get(*k).and_then(|v| v.as_str()) == Some("on"));
+    json!({"cores": cores, "memory_gib": mem_kb as f64 / 1024.0 / 1024.0, "postgres": pg, "durable_postgres": durable,
+           "scale": scale(), "runs": runs()})
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -666,30 +817,55 @@ fn main() {
         bench_api_and_consumer(&mut rows).await;
         eprintln!("bench: freshness ...");
         let (p50, p99, n) = bench_freshness().await;
+        rows.push(Row {
+            what: format!("freshness, API write -> searchable ({n} writes @20/s), p50"),
+            ours: p50,
+            ours_range: (p50, p50),
+            unit: "ms",
+            baseline_name: "p99".into(),
+            baseline: p99,
+            baseline_range: (p99, p99),
+            goal: "p50 <= 300, p99 <= 1000",
+            verified: format!("{n} writes found by search"),
+        });
+        let m = machine().await;
         println!();
         println!(
-            "| {:<52} | {:>12} | {:<10} | {:<26} | {:>12} | {:>6} |",
-            "measurement", "ours", "unit", "baseline", "baseline", "ratio"
+            "machine: {} cores, {:.1} GiB; postgres durable: {} ({}); median of {} interleaved runs, [min-max]",
+            m["cores"], m["memory_gib"].as_f64().unwrap_or(0.0), m["durable_postgres"], m["postgres"], m["runs"]
         );
         println!(
-            "|{:-<54}|{:-<14}|{:-<12}|{:-<28}|{:-<14}|{:-<8}|",
-            "", "", "", "", "", ""
+            "| {:<50} | {:>22} | {:<9} | {:<44} | {:>22} | {:>6} | {:<8} |",
+            "measurement", "ours", "unit", "baseline", "baseline", "ratio", "goal"
         );
+        println!("|{:-<52}|{:-<24}|{:-<11}|{:-<46}|{:-<24}|{:-<8}|{:-<10}|", "", "", "", "", "", "", "");
         for r in &rows {
-            let ratio = if r.baseline > 0.0 { r.ours / r.baseline } else { 0.0 };
+            let ratio = if r.baseline > 0.0 && r.unit != "ms" {
+                format!("{:.2}", r.ours / r.baseline)
+            } else {
+                "-".into()
+            };
             println!(
-                "| {:<52} | {:>12.0} | {:<10} | {:<26} | {:>12.0} | {:>6.2} |",
-                r.what, r.ours, r.unit, r.baseline_name, r.baseline, ratio
+                "| {:<50} | {:>22} | {:<9} | {:<44} | {:>22} | {:>6} | {:<8} |",
+                r.what,
+                format!("{:.0} [{:.0}-{:.0}]", r.ours, r.ours_range.0, r.ours_range.1),
+                r.unit,
+                r.baseline_name,
+                format!("{:.0} [{:.0}-{:.0}]", r.baseline, r.baseline_range.0, r.baseline_range.1),
+                ratio,
+                r.goal
             );
         }
-        println!(
-            "| {:<52} | {:>12} | {:<10} | {:<26} | {:>12} | {:>6} |",
-            format!("freshness API write -> searchable ({n} writes @20/s)"),
-            format!("p50 {p50:.0}"),
-            "ms",
-            "p99",
-            format!("{p99:.0}"),
-            "-"
-        );
+        for r in &rows {
+            println!("  checked: {}: {}", r.what, r.verified);
+        }
+        let dir = std::path::PathBuf::from(env_or("CARGO_TARGET_DIR", "target")).join("bench");
+        let _ = std::fs::create_dir_all(&dir);
+        let report = json!({"machine": m, "rows": rows});
+        let path = dir.join("report.json");
+        match std::fs::write(&path, serde_json::to_vec_pretty(&report).unwrap_or_default()) {
+            Ok(()) => println!("report: {}", path.display()),
+            Err(e) => eprintln!("could not write {}: {e}", path.display()),
+        }
     });
 }
