@@ -92,7 +92,7 @@ pub const ALL: &[Scenario] = &[
 /// Convergence target after the last fault ends.
 pub const CONVERGE_TARGET: Duration = Duration::from_secs(10);
 /// Workload time after the last fault ends, before it stops.
-const TAIL: Duration = Duration::from_secs(5);
+const TAIL: Duration = Duration::from_secs(3);
 
 /// One table row.
 #[derive(Debug, Default)]
@@ -192,7 +192,7 @@ pub async fn run_all(opts: &Opts) -> bool {
         } else {
             run_one(&stack, s, opts, opts.seed.wrapping_add(i as u64), &dir).await
         };
-        println!("{}", render(std::slice::from_ref(&row), false));
+        println!("{}", render(std::slice::from_ref(&row), true));
         rows.push(row);
     }
     let table = render(&rows, true);
@@ -237,7 +237,10 @@ async fn run_one(stack: &Stack, s: &Scenario, opts: &Opts, seed: u64, dir: &std:
     };
     ctx.log("workload started");
     tokio::time::sleep(Duration::from_secs(3)).await; // warm-up: a timed phase, not a wait for a condition
-    if let Err(e) = inject(&ctx, s.fault).await {
+    let injected = tokio::time::timeout(Duration::from_secs(240), inject(&ctx, s.fault))
+        .await
+        .unwrap_or_else(|_| Err("fault script did not finish within 240 s".into()));
+    if let Err(e) = injected {
         ctx.log(format!("fault script failed: {e}"));
         row.error = Some(e);
     }

@@ -4,7 +4,7 @@
 //! process name. Service faults are refused on the default, shared stack.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The stack's default state folder (shared with other work: no service faults there).
@@ -130,13 +130,26 @@ impl Stack {
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .map_err(|e| format!("pid {pid} from {}: {e}", file.display()))?;
         let ok = match s {
-            Service::Postgres => cmdline.contains("postgres") && cmdline.contains(&*self.state_dir.to_string_lossy()),
+            Service::Postgres => {
+                // postmaster.pid's 4th line is the port: it must be the one DATABASE_URL uses.
+                let port = raw.lines().nth(3).unwrap_or_default().trim();
+                let url_port = url::Url::parse(&self.database_url).ok().and_then(|u| u.port()).unwrap_or(5432);
+                cmdline.contains("postgres")
+                    && cmdline.contains(&*self.state_dir.to_string_lossy())
+                    && port == url_port.to_string()
+            }
             Service::Redis => cmdline.contains("redis-server") && cmdline.contains(&format!(":{}", self.redis_port)),
             Service::Kafka => {
-                cmdline.contains("kafka.Kafka") && cmdline.contains(&*self.state_dir.to_string_lossy())
+                let props = std::fs::read_to_string(self.state_dir.join("kafka/server.properties")).unwrap_or_default();
+                cmdline.contains("kafka.Kafka")
+                    && cmdline.contains(&*self.state_dir.to_string_lossy())
+                    && props.contains(&format!("PLAINTEXT://127.0.0.1:{}", self.kafka_port))
             }
             Service::OpenSearch => {
-                cmdline.contains("OpenSearchRunner") && cmdline.contains(&*self.state_dir.to_string_lossy())
+                let base = self.opensearch_port.parse::<u32>().unwrap_or(0).saturating_sub(1);
+                cmdline.contains("OpenSearchRunner")
+                    && cmdline.contains(&*self.state_dir.to_string_lossy())
+                    && cmdline.contains(&format!("-baseHttpPort {base}"))
             }
         };
         if ok {
@@ -222,22 +235,29 @@ impl Stack {
             .map(|d| d.path().join("bin/pg_ctl"))
             .find(|p| p.exists())
             .ok_or("pg_ctl not found under /usr/lib/postgresql")?;
-        let out = tokio::task::spawn_blocking(move || {
+        let log = self.state_dir.join("postgres/postgres.log");
+        // -l and null stdio: the new postmaster must not hold a pipe of ours open.
+        let st = tokio::task::spawn_blocking(move || {
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(pg_ctl)
                 .arg("-D")
                 .arg(data)
+                .arg("-l")
+                .arg(log)
                 .args(["-m", "immediate", "-w", "-t", "60", "restart"])
-                .output()
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        if out.status.success() {
+        if st.success() {
             Ok(())
         } else {
-            Err(format!("pg_ctl restart failed: {}", String::from_utf8_lossy(&out.stderr)))
+            Err(format!("pg_ctl restart failed ({st}); see {}/postgres/postgres.log", self.state_dir.display()))
         }
     }
 
