@@ -51,7 +51,13 @@ pub struct Findings {
 impl Findings {
     /// Sum of the store columns.
     pub fn anomalies(&self) -> i64 {
-        (self.lost + self.search_diff + self.cache_diff + self.newer + self.cmds_stuck + self.dup_effects + self.outbox_stuck) as i64
+        (self.lost
+            + self.search_diff
+            + self.cache_diff
+            + self.newer
+            + self.cmds_stuck
+            + self.dup_effects
+            + self.outbox_stuck) as i64
             + self.lag
             + self.dlq_unexplained
     }
@@ -65,6 +71,10 @@ impl Findings {
 }
 
 /// The fields compared across stores (timestamps are not: each store formats them its own way).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per compared field, in the table's order"
+)]
 fn canonical(
     sku: &str,
     title: &str,
@@ -97,7 +107,10 @@ fn from_cache(d: &Value) -> Value {
         s(d, "category"),
         s(d, "brand"),
         d["attributes"].clone(),
-        (d["price"]["amount_minor"].as_i64(), d["price"]["currency"].as_str().map(str::to_owned)),
+        (
+            d["price"]["amount_minor"].as_i64(),
+            d["price"]["currency"].as_str().map(str::to_owned),
+        ),
         d["stock"].as_i64().unwrap_or(-1),
         s(d, "status"),
         d["version"].as_i64().unwrap_or(-1),
@@ -276,7 +289,13 @@ pub async fn check(
         for v in versions {
             if current < *v || !events.contains_key(&(*id, *v)) {
                 f.lost += 1;
-                f.note("lost", format!("product {id} version {v} acknowledged; postgres at {current}, outbox row {}", events.contains_key(&(*id, *v))));
+                f.note(
+                    "lost",
+                    format!(
+                        "product {id} version {v} acknowledged; postgres at {current}, outbox row {}",
+                        events.contains_key(&(*id, *v))
+                    ),
+                );
             }
         }
     }
@@ -284,7 +303,10 @@ pub async fn check(
     // Commands.
     let ids: Vec<String> = commands.iter().map(Uuid::to_string).collect();
     let rows = db
-        .query("SELECT command_id::text, status FROM commands WHERE command_id::text = ANY($1)", &[&ids])
+        .query(
+            "SELECT command_id::text, status FROM commands WHERE command_id::text = ANY($1)",
+            &[&ids],
+        )
         .await
         .map_err(|e| format!("read commands: {e}"))?;
     let status: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -360,10 +382,11 @@ pub async fn check(
         for id in chunk {
             pipe.cmd("HMGET").arg(sut.names.product_cache_key(id)).arg("v").arg("d");
         }
-        let part: Vec<(Option<i64>, Option<String>)> = tokio::time::timeout(Duration::from_secs(10), pipe.query_async(&mut conn))
-            .await
-            .map_err(|_| "redis: read timed out".to_string())?
-            .map_err(|e| format!("redis: {e}"))?;
+        let part: Vec<(Option<i64>, Option<String>)> =
+            tokio::time::timeout(Duration::from_secs(10), pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| "redis: read timed out".to_string())?
+                .map_err(|e| format!("redis: {e}"))?;
         cached.extend(part);
     }
     let mut misses = 0;
@@ -374,7 +397,9 @@ pub async fn check(
             misses += 1;
             continue;
         };
-        let c = serde_json::from_str::<Value>(&d).map(|d| from_cache(&d)).unwrap_or(Value::Null);
+        let c = serde_json::from_str::<Value>(&d)
+            .map(|d| from_cache(&d))
+            .unwrap_or(Value::Null);
         if c != *p || v != Some(pv) {
             f.cache_diff += 1;
             if v.unwrap_or(0) > pv {
@@ -384,7 +409,10 @@ pub async fn check(
         }
     }
     if misses > 0 {
-        f.notes.push(format!("cache: {misses} of {} products not cached (misses are allowed)", ids.len()));
+        f.notes.push(format!(
+            "cache: {misses} of {} products not cached (misses are allowed)",
+            ids.len()
+        ));
     }
 
     // Kafka: lag of both groups, DLQ depth.

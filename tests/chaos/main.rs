@@ -48,7 +48,14 @@ pub struct Opts {
 }
 
 /// libtest flags `cargo test` may pass to every test binary (ignored here).
-const LIBTEST_FLAGS: &[&str] = &["--nocapture", "--quiet", "-q", "--show-output", "--include-ignored", "--ignored"];
+const LIBTEST_FLAGS: &[&str] = &[
+    "--nocapture",
+    "--quiet",
+    "-q",
+    "--show-output",
+    "--include-ignored",
+    "--ignored",
+];
 const LIBTEST_VALUE_FLAGS: &[&str] = &["--test-threads", "--color", "--format", "-Z", "--skip"];
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
@@ -67,7 +74,12 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
             None => (a.clone(), None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| it.next()).ok_or(format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or(format!("{name} needs a value"))
+        };
         match flag.as_str() {
             "--long" => o.long = true,
             "--list" => o.list = true,
@@ -106,7 +118,11 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chaos: tokio runtime: {e}");

@@ -72,21 +72,96 @@ impl Scenario {
 
 /// Every scenario, in run order.
 pub const ALL: &[Scenario] = &[
-    Scenario { name: "kill-relay", about: "kill -9 the outbox relay 3 times, restart it", short: true, fault: Fault::Kill(Role::Relay) },
-    Scenario { name: "kill-command-consumer", about: "kill -9 the command consumer 3 times, restart it", short: true, fault: Fault::Kill(Role::CommandConsumer) },
-    Scenario { name: "kill-projection", about: "kill -9 the projection 3 times, restart it", short: true, fault: Fault::Kill(Role::Projection) },
-    Scenario { name: "kill-api", about: "kill -9 the API 3 times, restart it", short: false, fault: Fault::Kill(Role::Api) },
-    Scenario { name: "poison", about: "undecodable and unknown messages on both topics, a NUL title command, an unknown command type", short: true, fault: Fault::Poison },
-    Scenario { name: "duplicate-reorder", about: "copies of real events twice, newest first, on the events topic", short: false, fault: Fault::DuplicateReorder },
-    Scenario { name: "late-outbox", about: "an outbox row committed after later rows were published", short: false, fault: Fault::LateOutbox },
-    Scenario { name: "rebalance", about: "a second projection joins and leaves (SIGTERM), joins and dies (kill -9)", short: false, fault: Fault::Rebalance },
-    Scenario { name: "replay", about: "projection stopped, replay --to-earliest --execute, restarted, under load", short: false, fault: Fault::Replay },
-    Scenario { name: "pg-terminate", about: "pg_terminate_backend of the app's sessions every 250 ms for 10 s", short: false, fault: Fault::PgTerminate },
-    Scenario { name: "stop-opensearch", about: "SIGSTOP OpenSearch 30 s, then SIGCONT", short: false, fault: Fault::Stop(Service::OpenSearch, 30) },
-    Scenario { name: "stop-redis", about: "SIGSTOP Redis 20 s, then SIGCONT", short: false, fault: Fault::Stop(Service::Redis, 20) },
-    Scenario { name: "redis-restart", about: "kill -9 Redis, start it again empty", short: false, fault: Fault::RedisRestart },
-    Scenario { name: "kafka-kill", about: "kill -9 the broker, 15 s down, start it again", short: false, fault: Fault::KafkaKill },
-    Scenario { name: "pg-restart", about: "Postgres restarted like a crash (pg_ctl -m immediate)", short: false, fault: Fault::PgRestart },
+    Scenario {
+        name: "kill-relay",
+        about: "kill -9 the outbox relay 3 times, restart it",
+        short: true,
+        fault: Fault::Kill(Role::Relay),
+    },
+    Scenario {
+        name: "kill-command-consumer",
+        about: "kill -9 the command consumer 3 times, restart it",
+        short: true,
+        fault: Fault::Kill(Role::CommandConsumer),
+    },
+    Scenario {
+        name: "kill-projection",
+        about: "kill -9 the projection 3 times, restart it",
+        short: true,
+        fault: Fault::Kill(Role::Projection),
+    },
+    Scenario {
+        name: "kill-api",
+        about: "kill -9 the API 3 times, restart it",
+        short: false,
+        fault: Fault::Kill(Role::Api),
+    },
+    Scenario {
+        name: "poison",
+        about: "undecodable and unknown messages on both topics, a NUL title command, an unknown command type",
+        short: true,
+        fault: Fault::Poison,
+    },
+    Scenario {
+        name: "duplicate-reorder",
+        about: "copies of real events twice, newest first, on the events topic",
+        short: false,
+        fault: Fault::DuplicateReorder,
+    },
+    Scenario {
+        name: "late-outbox",
+        about: "an outbox row committed after later rows were published",
+        short: false,
+        fault: Fault::LateOutbox,
+    },
+    Scenario {
+        name: "rebalance",
+        about: "a second projection joins and leaves (SIGTERM), joins and dies (kill -9)",
+        short: false,
+        fault: Fault::Rebalance,
+    },
+    Scenario {
+        name: "replay",
+        about: "projection stopped, replay --to-earliest --execute, restarted, under load",
+        short: false,
+        fault: Fault::Replay,
+    },
+    Scenario {
+        name: "pg-terminate",
+        about: "pg_terminate_backend of the app's sessions every 250 ms for 10 s",
+        short: false,
+        fault: Fault::PgTerminate,
+    },
+    Scenario {
+        name: "stop-opensearch",
+        about: "SIGSTOP OpenSearch 30 s, then SIGCONT",
+        short: false,
+        fault: Fault::Stop(Service::OpenSearch, 30),
+    },
+    Scenario {
+        name: "stop-redis",
+        about: "SIGSTOP Redis 20 s, then SIGCONT",
+        short: false,
+        fault: Fault::Stop(Service::Redis, 20),
+    },
+    Scenario {
+        name: "redis-restart",
+        about: "kill -9 Redis, start it again empty",
+        short: false,
+        fault: Fault::RedisRestart,
+    },
+    Scenario {
+        name: "kafka-kill",
+        about: "kill -9 the broker, 15 s down, start it again",
+        short: false,
+        fault: Fault::KafkaKill,
+    },
+    Scenario {
+        name: "pg-restart",
+        about: "Postgres restarted like a crash (pg_ctl -m immediate)",
+        short: false,
+        fault: Fault::PgRestart,
+    },
 ];
 
 /// Convergence target after the last fault ends.
@@ -176,7 +251,13 @@ pub async fn run_all(opts: &Opts) -> bool {
         }
         v
     };
-    println!("chaos: {} scenario(s), seed {}, {} req/s; {}", selected.len(), opts.seed, opts.rate, stack.describe());
+    println!(
+        "chaos: {} scenario(s), seed {}, {} req/s; {}",
+        selected.len(),
+        opts.seed,
+        opts.rate,
+        stack.describe()
+    );
     let dir = run_dir();
     let _ = std::fs::create_dir_all(&dir);
     sut::cleanup_previous_runs(&stack).await;
@@ -198,7 +279,15 @@ pub async fn run_all(opts: &Opts) -> bool {
     let table = render(&rows, true);
     println!("\n{table}");
     let path = dir.join("report.md");
-    let _ = std::fs::write(&path, format!("seed {}, {} req/s, {}\n\n{table}", opts.seed, opts.rate, stack.describe()));
+    let _ = std::fs::write(
+        &path,
+        format!(
+            "seed {}, {} req/s, {}\n\n{table}",
+            opts.seed,
+            opts.rate,
+            stack.describe()
+        ),
+    );
     println!("table written to {} (role logs beside it)", path.display());
     rows.iter().all(Row::passed)
 }
@@ -261,7 +350,12 @@ async fn run_one(stack: &Stack, s: &Scenario, opts: &Opts, seed: u64, dir: &std:
     commands.extend(lock(&ctx.extra_commands).iter().copied());
     let expect = *lock(&ctx.expect);
     let fault_end = lock(&ctx.last_fault_end).unwrap_or_else(Instant::now);
-    let deadline = Instant::now() + if opts.long { Duration::from_secs(90) } else { Duration::from_secs(45) };
+    let deadline = Instant::now()
+        + if opts.long {
+            Duration::from_secs(90)
+        } else {
+            Duration::from_secs(45)
+        };
     let last = loop {
         let r = checker::check(&sut, &acked, &commands, expect).await;
         if matches!(r, Ok(ref f) if f.anomalies() == 0) {
@@ -383,18 +477,26 @@ async fn inject(ctx: &Ctx<'_>, fault: Fault) -> Result<(), String> {
             for round in 1..=2 {
                 tokio::time::sleep(ctx.secs(2.0, 4.0)).await;
                 let n = duplicate_reorder(ctx, 300).await?;
-                ctx.log(format!("produced {n} copies of real events, newest first (round {round})"));
+                ctx.log(format!(
+                    "produced {n} copies of real events, newest first (round {round})"
+                ));
             }
             ctx.fault_ended();
         }
         Fault::Replay => {
             tokio::time::sleep(ctx.secs(2.0, 4.0)).await;
             let clean = sut.stop(Role::Projection, None, Duration::from_secs(30)).await;
-            ctx.log(format!("projection stopped ({})", if clean { "SIGTERM" } else { "had to be killed" }));
+            ctx.log(format!(
+                "projection stopped ({})",
+                if clean { "SIGTERM" } else { "had to be killed" }
+            ));
             let (ok, out) = sut
                 .command(&["replay", "--to-earliest", "--execute", "--wait-inactive", "30s"])
                 .await?;
-            ctx.log(format!("replay --to-earliest --execute: {}", out.lines().last().unwrap_or_default()));
+            ctx.log(format!(
+                "replay --to-earliest --execute: {}",
+                out.lines().last().unwrap_or_default()
+            ));
             sut.spawn(Role::Projection)?;
             ctx.log("projection started again");
             ctx.fault_ended();
@@ -409,7 +511,10 @@ async fn inject(ctx: &Ctx<'_>, fault: Fault) -> Result<(), String> {
             ctx.log(format!("second projection joined (pid {a})"));
             tokio::time::sleep(ctx.secs(6.0, 9.0)).await;
             let clean = sut.stop(Role::Projection, Some(a), Duration::from_secs(30)).await;
-            ctx.log(format!("second projection left ({})", if clean { "SIGTERM" } else { "had to be killed" }));
+            ctx.log(format!(
+                "second projection left ({})",
+                if clean { "SIGTERM" } else { "had to be killed" }
+            ));
             tokio::time::sleep(ctx.secs(2.0, 4.0)).await;
             let b = sut.spawn_extra(Role::Projection)?;
             ctx.log(format!("third projection joined (pid {b})"));
@@ -427,7 +532,10 @@ fn headers_from(v: &Value) -> OwnedHeaders {
     if let Some(o) = v.as_object() {
         for (k, val) in o {
             let s = val.as_str().map_or_else(|| val.to_string(), str::to_owned);
-            h = h.insert(Header { key: k, value: Some(s.as_bytes()) });
+            h = h.insert(Header {
+                key: k,
+                value: Some(s.as_bytes()),
+            });
         }
     }
     h
@@ -445,7 +553,8 @@ async fn duplicate_reorder(ctx: &Ctx<'_>, n: i64) -> Result<usize, String> {
         .await
         .map_err(|e| e.to_string())?;
     // Newest first: the reverse of the order they were published in.
-    let rows: Vec<(String, String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let rows: Vec<(String, String, String, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
     let mut sent = 0;
     for _ in 0..2 {
         for (topic, key, payload, headers) in &rows {
@@ -472,7 +581,10 @@ async fn post_command(ctx: &Ctx<'_>, body: &Value) -> Result<u16, String> {
 async fn poison(ctx: &Ctx<'_>) -> Result<(), String> {
     let sut = ctx.sut;
     let names = &sut.names;
-    let target = workload::products(ctx.wl).first().copied().ok_or("no product to poison")?;
+    let target = workload::products(ctx.wl)
+        .first()
+        .copied()
+        .ok_or("no product to poison")?;
     // Through the API: a title Postgres cannot store, and an unknown command type.
     let nul_id = Uuid::new_v4();
     let st = post_command(
@@ -483,13 +595,21 @@ async fn poison(ctx: &Ctx<'_>) -> Result<(), String> {
     if (200..300).contains(&st) {
         lock(&ctx.extra_commands).insert(nul_id);
     }
-    ctx.log(format!("POST /api/commands with a NUL title: {st} (accepted means it must end rejected)"));
+    ctx.log(format!(
+        "POST /api/commands with a NUL title: {st} (accepted means it must end rejected)"
+    ));
     let unknown_id = Uuid::new_v4();
-    let st = post_command(ctx, &json!({"command_id": unknown_id, "product_id": target, "command_type": "Explode", "payload": {}})).await?;
+    let st = post_command(
+        ctx,
+        &json!({"command_id": unknown_id, "product_id": target, "command_type": "Explode", "payload": {}}),
+    )
+    .await?;
     if (200..300).contains(&st) {
         lock(&ctx.extra_commands).insert(unknown_id);
     }
-    ctx.log(format!("POST /api/commands with command_type Explode: {st} (expected 422)"));
+    ctx.log(format!(
+        "POST /api/commands with command_type Explode: {st} (expected 422)"
+    ));
     // Straight onto the topics.
     let key = target.to_string();
     let cmd_topic = names.commands_topic();
@@ -498,7 +618,9 @@ async fn poison(ctx: &Ctx<'_>) -> Result<(), String> {
     sut.produce(
         &cmd_topic,
         &key,
-        json!({"command_id": Uuid::new_v4(), "product_id": target, "command_type": "Explode"}).to_string().as_bytes(),
+        json!({"command_id": Uuid::new_v4(), "product_id": target, "command_type": "Explode"})
+            .to_string()
+            .as_bytes(),
         None,
     )
     .await?;
@@ -550,15 +672,20 @@ async fn late_outbox(ctx: &Ctx<'_>) -> Result<(), String> {
     let created: Value = http
         .post(format!("{}/api/products", sut.base))
         .bearer_auth(sut::TOKEN)
-        .json(&json!({"sku": format!("late-{}", Uuid::new_v4().simple()), "title": "Late one", "stock": 1,
-                      "price": {"amount_minor": 500, "currency": "USD"}}))
+        .json(
+            &json!({"sku": format!("late-{}", Uuid::new_v4().simple()), "title": "Late one", "stock": 1,
+                      "price": {"amount_minor": 500, "currency": "USD"}}),
+        )
         .send()
         .await
         .map_err(|e| e.to_string())?
         .json()
         .await
         .map_err(|e| e.to_string())?;
-    let id = created["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or(format!("create: {created}"))?;
+    let id = created["id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or(format!("create: {created}"))?;
     lock(&ctx.wl.ledger).ack(id, created["version"].as_i64().unwrap_or(1));
     let adjusted: Value = http
         .post(format!("{}/api/products/{id}/stock", sut.base))
@@ -584,7 +711,8 @@ async fn late_outbox(ctx: &Ctx<'_>) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("late outbox: read: {e}"))?;
-    let (version, stock, src_id, payload, headers): (i64, i64, i64, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    let (version, stock, src_id, payload, headers): (i64, i64, i64, String, String) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
     let new_version = version + 1;
     let new_stock = stock + 1;
     let event_id = Uuid::new_v4();
@@ -612,18 +740,29 @@ async fn late_outbox(ctx: &Ctx<'_>) -> Result<(), String> {
             "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, \
              schema_version, payload, headers) SELECT $1::text::uuid, aggregate_type, aggregate_id, $2, topic, key, \
              event_type, schema_version, $3::text::jsonb, $4::text::jsonb FROM outbox WHERE id = $5 RETURNING id",
-            &[&event_id.to_string(), &new_version, &p.to_string(), &h.to_string(), &src_id],
+            &[
+                &event_id.to_string(),
+                &new_version,
+                &p.to_string(),
+                &h.to_string(),
+                &src_id,
+            ],
         )
         .await
         .map_err(|e| format!("late outbox: insert: {e}"))?;
     let late_id: i64 = row.get(0);
-    ctx.log(format!("outbox row {late_id} inserted (product {id} v{new_version}), transaction held open"));
+    ctx.log(format!(
+        "outbox row {late_id} inserted (product {id} v{new_version}), transaction held open"
+    ));
     // Hold it until at least 20 later rows were published.
     let watch = pg(&sut.db_url).await?;
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         let n: i64 = watch
-            .query_one("SELECT count(*) FROM outbox WHERE id > $1 AND published_at IS NOT NULL", &[&late_id])
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE id > $1 AND published_at IS NOT NULL",
+                &[&late_id],
+            )
             .await
             .map_err(|e| e.to_string())?
             .get(0);
@@ -637,7 +776,9 @@ async fn late_outbox(ctx: &Ctx<'_>) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    db.batch_execute("COMMIT").await.map_err(|e| format!("late outbox: commit: {e}"))?;
+    db.batch_execute("COMMIT")
+        .await
+        .map_err(|e| format!("late outbox: commit: {e}"))?;
     lock(&ctx.wl.ledger).ack(id, new_version);
     ctx.log(format!("committed outbox row {late_id} late"));
     ctx.fault_ended();
@@ -771,12 +912,28 @@ async fn self_test_inner(stack: &Stack, opts: &Opts, dir: &std::path::Path) -> R
     let version = |id: &Uuid| acked[id].iter().copied().max().unwrap_or(1);
     // cache≠pg: one Redis entry's title changed.
     let client = redis::Client::open(stack.redis_url.as_str()).map_err(|e| e.to_string())?;
-    let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
     let key = sut.names.product_cache_key(&ids[0]);
-    let d: Option<String> = redis::cmd("HGET").arg(&key).arg("d").query_async(&mut conn).await.map_err(|e| e.to_string())?;
-    let mut d: Value = d.and_then(|d| serde_json::from_str(&d).ok()).ok_or("no cache entry to corrupt")?;
+    let d: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("d")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut d: Value = d
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .ok_or("no cache entry to corrupt")?;
     d["title"] = json!("corrupted by the self-test");
-    let _: () = redis::cmd("HSET").arg(&key).arg("d").arg(d.to_string()).query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg(d.to_string())
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
     // search≠pg and newer: one document rewritten with a higher version, one deleted.
     let http = reqwest::Client::new();
     let alias = sut.names.index_alias();
@@ -794,7 +951,10 @@ async fn self_test_inner(stack: &Stack, opts: &Opts, dir: &std::path::Path) -> R
     src["version"] = json!(bumped);
     let index = doc["_index"].as_str().ok_or("no document to corrupt")?.to_owned();
     let r = http
-        .put(format!("{os}/{index}/_doc/{}?version={bumped}&version_type=external_gte", ids[1]))
+        .put(format!(
+            "{os}/{index}/_doc/{}?version={bumped}&version_type=external_gte",
+            ids[1]
+        ))
         .json(&src)
         .send()
         .await
@@ -835,19 +995,41 @@ async fn self_test_inner(stack: &Stack, opts: &Opts, dir: &std::path::Path) -> R
     // lag: a command nobody consumes (the consumer is stopped).
     sut.produce(&sut.names.commands_topic(), "k", b"{}", None).await?;
     // DLQ: a dead letter no poison explains.
-    sut.produce(&sut.names.events_dlq_topic(), "k", b"unexplained", None).await?;
+    sut.produce(&sut.names.events_dlq_topic(), "k", b"unexplained", None)
+        .await?;
     acked.entry(ids[3]).or_default();
     let f = checker::check(&sut, &acked, &commands, expect).await?;
     // API errors: the classification of request outcomes.
-    let rec = |op, outcome, down| Record { op, latency: Duration::ZERO, outcome, down };
+    let rec = |op, outcome, down| Record {
+        op,
+        latency: Duration::ZERO,
+        outcome,
+        down,
+    };
     let api_cases = [
         (rec(workload::Op::Price, Outcome::Hung, 0), true),
         (rec(workload::Op::Price, Outcome::Server(500), DOWN_PG), true),
-        (rec(workload::Op::Price, Outcome::Server(503), workload::DOWN_REDIS), true),
-        (rec(workload::Op::Get, Outcome::Transport("refused".into()), workload::DOWN_KAFKA), true),
+        (
+            rec(workload::Op::Price, Outcome::Server(503), workload::DOWN_REDIS),
+            true,
+        ),
+        (
+            rec(
+                workload::Op::Get,
+                Outcome::Transport("refused".into()),
+                workload::DOWN_KAFKA,
+            ),
+            true,
+        ),
         (rec(workload::Op::Price, Outcome::Server(503), DOWN_PG), false),
-        (rec(workload::Op::Command, Outcome::Server(503), workload::DOWN_KAFKA), false),
-        (rec(workload::Op::Get, Outcome::Transport("refused".into()), DOWN_API), false),
+        (
+            rec(workload::Op::Command, Outcome::Server(503), workload::DOWN_KAFKA),
+            false,
+        ),
+        (
+            rec(workload::Op::Get, Outcome::Transport("refused".into()), DOWN_API),
+            false,
+        ),
     ];
     let api_ok = api_cases.iter().all(|(r, want)| r.is_anomaly() == *want);
     let columns: Vec<(&str, i64)> = vec![
@@ -868,12 +1050,23 @@ async fn self_test_inner(stack: &Stack, opts: &Opts, dir: &std::path::Path) -> R
         let (col, what) = name.split_once(" (").unwrap_or((name, ""));
         let pass = *n > 0;
         ok &= pass;
-        println!("| {col} | {} | {n} | {} |", what.trim_end_matches(')'), if pass { "detected" } else { "MISSED" });
+        println!(
+            "| {col} | {} | {n} | {} |",
+            what.trim_end_matches(')'),
+            if pass { "detected" } else { "MISSED" }
+        );
     }
     for n in &f.notes {
         println!("  - {n}");
     }
     sut.teardown(opts.keep).await;
-    println!("self-test: {}", if ok { "every column detects its corruption" } else { "some column missed its corruption" });
+    println!(
+        "self-test: {}",
+        if ok {
+            "every column detects its corruption"
+        } else {
+            "some column missed its corruption"
+        }
+    );
     Ok(ok)
 }

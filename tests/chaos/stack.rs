@@ -60,7 +60,10 @@ pub struct Stack {
 }
 
 fn env_or(key: &str, default: impl FnOnce() -> String) -> String {
-    std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(default)
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(default)
 }
 
 fn port(var: &str, default: &str) -> String {
@@ -133,7 +136,10 @@ impl Stack {
             Service::Postgres => {
                 // postmaster.pid's 4th line is the port: it must be the one DATABASE_URL uses.
                 let port = raw.lines().nth(3).unwrap_or_default().trim();
-                let url_port = url::Url::parse(&self.database_url).ok().and_then(|u| u.port()).unwrap_or(5432);
+                let url_port = url::Url::parse(&self.database_url)
+                    .ok()
+                    .and_then(|u| u.port())
+                    .unwrap_or(5432);
                 cmdline.contains("postgres")
                     && cmdline.contains(&*self.state_dir.to_string_lossy())
                     && port == url_port.to_string()
@@ -155,7 +161,10 @@ impl Stack {
         if ok {
             Ok(pid)
         } else {
-            Err(format!("pid {pid} from {} is not {s:?} of this stack: {cmdline}", file.display()))
+            Err(format!(
+                "pid {pid} from {} is not {s:?} of this stack: {cmdline}",
+                file.display()
+            ))
         }
     }
 
@@ -257,7 +266,10 @@ impl Stack {
         if st.success() {
             Ok(())
         } else {
-            Err(format!("pg_ctl restart failed ({st}); see {}/postgres/postgres.log", self.state_dir.display()))
+            Err(format!(
+                "pg_ctl restart failed ({st}); see {}/postgres/postgres.log",
+                self.state_dir.display()
+            ))
         }
     }
 
@@ -270,7 +282,11 @@ impl Stack {
             self.kafka_port,
             self.opensearch_port,
             self.state_dir.display(),
-            if self.dedicated { " (dedicated: service faults on)" } else { " (shared: service faults off)" }
+            if self.dedicated {
+                " (dedicated: service faults on)"
+            } else {
+                " (shared: service faults off)"
+            }
         )
     }
 }

@@ -66,10 +66,13 @@ pub fn redact(url: &str) -> String {
 
 /// Connects to Postgres (tokio-postgres, no TLS); the connection task runs in the background.
 pub async fn pg(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(url, tokio_postgres::NoTls))
-        .await
-        .map_err(|_| format!("connect {}: timed out", redact(url)))?
-        .map_err(|e| format!("connect {}: {e}", redact(url)))?;
+    let (client, conn) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_postgres::connect(url, tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| format!("connect {}: timed out", redact(url)))?
+    .map_err(|e| format!("connect {}: {e}", redact(url)))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -136,11 +139,16 @@ pub async fn cleanup_previous_runs(stack: &Stack) {
     {
         for r in rows {
             let name: String = r.get(0);
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+            let _ = c
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
         }
     }
     let live: std::collections::HashSet<String> = match c
-        .query("SELECT datname FROM pg_database WHERE datname LIKE 'aliexpress\\_chaos\\_%'", &[])
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'aliexpress\\_chaos\\_%'",
+            &[],
+        )
         .await
     {
         Ok(rows) => rows
@@ -190,7 +198,11 @@ pub async fn cleanup_previous_runs(stack: &Stack) {
         if let Ok(Ok(mut conn)) =
             tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection()).await
         {
-            let keys: Vec<String> = redis::cmd("KEYS").arg("c_*").query_async(&mut conn).await.unwrap_or_default();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("c_*")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
             let keys: Vec<String> = keys.into_iter().filter(|k| stale(k)).collect();
             for chunk in keys.chunks(500) {
                 let _: Result<i64, _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
@@ -254,7 +266,10 @@ impl Sut {
             .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
             .collect();
         let res = admin
-            .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+            .create_topics(
+                &new,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
             .await
             .map_err(|e| format!("create topics: {e}"))?;
         for r in res {
@@ -351,7 +366,8 @@ impl Sut {
         match pid {
             None => std::mem::take(list),
             Some(pid) => {
-                let (take, keep): (Vec<Child>, Vec<Child>) = std::mem::take(list).into_iter().partition(|c| c.id() == pid);
+                let (take, keep): (Vec<Child>, Vec<Child>) =
+                    std::mem::take(list).into_iter().partition(|c| c.id() == pid);
                 *list = keep;
                 take
             }
@@ -426,7 +442,10 @@ impl Sut {
                 return Ok(());
             }
             if Instant::now() > end {
-                return Err(format!("API did not answer /health/live within {deadline:?} (see {}/api.log)", self.dir.display()));
+                return Err(format!(
+                    "API did not answer /health/live within {deadline:?} (see {}/api.log)",
+                    self.dir.display()
+                ));
             }
             self.restart_exited();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -446,12 +465,22 @@ impl Sut {
             .map_err(|e| e.to_string())?;
         Ok((
             out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         ))
     }
 
     /// Produces raw bytes to `topic`.
-    pub async fn produce(&self, topic: &str, key: &str, value: &[u8], headers: Option<rdkafka::message::OwnedHeaders>) -> Result<(), String> {
+    pub async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: Option<rdkafka::message::OwnedHeaders>,
+    ) -> Result<(), String> {
         let mut rec = FutureRecord::to(topic).key(key).payload(value);
         if let Some(h) = headers {
             rec = rec.headers(h);
@@ -472,7 +501,9 @@ impl Sut {
             return;
         }
         if let Ok(c) = pg(&self.stack.database_url).await {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db)).await;
+            let _ = c
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db))
+                .await;
         }
         let _ = reqwest::Client::new()
             .delete(format!("{}/{}*", self.stack.opensearch_url, self.ns))
@@ -485,7 +516,11 @@ impl Sut {
         {
             let topics = self.names.all_topics();
             let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let _ = tokio::time::timeout(Duration::from_secs(30), admin.delete_topics(&refs, &AdminOptions::new())).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(30),
+                admin.delete_topics(&refs, &AdminOptions::new()),
+            )
+            .await;
         }
         if let Ok(client) = redis::Client::open(self.stack.redis_url.as_str()) {
             if let Ok(Ok(mut conn)) =

@@ -294,8 +294,14 @@ impl Workload {
                 .http
                 .post(p("/price"))
                 .json(&json!({"amount_minor": rng.random_range(100..100_000), "currency": "USD"})),
-            Op::SetStock => self.http.post(p("/stock")).json(&json!({"set": rng.random_range(0..500)})),
-            Op::AdjustStock => self.http.post(p("/stock")).json(&json!({"delta": rng.random_range(1..10)})),
+            Op::SetStock => self
+                .http
+                .post(p("/stock"))
+                .json(&json!({"set": rng.random_range(0..500)})),
+            Op::AdjustStock => self
+                .http
+                .post(p("/stock"))
+                .json(&json!({"delta": rng.random_range(1..10)})),
             Op::Publish => self.http.post(p("/publish")),
             Op::Unpublish => self.http.post(p("/unpublish")),
             Op::Archive => self.http.post(p("/archive")),
@@ -309,7 +315,9 @@ impl Workload {
                     .then(|| {
                         let l = lock(&self.ledger);
                         let n = l.commands.len();
-                        (n > 0).then(|| l.commands.values().nth(rng.random_range(0..n)).cloned()).flatten()
+                        (n > 0)
+                            .then(|| l.commands.values().nth(rng.random_range(0..n)).cloned())
+                            .flatten()
                     })
                     .flatten();
                 let body = dup.unwrap_or_else(|| {
@@ -321,7 +329,10 @@ impl Workload {
                             "ChangePrice",
                             json!({"price": {"amount_minor": rng.random_range(100..100_000), "currency": "USD"}}),
                         ),
-                        _ => ("UpdateProductDetails", json!({"description": format!("via command {}", rng.random_range(0..1_000_000))})),
+                        _ => (
+                            "UpdateProductDetails",
+                            json!({"description": format!("via command {}", rng.random_range(0..1_000_000))}),
+                        ),
                     };
                     json!({"command_id": Uuid::new_v4(), "product_id": id, "command_type": t, "payload": payload})
                 });
@@ -337,7 +348,10 @@ impl Workload {
             Err(e) => Outcome::Transport(e.to_string()),
             Ok(r) => {
                 let status = r.status().as_u16();
-                let body: Option<Value> = tokio::time::timeout(REQUEST_BOUND, r.json()).await.ok().and_then(Result::ok);
+                let body: Option<Value> = tokio::time::timeout(REQUEST_BOUND, r.json())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
                 match status {
                     200..=299 => {
                         self.on_success(op, id, body, command_body);
@@ -364,7 +378,10 @@ impl Workload {
     fn on_success(&self, op: Op, id: Uuid, body: Option<Value>, command_body: Option<Value>) {
         let mut l = lock(&self.ledger);
         if op.is_product_write() {
-            let pid = body.as_ref().and_then(|b| b["id"].as_str()).and_then(|s| Uuid::parse_str(s).ok());
+            let pid = body
+                .as_ref()
+                .and_then(|b| b["id"].as_str())
+                .and_then(|s| Uuid::parse_str(s).ok());
             let version = body.as_ref().and_then(|b| b["version"].as_i64());
             if let (Some(pid), Some(v)) = (pid, version) {
                 l.ack(pid, v);
@@ -452,7 +469,7 @@ pub fn summarise(records: &[Record]) -> Summary {
     s.fault_p99_ms = p99(fault);
     s.calm_p99_ms = p99(calm);
     let mut k: Vec<_> = kinds.into_iter().collect();
-    k.sort_by(|a, b| b.1.cmp(&a.1));
+    k.sort_by_key(|kind| std::cmp::Reverse(kind.1));
     s.by_kind = k;
     s
 }
