@@ -25,7 +25,8 @@ pub struct Expect {
 /// Anomalies found in the stores (every count is 0 on a healthy run).
 #[derive(Debug, Default, Clone)]
 pub struct Findings {
-    /// Acknowledged writes (product, version) without that version in Postgres or its outbox row.
+    /// Acknowledged writes (product, version) without that version in Postgres or its outbox
+    /// row, and commands recorded as applied without the event they caused.
     pub lost: usize,
     /// Products whose search document is missing or differs from Postgres.
     pub search_diff: usize,
@@ -153,7 +154,7 @@ async fn products(db: &tokio_postgres::Client) -> Result<HashMap<Uuid, Value>, S
             &[],
         )
         .await
-        .map_err(|e| format!("read products: {e}"))?;
+        .map_err(|e| format!("read products: {}", crate::sut::pg_error(&e)))?;
     let mut out = HashMap::new();
     for r in rows {
         let id: String = r.get(0);
@@ -245,7 +246,7 @@ pub async fn check(
             &[],
         )
         .await
-        .map_err(|e| format!("read outbox: {e}"))?;
+        .map_err(|e| format!("read outbox: {}", crate::sut::pg_error(&e)))?;
     let mut events: HashMap<(Uuid, i64), usize> = HashMap::new();
     let mut causes: HashMap<String, usize> = HashMap::new();
     let mut parked = 0;
@@ -308,11 +309,22 @@ pub async fn check(
             &[&ids],
         )
         .await
-        .map_err(|e| format!("read commands: {e}"))?;
+        .map_err(|e| format!("read commands: {}", crate::sut::pg_error(&e)))?;
     let status: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     for id in &ids {
         match status.get(id).map(String::as_str) {
-            Some("applied" | "rejected") => {}
+            // An applied command must have caused exactly one event; none means its effect is
+            // gone (counted with the lost writes), more is a duplicate effect (counted above).
+            Some("applied") => {
+                if !causes.contains_key(id) {
+                    f.lost += 1;
+                    f.note(
+                        "lost",
+                        format!("command {id} applied but no outbox row was caused by it"),
+                    );
+                }
+            }
+            Some("rejected") => {}
             other => {
                 f.cmds_stuck += 1;
                 f.note("commands", format!("{id} is {}", other.unwrap_or("unknown")));

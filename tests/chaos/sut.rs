@@ -79,6 +79,14 @@ pub async fn pg(url: &str) -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
+/// A Postgres error with the server's message (tokio-postgres's Display says only "db error").
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("postgres: {} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// A Kafka producer for injected messages.
 pub fn producer(bootstrap: &str) -> Result<FutureProducer, String> {
     ClientConfig::new()
