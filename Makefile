@@ -12,7 +12,7 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 .DEFAULT_GOAL := help
 .PHONY: help up down restart observe-up-build stack-up stack-down status build release test unit integration bench \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
-        fmt lint compose-config ensure-rust
+        fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -69,9 +69,28 @@ build: ensure-rust ## debug build
 release: ensure-rust ## release build
 	cargo build --locked --release
 
-test: ensure-rust ## start the stack, then run unit and integration tests
+test: ensure-rust ## start the stack, then run unit and integration tests, then the short chaos suite
 	$(STACK) up
-	cargo test --locked --lib --bins --tests -- --test-threads=4
+	cargo test --locked --lib --bins --test integration -- --test-threads=4
+	cargo test --locked --test chaos
+
+# The chaos suite's own stack: same script, its own state folder and ports, so faults (SIGSTOP,
+# kill -9, restarts) never touch the default stack other work runs on.
+CHAOS_STACK_ENV := ALIEXPRESS_STATE_DIR=/var/tmp/aliexpress-chaos ALIEXPRESS_PG_PORT=15432 \
+	ALIEXPRESS_REDIS_PORT=16379 ALIEXPRESS_KAFKA_PORT=19092 ALIEXPRESS_KAFKA_CONTROLLER_PORT=19093 \
+	ALIEXPRESS_OPENSEARCH_PORT=9250 ALIEXPRESS_PROMETHEUS_PORT=off
+CHAOS_URLS := DATABASE_URL=postgres://aliexpress:aliexpress@127.0.0.1:15432/aliexpress \
+	REDIS_URL=redis://127.0.0.1:16379 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 OPENSEARCH_URL=http://127.0.0.1:9250
+CHAOS_ARGS ?= --long
+
+chaos-stack-up: ## start the chaos suite's own stack (ports 15432/16379/19092/9250)
+	$(CHAOS_STACK_ENV) $(STACK) up
+
+chaos-stack-down: ## stop the chaos suite's own stack (data kept)
+	$(CHAOS_STACK_ENV) $(STACK) down
+
+chaos: ensure-rust chaos-stack-up ## fault-injection suite, every scenario, on its own stack; table in the target dir
+	$(CHAOS_STACK_ENV) $(CHAOS_URLS) cargo test --locked --test chaos -- $(CHAOS_ARGS)
 
 unit: ensure-rust ## unit tests only (no services)
 	cargo test --locked --lib
