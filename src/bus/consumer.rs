@@ -18,7 +18,10 @@ pub fn build(bootstrap: &str, group: &str) -> Result<StreamConsumer, BusError> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
+        // A member that died without leaving (kill -9, a lost host) holds its partitions until
+        // the session times out: 6 s is the broker's default minimum, so a crash costs at
+        // most that before its partitions move.
+        .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "300000")
         .create()?)
