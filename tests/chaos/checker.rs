@@ -252,9 +252,14 @@ pub async fn check(
     let mut parked = 0;
     for r in &rows {
         let id = Uuid::parse_str(r.get::<_, &str>(0)).map_err(|e| e.to_string())?;
-        *events.entry((id, r.get(1))).or_default() += 1;
-        if let Some(c) = r.get::<_, Option<String>>(2) {
-            *causes.entry(c).or_default() += 1;
+        // Version 0 rows are commands on their way to product.commands (POST /api/commands
+        // queues them in the outbox), not events: they are checked as commands.
+        let version: i64 = r.get(1);
+        if version > 0 {
+            *events.entry((id, version)).or_default() += 1;
+            if let Some(c) = r.get::<_, Option<String>>(2) {
+                *causes.entry(c).or_default() += 1;
+            }
         }
         let (published, is_parked): (bool, bool) = (r.get(3), r.get(4));
         if !published && !is_parked {
