@@ -44,6 +44,13 @@ use crate::telemetry::metrics::{
     PROJECTION_EVENTS, PROJECTION_VERSION_GAPS,
 };
 
+/// True when OpenSearch refused a bulk request as a whole for what it carries (400 bad
+/// request, 413 too large): a document's fault, found by sending items one by one. Other
+/// refusals (401, 403, 404, ...) are about the endpoint, credentials or index.
+pub fn refusal_of_documents(e: &crate::search::SearchError) -> bool {
+    matches!(e, crate::search::SearchError::Status { status: 400 | 413, .. })
+}
+
 /// Longest a Redis write of the projection may take before it is deferred.
 pub const CACHE_WRITE_BOUND: Duration = Duration::from_millis(500);
 
@@ -420,13 +427,17 @@ impl ProductEventConsumer {
             match r {
                 Ok(rs) => results.extend(rs),
                 Err(e) => {
-                    let class = e.failure_class();
-                    if class == FailureClass::Permanent && chunk.len() == 1 {
+                    let about_documents = refusal_of_documents(&e);
+                    if about_documents && chunk.len() == 1 {
                         results.push(ItemResult::Rejected(e.to_string()));
                     } else {
-                        if class == FailureClass::Permanent {
+                        if about_documents {
                             tracing::warn!(error = %e, "bulk request refused as a whole; retrying item by item");
                             self.whole_request_refused = true;
+                        } else if e.failure_class() == FailureClass::Permanent {
+                            // 401/403/404/405...: the endpoint, credentials or index are wrong,
+                            // not the documents; dead-lettering would empty the stream.
+                            tracing::error!(error = %e, "OpenSearch refuses the projection's requests (check OPENSEARCH_URL, credentials, the index); will retry");
                         } else {
                             tracing::warn!(error = %e, "bulk request failed; will retry");
                         }
@@ -681,5 +692,31 @@ impl ProductEventConsumer {
         self.consumer.unsubscribe();
         tracing::info!("Product Event Consumer stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::SearchError;
+
+    fn status(status: u16) -> SearchError {
+        SearchError::Status {
+            status,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_bad_request_and_too_large_blame_the_documents() {
+        // Issue 9, defect 3: a permanent refusal went round the retry loop like a 429; now a
+        // document's refusal is found item by item and dead-lettered, while an endpoint's
+        // refusal (wrong URL, credentials) never dead-letters the stream.
+        assert!(refusal_of_documents(&status(400)));
+        assert!(refusal_of_documents(&status(413)));
+        for s in [401, 403, 404, 405, 429, 500, 503] {
+            assert!(!refusal_of_documents(&status(s)), "{s}");
+        }
+        assert!(!refusal_of_documents(&SearchError::Transport("refused".into())));
     }
 }
