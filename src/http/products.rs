@@ -1,4 +1,7 @@
-//! Product endpoints. Reads are public; writes need a write token. Each write runs one command
+//! Product endpoints. Anonymous callers read published products only: an unpublished product
+//! by id is a 404 (its existence does not leak), a list without a status shows published
+//! products, and asking for another status needs a token (401). Read and write tokens see
+//! every product; writes need a write token. Each write runs one command
 //! through `store::product_repo::execute` (state + outbox in one transaction), releases its
 //! Postgres connection, then writes the new state through to the Redis read model so a GET
 //! right after it sees that version or a later one (read-your-writes).
@@ -14,10 +17,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::WriteAccess;
+use super::auth::{Caller, WriteAccess};
 use super::idempotency::{self, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 use super::{ApiError, AppState};
-use crate::domain::product::{CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails};
+use crate::domain::product::{
+    bounded_text, CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails,
+    SHORT_TEXT_MAX_CHARS,
+};
 use crate::store::idempotency_repo::{self, Guarded, StoredResponse};
 use crate::store::pool;
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
@@ -46,6 +52,9 @@ pub struct StockBody {
     /// Absolute level.
     pub set: Option<i64>,
 }
+
+/// Largest page of `GET /api/products`.
+pub const MAX_LIST_LIMIT: i64 = 100;
 
 /// `GET /api/products` query.
 #[derive(Debug, Deserialize)]
@@ -256,9 +265,12 @@ pub async fn create(
 /// `GET /api/products/{id}`: from Redis, falling back to Postgres; `X-Read-Source` tells which.
 #[utoipa::path(get, path = "/api/products/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product), (status = 404, body = super::error::Problem)))]
-pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let not_found = || ApiError::NotFound(format!("product {id} not found"));
+    let visible = |p: &Product| caller.0.sees_unpublished() || p.status == ProductStatus::Published;
     match state.cache.get(id).await {
+        Ok(Some(p)) if !visible(&p) => return Err(not_found()),
         Ok(Some(p)) => {
             let mut r = product_response(actix_web::http::StatusCode::OK, &p);
             r.headers_mut().insert(
@@ -278,8 +290,11 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<Http
         product_repo::find(&mut conn, id).await?
         // The connection goes back to the pool before the read-through below.
     };
-    let p = found.ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
+    let p = found.ok_or_else(not_found)?;
     let _ = state.cache.put(&p).await;
+    if !visible(&p) {
+        return Err(not_found());
+    }
     let mut r = product_response(actix_web::http::StatusCode::OK, &p);
     r.headers_mut().insert(
         header::HeaderName::from_static("x-read-source"),
@@ -290,19 +305,41 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<Http
 
 /// `GET /api/products?status=&category=&cursor=&limit=`: keyset pagination by id.
 #[utoipa::path(get, path = "/api/products", responses((status = 200, body = ProductPage)))]
-pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
             ProductStatus::parse(s).ok_or_else(|| ApiError::field("status", "must be draft, published or archived"))?,
         ),
     };
+    let status = match (status, caller.0.sees_unpublished()) {
+        (Some(s), false) if s != ProductStatus::Published => {
+            return Err(ApiError::Unauthorized(
+                "listing unpublished products needs a bearer token".into(),
+            ))
+        }
+        (None, false) => Some(ProductStatus::Published),
+        (s, _) => s,
+    };
     let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 100"));
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be between 1 and {MAX_LIST_LIMIT}"),
+        ));
     }
+    // Text that cannot be stored cannot match; refuse it rather than send it to the database.
+    let category = q
+        .category
+        .as_deref()
+        .map(|c| bounded_text("category", c, SHORT_TEXT_MAX_CHARS))
+        .transpose()?;
     let mut conn = pool::get(&state.pool).await?;
-    let items = product_repo::list(&mut conn, status, q.category.as_deref(), q.cursor, limit).await?;
+    let items = product_repo::list(&mut conn, status, category.as_deref(), q.cursor, limit).await?;
     let next_cursor = if items.len() as i64 == limit {
         items.last().map(|p| p.id)
     } else {

@@ -4,14 +4,17 @@
 //! The query is bounded by `SEARCH_REQUEST_TIMEOUT_MS`: a hung, unreachable or overloaded
 //! (429/5xx) OpenSearch answers 503 problem+json with `Retry-After` within that bound.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use opensearch::http::Method;
 use serde::Deserialize;
 
-use super::auth::{access, Access};
+use super::auth::{Access, Caller};
 use super::{ApiError, AppState};
-use crate::domain::product::ProductStatus;
+use crate::domain::product::{bounded_text, ProductStatus, SHORT_TEXT_MAX_CHARS};
 use crate::search::query::{self, SearchRequest, SortOrder, MAX_PAGE_SIZE, MAX_WINDOW};
+
+/// Longest free-text query, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
 
 /// Query parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -60,9 +63,19 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
             return Err(ApiError::field("min_price", "must not exceed max_price"));
         }
     }
-    if p.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
-        return Err(ApiError::field("q", "must be at most 200 characters"));
-    }
+    // Control characters and over-long text are refused like the domain refuses them.
+    let text = |field: &'static str, v: Option<String>, max: usize| -> Result<Option<String>, ApiError> {
+        v.map(|v| {
+            if v.chars().count() > max {
+                return Err(ApiError::field(field, format!("must be at most {max} characters")));
+            }
+            bounded_text(field, &v, max).map_err(ApiError::from)
+        })
+        .transpose()
+    };
+    let q = text("q", p.q, MAX_QUERY_CHARS)?;
+    let category = text("category", p.category, SHORT_TEXT_MAX_CHARS)?;
+    let brand = text("brand", p.brand, SHORT_TEXT_MAX_CHARS)?;
     let status = match p.status.as_deref() {
         None | Some("published") => Some("published".to_owned()),
         Some(other) => {
@@ -84,9 +97,9 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
         }
     };
     Ok(SearchRequest {
-        q: p.q,
-        category: p.category,
-        brand: p.brand,
+        q,
+        category,
+        brand,
         min_price: p.min_price,
         max_price: p.max_price,
         in_stock: p.in_stock,
@@ -102,12 +115,11 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
     responses((status = 200, body = query::SearchResponse), (status = 422, body = super::error::Problem),
         (status = 503, description = "OpenSearch did not answer in time or is down; see Retry-After", body = super::error::Problem)))]
 pub async fn search(
+    caller: Caller,
     state: web::Data<AppState>,
-    req: HttpRequest,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let acc = access(&req, &state)?;
-    let r = validate(params.into_inner(), acc)?;
+    let r = validate(params.into_inner(), caller.0)?;
     let path = format!("/{}/_search", state.names.index_alias());
     let bound = state.search_timeout;
     let down = |cause: String| ApiError::DependencyDown {

@@ -192,7 +192,7 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
             .post(&format!("/api/products/{id}/stock"), json!({"delta": 1}))
             .await;
         let written: Value = r.json().await.expect("json");
-        let g = app.get(&format!("/api/products/{id}")).await;
+        let g = app.get_with_token(&format!("/api/products/{id}")).await;
         assert_eq!(g.headers()["etag"], format!("\"{}\"", written["version"]));
         assert!(g.headers().contains_key("x-read-source"));
         let read: Value = g.json().await.expect("json");
@@ -204,9 +204,9 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
         .evict(uuid::Uuid::parse_str(id).expect("uuid"))
         .await
         .expect("evict");
-    let g = app.get(&format!("/api/products/{id}")).await;
+    let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "database");
-    let g = app.get(&format!("/api/products/{id}")).await;
+    let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "cache");
 }
 
@@ -359,7 +359,7 @@ async fn listing_pages_with_a_keyset_cursor_and_filters() {
             Some(c) => format!("/api/products?limit=2&cursor={c}"),
             None => "/api/products?limit=2".into(),
         };
-        let page: Value = app.get(&q).await.json().await.expect("json");
+        let page: Value = app.get_with_token(&q).await.json().await.expect("json");
         for p in page["items"].as_array().expect("items") {
             seen.push(p["id"].as_str().expect("id").to_owned());
         }
