@@ -9,6 +9,7 @@ use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
 use super::auth::{TokenAccess, WriteAccess};
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 use crate::bus::envelope::CommandEnvelope;
 use crate::domain::product;
@@ -31,7 +32,7 @@ pub struct Accepted {
 pub async fn submit(
     _auth: WriteAccess,
     state: web::Data<AppState>,
-    body: web::Json<CommandEnvelope>,
+    body: JsonBody<CommandEnvelope>,
 ) -> Result<HttpResponse, ApiError> {
     let mut env = body.into_inner();
     let cmd = env.command().map_err(|e| {

@@ -127,8 +127,21 @@ impl ApiError {
 }
 
 impl From<DomainError> for ApiError {
+    /// A field that breaks a rule is a 422; a command the product's current state refuses
+    /// (archived, a forbidden transition, not enough stock, no price to publish with, already
+    /// created) is a 409: the
+    /// same request may succeed against another state.
     fn from(e: DomainError) -> Self {
         let detail = e.to_string();
+        match &e {
+            DomainError::Invalid { .. } => {}
+            DomainError::NotCreated => return Self::NotFound("product not found".into()),
+            DomainError::AlreadyCreated
+            | DomainError::Archived
+            | DomainError::InvalidTransition { .. }
+            | DomainError::InsufficientStock { .. }
+            | DomainError::Incomplete { .. } => return Self::Conflict(detail),
+        }
         let errors = match &e {
             DomainError::Invalid { field, reason } => vec![FieldError {
                 field: (*field).to_owned(),

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod json_body;
 pub mod metrics;
 pub mod openapi;
 pub mod products;

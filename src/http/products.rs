@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::auth::{Caller, WriteAccess};
 use super::idempotency::{self, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 use crate::domain::product::{
     bounded_text, CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails,
@@ -43,30 +44,52 @@ pub struct PriceBody {
     pub currency: String,
 }
 
-/// `POST /api/products/{id}/stock` body: exactly one of `delta` or `set`.
+/// `POST /api/products/{id}/stock` body: exactly one of `{"delta": n}` (n != 0) or
+/// `{"set": n}` (n >= 0); anything else, `null` values included, is a 422.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged, expecting = "exactly one of {\"delta\": n} or {\"set\": n}")]
+pub enum StockBody {
+    /// Relative change.
+    Delta(StockDelta),
+    /// Absolute level.
+    Set(StockSet),
+}
+
+/// `{"delta": n}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StockBody {
-    /// Relative change.
-    pub delta: Option<i64>,
-    /// Absolute level.
-    pub set: Option<i64>,
+pub struct StockDelta {
+    /// Relative change, not 0.
+    pub delta: i64,
+}
+
+/// `{"set": n}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockSet {
+    /// Absolute level, >= 0.
+    pub set: i64,
 }
 
 /// Largest page of `GET /api/products`.
 pub const MAX_LIST_LIMIT: i64 = 100;
 
 /// `GET /api/products` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Status filter.
+    /// Status filter; anything but `published` needs a token. Without it, anonymous callers
+    /// get published products and token holders every product.
+    #[param(value_type = Option<ProductStatus>, inline)]
     pub status: Option<String>,
-    /// Category filter.
+    /// Category filter (exact match).
+    #[param(max_length = 100)]
     pub category: Option<String>,
-    /// Last id of the previous page.
+    /// Last id of the previous page (its `next_cursor`).
     pub cursor: Option<Uuid>,
-    /// Page size (1..=100, default 20).
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
 }
 
@@ -91,10 +114,21 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     };
     let s = v.to_str().unwrap_or_default().trim();
-    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
-    s.parse::<i64>()
+    parse_version_tag(s)
         .map(Some)
-        .map_err(|_| ApiError::field("If-Match", "must be the product version from its ETag, e.g. \"3\""))
+        .ok_or_else(|| ApiError::field("If-Match", "must be the product version from its ETag, e.g. \"3\""))
+}
+
+/// `[W/]["]N["]` with N an optional sign and 1 to 18 digits (the OpenAPI document's pattern).
+fn parse_version_tag(s: &str) -> Option<i64> {
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    let s = s.strip_prefix('"').unwrap_or(s);
+    let s = s.strip_suffix('"').unwrap_or(s);
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 fn correlation(req: &HttpRequest) -> Option<Uuid> {
@@ -161,6 +195,9 @@ async fn run(
     expected_version: Option<i64>,
     reply: Reply,
 ) -> Result<HttpResponse, ApiError> {
+    // Input that breaks a rule whatever the product's state is a 422 before any precondition
+    // (If-Match, existence) is looked at.
+    crate::domain::product::validate(&command)?;
     let opts = ExecuteOptions {
         command_id: None,
         correlation_id: correlation(req).or_else(|| Some(Uuid::now_v7())),
@@ -248,7 +285,7 @@ pub async fn create(
     _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<CreateProduct>,
+    body: JsonBody<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::now_v7();
     run(
@@ -304,7 +341,7 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
 }
 
 /// `GET /api/products?status=&category=&cursor=&limit=`: keyset pagination by id.
-#[utoipa::path(get, path = "/api/products", responses((status = 200, body = ProductPage)))]
+#[utoipa::path(get, path = "/api/products", params(ListQuery), responses((status = 200, body = ProductPage)))]
 pub async fn list(
     caller: Caller,
     state: web::Data<AppState>,
@@ -356,7 +393,7 @@ pub async fn update_details(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateProductDetails>,
+    body: JsonBody<UpdateProductDetails>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     run(
@@ -378,7 +415,7 @@ pub async fn change_price(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
-    body: web::Json<PriceBody>,
+    body: JsonBody<PriceBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let b = body.into_inner();
@@ -399,13 +436,12 @@ pub async fn change_stock(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
-    body: web::Json<StockBody>,
+    body: JsonBody<StockBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let cmd = match (body.delta, body.set) {
-        (Some(delta), None) => ProductCommand::AdjustStock { delta },
-        (None, Some(stock)) => ProductCommand::SetStock { stock },
-        _ => return Err(ApiError::field("body", "give exactly one of delta or set")),
+    let cmd = match body.into_inner() {
+        StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock { delta },
+        StockBody::Set(StockSet { set }) => ProductCommand::SetStock { stock: set },
     };
     run(&state, &req, *id, cmd, v, Reply::Updated).await
 }
@@ -454,4 +490,19 @@ pub async fn archive(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     status_change(state, req, *id, ProductCommand::ArchiveProduct).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_tags_follow_the_documented_pattern() {
+        for (tag, v) in [("3", 3), ("\"3\"", 3), ("W/\"3\"", 3), ("-1", -1), ("+7", 7)] {
+            assert_eq!(parse_version_tag(tag), Some(v), "{tag}");
+        }
+        for tag in ["", "\"\"", "\"\"3\"\"", "3.0", "W/ 3", "1234567890123456789", "abc"] {
+            assert_eq!(parse_version_tag(tag), None, "{tag}");
+        }
+    }
 }

@@ -19,27 +19,49 @@ pub const MAX_QUERY_CHARS: usize = 200;
 /// Query parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// Free text over title, description and brand.
+    /// Free text over title, description and brand (never query syntax).
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// Category filter.
+    #[param(max_length = 100)]
     pub category: Option<String>,
     /// Brand filter.
+    #[param(max_length = 100)]
     pub brand: Option<String>,
-    /// Minimum price in minor units.
+    /// Minimum price in minor units (inclusive); must not exceed `max_price`.
     pub min_price: Option<i64>,
-    /// Maximum price in minor units.
+    /// Maximum price in minor units (inclusive).
     pub max_price: Option<i64>,
     /// Only products in stock.
     pub in_stock: Option<bool>,
-    /// draft | published | archived | any (needs a token unless published).
-    pub status: Option<String>,
-    /// relevance | price_asc | price_desc | newest.
+    /// Status filter; anything but `published` (the default) needs a token.
+    #[param(inline)]
+    pub status: Option<StatusFilter>,
+    /// Sort order.
+    #[param(inline)]
     pub sort: Option<SortOrder>,
-    /// 1-based page.
+    /// 1-based page; `page * size` must not exceed 10000.
+    #[param(minimum = 1, maximum = 10000, default = 1)]
     pub page: Option<u32>,
-    /// Page size, 1..=100.
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub size: Option<u32>,
+}
+
+/// Status filter of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    /// Drafts (token).
+    Draft,
+    /// Published products (the default).
+    Published,
+    /// Archived products (token).
+    Archived,
+    /// Every status (token).
+    Any,
 }
 
 /// Validates parameters into a [`SearchRequest`].
@@ -65,37 +87,24 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
     }
     // Control characters and over-long text are refused like the domain refuses them.
     let text = |field: &'static str, v: Option<String>, max: usize| -> Result<Option<String>, ApiError> {
-        v.map(|v| {
-            if v.chars().count() > max {
-                return Err(ApiError::field(field, format!("must be at most {max} characters")));
-            }
-            bounded_text(field, &v, max).map_err(ApiError::from)
-        })
-        .transpose()
+        v.map(|v| bounded_text(field, &v, max).map_err(ApiError::from))
+            .transpose()
     };
     let q = text("q", p.q, MAX_QUERY_CHARS)?;
     let category = text("category", p.category, SHORT_TEXT_MAX_CHARS)?;
     let brand = text("brand", p.brand, SHORT_TEXT_MAX_CHARS)?;
-    let status = match p.status.as_deref() {
-        None | Some("published") => Some("published".to_owned()),
-        Some(other) => {
-            if access == Access::Anonymous {
-                return Err(ApiError::Unauthorized(
-                    "searching beyond published products needs a bearer token".into(),
-                ));
-            }
-            if other == "any" {
-                None
-            } else {
-                Some(
-                    ProductStatus::parse(other)
-                        .ok_or_else(|| ApiError::field("status", "must be draft, published, archived or any"))?
-                        .as_str()
-                        .to_owned(),
-                )
-            }
+    let status = match p.status.unwrap_or(StatusFilter::Published) {
+        StatusFilter::Published => Some(ProductStatus::Published),
+        _ if !access.sees_unpublished() => {
+            return Err(ApiError::Unauthorized(
+                "searching beyond published products needs a bearer token".into(),
+            ))
         }
-    };
+        StatusFilter::Any => None,
+        StatusFilter::Draft => Some(ProductStatus::Draft),
+        StatusFilter::Archived => Some(ProductStatus::Archived),
+    }
+    .map(|s| s.as_str().to_owned());
     Ok(SearchRequest {
         q,
         category,

@@ -140,7 +140,7 @@ async fn a_transaction_that_fails_midway_leaves_neither_state_nor_outbox_row() {
     let body: Value = r.json().await.expect("problem");
     assert_eq!(body["detail"], "internal error", "no internals leak");
     let now: Value = app
-        .get(&format!("/api/products/{id}"))
+        .get_with_token(&format!("/api/products/{id}"))
         .await
         .json()
         .await
