@@ -103,11 +103,12 @@ async fn every_write_leaves_exactly_one_outbox_row_with_its_version() {
         rows.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
         (1..=7).collect::<Vec<_>>()
     );
-    // Archived accepts nothing more, with a field-level problem.
+    // Archived accepts nothing more: a conflict with the product's state (RFC 9110 409), not a
+    // field error; the same request is valid against another state.
     let r = app
         .post(&format!("/api/products/{id}/stock"), json!({"delta": 1}))
         .await;
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
 
