@@ -2,7 +2,8 @@
 //! `web::Json` (size limit, content type, read bound; 400/408/413/415 through
 //! `error::json_error`), then takes numbers the way JSON Schema does: a number with a zero
 //! fractional part (`5.0`, `1e3`) is an integer, so an `integer` field accepts it as the
-//! OpenAPI document promises. A body of the wrong shape is a 422 naming the problem.
+//! OpenAPI document promises (up to 2^53, where floats stop being exact; beyond, integers must
+//! be written as integers). A body of the wrong shape is a 422 naming the problem.
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -35,9 +36,11 @@ fn integral_numbers(v: &mut Value) {
     match v {
         Value::Number(n) if !n.is_i64() && !n.is_u64() => {
             if let Some(f) = n.as_f64() {
-                // 2^63 is exact in f64; [-2^63, 2^63) is the i64 range.
-                const TWO_63: f64 = 9_223_372_036_854_775_808.0;
-                if f.fract() == 0.0 && (-TWO_63..TWO_63).contains(&f) {
+                // Only where every integer is exact in f64: a literal beyond i64 (say
+                // -9223372036854775809) is parsed as a float and rounded, and must not come
+                // back as an in-range integer.
+                const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+                if f.fract() == 0.0 && (-EXACT..=EXACT).contains(&f) {
                     *v = Value::from(f as i64);
                 }
             }
@@ -81,5 +84,8 @@ mod tests {
         let mut v = json!({"a": 5.0, "b": [1e3, 2.5], "c": {"d": -0.0}, "e": 1e30, "f": 7});
         integral_numbers(&mut v);
         assert_eq!(v, json!({"a": 5, "b": [1000, 2.5], "c": {"d": 0}, "e": 1e30, "f": 7}));
+        let mut out_of_range: Value = serde_json::from_str("-9223372036854775809").unwrap_or_default();
+        integral_numbers(&mut out_of_range);
+        assert!(out_of_range.is_f64(), "{out_of_range}");
     }
 }
