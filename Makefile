@@ -10,7 +10,7 @@ ROLES := deploy/local/roles
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down restart observe-up-build stack-up stack-down status build release test unit integration bench \
+.PHONY: help up down restart observe-up-build stack-up stack-down status build release test unit integration contract bench \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down
 
@@ -69,10 +69,16 @@ build: ensure-rust ## debug build
 release: ensure-rust ## release build
 	cargo build --locked --release
 
-test: ensure-rust ## start the stack, then run unit and integration tests, then the short chaos suite
+test: ensure-rust ## start the stack; unit and integration tests, the short chaos suite, the contract test
 	$(STACK) up
 	cargo test --locked --lib --bins --test integration -- --test-threads=4
 	cargo test --locked --test chaos
+	$(MAKE) contract
+
+contract: ensure-rust ## schemathesis against a fresh `serve` and its /openapi.json (all checks, stateful)
+	$(STACK) up
+	cargo build --locked
+	deploy/local/schemathesis $(DEBUG_BIN)
 
 # The chaos suite's own stack: same script, its own state folder and ports, so faults (SIGSTOP,
 # kill -9, restarts) never touch the default stack other work runs on.

@@ -1,13 +1,15 @@
-//! `aliexpress serve`: the HTTP API.
+//! `aliexpress serve`: the HTTP API, and its Prometheus endpoint on a separate listener.
 //!
-//! Usage: aliexpress serve [--bind 0.0.0.0:8000] [--workers N] [--migrate]
+//! Usage: aliexpress serve [--bind 0.0.0.0:8000] [--metrics-bind 127.0.0.1:9463] [--workers N] [--migrate]
+//!
+//! A release build refuses to start without a write token (`API_TOKENS`): one line, exit 2.
 
 use std::time::Duration;
 
 use crate::bus::producer::ProducerSettings;
 use crate::cache::ProductCache;
-use crate::config::{ConfigError, InfraConfig, ResilienceConfig};
-use crate::http::{self, AppState};
+use crate::config::{ApiConfig, ConfigError, InfraConfig, ResilienceConfig};
+use crate::http::{self, AppState, RateLimits, ServerSettings};
 
 /// Flags of `serve`.
 #[derive(Debug, clap::Args)]
@@ -18,24 +20,10 @@ pub struct Args {
     /// HTTP worker threads.
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
     pub workers: usize,
-    /// Bearer tokens allowed to write, comma separated.
-    #[arg(
-        long,
-        env = "API_TOKENS",
-        default_value = "dev-token",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub api_tokens: Vec<String>,
-    /// Bearer tokens allowed admin reads only, comma separated.
-    #[arg(
-        long,
-        env = "API_READ_TOKENS",
-        default_value = "",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub api_read_tokens: Vec<String>,
+    /// Address of the Prometheus endpoint (`/metrics`); keep it on loopback or a private
+    /// network: it is not served on the API port.
+    #[arg(long, env = "METRICS_BIND", default_value = "127.0.0.1:9463")]
+    pub metrics_bind: String,
     /// NOTIFY the outbox relay on every write (a wake-up hint).
     #[arg(long, env = "OUTBOX_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
     pub outbox_notify: bool,
@@ -45,11 +33,18 @@ pub struct Args {
     /// Request-path bounds (Redis, search) and idempotency keys.
     #[command(flatten)]
     pub resilience: ResilienceConfig,
+    /// Tokens, rate limits and request body bounds.
+    #[command(flatten)]
+    pub api: ApiConfig,
 }
 
 /// Builds the shared state (checking each dependency once).
 pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     a.resilience.validate()?;
+    a.api.validate()?;
+    if a.api.api_tokens.iter().any(|t| t.trim() == "dev-token") {
+        tracing::warn!("API_TOKENS holds the development token `dev-token`; set your own secret outside development");
+    }
     let pool = super::connect::database(infra).await?;
     // Checked once at start-up like every dependency; requests then use the bounded cache.
     super::connect::cache(infra).await?;
@@ -69,24 +64,20 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     )
     .await?;
     let search = super::connect::search(infra).await?;
-    let clean = |v: &[String]| {
-        v.iter()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>()
-    };
     Ok(AppState {
         pool,
         cache,
         search,
         producer,
         names: infra.names(),
-        write_tokens: clean(&a.api_tokens),
-        read_tokens: clean(&a.api_read_tokens),
+        write_tokens: a.api.write_tokens(),
+        read_tokens: a.api.read_tokens(),
         outbox_notify: a.outbox_notify,
         health_timeout: Duration::from_secs(1),
         search_timeout: a.resilience.search_timeout(),
         idempotency_ttl: a.resilience.idempotency_ttl(),
+        rate_limits: std::sync::Arc::new(RateLimits::new(&a.api)),
+        body_read_timeout: a.api.body_read_timeout(),
     })
 }
 
@@ -101,8 +92,10 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         a.resilience.idempotency_prune_interval(),
     ));
     let listener = super::connect::bind("HTTP_BIND", &a.bind)?;
-    tracing::info!(http.addr = %a.bind, "API listening");
-    http::run(listener, st, a.workers.max(1))?.await?;
+    let metrics_listener = super::connect::bind("METRICS_BIND", &a.metrics_bind)?;
+    tokio::spawn(http::metrics::serve_metrics(metrics_listener)?);
+    tracing::info!(http.addr = %a.bind, metrics.addr = %a.metrics_bind, "API listening");
+    http::run(listener, st, &ServerSettings::new(&a.api, a.workers))?.await?;
     tracing::info!("API stopped");
     Ok(())
 }

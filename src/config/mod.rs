@@ -27,15 +27,32 @@
 //! | IDEMPOTENCY_KEY_TTL_SECS | 86400 |
 //! | IDEMPOTENCY_PRUNE_INTERVAL_SECS | 300 |
 //!
+//! `serve` also reads who may call the API and how much, [`ApiConfig`] (see `config::api`):
+//!
+//! | variable | default |
+//! |---|---|
+//! | API_TOKENS | none in release builds (required); `dev-token` in debug builds |
+//! | API_READ_TOKENS | (empty) |
+//! | RATE_LIMIT_PER_SECOND | 500 per client IP (0: off) |
+//! | RATE_LIMIT_BURST | 1000 |
+//! | AUTH_FAILURES_PER_MINUTE | 30 per client IP (0: off) |
+//! | HTTP_BODY_LIMIT_BYTES | 65536 |
+//! | HTTP_CLIENT_REQUEST_TIMEOUT_MS | 5000 |
+//! | HTTP_BODY_READ_TIMEOUT_MS | 10000 |
+//!
+//! and `METRICS_BIND` (127.0.0.1:9463), the address of its `/metrics` listener.
+//!
 //! A malformed URL is a [`ConfigError`]: the binary prints one line naming the setting and
 //! exits 2.
 
+pub mod api;
 pub mod names;
 pub mod resilience;
 
 use clap::Args;
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use names::Names;
 pub use resilience::ResilienceConfig;
 

@@ -2,12 +2,14 @@
 //! recorded as pending and queued in the outbox in one transaction, and the relay publishes it
 //! to `product.commands` (keyed by product id). A Kafka outage therefore never fails or hangs
 //! the request; it only delays the command. `GET /api/commands/{id}` tells pending, applied
-//! (with version) or rejected (with reason).
+//! (with version) or rejected (with reason) to token holders: a command names a product that may
+//! not be published.
 
 use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
-use super::auth::WriteAccess;
+use super::auth::{TokenAccess, WriteAccess};
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 use crate::bus::envelope::CommandEnvelope;
 use crate::domain::product;
@@ -30,7 +32,7 @@ pub struct Accepted {
 pub async fn submit(
     _auth: WriteAccess,
     state: web::Data<AppState>,
-    body: web::Json<CommandEnvelope>,
+    body: JsonBody<CommandEnvelope>,
 ) -> Result<HttpResponse, ApiError> {
     let mut env = body.into_inner();
     let cmd = env.command().map_err(|e| {
@@ -75,7 +77,11 @@ pub async fn submit(
 /// `GET /api/commands/{id}`.
 #[utoipa::path(get, path = "/api/commands/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = command_repo::CommandRecord), (status = 404, body = super::error::Problem)))]
-pub async fn status(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    _auth: TokenAccess,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::get(&state.pool).await?;
     let rec = command_repo::find(&mut conn, *id)
         .await?

@@ -1,5 +1,6 @@
 //! `ApiError`: every failure of a handler, mapped to RFC 9457 problem+json. 422 for domain
-//! rules, 404, 409/412 for conflicts, 400/413/415 for bad requests, 503 with `Retry-After`
+//! rules, 404, 405 with `Allow`, 409/412 for conflicts, 400/408/413/415 for bad requests, 429
+//! with `Retry-After` past a rate limit, 503 with `Retry-After`
 //! when a dependency is down or a store error is transient (`StoreError::is_transient`), and an
 //! opaque 500. The cause of a 500 or 503 is logged once, here, and never shown.
 
@@ -71,6 +72,23 @@ pub enum ApiError {
     /// Not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The body did not arrive within its bound (`HTTP_BODY_READ_TIMEOUT_MS`).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The path exists, the method does not.
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The `Allow` header: the path's methods.
+        allow: &'static str,
+    },
+    /// A rate limit is spent; retry after the given time.
+    #[error("{detail}")]
+    TooManyRequests {
+        /// What was limited.
+        detail: String,
+        /// Until the next token.
+        retry_after: std::time::Duration,
+    },
     /// Missing or unknown credentials.
     #[error("{0}")]
     Unauthorized(String),
@@ -109,8 +127,21 @@ impl ApiError {
 }
 
 impl From<DomainError> for ApiError {
+    /// A field that breaks a rule is a 422; a command the product's current state refuses
+    /// (archived, a forbidden transition, not enough stock, no price to publish with, already
+    /// created) is a 409: the
+    /// same request may succeed against another state.
     fn from(e: DomainError) -> Self {
         let detail = e.to_string();
+        match &e {
+            DomainError::Invalid { .. } => {}
+            DomainError::NotCreated => return Self::NotFound("product not found".into()),
+            DomainError::AlreadyCreated
+            | DomainError::Archived
+            | DomainError::InvalidTransition { .. }
+            | DomainError::InsufficientStock { .. }
+            | DomainError::Incomplete { .. } => return Self::Conflict(detail),
+        }
         let errors = match &e {
             DomainError::Invalid { field, reason } => vec![FieldError {
                 field: (*field).to_owned(),
@@ -166,6 +197,9 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) | Self::DependencyDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -213,6 +247,17 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
+        if let Self::TooManyRequests { retry_after, .. } = self {
+            // Whole seconds, rounded up, at least 1: a client that waits that long gets a token.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            resp.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
+        }
+        if let Self::MethodNotAllowed { allow } = self {
+            resp.insert_header((header::ALLOW, *allow));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            resp.insert_header((header::CONNECTION, "close"));
+        }
         resp.json(body)
     }
 }
@@ -234,9 +279,20 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
             }],
         },
         J::Deserialize(e) => ApiError::Malformed(format!("malformed JSON: {e}")),
+        J::Payload(p) => payload_error(p),
         other => ApiError::Malformed(format!("unreadable body: {other}")),
     };
     api.into()
+}
+
+/// A body that could not be read: too slow (408), too large (413) or broken (400).
+pub fn payload_error(e: &actix_web::error::PayloadError) -> ApiError {
+    use actix_web::error::PayloadError as P;
+    match e {
+        P::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ApiError::RequestTimeout(io.to_string()),
+        P::Overflow => ApiError::PayloadTooLarge("body is over the size limit".into()),
+        other => ApiError::Malformed(format!("unreadable body: {other}")),
+    }
 }
 
 /// Maps query-string extractor failures to 422.

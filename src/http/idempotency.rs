@@ -33,8 +33,9 @@ pub const MAX_KEY_LEN: usize = 255;
 /// Records deleted per statement while pruning.
 const PRUNE_BATCH: i64 = 1000;
 
-/// The request's key, if any: a structured-field string (`"abc"`) or a bare token of
-/// 1..=255 visible ASCII characters; anything else is a 400.
+/// The request's key, if any: a structured-field string (`"abc"`) or a bare token, at most 255
+/// printable ASCII characters with at least one that is neither a space nor a quote; anything
+/// else is a 400.
 pub fn key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(v) = req.headers().get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
@@ -45,10 +46,15 @@ pub fn key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         ))
     };
     let raw = v.to_str().map_err(|_| bad())?.trim();
-    let k = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(raw);
-    if k.is_empty() || k.len() > MAX_KEY_LEN || !k.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+    // The same rule as the OpenAPI pattern: printable ASCII, at most 255 characters as sent,
+    // at least one that is neither a space nor a quote.
+    if raw.len() > MAX_KEY_LEN
+        || !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        || !raw.bytes().any(|b| b.is_ascii_graphic() && b != b'"')
+    {
         return Err(bad());
     }
+    let k = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(raw);
     Ok(Some(k.to_owned()))
 }
 

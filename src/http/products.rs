@@ -1,4 +1,7 @@
-//! Product endpoints. Reads are public; writes need a write token. Each write runs one command
+//! Product endpoints. Anonymous callers read published products only: an unpublished product
+//! by id is a 404 (its existence does not leak), a list without a status shows published
+//! products, and asking for another status needs a token (401). Read and write tokens see
+//! every product; writes need a write token. Each write runs one command
 //! through `store::product_repo::execute` (state + outbox in one transaction), releases its
 //! Postgres connection, then writes the new state through to the Redis read model so a GET
 //! right after it sees that version or a later one (read-your-writes).
@@ -14,10 +17,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::WriteAccess;
+use super::auth::{Caller, WriteAccess};
 use super::idempotency::{self, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
-use crate::domain::product::{CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails};
+use crate::domain::product::{
+    bounded_text, CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails,
+    SHORT_TEXT_MAX_CHARS,
+};
 use crate::store::idempotency_repo::{self, Guarded, StoredResponse};
 use crate::store::pool;
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
@@ -37,27 +44,52 @@ pub struct PriceBody {
     pub currency: String,
 }
 
-/// `POST /api/products/{id}/stock` body: exactly one of `delta` or `set`.
+/// `POST /api/products/{id}/stock` body: exactly one of `{"delta": n}` (n != 0) or
+/// `{"set": n}` (n >= 0); anything else, `null` values included, is a 422.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StockBody {
+#[serde(untagged, expecting = "exactly one of {\"delta\": n} or {\"set\": n}")]
+pub enum StockBody {
     /// Relative change.
-    pub delta: Option<i64>,
+    Delta(StockDelta),
     /// Absolute level.
-    pub set: Option<i64>,
+    Set(StockSet),
 }
 
-/// `GET /api/products` query.
-#[derive(Debug, Deserialize)]
+/// `{"delta": n}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct StockDelta {
+    /// Relative change, not 0.
+    pub delta: i64,
+}
+
+/// `{"set": n}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockSet {
+    /// Absolute level, >= 0.
+    pub set: i64,
+}
+
+/// Largest page of `GET /api/products`.
+pub const MAX_LIST_LIMIT: i64 = 100;
+
+/// `GET /api/products` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Status filter.
+    /// Status filter; anything but `published` needs a token. Without it, anonymous callers
+    /// get published products and token holders every product.
+    #[param(value_type = Option<ProductStatus>, inline)]
     pub status: Option<String>,
-    /// Category filter.
+    /// Category filter (exact match).
+    #[param(max_length = 100)]
     pub category: Option<String>,
-    /// Last id of the previous page.
+    /// Last id of the previous page (its `next_cursor`).
     pub cursor: Option<Uuid>,
-    /// Page size (1..=100, default 20).
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
 }
 
@@ -82,10 +114,21 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     };
     let s = v.to_str().unwrap_or_default().trim();
-    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
-    s.parse::<i64>()
+    parse_version_tag(s)
         .map(Some)
-        .map_err(|_| ApiError::field("If-Match", "must be the product version from its ETag, e.g. \"3\""))
+        .ok_or_else(|| ApiError::field("If-Match", "must be the product version from its ETag, e.g. \"3\""))
+}
+
+/// `[W/]["]N["]` with N an optional sign and 1 to 18 digits (the OpenAPI document's pattern).
+fn parse_version_tag(s: &str) -> Option<i64> {
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    let s = s.strip_prefix('"').unwrap_or(s);
+    let s = s.strip_suffix('"').unwrap_or(s);
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 fn correlation(req: &HttpRequest) -> Option<Uuid> {
@@ -152,6 +195,9 @@ async fn run(
     expected_version: Option<i64>,
     reply: Reply,
 ) -> Result<HttpResponse, ApiError> {
+    // Input that breaks a rule whatever the product's state is a 422 before any precondition
+    // (If-Match, existence) is looked at.
+    crate::domain::product::validate(&command)?;
     let opts = ExecuteOptions {
         command_id: None,
         correlation_id: correlation(req).or_else(|| Some(Uuid::now_v7())),
@@ -239,7 +285,7 @@ pub async fn create(
     _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<CreateProduct>,
+    body: JsonBody<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::now_v7();
     run(
@@ -256,9 +302,12 @@ pub async fn create(
 /// `GET /api/products/{id}`: from Redis, falling back to Postgres; `X-Read-Source` tells which.
 #[utoipa::path(get, path = "/api/products/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product), (status = 404, body = super::error::Problem)))]
-pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let not_found = || ApiError::NotFound(format!("product {id} not found"));
+    let visible = |p: &Product| caller.0.sees_unpublished() || p.status == ProductStatus::Published;
     match state.cache.get(id).await {
+        Ok(Some(p)) if !visible(&p) => return Err(not_found()),
         Ok(Some(p)) => {
             let mut r = product_response(actix_web::http::StatusCode::OK, &p);
             r.headers_mut().insert(
@@ -278,8 +327,11 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<Http
         product_repo::find(&mut conn, id).await?
         // The connection goes back to the pool before the read-through below.
     };
-    let p = found.ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
+    let p = found.ok_or_else(not_found)?;
     let _ = state.cache.put(&p).await;
+    if !visible(&p) {
+        return Err(not_found());
+    }
     let mut r = product_response(actix_web::http::StatusCode::OK, &p);
     r.headers_mut().insert(
         header::HeaderName::from_static("x-read-source"),
@@ -289,20 +341,42 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<Http
 }
 
 /// `GET /api/products?status=&category=&cursor=&limit=`: keyset pagination by id.
-#[utoipa::path(get, path = "/api/products", responses((status = 200, body = ProductPage)))]
-pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/products", params(ListQuery), responses((status = 200, body = ProductPage)))]
+pub async fn list(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
             ProductStatus::parse(s).ok_or_else(|| ApiError::field("status", "must be draft, published or archived"))?,
         ),
     };
+    let status = match (status, caller.0.sees_unpublished()) {
+        (Some(s), false) if s != ProductStatus::Published => {
+            return Err(ApiError::Unauthorized(
+                "listing unpublished products needs a bearer token".into(),
+            ))
+        }
+        (None, false) => Some(ProductStatus::Published),
+        (s, _) => s,
+    };
     let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 100"));
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be between 1 and {MAX_LIST_LIMIT}"),
+        ));
     }
+    // Text that cannot be stored cannot match; refuse it rather than send it to the database.
+    let category = q
+        .category
+        .as_deref()
+        .map(|c| bounded_text("category", c, SHORT_TEXT_MAX_CHARS))
+        .transpose()?;
     let mut conn = pool::get(&state.pool).await?;
-    let items = product_repo::list(&mut conn, status, q.category.as_deref(), q.cursor, limit).await?;
+    let items = product_repo::list(&mut conn, status, category.as_deref(), q.cursor, limit).await?;
     let next_cursor = if items.len() as i64 == limit {
         items.last().map(|p| p.id)
     } else {
@@ -319,7 +393,7 @@ pub async fn update_details(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateProductDetails>,
+    body: JsonBody<UpdateProductDetails>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     run(
@@ -341,7 +415,7 @@ pub async fn change_price(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
-    body: web::Json<PriceBody>,
+    body: JsonBody<PriceBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let b = body.into_inner();
@@ -362,13 +436,12 @@ pub async fn change_stock(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
-    body: web::Json<StockBody>,
+    body: JsonBody<StockBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let cmd = match (body.delta, body.set) {
-        (Some(delta), None) => ProductCommand::AdjustStock { delta },
-        (None, Some(stock)) => ProductCommand::SetStock { stock },
-        _ => return Err(ApiError::field("body", "give exactly one of delta or set")),
+    let cmd = match body.into_inner() {
+        StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock { delta },
+        StockBody::Set(StockSet { set }) => ProductCommand::SetStock { stock: set },
     };
     run(&state, &req, *id, cmd, v, Reply::Updated).await
 }
@@ -417,4 +490,19 @@ pub async fn archive(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     status_change(state, req, *id, ProductCommand::ArchiveProduct).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_tags_follow_the_documented_pattern() {
+        for (tag, v) in [("3", 3), ("\"3\"", 3), ("W/\"3\"", 3), ("-1", -1), ("+7", 7)] {
+            assert_eq!(parse_version_tag(tag), Some(v), "{tag}");
+        }
+        for tag in ["", "\"\"", "\"\"3\"\"", "3.0", "W/ 3", "1234567890123456789", "abc"] {
+            assert_eq!(parse_version_tag(tag), None, "{tag}");
+        }
+    }
 }

@@ -4,39 +4,64 @@
 //! The query is bounded by `SEARCH_REQUEST_TIMEOUT_MS`: a hung, unreachable or overloaded
 //! (429/5xx) OpenSearch answers 503 problem+json with `Retry-After` within that bound.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use opensearch::http::Method;
 use serde::Deserialize;
 
-use super::auth::{access, Access};
+use super::auth::{Access, Caller};
 use super::{ApiError, AppState};
-use crate::domain::product::ProductStatus;
+use crate::domain::product::{bounded_text, ProductStatus, SHORT_TEXT_MAX_CHARS};
 use crate::search::query::{self, SearchRequest, SortOrder, MAX_PAGE_SIZE, MAX_WINDOW};
+
+/// Longest free-text query, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
 
 /// Query parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// Free text over title, description and brand.
+    /// Free text over title, description and brand (never query syntax).
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// Category filter.
+    #[param(max_length = 100)]
     pub category: Option<String>,
     /// Brand filter.
+    #[param(max_length = 100)]
     pub brand: Option<String>,
-    /// Minimum price in minor units.
+    /// Minimum price in minor units (inclusive); must not exceed `max_price`.
     pub min_price: Option<i64>,
-    /// Maximum price in minor units.
+    /// Maximum price in minor units (inclusive).
     pub max_price: Option<i64>,
     /// Only products in stock.
     pub in_stock: Option<bool>,
-    /// draft | published | archived | any (needs a token unless published).
-    pub status: Option<String>,
-    /// relevance | price_asc | price_desc | newest.
+    /// Status filter; anything but `published` (the default) needs a token.
+    #[param(inline)]
+    pub status: Option<StatusFilter>,
+    /// Sort order.
+    #[param(inline)]
     pub sort: Option<SortOrder>,
-    /// 1-based page.
+    /// 1-based page; `page * size` must not exceed 10000.
+    #[param(minimum = 1, maximum = 10000, default = 1)]
     pub page: Option<u32>,
-    /// Page size, 1..=100.
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub size: Option<u32>,
+}
+
+/// Status filter of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    /// Drafts (token).
+    Draft,
+    /// Published products (the default).
+    Published,
+    /// Archived products (token).
+    Archived,
+    /// Every status (token).
+    Any,
 }
 
 /// Validates parameters into a [`SearchRequest`].
@@ -60,33 +85,30 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
             return Err(ApiError::field("min_price", "must not exceed max_price"));
         }
     }
-    if p.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
-        return Err(ApiError::field("q", "must be at most 200 characters"));
-    }
-    let status = match p.status.as_deref() {
-        None | Some("published") => Some("published".to_owned()),
-        Some(other) => {
-            if access == Access::Anonymous {
-                return Err(ApiError::Unauthorized(
-                    "searching beyond published products needs a bearer token".into(),
-                ));
-            }
-            if other == "any" {
-                None
-            } else {
-                Some(
-                    ProductStatus::parse(other)
-                        .ok_or_else(|| ApiError::field("status", "must be draft, published, archived or any"))?
-                        .as_str()
-                        .to_owned(),
-                )
-            }
-        }
+    // Control characters and over-long text are refused like the domain refuses them.
+    let text = |field: &'static str, v: Option<String>, max: usize| -> Result<Option<String>, ApiError> {
+        v.map(|v| bounded_text(field, &v, max).map_err(ApiError::from))
+            .transpose()
     };
+    let q = text("q", p.q, MAX_QUERY_CHARS)?;
+    let category = text("category", p.category, SHORT_TEXT_MAX_CHARS)?;
+    let brand = text("brand", p.brand, SHORT_TEXT_MAX_CHARS)?;
+    let status = match p.status.unwrap_or(StatusFilter::Published) {
+        StatusFilter::Published => Some(ProductStatus::Published),
+        _ if !access.sees_unpublished() => {
+            return Err(ApiError::Unauthorized(
+                "searching beyond published products needs a bearer token".into(),
+            ))
+        }
+        StatusFilter::Any => None,
+        StatusFilter::Draft => Some(ProductStatus::Draft),
+        StatusFilter::Archived => Some(ProductStatus::Archived),
+    }
+    .map(|s| s.as_str().to_owned());
     Ok(SearchRequest {
-        q: p.q,
-        category: p.category,
-        brand: p.brand,
+        q,
+        category,
+        brand,
         min_price: p.min_price,
         max_price: p.max_price,
         in_stock: p.in_stock,
@@ -102,12 +124,11 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
     responses((status = 200, body = query::SearchResponse), (status = 422, body = super::error::Problem),
         (status = 503, description = "OpenSearch did not answer in time or is down; see Retry-After", body = super::error::Problem)))]
 pub async fn search(
+    caller: Caller,
     state: web::Data<AppState>,
-    req: HttpRequest,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let acc = access(&req, &state)?;
-    let r = validate(params.into_inner(), acc)?;
+    let r = validate(params.into_inner(), caller.0)?;
     let path = format!("/{}/_search", state.names.index_alias());
     let bound = state.search_timeout;
     let down = |cause: String| ApiError::DependencyDown {

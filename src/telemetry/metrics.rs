@@ -77,6 +77,9 @@ metric!(CACHE_MISSED_WRITES: IntGauge = register_int_gauge!(
     "Products whose write-through failed and whose cached entry is not trusted until refreshed"));
 metric!(HTTP_UNAVAILABLE: IntCounterVec = register_int_counter_vec!(
     "aliexpress_http_unavailable_total", "503 answers by the dependency that was unavailable", &["dependency"]));
+metric!(HTTP_RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_http_rate_limited_total", "429 answers by the limit that was reached (requests, auth_failures)",
+    &["limit"]));
 metric!(IDEMPOTENCY_KEYS: IntCounterVec = register_int_counter_vec!(
     "aliexpress_idempotency_requests_total",
     "Writes carrying an Idempotency-Key by result (executed, replayed, mismatch, in_flight)", &["result"]));

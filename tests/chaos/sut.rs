@@ -116,6 +116,8 @@ pub struct Sut {
     /// Producer for injected messages.
     pub producer: FutureProducer,
     http_bind: String,
+    /// The API's separate /metrics listener.
+    metrics_bind: String,
     children: Mutex<HashMap<Role, Vec<Child>>>,
     extra_seq: Mutex<u32>,
 }
@@ -247,6 +249,7 @@ impl Sut {
             dir,
             producer: producer(&stack.kafka)?,
             http_bind: format!("127.0.0.1:{port}"),
+            metrics_bind: format!("127.0.0.1:{}", free_port()?),
             children: Mutex::new(HashMap::new()),
             extra_seq: Mutex::new(0),
             ns,
@@ -301,6 +304,7 @@ impl Sut {
             ("ALIEXPRESS_NAMESPACE", self.ns.clone()),
             ("API_TOKENS", TOKEN.into()),
             ("HTTP_BIND", self.http_bind.clone()),
+            ("METRICS_BIND", self.metrics_bind.clone()),
             ("LOG_FORMAT", "pretty".into()),
             ("RUST_LOG", "info".into()),
         ]

@@ -116,7 +116,7 @@ async fn a_command_posted_to_the_api_is_applied_by_the_consumer() {
     let accepted: Value = r.json().await.expect("json");
     let cid = accepted["command_id"].as_str().expect("command id").to_owned();
     let pending: Value = app
-        .get(&format!("/api/commands/{cid}"))
+        .get_with_token(&format!("/api/commands/{cid}"))
         .await
         .json()
         .await
@@ -127,7 +127,7 @@ async fn a_command_posted_to_the_api_is_applied_by_the_consumer() {
     let c = command_consumer(&app.env);
     assert_eq!(handle(&c, 1).await, vec![CommandOutcome::Applied(2)]);
     let done: Value = app
-        .get(&format!("/api/commands/{cid}"))
+        .get_with_token(&format!("/api/commands/{cid}"))
         .await
         .json()
         .await

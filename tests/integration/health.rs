@@ -45,7 +45,7 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
     let app = TestApp::spawn().await;
     let missing = uuid::Uuid::new_v4();
     assert_eq!(app.get(&format!("/api/products/{missing}")).await.status(), 404);
-    let text = app.get("/metrics").await.text().await.expect("text");
+    let text = app.metrics().await;
     assert!(
         text.lines().any(|l| l.starts_with("aliexpress_http_requests_total")
             && l.contains("route=\"/api/products/{id}\"")

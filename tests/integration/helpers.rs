@@ -7,8 +7,8 @@ use aliexpress::bus::admin;
 use aliexpress::bus::dlq::DlqWriter;
 use aliexpress::bus::producer::{self, ProducerSettings};
 use aliexpress::cache::ProductCache;
-use aliexpress::config::{InfraConfig, Names};
-use aliexpress::http::{self, AppState};
+use aliexpress::config::{ApiConfig, InfraConfig, Names};
+use aliexpress::http::{self, AppState, RateLimits, ServerSettings};
 use aliexpress::search::{index, SearchClient};
 use aliexpress::store::{pool, PgPool};
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
@@ -419,6 +419,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The API's state.
     pub state: AppState,
+    /// `http://127.0.0.1:PORT/metrics` of the separate metrics listener.
+    pub metrics_url: String,
 }
 
 impl TestApp {
@@ -430,6 +432,7 @@ impl TestApp {
     /// Like [`spawn`](Self::spawn) with a chance to change the state first.
     pub async fn spawn_with(f: impl FnOnce(&mut AppState)) -> Self {
         let env = TestEnv::new().await;
+        let api = ApiConfig::default();
         let producer = producer::build(
             &env.infra.kafka_bootstrap_servers,
             &ProducerSettings {
@@ -456,18 +459,46 @@ impl TestApp {
             health_timeout: Duration::from_secs(1),
             search_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(86_400),
+            rate_limits: Arc::new(RateLimits::new(&api)),
+            body_read_timeout: api.body_read_timeout(),
         };
         f(&mut state);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let server = http::run(listener, state.clone(), 2).expect("server");
+        let server = http::run(listener, state.clone(), &ServerSettings::new(&api, 2)).expect("server");
         tokio::spawn(server);
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let metrics_port = metrics.local_addr().expect("addr").port();
+        tokio::spawn(http::metrics::serve_metrics(metrics).expect("metrics server"));
         Self {
             env,
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             state,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
         }
+    }
+
+    /// The Prometheus text of the metrics listener.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// GET with the read-only token (sees unpublished products and commands).
+    pub async fn get_with_token(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// URL of `path`.
@@ -486,7 +517,7 @@ impl TestApp {
             .expect("request")
     }
 
-    /// GET.
+    /// GET without credentials.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
     }

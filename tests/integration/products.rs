@@ -103,11 +103,12 @@ async fn every_write_leaves_exactly_one_outbox_row_with_its_version() {
         rows.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
         (1..=7).collect::<Vec<_>>()
     );
-    // Archived accepts nothing more, with a field-level problem.
+    // Archived accepts nothing more: a conflict with the product's state (RFC 9110 409), not a
+    // field error; the same request is valid against another state.
     let r = app
         .post(&format!("/api/products/{id}/stock"), json!({"delta": 1}))
         .await;
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
 
@@ -140,7 +141,7 @@ async fn a_transaction_that_fails_midway_leaves_neither_state_nor_outbox_row() {
     let body: Value = r.json().await.expect("problem");
     assert_eq!(body["detail"], "internal error", "no internals leak");
     let now: Value = app
-        .get(&format!("/api/products/{id}"))
+        .get_with_token(&format!("/api/products/{id}"))
         .await
         .json()
         .await
@@ -192,7 +193,7 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
             .post(&format!("/api/products/{id}/stock"), json!({"delta": 1}))
             .await;
         let written: Value = r.json().await.expect("json");
-        let g = app.get(&format!("/api/products/{id}")).await;
+        let g = app.get_with_token(&format!("/api/products/{id}")).await;
         assert_eq!(g.headers()["etag"], format!("\"{}\"", written["version"]));
         assert!(g.headers().contains_key("x-read-source"));
         let read: Value = g.json().await.expect("json");
@@ -204,9 +205,9 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
         .evict(uuid::Uuid::parse_str(id).expect("uuid"))
         .await
         .expect("evict");
-    let g = app.get(&format!("/api/products/{id}")).await;
+    let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "database");
-    let g = app.get(&format!("/api/products/{id}")).await;
+    let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "cache");
 }
 
@@ -359,7 +360,7 @@ async fn listing_pages_with_a_keyset_cursor_and_filters() {
             Some(c) => format!("/api/products?limit=2&cursor={c}"),
             None => "/api/products?limit=2".into(),
         };
-        let page: Value = app.get(&q).await.json().await.expect("json");
+        let page: Value = app.get_with_token(&q).await.json().await.expect("json");
         for p in page["items"].as_array().expect("items") {
             seen.push(p["id"].as_str().expect("id").to_owned());
         }

@@ -199,7 +199,7 @@ async fn replayed_and_reordered_events_leave_the_same_documents_and_replays_rewr
     let fixed = app.env.document(id).await.expect("doc");
     assert_eq!(fixed["_source"]["title"], "Mechanical keyboard");
     // Redis holds the same state.
-    let cached = app.get(&format!("/api/products/{id}")).await;
+    let cached = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(cached.headers()["x-read-source"], "cache");
 }
 

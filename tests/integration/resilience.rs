@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aliexpress::cache::ProductCache;
 use aliexpress::config::Names;
 
-use crate::helpers::{wait_until, TestApp, TOKEN};
+use crate::helpers::{wait_until, TestApp, READ_TOKEN, TOKEN};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -139,7 +139,7 @@ async fn with_redis_stalled_reads_and_writes_answer_quickly_from_postgres_and_th
     }
     // Warm the cache so the stall hides entries that are about to go stale.
     for id in &ids {
-        assert_eq!(app.get(&format!("/api/products/{id}")).await.status(), 200);
+        assert_eq!(app.get_with_token(&format!("/api/products/{id}")).await.status(), 200);
     }
 
     redis.stop();
@@ -147,7 +147,12 @@ async fn with_redis_stalled_reads_and_writes_answer_quickly_from_postgres_and_th
     // 50 reads and 10 writes at once against a pool of 8 Postgres connections.
     let reads = (0..50).map(|i| {
         let id = &ids[i % ids.len()];
-        timed(app.http.get(app.url(&format!("/api/products/{id}"))), bound)
+        timed(
+            app.http
+                .get(app.url(&format!("/api/products/{id}")))
+                .bearer_auth(READ_TOKEN),
+            bound,
+        )
     });
     let writes = (0..10).map(|i| {
         let id = &ids[i % ids.len()];
@@ -172,6 +177,7 @@ async fn with_redis_stalled_reads_and_writes_answer_quickly_from_postgres_and_th
     let r = app
         .http
         .get(app.url(&format!("/api/products/{id}")))
+        .bearer_auth(READ_TOKEN)
         .timeout(bound)
         .send()
         .await
@@ -184,7 +190,7 @@ async fn with_redis_stalled_reads_and_writes_answer_quickly_from_postgres_and_th
     // Back from the stall, the entries it missed are not served stale.
     redis.resume();
     let fresh = wait_until(Duration::from_secs(10), || async {
-        let r = app.get(&format!("/api/products/{id}")).await;
+        let r = app.get_with_token(&format!("/api/products/{id}")).await;
         let source = r.headers()["x-read-source"].to_str().unwrap_or_default().to_owned();
         let p: Value = r.json().await.expect("json");
         assert!(
@@ -195,7 +201,7 @@ async fn with_redis_stalled_reads_and_writes_answer_quickly_from_postgres_and_th
     })
     .await;
     assert!(fresh, "the cache serves again after Redis returns");
-    let text = app.get("/metrics").await.text().await.expect("metrics");
+    let text = app.metrics().await;
     assert!(text.contains("aliexpress_cache_breaker_state"), "{text}");
     assert!(text.contains("aliexpress_cache_request_failures_total"), "{text}");
 }
@@ -208,13 +214,15 @@ async fn with_redis_restarted_empty_reads_stay_correct_and_refill() {
     let id = p["id"].as_str().expect("id").to_owned();
     let r = app.post(&format!("/api/products/{id}/stock"), json!({"set": 9})).await;
     assert_eq!(r.status(), 200);
-    let g = app.get(&format!("/api/products/{id}")).await;
+    let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "cache");
 
     redis.kill();
     // Down: reads come from Postgres, quickly.
     let (status, took) = timed(
-        app.http.get(app.url(&format!("/api/products/{id}"))),
+        app.http
+            .get(app.url(&format!("/api/products/{id}")))
+            .bearer_auth(READ_TOKEN),
         Duration::from_secs(2),
     )
     .await;
@@ -224,7 +232,7 @@ async fn with_redis_restarted_empty_reads_stay_correct_and_refill() {
 
     redis.spawn().await;
     let refilled = wait_until(Duration::from_secs(10), || async {
-        let r = app.get(&format!("/api/products/{id}")).await;
+        let r = app.get_with_token(&format!("/api/products/{id}")).await;
         assert_eq!(r.status(), 200);
         let source = r.headers()["x-read-source"].to_str().unwrap_or_default().to_owned();
         let p: Value = r.json().await.expect("json");

@@ -10,8 +10,8 @@ use super::command::{CreateProduct, ProductCommand, UpdateProductDetails};
 use super::error::DomainError;
 use super::event::ProductChange;
 use super::value::{
-    bounded_text, required_text, Money, ProductStatus, ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, SHORT_TEXT_MAX_CHARS,
-    TITLE_MAX_CHARS,
+    bounded_text, required_text, Money, ProductStatus, ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, MAX_QUANTITY,
+    SHORT_TEXT_MAX_CHARS, TITLE_MAX_CHARS,
 };
 
 /// Current state of a product. `version` starts at 1 and grows by one per event.
@@ -54,8 +54,8 @@ pub fn validate(command: &ProductCommand) -> Result<(), DomainError> {
         ProductCommand::CreateProduct(c) => decide_create(c).map(|_| ()),
         ProductCommand::UpdateProductDetails(u) => decide_details(u).map(|_| ()),
         ProductCommand::ChangePrice { price } => Money::price(price.amount_minor, &price.currency).map(|_| ()),
-        ProductCommand::AdjustStock { delta: 0 } => Err(DomainError::invalid("delta", "must not be 0")),
-        ProductCommand::SetStock { stock } if *stock < 0 => Err(DomainError::invalid("stock", "must be >= 0")),
+        ProductCommand::AdjustStock { delta } => check_delta(*delta),
+        ProductCommand::SetStock { stock } => check_stock("stock", *stock),
         _ => Ok(()),
     }
 }
@@ -80,9 +80,7 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
             new_price: Money::price(price.amount_minor, &price.currency)?,
         }),
         ProductCommand::AdjustStock { delta } => {
-            if *delta == 0 {
-                return Err(DomainError::invalid("delta", "must not be 0"));
-            }
+            check_delta(*delta)?;
             let stock = product
                 .stock
                 .checked_add(*delta)
@@ -96,9 +94,7 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
             Ok(ProductChange::ProductStockAdjusted { delta: *delta, stock })
         }
         ProductCommand::SetStock { stock } => {
-            if *stock < 0 {
-                return Err(DomainError::invalid("stock", "must be >= 0"));
-            }
+            check_stock("stock", *stock)?;
             Ok(ProductChange::ProductStockAdjusted {
                 delta: stock - product.stock,
                 stock: *stock,
@@ -112,10 +108,16 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
                 });
             }
             if product.price.is_none() {
-                return Err(DomainError::invalid("price", "a product needs a price to be published"));
+                return Err(DomainError::Incomplete {
+                    field: "price",
+                    reason: "a product needs a price to be published".into(),
+                });
             }
             if product.title.trim().is_empty() {
-                return Err(DomainError::invalid("title", "a product needs a title to be published"));
+                return Err(DomainError::Incomplete {
+                    field: "title",
+                    reason: "a product needs a title to be published".into(),
+                });
             }
             Ok(ProductChange::ProductStatusChanged {
                 from: product.status,
@@ -140,10 +142,33 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
     }
 }
 
-fn decide_create(c: &CreateProduct) -> Result<ProductChange, DomainError> {
-    if c.stock < 0 {
-        return Err(DomainError::invalid("stock", "must be >= 0"));
+/// A stock level: 0..=MAX_QUANTITY.
+fn check_stock(field: &'static str, stock: i64) -> Result<(), DomainError> {
+    if !(0..=MAX_QUANTITY).contains(&stock) {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be between 0 and {MAX_QUANTITY}"),
+        ));
     }
+    Ok(())
+}
+
+/// A stock change: non-zero, at most MAX_QUANTITY either way.
+fn check_delta(delta: i64) -> Result<(), DomainError> {
+    if delta == 0 {
+        return Err(DomainError::invalid("delta", "must not be 0"));
+    }
+    if !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&delta) {
+        return Err(DomainError::invalid(
+            "delta",
+            format!("must be between -{MAX_QUANTITY} and {MAX_QUANTITY}"),
+        ));
+    }
+    Ok(())
+}
+
+fn decide_create(c: &CreateProduct) -> Result<ProductChange, DomainError> {
+    check_stock("stock", c.stock)?;
     let price = match &c.price {
         Some(p) => Some(Money::price(p.amount_minor, &p.currency)?),
         None => None,

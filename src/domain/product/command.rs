@@ -33,20 +33,35 @@ pub struct CreateProduct {
     pub stock: i64,
 }
 
-/// A partial change of descriptive fields; absent fields stay as they are.
+/// A partial change of descriptive fields; absent fields stay as they are. A field given as
+/// `null` is refused (it would read as "clear" to some clients and "unchanged" to others).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductDetails {
     /// New title.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// New description.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// New category.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     /// New brand.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
     /// Replaces the whole attribute map.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub attributes: Option<BTreeMap<String, String>>,
+}
+
+/// A field that is present must hold a value: `null` is an error, absence is `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Every command of the product aggregate. On the wire (`product.commands`) the variant is

@@ -30,6 +30,14 @@ pub enum DomainError {
         /// Requested status.
         to: ProductStatus,
     },
+    /// The product lacks what the command needs (publishing without a price or title).
+    #[error("{field}: {reason}")]
+    Incomplete {
+        /// The missing field.
+        field: &'static str,
+        /// What is missing.
+        reason: String,
+    },
     /// Stock would fall below zero.
     #[error("insufficient stock: have {available}, adjustment {delta}")]
     InsufficientStock {
@@ -52,7 +60,7 @@ impl DomainError {
     /// The field this error concerns, when it concerns one.
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            Self::Invalid { field, .. } => Some(field),
+            Self::Invalid { field, .. } | Self::Incomplete { field, .. } => Some(field),
             Self::InsufficientStock { .. } => Some("delta"),
             Self::InvalidTransition { .. } => Some("status"),
             _ => None,
@@ -68,6 +76,7 @@ impl DomainError {
             Self::Archived => "archived",
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::InsufficientStock { .. } => "insufficient_stock",
+            Self::Incomplete { .. } => "incomplete",
         }
     }
 }

@@ -13,4 +13,8 @@ pub use aggregate::{decide, evolve, execute, validate, Product};
 pub use command::{CreateProduct, ProductCommand, UpdateProductDetails};
 pub use error::DomainError;
 pub use event::{EventEnvelope, EventMeta, ProductChange, EVENT_TYPES, SCHEMA_VERSION};
-pub use value::{Money, ProductStatus};
+pub use value::{bounded_text, Money, ProductStatus, SHORT_TEXT_MAX_CHARS};
+pub use value::{
+    ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, KNOWN_CURRENCIES, MAX_QUANTITY, REQUIRED_TEXT_PATTERN, TEXT_PATTERN,
+    TITLE_MAX_CHARS,
+};

@@ -19,8 +19,19 @@ pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 /// Longest sku, category or brand, in characters.
 pub const SHORT_TEXT_MAX_CHARS: usize = 100;
+/// Largest stock level, stock change or initial stock, in units: far above any real
+/// inventory, and small enough that no sum of a stock and a change overflows.
+pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
 /// Most attributes a product may carry.
 pub const ATTRIBUTES_MAX: usize = 50;
+
+/// JSON Schema (ECMA-262) pattern of text [`bounded_text`] accepts: no control character but
+/// tab, line feed and carriage return. The OpenAPI document repeats it literally (utoipa takes
+/// only literals); a test there keeps the copies equal to this one.
+pub const TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
+/// JSON Schema pattern of text [`required_text`] accepts: [`TEXT_PATTERN`] with at least one
+/// character that is not white space.
+pub const REQUIRED_TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
 
 /// A price in integer minor units (cents) of an ISO 4217 currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -89,16 +100,18 @@ impl fmt::Display for ProductStatus {
     }
 }
 
-/// Checks a required text field: trimmed non-empty and at most `max` characters.
+/// Checks a required text field: like [`bounded_text`], and not empty once trimmed.
 pub fn required_text(field: &'static str, value: &str, max: usize) -> Result<String, DomainError> {
-    let v = value.trim();
+    let v = bounded_text(field, value, max)?;
     if v.is_empty() {
         return Err(DomainError::invalid(field, "must not be empty"));
     }
-    bounded_text(field, v, max)
+    Ok(v)
 }
 
-/// Checks an optional text field: at most `max` characters (trimmed), and storable as text:
+/// Checks an optional text field and returns it trimmed: at most `max` characters as sent
+/// (the limit applies to the input, so it reads the same as a JSON Schema `maxLength`), and
+/// storable as text:
 /// no NUL and no other C0 control character except tab, line feed and carriage return.
 /// (PostgreSQL text and jsonb cannot hold NUL; refusing it here means such input is rejected
 /// with a reason instead of failing deep in the store.)
@@ -112,13 +125,12 @@ pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<Stri
             format!("must not contain control character U+{:04X}", u32::from(c)),
         ));
     }
-    let v = value.trim();
-    let n = v.chars().count();
+    let n = value.chars().count();
     if n > max {
         return Err(DomainError::invalid(
             field,
             format!("must be at most {max} characters, got {n}"),
         ));
     }
-    Ok(v.to_owned())
+    Ok(value.trim().to_owned())
 }

@@ -1,0 +1,210 @@
+//! Settings of `serve` that decide who may call the API and how much: bearer tokens,
+//! per-client rate limits and the bounds of a request body.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | API_TOKENS | none in release builds; `dev-token` in debug builds | bearer tokens that may write (and read drafts), comma separated; a release build refuses to start without one |
+//! | API_READ_TOKENS | (empty) | bearer tokens that may read unpublished products and commands, not write |
+//! | RATE_LIMIT_PER_SECOND | 500 | steady requests per second per client IP (then 429 + Retry-After); 0 turns the limit off |
+//! | RATE_LIMIT_BURST | 1000 | requests a client IP may send at once above the steady rate |
+//! | AUTH_FAILURES_PER_MINUTE | 30 | unknown or malformed credentials per client IP per minute before its requests with credentials get 429; 0 turns it off |
+//! | HTTP_BODY_LIMIT_BYTES | 65536 | largest request body (then 413 problem+json) |
+//! | HTTP_CLIENT_REQUEST_TIMEOUT_MS | 5000 | time a client has to send the request head (then 408) |
+//! | HTTP_BODY_READ_TIMEOUT_MS | 10000 | time a client has to send the request body (then 408 problem+json) |
+//!
+//! The client IP is the TCP peer address: behind a proxy or load balancer every client shares
+//! the proxy's address, so size the limits for it (or turn them off and limit at the proxy).
+
+use clap::Args;
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// `API_TOKENS` when unset: a development token in debug builds, nothing in release builds
+/// (so a release binary never accepts a well-known token).
+pub const DEFAULT_WRITE_TOKENS: &str = if cfg!(debug_assertions) { "dev-token" } else { "" };
+
+/// Who may call the API and how much (`serve`).
+#[derive(Debug, Clone, Args)]
+pub struct ApiConfig {
+    /// Bearer tokens allowed to write (and to read unpublished products), comma separated.
+    /// Required in release builds; debug builds default to `dev-token`.
+    #[arg(
+        long,
+        env = "API_TOKENS",
+        default_value = DEFAULT_WRITE_TOKENS,
+        hide_default_value = true,
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+    /// Bearer tokens allowed to read unpublished products and commands, not to write; comma
+    /// separated.
+    #[arg(
+        long,
+        env = "API_READ_TOKENS",
+        default_value = "",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_read_tokens: Vec<String>,
+    /// Steady requests per second allowed per client IP; past it, 429 with Retry-After. 0
+    /// turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 500)]
+    pub rate_limit_per_second: u32,
+    /// Requests a client IP may send at once above the steady rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 1000)]
+    pub rate_limit_burst: u32,
+    /// Failed authentications (unknown or malformed credentials) allowed per client IP per
+    /// minute; past it, requests with credentials from that IP get 429. 0 turns it off.
+    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_minute: u32,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "HTTP_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub http_body_limit_bytes: usize,
+    /// Time a client has to send the request head, in milliseconds; then 408.
+    #[arg(long, env = "HTTP_CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub http_client_request_timeout_ms: u64,
+    /// Time a client has to send the request body, in milliseconds; then 408.
+    #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_body_read_timeout_ms: u64,
+}
+
+impl Default for ApiConfig {
+    /// The values a command line without these flags and variables gets.
+    fn default() -> Self {
+        Self {
+            api_tokens: split(DEFAULT_WRITE_TOKENS),
+            api_read_tokens: Vec::new(),
+            rate_limit_per_second: 500,
+            rate_limit_burst: 1000,
+            auth_failures_per_minute: 30,
+            http_body_limit_bytes: 64 * 1024,
+            http_client_request_timeout_ms: 5000,
+            http_body_read_timeout_ms: 10_000,
+        }
+    }
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split(',').map(str::to_owned).collect()
+}
+
+fn clean(v: &[String]) -> Vec<String> {
+    v.iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+impl ApiConfig {
+    /// Refuses to run without a write token, with a burst below the steady rate, or with a
+    /// zero bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.write_tokens().is_empty() {
+            return Err(ConfigError::new(
+                "API_TOKENS",
+                "no write token configured: set API_TOKENS to one or more secret tokens, comma separated",
+            ));
+        }
+        let (writes, reads) = (self.write_tokens(), self.read_tokens());
+        // The message never names the token.
+        if reads.iter().any(|t| writes.contains(t)) {
+            return Err(ConfigError::new(
+                "API_READ_TOKENS",
+                "a token is both a write token and a read token",
+            ));
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::new("RATE_LIMIT_BURST", "must be at least 1"));
+        }
+        let positive: [(&'static str, u64); 3] = [
+            ("HTTP_BODY_LIMIT_BYTES", self.http_body_limit_bytes as u64),
+            ("HTTP_CLIENT_REQUEST_TIMEOUT_MS", self.http_client_request_timeout_ms),
+            ("HTTP_BODY_READ_TIMEOUT_MS", self.http_body_read_timeout_ms),
+        ];
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some((setting, _)) => Err(ConfigError::new(setting, "must be at least 1")),
+            None => Ok(()),
+        }
+    }
+
+    /// Write tokens, trimmed, without empty entries.
+    pub fn write_tokens(&self) -> Vec<String> {
+        clean(&self.api_tokens)
+    }
+
+    /// Read-only tokens, trimmed, without empty entries.
+    pub fn read_tokens(&self) -> Vec<String> {
+        clean(&self.api_read_tokens)
+    }
+
+    /// Time to receive a request head.
+    pub fn client_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_client_request_timeout_ms)
+    }
+
+    /// Time to receive a request body.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_read_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ApiConfig,
+    }
+
+    fn parse(args: &[&str]) -> ApiConfig {
+        let mut v = vec!["t"];
+        v.extend_from_slice(args);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn the_default_matches_an_empty_command_line() {
+        let (a, b) = (parse(&[]), ApiConfig::default());
+        assert_eq!(a.write_tokens(), b.write_tokens());
+        assert_eq!(a.rate_limit_per_second, b.rate_limit_per_second);
+        assert_eq!(a.rate_limit_burst, b.rate_limit_burst);
+        assert_eq!(a.auth_failures_per_minute, b.auth_failures_per_minute);
+        assert_eq!(a.http_body_limit_bytes, b.http_body_limit_bytes);
+        assert_eq!(a.body_read_timeout(), b.body_read_timeout());
+        assert_eq!(a.client_request_timeout(), b.client_request_timeout());
+    }
+
+    #[test]
+    fn only_debug_builds_have_a_default_write_token() {
+        assert_eq!(DEFAULT_WRITE_TOKENS.is_empty(), !cfg!(debug_assertions));
+    }
+
+    #[test]
+    fn no_write_token_is_refused_naming_api_tokens() {
+        let e = parse(&["--api-tokens", " , "]).validate().unwrap_err();
+        assert_eq!(e.setting, "API_TOKENS");
+        assert!(parse(&["--api-tokens", "s3cret"]).validate().is_ok());
+    }
+
+    #[test]
+    fn a_token_in_both_lists_is_refused_without_echoing_it() {
+        let e = parse(&["--api-tokens", "s3cret", "--api-read-tokens", "s3cret"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.setting, "API_READ_TOKENS");
+        assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_zero_bound_names_its_setting() {
+        let e = parse(&["--api-tokens", "t", "--http-body-read-timeout-ms", "0"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.setting, "HTTP_BODY_READ_TIMEOUT_MS");
+    }
+}
