@@ -86,14 +86,20 @@ async fn fresh_env(tag: &str) -> Env {
         database_url: url,
         database_pool_size: 16,
         database_statement_timeout_ms: 600_000,
-        redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        redis_url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL),
+        redis_ca_file: None,
         redis_cache_ttl_secs: 600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        kafka_security: Default::default(),
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        opensearch_username: None,
+        opensearch_password: None,
+        opensearch_ca_file: None,
+        opensearch_danger_accept_invalid_certs: false,
         namespace: format!("bench_{id}_"),
     };
     let names = infra.names();
-    admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), 6)
+    admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 6)
         .await
         .expect("topics");
     Env { infra, names }
@@ -142,9 +148,13 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     let ours = n as f64 / secs;
 
     let topic = format!("{}perf", e.names.events_topic());
-    admin::ensure_topics(&e.infra.kafka_bootstrap_servers, std::slice::from_ref(&topic), 6)
-        .await
-        .expect("topic");
+    admin::ensure_topics(
+        &e.infra.kafka().expect("kafka settings"),
+        std::slice::from_ref(&topic),
+        6,
+    )
+    .await
+    .expect("topic");
     let perf = Command::new("java")
         .args([
             "-Xmx512m",
@@ -230,7 +240,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     let e = fresh_env("proj").await;
     let n = (100_000.0 * scale()) as usize;
     let products = n / 4;
-    let p = producer::build(&e.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+    let p = producer::build(&e.infra.kafka().expect("kafka settings"), &ProducerSettings::default()).expect("producer");
     let topic = e.names.events_topic();
     let mut envs = Vec::with_capacity(n);
     let ids: Vec<uuid::Uuid> = (0..products).map(|_| uuid::Uuid::new_v4()).collect();
@@ -260,10 +270,14 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
     index::ensure_alias(&search, &alias).await.expect("index");
-    let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
-        .expect("cache");
+    let cache = aliexpress::cache::ProductCache::new(
+        e.infra.redis().expect("redis settings"),
+        e.names.clone(),
+        Duration::from_secs(600),
+    )
+    .expect("cache");
     let group = e.names.projection_group();
-    let c = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
+    let c = consumer::build(&e.infra.kafka().expect("kafka settings"), &group).expect("consumer");
     c.subscribe(&[&topic]).expect("subscribe");
     let dlq = aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
     let settings = ProjectionSettings {
@@ -447,7 +461,7 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
 
     // Command consumer: a backlog of commands, processed sequentially.
     let n = (20_000.0 * scale()) as usize;
-    let p = producer::build(&e.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+    let p = producer::build(&e.infra.kafka().expect("kafka settings"), &ProducerSettings::default()).expect("producer");
     let topic = e.names.commands_topic();
     let mut futs = Vec::new();
     for i in 0..n {
@@ -465,7 +479,7 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
         f.await.expect("delivered").expect("ok");
     }
     let group = e.names.command_group();
-    let kc = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
+    let kc = consumer::build(&e.infra.kafka().expect("kafka settings"), &group).expect("consumer");
     kc.subscribe(&[&topic]).expect("subscribe");
     let worker = aliexpress::worker::product_consumer::CommandConsumer {
         consumer: kc,
@@ -630,7 +644,7 @@ async fn cleanup_previous_runs() {
             .await;
     }
     let bootstrap = env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
-    let Ok(admin) = producer::base_config(&bootstrap)
+    let Ok(admin) = producer::base_config(&aliexpress::bus::KafkaConnection::new(bootstrap))
         .create::<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>()
     else {
         return;

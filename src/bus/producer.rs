@@ -4,7 +4,7 @@
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
-use super::BusError;
+use super::{BusError, KafkaConnection};
 
 /// Producer tuning.
 #[derive(Debug, Clone)]
@@ -27,22 +27,25 @@ impl Default for ProducerSettings {
     }
 }
 
-/// Base client configuration shared by producers, consumers and admin clients.
-pub fn base_config(bootstrap: &str) -> ClientConfig {
+/// Base client configuration shared by producers, consumers and admin clients: the
+/// binary's defaults, then every property of `kafka` (security settings, pass-through).
+pub fn base_config(kafka: &KafkaConnection) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("client.id", format!("aliexpress-{}", env!("CARGO_PKG_VERSION")))
+    c.set("client.id", format!("aliexpress-{}", env!("CARGO_PKG_VERSION")))
         .set("socket.connection.setup.timeout.ms", "5000")
         // Back within about a second of a broker's return (librdkafka's default caps at 10 s).
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "3");
+    for (k, v) in kafka.client_config().config_map() {
+        c.set(k, v);
+    }
     c
 }
 
 /// Builds the idempotent producer.
-pub fn build(bootstrap: &str, s: &ProducerSettings) -> Result<FutureProducer, BusError> {
-    Ok(base_config(bootstrap)
+pub fn build(kafka: &KafkaConnection, s: &ProducerSettings) -> Result<FutureProducer, BusError> {
+    Ok(base_config(kafka)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", s.linger_ms.to_string())

@@ -57,15 +57,19 @@ pub async fn run(infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
         "database",
         timed(async { pool::get(&db).await.map(|_| ()) }).await
     );
-    let cache = crate::cache::ProductCache::new(&infra.redis_url, names.clone(), Duration::from_secs(60))?;
+    let cache = crate::cache::ProductCache::new(infra.redis()?, names.clone(), Duration::from_secs(60))?;
     println!("  {:<11} {}", "redis", timed(cache.ping(Duration::from_secs(2))).await);
-    let producer = crate::bus::producer::build(&infra.kafka_bootstrap_servers, &Default::default())?;
+    let producer = crate::bus::producer::build(&infra.kafka()?, &Default::default())?;
     println!(
         "  {:<11} {}",
         "kafka",
         timed(crate::bus::admin::probe(&producer, Duration::from_secs(2))).await
     );
-    let search = crate::search::SearchClient::new(&infra.opensearch_url, Duration::from_secs(2))?;
+    let search = crate::search::SearchClient::with_access(
+        &infra.opensearch_url,
+        &infra.search_access()?,
+        Duration::from_secs(2),
+    )?;
     println!(
         "  {:<11} {}",
         "opensearch",
@@ -103,7 +107,7 @@ pub async fn run(infra: &InfraConfig, _a: Args) -> anyhow::Result<()> {
     }
 
     println!("== consumer groups");
-    let b = infra.kafka_bootstrap_servers.clone();
+    let b = infra.kafka()?;
     let groups_ = vec![
         (names.projection_group(), names.events_topic()),
         (names.command_group(), names.commands_topic()),

@@ -53,10 +53,16 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
         database_url: database_url.to_owned(),
         database_pool_size: 8,
         database_statement_timeout_ms: 10_000,
-        redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        redis_url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL),
+        redis_ca_file: None,
         redis_cache_ttl_secs: 3600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        kafka_security: Default::default(),
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        opensearch_username: None,
+        opensearch_password: None,
+        opensearch_ca_file: None,
+        opensearch_danger_accept_invalid_certs: false,
         namespace: namespace.to_owned(),
     }
 }
@@ -146,7 +152,7 @@ async fn cleanup_previous_runs() {
                     }
                 }
             }
-            let bootstrap = i.kafka_bootstrap_servers.clone();
+            let bootstrap = i.kafka().expect("kafka settings");
             let _ = tokio::task::spawn_blocking(move || {
                 let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
                     producer::base_config(&bootstrap).create().expect("admin client");
@@ -203,12 +209,12 @@ impl TestEnv {
         pool::run_migrations(&url).await.expect("migrations apply");
         let infra = infra(&ns, &url);
         let names = infra.names();
-        admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), 3)
+        admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 3)
             .await
             .expect("topics");
         let pool = pool::build_pool(&url, 8, Duration::from_secs(10)).expect("pool");
         let producer = producer::build(
-            &infra.kafka_bootstrap_servers,
+            &infra.kafka().expect("kafka settings"),
             &ProducerSettings {
                 linger_ms: 0,
                 ..Default::default()
@@ -225,7 +231,11 @@ impl TestEnv {
 
     /// An outbox relay on this environment.
     pub fn relay(&self, batch_size: i64) -> OutboxRelay {
-        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+        let p = producer::build(
+            &self.infra.kafka().expect("kafka settings"),
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
         OutboxRelay::new(
             self.infra.database_url.clone(),
             p,
@@ -259,7 +269,12 @@ impl TestEnv {
 
     /// The Redis cache under this namespace.
     pub fn cache(&self) -> ProductCache {
-        ProductCache::new(&self.infra.redis_url, self.names.clone(), Duration::from_secs(3600)).expect("cache")
+        ProductCache::new(
+            self.infra.redis().expect("redis settings"),
+            self.names.clone(),
+            Duration::from_secs(3600),
+        )
+        .expect("cache")
     }
 
     /// A projector in `group` (default: the namespaced projection group) on this environment.
@@ -274,9 +289,13 @@ impl TestEnv {
             .map(str::to_owned)
             .unwrap_or_else(|| self.names.projection_group());
         let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group).expect("consumer");
+            aliexpress::bus::consumer::build(&self.infra.kafka().expect("kafka settings"), &group).expect("consumer");
         c.subscribe(&[&self.names.events_topic()]).expect("subscribe");
-        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+        let p = producer::build(
+            &self.infra.kafka().expect("kafka settings"),
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
         Projector::new(
             Arc::new(c),
             search,
@@ -342,7 +361,7 @@ impl TestEnv {
     pub async fn read_topic(&self, topic: &str, min: usize, deadline: Duration) -> Vec<OwnedMessage> {
         let group = format!("{}reader-{}", self.names.index_alias(), Uuid::new_v4().simple());
         let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group).expect("consumer");
+            aliexpress::bus::consumer::build(&self.infra.kafka().expect("kafka settings"), &group).expect("consumer");
         c.subscribe(&[topic]).expect("subscribe");
         let end = Instant::now() + deadline;
         let mut out = Vec::new();
@@ -401,7 +420,44 @@ impl TestEnv {
             ("ALIEXPRESS_NAMESPACE", self.infra.namespace.clone()),
             ("RUST_LOG", "info".into()),
         ]
+        .into_iter()
+        .chain(security_env(&self.infra))
+        .collect()
     }
+}
+
+/// The security settings of `infra` as the binary's environment variables (only those set).
+pub fn security_env(infra: &InfraConfig) -> Vec<(&'static str, String)> {
+    let k = &infra.kafka_security;
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let pairs: [(&'static str, Option<String>); 13] = [
+        ("KAFKA_SECURITY_PROTOCOL", k.kafka_security_protocol.clone()),
+        ("KAFKA_SASL_MECHANISM", k.kafka_sasl_mechanism.clone()),
+        ("KAFKA_SASL_USERNAME", k.kafka_sasl_username.clone()),
+        (
+            "KAFKA_SASL_PASSWORD",
+            k.kafka_sasl_password.as_ref().map(|s| s.expose().to_owned()),
+        ),
+        ("KAFKA_SSL_CA_LOCATION", path(&k.kafka_ssl_ca_location)),
+        (
+            "KAFKA_SSL_CERTIFICATE_LOCATION",
+            path(&k.kafka_ssl_certificate_location),
+        ),
+        ("KAFKA_SSL_KEY_LOCATION", path(&k.kafka_ssl_key_location)),
+        (
+            "KAFKA_SSL_KEY_PASSWORD",
+            k.kafka_ssl_key_password.as_ref().map(|s| s.expose().to_owned()),
+        ),
+        ("KAFKA_PROPERTIES_FILE", path(&k.kafka_properties_file)),
+        ("REDIS_CA_FILE", path(&infra.redis_ca_file)),
+        ("OPENSEARCH_USERNAME", infra.opensearch_username.clone()),
+        (
+            "OPENSEARCH_PASSWORD",
+            infra.opensearch_password.as_ref().map(|s| s.expose().to_owned()),
+        ),
+        ("OPENSEARCH_CA_FILE", path(&infra.opensearch_ca_file)),
+    ];
+    pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
 }
 
 /// A header value as a string.
@@ -431,7 +487,7 @@ impl TestApp {
     pub async fn spawn_with(f: impl FnOnce(&mut AppState)) -> Self {
         let env = TestEnv::new().await;
         let producer = producer::build(
-            &env.infra.kafka_bootstrap_servers,
+            &env.infra.kafka().expect("kafka settings"),
             &ProducerSettings {
                 linger_ms: 0,
                 ..Default::default()
@@ -441,7 +497,7 @@ impl TestApp {
         let mut state = AppState {
             pool: env.pool.clone(),
             cache: ProductCache::for_requests(
-                &env.infra.redis_url,
+                env.infra.redis().expect("redis settings"),
                 env.names.clone(),
                 Duration::from_secs(3600),
                 aliexpress::cache::RequestBounds::default(),

@@ -470,9 +470,13 @@ async fn a_version_gap_is_applied_with_full_state_and_counted() {
     let all = env.read_topic(&topic, 3, Duration::from_secs(30)).await;
     // A fresh namespace-local topic that holds v1 and v3 only (v2 parked upstream, say).
     let gap_topic = format!("{topic}.gap");
-    aliexpress::bus::admin::ensure_topics(&env.infra.kafka_bootstrap_servers, std::slice::from_ref(&gap_topic), 1)
-        .await
-        .expect("topic");
+    aliexpress::bus::admin::ensure_topics(
+        &env.infra.kafka().expect("kafka settings"),
+        std::slice::from_ref(&gap_topic),
+        1,
+    )
+    .await
+    .expect("topic");
     let versions: Vec<i64> = all
         .iter()
         .map(|m| {
