@@ -63,11 +63,18 @@ impl KafkaConnection {
     /// caller adds the settings of its client type.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
+        self.apply_to(&mut c);
+        c
+    }
+
+    /// Sets the bootstrap servers and every property on `c`, replacing values already there.
+    /// (Copy from here, never from another `ClientConfig`: rdkafka's `config_map()` replaces
+    /// secret values such as `sasl.password` with a placeholder.)
+    pub fn apply_to(&self, c: &mut ClientConfig) {
         c.set("bootstrap.servers", &self.bootstrap);
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        c
     }
 
     /// `bootstrap.servers=...` and the properties as Java-style `key=value` lines, secrets

@@ -37,9 +37,7 @@ pub fn base_config(kafka: &KafkaConnection) -> ClientConfig {
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "3");
-    for (k, v) in kafka.client_config().config_map() {
-        c.set(k, v);
-    }
+    kafka.apply_to(&mut c);
     c
 }
 
@@ -54,4 +52,22 @@ pub fn build(kafka: &KafkaConnection, s: &ProducerSettings) -> Result<FutureProd
         .set("queue.buffering.max.messages", "1000000")
         .set("batch.size", "1000000")
         .create()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_properties_reach_librdkafka_unmasked() {
+        // rdkafka's config_map() masks secrets; copying through it once sent a placeholder
+        // as the SASL password.
+        let kafka = KafkaConnection::new("h:9094")
+            .with_property("sasl.password", "s3cret")
+            .with_property("ssl.key.password", "k3y");
+        let c = base_config(&kafka);
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        assert_eq!(c.get("ssl.key.password"), Some("k3y"));
+        assert_eq!(c.get("bootstrap.servers"), Some("h:9094"));
+    }
 }
