@@ -194,10 +194,16 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh database (migrated), topics, and a namespace.
     pub async fn new() -> Self {
+        Self::with_settings(base_database_url(), |_| {}).await
+    }
+
+    /// Like [`new`](Self::new) with the database made through `base` (an admin URL whose TLS
+    /// parameters the test database's URL keeps) and the other settings changed by
+    /// `customize` (the secured profile's listeners, for example).
+    pub async fn with_settings(base: String, customize: impl FnOnce(&mut InfraConfig)) -> Self {
         cleanup_previous_runs().await;
         let ns = new_namespace();
         let db = format!("aliexpress_{}", ns.trim_end_matches('_'));
-        let base = base_database_url();
         let mut admin = pool::connect(&base, Duration::from_secs(60))
             .await
             .expect("connect to the stack's postgres (make up?)");
@@ -207,7 +213,8 @@ impl TestEnv {
             .expect("create test database");
         let url = with_db(&base, &db);
         pool::run_migrations(&url).await.expect("migrations apply");
-        let infra = infra(&ns, &url);
+        let mut infra = infra(&ns, &url);
+        customize(&mut infra);
         let names = infra.names();
         admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 3)
             .await
@@ -264,7 +271,12 @@ impl TestEnv {
 
     /// A search client.
     pub fn search(&self) -> SearchClient {
-        SearchClient::new(&self.infra.opensearch_url, Duration::from_secs(30)).expect("search client")
+        SearchClient::with_access(
+            &self.infra.opensearch_url,
+            &self.infra.search_access().expect("search settings"),
+            Duration::from_secs(30),
+        )
+        .expect("search client")
     }
 
     /// The Redis cache under this namespace.
@@ -485,7 +497,11 @@ impl TestApp {
 
     /// Like [`spawn`](Self::spawn) with a chance to change the state first.
     pub async fn spawn_with(f: impl FnOnce(&mut AppState)) -> Self {
-        let env = TestEnv::new().await;
+        Self::spawn_on(TestEnv::new().await, f).await
+    }
+
+    /// Starts the API on port 0 over `env`, with a chance to change the state first.
+    pub async fn spawn_on(env: TestEnv, f: impl FnOnce(&mut AppState)) -> Self {
         let producer = producer::build(
             &env.infra.kafka().expect("kafka settings"),
             &ProducerSettings {

@@ -15,3 +15,4 @@ mod products;
 mod projection;
 mod prometheus;
 mod resilience;
+mod secure;
