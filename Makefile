@@ -10,7 +10,7 @@ ROLES := deploy/local/roles
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down restart observe-up-build stack-up stack-down status build release test unit integration bench \
+.PHONY: help up down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration bench \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config ensure-rust
 
@@ -57,6 +57,9 @@ endif
 stack-up: ## start only the infrastructure (native)
 	$(STACK) up
 
+stack-up-secure: ## start the infrastructure with its TLS/SASL listeners too (writes secure.env)
+	$(STACK) up --secure
+
 stack-down: ## stop only the infrastructure (native)
 	$(STACK) down
 
@@ -69,8 +72,8 @@ build: ensure-rust ## debug build
 release: ensure-rust ## release build
 	cargo build --locked --release
 
-test: ensure-rust ## start the stack, then run unit and integration tests
-	$(STACK) up
+test: ensure-rust ## start the stack (with its secured listeners), then run unit and integration tests
+	$(STACK) up --secure
 	cargo test --locked --lib --bins --tests -- --test-threads=4
 
 unit: ensure-rust ## unit tests only (no services)
