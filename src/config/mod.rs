@@ -348,9 +348,29 @@ mod tests {
 
     #[test]
     fn defaults_point_at_the_local_stack_and_validate() {
-        let c = parse(&[]);
-        assert!(c.validate().is_ok());
-        assert_eq!(c.kafka_bootstrap_servers, "127.0.0.1:9092");
+        use clap::CommandFactory;
+        // The declared defaults (the parsed values would follow this process's environment).
+        let cmd = T::command();
+        let default = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_default_values().first())
+                .and_then(|v| v.to_str())
+                .map(str::to_owned)
+        };
+        assert_eq!(default("kafka_bootstrap_servers").as_deref(), Some("127.0.0.1:9092"));
+        assert_eq!(default("redis_url").as_deref(), Some(DEFAULT_REDIS_URL));
+        assert_eq!(default("database_url").as_deref(), Some(DEFAULT_DATABASE_URL));
+        assert!(parse(&[]).validate().is_ok());
+    }
+
+    #[test]
+    fn help_shows_no_password_of_a_default_or_of_a_set_variable() {
+        use clap::CommandFactory;
+        let help = T::command().render_long_help().to_string();
+        assert!(!help.contains("aliexpress:aliexpress@"), "{help}");
+        assert!(!help.contains(":aliexpress@"), "{help}");
+        assert!(help.contains("redis://:***@127.0.0.1:6379"), "{help}");
     }
 
     #[test]

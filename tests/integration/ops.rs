@@ -216,7 +216,7 @@ async fn a_reset_with_the_stock_kafka_tool_is_honoured_by_our_consumer() {
     let out = Command::new(wrapper)
         .args([
             "--bootstrap-server",
-            "localhost:9092",
+            &env.infra.kafka_bootstrap_servers,
             "--group",
             &env.names.projection_group(),
             "--topic",
@@ -244,7 +244,7 @@ async fn a_reset_with_the_stock_kafka_tool_is_honoured_by_our_consumer() {
     let stock = Command::new(wrapper)
         .args([
             "--bootstrap-server",
-            "localhost:9092",
+            &env.infra.kafka_bootstrap_servers,
             "--group",
             &env.names.projection_group(),
             "--describe",

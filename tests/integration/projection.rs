@@ -127,7 +127,7 @@ async fn events_become_documents_with_the_right_state_and_search_finds_them() {
     // The projection group shows up in Apache Kafka's own tool.
     let wrapper = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/bin/kafka-consumer-groups");
     let out = std::process::Command::new(wrapper)
-        .args(["--bootstrap-server", "localhost:9092", "--list"])
+        .args(["--bootstrap-server", &app.env.infra.kafka_bootstrap_servers, "--list"])
         .output()
         .expect("runs");
     assert!(String::from_utf8_lossy(&out.stdout)
