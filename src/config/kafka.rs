@@ -36,7 +36,8 @@ pub struct KafkaSecurityConfig {
         long,
         env = "KAFKA_SECURITY_PROTOCOL",
         global = true,
-        value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+        value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"],
+        ignore_case = true
     )]
     pub kafka_security_protocol: Option<String>,
     /// Kafka sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.

@@ -365,6 +365,18 @@ mod tests {
     }
 
     #[test]
+    fn the_security_protocol_is_read_in_either_case() {
+        let c = parse(&["--kafka-security-protocol", "SASL_SSL"]);
+        assert_eq!(
+            c.kafka_security
+                .kafka_security_protocol
+                .as_deref()
+                .map(str::to_ascii_lowercase),
+            Some("sasl_ssl".to_owned())
+        );
+    }
+
+    #[test]
     fn help_shows_no_password_of_a_default_or_of_a_set_variable() {
         use clap::CommandFactory;
         let help = T::command().render_long_help().to_string();
