@@ -10,7 +10,7 @@ ROLES := deploy/local/roles
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down restart observe-up-build stack-up stack-down status build release test unit integration contract bench \
+.PHONY: help up down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down
 
@@ -57,6 +57,9 @@ endif
 stack-up: ## start only the infrastructure (native)
 	$(STACK) up
 
+stack-up-secure: ## start the infrastructure with its TLS/SASL listeners too (writes secure.env)
+	$(STACK) up --secure
+
 stack-down: ## stop only the infrastructure (native)
 	$(STACK) down
 
@@ -69,8 +72,8 @@ build: ensure-rust ## debug build
 release: ensure-rust ## release build
 	cargo build --locked --release
 
-test: ensure-rust ## start the stack; unit and integration tests, the short chaos suite, the contract test
-	$(STACK) up
+test: ensure-rust ## start the stack (with its secured listeners); unit and integration tests, the short chaos suite, the contract test
+	$(STACK) up --secure
 	cargo test --locked --lib --bins --test integration -- --test-threads=4
 	cargo test --locked --test chaos
 	$(MAKE) contract
@@ -86,7 +89,7 @@ CHAOS_STACK_ENV := ALIEXPRESS_STATE_DIR=/var/tmp/aliexpress-chaos ALIEXPRESS_PG_
 	ALIEXPRESS_REDIS_PORT=16379 ALIEXPRESS_KAFKA_PORT=19092 ALIEXPRESS_KAFKA_CONTROLLER_PORT=19093 \
 	ALIEXPRESS_OPENSEARCH_PORT=9250 ALIEXPRESS_PROMETHEUS_PORT=off
 CHAOS_URLS := DATABASE_URL=postgres://aliexpress:aliexpress@127.0.0.1:15432/aliexpress \
-	REDIS_URL=redis://127.0.0.1:16379 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 OPENSEARCH_URL=http://127.0.0.1:9250
+	REDIS_URL=redis://:aliexpress@127.0.0.1:16379 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 OPENSEARCH_URL=http://127.0.0.1:9250
 CHAOS_ARGS ?= --long
 
 chaos-stack-up: ## start the chaos suite's own stack (ports 15432/16379/19092/9250)

@@ -107,14 +107,20 @@ async fn fresh_env(tag: &str) -> Env {
         database_url: url,
         database_pool_size: 16,
         database_statement_timeout_ms: 600_000,
-        redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        redis_url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL),
+        redis_ca_file: None,
         redis_cache_ttl_secs: 600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        kafka_security: Default::default(),
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        opensearch_username: None,
+        opensearch_password: None,
+        opensearch_ca_file: None,
+        opensearch_danger_accept_invalid_certs: false,
         namespace: format!("bench_{id}_"),
     };
     let names = infra.names();
-    admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), 6)
+    admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 6)
         .await
         .expect("topics");
     Env { infra, names }
@@ -142,8 +148,8 @@ struct Published {
 }
 
 /// Sum of the log end offsets of `topic`.
-async fn end_offsets(bootstrap: &str, topic: &str) -> i64 {
-    let (b, t) = (bootstrap.to_owned(), topic.to_owned());
+async fn end_offsets(kafka: &aliexpress::bus::KafkaConnection, topic: &str) -> i64 {
+    let (b, t) = (kafka.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let c: rdkafka::consumer::BaseConsumer = producer::base_config(&b)
             .set("group.id", "aliexpress-bench-offsets")
@@ -153,7 +159,11 @@ async fn end_offsets(bootstrap: &str, topic: &str) -> i64 {
         md.topics()
             .iter()
             .flat_map(|x| x.partitions().iter().map(|p| p.id()))
-            .map(|p| c.fetch_watermarks(&t, p, Duration::from_secs(10)).map(|(_, hi)| hi).unwrap_or(0))
+            .map(|p| {
+                c.fetch_watermarks(&t, p, Duration::from_secs(10))
+                    .map(|(_, hi)| hi)
+                    .unwrap_or(0)
+            })
             .sum()
     })
     .await
@@ -203,9 +213,13 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     )
     .expect("payload file");
     let perf_topic = format!("{}perf", e.names.events_topic());
-    admin::ensure_topics(&e.infra.kafka_bootstrap_servers, std::slice::from_ref(&perf_topic), 6)
-        .await
-        .expect("topic");
+    admin::ensure_topics(
+        &e.infra.kafka().expect("kafka settings"),
+        std::slice::from_ref(&perf_topic),
+        6,
+    )
+    .await
+    .expect("topic");
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     let mut verified = String::new();
     for run in 0..runs() {
@@ -214,7 +228,7 @@ async fn bench_relay(rows: &mut Vec<Row>) {
             .await
             .expect("reset");
         diesel::sql_query("VACUUM ANALYZE outbox").execute(&mut c).await.ok();
-        let before = end_offsets(&e.infra.kafka_bootstrap_servers, &e.names.events_topic()).await;
+        let before = end_offsets(&e.infra.kafka().expect("kafka settings"), &e.names.events_topic()).await;
         let out = Command::new(bin())
             .args(["process-outbox"])
             .envs(bin_env(&e))
@@ -231,7 +245,7 @@ async fn bench_relay(rows: &mut Vec<Row>) {
         .get_result(&mut c)
         .await
         .expect("published");
-        let delivered = end_offsets(&e.infra.kafka_bootstrap_servers, &e.names.events_topic()).await - before;
+        let delivered = end_offsets(&e.infra.kafka().expect("kafka settings"), &e.names.events_topic()).await - before;
         assert_eq!((p.n, p.pending), (n, 0), "every row published");
         assert!(delivered >= n, "the topic received {delivered} of {n}");
         // Marks of the first batch share one timestamp: the span starts after it.
@@ -331,7 +345,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     let e = fresh_env("proj").await;
     let n = (100_000.0 * scale()) as usize;
     let products = n / 4;
-    let p = producer::build(&e.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+    let p = producer::build(&e.infra.kafka().expect("kafka settings"), &ProducerSettings::default()).expect("producer");
     let topic = e.names.events_topic();
     let mut envs = Vec::with_capacity(n);
     let ids: Vec<uuid::Uuid> = (0..products).map(|_| uuid::Uuid::new_v4()).collect();
@@ -376,11 +390,18 @@ async fn bench_projection(rows: &mut Vec<Row>) {
         let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
             .expect("cache");
         let group = format!("{}-run{run}", e.names.projection_group());
-        let c = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
+        let c = consumer::build(&e.infra.kafka().expect("kafka settings"), &group).expect("consumer");
         c.subscribe(&[&topic]).expect("subscribe");
         let dlq = aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
-        let mut proj =
-            ProductEventConsumer::new(Arc::new(c), search.clone(), target.clone(), cache, dlq, group, settings.clone());
+        let mut proj = ProductEventConsumer::new(
+            Arc::new(c),
+            search.clone(),
+            target.clone(),
+            cache,
+            dlq,
+            group,
+            settings.clone(),
+        );
         let shutdown = Shutdown::new();
         let (mut seen, mut applied, mut timed) = (0usize, 0usize, 0usize);
         let mut started = None;
@@ -567,7 +588,7 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
 
     // Command consumer: a backlog of commands, processed sequentially.
     let n = (20_000.0 * scale()) as usize;
-    let p = producer::build(&e.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+    let p = producer::build(&e.infra.kafka().expect("kafka settings"), &ProducerSettings::default()).expect("producer");
     let topic = e.names.commands_topic();
     let mut futs = Vec::new();
     for i in 0..n {
@@ -585,7 +606,7 @@ async fn bench_api_and_consumer(rows: &mut Vec<Row>) {
         f.await.expect("delivered").expect("ok");
     }
     let group = e.names.command_group();
-    let kc = consumer::build(&e.infra.kafka_bootstrap_servers, &group).expect("consumer");
+    let kc = consumer::build(&e.infra.kafka().expect("kafka settings"), &group).expect("consumer");
     kc.subscribe(&[&topic]).expect("subscribe");
     let worker = aliexpress::worker::product_consumer::ProductConsumer {
         consumer: kc,
@@ -644,7 +665,13 @@ async fn bench_freshness() -> (f64, f64, usize) {
             .expect("spawn")
     };
     let mut children = vec![
-        spawn(vec!["serve".into(), "--bind".into(), format!("127.0.0.1:{port}")]),
+        spawn(vec![
+            "serve".into(),
+            "--bind".into(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-bind".into(),
+            "127.0.0.1:0".into(),
+        ]),
         spawn(vec!["process-outbox".into(), "--follow".into()]),
         spawn(vec![
             "run-product-event-consumer".into(),
@@ -747,7 +774,7 @@ async fn cleanup_previous_runs() {
             .await;
     }
     let bootstrap = env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
-    let Ok(admin) = producer::base_config(&bootstrap)
+    let Ok(admin) = producer::base_config(&aliexpress::bus::KafkaConnection::new(bootstrap))
         .create::<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>()
     else {
         return;
@@ -785,7 +812,10 @@ async fn machine() -> serde_json::Value {
         #[diesel(sql_type = diesel::sql_types::Text)]
         setting: String,
     }
-    let base = env_or("DATABASE_URL", "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress");
+    let base = env_or(
+        "DATABASE_URL",
+        "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress",
+    );
     let mut pg = serde_json::Map::new();
     if let Ok(mut c) = pool::connect(&base, Duration::from_secs(10)).await {
         let rows: Vec<Setting> = diesel::sql_query(
@@ -836,13 +866,20 @@ fn main() {
         println!();
         println!(
             "machine: {} cores, {:.1} GiB; postgres durable: {} ({}); median of {} interleaved runs, [min-max]",
-            m["cores"], m["memory_gib"].as_f64().unwrap_or(0.0), m["durable_postgres"], m["postgres"], m["runs"]
+            m["cores"],
+            m["memory_gib"].as_f64().unwrap_or(0.0),
+            m["durable_postgres"],
+            m["postgres"],
+            m["runs"]
         );
         println!(
             "| {:<50} | {:>22} | {:<9} | {:<44} | {:>22} | {:>6} | {:<8} |",
             "measurement", "ours", "unit", "baseline", "baseline", "ratio", "goal"
         );
-        println!("|{:-<52}|{:-<24}|{:-<11}|{:-<46}|{:-<24}|{:-<8}|{:-<10}|", "", "", "", "", "", "", "");
+        println!(
+            "|{:-<52}|{:-<24}|{:-<11}|{:-<46}|{:-<24}|{:-<8}|{:-<10}|",
+            "", "", "", "", "", "", ""
+        );
         for r in &rows {
             let ratio = if r.baseline > 0.0 && r.unit != "ms" {
                 format!("{:.2}", r.ours / r.baseline)
@@ -855,7 +892,10 @@ fn main() {
                 format!("{:.0} [{:.0}-{:.0}]", r.ours, r.ours_range.0, r.ours_range.1),
                 r.unit,
                 r.baseline_name,
-                format!("{:.0} [{:.0}-{:.0}]", r.baseline, r.baseline_range.0, r.baseline_range.1),
+                format!(
+                    "{:.0} [{:.0}-{:.0}]",
+                    r.baseline, r.baseline_range.0, r.baseline_range.1
+                ),
                 ratio,
                 r.goal
             );

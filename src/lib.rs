@@ -27,4 +27,5 @@ pub mod ops;
 pub mod search;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

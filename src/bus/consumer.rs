@@ -7,11 +7,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
 use super::producer::base_config;
-use super::BusError;
+use super::{BusError, KafkaConnection};
 
 /// Builds a consumer in `group` with `enable.auto.offset.store=false`.
-pub fn build(bootstrap: &str, group: &str) -> Result<StreamConsumer, BusError> {
-    Ok(base_config(bootstrap)
+pub fn build(kafka: &KafkaConnection, group: &str) -> Result<StreamConsumer, BusError> {
+    Ok(base_config(kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

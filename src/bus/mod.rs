@@ -3,10 +3,13 @@
 //! reconnecting; every blocking admin call here runs off the async runtime with a timeout.
 
 pub mod admin;
+pub mod connection;
 pub mod consumer;
 pub mod dlq;
 pub mod envelope;
 pub mod producer;
+
+pub use connection::KafkaConnection;
 
 /// Failures of the Kafka adapter.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,11 @@
 
 pub mod breaker;
 pub mod product_cache;
+pub mod redis_pool;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use product_cache::{ProductCache, RequestBounds};
+pub use redis_pool::RedisEndpoint;
 
 /// Failures talking to Redis.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +22,7 @@ pub enum CacheError {
     Pool(String),
     /// A command failed.
     #[error("redis: {0}")]
-    Redis(#[from] deadpool_redis::redis::RedisError),
+    Redis(#[from] redis::RedisError),
     /// A cached value could not be decoded.
     #[error("corrupt cache entry: {0}")]
     Corrupt(String),

@@ -11,8 +11,9 @@
 //! that comes back having missed writes never answers stale reads from this process. Other
 //! processes rely on the projection, which rewrites every version it consumes.
 
-use deadpool_redis::redis;
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool::Runtime;
+
+use super::redis_pool::{RedisConn, RedisEndpoint, RedisManager, RedisPool};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -125,7 +126,7 @@ pub struct PutOutcome {
 /// The product read model in Redis.
 #[derive(Clone)]
 pub struct ProductCache {
-    pool: Pool,
+    pool: RedisPool,
     names: Names,
     ttl: Duration,
     timeout: Duration,
@@ -135,40 +136,55 @@ pub struct ProductCache {
 impl ProductCache {
     /// A cache for workers and tools on `url`: calls bounded by 3 s, no breaker. Connects
     /// lazily.
-    pub fn new(url: &str, names: Names, ttl: Duration) -> Result<Self, CacheError> {
-        Self::build(url, names, ttl, BACKGROUND_TIMEOUT, Duration::from_secs(2), None)
+    pub fn new(endpoint: impl Into<RedisEndpoint>, names: Names, ttl: Duration) -> Result<Self, CacheError> {
+        Self::build(
+            &endpoint.into(),
+            names,
+            ttl,
+            BACKGROUND_TIMEOUT,
+            Duration::from_secs(2),
+            None,
+        )
     }
 
     /// A cache for the request path: every call bounded by `bounds.timeout` and guarded by a
     /// circuit breaker, failed write-throughs remembered (see the module docs).
-    pub fn for_requests(url: &str, names: Names, ttl: Duration, bounds: RequestBounds) -> Result<Self, CacheError> {
+    pub fn for_requests(
+        endpoint: impl Into<RedisEndpoint>,
+        names: Names,
+        ttl: Duration,
+        bounds: RequestBounds,
+    ) -> Result<Self, CacheError> {
         let guard = RequestGuard {
             breaker: CircuitBreaker::new("redis", bounds.breaker),
             missed: Mutex::new(HashMap::new()),
         };
-        Self::build(url, names, ttl, bounds.timeout, bounds.timeout, Some(Arc::new(guard)))
+        Self::build(
+            &endpoint.into(),
+            names,
+            ttl,
+            bounds.timeout,
+            bounds.timeout,
+            Some(Arc::new(guard)),
+        )
     }
 
     fn build(
-        url: &str,
+        endpoint: &RedisEndpoint,
         names: Names,
         ttl: Duration,
         timeout: Duration,
         pool_timeout: Duration,
         guard: Option<Arc<RequestGuard>>,
     ) -> Result<Self, CacheError> {
-        let mut cfg = Config::from_url(url);
-        cfg.pool = Some(deadpool_redis::PoolConfig {
-            max_size: 16,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(pool_timeout),
-                create: Some(pool_timeout),
-                recycle: Some(pool_timeout),
-            },
-            ..Default::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
+        let manager = RedisManager::new(endpoint)?;
+        let pool = RedisPool::builder(manager)
+            .max_size(16)
+            .wait_timeout(Some(pool_timeout))
+            .create_timeout(Some(pool_timeout))
+            .recycle_timeout(Some(pool_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|e| CacheError::Pool(e.to_string()))?;
         Ok(Self {
             pool,
@@ -179,7 +195,7 @@ impl ProductCache {
         })
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, CacheError> {
+    async fn conn(&self) -> Result<RedisConn, CacheError> {
         self.pool.get().await.map_err(|e| CacheError::Pool(e.to_string()))
     }
 
@@ -225,7 +241,7 @@ impl ProductCache {
     pub async fn ping(&self, timeout: Duration) -> Result<(), CacheError> {
         tokio::time::timeout(timeout, async {
             let mut c = self.conn().await?;
-            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+            let _: String = redis::cmd("PING").query_async(&mut *c).await?;
             Ok(())
         })
         .await
@@ -251,7 +267,7 @@ impl ProductCache {
             let doc: Option<String> = redis::cmd("HGET")
                 .arg(self.names.product_cache_key(&id))
                 .arg("d")
-                .query_async(&mut c)
+                .query_async(&mut *c)
                 .await?;
             doc.map(|d| serde_json::from_str(&d).map_err(|e| CacheError::Corrupt(e.to_string())))
                 .transpose()
@@ -279,7 +295,7 @@ impl ProductCache {
                     .arg(if writer == Writer::Projection { "1" } else { "0" });
                 pipe.invoke_script(&inv);
             }
-            let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut c).await?;
+            let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut *c).await?;
             Ok(raw
                 .into_iter()
                 .map(|(applied, cached, projected)| PutOutcome {
@@ -314,7 +330,7 @@ impl ProductCache {
             let mut c = self.conn().await?;
             let _: i64 = redis::cmd("DEL")
                 .arg(self.names.product_cache_key(&id))
-                .query_async(&mut c)
+                .query_async(&mut *c)
                 .await?;
             Ok(())
         })

@@ -5,7 +5,7 @@ use rdkafka::producer::FutureProducer;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::bus::{admin, producer};
+use crate::bus::{admin, producer, KafkaConnection};
 use crate::cache::ProductCache;
 use crate::config::{redact, ConfigError, InfraConfig};
 use crate::search::SearchClient;
@@ -46,34 +46,54 @@ pub async fn database(infra: &InfraConfig) -> Result<PgPool, ConfigError> {
 
 /// A Redis cache that answered PING.
 pub async fn cache(infra: &InfraConfig) -> Result<ProductCache, ConfigError> {
+    let endpoint = infra.redis()?;
     let c = ProductCache::new(
-        &infra.redis_url,
+        &endpoint,
         infra.names(),
         Duration::from_secs(infra.redis_cache_ttl_secs),
     )
     .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
     c.ping(STARTUP_TIMEOUT)
         .await
-        .map_err(|e| ConfigError::new("REDIS_URL", format!("cannot reach {}: {e}", redact(&infra.redis_url))))?;
+        .map_err(|e| ConfigError::new("REDIS_URL", format!("cannot reach {}: {e}", endpoint.redacted())))?;
     Ok(c)
 }
 
 /// An idempotent producer whose broker answered a metadata request.
 pub async fn kafka(infra: &InfraConfig, settings: &producer::ProducerSettings) -> Result<FutureProducer, ConfigError> {
-    let p = producer::build(&infra.kafka_bootstrap_servers, settings)
-        .map_err(|e| ConfigError::new("KAFKA_BOOTSTRAP_SERVERS", e.to_string()))?;
-    admin::probe(&p, STARTUP_TIMEOUT).await.map_err(|e| {
-        ConfigError::new(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            format!("cannot reach {}: {e}", infra.kafka_bootstrap_servers),
-        )
-    })?;
+    let kafka = infra.kafka()?;
+    admin::probe_connection(&kafka, STARTUP_TIMEOUT)
+        .await
+        .map_err(|e| kafka_error(&kafka, e))?;
+    let p =
+        producer::build(&kafka, settings).map_err(|e| ConfigError::new("KAFKA_BOOTSTRAP_SERVERS", e.to_string()))?;
+    admin::probe(&p, STARTUP_TIMEOUT)
+        .await
+        .map_err(|e| kafka_error(&kafka, admin::ConnectFailure::Other(e.to_string())))?;
     Ok(p)
+}
+
+/// The setting most likely at fault for a failed connection, with librdkafka's reason.
+fn kafka_error(kafka: &KafkaConnection, failure: admin::ConnectFailure) -> ConfigError {
+    let target = kafka.describe();
+    match failure {
+        admin::ConnectFailure::Authentication(reason) => ConfigError::new(
+            "KAFKA_SASL_PASSWORD",
+            format!("authentication refused by {target}: check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM ({reason})"),
+        ),
+        admin::ConnectFailure::Tls(reason) => ConfigError::new(
+            "KAFKA_SSL_CA_LOCATION",
+            format!("TLS handshake with {target} failed: check KAFKA_SSL_CA_LOCATION (and the client certificate for mTLS) ({reason})"),
+        ),
+        admin::ConnectFailure::Other(reason) => {
+            ConfigError::new("KAFKA_BOOTSTRAP_SERVERS", format!("cannot reach {target}: {reason}"))
+        }
+    }
 }
 
 /// An OpenSearch client whose cluster answered.
 pub async fn search(infra: &InfraConfig) -> Result<SearchClient, ConfigError> {
-    let c = SearchClient::new(&infra.opensearch_url, Duration::from_secs(30))
+    let c = SearchClient::with_access(&infra.opensearch_url, &infra.search_access()?, Duration::from_secs(30))
         .map_err(|e| ConfigError::new("OPENSEARCH_URL", e.to_string()))?;
     c.health(STARTUP_TIMEOUT).await.map_err(|e| {
         ConfigError::new(
@@ -107,13 +127,9 @@ pub async fn subscribed_consumer(
     topic: &str,
 ) -> anyhow::Result<rdkafka::consumer::StreamConsumer> {
     use rdkafka::consumer::Consumer;
-    admin::ensure_topics(
-        &infra.kafka_bootstrap_servers,
-        &infra.names().all_topics(),
-        admin::DEFAULT_PARTITIONS,
-    )
-    .await?;
-    let c = crate::bus::consumer::build(&infra.kafka_bootstrap_servers, group)?;
+    let kafka = infra.kafka()?;
+    admin::ensure_topics(&kafka, &infra.names().all_topics(), admin::DEFAULT_PARTITIONS).await?;
+    let c = crate::bus::consumer::build(&kafka, group)?;
     c.subscribe(&[topic])?;
     Ok(c)
 }

@@ -36,7 +36,7 @@ pub enum Action {
 
 /// Runs the action.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
-    let b = infra.kafka_bootstrap_servers.clone();
+    let b = infra.kafka()?;
     match a.action {
         Action::List => {
             for g in tokio::task::spawn_blocking(move || groups::list(&b)).await?? {

@@ -68,7 +68,7 @@ fn parse_at(s: &str) -> anyhow::Result<(i32, i64)> {
 /// Runs the action.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let topic = a.topic.clone().unwrap_or_else(|| infra.names().events_dlq_topic());
-    let (b, t) = (infra.kafka_bootstrap_servers.clone(), topic.clone());
+    let (b, t) = (infra.kafka()?, topic.clone());
     let msgs: Vec<OwnedMessage> = tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
     match a.action {
         Action::List { limit, reason } => {

@@ -93,7 +93,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut relay = OutboxRelay::new(infra.database_url.clone(), producer, settings)
-        .with_producer_rebuild(infra.kafka_bootstrap_servers.clone(), producer_settings);
+        .with_producer_rebuild(infra.kafka()?, producer_settings);
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
     if a.follow {

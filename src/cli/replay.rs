@@ -137,7 +137,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         None
     };
     let described = spec.as_ref().map(ResetSpec::describe);
-    let bootstrap = infra.kafka_bootstrap_servers.clone();
+    let bootstrap = infra.kafka()?;
     let from_file = match &a.from_file {
         Some(f) => Some(
             replay::from_csv(
@@ -177,7 +177,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     if let Some(wait) = a.wait_inactive {
         let started = Instant::now();
         loop {
-            let (b, g) = (infra.kafka_bootstrap_servers.clone(), group.clone());
+            let (b, g) = (infra.kafka()?, group.clone());
             let info = tokio::task::spawn_blocking(move || groups::info(&b, &g)).await??;
             if info.is_inactive() || started.elapsed() > wait {
                 break;
@@ -190,7 +190,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
-    let (b, plan) = (infra.kafka_bootstrap_servers.clone(), rows.clone());
+    let (b, plan) = (infra.kafka()?, rows.clone());
     tokio::task::spawn_blocking(move || replay::apply(&b, &plan))
         .await?
         .map_err(refused)?;

@@ -49,7 +49,7 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     // Checked once at start-up like every dependency; requests then use the bounded cache.
     super::connect::cache(infra).await?;
     let cache = ProductCache::for_requests(
-        &infra.redis_url,
+        infra.redis()?,
         infra.names(),
         Duration::from_secs(infra.redis_cache_ttl_secs),
         a.resilience.redis_bounds(),

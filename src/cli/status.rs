@@ -30,10 +30,14 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
     let deps = StatusDeps {
         pool: pool::build_pool(&infra.database_url, 2, Duration::from_secs(5))?,
-        cache: crate::cache::ProductCache::new(&infra.redis_url, names.clone(), Duration::from_secs(60))?,
-        producer: crate::bus::producer::build(&infra.kafka_bootstrap_servers, &Default::default())?,
-        search: crate::search::SearchClient::new(&infra.opensearch_url, status::PROBE_TIMEOUT)?,
-        bootstrap: infra.kafka_bootstrap_servers.clone(),
+        cache: crate::cache::ProductCache::new(infra.redis()?, names.clone(), Duration::from_secs(60))?,
+        producer: crate::bus::producer::build(&infra.kafka()?, &Default::default())?,
+        search: crate::search::SearchClient::with_access(
+            &infra.opensearch_url,
+            &infra.search_access()?,
+            status::PROBE_TIMEOUT,
+        )?,
+        kafka: infra.kafka()?,
         groups: vec![
             (names.projection_group(), names.events_topic()),
             (names.command_group(), names.commands_topic()),

@@ -7,10 +7,15 @@
 //! | DATABASE_URL | postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress |
 //! | DATABASE_POOL_SIZE | 16 |
 //! | DATABASE_STATEMENT_TIMEOUT_MS | 10000 |
-//! | REDIS_URL | redis://127.0.0.1:6379 |
+//! | REDIS_URL | redis://:aliexpress@127.0.0.1:6379 (`rediss://` for TLS; `redis://user:pass@...` for an ACL user) |
+//! | REDIS_CA_FILE | (system roots) PEM file of the CA(s) trusted for `rediss://` |
 //! | REDIS_CACHE_TTL_SECS | 86400 |
 //! | KAFKA_BOOTSTRAP_SERVERS | 127.0.0.1:9092 |
+//! | KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*, KAFKA_PROPERTIES_FILE, KAFKA_PROPERTY_<NAME> | see `config::kafka` |
 //! | OPENSEARCH_URL | http://127.0.0.1:9200 |
+//! | OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD | (none) basic auth; credentials in the URL work too |
+//! | OPENSEARCH_CA_FILE | (system roots) PEM file of the CA(s) trusted for `https://` |
+//! | OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS | false: certificates are always verified unless this is true |
 //! | ALIEXPRESS_NAMESPACE | (empty) prefix of topics, groups, index and Redis keys |
 //! | LOG_FORMAT | pretty (or json) |
 //! | RUST_LOG | info |
@@ -41,20 +46,38 @@
 //! | HTTP_BODY_READ_TIMEOUT_MS | 10000 |
 //!
 //! and `METRICS_BIND` (127.0.0.1:9463), the address of its `/metrics` listener.
+//! `DATABASE_URL` takes libpq's TLS parameters: `sslmode=disable|prefer|require|verify-ca|verify-full`,
+//! `sslrootcert=FILE` (or `system`), `sslcert=FILE` and `sslkey=FILE` (see `store::pg_tls`).
 //!
 //! A malformed URL is a [`ConfigError`]: the binary prints one line naming the setting and
-//! exits 2.
+//! exits 2. Secrets (passwords in URLs, `*_PASSWORD` settings) are never printed: URLs go
+//! through [`redact`], secret settings are [`Secret`]s and `--help` hides their values.
 
 pub mod api;
+pub mod kafka;
 pub mod names;
 pub mod resilience;
+pub mod secret;
 
 use clap::Args;
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use api::ApiConfig;
+pub use kafka::KafkaSecurityConfig;
 pub use names::Names;
 pub use resilience::ResilienceConfig;
+pub use secret::Secret;
+
+use crate::bus::KafkaConnection;
+use crate::cache::RedisEndpoint;
+use crate::search::SearchAccess;
+
+/// Default `DATABASE_URL`: the local stack's role (password auth).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress";
+/// Default `REDIS_URL`: the local stack's Redis (`requirepass aliexpress`).
+pub const DEFAULT_REDIS_URL: &str = "redis://:aliexpress@127.0.0.1:6379";
 
 /// A setting that is malformed or names a service that cannot be reached at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -77,14 +100,17 @@ impl ConfigError {
 }
 
 /// Connection settings shared by every subcommand.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct InfraConfig {
-    /// PostgreSQL URL (write model, outbox, commands).
+    /// PostgreSQL URL (write model, outbox, commands); takes sslmode, sslrootcert, sslcert,
+    /// sslkey [default: postgres://aliexpress:***@127.0.0.1:5432/aliexpress].
     #[arg(
         long,
         env = "DATABASE_URL",
         global = true,
-        default_value = "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress"
+        default_value = DEFAULT_DATABASE_URL,
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub database_url: String,
     /// Maximum connections in the PostgreSQL pool.
@@ -93,9 +119,20 @@ pub struct InfraConfig {
     /// Statement timeout set on every PostgreSQL connection, in milliseconds.
     #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 10_000)]
     pub database_statement_timeout_ms: u64,
-    /// Redis URL (product read cache).
-    #[arg(long, env = "REDIS_URL", global = true, default_value = "redis://127.0.0.1:6379")]
+    /// Redis URL (product read cache); rediss:// for TLS, redis://user:password@ for an ACL
+    /// user [default: redis://:***@127.0.0.1:6379].
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        global = true,
+        default_value = DEFAULT_REDIS_URL,
+        hide_default_value = true,
+        hide_env_values = true
+    )]
     pub redis_url: String,
+    /// PEM file of the CA(s) trusted for a rediss:// URL (the system's roots when unset).
+    #[arg(long, env = "REDIS_CA_FILE", global = true)]
+    pub redis_ca_file: Option<PathBuf>,
     /// Time to live of cached products, in seconds.
     #[arg(long, env = "REDIS_CACHE_TTL_SECS", global = true, default_value_t = 86_400)]
     pub redis_cache_ttl_secs: u64,
@@ -107,13 +144,66 @@ pub struct InfraConfig {
         default_value = "127.0.0.1:9092"
     )]
     pub kafka_bootstrap_servers: String,
+    /// Kafka security settings of every client.
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurityConfig,
     /// OpenSearch URL (product search).
-    #[arg(long, env = "OPENSEARCH_URL", global = true, default_value = "http://127.0.0.1:9200")]
+    #[arg(
+        long,
+        env = "OPENSEARCH_URL",
+        global = true,
+        default_value = "http://127.0.0.1:9200",
+        hide_env_values = true
+    )]
     pub opensearch_url: String,
+    /// OpenSearch basic-auth user name (instead of credentials in the URL).
+    #[arg(long, env = "OPENSEARCH_USERNAME", global = true)]
+    pub opensearch_username: Option<String>,
+    /// OpenSearch basic-auth password (never shown).
+    #[arg(long, env = "OPENSEARCH_PASSWORD", global = true, hide_env_values = true)]
+    pub opensearch_password: Option<Secret>,
+    /// PEM file of the CA(s) trusted for an https:// OpenSearch URL (the system's roots when
+    /// unset).
+    #[arg(long, env = "OPENSEARCH_CA_FILE", global = true)]
+    pub opensearch_ca_file: Option<PathBuf>,
+    /// DANGER: accept any OpenSearch certificate (no chain or hostname check). For a lab
+    /// only; anyone on the path can then read and change the traffic.
+    #[arg(
+        long,
+        env = "OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS",
+        global = true,
+        default_value_t = false
+    )]
+    pub opensearch_danger_accept_invalid_certs: bool,
     /// Prefix for every topic, consumer group, index and Redis key (isolates tests and
     /// parallel environments; empty in production so names match the operations guide).
     #[arg(long, env = "ALIEXPRESS_NAMESPACE", global = true, default_value = "")]
     pub namespace: String,
+}
+
+impl fmt::Debug for InfraConfig {
+    /// URLs redacted, secrets hidden.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InfraConfig")
+            .field("database_url", &redact(&self.database_url))
+            .field("database_pool_size", &self.database_pool_size)
+            .field("database_statement_timeout_ms", &self.database_statement_timeout_ms)
+            .field("redis_url", &redact(&self.redis_url))
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("redis_cache_ttl_secs", &self.redis_cache_ttl_secs)
+            .field("kafka_bootstrap_servers", &self.kafka_bootstrap_servers)
+            .field("kafka_security", &self.kafka_security)
+            .field("opensearch_url", &redact(&self.opensearch_url))
+            .field("opensearch_username", &self.opensearch_username)
+            .field("opensearch_password", &self.opensearch_password)
+            .field("opensearch_ca_file", &self.opensearch_ca_file)
+            .field(
+                "opensearch_danger_accept_invalid_certs",
+                &self.opensearch_danger_accept_invalid_certs,
+            )
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 impl InfraConfig {
@@ -135,7 +225,47 @@ impl InfraConfig {
         if self.database_pool_size == 0 {
             return Err(ConfigError::new("DATABASE_POOL_SIZE", "must be at least 1"));
         }
+        crate::store::pg_tls::PgTarget::parse(&self.database_url)
+            .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
+        self.kafka()?;
+        self.redis()?;
+        self.search_access()?;
         Ok(())
+    }
+
+    /// Where and how every Kafka client connects: bootstrap servers, the security settings
+    /// and `KAFKA_PROPERTY_<NAME>` variables of this process (see `config::kafka`).
+    pub fn kafka(&self) -> Result<KafkaConnection, ConfigError> {
+        self.kafka_security
+            .connection(&self.kafka_bootstrap_servers, std::env::vars())
+    }
+
+    /// The Redis URL with its trusted CA (read from `REDIS_CA_FILE`).
+    pub fn redis(&self) -> Result<RedisEndpoint, ConfigError> {
+        let ca = read_pem("REDIS_CA_FILE", self.redis_ca_file.as_ref())?;
+        if ca.is_some() && !self.redis_url.starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "REDIS_CA_FILE",
+                format!("is set but REDIS_URL is not rediss:// ({})", redact(&self.redis_url)),
+            ));
+        }
+        Ok(RedisEndpoint::new(&self.redis_url).with_ca_pem(ca))
+    }
+
+    /// Credentials and certificate checks of the OpenSearch client.
+    pub fn search_access(&self) -> Result<SearchAccess, ConfigError> {
+        if self.opensearch_password.is_some() && self.opensearch_username.is_none() {
+            return Err(ConfigError::new(
+                "OPENSEARCH_USERNAME",
+                "OPENSEARCH_PASSWORD is set without a user name",
+            ));
+        }
+        Ok(SearchAccess {
+            username: self.opensearch_username.clone(),
+            password: self.opensearch_password.clone(),
+            ca_pem: read_pem("OPENSEARCH_CA_FILE", self.opensearch_ca_file.as_ref())?,
+            danger_accept_invalid_certs: self.opensearch_danger_accept_invalid_certs,
+        })
     }
 
     /// Names of topics, groups, index and keys under this namespace.
@@ -168,16 +298,51 @@ fn check_url(setting: &'static str, value: &str, schemes: &[&str]) -> Result<(),
     Ok(())
 }
 
-/// The URL with any password replaced by `***`, for messages and logs.
+/// Reads a PEM file named by `setting`, checking that it holds at least one certificate.
+fn read_pem(setting: &'static str, path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let pem =
+        std::fs::read(path).map_err(|e| ConfigError::new(setting, format!("cannot read {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError::new(
+            setting,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(Some(pem))
+}
+
+/// The URL with any password (user info, or a `password`/`sslpassword` query parameter)
+/// replaced by `***`, for messages and logs.
 pub fn redact(value: &str) -> String {
     match url::Url::parse(value) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs().any(|(k, _)| is_secret_query_key(&k)) {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if is_secret_query_key(&k) {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         Err(_) => "<unparsable>".to_owned(),
     }
+}
+
+fn is_secret_query_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("token")
 }
 
 #[cfg(test)]
@@ -199,9 +364,41 @@ mod tests {
 
     #[test]
     fn defaults_point_at_the_local_stack_and_validate() {
-        let c = parse(&[]);
-        assert!(c.validate().is_ok());
-        assert_eq!(c.kafka_bootstrap_servers, "127.0.0.1:9092");
+        use clap::CommandFactory;
+        // The declared defaults (the parsed values would follow this process's environment).
+        let cmd = T::command();
+        let default = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_default_values().first())
+                .and_then(|v| v.to_str())
+                .map(str::to_owned)
+        };
+        assert_eq!(default("kafka_bootstrap_servers").as_deref(), Some("127.0.0.1:9092"));
+        assert_eq!(default("redis_url").as_deref(), Some(DEFAULT_REDIS_URL));
+        assert_eq!(default("database_url").as_deref(), Some(DEFAULT_DATABASE_URL));
+        assert!(parse(&[]).validate().is_ok());
+    }
+
+    #[test]
+    fn the_security_protocol_is_read_in_either_case() {
+        let c = parse(&["--kafka-security-protocol", "SASL_SSL"]);
+        assert_eq!(
+            c.kafka_security
+                .kafka_security_protocol
+                .as_deref()
+                .map(str::to_ascii_lowercase),
+            Some("sasl_ssl".to_owned())
+        );
+    }
+
+    #[test]
+    fn help_shows_no_password_of_a_default_or_of_a_set_variable() {
+        use clap::CommandFactory;
+        let help = T::command().render_long_help().to_string();
+        assert!(!help.contains("aliexpress:aliexpress@"), "{help}");
+        assert!(!help.contains(":aliexpress@"), "{help}");
+        assert!(help.contains("redis://:***@127.0.0.1:6379"), "{help}");
     }
 
     #[test]
@@ -219,5 +416,10 @@ mod tests {
     #[test]
     fn redaction_hides_passwords() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("redis://:secret@h:6379"), "redis://:***@h:6379");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=require&password=secret"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
     }
 }

@@ -12,6 +12,7 @@ use super::OpsError;
 use crate::bus::consumer::header_str;
 use crate::bus::dlq::dlq_headers;
 use crate::bus::producer::base_config;
+use crate::bus::KafkaConnection;
 
 /// A DLQ record as operators see it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -58,8 +59,8 @@ impl DlqRecord {
 }
 
 /// Reads every record of `topic` from the log start to the current log end.
-pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<OwnedMessage>, OpsError> {
-    let c: BaseConsumer = base_config(bootstrap)
+pub fn read_all(kafka: &KafkaConnection, topic: &str) -> Result<Vec<OwnedMessage>, OpsError> {
+    let c: BaseConsumer = base_config(kafka)
         .set("group.id", "aliexpress-dlq-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

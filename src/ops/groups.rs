@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::OpsError;
 use crate::bus::producer::base_config;
+use crate::bus::KafkaConnection;
 
 /// Timeout of each broker call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,8 +71,8 @@ pub struct DescribeRow {
 }
 
 /// A consumer that never joins: used for metadata, committed offsets and commits.
-pub fn client(bootstrap: &str, group: &str) -> Result<BaseConsumer, OpsError> {
-    Ok(base_config(bootstrap)
+pub fn client(kafka: &KafkaConnection, group: &str) -> Result<BaseConsumer, OpsError> {
+    Ok(base_config(kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?)
@@ -113,8 +114,8 @@ pub fn parse_assignment(b: &[u8]) -> Vec<(String, i32)> {
 }
 
 /// Lists every consumer group.
-pub fn list(bootstrap: &str) -> Result<Vec<String>, OpsError> {
-    let c = client(bootstrap, "aliexpress-ops")?;
+pub fn list(kafka: &KafkaConnection) -> Result<Vec<String>, OpsError> {
+    let c = client(kafka, "aliexpress-ops")?;
     let groups = c.fetch_group_list(None, CALL_TIMEOUT)?;
     let mut names: Vec<String> = groups.groups().iter().map(|g| g.name().to_owned()).collect();
     names.sort();
@@ -122,8 +123,8 @@ pub fn list(bootstrap: &str) -> Result<Vec<String>, OpsError> {
 }
 
 /// State and members of `group`.
-pub fn info(bootstrap: &str, group: &str) -> Result<GroupInfo, OpsError> {
-    let c = client(bootstrap, group)?;
+pub fn info(kafka: &KafkaConnection, group: &str) -> Result<GroupInfo, OpsError> {
+    let c = client(kafka, group)?;
     let list = c.fetch_group_list(Some(group), CALL_TIMEOUT)?;
     let Some(g) = list.groups().first() else {
         return Ok(GroupInfo {
@@ -187,9 +188,13 @@ pub fn committed(c: &BaseConsumer, topic: &str, parts: &[i32]) -> Result<HashMap
 }
 
 /// Describe rows of `group` for `topics` (only topics where the group has offsets or owners).
-pub fn describe(bootstrap: &str, group: &str, topics: &[String]) -> Result<(GroupInfo, Vec<DescribeRow>), OpsError> {
-    let info = info(bootstrap, group)?;
-    let c = client(bootstrap, group)?;
+pub fn describe(
+    kafka: &KafkaConnection,
+    group: &str,
+    topics: &[String],
+) -> Result<(GroupInfo, Vec<DescribeRow>), OpsError> {
+    let info = info(kafka, group)?;
+    let c = client(kafka, group)?;
     let owner: HashMap<(String, i32), &Member> = info
         .members
         .iter()

@@ -166,7 +166,7 @@ pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<Rebu
 
     let topic = names.events_topic();
     let group = format!("{}.rebuild.{new}", names.projection_group());
-    let (b, t) = (d.infra.kafka_bootstrap_servers.clone(), topic.clone());
+    let (b, t) = (d.infra.kafka()?, topic.clone());
     let marks: Vec<(i32, i64, i64)> = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
         let c = crate::ops::groups::client(&b, "aliexpress-rebuild")?;
         let parts = crate::ops::groups::partitions(&c, &t)?;
@@ -238,7 +238,7 @@ async fn build_and_swap(
     let total: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
     if source == "postgres" {
         // Start the topic consumer at the snapshot point, then load the current state.
-        let b = d.infra.kafka_bootstrap_servers.clone();
+        let b = d.infra.kafka()?;
         let (g, t, m) = (group.to_owned(), topic.to_owned(), marks.to_vec());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let c = crate::ops::groups::client(&b, &g)?;
@@ -252,7 +252,7 @@ async fn build_and_swap(
         .await??;
         load_from_postgres(d, new).await?;
     }
-    let c = consumer::build(&d.infra.kafka_bootstrap_servers, group)?;
+    let c = consumer::build(&d.infra.kafka()?, group)?;
     c.subscribe(&[topic])?;
     let mut projector = ProductEventConsumer::new(
         Arc::new(c),

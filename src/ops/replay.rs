@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::groups::{self, CALL_TIMEOUT};
 use super::OpsError;
+use crate::bus::KafkaConnection;
 
 /// Where to move the offsets.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,13 +136,13 @@ pub fn parse_iso_duration(s: &str) -> Result<Duration, OpsError> {
 
 /// Plans a reset of `group` on `topic` (all partitions, or `only`). Changes nothing.
 pub fn plan(
-    bootstrap: &str,
+    kafka: &KafkaConnection,
     group: &str,
     topic: &str,
     only: Option<&[i32]>,
     spec: &ResetSpec,
 ) -> Result<Vec<PlanRow>, OpsError> {
-    let c = groups::client(bootstrap, group)?;
+    let c = groups::client(kafka, group)?;
     let all = groups::partitions(&c, topic)?;
     let parts: Vec<i32> = match only {
         Some(o) => {
@@ -243,8 +244,8 @@ pub fn reprojected(rows: &[PlanRow]) -> i64 {
 }
 
 /// Refuses unless `group` is inactive, with Kafka's wording.
-pub fn ensure_inactive(bootstrap: &str, group: &str) -> Result<(), OpsError> {
-    let info = groups::info(bootstrap, group)?;
+pub fn ensure_inactive(kafka: &KafkaConnection, group: &str) -> Result<(), OpsError> {
+    let info = groups::info(kafka, group)?;
     if info.is_inactive() {
         return Ok(());
     }
@@ -262,12 +263,12 @@ pub fn ensure_inactive(bootstrap: &str, group: &str) -> Result<(), OpsError> {
 }
 
 /// Commits the plan for its group, then reads the offsets back; fails if they differ.
-pub fn apply(bootstrap: &str, rows: &[PlanRow]) -> Result<(), OpsError> {
+pub fn apply(kafka: &KafkaConnection, rows: &[PlanRow]) -> Result<(), OpsError> {
     let Some(first) = rows.first() else {
         return Ok(());
     };
-    ensure_inactive(bootstrap, &first.group)?;
-    let c = groups::client(bootstrap, &first.group)?;
+    ensure_inactive(kafka, &first.group)?;
+    let c = groups::client(kafka, &first.group)?;
     let mut tpl = TopicPartitionList::new();
     for r in rows {
         tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.new))?;

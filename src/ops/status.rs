@@ -24,8 +24,8 @@ pub struct StatusDeps {
     pub producer: rdkafka::producer::FutureProducer,
     /// OpenSearch.
     pub search: SearchClient,
-    /// Kafka bootstrap servers (group and watermark calls).
-    pub bootstrap: String,
+    /// Kafka connection settings (group and watermark calls).
+    pub kafka: crate::bus::KafkaConnection,
     /// (group, topic) pairs to report.
     pub groups: Vec<(String, String)>,
     /// Dead-letter topics to report.
@@ -210,7 +210,7 @@ pub async fn gather(d: &StatusDeps) -> Status {
             },
         })
         .collect();
-    let (b, topics) = (d.bootstrap.clone(), d.dlq_topics.clone());
+    let (b, topics) = (d.kafka.clone(), d.dlq_topics.clone());
     let dead_letters = tokio::task::spawn_blocking(move || dlq_depths(&b, &topics))
         .await
         .unwrap_or_default();
@@ -226,7 +226,7 @@ pub async fn gather(d: &StatusDeps) -> Status {
 type Sample = Result<(groups::GroupInfo, Vec<DescribeRow>), String>;
 
 async fn sample_groups(d: &StatusDeps) -> Vec<Sample> {
-    let (b, gs) = (d.bootstrap.clone(), d.groups.clone());
+    let (b, gs) = (d.kafka.clone(), d.groups.clone());
     tokio::task::spawn_blocking(move || {
         gs.iter()
             .map(|(g, t)| groups::describe(&b, g, std::slice::from_ref(t)).map_err(|e| e.to_string()))
@@ -236,8 +236,8 @@ async fn sample_groups(d: &StatusDeps) -> Vec<Sample> {
     .unwrap_or_else(|e| d.groups.iter().map(|_| Err(e.to_string())).collect())
 }
 
-fn dlq_depths(bootstrap: &str, topics: &[String]) -> Vec<DlqDepth> {
-    let c = groups::client(bootstrap, "aliexpress-status").ok();
+fn dlq_depths(kafka: &crate::bus::KafkaConnection, topics: &[String]) -> Vec<DlqDepth> {
+    let c = groups::client(kafka, "aliexpress-status").ok();
     topics
         .iter()
         .map(|t| DlqDepth {

@@ -1,5 +1,13 @@
 //! A thin JSON client over the `opensearch` crate's transport, with a timeout per request.
+//!
+//! Credentials come from [`SearchAccess`] (`OPENSEARCH_USERNAME`/`OPENSEARCH_PASSWORD`) or
+//! from the URL's user info; either way they are sent as basic auth and taken out of the URL,
+//! so a transport error (which quotes the URL) never carries the password. Certificates are
+//! always verified (system roots, or the CA of `OPENSEARCH_CA_FILE`) unless
+//! `OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS` says otherwise, which is logged as a warning.
 
+use opensearch::auth::Credentials;
+use opensearch::cert::{Certificate, CertificateValidation};
 use opensearch::http::headers::HeaderMap;
 use opensearch::http::request::JsonBody;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
@@ -9,6 +17,20 @@ use serde_json::Value;
 use std::time::Duration;
 
 use super::SearchError;
+use crate::config::Secret;
+
+/// Who the client is and which certificates it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct SearchAccess {
+    /// Basic-auth user (overrides the URL's).
+    pub username: Option<String>,
+    /// Basic-auth password (overrides the URL's).
+    pub password: Option<Secret>,
+    /// PEM of the CA(s) trusted instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any certificate (no verification at all).
+    pub danger_accept_invalid_certs: bool,
+}
 
 /// OpenSearch client shared by the API and the projection.
 #[derive(Clone)]
@@ -18,14 +40,41 @@ pub struct SearchClient {
 }
 
 impl SearchClient {
-    /// A client for `url` (connects lazily).
+    /// A client for `url` (connects lazily), credentials only from the URL, system roots.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, SearchError> {
-        let url = url::Url::parse(url).map_err(|e| SearchError::Transport(e.to_string()))?;
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+        Self::with_access(url, &SearchAccess::default(), timeout)
+    }
+
+    /// A client for `url` with `access`'s credentials and trusted CAs (connects lazily).
+    pub fn with_access(url: &str, access: &SearchAccess, timeout: Duration) -> Result<Self, SearchError> {
+        let mut url = url::Url::parse(url).map_err(|e| SearchError::Transport(format!("invalid URL: {e}")))?;
+        let from_url = (!url.username().is_empty()).then(|| {
+            let user = percent_decode(url.username());
+            let pass = url.password().map(percent_decode).unwrap_or_default();
+            (user, pass)
+        });
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let credentials = match (&access.username, &access.password, from_url) {
+            (Some(u), p, _) => Some((u.clone(), p.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())),
+            (None, _, Some(pair)) => Some(pair),
+            (None, _, None) => None,
+        };
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(timeout)
-            .disable_proxy()
-            .build()
-            .map_err(|e| SearchError::Transport(e.to_string()))?;
+            .disable_proxy();
+        if let Some((user, pass)) = credentials {
+            builder = builder.auth(Credentials::Basic(user, pass));
+        }
+        if access.danger_accept_invalid_certs {
+            tracing::warn!("OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS is set: OpenSearch certificates are not verified");
+            builder = builder.cert_validation(CertificateValidation::None);
+        } else if let Some(pem) = &access.ca_pem {
+            let ca =
+                Certificate::from_pem(pem).map_err(|e| SearchError::Transport(format!("OPENSEARCH_CA_FILE: {e}")))?;
+            builder = builder.cert_validation(CertificateValidation::Full(ca));
+        }
+        let transport = builder.build().map_err(|e| SearchError::Transport(e.to_string()))?;
         Ok(Self {
             inner: OpenSearch::new(transport),
             timeout,
@@ -114,6 +163,13 @@ async fn read(resp: opensearch::http::response::Response) -> Result<(u16, Value)
     }
     let v = serde_json::from_str(&text).map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))?;
     Ok((status, v))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 fn truncate(s: &str) -> String {

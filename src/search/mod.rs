@@ -7,7 +7,7 @@ pub mod document;
 pub mod index;
 pub mod query;
 
-pub use client::SearchClient;
+pub use client::{SearchAccess, SearchClient};
 
 /// Failures talking to OpenSearch.
 #[derive(Debug, thiserror::Error)]

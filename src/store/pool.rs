@@ -1,15 +1,18 @@
 //! PostgreSQL connection pool (diesel-async + deadpool, no libpq) and embedded migrations.
 //!
 //! Every connection gets a statement timeout through the connection string's `options`, so a
-//! stuck query fails instead of hanging a worker.
+//! stuck query fails instead of hanging a worker. Every connection (pooled, LISTEN, advisory
+//! lock, migrations) is opened by [`pg_tls::establish`], which applies the URL's `sslmode`,
+//! `sslrootcert`, `sslcert` and `sslkey` as libpq does.
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures::FutureExt;
 use std::time::Duration;
 
-use super::StoreError;
+use super::{pg_tls, StoreError};
 
 /// The migrations in migrations/, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -32,8 +35,13 @@ pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
 
 /// Builds a pool; connects lazily. `wait` bounds how long a caller waits for a connection.
 pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_with_statement_timeout(url, statement_timeout));
+    pg_tls::PgTarget::parse(url).map_err(|e| StoreError::Pool(e.to_string()))?;
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(|url| pg_tls::establish(url).boxed());
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        url_with_statement_timeout(url, statement_timeout),
+        config,
+    );
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
@@ -46,7 +54,7 @@ pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result
 /// Opens a single connection outside the pool (LISTEN, advisory locks, migrations).
 pub async fn connect(url: &str, statement_timeout: Duration) -> Result<AsyncPgConnection, StoreError> {
     let url = url_with_statement_timeout(url, statement_timeout);
-    tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(&url))
+    tokio::time::timeout(Duration::from_secs(5), pg_tls::establish(&url))
         .await
         .map_err(|_| StoreError::Pool("timed out connecting to PostgreSQL after 5s".into()))?
         .map_err(|e| StoreError::Pool(e.to_string()))

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::{backoff, Shutdown};
 use crate::bus::producer::{self, ProducerSettings};
+use crate::bus::KafkaConnection;
 use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
 use crate::store::{outbox_repo, pool, StoreError};
 use crate::telemetry::metrics::{
@@ -93,7 +94,7 @@ pub struct OutboxRelay {
     producer: FutureProducer,
     settings: RelaySettings,
     conn: Option<AsyncPgConnection>,
-    rebuild: Option<(String, ProducerSettings)>,
+    rebuild: Option<(KafkaConnection, ProducerSettings)>,
     /// Second connection that commits "published" marks while the next batch is claimed.
     marker: Option<AsyncPgConnection>,
     /// The mark in progress, and the ids it covers (excluded from the next claim).
@@ -141,8 +142,8 @@ impl OutboxRelay {
 
     /// Lets the relay replace its producer after a fatal librdkafka error (for example an
     /// idempotence sequence failure after a broker crash).
-    pub fn with_producer_rebuild(mut self, bootstrap: String, settings: ProducerSettings) -> Self {
-        self.rebuild = Some((bootstrap, settings));
+    pub fn with_producer_rebuild(mut self, kafka: KafkaConnection, settings: ProducerSettings) -> Self {
+        self.rebuild = Some((kafka, settings));
         self
     }
 
@@ -151,11 +152,11 @@ impl OutboxRelay {
         let Some(fatal) = self.producer.client().fatal_error() else {
             return;
         };
-        let Some((bootstrap, settings)) = &self.rebuild else {
+        let Some((kafka, settings)) = &self.rebuild else {
             return;
         };
         tracing::error!(error = ?fatal, "producer hit a fatal error; building a new one");
-        match producer::build(bootstrap, settings) {
+        match producer::build(kafka, settings) {
             Ok(p) => self.producer = p,
             Err(e) => tracing::error!(error = %e, "could not rebuild the producer"),
         }

@@ -646,7 +646,7 @@ async fn poison(ctx: &Ctx<'_>) -> Result<(), String> {
     lock(&ctx.expect).dlq_events += 3;
     ctx.log("produced 2 poison commands and 3 poison events straight to the topics");
     tokio::time::sleep(Duration::from_secs(5)).await; // let traffic flow behind the poison: timed
-    // The poison window ends once traffic has flowed behind it, like the other faults.
+                                                      // The poison window ends once traffic has flowed behind it, like the other faults.
     ctx.fault_ended();
     Ok(())
 }

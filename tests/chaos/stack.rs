@@ -79,7 +79,7 @@ impl Stack {
         let opensearch_port = port("ALIEXPRESS_OPENSEARCH_PORT", "9200");
         let state_dir = PathBuf::from(env_or("ALIEXPRESS_STATE_DIR", || DEFAULT_STATE_DIR.to_owned()));
         let dedicated = state_dir != Path::new(DEFAULT_STATE_DIR);
-        let redis_url = env_or("REDIS_URL", || format!("redis://127.0.0.1:{redis_port}"));
+        let redis_url = env_or("REDIS_URL", || format!("redis://:aliexpress@127.0.0.1:{redis_port}"));
         let kafka = env_or("KAFKA_BOOTSTRAP_SERVERS", || format!("127.0.0.1:{kafka_port}"));
         let opensearch_url = env_or("OPENSEARCH_URL", || format!("http://127.0.0.1:{opensearch_port}"));
         // The ports of the services actually addressed (for the pid checks).

@@ -16,9 +16,13 @@ use crate::helpers::{header, TestApp, TestEnv};
 
 fn command_consumer(env: &TestEnv) -> ProductConsumer {
     let group = env.names.command_group();
-    let c = aliexpress::bus::consumer::build(&env.infra.kafka_bootstrap_servers, &group).expect("consumer");
+    let c = aliexpress::bus::consumer::build(&env.infra.kafka().expect("kafka settings"), &group).expect("consumer");
     c.subscribe(&[&env.names.commands_topic()]).expect("subscribe");
-    let p = producer::build(&env.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+    let p = producer::build(
+        &env.infra.kafka().expect("kafka settings"),
+        &ProducerSettings::default(),
+    )
+    .expect("producer");
     ProductConsumer {
         consumer: c,
         pool: env.pool.clone(),
@@ -446,7 +450,11 @@ async fn a_command_failing_transiently_is_never_committed_past_and_applies_once_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_is_accepted_at_once_while_kafka_is_unreachable_and_delivered_later() {
     let app = TestApp::spawn_with(|s| {
-        s.producer = producer::build("127.0.0.1:1", &ProducerSettings::default()).expect("producer");
+        s.producer = producer::build(
+            &aliexpress::bus::KafkaConnection::new("127.0.0.1:1"),
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
     })
     .await;
     let id = Uuid::now_v7();

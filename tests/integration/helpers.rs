@@ -53,10 +53,16 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
         database_url: database_url.to_owned(),
         database_pool_size: 8,
         database_statement_timeout_ms: 10_000,
-        redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        redis_url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL),
+        redis_ca_file: None,
         redis_cache_ttl_secs: 3600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        kafka_security: Default::default(),
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        opensearch_username: None,
+        opensearch_password: None,
+        opensearch_ca_file: None,
+        opensearch_danger_accept_invalid_certs: false,
         namespace: namespace.to_owned(),
     }
 }
@@ -146,7 +152,7 @@ async fn cleanup_previous_runs() {
                     }
                 }
             }
-            let bootstrap = i.kafka_bootstrap_servers.clone();
+            let bootstrap = i.kafka().expect("kafka settings");
             let _ = tokio::task::spawn_blocking(move || {
                 let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
                     producer::base_config(&bootstrap).create().expect("admin client");
@@ -188,10 +194,16 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh database (migrated), topics, and a namespace.
     pub async fn new() -> Self {
+        Self::with_settings(base_database_url(), |_| {}).await
+    }
+
+    /// Like [`new`](Self::new) with the database made through `base` (an admin URL whose TLS
+    /// parameters the test database's URL keeps) and the other settings changed by
+    /// `customize` (the secured profile's listeners, for example).
+    pub async fn with_settings(base: String, customize: impl FnOnce(&mut InfraConfig)) -> Self {
         cleanup_previous_runs().await;
         let ns = new_namespace();
         let db = format!("aliexpress_{}", ns.trim_end_matches('_'));
-        let base = base_database_url();
         let mut admin = pool::connect(&base, Duration::from_secs(60))
             .await
             .expect("connect to the stack's postgres (make up?)");
@@ -201,14 +213,15 @@ impl TestEnv {
             .expect("create test database");
         let url = with_db(&base, &db);
         pool::run_migrations(&url).await.expect("migrations apply");
-        let infra = infra(&ns, &url);
+        let mut infra = infra(&ns, &url);
+        customize(&mut infra);
         let names = infra.names();
-        admin::ensure_topics(&infra.kafka_bootstrap_servers, &names.all_topics(), 3)
+        admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 3)
             .await
             .expect("topics");
         let pool = pool::build_pool(&url, 8, Duration::from_secs(10)).expect("pool");
         let producer = producer::build(
-            &infra.kafka_bootstrap_servers,
+            &infra.kafka().expect("kafka settings"),
             &ProducerSettings {
                 linger_ms: 0,
                 ..Default::default()
@@ -225,7 +238,11 @@ impl TestEnv {
 
     /// An outbox relay on this environment.
     pub fn relay(&self, batch_size: i64) -> OutboxRelay {
-        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+        let p = producer::build(
+            &self.infra.kafka().expect("kafka settings"),
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
         OutboxRelay::new(
             self.infra.database_url.clone(),
             p,
@@ -254,12 +271,22 @@ impl TestEnv {
 
     /// A search client.
     pub fn search(&self) -> SearchClient {
-        SearchClient::new(&self.infra.opensearch_url, Duration::from_secs(30)).expect("search client")
+        SearchClient::with_access(
+            &self.infra.opensearch_url,
+            &self.infra.search_access().expect("search settings"),
+            Duration::from_secs(30),
+        )
+        .expect("search client")
     }
 
     /// The Redis cache under this namespace.
     pub fn cache(&self) -> ProductCache {
-        ProductCache::new(&self.infra.redis_url, self.names.clone(), Duration::from_secs(3600)).expect("cache")
+        ProductCache::new(
+            self.infra.redis().expect("redis settings"),
+            self.names.clone(),
+            Duration::from_secs(3600),
+        )
+        .expect("cache")
     }
 
     /// A projector in `group` (default: the namespaced projection group) on this environment.
@@ -274,9 +301,13 @@ impl TestEnv {
             .map(str::to_owned)
             .unwrap_or_else(|| self.names.projection_group());
         let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group).expect("consumer");
+            aliexpress::bus::consumer::build(&self.infra.kafka().expect("kafka settings"), &group).expect("consumer");
         c.subscribe(&[&self.names.events_topic()]).expect("subscribe");
-        let p = producer::build(&self.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+        let p = producer::build(
+            &self.infra.kafka().expect("kafka settings"),
+            &ProducerSettings::default(),
+        )
+        .expect("producer");
         ProductEventConsumer::new(
             Arc::new(c),
             search,
@@ -342,7 +373,7 @@ impl TestEnv {
     pub async fn read_topic(&self, topic: &str, min: usize, deadline: Duration) -> Vec<OwnedMessage> {
         let group = format!("{}reader-{}", self.names.index_alias(), Uuid::new_v4().simple());
         let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka_bootstrap_servers, &group).expect("consumer");
+            aliexpress::bus::consumer::build(&self.infra.kafka().expect("kafka settings"), &group).expect("consumer");
         c.subscribe(&[topic]).expect("subscribe");
         let end = Instant::now() + deadline;
         let mut out = Vec::new();
@@ -401,7 +432,44 @@ impl TestEnv {
             ("ALIEXPRESS_NAMESPACE", self.infra.namespace.clone()),
             ("RUST_LOG", "info".into()),
         ]
+        .into_iter()
+        .chain(security_env(&self.infra))
+        .collect()
     }
+}
+
+/// The security settings of `infra` as the binary's environment variables (only those set).
+pub fn security_env(infra: &InfraConfig) -> Vec<(&'static str, String)> {
+    let k = &infra.kafka_security;
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let pairs: [(&'static str, Option<String>); 13] = [
+        ("KAFKA_SECURITY_PROTOCOL", k.kafka_security_protocol.clone()),
+        ("KAFKA_SASL_MECHANISM", k.kafka_sasl_mechanism.clone()),
+        ("KAFKA_SASL_USERNAME", k.kafka_sasl_username.clone()),
+        (
+            "KAFKA_SASL_PASSWORD",
+            k.kafka_sasl_password.as_ref().map(|s| s.expose().to_owned()),
+        ),
+        ("KAFKA_SSL_CA_LOCATION", path(&k.kafka_ssl_ca_location)),
+        (
+            "KAFKA_SSL_CERTIFICATE_LOCATION",
+            path(&k.kafka_ssl_certificate_location),
+        ),
+        ("KAFKA_SSL_KEY_LOCATION", path(&k.kafka_ssl_key_location)),
+        (
+            "KAFKA_SSL_KEY_PASSWORD",
+            k.kafka_ssl_key_password.as_ref().map(|s| s.expose().to_owned()),
+        ),
+        ("KAFKA_PROPERTIES_FILE", path(&k.kafka_properties_file)),
+        ("REDIS_CA_FILE", path(&infra.redis_ca_file)),
+        ("OPENSEARCH_USERNAME", infra.opensearch_username.clone()),
+        (
+            "OPENSEARCH_PASSWORD",
+            infra.opensearch_password.as_ref().map(|s| s.expose().to_owned()),
+        ),
+        ("OPENSEARCH_CA_FILE", path(&infra.opensearch_ca_file)),
+    ];
+    pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
 }
 
 /// A header value as a string.
@@ -431,10 +499,14 @@ impl TestApp {
 
     /// Like [`spawn`](Self::spawn) with a chance to change the state first.
     pub async fn spawn_with(f: impl FnOnce(&mut AppState)) -> Self {
-        let env = TestEnv::new().await;
+        Self::spawn_on(TestEnv::new().await, f).await
+    }
+
+    /// Starts the API on port 0 over `env`, with a chance to change the state first.
+    pub async fn spawn_on(env: TestEnv, f: impl FnOnce(&mut AppState)) -> Self {
         let api = ApiConfig::default();
         let producer = producer::build(
-            &env.infra.kafka_bootstrap_servers,
+            &env.infra.kafka().expect("kafka settings"),
             &ProducerSettings {
                 linger_ms: 0,
                 ..Default::default()
@@ -444,7 +516,7 @@ impl TestApp {
         let mut state = AppState {
             pool: env.pool.clone(),
             cache: ProductCache::for_requests(
-                &env.infra.redis_url,
+                env.infra.redis().expect("redis settings"),
                 env.names.clone(),
                 Duration::from_secs(3600),
                 aliexpress::cache::RequestBounds::default(),

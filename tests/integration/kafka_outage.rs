@@ -99,7 +99,11 @@ impl Broker {
         let ok = wait_until(Duration::from_secs(60), || {
             let b = b.clone();
             async move {
-                let p = aliexpress::bus::producer::build(&b, &Default::default()).expect("producer");
+                let p = aliexpress::bus::producer::build(
+                    &aliexpress::bus::KafkaConnection::new(b.clone()),
+                    &Default::default(),
+                )
+                .expect("producer");
                 aliexpress::bus::admin::probe(&p, Duration::from_secs(1)).await.is_ok()
             }
         })
@@ -125,9 +129,13 @@ async fn with_kafka_down_rows_stay_pending_and_the_following_relay_resumes_when_
     let mut broker = Broker::new();
     broker.wait_ready().await;
     let bootstrap = broker.bootstrap();
-    aliexpress::bus::admin::ensure_topics(&bootstrap, &[env.names.events_topic()], 3)
-        .await
-        .expect("topic");
+    aliexpress::bus::admin::ensure_topics(
+        &aliexpress::bus::KafkaConnection::new(bootstrap.clone()),
+        &[env.names.events_topic()],
+        3,
+    )
+    .await
+    .expect("topic");
     let mut relay = Command::new(env!("CARGO_BIN_EXE_aliexpress"))
         .args([
             "process-outbox",

@@ -16,3 +16,4 @@ mod products;
 mod projection;
 mod prometheus;
 mod resilience;
+mod secure;

@@ -218,7 +218,11 @@ async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_othe
         .await
         .expect("insert");
     }
-    let p = producer::build(&env.infra.kafka_bootstrap_servers, &ProducerSettings::default()).expect("producer");
+    let p = producer::build(
+        &env.infra.kafka().expect("kafka settings"),
+        &ProducerSettings::default(),
+    )
+    .expect("producer");
     let settings = RelaySettings {
         batch_size: 100,
         max_attempts: 2,

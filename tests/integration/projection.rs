@@ -127,7 +127,7 @@ async fn events_become_documents_with_the_right_state_and_search_finds_them() {
     // The projection group shows up in Apache Kafka's own tool.
     let wrapper = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/bin/kafka-consumer-groups");
     let out = std::process::Command::new(wrapper)
-        .args(["--bootstrap-server", "localhost:9092", "--list"])
+        .args(["--bootstrap-server", &app.env.infra.kafka_bootstrap_servers, "--list"])
         .output()
         .expect("runs");
     assert!(String::from_utf8_lossy(&out.stdout)
@@ -470,9 +470,13 @@ async fn a_version_gap_is_applied_with_full_state_and_counted() {
     let all = env.read_topic(&topic, 3, Duration::from_secs(30)).await;
     // A fresh namespace-local topic that holds v1 and v3 only (v2 parked upstream, say).
     let gap_topic = format!("{topic}.gap");
-    aliexpress::bus::admin::ensure_topics(&env.infra.kafka_bootstrap_servers, std::slice::from_ref(&gap_topic), 1)
-        .await
-        .expect("topic");
+    aliexpress::bus::admin::ensure_topics(
+        &env.infra.kafka().expect("kafka settings"),
+        std::slice::from_ref(&gap_topic),
+        1,
+    )
+    .await
+    .expect("topic");
     let versions: Vec<i64> = all
         .iter()
         .map(|m| {
