@@ -335,6 +335,12 @@ impl Sut {
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
+        // The main consumer of each group is a static member (KIP-345), as a StatefulSet pod
+        // would be: restarted after a crash, it takes its partitions back at once instead of
+        // waiting for the dead session to time out. Extra members (rebalance) stay dynamic.
+        if log_name == role.name() && matches!(role, Role::CommandConsumer | Role::Projection) {
+            cmd.env("KAFKA_PROPERTY_GROUP_INSTANCE_ID", format!("{}{}", self.ns, role.name()));
+        }
         cmd.spawn().map_err(|e| format!("spawn {}: {e}", role.name()))
     }
 
