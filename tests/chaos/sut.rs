@@ -339,7 +339,10 @@ impl Sut {
         // would be: restarted after a crash, it takes its partitions back at once instead of
         // waiting for the dead session to time out. Extra members (rebalance) stay dynamic.
         if log_name == role.name() && matches!(role, Role::CommandConsumer | Role::Projection) {
-            cmd.env("KAFKA_PROPERTY_GROUP_INSTANCE_ID", format!("{}{}", self.ns, role.name()));
+            cmd.env(
+                "KAFKA_PROPERTY_GROUP_INSTANCE_ID",
+                format!("{}{}", self.ns, role.name()),
+            );
         }
         cmd.spawn().map_err(|e| format!("spawn {}: {e}", role.name()))
     }

@@ -207,7 +207,7 @@ async fn a_command_through_sasl_ssl_kafka_is_applied() {
     let mut status = Value::Null;
     while Instant::now() < deadline {
         status = app
-            .get(&format!("/api/commands/{cid}"))
+            .get_with_token(&format!("/api/commands/{cid}"))
             .await
             .json()
             .await
