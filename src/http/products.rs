@@ -306,26 +306,42 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
     let id = id.into_inner();
     let not_found = || ApiError::NotFound(format!("product {id} not found"));
     let visible = |p: &Product| caller.0.sees_unpublished() || p.status == ProductStatus::Published;
-    match state.cache.get(id).await {
-        Ok(Some(p)) if !visible(&p) => return Err(not_found()),
-        Ok(Some(p)) => {
-            let mut r = product_response(actix_web::http::StatusCode::OK, &p);
-            r.headers_mut().insert(
-                header::HeaderName::from_static("x-read-source"),
-                header::HeaderValue::from_static("cache"),
-            );
-            return Ok(r);
+    let from_cache = |p: Product| {
+        if !visible(&p) {
+            return Err(not_found());
         }
-        Ok(None) => {}
+        let mut r = product_response(actix_web::http::StatusCode::OK, &p);
+        r.headers_mut().insert(
+            header::HeaderName::from_static("x-read-source"),
+            header::HeaderValue::from_static("cache"),
+        );
+        Ok(r)
+    };
+    let cache_failed = match state.cache.get(id).await {
+        Ok(Some(p)) => return from_cache(p),
+        Ok(None) => false,
         Err(e) => {
             // Bounded and behind the breaker; the breaker logs state changes.
-            tracing::debug!(product.id = %id, error = %e, "cache read skipped; reading the database")
+            tracing::debug!(product.id = %id, error = %e, "cache read skipped; reading the database");
+            true
         }
-    }
-    let found = {
+    };
+    let found = async {
         let mut conn = pool::get(&state.pool).await?;
-        product_repo::find(&mut conn, id).await?
+        product_repo::find(&mut conn, id).await
         // The connection goes back to the pool before the read-through below.
+    }
+    .await;
+    let found = match found {
+        Ok(found) => found,
+        // Neither answered in time: when the cache only ran out of its short bound (a busy
+        // moment, not a miss) and the database is unavailable, the cache gets a second try
+        // before the caller sees a 503.
+        Err(e) if cache_failed && e.is_transient() => match state.cache.get(id).await {
+            Ok(Some(p)) => return from_cache(p),
+            _ => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
     };
     let p = found.ok_or_else(not_found)?;
     let _ = state.cache.put(&p).await;
