@@ -23,7 +23,15 @@ async fn an_unreachable_service_names_its_setting_and_exits_2() {
     let env = TestEnv::new().await;
     let out = bin()
         .envs(env.bin_env())
-        .args(["--redis-url", "redis://127.0.0.1:1", "serve", "--bind", "127.0.0.1:0"])
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));

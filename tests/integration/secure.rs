@@ -442,7 +442,13 @@ async fn no_secret_appears_in_the_logs_of_a_secured_run() {
         .port();
     let serve = bin()
         .envs(vars.clone())
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
