@@ -41,13 +41,8 @@ fn short(s: &str) -> String {
 pub async fn check_all(state: &AppState) -> HealthReport {
     let t = state.health_timeout;
     let db = bounded(t, async {
-        use diesel_async::RunQueryDsl;
-        let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
-        diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<(), String>(())
+        let mut conn = crate::store::pool::get(&state.pool).await?;
+        crate::store::pool::ping(&mut conn).await
     });
     let redis = bounded(t, state.cache.ping(t));
     let kafka = bounded(t, async { admin::probe(&state.producer, t).await.map(|_| ()) });
