@@ -19,6 +19,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use serde_json::Value;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -82,22 +83,35 @@ fn epoch_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// A test namespace `test_<epoch seconds>_<random>_`: its age can be read back from its name.
+/// A test namespace `test_<epoch seconds>_<pid>_<random>_`: its age and the test process
+/// that owns it can be read back from its name.
 pub fn new_namespace() -> String {
-    format!("test_{}_{}_", epoch_secs(), &Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "test_{}_{}_{}_",
+        epoch_secs(),
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// True for a test resource name (database without its `aliexpress_` prefix, topic or
-/// index) made more than [`STALE_AFTER_SECS`] ago.
+/// index) whose test process is gone (a finished or killed run: nothing uses it any more), or
+/// made more than [`STALE_AFTER_SECS`] ago (names without a pid, or a pid reused since).
 fn is_stale(name: &str) -> bool {
-    name.strip_prefix("test_")
-        .and_then(|rest| rest.split('_').next())
-        .and_then(|t| t.parse::<u64>().ok())
-        .is_some_and(|t| epoch_secs().saturating_sub(t) > STALE_AFTER_SECS)
+    let mut parts = name.strip_prefix("test_").unwrap_or_default().split('_');
+    let Some(made) = parts.next().and_then(|t| t.parse::<u64>().ok()) else {
+        return false;
+    };
+    let owner_gone = parts
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists());
+    owner_gone || epoch_secs().saturating_sub(made) > STALE_AFTER_SECS
 }
 
 /// Removes what earlier test runs left behind (databases, topics, indices with the test
-/// prefix), once they are stale (see [`STALE_AFTER_SECS`]).
+/// prefix), once their run is over or they are old (see [`is_stale`]): every run would
+/// otherwise leave ~80 databases, and a cluster with hundreds of them recovers slowly.
 async fn cleanup_previous_runs() {
     CLEANUP
         .get_or_init(|| async {
@@ -668,4 +682,19 @@ pub async fn wait_committed(consumer: &StreamConsumer, topic: &str) {
     })
     .await;
     assert!(ok, "group lag back to 0: {last:?}");
+}
+
+#[test]
+fn test_resources_are_stale_once_their_run_is_over_or_old() {
+    let now = epoch_secs();
+    let mine = new_namespace();
+    assert!(!is_stale(&mine), "this run's own names are kept: {mine}");
+    // pid 1 always exists: a live owner keeps a recent name.
+    assert!(!is_stale(&format!("test_{now}_1_abcdef12_products")));
+    // A pid beyond pid_max never exists: its run is over.
+    assert!(is_stale(&format!("test_{now}_4294967295_abcdef12_products")));
+    // Names from before pids were recorded go by age only.
+    assert!(!is_stale(&format!("test_{now}_abcdef12_products")));
+    assert!(is_stale(&format!("test_{}_abcdef12_products", now - STALE_AFTER_SECS - 1)));
+    assert!(!is_stale("products"), "not a test name");
 }
