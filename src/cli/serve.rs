@@ -75,6 +75,7 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
         outbox_notify: a.outbox_notify,
         health_timeout: Duration::from_secs(1),
         search_timeout: a.resilience.search_timeout(),
+        read_retry_budget: a.resilience.database_read_retry(),
         idempotency_ttl: a.resilience.idempotency_ttl(),
         rate_limits: std::sync::Arc::new(RateLimits::new(&a.api)),
         body_read_timeout: a.api.body_read_timeout(),

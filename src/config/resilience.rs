@@ -7,6 +7,7 @@
 //! | REDIS_BREAKER_FAILURES | 5 | consecutive Redis failures that open the circuit breaker |
 //! | REDIS_BREAKER_OPEN_MS | 1000 | how long the breaker skips Redis before one trial call |
 //! | SEARCH_REQUEST_TIMEOUT_MS | 2000 | bound of an OpenSearch query of `GET /api/search` (then 503) |
+//! | DATABASE_READ_RETRY_MS | 2000 | how long a product read retries a lost PostgreSQL connection (then 503) |
 //! | IDEMPOTENCY_KEY_TTL_SECS | 86400 | how long a write's `Idempotency-Key` record answers retries |
 //! | IDEMPOTENCY_PRUNE_INTERVAL_SECS | 300 | how often `serve` deletes expired records |
 
@@ -33,6 +34,10 @@ pub struct ResilienceConfig {
     /// search answers 503 with Retry-After.
     #[arg(long, env = "SEARCH_REQUEST_TIMEOUT_MS", default_value_t = 2000)]
     pub search_request_timeout_ms: u64,
+    /// How long a product read (`GET /api/products/{id}`) may keep retrying when PostgreSQL
+    /// drops its connection (terminated sessions, a restart), in milliseconds; then 503.
+    #[arg(long, env = "DATABASE_READ_RETRY_MS", default_value_t = 2000)]
+    pub database_read_retry_ms: u64,
     /// How long an `Idempotency-Key` record answers retries of the write it guards, in
     /// seconds.
     #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECS", default_value_t = 86_400)]
@@ -72,6 +77,11 @@ impl ResilienceConfig {
     /// Bound of a search query.
     pub fn search_timeout(&self) -> Duration {
         Duration::from_millis(self.search_request_timeout_ms)
+    }
+
+    /// How long a product read retries a lost database connection.
+    pub fn database_read_retry(&self) -> Duration {
+        Duration::from_millis(self.database_read_retry_ms)
     }
 
     /// Lifetime of an idempotency record.

@@ -13,6 +13,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use std::net::TcpListener;
 use std::time::Instant;
+use tracing::Instrument;
 
 use crate::telemetry::metrics::{render, HTTP_DURATION, HTTP_REQUESTS};
 
@@ -31,7 +32,9 @@ pub async fn record(
     let start = Instant::now();
     let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let res = next.call(req).await?;
+    // Every log line of the request carries its method and route.
+    let span = tracing::info_span!("request", http.method = method, http.route = %route);
+    let res = next.call(req).instrument(span).await?;
     let status = res.status().as_u16().to_string();
     let labels = [method, route.as_str(), status.as_str()];
     HTTP_REQUESTS.with_label_values(&labels).inc();

@@ -71,6 +71,8 @@ pub struct AppState {
     pub health_timeout: Duration,
     /// Bound of a search query (`SEARCH_REQUEST_TIMEOUT_MS`); past it, 503.
     pub search_timeout: Duration,
+    /// How long a product read retries a lost database connection.
+    pub read_retry_budget: Duration,
     /// Lifetime of an `Idempotency-Key` record (`IDEMPOTENCY_KEY_TTL_SECS`).
     pub idempotency_ttl: Duration,
     /// Per-client request and failed-authentication limits.

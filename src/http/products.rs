@@ -26,8 +26,9 @@ use crate::domain::product::{
     SHORT_TEXT_MAX_CHARS,
 };
 use crate::store::idempotency_repo::{self, Guarded, StoredResponse};
-use crate::store::pool;
+use crate::store::pool::{self, PgPool};
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
+use crate::store::StoreError;
 
 /// Header telling where a read came from: `cache` or `database`.
 pub const READ_SOURCE_HEADER: &str = "X-Read-Source";
@@ -326,13 +327,8 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
             true
         }
     };
-    let found = async {
-        let mut conn = pool::get(&state.pool).await?;
-        product_repo::find(&mut conn, id).await
-        // The connection goes back to the pool before the read-through below.
-    }
-    .await;
-    let found = match found {
+    // The connection goes back to the pool before the read-through below.
+    let found = match find_product(&state.pool, id, state.read_retry_budget).await {
         Ok(found) => found,
         // Neither answered in time: when the cache only ran out of its short bound (a busy
         // moment, not a miss) and the database is unavailable, the cache gets a second try
@@ -354,6 +350,32 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
         header::HeaderValue::from_static("database"),
     );
     Ok(r)
+}
+
+/// Reads a product. A read that lost its connection (session terminated under it, or a new
+/// connection closed while being set up) runs again, a few times with a short jittered
+/// pause, while the read is younger than `budget` (`DATABASE_READ_RETRY_MS`): a read has no effect to repeat, and
+/// the pool verifies the connection it hands out next. A failure that took its time (a pool
+/// or statement timeout) is not repeated: it has already waited its bound.
+async fn find_product(pool: &PgPool, id: Uuid, budget: std::time::Duration) -> Result<Option<Product>, StoreError> {
+    use backon::Retryable;
+    let started = std::time::Instant::now();
+    let read = || async {
+        let mut conn = pool::get(pool).await?;
+        product_repo::find(&mut conn, id).await
+    };
+    read.retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(40))
+            .with_max_times(8)
+            .with_jitter(),
+    )
+    .when(|e: &StoreError| e.is_transient() && started.elapsed() < budget)
+    .notify(|e, pause| {
+        tracing::debug!(product.id = %id, error = %e, retry_in_ms = pause.as_millis() as u64,
+            "database read lost its connection; reading again");
+    })
+    .await
 }
 
 /// `GET /api/products?status=&category=&cursor=&limit=`: keyset pagination by id.

@@ -306,7 +306,10 @@ impl Sut {
             ("HTTP_BIND", self.http_bind.clone()),
             ("METRICS_BIND", self.metrics_bind.clone()),
             ("LOG_FORMAT", "pretty".into()),
-            ("RUST_LOG", "info".into()),
+            (
+                "RUST_LOG",
+                std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
         ]
     }
 

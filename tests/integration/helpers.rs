@@ -544,6 +544,7 @@ impl TestApp {
             outbox_notify: true,
             health_timeout: Duration::from_secs(1),
             search_timeout: Duration::from_secs(2),
+            read_retry_budget: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(86_400),
             rate_limits: Arc::new(RateLimits::new(&api)),
             body_read_timeout: api.body_read_timeout(),
@@ -695,6 +696,9 @@ fn test_resources_are_stale_once_their_run_is_over_or_old() {
     assert!(is_stale(&format!("test_{now}_4294967295_abcdef12_products")));
     // Names from before pids were recorded go by age only.
     assert!(!is_stale(&format!("test_{now}_abcdef12_products")));
-    assert!(is_stale(&format!("test_{}_abcdef12_products", now - STALE_AFTER_SECS - 1)));
+    assert!(is_stale(&format!(
+        "test_{}_abcdef12_products",
+        now - STALE_AFTER_SECS - 1
+    )));
     assert!(!is_stale("products"), "not a test name");
 }
