@@ -41,9 +41,13 @@ pub struct Args {
     /// Poll interval when following (NOTIFY usually wakes it sooner).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
-    /// One-shot: how long to wait for another active publisher to finish.
+    /// One-shot: how long to wait for a slice while other relays own them all.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub lock_wait: Duration,
+    /// How long a relay waits before publishing for a slice whose previous owner died holding
+    /// it (each batch is bounded by half of it, so the old owner has stopped by then).
+    #[arg(long, env = "OUTBOX_TAKEOVER_GRACE", default_value = "5s", value_parser = parse_grace)]
+    pub takeover_grace: Duration,
     /// One-shot: give up after Kafka refused every batch for this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub broker_timeout: Duration,
@@ -90,6 +94,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         max_attempts: a.max_attempts,
         retry_base: a.retry_base,
         poll_interval: a.poll_interval,
+        takeover_grace: a.takeover_grace,
         ..Default::default()
     };
     let mut relay = OutboxRelay::new(infra.database_url.clone(), producer, settings)
@@ -105,11 +110,20 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     one_shot(&mut relay, &a, &shutdown).await
 }
 
+/// A takeover grace: at least 200 ms (each batch gets half of it).
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(200) {
+        return Err("must be at least 200ms".into());
+    }
+    Ok(d)
+}
+
 async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> anyhow::Result<()> {
     let waited = Instant::now();
-    while !relay.try_acquire().await.context("taking the relay lock")? {
+    while !relay.try_acquire().await.context("joining the outbox relays")? {
         if waited.elapsed() > a.lock_wait {
-            println!("Another outbox publisher is active and holds the relay lock; it publishes the pending rows. Nothing done.");
+            println!("Other outbox publishers own every slice; they publish the pending rows. Nothing done.");
             return Ok(());
         }
         if shutdown.sleep(Duration::from_millis(500)).await {
@@ -137,7 +151,14 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
             Ok(o) => {
                 delays = policy.backoff();
                 if o.claimed == 0 {
-                    break;
+                    // Slices taken from a relay that died holding them wait out the grace.
+                    match relay.fenced_for() {
+                        Some(wait) => {
+                            shutdown.sleep(wait).await;
+                            continue;
+                        }
+                        None => break,
+                    }
                 }
                 batches += 1;
                 published += o.published;
@@ -169,6 +190,7 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     }
     bar.finish_and_clear();
     let after = relay.update_gauges().await.unwrap_or_default();
+    let owned = relay.slices().borrow().len();
     relay.release().await;
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -178,6 +200,10 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     if failed > 0 || after.pending > 0 || after.parked > 0 {
         println!("{failed} failed attempts, {parked} rows parked now; {} still pending (waiting for retry), {} parked in total",
             after.pending, after.parked);
+    }
+    let all = usize::try_from(crate::store::outbox_slices::OUTBOX_SLICES).unwrap_or(0);
+    if owned < all {
+        println!("This run owned {owned} of {all} outbox slices; the relays owning the others publish their rows.");
     }
     Ok(())
 }

@@ -80,10 +80,21 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
     }
     println!("== outbox");
     match &s.outbox {
-        Some(o) => println!(
-            "  pending {}  parked {}  oldest pending {:.1}s",
-            o.pending, o.parked, o.oldest_pending_age_secs
-        ),
+        Some(o) => {
+            println!(
+                "  pending {}  parked {}  oldest pending {:.1}s",
+                o.pending, o.parked, o.oldest_pending_age_secs
+            );
+            println!(
+                "  relays {}  slices owned {}/{}",
+                o.relays.len(),
+                o.slices_owned,
+                crate::store::outbox_slices::OUTBOX_SLICES
+            );
+            for (relay, n) in &o.relays {
+                println!("    {relay:<40} {n} slices");
+            }
+        }
         None => println!("  unavailable"),
     }
     println!("== last replay");

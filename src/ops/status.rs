@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::groups::{self, DescribeRow};
 use crate::cache::ProductCache;
 use crate::search::SearchClient;
-use crate::store::{audit_repo, outbox_repo, pool, PgPool};
+use crate::store::{audit_repo, outbox_repo, outbox_slices, pool, PgPool};
 
 /// How long one health probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,6 +69,10 @@ pub struct OutboxStatus {
     pub parked: i64,
     /// Age of the oldest pending row.
     pub oldest_pending_age_secs: f64,
+    /// Relays owning slices now, with how many slices each (by relay name).
+    pub relays: std::collections::BTreeMap<String, usize>,
+    /// Slices owned by some relay (of `OUTBOX_SLICES`): fewer means rows nobody publishes.
+    pub slices_owned: usize,
 }
 
 /// The last offset reset.
@@ -169,10 +173,17 @@ pub async fn gather(d: &StatusDeps) -> Status {
     let (outbox, last_replay) =
         match pool::get(&d.pool).await {
             Ok(mut conn) => {
+                let owners = outbox_slices::current_owners(&mut conn).await.unwrap_or_default();
+                let mut relays = std::collections::BTreeMap::new();
+                for o in &owners {
+                    *relays.entry(o.owner.clone()).or_insert(0) += 1;
+                }
                 let outbox = outbox_repo::stats(&mut conn).await.ok().map(|s| OutboxStatus {
                     pending: s.pending,
                     parked: s.parked,
                     oldest_pending_age_secs: s.oldest_pending_age_secs,
+                    relays,
+                    slices_owned: owners.len(),
                 });
                 let last = audit_repo::last_offset_move(&mut conn).await.ok().flatten().map(
                     |(executed_at, group, mode, host)| LastReplay {

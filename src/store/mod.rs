@@ -5,6 +5,7 @@ pub mod audit_repo;
 pub mod command_repo;
 pub mod idempotency_repo;
 pub mod outbox_repo;
+pub mod outbox_slices;
 pub mod pg_tls;
 pub mod pool;
 pub mod product_repo;

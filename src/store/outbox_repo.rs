@@ -1,23 +1,19 @@
-//! The outbox as a queue for the relay.
+//! The outbox as a queue for the relays.
 //!
-//! Claiming selects rows that are unpublished, not parked and due, in id order. It never
-//! remembers "the last id seen": a transaction that commits late with a lower id is still
-//! picked up. Rows of a product whose earlier row waits for a retry are held back so
-//! per-product order holds. Only one relay claims at a time: it holds a session advisory
-//! lock ([`try_lock_relay`]) on the connection it uses for claiming and marking, so losing the
-//! connection releases the lock and a standby takes over.
+//! Claiming selects rows that are unpublished, not parked and due, in id order, from the
+//! slices the claiming relay owns (see [`super::outbox_slices`]). It never remembers "the last
+//! id seen": a transaction that commits late with a lower id is still picked up. Rows of a
+//! product whose earlier row waits for a retry are held back so per-product order holds; a
+//! product's rows all belong to one slice, so one relay at a time sends them.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
 
 use super::StoreError;
-
-/// Advisory lock key of the active relay (arbitrary, stable).
-const RELAY_LOCK_KEY: i64 = 0x616c_6965_7870_0001;
 
 /// A row claimed for publishing.
 #[derive(Debug, Clone, QueryableByName)]
@@ -94,26 +90,14 @@ pub struct OutboxStats {
     pub oldest_pending_age_secs: f64,
 }
 
-/// Tries to become the active relay; true when this session now holds the lock.
-pub async fn try_lock_relay(conn: &mut AsyncPgConnection) -> Result<bool, StoreError> {
-    super::pool::try_advisory_lock(conn, RELAY_LOCK_KEY).await
-}
-
-/// Releases the relay lock held by this session.
-pub async fn unlock_relay(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
-    diesel::sql_query("SELECT pg_advisory_unlock($1)")
-        .bind::<BigInt, _>(RELAY_LOCK_KEY)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Claims up to `limit` due rows in id order (see the module docs), skipping `in_flight`: rows
-/// already delivered whose "published" mark is being committed on another connection.
+/// Claims up to `limit` due rows of `slices` (every slice when `None`) in id order (see the
+/// module docs), skipping `in_flight`: rows already delivered whose "published" mark is being
+/// committed on another connection.
 #[tracing::instrument(level = "debug", skip_all, fields(outbox.batch_size = limit))]
 pub async fn claim_batch(
     conn: &mut AsyncPgConnection,
     limit: i64,
+    slices: Option<&[i16]>,
     in_flight: &[i64],
 ) -> Result<Vec<PendingRow>, StoreError> {
     Ok(diesel::sql_query(
@@ -127,10 +111,12 @@ pub async fn claim_batch(
                              AND b.published_at IS NULL AND b.parked_at IS NULL \
                              AND b.next_attempt_at IS NOT NULL AND b.next_attempt_at > now()) \
            AND NOT (o.id = ANY($2)) \
+           AND ($3::smallint[] IS NULL OR o.slice = ANY($3)) \
          ORDER BY o.id LIMIT $1",
     )
     .bind::<BigInt, _>(limit)
     .bind::<Array<BigInt>, _>(in_flight)
+    .bind::<Nullable<Array<SmallInt>>, _>(slices)
     .load(conn)
     .await?)
 }

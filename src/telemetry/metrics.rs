@@ -43,6 +43,11 @@ metric!(OUTBOX_BATCH_SIZE: Histogram = register_histogram!(
     "aliexpress_outbox_batch_size", "Rows per published batch", BATCH_BUCKETS.to_vec()));
 metric!(OUTBOX_ERRORS: IntCounterVec = register_int_counter_vec!(
     "aliexpress_outbox_errors_total", "Relay errors by kind", &["kind"]));
+metric!(OUTBOX_SLICES_OWNED: IntGauge = register_int_gauge!(
+    "aliexpress_outbox_slices_owned", "Outbox slices this relay owns"));
+metric!(OUTBOX_SLICE_TAKEOVERS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_outbox_slice_takeovers_total",
+    "Slices this relay took, by how the previous owner let go: clean, lost_owner (waited out the grace), lost_owner_gone (its process had ended)", &["previous"]));
 
 metric!(COMMANDS_PROCESSED: IntCounterVec = register_int_counter_vec!(
     "aliexpress_commands_processed_total", "Commands consumed by result", &["result"]));

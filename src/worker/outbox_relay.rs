@@ -2,11 +2,21 @@
 //! to Kafka keyed by product id, awaits every delivery report, then marks the delivered rows
 //! published in one statement.
 //!
-//! Ordering: one relay is active at a time (session advisory lock on the connection it claims
-//! and marks with; others stand by). Within a batch, a row that fails holds back the later
-//! rows of the same product, which are re-sent after it, so the first delivery of each
-//! product's events is in version order. A crash between produce and mark re-sends the batch:
-//! at-least-once, duplicates are harmless to the versioned projection.
+//! Scale-out: the outbox is cut into slices by product id (`store::outbox_slices`); any
+//! number of relays share them, each owning about `slices / relays` through one advisory
+//! lock per slice on the connection it claims with. Relays rebalance between batches (let go
+//! of extras only once the batch in flight is marked; take free slices). A product's rows
+//! all belong to one slice, so one relay at a time sends them. Within a batch, a row that
+//! fails holds back the later rows of the same product, which are re-sent after it, so the
+//! first delivery of each product's events is in version order. A crash between produce and
+//! mark re-sends the batch: at-least-once, duplicates are harmless to the versioned
+//! projection.
+//!
+//! Fencing: a relay that lost its Postgres session (its locks end with it) may still have a
+//! batch in flight. Every batch's produce is bounded by `batch_deadline` (past it the
+//! relay purges its producer's queue and retries the batch later), and a relay that takes a
+//! slice from an owner that did not let go cleanly waits `takeover_grace` (longer than the
+//! deadline) before producing for it, so two relays never produce for one slice at once.
 //!
 //! Failures: broker-level errors (timeouts, brokers down) do not count against rows; the batch
 //! is retried with backoff. Row-level errors (message too large, invalid record) count
@@ -19,7 +29,7 @@ use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -29,10 +39,11 @@ use super::{backoff, Shutdown};
 use crate::bus::producer::{self, ProducerSettings};
 use crate::bus::KafkaConnection;
 use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
+use crate::store::outbox_slices::{self, Takeover, OUTBOX_SLICES};
 use crate::store::{outbox_repo, pool, StoreError};
 use crate::telemetry::metrics::{
     OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED,
-    OUTBOX_PUBLISH_LATENCY,
+    OUTBOX_PUBLISH_LATENCY, OUTBOX_SLICES_OWNED, OUTBOX_SLICE_TAKEOVERS,
 };
 
 /// Relay tuning.
@@ -48,6 +59,18 @@ pub struct RelaySettings {
     pub retry_max: Duration,
     /// Poll interval when no NOTIFY arrives (covers notifications lost while disconnected).
     pub poll_interval: Duration,
+    /// How long a relay waits before producing for a slice whose previous owner did not let
+    /// go cleanly. Each batch's produce is bounded by half of it (see the module docs).
+    pub takeover_grace: Duration,
+    /// How often the relay checks its share of slices.
+    pub rebalance_interval: Duration,
+}
+
+impl RelaySettings {
+    /// Bound of one batch's produce: half the takeover grace.
+    pub fn batch_deadline(&self) -> Duration {
+        self.takeover_grace / 2
+    }
 }
 
 impl Default for RelaySettings {
@@ -58,6 +81,8 @@ impl Default for RelaySettings {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             poll_interval: Duration::from_secs(1),
+            takeover_grace: Duration::from_secs(5),
+            rebalance_interval: Duration::from_secs(1),
         }
     }
 }
@@ -65,7 +90,8 @@ impl Default for RelaySettings {
 /// Relay errors.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    /// Postgres failed; the lock connection is dropped and re-acquired.
+    /// Postgres failed; the claim connection (and every slice with it) is dropped, and the
+    /// relay joins again.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Kafka could not take the batch (brokers down, timeouts); nothing was marked.
@@ -88,12 +114,22 @@ pub struct BatchOutcome {
     pub held_back: usize,
 }
 
-/// The relay: a lock-holding connection plus the producer.
+/// The relay: a connection holding its slices' locks, plus the producer.
 pub struct OutboxRelay {
     database_url: String,
     producer: FutureProducer,
     settings: RelaySettings,
+    /// Name in `outbox_slice_owners` and in logs: host, pid namespace, pid, random suffix.
+    owner: String,
+    /// Claims and marks; holds the membership lock and the slice locks.
     conn: Option<AsyncPgConnection>,
+    /// Slices owned (their locks are held on `conn`).
+    owned: BTreeSet<i16>,
+    /// Slices taken from a lost owner: no producing for them before this instant.
+    fenced_until: HashMap<i16, Instant>,
+    last_rebalance: Option<Instant>,
+    /// The owned slices, for observers (tests, status).
+    owned_tx: tokio::sync::watch::Sender<Vec<i16>>,
     rebuild: Option<(KafkaConnection, ProducerSettings)>,
     /// Second connection that commits "published" marks while the next batch is claimed.
     marker: Option<AsyncPgConnection>,
@@ -126,13 +162,25 @@ fn headers_of(raw: &str) -> OwnedHeaders {
 }
 
 impl OutboxRelay {
-    /// A relay that has not yet taken the lock.
+    /// A relay that has not joined yet (see [`try_acquire`](Self::try_acquire)).
     pub fn new(database_url: String, producer: FutureProducer, settings: RelaySettings) -> Self {
+        let owner = format!(
+            "{}:{}:{}:{}",
+            hostname(),
+            pid_namespace(),
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..6]
+        );
         Self {
             database_url,
             producer,
             settings,
+            owner,
             conn: None,
+            owned: BTreeSet::new(),
+            fenced_until: HashMap::new(),
+            last_rebalance: None,
+            owned_tx: tokio::sync::watch::channel(Vec::new()).0,
             rebuild: None,
             marker: None,
             in_flight: None,
@@ -162,24 +210,154 @@ impl OutboxRelay {
         }
     }
 
-    /// True while this relay holds the lock.
+    /// True while this relay owns slices.
     pub fn is_active(&self) -> bool {
-        self.conn.is_some()
+        self.conn.is_some() && !self.owned.is_empty()
     }
 
-    /// Tries once to become the active relay.
+    /// This relay's name (in `outbox_slice_owners` and its logs).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The slices this relay owns, as they change.
+    pub fn slices(&self) -> tokio::sync::watch::Receiver<Vec<i16>> {
+        self.owned_tx.subscribe()
+    }
+
+    /// How long until every owned slice may be produced for (slices taken from a lost owner
+    /// wait out the takeover grace); `None` when none waits.
+    pub fn fenced_for(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.fenced_until.values().filter(|t| **t > now).max().map(|t| *t - now)
+    }
+
+    /// Joins the relays if needed and takes this relay's share of the slices now; true when
+    /// it owns at least one.
     pub async fn try_acquire(&mut self) -> Result<bool, StoreError> {
-        if self.conn.is_some() {
-            return Ok(true);
+        if let Err(e) = self.rebalance().await {
+            self.lose_slices();
+            return Err(e);
         }
-        let mut conn = pool::connect(&self.database_url, Duration::from_secs(60)).await?;
-        if outbox_repo::try_lock_relay(&mut conn).await? {
+        Ok(!self.owned.is_empty())
+    }
+
+    /// Forgets the connection and every slice with it (their locks ended with the session,
+    /// or will when the connection drops).
+    fn lose_slices(&mut self) {
+        if self.conn.take().is_some() && !self.owned.is_empty() {
+            tracing::warn!(relay = %self.owner, slices = self.owned.len(), "lost the Postgres session; no longer owns its slices");
+        }
+        self.owned.clear();
+        self.fenced_until.clear();
+        self.last_rebalance = None;
+        self.publish_ownership();
+    }
+
+    fn publish_ownership(&self) {
+        OUTBOX_SLICES_OWNED.set(self.owned.len() as i64);
+        self.owned_tx.send_replace(self.owned.iter().copied().collect());
+    }
+
+    /// Aims at `ceil(slices / live relays)` slices: lets go of extras (once the batch in
+    /// flight is marked) and takes free ones.
+    async fn rebalance(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_none() {
+            let mut conn = pool::connect(&self.database_url, Duration::from_secs(60)).await?;
+            outbox_slices::join(&mut conn).await?;
             self.conn = Some(conn);
-            tracing::info!("outbox relay is active (holds the relay lock)");
-            Ok(true)
-        } else {
-            Ok(false)
+            self.owned.clear();
+            self.fenced_until.clear();
         }
+        self.last_rebalance = Some(Instant::now());
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let relays = outbox_slices::live_relays(conn).await?.max(1);
+        let target = usize::try_from((i64::from(OUTBOX_SLICES) + relays - 1) / relays).unwrap_or(1);
+        let (mut taken, mut released) = (Vec::new(), Vec::new());
+        if self.owned.len() > target {
+            // Nothing of a slice may be in flight when another relay takes it.
+            self.flush().await?;
+            let extras: Vec<i16> = self
+                .owned
+                .iter()
+                .rev()
+                .take(self.owned.len() - target)
+                .copied()
+                .collect();
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            for slice in extras {
+                // Observers see it go before another relay can take it.
+                self.owned.remove(&slice);
+                self.fenced_until.remove(&slice);
+                self.owned_tx.send_replace(self.owned.iter().copied().collect());
+                outbox_slices::release(conn, slice).await?;
+                released.push(slice);
+            }
+        } else if self.owned.len() < target {
+            let held = outbox_slices::held(conn).await?;
+            let free: Vec<i16> = (0..OUTBOX_SLICES).filter(|s| !held.contains(s)).collect();
+            for slice in free {
+                if self.owned.len() >= target {
+                    break;
+                }
+                match outbox_slices::try_take(conn, slice, &self.owner).await? {
+                    None => {}
+                    Some(how) => {
+                        self.owned.insert(slice);
+                        taken.push(slice);
+                        let label = match how {
+                            Takeover::Clean => "clean",
+                            // A relay process that is gone cannot produce: no grace.
+                            Takeover::FromLostOwner(previous) if process_is_gone(&previous) => "lost_owner_gone",
+                            Takeover::FromLostOwner(_) => {
+                                self.fenced_until
+                                    .insert(slice, Instant::now() + self.settings.takeover_grace);
+                                "lost_owner"
+                            }
+                        };
+                        OUTBOX_SLICE_TAKEOVERS.with_label_values(&[label]).inc();
+                    }
+                }
+            }
+        }
+        if !taken.is_empty() && taken.len() == self.owned.len() {
+            tracing::info!(relay = %self.owner, relays, "outbox relay is active (owns {} of {OUTBOX_SLICES} slices)", self.owned.len());
+        }
+        if !taken.is_empty() || !released.is_empty() {
+            let fenced = taken.iter().filter(|s| self.fenced_until.contains_key(s)).count();
+            tracing::info!(
+                relay = %self.owner,
+                relays,
+                owned = self.owned.len(),
+                taken = %ranges(&taken),
+                released = %ranges(&released),
+                waiting_out_grace = fenced,
+                "outbox slices rebalanced"
+            );
+            self.publish_ownership();
+        }
+        Ok(())
+    }
+
+    /// The slices to claim from now: owned and not waiting out a takeover grace (`None`
+    /// when that is every slice).
+    fn producible(&mut self) -> Option<Vec<i16>> {
+        let now = Instant::now();
+        self.fenced_until.retain(|_, t| *t > now);
+        if self.fenced_until.is_empty() && self.owned.len() == OUTBOX_SLICES as usize {
+            return None;
+        }
+        Some(
+            self.owned
+                .iter()
+                .filter(|s| !self.fenced_until.contains_key(s))
+                .copied()
+                .collect(),
+        )
     }
 
     /// Waits for the "published" mark in progress, if any; returns the rows it marked.
@@ -211,27 +389,61 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Releases the lock (dropping the connection would too), after the mark in progress.
+    /// Lets go of every slice cleanly, after the mark in progress (dropping the connection
+    /// would release the locks too, but the next owners would wait out the grace).
     pub async fn release(&mut self) {
         if let Err(e) = self.flush().await {
             tracing::warn!(error = %e, "last published mark failed; those rows will be sent again");
         }
         if let Some(mut c) = self.conn.take() {
-            let _ = outbox_repo::unlock_relay(&mut c).await;
+            let owned = std::mem::take(&mut self.owned);
+            self.publish_ownership();
+            for slice in owned {
+                if let Err(e) = outbox_slices::release(&mut c, slice).await {
+                    tracing::warn!(error = %e, slice, "could not let go of a slice cleanly");
+                    break;
+                }
+            }
         }
+        self.lose_slices();
     }
 
-    /// Claims and publishes one batch. Needs the lock ([`try_acquire`](Self::try_acquire)).
+    /// Claims and publishes one batch from the owned slices. Needs
+    /// [`try_acquire`](Self::try_acquire) first; rebalances every `rebalance_interval`.
     ///
     /// The "published" mark of a full batch is committed on a second connection while the
     /// next batch is claimed and produced (its rows are excluded from that claim); a partial
     /// batch is marked before returning. [`flush`](Self::flush) waits for a mark in progress.
     #[tracing::instrument(level = "debug", name = "relay_batch", skip_all)]
     pub async fn process_once(&mut self) -> Result<BatchOutcome, RelayError> {
+        if self.conn.is_none() {
+            return Err(RelayError::Store(StoreError::Pool("the relay has not joined".into())));
+        }
+        if self
+            .last_rebalance
+            .is_none_or(|t| t.elapsed() >= self.settings.rebalance_interval)
+        {
+            if let Err(e) = self.rebalance().await {
+                let _ = self.flush().await;
+                self.lose_slices();
+                return Err(e.into());
+            }
+        }
+        let slices = self.producible();
+        if slices.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(BatchOutcome::default());
+        }
         let Some(conn) = self.conn.as_mut() else {
-            return Err(RelayError::Store(StoreError::Pool("relay lock not held".into())));
+            return Err(RelayError::Store(StoreError::Pool("the relay has not joined".into())));
         };
-        let result = Self::publish_batch(conn, &self.producer, &self.settings, &self.in_flight_ids).await;
+        let result = Self::publish_batch(
+            conn,
+            &self.producer,
+            &self.settings,
+            slices.as_deref(),
+            &self.in_flight_ids,
+        )
+        .await;
         let result = match result {
             Ok((out, delivered)) => self.finish_batch(out, delivered).await,
             Err(e) => {
@@ -240,8 +452,8 @@ impl OutboxRelay {
             }
         };
         match &result {
-            // The connection may be gone, and the lock with it: start over.
-            Err(RelayError::Store(_)) => self.conn = None,
+            // The session may be gone, and the slices with it: join again.
+            Err(RelayError::Store(_)) => self.lose_slices(),
             Err(RelayError::Broker(_)) => self.heal_producer(),
             Ok(_) => {}
         }
@@ -266,10 +478,11 @@ impl OutboxRelay {
         conn: &mut AsyncPgConnection,
         producer: &FutureProducer,
         s: &RelaySettings,
+        slices: Option<&[i16]>,
         in_flight: &[i64],
     ) -> Result<(BatchOutcome, Vec<i64>), RelayError> {
         let t_claim = Instant::now();
-        let rows = outbox_repo::claim_batch(conn, s.batch_size, in_flight).await?;
+        let rows = outbox_repo::claim_batch(conn, s.batch_size, slices, in_flight).await?;
         let claim_ms = t_claim.elapsed().as_millis() as u64;
         let mut out = BatchOutcome {
             claimed: rows.len(),
@@ -290,7 +503,7 @@ impl OutboxRelay {
             // error so they are classified like delivery failures.
             pending.push(producer.send_result(rec).map_err(|(e, _)| e));
         }
-        let results = join_all(pending.into_iter().map(|f| async move {
+        let deliveries = join_all(pending.into_iter().map(|f| async move {
             match f {
                 Err(e) => Err(e),
                 Ok(f) => match f.await {
@@ -299,8 +512,17 @@ impl OutboxRelay {
                     Err(_canceled) => Err(KafkaError::Canceled),
                 },
             }
-        }))
-        .await;
+        }));
+        // Bounded, so that a relay whose session ended meanwhile stops producing before the
+        // next owner's grace is over: past the deadline nothing more of this batch goes out.
+        let Ok(results) = tokio::time::timeout(s.batch_deadline(), deliveries).await else {
+            producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            OUTBOX_ERRORS.with_label_values(&["deadline"]).inc();
+            return Err(RelayError::Broker(format!(
+                "the batch was not delivered within {} ms; purged, will retry",
+                s.batch_deadline().as_millis()
+            )));
+        };
 
         let produce_ms = t_produce.elapsed().as_millis() as u64;
         let now = Utc::now();
@@ -359,7 +581,7 @@ impl OutboxRelay {
     }
 
     /// Daemon loop: publish while there is work, otherwise wait for NOTIFY or the poll
-    /// interval; stand by while another relay is active; survive outages of both sides.
+    /// interval; stand by while other relays own every slice; survive outages of both sides.
     pub async fn run_until_stopped(&mut self, shutdown: Shutdown) {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen_for_notifications(
@@ -375,8 +597,8 @@ impl OutboxRelay {
                 match self.try_acquire().await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::debug!("another relay holds the lock; standing by");
-                        shutdown.sleep(Duration::from_secs(1)).await;
+                        tracing::debug!("other relays own every slice; standing by");
+                        shutdown.sleep(self.settings.rebalance_interval).await;
                         continue;
                     }
                     Err(e) => {
@@ -406,9 +628,12 @@ impl OutboxRelay {
                     if o.claimed as i64 >= self.settings.batch_size {
                         continue;
                     }
+                    let idle = self
+                        .fenced_for()
+                        .map_or(self.settings.poll_interval, |f| f.min(self.settings.poll_interval));
                     tokio::select! {
                         () = wake.notified() => {}
-                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = tokio::time::sleep(idle) => {}
                         () = shutdown.wait() => {}
                     }
                 }
@@ -457,5 +682,103 @@ async fn listen_for_notifications(url: String, wake: Arc<Notify>, shutdown: Shut
                 () = shutdown.wait() => return,
             }
         }
+    }
+}
+
+/// This machine's name, for relay names (`HOSTNAME`, else `/etc/hostname`, else "relay").
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "relay".to_owned())
+}
+
+/// Slices as ranges, e.g. `0-15,32,40-47` (`-` when none).
+fn ranges(slices: &[i16]) -> String {
+    let mut sorted = slices.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = sorted.into_iter().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    if out.is_empty() {
+        "-".to_owned()
+    } else {
+        out.join(",")
+    }
+}
+
+/// This process's pid namespace (`/proc/self/ns/pid`, e.g. `pid:[4026531836]`), or "-".
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().trim_start_matches("pid:").replace(['[', ']'], ""))
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// True when a relay named `owner` ran on this host, in this pid namespace, and its process
+/// no longer exists: it cannot have anything in flight. Anything else (another host or
+/// container, a pid in use again, this very process) counts as possibly alive.
+fn process_is_gone(owner: &str) -> bool {
+    let mut parts = owner.split(':');
+    let (Some(host), Some(ns), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == hostname()
+        && ns != "-"
+        && ns == pid_namespace()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(pid: u32) -> String {
+        format!("{}:{}:{pid}:abcdef", hostname(), pid_namespace())
+    }
+
+    #[test]
+    fn only_a_relay_process_known_to_have_ended_skips_the_grace() {
+        assert!(process_is_gone(&name(u32::MAX)), "no such pid here");
+        assert!(!process_is_gone(&name(std::process::id())), "this process");
+        assert!(!process_is_gone(&name(1)), "a live pid");
+        assert!(
+            !process_is_gone(&format!("elsewhere:{}:{}:abcdef", pid_namespace(), u32::MAX)),
+            "another host"
+        );
+        assert!(
+            !process_is_gone(&format!("{}:1:{}:abcdef", hostname(), u32::MAX)),
+            "another pid namespace"
+        );
+        assert!(!process_is_gone("garbage"));
+    }
+
+    #[test]
+    fn slices_are_logged_as_ranges() {
+        assert_eq!(ranges(&[3, 0, 1, 2, 7, 9, 10]), "0-3,7,9-10");
+        assert_eq!(ranges(&[]), "-");
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_half_the_grace() {
+        let s = RelaySettings::default();
+        assert_eq!(s.batch_deadline() * 2, s.takeover_grace);
     }
 }

@@ -270,13 +270,20 @@ impl TestEnv {
     /// Publishes every pending outbox row; returns how many were published.
     pub async fn drain_outbox(&self) -> usize {
         let mut relay = self.relay(500);
-        assert!(relay.try_acquire().await.expect("lock"), "relay lock free");
+        assert!(
+            relay.try_acquire().await.expect("join"),
+            "no other relay owns the slices"
+        );
         let mut n = 0;
         loop {
             let o = relay.process_once().await.expect("batch publishes");
             n += o.published;
             if o.claimed == 0 {
-                break;
+                // Slices taken from a relay that died holding them wait out its grace.
+                match relay.fenced_for() {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => break,
+                }
             }
         }
         relay.release().await;
@@ -433,6 +440,21 @@ impl TestEnv {
             .get_result(&mut c)
             .await
             .expect("count");
+        r.n
+    }
+
+    /// The value of a scalar SQL expression, as a bigint.
+    pub async fn scalar(&self, expr: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = pool::get(&self.pool).await.expect("conn");
+        let r: N = diesel::sql_query(format!("SELECT ({expr})::bigint AS n"))
+            .get_result(&mut c)
+            .await
+            .expect("scalar");
         r.n
     }
 

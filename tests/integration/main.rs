@@ -16,5 +16,6 @@ mod outbox;
 mod products;
 mod projection;
 mod prometheus;
+mod relays;
 mod resilience;
 mod secure;

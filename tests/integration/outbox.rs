@@ -18,7 +18,7 @@ fn bin(env: &TestEnv) -> Command {
 }
 
 /// Inserts `products` x `versions` synthetic events (about 1 KB each), interleaved.
-async fn seed_outbox(env: &TestEnv, products: usize, versions_each: usize) -> usize {
+pub(crate) async fn seed_outbox(env: &TestEnv, products: usize, versions_each: usize) -> usize {
     let mut c = env.pool.get().await.expect("conn");
     diesel::sql_query(format!(
         "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
@@ -37,7 +37,7 @@ async fn seed_outbox(env: &TestEnv, products: usize, versions_each: usize) -> us
 
 /// Checks the first delivery of every event is in version order per product; returns
 /// (distinct events, duplicates).
-fn assert_per_product_order(pairs: &[(String, i64)]) -> (usize, usize) {
+pub(crate) fn assert_per_product_order(pairs: &[(String, i64)]) -> (usize, usize) {
     let mut seen: HashSet<(String, i64)> = HashSet::new();
     let mut last_first: HashMap<String, i64> = HashMap::new();
     let mut dups = 0;

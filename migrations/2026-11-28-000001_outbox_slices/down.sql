@@ -1,0 +1,3 @@
+DROP TABLE outbox_slice_owners;
+DROP INDEX outbox_pending_slice;
+ALTER TABLE outbox DROP COLUMN slice;
