@@ -101,15 +101,21 @@ pub async fn claim_batch(
     in_flight: &[i64],
 ) -> Result<Vec<PendingRow>, StoreError> {
     Ok(diesel::sql_query(
-        "SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
+        // The products held back (a row waiting for its retry) come first, from the tiny
+        // backoff index, materialised: the anti-join then never depends on row estimates.
+        // (Planned against stale statistics after a sudden backlog, a correlated NOT EXISTS
+        // on the outbox scanned every pending row per candidate: 300 ms per claim at 10k.)
+        "WITH blocked AS MATERIALIZED ( \
+           SELECT b.aggregate_id, min(b.id) AS first_id FROM outbox b \
+           WHERE b.published_at IS NULL AND b.parked_at IS NULL \
+             AND b.next_attempt_at IS NOT NULL AND b.next_attempt_at > now() \
+           GROUP BY b.aggregate_id) \
+         SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
                 o.aggregate_id, o.aggregate_version, o.attempts, o.created_at \
          FROM outbox o \
          WHERE o.published_at IS NULL AND o.parked_at IS NULL \
            AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) \
-           AND NOT EXISTS (SELECT 1 FROM outbox b \
-                           WHERE b.aggregate_id = o.aggregate_id AND b.id < o.id \
-                             AND b.published_at IS NULL AND b.parked_at IS NULL \
-                             AND b.next_attempt_at IS NOT NULL AND b.next_attempt_at > now()) \
+           AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.aggregate_id = o.aggregate_id AND b.first_id < o.id) \
            AND NOT (o.id = ANY($2)) \
            AND ($3::smallint[] IS NULL OR o.slice = ANY($3)) \
          ORDER BY o.id LIMIT $1",

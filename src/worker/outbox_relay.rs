@@ -64,6 +64,10 @@ pub struct RelaySettings {
     pub takeover_grace: Duration,
     /// How often the relay checks its share of slices.
     pub rebalance_interval: Duration,
+    /// Added to every batch's produce. Zero in production (no flag sets it): benchmarks use it
+    /// to model the round trip of a remote, replicated cluster, so that relay scaling is
+    /// measured on work not bound by this machine's cores.
+    pub modelled_batch_latency: Duration,
 }
 
 impl RelaySettings {
@@ -83,6 +87,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             takeover_grace: Duration::from_secs(5),
             rebalance_interval: Duration::from_secs(1),
+            modelled_batch_latency: Duration::ZERO,
         }
     }
 }
@@ -515,6 +520,13 @@ impl OutboxRelay {
         }));
         // Bounded, so that a relay whose session ended meanwhile stops producing before the
         // next owner's grace is over: past the deadline nothing more of this batch goes out.
+        let deliveries = async {
+            let r = deliveries.await;
+            if !s.modelled_batch_latency.is_zero() {
+                tokio::time::sleep(s.modelled_batch_latency).await;
+            }
+            r
+        };
         let Ok(results) = tokio::time::timeout(s.batch_deadline(), deliveries).await else {
             producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             OUTBOX_ERRORS.with_label_values(&["deadline"]).inc();

@@ -430,17 +430,7 @@ impl TestEnv {
 
     /// Number of outbox rows matching a SQL condition.
     pub async fn count(&self, sql: &str) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut c = pool::get(&self.pool).await.expect("conn");
-        let r: N = diesel::sql_query(format!("SELECT count(*) AS n FROM {sql}"))
-            .get_result(&mut c)
-            .await
-            .expect("count");
-        r.n
+        self.scalar(&format!("SELECT count(*) FROM {sql}")).await
     }
 
     /// The value of a scalar SQL expression, as a bigint.
