@@ -12,7 +12,7 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 .DEFAULT_GOAL := help
 .PHONY: help up down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
-        fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down
+        fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down helm-check
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -72,11 +72,12 @@ build: ensure-rust ## debug build
 release: ensure-rust ## release build
 	cargo build --locked --release
 
-test: ensure-rust ## start the stack (with its secured listeners); unit and integration tests, the short chaos suite, the contract test
+test: ensure-rust ## start the stack (with its secured listeners); unit and integration tests, the short chaos suite, the contract test, the Helm chart
 	$(STACK) up --secure
 	cargo test --locked --lib --bins --test integration -- --test-threads=4
 	cargo test --locked --test chaos
 	$(MAKE) contract
+	$(MAKE) helm-check
 
 contract: ensure-rust ## schemathesis against a fresh `serve` and its /openapi.json (all checks, stateful)
 	$(STACK) up
@@ -132,6 +133,9 @@ fmt: ## format the code
 
 lint: ## clippy with warnings as errors
 	cargo clippy --locked --all-targets -- -D warnings
+
+helm-check: ## lint and render the Helm chart (default and every optional feature) and check the renders; no cluster needed
+	deploy/local/helm-check
 
 compose-config: ## validate docker-compose.yml (needs the docker compose plugin)
 	docker compose config -q
