@@ -24,6 +24,9 @@ pub fn build(kafka: &KafkaConnection, group: &str) -> Result<StreamConsumer, Bus
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "300000")
+        // Members joining or leaving move only the partitions that change hands; the others
+        // keep being processed through the rebalance (no stop-the-world revoke of all).
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .create()?)
 }
 
