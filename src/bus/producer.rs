@@ -71,3 +71,22 @@ mod tests {
         assert_eq!(c.get("bootstrap.servers"), Some("h:9094"));
     }
 }
+
+/// A new producer when `producer` hit a fatal librdkafka error (for example an idempotence
+/// sequence failure after a broker crash or a purge): such a producer never recovers.
+pub fn replacement_if_fatal(
+    producer: &FutureProducer,
+    kafka: &KafkaConnection,
+    settings: &ProducerSettings,
+) -> Option<FutureProducer> {
+    use rdkafka::producer::Producer;
+    let fatal = producer.client().fatal_error()?;
+    tracing::error!(error = ?fatal, "producer hit a fatal error; building a new one");
+    match build(kafka, settings) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(error = %e, "could not rebuild the producer");
+            None
+        }
+    }
+}

@@ -188,7 +188,8 @@ fn http_response(r: &StoredResponse, replayed: bool) -> Result<HttpResponse, Api
 /// connection is back in the pool. With an `Idempotency-Key` the command runs at most once
 /// per key and the record of its answer commits with it. Every caller is a handler guarded by
 /// [`WriteAccess`].
-async fn run(
+#[tracing::instrument(level = "debug", skip_all, fields(product.id = %id, command = command.command_type()))]
+async fn apply_command(
     state: &AppState,
     req: &HttpRequest,
     id: Uuid,
@@ -289,7 +290,7 @@ pub async fn create(
     body: JsonBody<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::now_v7();
-    run(
+    apply_command(
         &state,
         &req,
         id,
@@ -303,6 +304,7 @@ pub async fn create(
 /// `GET /api/products/{id}`: from Redis, falling back to Postgres; `X-Read-Source` tells which.
 #[utoipa::path(get, path = "/api/products/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = Product), (status = 404, body = super::error::Problem)))]
+#[tracing::instrument(level = "debug", skip_all, fields(product.id = %id))]
 pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let not_found = || ApiError::NotFound(format!("product {id} not found"));
@@ -357,6 +359,7 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
 /// pause, while the read is younger than `budget` (`DATABASE_READ_RETRY_MS`): a read has no effect to repeat, and
 /// the pool verifies the connection it hands out next. A failure that took its time (a pool
 /// or statement timeout) is not repeated: it has already waited its bound.
+#[tracing::instrument(level = "debug", skip(pool, budget))]
 async fn find_product(pool: &PgPool, id: Uuid, budget: std::time::Duration) -> Result<Option<Product>, StoreError> {
     use backon::Retryable;
     let started = std::time::Instant::now();
@@ -434,7 +437,7 @@ pub async fn update_details(
     body: JsonBody<UpdateProductDetails>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    run(
+    apply_command(
         &state,
         &req,
         *id,
@@ -463,7 +466,7 @@ pub async fn change_price(
             currency: b.currency,
         },
     };
-    run(&state, &req, *id, cmd, v, Reply::Updated).await
+    apply_command(&state, &req, *id, cmd, v, Reply::Updated).await
 }
 
 /// `POST /api/products/{id}/stock`: `{"delta": n}` or `{"set": n}`.
@@ -481,7 +484,7 @@ pub async fn change_stock(
         StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock { delta },
         StockBody::Set(StockSet { set }) => ProductCommand::SetStock { stock: set },
     };
-    run(&state, &req, *id, cmd, v, Reply::Updated).await
+    apply_command(&state, &req, *id, cmd, v, Reply::Updated).await
 }
 
 async fn status_change(
@@ -491,7 +494,7 @@ async fn status_change(
     cmd: ProductCommand,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    run(&state, &req, id, cmd, v, Reply::Updated).await
+    apply_command(&state, &req, id, cmd, v, Reply::Updated).await
 }
 
 /// `POST /api/products/{id}/publish`.

@@ -4,6 +4,8 @@
 pub mod audit_repo;
 pub mod command_repo;
 pub mod idempotency_repo;
+pub mod outbox_listener;
+pub mod outbox_marker;
 pub mod outbox_repo;
 pub mod outbox_slices;
 pub mod pg_tls;

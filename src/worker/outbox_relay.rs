@@ -38,9 +38,9 @@ use uuid::Uuid;
 use super::{backoff, Shutdown};
 use crate::bus::producer::{self, ProducerSettings};
 use crate::bus::KafkaConnection;
-use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
+use crate::store::outbox_marker::OutboxMarker;
 use crate::store::outbox_slices::{self, Takeover, OUTBOX_SLICES};
-use crate::store::{outbox_repo, pool, StoreError};
+use crate::store::{outbox_listener, outbox_repo, pool, StoreError};
 use crate::telemetry::metrics::{
     OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED,
     OUTBOX_PUBLISH_LATENCY, OUTBOX_SLICES_OWNED, OUTBOX_SLICE_TAKEOVERS,
@@ -136,11 +136,8 @@ pub struct OutboxRelay {
     /// The owned slices, for observers (tests, status).
     owned_tx: tokio::sync::watch::Sender<Vec<i16>>,
     rebuild: Option<(KafkaConnection, ProducerSettings)>,
-    /// Second connection that commits "published" marks while the next batch is claimed.
-    marker: Option<AsyncPgConnection>,
-    /// The mark in progress, and the ids it covers (excluded from the next claim).
-    in_flight: Option<tokio::task::JoinHandle<(AsyncPgConnection, Result<usize, StoreError>)>>,
-    in_flight_ids: Vec<i64>,
+    /// Commits "published" marks on a second connection while the next batch is claimed.
+    marker: OutboxMarker,
 }
 
 /// Row-specific produce errors (the failure policy's permanent Kafka errors): retrying the
@@ -171,12 +168,13 @@ impl OutboxRelay {
     pub fn new(database_url: String, producer: FutureProducer, settings: RelaySettings) -> Self {
         let owner = format!(
             "{}:{}:{}:{}",
-            hostname(),
+            host_name(),
             pid_namespace(),
             std::process::id(),
             &Uuid::new_v4().simple().to_string()[..6]
         );
         Self {
+            marker: OutboxMarker::new(database_url.clone()),
             database_url,
             producer,
             settings,
@@ -187,9 +185,6 @@ impl OutboxRelay {
             last_rebalance: None,
             owned_tx: tokio::sync::watch::channel(Vec::new()).0,
             rebuild: None,
-            marker: None,
-            in_flight: None,
-            in_flight_ids: Vec::new(),
         }
     }
 
@@ -202,16 +197,10 @@ impl OutboxRelay {
 
     /// Replaces the producer if librdkafka reported a fatal error.
     fn heal_producer(&mut self) {
-        let Some(fatal) = self.producer.client().fatal_error() else {
-            return;
-        };
-        let Some((kafka, settings)) = &self.rebuild else {
-            return;
-        };
-        tracing::error!(error = ?fatal, "producer hit a fatal error; building a new one");
-        match producer::build(kafka, settings) {
-            Ok(p) => self.producer = p,
-            Err(e) => tracing::error!(error = %e, "could not rebuild the producer"),
+        if let Some((kafka, settings)) = &self.rebuild {
+            if let Some(p) = producer::replacement_if_fatal(&self.producer, kafka, settings) {
+                self.producer = p;
+            }
         }
     }
 
@@ -367,31 +356,7 @@ impl OutboxRelay {
 
     /// Waits for the "published" mark in progress, if any; returns the rows it marked.
     pub async fn flush(&mut self) -> Result<usize, StoreError> {
-        let Some(handle) = self.in_flight.take() else {
-            return Ok(0);
-        };
-        self.in_flight_ids.clear();
-        let (conn, result) = handle
-            .await
-            .map_err(|e| StoreError::Pool(format!("mark task failed: {e}")))?;
-        if result.is_ok() {
-            self.marker = Some(conn);
-        }
-        result
-    }
-
-    /// Commits the "published" mark of `ids` on the marker connection, in the background.
-    async fn start_mark(&mut self, ids: Vec<i64>) -> Result<(), StoreError> {
-        let mut conn = match self.marker.take() {
-            Some(c) => c,
-            None => pool::connect(&self.database_url, Duration::from_secs(60)).await?,
-        };
-        self.in_flight_ids = ids.clone();
-        self.in_flight = Some(tokio::spawn(async move {
-            let r = outbox_repo::mark_published(&mut conn, &ids).await;
-            (conn, r)
-        }));
-        Ok(())
+        self.marker.flush().await
     }
 
     /// Lets go of every slice cleanly, after the mark in progress (dropping the connection
@@ -446,7 +411,7 @@ impl OutboxRelay {
             &self.producer,
             &self.settings,
             slices.as_deref(),
-            &self.in_flight_ids,
+            self.marker.in_flight_ids(),
         )
         .await;
         let result = match result {
@@ -473,7 +438,7 @@ impl OutboxRelay {
                 outbox_repo::mark_published(conn, &delivered).await?;
             }
         } else if !delivered.is_empty() {
-            self.start_mark(delivered).await?;
+            self.marker.start(delivered).await?;
         }
         Ok(out)
     }
@@ -596,10 +561,10 @@ impl OutboxRelay {
     /// interval; stand by while other relays own every slice; survive outages of both sides.
     pub async fn run_until_stopped(&mut self, shutdown: Shutdown) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_for_notifications(
+        let listener = tokio::spawn(outbox_listener::listen(
             self.database_url.clone(),
             wake.clone(),
-            shutdown.clone(),
+            shutdown.token().clone(),
         ));
         let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10), 0, 0);
         let mut delays = policy.backoff();
@@ -663,42 +628,8 @@ impl OutboxRelay {
     }
 }
 
-/// Keeps a LISTEN connection open and turns notifications into wake-ups; reconnects after
-/// failures. Lost notifications are covered by the poll interval.
-async fn listen_for_notifications(url: String, wake: Arc<Notify>, shutdown: Shutdown) {
-    use diesel_async::RunQueryDsl;
-    use futures::StreamExt;
-    while !shutdown.is_triggered() {
-        let mut conn = match pool::connect(&url, Duration::from_secs(0)).await {
-            Ok(c) => c,
-            Err(_) => {
-                shutdown.sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-        };
-        if diesel::sql_query(format!("LISTEN {OUTBOX_NOTIFY_CHANNEL}"))
-            .execute(&mut conn)
-            .await
-            .is_err()
-        {
-            shutdown.sleep(Duration::from_secs(2)).await;
-            continue;
-        }
-        let mut stream = std::pin::pin!(conn.notifications_stream());
-        loop {
-            tokio::select! {
-                n = stream.next() => match n {
-                    Some(Ok(_)) => wake.notify_one(),
-                    _ => break,
-                },
-                () = shutdown.wait() => return,
-            }
-        }
-    }
-}
-
 /// This machine's name, for relay names (`HOSTNAME`, else `/etc/hostname`, else "relay").
-fn hostname() -> String {
+fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -751,7 +682,7 @@ fn process_is_gone(owner: &str) -> bool {
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
-    host == hostname()
+    host == host_name()
         && ns != "-"
         && ns == pid_namespace()
         && pid != std::process::id()
@@ -763,7 +694,7 @@ mod tests {
     use super::*;
 
     fn name(pid: u32) -> String {
-        format!("{}:{}:{pid}:abcdef", hostname(), pid_namespace())
+        format!("{}:{}:{pid}:abcdef", host_name(), pid_namespace())
     }
 
     #[test]
@@ -776,7 +707,7 @@ mod tests {
             "another host"
         );
         assert!(
-            !process_is_gone(&format!("{}:1:{}:abcdef", hostname(), u32::MAX)),
+            !process_is_gone(&format!("{}:1:{}:abcdef", host_name(), u32::MAX)),
             "another pid namespace"
         );
         assert!(!process_is_gone("garbage"));
