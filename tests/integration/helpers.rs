@@ -7,8 +7,8 @@ use aliexpress::bus::admin;
 use aliexpress::bus::dlq::DlqWriter;
 use aliexpress::bus::producer::{self, ProducerSettings};
 use aliexpress::cache::ProductCache;
-use aliexpress::config::{ApiConfig, InfraConfig, Names};
-use aliexpress::http::{self, AppState, RateLimits, ServerSettings};
+use aliexpress::config::{InfraConfig, Names};
+use aliexpress::http::{self, AppState, ServerSettings};
 use aliexpress::search::{index, SearchClient};
 use aliexpress::store::{pool, PgPool};
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
@@ -530,37 +530,19 @@ impl TestApp {
 
     /// Starts the API on port 0 over `env`, with a chance to change the state first.
     pub async fn spawn_on(env: TestEnv, f: impl FnOnce(&mut AppState)) -> Self {
-        let api = ApiConfig::default();
-        let producer = producer::build(
-            &env.infra.kafka().expect("kafka settings"),
-            &ProducerSettings {
-                linger_ms: 0,
-                ..Default::default()
-            },
-        )
-        .expect("producer");
-        let mut state = AppState {
-            pool: env.pool.clone(),
-            cache: ProductCache::for_requests(
-                env.infra.redis().expect("redis settings"),
-                env.names.clone(),
-                Duration::from_secs(3600),
-                aliexpress::cache::RequestBounds::default(),
-            )
-            .expect("cache"),
-            search: env.search(),
-            producer,
-            names: env.names.clone(),
-            write_tokens: vec![TOKEN.into()],
-            read_tokens: vec![READ_TOKEN.into()],
-            outbox_notify: true,
-            health_timeout: Duration::from_secs(1),
-            search_timeout: Duration::from_secs(2),
-            read_retry_budget: Duration::from_secs(2),
-            idempotency_ttl: Duration::from_secs(86_400),
-            rate_limits: Arc::new(RateLimits::new(&api)),
-            body_read_timeout: api.body_read_timeout(),
-        };
+        // The state `serve` builds, from `serve`'s own defaults, with the test's tokens.
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: aliexpress::cli::serve::Args,
+        }
+        let mut args = <Serve as clap::Parser>::parse_from(["serve"]).args;
+        args.api.api_tokens = vec![TOKEN.into()];
+        args.api.api_read_tokens = vec![READ_TOKEN.into()];
+        let api = args.api.clone();
+        let mut state = aliexpress::cli::serve::state(&env.infra, &args)
+            .await
+            .expect("serve's state over the test environment");
         f(&mut state);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
