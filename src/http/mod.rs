@@ -115,6 +115,31 @@ pub fn security_headers() -> DefaultHeaders {
         .add(("Cache-Control", "no-store"))
 }
 
+/// Swagger UI at `/docs/` over `/openapi.json` (assets compiled in: nothing downloaded at
+/// build or run time). Its pages load their own scripts, styles and images, so they get a
+/// content security policy of their own (still nothing from elsewhere, no framing).
+fn docs() -> actix_web::Scope<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::scope("/docs")
+        .wrap(DefaultHeaders::new().add((
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+        )))
+        .service(
+            utoipa_swagger_ui::SwaggerUi::new("/{_:.*}")
+                // No call to the public validator: the page loads nothing from elsewhere.
+                .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
+        )
+}
+
 /// Every path and the methods it answers; any other method on it is a 405 with this `Allow`.
 pub const ROUTES: &[(&str, &str)] = &[
     ("/health/", "GET"),
@@ -164,6 +189,7 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         .service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
         .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+        .service(docs())
         .service(resource("/api/search").route(web::get().to(search::search)))
         .service(resource("/api/commands").route(web::post().to(commands::submit)))
         .service(resource("/api/commands/{id}").route(web::get().to(commands::status)))

@@ -7,6 +7,7 @@ mod access;
 mod cli;
 mod commands;
 mod compose;
+mod docs;
 mod durability;
 mod health;
 mod idempotency;
