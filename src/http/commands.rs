@@ -5,6 +5,7 @@
 //! (with version) or rejected (with reason) to token holders: a command names a product that may
 //! not be published.
 
+use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
@@ -31,9 +32,11 @@ pub struct Accepted {
     responses((status = 202, body = Accepted), (status = 422, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn submit(
     _auth: WriteAccess,
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     body: JsonBody<CommandEnvelope>,
 ) -> Result<HttpResponse, ApiError> {
+    let trace = TraceParent::continue_or_start(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
     let mut env = body.into_inner();
     let cmd = env.command().map_err(|e| {
         ApiError::field(
@@ -61,12 +64,14 @@ pub async fn submit(
             message,
             topic: &topic,
             notify: state.outbox_notify,
+            traceparent: Some(trace.to_string()),
         },
     )
     .await?;
     let location = format!("/api/commands/{command_id}");
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", location.clone()))
+        .insert_header((TRACEPARENT, trace.to_string()))
         .json(Accepted {
             command_id,
             status: "pending",

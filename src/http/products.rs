@@ -29,6 +29,7 @@ use crate::store::idempotency_repo::{self, Guarded, StoredResponse};
 use crate::store::pool::{self, PgPool};
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
 use crate::store::StoreError;
+use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 
 /// Header telling where a read came from: `cache` or `database`.
 pub const READ_SOURCE_HEADER: &str = "X-Read-Source";
@@ -188,7 +189,8 @@ fn http_response(r: &StoredResponse, replayed: bool) -> Result<HttpResponse, Api
 /// connection is back in the pool. With an `Idempotency-Key` the command runs at most once
 /// per key and the record of its answer commits with it. Every caller is a handler guarded by
 /// [`WriteAccess`].
-#[tracing::instrument(level = "debug", skip_all, fields(product.id = %id, command = command.command_type()))]
+#[tracing::instrument(level = "debug", skip_all,
+    fields(product.id = %id, command = command.command_type(), trace_id = tracing::field::Empty))]
 async fn apply_command(
     state: &AppState,
     req: &HttpRequest,
@@ -200,9 +202,12 @@ async fn apply_command(
     // Input that breaks a rule whatever the product's state is a 422 before any precondition
     // (If-Match, existence) is looked at.
     crate::domain::product::validate(&command)?;
+    let trace = TraceParent::continue_or_start(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+    tracing::Span::current().record("trace_id", trace.trace_id());
     let opts = ExecuteOptions {
         command_id: None,
         correlation_id: correlation(req).or_else(|| Some(Uuid::now_v7())),
+        traceparent: Some(trace.to_string()),
         expected_version,
         events_topic: state.names.events_topic(),
         notify: state.outbox_notify,
@@ -266,7 +271,12 @@ async fn apply_command(
                 // the projection rewrites it. The breaker logs state changes.
                 tracing::debug!(product.id = %id, error = %e, "cache write-through skipped");
             }
-            http_response(&write_response(reply, &product)?, false)
+            let mut r = http_response(&write_response(reply, &product)?, false)?;
+            // The client learns the trace its write belongs to.
+            if let Ok(v) = header::HeaderValue::from_str(&trace.to_string()) {
+                r.headers_mut().insert(header::HeaderName::from_static(TRACEPARENT), v);
+            }
+            Ok(r)
         }
         ExecuteOutcome::Rejected(rule) => {
             if matches!(rule, crate::domain::product::DomainError::NotCreated) {

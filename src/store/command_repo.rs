@@ -28,6 +28,8 @@ pub struct Submission<'a> {
     pub topic: &'a str,
     /// NOTIFY the relay at commit.
     pub notify: bool,
+    /// W3C `traceparent` sent with the command (the consumer continues it into the event).
+    pub traceparent: Option<String>,
 }
 
 /// Records a submission as pending and queues it for the relay, in one transaction. A
@@ -38,10 +40,13 @@ pub async fn submit(conn: &mut AsyncPgConnection, s: &Submission<'_>) -> Result<
     let s = s.clone();
     conn.transaction::<_, StoreError, _>(async move |conn| {
         insert_pending(conn, s.command_id, s.product_id, s.command_type).await?;
-        let headers = serde_json::json!({
+        let mut headers = serde_json::json!({
             command_headers::COMMAND_ID: s.command_id.to_string(),
             command_headers::COMMAND_TYPE: s.command_type,
         });
+        if let Some(tp) = &s.traceparent {
+            headers[crate::telemetry::trace_context::TRACEPARENT] = serde_json::Value::String(tp.clone());
+        }
         diesel::insert_into(outbox::table)
             .values((
                 outbox::event_id.eq(s.command_id),

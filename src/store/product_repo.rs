@@ -16,6 +16,7 @@ use super::schema::{commands, outbox, products};
 use super::StoreError;
 use crate::config::names::{event_headers, OUTBOX_NOTIFY_CHANNEL};
 use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
+use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 
 /// How a command is to be executed.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct ExecuteOptions {
     pub command_id: Option<Uuid>,
     /// Correlation id stamped on the event.
     pub correlation_id: Option<Uuid>,
+    /// W3C `traceparent` of the request or command: the event's header continues its trace.
+    pub traceparent: Option<String>,
     /// Optimistic concurrency: fail with a conflict unless the product is at this version.
     pub expected_version: Option<i64>,
     /// Topic recorded on the outbox row.
@@ -270,7 +273,7 @@ async fn execute_in_tx(
         occurred_at: now,
     };
     let envelope = EventEnvelope::new(&change, &next, meta);
-    append_outbox(conn, &envelope, &opts.events_topic).await?;
+    append_outbox(conn, &envelope, &opts.events_topic, opts.traceparent.as_deref()).await?;
     if let Some(command_id) = opts.command_id {
         record_outcome(
             conn,
@@ -292,15 +295,23 @@ async fn execute_in_tx(
 }
 
 /// Appends one event to the outbox (inside the caller's transaction).
-async fn append_outbox(conn: &mut AsyncPgConnection, env: &EventEnvelope, topic: &str) -> Result<(), StoreError> {
+async fn append_outbox(
+    conn: &mut AsyncPgConnection,
+    env: &EventEnvelope,
+    topic: &str,
+    traceparent: Option<&str>,
+) -> Result<(), StoreError> {
     let payload = serde_json::to_value(env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let headers = serde_json::json!({
+    let mut headers = serde_json::json!({
         event_headers::EVENT_ID: env.event_id.to_string(),
         event_headers::EVENT_TYPE: env.event_type,
         event_headers::SCHEMA_VERSION: env.schema_version.to_string(),
         event_headers::AGGREGATE_VERSION: env.aggregate_version.to_string(),
         event_headers::CORRELATION_ID: env.correlation_id.map(|c| c.to_string()).unwrap_or_default(),
     });
+    if let Some(tp) = traceparent {
+        headers[TRACEPARENT] = serde_json::Value::String(TraceParent::continue_or_start(Some(tp)).to_string());
+    }
     diesel::insert_into(outbox::table)
         .values(NewOutboxRow {
             event_id: env.event_id,

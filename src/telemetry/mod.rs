@@ -3,6 +3,7 @@
 //! clean for scripts.
 
 pub mod metrics;
+pub mod trace_context;
 
 use tracing_subscriber::{fmt, EnvFilter};
 

@@ -19,6 +19,7 @@
 //! past the first of them, so a crash meanwhile re-delivers them (effects are versioned, so
 //! re-applying is harmless).
 
+use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -129,6 +130,8 @@ struct DeferredCache {
 struct Decoded {
     at: usize,
     event: EventEnvelope,
+    /// Trace id of the message's `traceparent` header, logged when the event is projected.
+    trace_id: Option<String>,
 }
 
 /// Dependencies of the projection.
@@ -291,7 +294,13 @@ impl ProductEventConsumer {
         let mut events = Vec::with_capacity(batch.len());
         for (at, m) in batch.iter().enumerate() {
             match decode_event(m.payload()) {
-                Ok(event) => events.push(Decoded { at, event }),
+                Ok(event) => events.push(Decoded {
+                    at,
+                    event,
+                    trace_id: crate::bus::consumer::header_str(m, TRACEPARENT)
+                        .and_then(TraceParent::parse)
+                        .map(|t| t.trace_id().to_owned()),
+                }),
                 Err(e) => {
                     tracing::warn!(kafka.partition = m.partition(), kafka.offset = m.offset(), error = %e, "undecodable event sent to the DLQ");
                     let reason = DlqReason {
@@ -334,6 +343,12 @@ impl ProductEventConsumer {
                 match r {
                     ItemResult::Applied => {
                         out.applied += 1;
+                        tracing::debug!(
+                            product.id = %d.event.aggregate_id,
+                            product.version = d.event.aggregate_version,
+                            trace_id = d.trace_id.as_deref().unwrap_or("-"),
+                            "event projected"
+                        );
                         PROJECTION_EVENTS
                             .with_label_values(&[&d.event.event_type, "applied"])
                             .inc();

@@ -20,3 +20,4 @@ mod prometheus;
 mod relays;
 mod resilience;
 mod secure;
+mod trace_context;
