@@ -20,8 +20,35 @@ fn port_free(addr: &str) -> bool {
     std::net::TcpListener::bind(addr).is_ok()
 }
 
+/// Every PromQL expression of the Grafana dashboard, with its panel's title.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards/aliexpress.json");
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("dashboard JSON");
+    let mut out = Vec::new();
+    for panel in d["panels"].as_array().into_iter().flatten() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                out.push((panel["title"].as_str().unwrap_or("?").to_owned(), expr.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Result rows of an instant query (`None` when Prometheus refuses the expression).
+async fn query(http: &reqwest::Client, prom: &str, expr: &str) -> Option<usize> {
+    let r = http
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    (v["status"] == "success").then(|| v["data"]["result"].as_array().map_or(0, Vec::len))
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn prometheus_scrapes_every_role_and_sees_consumer_lag() {
+async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
     let env = TestEnv::new().await;
     let roles: [(&str, Vec<&str>); 4] = [
         (
@@ -49,6 +76,7 @@ async fn prometheus_scrapes_every_role_and_sees_consumer_lag() {
                 Command::new(env!("CARGO_BIN_EXE_aliexpress"))
                     .args(args)
                     .envs(env.bin_env())
+                    .env("API_TOKENS", crate::helpers::TOKEN)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -96,5 +124,56 @@ async fn prometheus_scrapes_every_role_and_sees_consumer_lag() {
     })
     .await;
     assert!(lag, "the consumer lag metric is present in Prometheus");
+
+    // Traffic through every role: a product write (API, outbox, projection) and a command
+    // (outbox, command consumer), then every panel of the dashboard must show data.
+    let api = "http://127.0.0.1:8000";
+    let product = serde_json::json!({"sku": format!("PROM-{}", uuid::Uuid::new_v4().simple()), "title": "Metered kettle",
+        "description": "d", "category": "electronics", "brand": "Acme",
+        "price": {"amount_minor": 100, "currency": "USD"}, "stock": 1});
+    let created = http
+        .post(format!("{api}/api/products"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&product)
+        .send()
+        .await
+        .expect("create through serve");
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let command = serde_json::json!({"product_id": uuid::Uuid::now_v7(), "command_type": "CreateProduct",
+        "payload": {"sku": format!("PROM-{}", uuid::Uuid::new_v4().simple()), "title": "Commanded", "description": "d",
+                    "category": "c", "brand": "b", "price": {"amount_minor": 1, "currency": "USD"}, "stock": 1}});
+    let accepted = http
+        .post(format!("{api}/api/commands"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&command)
+        .send()
+        .await
+        .expect("command through serve");
+    assert_eq!(accepted.status(), 202);
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10, "the dashboard's panels: {}", queries.len());
+    let empty = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let all_have_data = wait_until(Duration::from_secs(120), || {
+        let (http, prom, queries, empty) = (http.clone(), prom.clone(), queries.clone(), empty.clone());
+        async move {
+            let mut missing = Vec::new();
+            for (title, expr) in &queries {
+                match query(&http, &prom, expr).await {
+                    Some(n) if n > 0 => {}
+                    Some(_) => missing.push(format!("{title}: no data")),
+                    None => missing.push(format!("{title}: refused by Prometheus: {expr}")),
+                }
+            }
+            let done = missing.is_empty();
+            *empty.lock().expect("list") = missing;
+            done
+        }
+    })
+    .await;
+    assert!(
+        all_have_data,
+        "dashboard panels without data: {:#?}",
+        empty.lock().expect("list")
+    );
     drop(running);
 }
