@@ -222,16 +222,12 @@ async fn execute_in_tx(
         Ok(ok) => ok,
         Err(rule) => {
             if let Some(command_id) = opts.command_id {
-                record_outcome(
-                    conn,
+                let command = CommandRef {
                     command_id,
-                    id,
-                    command.command_type(),
-                    "rejected",
-                    None,
-                    Some(&rule.to_string()),
-                )
-                .await?;
+                    product_id: id,
+                    command_type: command.command_type(),
+                };
+                record_outcome(conn, &command, Outcome::Rejected(&rule.to_string())).await?;
             }
             return Ok(ExecuteOutcome::Rejected(rule));
         }
@@ -275,16 +271,12 @@ async fn execute_in_tx(
     let envelope = EventEnvelope::new(&change, &next, meta);
     append_outbox(conn, &envelope, &opts.events_topic, opts.traceparent.as_deref()).await?;
     if let Some(command_id) = opts.command_id {
-        record_outcome(
-            conn,
+        let command = CommandRef {
             command_id,
-            id,
-            command.command_type(),
-            "applied",
-            Some(next.version),
-            None,
-        )
-        .await?;
+            product_id: id,
+            command_type: command.command_type(),
+        };
+        record_outcome(conn, &command, Outcome::Applied { version: next.version }).await?;
     }
     if opts.notify {
         diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
@@ -330,16 +322,42 @@ async fn append_outbox(
     Ok(())
 }
 
-async fn record_outcome(
-    conn: &mut AsyncPgConnection,
+/// The command an outcome is recorded for.
+struct CommandRef<'a> {
     command_id: Uuid,
     product_id: Uuid,
-    command_type: &str,
-    status: &str,
-    version: Option<i64>,
-    reason: Option<&str>,
+    command_type: &'a str,
+}
+
+/// A command's terminal outcome, as stored in `commands.status`.
+enum Outcome<'a> {
+    /// Applied; the product's version after it.
+    Applied { version: i64 },
+    /// Refused, with the reason.
+    Rejected(&'a str),
+}
+
+impl Outcome<'_> {
+    fn status(&self) -> &'static str {
+        match self {
+            Self::Applied { .. } => "applied",
+            Self::Rejected(_) => "rejected",
+        }
+    }
+}
+
+async fn record_outcome(
+    conn: &mut AsyncPgConnection,
+    c: &CommandRef<'_>,
+    outcome: Outcome<'_>,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
+    let (command_id, product_id, command_type) = (c.command_id, c.product_id, c.command_type);
+    let status = outcome.status();
+    let (version, reason) = match outcome {
+        Outcome::Applied { version } => (Some(version), None),
+        Outcome::Rejected(reason) => (None, Some(reason)),
+    };
     diesel::insert_into(commands::table)
         .values((
             commands::command_id.eq(command_id),
@@ -372,14 +390,10 @@ pub async fn record_rejection(
     command_type: &str,
     reason: &str,
 ) -> Result<(), StoreError> {
-    record_outcome(
-        conn,
+    let command = CommandRef {
         command_id,
         product_id,
         command_type,
-        "rejected",
-        None,
-        Some(reason),
-    )
-    .await
+    };
+    record_outcome(conn, &command, Outcome::Rejected(reason)).await
 }
