@@ -442,6 +442,7 @@ async fn no_secret_appears_in_the_logs_of_a_secured_run() {
         .port();
     let serve = bin()
         .envs(vars.clone())
+        .env("API_TOKENS", crate::helpers::TOKEN)
         .args([
             "serve",
             "--bind",
@@ -481,6 +482,7 @@ async fn no_secret_appears_in_the_logs_of_a_secured_run() {
         .send()
         .await
         .expect("create");
+    assert_eq!(created.status(), 201, "the write the logs should show succeeds");
     logs.push_str(&created.text().await.unwrap_or_default());
     let missing = http
         .get(format!("{base}/api/products/{}", uuid::Uuid::new_v4()))
