@@ -439,23 +439,31 @@ fn declare_operations(paths: &mut Map<String, Value>) {
 fn add_operational_paths(paths: &mut Map<String, Value>) {
     let report = json!({"application/json": {"schema": {"$ref": "#/components/schemas/HealthReport"}}});
     let limited = problem_response(429, "Rate limit of this client address spent; see Retry-After");
-    let health = |summary: &str| {
+    let health = |summary: &str, ok: &str, unavailable: &str| {
         json!({"get": {
             "tags": ["health"], "summary": summary, "operationId": summary.split(':').next().unwrap_or(summary),
             "security": [],
             "responses": {
-                "200": {"description": "Every dependency answers", "content": report},
-                "503": {"description": "A dependency does not answer; `checks` says which", "content": report},
+                "200": {"description": ok, "content": report},
+                "503": {"description": unavailable, "content": report},
             }
         }})
     };
     paths.insert(
         "/health/".into(),
-        health("health: database, Redis, Kafka and OpenSearch, each bounded by 1 s"),
+        health(
+            "health: database, Redis, Kafka and OpenSearch, each bounded by 1 s",
+            "Every dependency answers",
+            "A dependency does not answer; `checks` says which",
+        ),
     );
     paths.insert(
         "/health/ready".into(),
-        health("ready: the same checks as /health/, for readiness probes"),
+        health(
+            "ready: the API can serve (PostgreSQL answers); every check reported, for readiness probes",
+            "PostgreSQL answers (other checks may fail: the API rides them out)",
+            "PostgreSQL does not answer",
+        ),
     );
     paths.insert(
         "/health/live".into(),

@@ -36,7 +36,14 @@ async fn health_answers_503_quickly_when_redis_is_unreachable() {
     assert!(body["checks"]["redis"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(body["checks"]["database"], "ok");
     assert!(took < Duration::from_secs(2), "health took {took:?}");
-    assert_eq!(app.get("/health/ready").await.status(), 503);
+    // Ready all the same: the API serves without Redis (reads go to Postgres).
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.expect("json");
+    assert_ne!(
+        body["checks"]["redis"], "ok",
+        "the report still shows the failing check"
+    );
     assert_eq!(app.get("/health/live").await.status(), 200);
 }
 
@@ -53,4 +60,23 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
         "{text}"
     );
     assert!(text.contains("aliexpress_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_ready_when_postgres_is_unreachable() {
+    let app = TestApp::spawn_with(|s| {
+        s.pool = aliexpress::store::build_pool(
+            "postgres://aliexpress:aliexpress@127.0.0.1:1/none",
+            2,
+            Duration::from_secs(1),
+        )
+        .expect("lazy pool");
+    })
+    .await;
+    let r = app.get("/health/ready").await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "unavailable");
+    assert_ne!(body["checks"]["database"], "ok");
+    assert_eq!(body["checks"]["redis"], "ok");
 }
