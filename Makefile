@@ -12,7 +12,8 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 .DEFAULT_GOAL := help
 .PHONY: help up down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
-        fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down helm-check
+        fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
+        cluster-up cluster-down test-cluster
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -101,6 +102,25 @@ chaos-stack-down: ## stop the chaos suite's own stack (data kept)
 
 chaos: ensure-rust chaos-stack-up ## fault-injection suite, every scenario, on its own stack; table in the target dir
 	$(CHAOS_STACK_ENV) $(CHAOS_URLS) cargo test --locked --test chaos -- $(CHAOS_ARGS)
+
+# The cluster profile: 3 Kafka brokers (RF 3, min.insync.replicas 2) and 2 OpenSearch nodes, with
+# its own Postgres and Redis, state folder and ports, beside the default stack
+# (deploy/local/stack up --cluster). The binary's settings for it: `$(STACK) env --cluster`.
+CLUSTER_ENV := ALIEXPRESS_STATE_DIR=/var/tmp/aliexpress-cluster \
+	DATABASE_URL=postgres://aliexpress:aliexpress@127.0.0.1:25432/aliexpress \
+	REDIS_URL=redis://:aliexpress@127.0.0.1:26379 \
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092,127.0.0.1:29192,127.0.0.1:29292 \
+	OPENSEARCH_URL=http://127.0.0.1:9260 KAFKA_TOPIC_REPLICATION_FACTOR=3 OPENSEARCH_INDEX_REPLICAS=1
+CLUSTER_ARGS ?=
+
+cluster-up: ## start the cluster profile (Kafka 29092/29192/29292, OpenSearch 9260/9261, pg 25432, redis 26379)
+	$(STACK) up --cluster
+
+cluster-down: ## stop the cluster profile (data kept)
+	$(STACK) down --cluster
+
+test-cluster: ensure-rust cluster-up ## kill -9 a Kafka broker, then an OpenSearch node, under load on the cluster profile
+	$(CLUSTER_ENV) cargo test --locked --test chaos -- --cluster $(CLUSTER_ARGS)
 
 unit: ensure-rust ## unit tests only (no services)
 	cargo test --locked --lib

@@ -123,15 +123,17 @@ async fn fresh_env(tag: &str) -> Env {
         redis_cache_ttl_secs: 600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         kafka_security: Default::default(),
+        kafka_topic_replication_factor: 1,
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
         opensearch_username: None,
         opensearch_password: None,
         opensearch_ca_file: None,
         opensearch_danger_accept_invalid_certs: false,
+        opensearch_index_replicas: 0,
         namespace: format!("bench_{id}_"),
     };
     let names = infra.names();
-    admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 6)
+    admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 6, 1)
         .await
         .expect("topics");
     Env { infra, names }
@@ -228,6 +230,7 @@ async fn bench_relay(rows: &mut Vec<Row>) {
         &e.infra.kafka().expect("kafka settings"),
         std::slice::from_ref(&perf_topic),
         6,
+        1,
     )
     .await
     .expect("topic");
@@ -510,7 +513,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     }
     let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
-    index::ensure_alias(&search, &alias).await.expect("index");
+    index::ensure_alias(&search, &alias, 0).await.expect("index");
     let settings = ProjectionSettings {
         batch_size: 1000,
         batch_wait: Duration::from_millis(50),
@@ -522,7 +525,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     for run in 0..runs() {
         // A fresh group (reads from the start) and a fresh index: the same work every run.
         let target = format!("{alias}_run{run}");
-        index::create_index(&search, &target).await.expect("index");
+        index::create_index(&search, &target, 0).await.expect("index");
         let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
             .expect("cache");
         let group = format!("{}-run{run}", e.names.projection_group());
@@ -568,7 +571,7 @@ async fn bench_projection(rows: &mut Vec<Row>) {
 
         // Raw: the same documents, same batch size, straight to _bulk into a fresh index.
         let raw_index = format!("{alias}_raw{run}");
-        index::create_index(&search, &raw_index).await.expect("raw index");
+        index::create_index(&search, &raw_index, 0).await.expect("raw index");
         let chunks: Vec<&[EventEnvelope]> = envs.chunks(1000).collect();
         let mut started = None;
         for chunk in &chunks {

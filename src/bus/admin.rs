@@ -11,12 +11,18 @@ use super::{BusError, KafkaConnection};
 /// Partitions of every topic the platform creates (product ordering is per key).
 pub const DEFAULT_PARTITIONS: i32 = 6;
 
-/// Creates `topics` if missing (an existing topic is fine).
-pub async fn ensure_topics(kafka: &KafkaConnection, topics: &[String], partitions: i32) -> Result<(), BusError> {
+/// Creates `topics` if missing with `replication_factor` copies of each partition (-1: the
+/// broker's `default.replication.factor`); an existing topic is left as it is.
+pub async fn ensure_topics(
+    kafka: &KafkaConnection,
+    topics: &[String],
+    partitions: i32,
+    replication_factor: i32,
+) -> Result<(), BusError> {
     let admin: AdminClient<DefaultClientContext> = base_config(kafka).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for r in admin.create_topics(&new, &opts).await? {

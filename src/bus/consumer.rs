@@ -30,6 +30,17 @@ pub fn build(kafka: &KafkaConnection, group: &str) -> Result<StreamConsumer, Bus
         .create()?)
 }
 
+/// The fatal error librdkafka reported on `consumer`, if any. Such a client consumes nothing
+/// more: for example a static member whose group coordinator's broker died, whose session timed
+/// out and whose rejoin fenced its own instance id (librdkafka issue 3437). The role must then
+/// exit so that it is started again and resumes from the committed offsets.
+pub fn fatal_error<C: Consumer>(consumer: &C) -> Option<String> {
+    consumer
+        .client()
+        .fatal_error()
+        .map(|(code, reason)| format!("{code:?}: {reason}"))
+}
+
 /// A header's value as UTF-8 text.
 pub fn header_str<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a str> {
     msg.headers()?

@@ -128,7 +128,13 @@ pub async fn subscribed_consumer(
 ) -> anyhow::Result<rdkafka::consumer::StreamConsumer> {
     use rdkafka::consumer::Consumer;
     let kafka = infra.kafka()?;
-    admin::ensure_topics(&kafka, &infra.names().all_topics(), admin::DEFAULT_PARTITIONS).await?;
+    admin::ensure_topics(
+        &kafka,
+        &infra.names().all_topics(),
+        admin::DEFAULT_PARTITIONS,
+        infra.kafka_topic_replication_factor,
+    )
+    .await?;
     let c = crate::bus::consumer::build(&kafka, group)?;
     c.subscribe(&[topic])?;
     Ok(c)

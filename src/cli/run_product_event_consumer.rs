@@ -45,7 +45,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         Some(i) => i,
         None => {
             let alias = names.index_alias();
-            index::ensure_alias(&search, &alias).await?;
+            index::ensure_alias(&search, &alias, infra.opensearch_index_replicas).await?;
             alias
         }
     };

@@ -12,10 +12,12 @@
 //! | REDIS_CACHE_TTL_SECS | 86400 |
 //! | KAFKA_BOOTSTRAP_SERVERS | 127.0.0.1:9092 |
 //! | KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*, KAFKA_PROPERTIES_FILE, KAFKA_PROPERTY_<NAME> | see `config::kafka` |
+//! | KAFKA_TOPIC_REPLICATION_FACTOR | 1: replication factor of the topics the consumers create when missing (-1: the broker's `default.replication.factor`) |
 //! | OPENSEARCH_URL | http://127.0.0.1:9200 |
 //! | OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD | (none) basic auth; credentials in the URL work too |
 //! | OPENSEARCH_CA_FILE | (system roots) PEM file of the CA(s) trusted for `https://` |
 //! | OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS | false: certificates are always verified unless this is true |
+//! | OPENSEARCH_INDEX_REPLICAS | 0: replicas of the products index the projection (or a rebuild) creates |
 //! | ALIEXPRESS_NAMESPACE | (empty) prefix of topics, groups, index and Redis keys |
 //! | LOG_FORMAT | pretty (or json) |
 //! | RUST_LOG | info |
@@ -147,6 +149,16 @@ pub struct InfraConfig {
     /// Kafka security settings of every client.
     #[command(flatten)]
     pub kafka_security: KafkaSecurityConfig,
+    /// Replication factor of the topics the consumers create when they are missing (-1: the
+    /// broker's `default.replication.factor`); an existing topic is left as it is.
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC_REPLICATION_FACTOR",
+        global = true,
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    pub kafka_topic_replication_factor: i32,
     /// OpenSearch URL (product search).
     #[arg(
         long,
@@ -175,6 +187,10 @@ pub struct InfraConfig {
         default_value_t = false
     )]
     pub opensearch_danger_accept_invalid_certs: bool,
+    /// Replicas of each shard of a products index the binary creates (an existing index keeps
+    /// its own).
+    #[arg(long, env = "OPENSEARCH_INDEX_REPLICAS", global = true, default_value_t = 0)]
+    pub opensearch_index_replicas: u32,
     /// Prefix for every topic, consumer group, index and Redis key (isolates tests and
     /// parallel environments; empty in production so names match the operations guide).
     #[arg(long, env = "ALIEXPRESS_NAMESPACE", global = true, default_value = "")]
@@ -193,6 +209,7 @@ impl fmt::Debug for InfraConfig {
             .field("redis_cache_ttl_secs", &self.redis_cache_ttl_secs)
             .field("kafka_bootstrap_servers", &self.kafka_bootstrap_servers)
             .field("kafka_security", &self.kafka_security)
+            .field("kafka_topic_replication_factor", &self.kafka_topic_replication_factor)
             .field("opensearch_url", &redact(&self.opensearch_url))
             .field("opensearch_username", &self.opensearch_username)
             .field("opensearch_password", &self.opensearch_password)
@@ -201,6 +218,7 @@ impl fmt::Debug for InfraConfig {
                 "opensearch_danger_accept_invalid_certs",
                 &self.opensearch_danger_accept_invalid_certs,
             )
+            .field("opensearch_index_replicas", &self.opensearch_index_replicas)
             .field("namespace", &self.namespace)
             .finish()
     }
@@ -224,6 +242,15 @@ impl InfraConfig {
         }
         if self.database_pool_size == 0 {
             return Err(ConfigError::new("DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        if self.kafka_topic_replication_factor == 0 || self.kafka_topic_replication_factor < -1 {
+            return Err(ConfigError::new(
+                "KAFKA_TOPIC_REPLICATION_FACTOR",
+                format!(
+                    "must be at least 1, or -1 for the broker's default, got {}",
+                    self.kafka_topic_replication_factor
+                ),
+            ));
         }
         crate::store::pg_tls::PgTarget::parse(&self.database_url)
             .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
@@ -362,18 +389,20 @@ mod tests {
         T::parse_from(v).infra
     }
 
+    /// The declared default of the argument `id` (the parsed value would follow this process's
+    /// environment).
+    fn default(id: &str) -> Option<String> {
+        use clap::CommandFactory;
+        T::command()
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_default_values().first())
+            .and_then(|v| v.to_str())
+            .map(str::to_owned)
+    }
+
     #[test]
     fn defaults_point_at_the_local_stack_and_validate() {
-        use clap::CommandFactory;
-        // The declared defaults (the parsed values would follow this process's environment).
-        let cmd = T::command();
-        let default = |id: &str| {
-            cmd.get_arguments()
-                .find(|a| a.get_id() == id)
-                .and_then(|a| a.get_default_values().first())
-                .and_then(|v| v.to_str())
-                .map(str::to_owned)
-        };
         assert_eq!(default("kafka_bootstrap_servers").as_deref(), Some("127.0.0.1:9092"));
         assert_eq!(default("redis_url").as_deref(), Some(DEFAULT_REDIS_URL));
         assert_eq!(default("database_url").as_deref(), Some(DEFAULT_DATABASE_URL));
@@ -411,6 +440,21 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.setting, "KAFKA_BOOTSTRAP_SERVERS");
+    }
+
+    #[test]
+    fn a_topic_replication_factor_is_positive_or_the_brokers_default() {
+        // Today's single-node behaviour by default.
+        assert_eq!(default("kafka_topic_replication_factor").as_deref(), Some("1"));
+        assert_eq!(default("opensearch_index_replicas").as_deref(), Some("0"));
+        assert!(parse(&["--kafka-topic-replication-factor", "3"]).validate().is_ok());
+        assert!(parse(&["--kafka-topic-replication-factor", "-1"]).validate().is_ok());
+        for bad in ["0", "-2"] {
+            let e = parse(&["--kafka-topic-replication-factor", bad])
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.setting, "KAFKA_TOPIC_REPLICATION_FACTOR");
+        }
     }
 
     #[test]

@@ -6,13 +6,14 @@ use serde_json::{json, Value};
 
 use super::{SearchClient, SearchError};
 
-/// Settings and explicit mapping of a products index. `refresh_interval` is explicit:
-/// idle shards otherwise stop refreshing after 30 s without searches.
-pub fn index_body() -> Value {
+/// Settings and explicit mapping of a products index with `replicas` copies of its shard
+/// (`OPENSEARCH_INDEX_REPLICAS`). `refresh_interval` is explicit: idle shards otherwise stop
+/// refreshing after 30 s without searches.
+pub fn index_body(replicas: u32) -> Value {
     json!({
         "settings": {
             "number_of_shards": 1,
-            "number_of_replicas": 0,
+            "number_of_replicas": replicas,
             "refresh_interval": "1s",
             "analysis": {
                 "analyzer": {
@@ -62,10 +63,10 @@ pub async fn alias_target(client: &SearchClient, alias: &str) -> Result<Option<S
     Ok(v.as_object().and_then(|o| o.keys().next().cloned()))
 }
 
-/// Creates `index` with the mapping (an existing index is fine).
-pub async fn create_index(client: &SearchClient, index: &str) -> Result<(), SearchError> {
+/// Creates `index` with the mapping and `replicas` replicas (an existing index is fine).
+pub async fn create_index(client: &SearchClient, index: &str, replicas: u32) -> Result<(), SearchError> {
     let (status, v) = client
-        .request(Method::Put, &format!("/{index}"), Some(index_body()), None)
+        .request(Method::Put, &format!("/{index}"), Some(index_body(replicas)), None)
         .await?;
     let exists = v.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
     if status >= 300 && !exists {
@@ -77,14 +78,14 @@ pub async fn create_index(client: &SearchClient, index: &str) -> Result<(), Sear
     Ok(())
 }
 
-/// Makes sure `alias` exists, creating `<alias>_v1` behind it on first use. Returns the
-/// concrete index.
-pub async fn ensure_alias(client: &SearchClient, alias: &str) -> Result<String, SearchError> {
+/// Makes sure `alias` exists, creating `<alias>_v1` (with `replicas` replicas) behind it on
+/// first use. Returns the concrete index.
+pub async fn ensure_alias(client: &SearchClient, alias: &str, replicas: u32) -> Result<String, SearchError> {
     if let Some(target) = alias_target(client, alias).await? {
         return Ok(target);
     }
     let index = format!("{alias}_v1");
-    create_index(client, &index).await?;
+    create_index(client, &index, replicas).await?;
     client
         .ok(
             Method::Post,

@@ -357,6 +357,9 @@ impl ProductConsumer {
         tracing::info!("Product consumer started");
         let mut backoff = self.retry.backoff();
         while !shutdown.is_triggered() {
+            if let Some(e) = crate::bus::consumer::fatal_error(&self.consumer) {
+                anyhow::bail!("the Kafka consumer hit a fatal error ({e}); exiting so the role is started again");
+            }
             // Not raced against shutdown: the batch in hand is finished, then committed.
             let outcomes = self
                 .process_batch(COMMAND_BATCH, Duration::from_millis(500), &shutdown)

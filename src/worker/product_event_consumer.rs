@@ -682,6 +682,10 @@ impl ProductEventConsumer {
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut backoff = self.retry.backoff();
         while !shutdown.is_triggered() {
+            if let Some(e) = crate::bus::consumer::fatal_error(&*self.consumer) {
+                // What is deferred for Redis is re-delivered: its offsets were never stored.
+                anyhow::bail!("the Kafka consumer hit a fatal error ({e}); exiting so the role is started again");
+            }
             let out = self.process_once(Duration::from_millis(500), &shutdown).await?;
             if out.unfinished > 0 {
                 let d = backoff.next().unwrap_or(self.settings.retry_max);

@@ -178,8 +178,8 @@ async fn products(db: &tokio_postgres::Client) -> Result<HashMap<Uuid, Value>, S
     Ok(out)
 }
 
-/// Committed offsets and log ends of `group` on `topic`: summed lag.
-pub fn lag(bootstrap: &str, group: &str, topic: &str) -> Result<i64, String> {
+/// A consumer of `group` (it joins nothing) and the offsets the group committed on `topic`.
+fn committed_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<(BaseConsumer, TopicPartitionList), String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -193,6 +193,12 @@ pub fn lag(bootstrap: &str, group: &str, topic: &str) -> Result<i64, String> {
     let committed = c
         .committed_offsets(tpl, Duration::from_secs(10))
         .map_err(|e| format!("committed offsets of {group}: {e}"))?;
+    Ok((c, committed))
+}
+
+/// Committed offsets and log ends of `group` on `topic`: summed lag.
+pub fn lag(bootstrap: &str, group: &str, topic: &str) -> Result<i64, String> {
+    let (c, committed) = committed_offsets(bootstrap, group, topic)?;
     let mut total = 0;
     for p in 0..PARTITIONS {
         let (low, high) = c
@@ -208,6 +214,20 @@ pub fn lag(bootstrap: &str, group: &str, topic: &str) -> Result<i64, String> {
         total += (high - cur).max(0);
     }
     Ok(total)
+}
+
+/// Sum of the offsets `group` committed on `topic` (0 for a partition without one): grows as
+/// the group's consumer makes progress.
+pub fn committed(bootstrap: &str, group: &str, topic: &str) -> Result<i64, String> {
+    let (_, committed) = committed_offsets(bootstrap, group, topic)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .sum())
 }
 
 /// Messages in `topic` (log end minus log start, all partitions).

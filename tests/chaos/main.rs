@@ -4,20 +4,23 @@
 //! scenario, then quiesces and compares every store with a checker. One table row per scenario;
 //! the run exits non-zero when any column shows an anomaly.
 //!
-//! Usage: cargo test --test chaos -- [--long] [--scenario NAME]... [--list] [--self-test]
-//!        [--seed N] [--rate R] [--keep]
+//! Usage: cargo test --test chaos -- [--long | --cluster] [--scenario NAME]... [--list]
+//!        [--self-test] [--seed N] [--rate R] [--keep]
 //!
 //! Without arguments the short form runs (a few scenarios that only kill the suite's own child
 //! processes, safe on a shared stack; `make test`). `--long` runs every scenario (`make chaos`).
 //! Faults on services (SIGSTOP of OpenSearch or Redis, broker kill, Postgres restart, Redis
 //! restarted empty) need a stack of their own: they run only when `ALIEXPRESS_STATE_DIR` names a
 //! state folder other than the default one (see `deploy/local/stack`), and are skipped otherwise.
+//! `--cluster` runs the cluster scenarios instead (`make test-cluster`): one of three brokers and
+//! one of two OpenSearch nodes killed under load and brought back, on the stack's cluster
+//! profile (`deploy/local/stack up --cluster`), where nothing may fail while they are down.
 //! Services are addressed by the usual variables (DATABASE_URL, REDIS_URL,
 //! KAFKA_BOOTSTRAP_SERVERS, OPENSEARCH_URL; else ALIEXPRESS_*_PORT, else the default ports), and
 //! faults are injected by pid only (the stack's pid files, or the suite's own children).
 //!
 //! The table is printed and written to `$CARGO_TARGET_TMPDIR/chaos/report.md`; role logs go to
-//! `$CARGO_TARGET_TMPDIR/chaos/<scenario>/`.
+//! `$CARGO_TARGET_TMPDIR/chaos/<scenario>/` (`chaos-cluster/` for `--cluster`).
 
 mod checker;
 mod scenarios;
@@ -33,6 +36,8 @@ use std::time::Duration;
 pub struct Opts {
     /// Every scenario (otherwise the short list).
     pub long: bool,
+    /// The cluster scenarios (a broker, an OpenSearch node killed), on the cluster profile.
+    pub cluster: bool,
     /// Only these scenarios.
     pub scenarios: Vec<String>,
     /// Print the scenario names and exit.
@@ -61,6 +66,7 @@ const LIBTEST_VALUE_FLAGS: &[&str] = &["--test-threads", "--color", "--format", 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
     let mut o = Opts {
         long: false,
+        cluster: false,
         scenarios: Vec::new(),
         list: false,
         self_test: false,
@@ -82,6 +88,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         };
         match flag.as_str() {
             "--long" => o.long = true,
+            "--cluster" => o.cluster = true,
             "--list" => o.list = true,
             "--self-test" => o.self_test = true,
             "--keep" => o.keep = true,
@@ -114,7 +121,14 @@ fn main() -> ExitCode {
     };
     if opts.list {
         for s in scenarios::ALL {
-            println!("{:<24} {}{}", s.name, s.about, if s.short { " [short]" } else { "" });
+            let set = if s.needs_cluster() {
+                " [cluster]"
+            } else if s.short {
+                " [short]"
+            } else {
+                ""
+            };
+            println!("{:<24} {}{set}", s.name, s.about);
         }
         return ExitCode::SUCCESS;
     }

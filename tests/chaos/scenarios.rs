@@ -1,11 +1,13 @@
 //! Scenarios: each starts a fresh system, runs the workload, injects one kind of fault while it
 //! runs, stops the workload, waits (with a deadline) for the stores to converge, and checks
 //! them. Also the checker's self-test, which corrupts each store on purpose and requires every
-//! column to notice.
+//! column to notice. The cluster scenarios (`--cluster`) kill one node of a replicated service and
+//! require every role to keep going without it: no request may fail while it is down.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::Producer as _;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -45,6 +47,12 @@ pub enum Fault {
     LateOutbox,
     /// A second projection consumer joins and leaves (gracefully, then by kill -9).
     Rebalance,
+    /// Cluster profile: kill -9 the broker leading the events topic's first partition, keep it
+    /// down, start it again.
+    BrokerKill,
+    /// Cluster profile: kill -9 the OpenSearch node holding the index's primary (not the node
+    /// the app talks to), keep it down, start it again.
+    SearchNodeKill,
 }
 
 /// A selectable scenario.
@@ -65,8 +73,24 @@ impl Scenario {
     pub fn service_fault(&self) -> bool {
         matches!(
             self.fault,
-            Fault::Stop(..) | Fault::RedisRestart | Fault::KafkaKill | Fault::PgRestart
+            Fault::Stop(..)
+                | Fault::RedisRestart
+                | Fault::KafkaKill
+                | Fault::PgRestart
+                | Fault::BrokerKill
+                | Fault::SearchNodeKill
         )
+    }
+
+    /// Needs the stack's cluster profile (`--cluster`, `make test-cluster`).
+    pub fn needs_cluster(&self) -> bool {
+        matches!(self.fault, Fault::BrokerKill | Fault::SearchNodeKill)
+    }
+
+    /// Acts on the single broker or OpenSearch node of the default profile (a cluster has a
+    /// scenario of its own for each).
+    fn single_node_only(&self) -> bool {
+        matches!(self.fault, Fault::KafkaKill | Fault::Stop(Service::OpenSearch, _))
     }
 }
 
@@ -162,7 +186,24 @@ pub const ALL: &[Scenario] = &[
         short: false,
         fault: Fault::PgRestart,
     },
+    Scenario {
+        name: "kafka-broker-kill",
+        about: "kill -9 one of 3 brokers (a partition leader) for 30 s, start it again; nothing may fail",
+        short: false,
+        fault: Fault::BrokerKill,
+    },
+    Scenario {
+        name: "opensearch-node-kill",
+        about: "kill -9 the OpenSearch node holding the primary for 30 s, start it again; search keeps answering",
+        short: false,
+        fault: Fault::SearchNodeKill,
+    },
 ];
+
+/// How long a cluster scenario keeps its node down: longer than a killed broker takes to be
+/// fenced (`broker.session.timeout.ms`, 9 s) and its partitions to move, plus a consumer's
+/// rejoin and its next offset commit.
+const NODE_OUTAGE: Duration = Duration::from_secs(30);
 
 /// Convergence target after the last fault ends.
 pub const CONVERGE_TARGET: Duration = Duration::from_secs(10);
@@ -218,6 +259,12 @@ impl Ctx<'_> {
     fn fault_ended(&self) {
         *lock(&self.last_fault_end) = Some(Instant::now());
     }
+
+    /// Logs `msg` with the API anomalies counted so far, to place them in the fault's phases.
+    fn log_api(&self, msg: impl Into<String>) {
+        let n = lock(&self.wl.ledger).records.iter().filter(|r| r.is_anomaly()).count();
+        self.log(format!("{} (API anomalies so far: {n})", msg.into()));
+    }
 }
 
 /// SIGCONT on drop, so a stopped service is resumed whatever happens to the scenario.
@@ -236,8 +283,24 @@ fn run_dir() -> PathBuf {
 /// Runs the selected scenarios, prints and writes the table; true when every row passed.
 pub async fn run_all(opts: &Opts) -> bool {
     let stack = Stack::from_env();
+    if opts.cluster && !stack.cluster {
+        eprintln!(
+            "chaos: --cluster needs the stack's cluster profile: ALIEXPRESS_STATE_DIR naming a state folder made by \
+             `deploy/local/stack up --cluster` (see make test-cluster); got {}",
+            stack.describe()
+        );
+        return false;
+    }
     let selected: Vec<&Scenario> = if opts.scenarios.is_empty() {
-        ALL.iter().filter(|s| opts.long || s.short).collect()
+        ALL.iter()
+            .filter(|s| {
+                if opts.cluster {
+                    s.needs_cluster()
+                } else {
+                    !s.needs_cluster() && (opts.long || s.short)
+                }
+            })
+            .collect()
     } else {
         let mut v = Vec::new();
         for name in &opts.scenarios {
@@ -258,18 +321,28 @@ pub async fn run_all(opts: &Opts) -> bool {
         opts.rate,
         stack.describe()
     );
-    let dir = run_dir();
+    // The cluster run keeps its own table and logs beside the single-node suite's.
+    let dir = if opts.cluster {
+        run_dir().with_file_name("chaos-cluster")
+    } else {
+        run_dir()
+    };
     let _ = std::fs::create_dir_all(&dir);
     sut::cleanup_previous_runs(&stack).await;
     let mut rows = Vec::new();
     for (i, s) in selected.iter().enumerate() {
         println!("\n== {} ({})", s.name, s.about);
+        let skip = |why: &str| Row {
+            name: s.name.into(),
+            skipped: Some(why.into()),
+            ..Default::default()
+        };
         let row = if s.service_fault() && !stack.dedicated {
-            Row {
-                name: s.name.into(),
-                skipped: Some("needs a stack of its own (ALIEXPRESS_STATE_DIR, see make chaos)".into()),
-                ..Default::default()
-            }
+            skip("needs a stack of its own (ALIEXPRESS_STATE_DIR, see make chaos)")
+        } else if s.needs_cluster() && !stack.cluster {
+            skip("needs the cluster profile (make test-cluster)")
+        } else if s.single_node_only() && stack.cluster {
+            skip("acts on a single-node stack (the cluster's own: kafka-broker-kill, opensearch-node-kill)")
         } else {
             run_one(&stack, s, opts, opts.seed.wrapping_add(i as u64), &dir).await
         };
@@ -351,7 +424,7 @@ async fn run_one(stack: &Stack, s: &Scenario, opts: &Opts, seed: u64, dir: &std:
     let expect = *lock(&ctx.expect);
     let fault_end = lock(&ctx.last_fault_end).unwrap_or_else(Instant::now);
     let deadline = Instant::now()
-        + if opts.long {
+        + if opts.long || opts.cluster {
             Duration::from_secs(90)
         } else {
             Duration::from_secs(45)
@@ -508,6 +581,8 @@ async fn inject(ctx: &Ctx<'_>, fault: Fault) -> Result<(), String> {
             }
         }
         Fault::LateOutbox => late_outbox(ctx).await?,
+        Fault::BrokerKill => broker_kill(ctx).await?,
+        Fault::SearchNodeKill => search_node_kill(ctx).await?,
         Fault::Rebalance => {
             tokio::time::sleep(ctx.secs(1.0, 3.0)).await;
             let a = sut.spawn_extra(Role::Projection)?;
@@ -528,6 +603,335 @@ async fn inject(ctx: &Ctx<'_>, fault: Fault) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Work each role has done so far: outbox rows published (relay), commands decided (command
+/// consumer), offsets committed on the events topic (projection).
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    published: i64,
+    decided: i64,
+    projected: i64,
+}
+
+impl Progress {
+    /// The roles that did nothing since `before`.
+    fn stalled_since(&self, before: &Progress) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.published <= before.published {
+            v.push("relay");
+        }
+        if self.decided <= before.decided {
+            v.push("command consumer");
+        }
+        if self.projected <= before.projected {
+            v.push("projection");
+        }
+        v
+    }
+}
+
+async fn progress(sut: &Sut) -> Result<Progress, String> {
+    let db = pg(&sut.db_url).await?;
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NOT NULL), \
+             (SELECT count(*) FROM commands WHERE status <> 'pending')",
+            &[],
+        )
+        .await
+        .map_err(|e| sut::pg_error(&e))?;
+    let (bootstrap, group, topic) = (
+        sut.stack.kafka.clone(),
+        sut.names.projection_group(),
+        sut.names.events_topic(),
+    );
+    let projected = tokio::task::spawn_blocking(move || checker::committed(&bootstrap, &group, &topic))
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok(Progress {
+        published: row.get(0),
+        decided: row.get(1),
+        projected,
+    })
+}
+
+/// Waits until every role has made progress past `before`, or `until` passes (then says which
+/// role stalled). A role that exits meanwhile is started again, as its supervisor would.
+async fn wait_progress(ctx: &Ctx<'_>, before: Progress, until: Instant) -> Result<Progress, String> {
+    let sut = ctx.sut;
+    loop {
+        for crashed in sut.restart_exited() {
+            ctx.log_api(format!("role exited on its own and was restarted: {crashed}"));
+        }
+        let now = progress(sut).await;
+        if let Ok(p) = &now {
+            if p.stalled_since(&before).is_empty() {
+                return Ok(*p);
+            }
+        }
+        if Instant::now() > until {
+            return Err(match now {
+                Ok(p) => format!(
+                    "{} made no progress while the node was down ({before:?} -> {p:?})",
+                    p.stalled_since(&before).join(", ")
+                ),
+                Err(e) => format!("progress could not be read while the node was down: {e}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until every role has done some work (the fault must hit a system that runs), then
+/// returns where they are.
+async fn roles_working(ctx: &Ctx<'_>) -> Result<Progress, String> {
+    let zero = Progress {
+        published: 0,
+        decided: 0,
+        projected: 0,
+    };
+    let p = wait_progress(ctx, zero, Instant::now() + Duration::from_secs(60))
+        .await
+        .map_err(|e| format!("before the fault: {e}"))?;
+    ctx.log(format!("every role is working: {p:?}"));
+    progress(ctx.sut).await
+}
+
+/// Requires every role to make progress twice while `node` is down: soon after the kill, and
+/// again in the second half of the outage (after the failover: partitions moved, coordinators
+/// found again). Returns at `back_at`, the end of the outage, and logs what it saw.
+async fn keeps_going(ctx: &Ctx<'_>, before: Progress, back_at: Instant, node: &str) -> Result<(), String> {
+    let second_half = back_at - NODE_OUTAGE / 2;
+    let result = async {
+        let first = wait_progress(ctx, before, back_at).await?;
+        tokio::time::sleep_until(second_half.into()).await; // the first half of the outage: timed
+        let mid = progress(ctx.sut).await?;
+        let last = wait_progress(ctx, mid, back_at).await?;
+        Ok::<_, String>((first, mid, last))
+    }
+    .await;
+    match &result {
+        Ok((first, mid, last)) => ctx.log_api(format!(
+            "relay, command consumer and projection went on without {node}: {before:?} -> {first:?}, \
+             and in the outage's second half {mid:?} -> {last:?}"
+        )),
+        Err(e) => ctx.log_api(e.clone()),
+    }
+    tokio::time::sleep_until(back_at.into()).await; // the outage's length
+    result.map(|_| ())
+}
+
+/// (partition, leader, replicas, in-sync replicas) of each partition of `topic`.
+async fn partitions(sut: &Sut, topic: &str) -> Result<Vec<(i32, i32, usize, usize)>, String> {
+    let producer = sut.producer.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let md = producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        let t = md.topics().first().ok_or(format!("no metadata for {topic}"))?;
+        Ok(t.partitions()
+            .iter()
+            .map(|p| (p.id(), p.leader(), p.replicas().len(), p.isr().len()))
+            .collect())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Waits until every partition of the scenario's topics has all its replicas in sync.
+async fn wait_in_sync(sut: &Sut, deadline: Duration) -> Result<(), String> {
+    let end = Instant::now() + deadline;
+    loop {
+        let mut behind = Vec::new();
+        for topic in sut.names.all_topics() {
+            match partitions(sut, &topic).await {
+                Ok(ps) => behind.extend(
+                    ps.iter()
+                        .filter(|(_, _, replicas, isr)| isr < replicas)
+                        .map(|(p, _, replicas, isr)| format!("{topic}/{p} {isr}/{replicas}")),
+                ),
+                Err(e) => behind.push(e),
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(format!(
+                "replicas not back in sync within {deadline:?}: {}",
+                behind.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn broker_kill(ctx: &Ctx<'_>) -> Result<(), String> {
+    let sut = ctx.sut;
+    let stack = &sut.stack;
+    let topic = sut.names.events_topic();
+    wait_in_sync(sut, Duration::from_secs(30)).await?;
+    // The leader of a partition the relay writes and the projection reads: its death moves
+    // leadership (and maybe the group coordinator or the controller) to the other two.
+    let leader = partitions(sut, &topic)
+        .await?
+        .iter()
+        .find(|p| p.0 == 0)
+        .map(|p| p.1)
+        .ok_or(format!("no partition 0 in {topic}"))?;
+    let broker = u8::try_from(leader).map_err(|_| format!("{topic}/0 has no leader ({leader})"))?;
+    let before = roles_working(ctx).await?;
+    stack.kill9(Service::KafkaBroker(broker)).await?;
+    let back_at = Instant::now() + NODE_OUTAGE;
+    ctx.log_api(format!(
+        "kill -9 kafka-{broker} (leader of {topic}/0); down for {} s",
+        NODE_OUTAGE.as_secs()
+    ));
+    let during = keeps_going(ctx, before, back_at, &format!("kafka-{broker}")).await;
+    ctx.log_api("deploy/local/stack up --cluster");
+    stack.up().await?;
+    ctx.log_api(format!("kafka-{broker} ready again"));
+    wait_in_sync(sut, Duration::from_secs(90)).await?;
+    ctx.log_api("every partition of the scenario's topics has its replicas in sync again");
+    ctx.fault_ended();
+    during.map(|_| ())
+}
+
+/// GET `url` as JSON (status and body; Null when the body is not JSON).
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, Value), String> {
+    let r = http
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// The id of the OpenSearch node answering at `url`.
+async fn local_node_id(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let (_, v) = get_json(http, &format!("{url}/_nodes/_local")).await?;
+    v["nodes"]
+        .as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .ok_or(format!("no node id from {url}: {v}"))
+}
+
+/// The concrete index behind `alias`, the id of the node holding its primary, and the
+/// primary's state.
+async fn primary_of(http: &reqwest::Client, url: &str, alias: &str) -> Result<(String, String, String), String> {
+    let (_, v) = get_json(
+        http,
+        &format!("{url}/_cat/shards/{alias}?format=json&h=index,shard,prirep,state,id"),
+    )
+    .await?;
+    v.as_array()
+        .and_then(|a| a.iter().find(|s| s["prirep"] == "p"))
+        .map(|s| {
+            let f = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            (f("index"), f("id"), f("state"))
+        })
+        .ok_or(format!("no primary shard of {alias}: {v}"))
+}
+
+/// Waits until `alias`'s index is green (every copy allocated and started).
+async fn wait_green(http: &reqwest::Client, url: &str, alias: &str, deadline: Duration) -> Result<(), String> {
+    let end = Instant::now() + deadline;
+    loop {
+        let r = get_json(
+            http,
+            &format!("{url}/_cluster/health/{alias}?wait_for_status=green&timeout=1s"),
+        )
+        .await;
+        if matches!(&r, Ok((200, v)) if v["status"] == "green") {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(format!("{alias} not green within {deadline:?}: {r:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn search_node_kill(ctx: &Ctx<'_>) -> Result<(), String> {
+    let sut = ctx.sut;
+    let stack = &sut.stack;
+    let http = reqwest::Client::new();
+    // The app reaches OpenSearch through node 1 only (one OPENSEARCH_URL), so node 2 goes down,
+    // holding the primary: the replica on node 1 must take over while searches go on.
+    let node1 = stack.opensearch_url.clone();
+    let node2 = stack.opensearch_node_url(2);
+    let alias = sut.names.index_alias();
+    wait_green(&http, &node1, &alias, Duration::from_secs(60)).await?;
+    let id1 = local_node_id(&http, &node1).await?;
+    let id2 = local_node_id(&http, &node2).await?;
+    let (index, holder, _) = primary_of(&http, &node1, &alias).await?;
+    if holder != id2 {
+        // Failing the primary promotes the replica on node 2; node 1 gets a new replica.
+        let (status, v) = {
+            let r = http
+                .post(format!("{node1}/_cluster/reroute"))
+                .json(&json!({"commands": [{"cancel": {"index": index, "shard": 0, "node": holder, "allow_primary": true}}]}))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| format!("reroute: {e}"))?;
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        };
+        if status != 200 {
+            return Err(format!(
+                "could not move the primary of {index} to opensearch-2: {status} {v}"
+            ));
+        }
+        let end = Instant::now() + Duration::from_secs(60);
+        while primary_of(&http, &node1, &alias).await?.1 != id2 {
+            if Instant::now() > end {
+                return Err(format!(
+                    "the primary of {index} did not move to opensearch-2 within 60 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wait_green(&http, &node1, &alias, Duration::from_secs(60)).await?;
+        ctx.log_api(format!(
+            "moved the primary of {index} to opensearch-2 (replica promoted, new replica on opensearch-1)"
+        ));
+    }
+    let before = roles_working(ctx).await?;
+    stack.kill9(Service::OpenSearchNode(2)).await?;
+    let down_at = Instant::now();
+    let back_at = down_at + NODE_OUTAGE;
+    ctx.log_api(format!(
+        "kill -9 opensearch-2 (primary of {index}); down for {} s; the API searches through opensearch-1",
+        NODE_OUTAGE.as_secs()
+    ));
+    let end = down_at + Duration::from_secs(30);
+    loop {
+        let (_, id, state) = primary_of(&http, &node1, &alias).await?;
+        if id == id1 && state == "STARTED" {
+            ctx.log_api(format!(
+                "replica on opensearch-1 promoted to primary after {:.1} s",
+                down_at.elapsed().as_secs_f64()
+            ));
+            break;
+        }
+        if Instant::now() > end {
+            return Err(format!("no primary of {index} on opensearch-1 within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let during = keeps_going(ctx, before, back_at, "opensearch-2").await;
+    ctx.log_api("deploy/local/stack up --cluster");
+    stack.up().await?;
+    ctx.log_api("opensearch-2 back in the cluster");
+    wait_green(&http, &node1, &alias, Duration::from_secs(90)).await?;
+    ctx.log_api(format!("{index} green again (replica recovered on opensearch-2)"));
+    ctx.fault_ended();
+    during.map(|_| ())
 }
 
 fn headers_from(v: &Value) -> OwnedHeaders {

@@ -1,7 +1,9 @@
 //! The services under test: their addresses (the usual variables, else the stack's
 //! ALIEXPRESS_*_PORT, else the default ports) and fault primitives that act on a service's pid
 //! from the stack's pid files (checked against the process's command line first), never on a
-//! process name. Service faults are refused on the default, shared stack.
+//! process name. Service faults are refused on the default, shared stack. A stack started with
+//! `deploy/local/stack up --cluster` (its state folder holds a `.cluster` marker) has three
+//! brokers and two OpenSearch nodes, each with a pid file of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +23,10 @@ pub enum Service {
     Kafka,
     /// OpenSearch.
     OpenSearch,
+    /// Broker N (its `node.id`, from 1) of the cluster profile.
+    KafkaBroker(u8),
+    /// OpenSearch node N (from 1) of the cluster profile.
+    OpenSearchNode(u8),
 }
 
 impl Service {
@@ -29,8 +35,8 @@ impl Service {
         match self {
             Self::Postgres => workload::DOWN_PG,
             Self::Redis => workload::DOWN_REDIS,
-            Self::Kafka => workload::DOWN_KAFKA,
-            Self::OpenSearch => workload::DOWN_SEARCH,
+            Self::Kafka | Self::KafkaBroker(_) => workload::DOWN_KAFKA,
+            Self::OpenSearch | Self::OpenSearchNode(_) => workload::DOWN_SEARCH,
         }
     }
 }
@@ -52,6 +58,8 @@ pub struct Stack {
     pub state_dir: PathBuf,
     /// True when the state folder is not the default one: service faults allowed.
     pub dedicated: bool,
+    /// True when the stack is the cluster profile (3 brokers, 2 OpenSearch nodes).
+    pub cluster: bool,
     /// deploy/local/stack of this repository.
     pub script: PathBuf,
     redis_port: String,
@@ -79,6 +87,7 @@ impl Stack {
         let opensearch_port = port("ALIEXPRESS_OPENSEARCH_PORT", "9200");
         let state_dir = PathBuf::from(env_or("ALIEXPRESS_STATE_DIR", || DEFAULT_STATE_DIR.to_owned()));
         let dedicated = state_dir != Path::new(DEFAULT_STATE_DIR);
+        let cluster = state_dir.join(".cluster").exists();
         let redis_url = env_or("REDIS_URL", || format!("redis://:aliexpress@127.0.0.1:{redis_port}"));
         let kafka = env_or("KAFKA_BOOTSTRAP_SERVERS", || format!("127.0.0.1:{kafka_port}"));
         let opensearch_url = env_or("OPENSEARCH_URL", || format!("http://127.0.0.1:{opensearch_port}"));
@@ -101,6 +110,7 @@ impl Stack {
             opensearch_url,
             state_dir,
             dedicated,
+            cluster,
             script: Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/stack"),
             redis_port,
             kafka_port,
@@ -114,7 +124,16 @@ impl Stack {
             Service::Redis => self.state_dir.join("redis/redis.pid"),
             Service::Kafka => self.state_dir.join("kafka/kafka.pid"),
             Service::OpenSearch => self.state_dir.join("opensearch/opensearch.pid"),
+            Service::KafkaBroker(n) => self.state_dir.join(format!("kafka/broker-{n}/kafka.pid")),
+            Service::OpenSearchNode(n) => self.state_dir.join(format!("opensearch/node-{n}/opensearch.pid")),
         }
+    }
+
+    /// URL of OpenSearch node `n` of the cluster profile (the nodes' HTTP ports follow
+    /// OPENSEARCH_URL's, which is node 1's).
+    pub fn opensearch_node_url(&self, n: u8) -> String {
+        let base: u16 = self.opensearch_port.parse().unwrap_or(9260);
+        format!("http://127.0.0.1:{}", base + u16::from(n) - 1)
     }
 
     /// The service's pid from its pid file, checked against its command line (right program,
@@ -156,6 +175,18 @@ impl Stack {
                 cmdline.contains("OpenSearchRunner")
                     && cmdline.contains(&*self.state_dir.to_string_lossy())
                     && cmdline.contains(&format!("-baseHttpPort {base}"))
+            }
+            // The node's own folder in this stack's state folder names it.
+            Service::KafkaBroker(n) => {
+                cmdline.contains("kafka.Kafka")
+                    && cmdline.contains(&format!(
+                        "{}/kafka/broker-{n}/server.properties",
+                        self.state_dir.display()
+                    ))
+            }
+            Service::OpenSearchNode(n) => {
+                cmdline.contains("OpenSearchRunner")
+                    && cmdline.contains(&format!("{}/opensearch/node-{n}/base", self.state_dir.display()))
             }
         };
         if ok {
@@ -217,10 +248,18 @@ impl Stack {
     pub async fn up(&self) -> Result<(), String> {
         self.guard()?;
         let script = self.script.clone();
-        let out = tokio::task::spawn_blocking(move || Command::new(script).arg("up").output())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let cluster = self.cluster;
+        let out = tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(script);
+            cmd.arg("up");
+            if cluster {
+                cmd.arg("--cluster");
+            }
+            cmd.output()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(())
         } else {
@@ -276,12 +315,13 @@ impl Stack {
     /// Which port the suite's OpenSearch and Kafka listen on (for messages).
     pub fn describe(&self) -> String {
         format!(
-            "postgres {} | redis :{} | kafka :{} | opensearch :{} | state {}{}",
+            "postgres {} | redis :{} | kafka {} | opensearch :{} | state {}{}{}",
             crate::sut::redact(&self.database_url),
             self.redis_port,
-            self.kafka_port,
+            self.kafka,
             self.opensearch_port,
             self.state_dir.display(),
+            if self.cluster { " (cluster profile)" } else { "" },
             if self.dedicated {
                 " (dedicated: service faults on)"
             } else {

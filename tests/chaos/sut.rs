@@ -272,9 +272,15 @@ impl Sut {
             .create()
             .map_err(|e| e.to_string())?;
         let topics = self.names.all_topics();
+        // Replicated as the roles would create them (KAFKA_TOPIC_REPLICATION_FACTOR, 3 on the
+        // cluster profile).
+        let replication = std::env::var("KAFKA_TOPIC_REPLICATION_FACTOR")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(replication)))
             .collect();
         let res = admin
             .create_topics(

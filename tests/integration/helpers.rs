@@ -59,11 +59,13 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
         redis_cache_ttl_secs: 3600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         kafka_security: Default::default(),
+        kafka_topic_replication_factor: 1,
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
         opensearch_username: None,
         opensearch_password: None,
         opensearch_ca_file: None,
         opensearch_danger_accept_invalid_certs: false,
+        opensearch_index_replicas: 0,
         namespace: namespace.to_owned(),
     }
 }
@@ -230,9 +232,14 @@ impl TestEnv {
         let mut infra = infra(&ns, &url);
         customize(&mut infra);
         let names = infra.names();
-        admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 3)
-            .await
-            .expect("topics");
+        admin::ensure_topics(
+            &infra.kafka().expect("kafka settings"),
+            &names.all_topics(),
+            3,
+            infra.kafka_topic_replication_factor,
+        )
+        .await
+        .expect("topics");
         let pool = pool::build_pool(&url, 8, Duration::from_secs(10)).expect("pool");
         let producer = producer::build(
             &infra.kafka().expect("kafka settings"),
@@ -317,7 +324,9 @@ impl TestEnv {
             None => self.search(),
         };
         let alias = self.names.index_alias();
-        index::ensure_alias(&self.search(), &alias).await.expect("index alias");
+        index::ensure_alias(&self.search(), &alias, self.infra.opensearch_index_replicas)
+            .await
+            .expect("index alias");
         let group = group
             .map(str::to_owned)
             .unwrap_or_else(|| self.names.projection_group());

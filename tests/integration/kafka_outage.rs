@@ -133,6 +133,7 @@ async fn with_kafka_down_rows_stay_pending_and_the_following_relay_resumes_when_
         &aliexpress::bus::KafkaConnection::new(bootstrap.clone()),
         &[env.names.events_topic()],
         3,
+        1,
     )
     .await
     .expect("topic");

@@ -474,6 +474,7 @@ async fn a_version_gap_is_applied_with_full_state_and_counted() {
         &env.infra.kafka().expect("kafka settings"),
         std::slice::from_ref(&gap_topic),
         1,
+        1,
     )
     .await
     .expect("topic");
