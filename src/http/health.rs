@@ -67,15 +67,20 @@ pub async fn check_all(state: &AppState) -> HealthReport {
     }
 }
 
-/// `GET /health/`.
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let report = check_all(&state).await;
-    let mut resp = if report.status == "ok" {
+/// 200 or 503 with the report, never cached.
+fn answer(report: &HealthReport, ok: bool) -> HttpResponse {
+    let mut resp = if ok {
         HttpResponse::Ok()
     } else {
         HttpResponse::ServiceUnavailable()
     };
     resp.insert_header(("Cache-Control", "no-store")).json(report)
+}
+
+/// `GET /health/`.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let report = check_all(&state).await;
+    answer(&report, report.status == "ok")
 }
 
 /// `GET /health/live`: the process is up.
@@ -92,10 +97,5 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut report = check_all(&state).await;
     let ready = report.checks.get("database").is_some_and(|v| v == "ok");
     report.status = if ready { "ok" } else { "unavailable" };
-    let mut resp = if ready {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::ServiceUnavailable()
-    };
-    resp.insert_header(("Cache-Control", "no-store")).json(report)
+    answer(&report, ready)
 }

@@ -16,7 +16,7 @@ use super::schema::{commands, outbox, products};
 use super::StoreError;
 use crate::config::names::{event_headers, OUTBOX_NOTIFY_CHANNEL};
 use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
-use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
+use crate::telemetry::trace_context::TRACEPARENT;
 
 /// How a command is to be executed.
 #[derive(Debug, Clone)]
@@ -25,7 +25,8 @@ pub struct ExecuteOptions {
     pub command_id: Option<Uuid>,
     /// Correlation id stamped on the event.
     pub correlation_id: Option<Uuid>,
-    /// W3C `traceparent` of the request or command: the event's header continues its trace.
+    /// W3C `traceparent` stored as the event's header, as the caller made it (the caller's
+    /// span is the event's parent).
     pub traceparent: Option<String>,
     /// Optimistic concurrency: fail with a conflict unless the product is at this version.
     pub expected_version: Option<i64>,
@@ -302,7 +303,7 @@ async fn append_outbox(
         event_headers::CORRELATION_ID: env.correlation_id.map(|c| c.to_string()).unwrap_or_default(),
     });
     if let Some(tp) = traceparent {
-        headers[TRACEPARENT] = serde_json::Value::String(TraceParent::continue_or_start(Some(tp)).to_string());
+        headers[TRACEPARENT] = serde_json::Value::String(tp.to_owned());
     }
     diesel::insert_into(outbox::table)
         .values(NewOutboxRow {

@@ -16,7 +16,7 @@
 //! Batches: commands of different products run concurrently on the pool; one product's
 //! commands run in offset order, and stop at the first unfinished one.
 
-use crate::telemetry::trace_context::TRACEPARENT;
+use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
@@ -275,7 +275,8 @@ impl ProductConsumer {
                 command_id: Some(command_id),
                 correlation_id: env.correlation_id,
                 // The command's trace continues into its event.
-                traceparent: crate::bus::consumer::header_str(msg, TRACEPARENT).map(str::to_owned),
+                traceparent: crate::bus::consumer::header_str(msg, TRACEPARENT)
+                    .map(|tp| TraceParent::continue_or_start(Some(tp)).to_string()),
                 expected_version: env.expected_version,
                 events_topic: self.events_topic.clone(),
                 notify: self.notify,
