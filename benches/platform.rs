@@ -10,10 +10,15 @@
 //! - command consumer commands/s vs pgbench with one client (the consumer is sequential);
 //! - relay scaling: 2 and 4 relays sharing the outbox slices vs 2 and 4 times one relay, each
 //!   batch given a modelled round trip so the work is not bound by this machine's cores;
+//! - projection scaling: 2 and 3 consumers vs 2 and 3 times one, and one consumer's partition
+//!   pipelines, each bulk given a modelled round trip (benches/platform/projection_scaling.rs);
 //! - freshness: API write to searchable, p50/p99 under a steady write rate.
 //!
 //! Sizes scale with BENCH_SCALE (default 1.0 = 200k relay rows, 100k projection events, 40k
 //! rows for relay scaling); BENCH_ONLY=relay-scaling,freshness runs only those sections.
+
+#[path = "platform/projection_scaling.rs"]
+mod projection_scaling;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -64,7 +69,7 @@ fn runs() -> usize {
 }
 
 /// True when the section runs: every section, or only those named in `BENCH_ONLY`
-/// (comma separated: relay, relay-scaling, projection, api, freshness).
+/// (comma separated: relay, relay-scaling, projection, projection-scaling, api, freshness).
 fn selected(section: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == section))
 }
@@ -123,6 +128,7 @@ async fn fresh_env(tag: &str) -> Env {
         redis_cache_ttl_secs: 600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         kafka_security: Default::default(),
+        kafka_topic_partitions: 6,
         kafka_topic_replication_factor: 1,
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
         opensearch_username: None,
@@ -130,6 +136,7 @@ async fn fresh_env(tag: &str) -> Env {
         opensearch_ca_file: None,
         opensearch_danger_accept_invalid_certs: false,
         opensearch_index_replicas: 0,
+        opensearch_index_shards: 1,
         namespace: format!("bench_{id}_"),
     };
     let names = infra.names();
@@ -513,7 +520,9 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     }
     let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
-    index::ensure_alias(&search, &alias, 0).await.expect("index");
+    index::ensure_alias(&search, &alias, index::IndexLayout::default())
+        .await
+        .expect("index");
     let settings = ProjectionSettings {
         batch_size: 1000,
         batch_wait: Duration::from_millis(50),
@@ -525,7 +534,9 @@ async fn bench_projection(rows: &mut Vec<Row>) {
     for run in 0..runs() {
         // A fresh group (reads from the start) and a fresh index: the same work every run.
         let target = format!("{alias}_run{run}");
-        index::create_index(&search, &target, 0).await.expect("index");
+        index::create_index(&search, &target, index::IndexLayout::default())
+            .await
+            .expect("index");
         let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
             .expect("cache");
         let group = format!("{}-run{run}", e.names.projection_group());
@@ -571,7 +582,9 @@ async fn bench_projection(rows: &mut Vec<Row>) {
 
         // Raw: the same documents, same batch size, straight to _bulk into a fresh index.
         let raw_index = format!("{alias}_raw{run}");
-        index::create_index(&search, &raw_index, 0).await.expect("raw index");
+        index::create_index(&search, &raw_index, index::IndexLayout::default())
+            .await
+            .expect("raw index");
         let chunks: Vec<&[EventEnvelope]> = envs.chunks(1000).collect();
         let mut started = None;
         for chunk in &chunks {
@@ -996,6 +1009,10 @@ fn main() {
         if selected("projection") {
             eprintln!("bench: projection ...");
             bench_projection(&mut rows).await;
+        }
+        if selected("projection-scaling") {
+            eprintln!("bench: projection scaling ...");
+            projection_scaling::bench_projection_scaling(&mut rows).await;
         }
         if selected("api") {
             eprintln!("bench: API and command consumer ...");

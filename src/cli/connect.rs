@@ -131,7 +131,7 @@ pub async fn subscribed_consumer(
     admin::ensure_topics(
         &kafka,
         &infra.names().all_topics(),
-        admin::DEFAULT_PARTITIONS,
+        infra.kafka_topic_partitions,
         infra.kafka_topic_replication_factor,
     )
     .await?;

@@ -27,6 +27,10 @@ pub struct Args {
     /// Index or alias to write (default: the products alias).
     #[arg(long)]
     pub index: Option<String>,
+    /// Most bulk requests this process has in flight at once across its partition pipelines
+    /// (0: one per partition it owns).
+    #[arg(long, env = "PROJECTION_MAX_CONCURRENT_BULKS", default_value_t = 0)]
+    pub max_concurrent_bulks: usize,
     /// Do not log one indexing_product line per event.
     #[arg(long)]
     pub quiet_events: bool,
@@ -45,7 +49,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         Some(i) => i,
         None => {
             let alias = names.index_alias();
-            index::ensure_alias(&search, &alias, infra.opensearch_index_replicas).await?;
+            index::ensure_alias(&search, &alias, infra.index_layout()).await?;
             alias
         }
     };
@@ -56,9 +60,10 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         batch_size: a.batch_size.max(1),
         batch_wait: a.batch_wait,
         log_each_event: !a.quiet_events,
+        max_concurrent_bulks: a.max_concurrent_bulks,
         ..Default::default()
     };
-    let mut p = ProductEventConsumer::new(
+    let p = ProductEventConsumer::new(
         Arc::new(c),
         search,
         target,

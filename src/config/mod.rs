@@ -12,11 +12,13 @@
 //! | REDIS_CACHE_TTL_SECS | 86400 |
 //! | KAFKA_BOOTSTRAP_SERVERS | 127.0.0.1:9092 |
 //! | KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*, KAFKA_PROPERTIES_FILE, KAFKA_PROPERTY_<NAME> | see `config::kafka` |
+//! | KAFKA_TOPIC_PARTITIONS | 12: partitions of the topics the consumers create when missing (the most consumer pipelines that can work in parallel) |
 //! | KAFKA_TOPIC_REPLICATION_FACTOR | 1: replication factor of the topics the consumers create when missing (-1: the broker's `default.replication.factor`) |
 //! | OPENSEARCH_URL | http://127.0.0.1:9200 |
 //! | OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD | (none) basic auth; credentials in the URL work too |
 //! | OPENSEARCH_CA_FILE | (system roots) PEM file of the CA(s) trusted for `https://` |
 //! | OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS | false: certificates are always verified unless this is true |
+//! | OPENSEARCH_INDEX_SHARDS | 1: primary shards of the products index the projection (or a rebuild) creates |
 //! | OPENSEARCH_INDEX_REPLICAS | 0: replicas of the products index the projection (or a rebuild) creates |
 //! | ALIEXPRESS_NAMESPACE | (empty) prefix of topics, groups, index and Redis keys |
 //! | LOG_FORMAT | pretty (or json) |
@@ -149,6 +151,18 @@ pub struct InfraConfig {
     /// Kafka security settings of every client.
     #[command(flatten)]
     pub kafka_security: KafkaSecurityConfig,
+    /// Partitions of each topic the consumers create when it is missing; an existing topic
+    /// keeps its own (adding partitions moves keys to other partitions, see DEPLOYMENT.md).
+    /// It caps the projection's parallelism: one pipeline per partition, in however many
+    /// processes.
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC_PARTITIONS",
+        global = true,
+        default_value_t = crate::bus::admin::DEFAULT_PARTITIONS,
+        value_parser = clap::value_parser!(i32).range(1..=10_000)
+    )]
+    pub kafka_topic_partitions: i32,
     /// Replication factor of the topics the consumers create when they are missing (-1: the
     /// broker's `default.replication.factor`); an existing topic is left as it is.
     #[arg(
@@ -191,6 +205,16 @@ pub struct InfraConfig {
     /// its own).
     #[arg(long, env = "OPENSEARCH_INDEX_REPLICAS", global = true, default_value_t = 0)]
     pub opensearch_index_replicas: u32,
+    /// Primary shards of a products index the binary creates (an existing index keeps its
+    /// own; a rebuild creates its new index with this many).
+    #[arg(
+        long,
+        env = "OPENSEARCH_INDEX_SHARDS",
+        global = true,
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1024)
+    )]
+    pub opensearch_index_shards: u32,
     /// Prefix for every topic, consumer group, index and Redis key (isolates tests and
     /// parallel environments; empty in production so names match the operations guide).
     #[arg(long, env = "ALIEXPRESS_NAMESPACE", global = true, default_value = "")]
@@ -219,12 +243,22 @@ impl fmt::Debug for InfraConfig {
                 &self.opensearch_danger_accept_invalid_certs,
             )
             .field("opensearch_index_replicas", &self.opensearch_index_replicas)
+            .field("opensearch_index_shards", &self.opensearch_index_shards)
+            .field("kafka_topic_partitions", &self.kafka_topic_partitions)
             .field("namespace", &self.namespace)
             .finish()
     }
 }
 
 impl InfraConfig {
+    /// Shards and replicas of a products index the binary creates.
+    pub fn index_layout(&self) -> crate::search::index::IndexLayout {
+        crate::search::index::IndexLayout {
+            shards: self.opensearch_index_shards,
+            replicas: self.opensearch_index_replicas,
+        }
+    }
+
     /// Checks the shape of every URL without connecting anywhere.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_url("DATABASE_URL", &self.database_url, &["postgres", "postgresql"])?;

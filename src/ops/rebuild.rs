@@ -162,7 +162,7 @@ pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<Rebu
     let new = next_index(&names, old.as_deref());
     // A leftover from a failed run (never aliased) is replaced.
     let _ = d.search.request(Method::Delete, &format!("/{new}"), None, None).await;
-    index::create_index(&d.search, &new, d.infra.opensearch_index_replicas).await?;
+    index::create_index(&d.search, &new, d.infra.index_layout()).await?;
 
     let topic = names.events_topic();
     let group = format!("{}.rebuild.{new}", names.projection_group());

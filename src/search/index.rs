@@ -6,14 +6,32 @@ use serde_json::{json, Value};
 
 use super::{SearchClient, SearchError};
 
-/// Settings and explicit mapping of a products index with `replicas` copies of its shard
-/// (`OPENSEARCH_INDEX_REPLICAS`). `refresh_interval` is explicit: idle shards otherwise stop
-/// refreshing after 30 s without searches.
-pub fn index_body(replicas: u32) -> Value {
+/// How a products index the binary creates is spread: primary shards
+/// (`OPENSEARCH_INDEX_SHARDS`) and replicas of each (`OPENSEARCH_INDEX_REPLICAS`). An existing
+/// index keeps its own; `replay --rebuild` makes a new one with these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexLayout {
+    /// Primary shards: the most nodes that share the indexing work of one index.
+    pub shards: u32,
+    /// Copies of each primary on other nodes (survive a node's loss, serve more searches).
+    pub replicas: u32,
+}
+
+impl Default for IndexLayout {
+    /// One shard, no replica: the single-node local stack.
+    fn default() -> Self {
+        Self { shards: 1, replicas: 0 }
+    }
+}
+
+/// Settings and explicit mapping of a products index laid out as `layout`.
+/// `refresh_interval` is explicit: idle shards otherwise stop refreshing after 30 s without
+/// searches.
+pub fn index_body(layout: IndexLayout) -> Value {
     json!({
         "settings": {
-            "number_of_shards": 1,
-            "number_of_replicas": replicas,
+            "number_of_shards": layout.shards,
+            "number_of_replicas": layout.replicas,
             "refresh_interval": "1s",
             "analysis": {
                 "analyzer": {
@@ -63,10 +81,10 @@ pub async fn alias_target(client: &SearchClient, alias: &str) -> Result<Option<S
     Ok(v.as_object().and_then(|o| o.keys().next().cloned()))
 }
 
-/// Creates `index` with the mapping and `replicas` replicas (an existing index is fine).
-pub async fn create_index(client: &SearchClient, index: &str, replicas: u32) -> Result<(), SearchError> {
+/// Creates `index` with the mapping, laid out as `layout` (an existing index is fine).
+pub async fn create_index(client: &SearchClient, index: &str, layout: IndexLayout) -> Result<(), SearchError> {
     let (status, v) = client
-        .request(Method::Put, &format!("/{index}"), Some(index_body(replicas)), None)
+        .request(Method::Put, &format!("/{index}"), Some(index_body(layout)), None)
         .await?;
     let exists = v.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
     if status >= 300 && !exists {
@@ -78,14 +96,14 @@ pub async fn create_index(client: &SearchClient, index: &str, replicas: u32) -> 
     Ok(())
 }
 
-/// Makes sure `alias` exists, creating `<alias>_v1` (with `replicas` replicas) behind it on
+/// Makes sure `alias` exists, creating `<alias>_v1` (laid out as `layout`) behind it on
 /// first use. Returns the concrete index.
-pub async fn ensure_alias(client: &SearchClient, alias: &str, replicas: u32) -> Result<String, SearchError> {
+pub async fn ensure_alias(client: &SearchClient, alias: &str, layout: IndexLayout) -> Result<String, SearchError> {
     if let Some(target) = alias_target(client, alias).await? {
         return Ok(target);
     }
     let index = format!("{alias}_v1");
-    create_index(client, &index, replicas).await?;
+    create_index(client, &index, layout).await?;
     client
         .ok(
             Method::Post,

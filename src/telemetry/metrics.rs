@@ -62,6 +62,12 @@ metric!(PROJECTION_VERSION_GAPS: IntCounter = register_int_counter!(
     "aliexpress_projection_version_gaps_total", "Events whose version skipped past stored version + 1"));
 metric!(PROJECTION_CACHE_DEFERRED: IntGauge = register_int_gauge!(
     "aliexpress_projection_cache_deferred_products", "Products whose Redis write waits for Redis to answer again"));
+metric!(PROJECTION_UNFINISHED: IntCounter = register_int_counter!(
+    "aliexpress_projection_unfinished_total", "Messages a projection batch left unfinished (retried later, never committed past)"));
+metric!(PROJECTION_PIPELINES: IntGauge = register_int_gauge!(
+    "aliexpress_projection_partition_pipelines", "Partition pipelines this projection process runs (one per assigned partition that had messages)"));
+metric!(PROJECTION_PARTITIONS_PAUSED: IntGauge = register_int_gauge!(
+    "aliexpress_projection_partitions_paused", "Partitions paused because their pipeline's queue is full (a slow partition, held alone)"));
 metric!(DLQ_MESSAGES: IntCounterVec = register_int_counter_vec!(
     "aliexpress_dlq_messages_total", "Messages sent to a dead-letter topic", &["topic", "error_class"]));
 metric!(CONSUMER_LAG: IntGaugeVec = register_int_gauge_vec!(

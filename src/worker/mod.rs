@@ -2,6 +2,7 @@
 //! `run_until_stopped` around it that handles waiting, retries and shutdown.
 
 pub mod outbox_relay;
+pub mod partition_pipelines;
 pub mod product_consumer;
 pub mod product_event_consumer;
 pub mod shutdown;

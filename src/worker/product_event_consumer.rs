@@ -13,6 +13,13 @@
 //!   of times (partitions paused, the consumer still polled so it stays in the group); if
 //!   still failing, the message is unfinished: not committed past, its partition sought back.
 //!
+//! `run-product-event-consumer` runs one such pipeline per assigned partition
+//! ([`PartitionPipelines`](super::partition_pipelines::PartitionPipelines)): partitions do not
+//! wait for each other, and a pipeline keeps its unfinished messages and retries them
+//! (instead of seeking back) while its partition is paused once its queue is full.
+//! [`process_once`](ProductEventConsumer::process_once) reads the consumer as one stream
+//! (a rebuild, tests) and seeks back instead.
+//!
 //! Redis is a cache and never holds the index back: states Redis could not take are kept
 //! (the newest per product, bounded) and written as soon as it answers again, while
 //! OpenSearch keeps up. Until they are written, offsets of their partitions are not committed
@@ -21,12 +28,13 @@
 
 use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 use chrono::Utc;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::Offset;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::Shutdown;
@@ -42,7 +50,7 @@ use crate::search::document::product_document;
 use crate::search::SearchClient;
 use crate::telemetry::metrics::{
     CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_CACHE_DEFERRED,
-    PROJECTION_EVENTS, PROJECTION_VERSION_GAPS,
+    PROJECTION_EVENTS, PROJECTION_UNFINISHED, PROJECTION_VERSION_GAPS,
 };
 
 /// True when OpenSearch refused a bulk request as a whole for what it carries (400 bad
@@ -74,6 +82,12 @@ pub struct ProjectionSettings {
     pub max_deferred_cache: usize,
     /// Log one `indexing_product` line per event.
     pub log_each_event: bool,
+    /// Most bulk requests one process has in flight at once, across its partition pipelines
+    /// (0: one per pipeline). Bounds what one process asks of OpenSearch's write queue.
+    pub max_concurrent_bulks: usize,
+    /// Added to every bulk request (0 in production): a modelled round trip to a remote
+    /// cluster, so that benchmarks can measure scaling that this machine's cores do not bound.
+    pub modelled_bulk_latency: Duration,
 }
 
 impl Default for ProjectionSettings {
@@ -86,6 +100,8 @@ impl Default for ProjectionSettings {
             retries: 5,
             max_deferred_cache: 100_000,
             log_each_event: true,
+            max_concurrent_bulks: 0,
+            modelled_bulk_latency: Duration::ZERO,
         }
     }
 }
@@ -134,6 +150,20 @@ struct Decoded {
     trace_id: Option<String>,
 }
 
+/// Where a projector's messages come from.
+enum Feed {
+    /// The consumer itself, every assigned partition in one stream. Unfinished messages are
+    /// sought back to and delivered again.
+    Consumer,
+    /// One partition's messages, handed over by the partition dispatcher. Unfinished messages
+    /// stay in `carry` and head the next batch (no seek: the dispatcher owns the stream).
+    Partition {
+        rx: mpsc::Receiver<OwnedMessage>,
+        /// The dispatcher closed the queue (partition revoked, or shutdown) and it is empty.
+        closed: bool,
+    },
+}
+
 /// Dependencies of the projection.
 pub struct ProductEventConsumer {
     /// Subscribed consumer.
@@ -151,8 +181,14 @@ pub struct ProductEventConsumer {
     /// Tuning.
     pub settings: ProjectionSettings,
     retry: RetryPolicy,
-    /// Messages received while paused, processed in the next batch.
+    /// Shared by a process's pipelines when `max_concurrent_bulks` is set.
+    bulk_permits: Option<Arc<tokio::sync::Semaphore>>,
+    feed: Feed,
+    /// Messages received while paused (or left unfinished by a partition pipeline), processed
+    /// in the next batch.
     carry: Vec<OwnedMessage>,
+    /// Deferred Redis writes last added to the process-wide gauge.
+    deferred_reported: usize,
     /// Redis writes waiting for Redis, by product.
     deferred: HashMap<Uuid, DeferredCache>,
     /// No Redis attempt before this instant (after a failure), so the index is not slowed.
@@ -187,8 +223,12 @@ impl ProductEventConsumer {
             group,
             cache_backoff: Box::new(retry.backoff()),
             retry,
+            bulk_permits: (settings.max_concurrent_bulks > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_bulks))),
             settings,
+            feed: Feed::Consumer,
             carry: Vec::new(),
+            deferred_reported: 0,
             deferred: HashMap::new(),
             cache_retry_at: None,
             whole_request_refused: false,
@@ -197,36 +237,79 @@ impl ProductEventConsumer {
         }
     }
 
+    /// A pipeline with this projector's dependencies fed by `rx` (one partition's messages).
+    pub(super) fn partition_pipeline(&self, rx: mpsc::Receiver<OwnedMessage>) -> Self {
+        let mut p = Self::new(
+            self.consumer.clone(),
+            self.search.clone(),
+            self.index.clone(),
+            self.cache.clone(),
+            self.dlq.clone(),
+            self.group.clone(),
+            self.settings.clone(),
+        );
+        p.feed = Feed::Partition { rx, closed: false };
+        p.bulk_permits.clone_from(&self.bulk_permits);
+        p
+    }
+
     /// Products whose Redis write is waiting for Redis.
     pub fn deferred_cache_writes(&self) -> usize {
         self.deferred.len()
     }
 
+    /// The next message within `deadline`, from the consumer or the partition queue.
+    async fn next_message(&mut self, deadline: Instant) -> Option<OwnedMessage> {
+        match &mut self.feed {
+            Feed::Consumer => loop {
+                match tokio::time::timeout_at(deadline.into(), self.consumer.recv()).await {
+                    Err(_) => return None,
+                    // Brokers unreachable and the like: librdkafka reconnects; keep polling.
+                    Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+                    Ok(Ok(m)) => return Some(m.detach()),
+                }
+            },
+            Feed::Partition { rx, closed } => match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Err(_) => None,
+                Ok(None) => {
+                    *closed = true;
+                    None
+                }
+                Ok(Some(m)) => Some(m),
+            },
+        }
+    }
+
+    /// True once a partition pipeline's queue is closed and drained.
+    pub(super) fn feed_closed(&self) -> bool {
+        matches!(self.feed, Feed::Partition { closed: true, .. })
+    }
+
     async fn collect_batch(&mut self, first_wait: Duration) -> Vec<OwnedMessage> {
         let mut batch = std::mem::take(&mut self.carry);
-        let first_deadline = Instant::now() + first_wait;
-        while batch.is_empty() {
-            match tokio::time::timeout_at(first_deadline.into(), self.consumer.recv()).await {
-                Err(_) => return batch,
-                // Brokers unreachable and the like: librdkafka reconnects; keep polling.
-                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
-                Ok(Ok(m)) => batch.push(m.detach()),
+        if batch.is_empty() {
+            match self.next_message(Instant::now() + first_wait).await {
+                Some(m) => batch.push(m),
+                None => return batch,
             }
         }
         let deadline = Instant::now() + self.settings.batch_wait;
         while batch.len() < self.settings.batch_size {
-            match tokio::time::timeout_at(deadline.into(), self.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error while filling a batch"),
-                Ok(Ok(m)) => batch.push(m.detach()),
+            match self.next_message(deadline).await {
+                Some(m) => batch.push(m),
+                None => break,
             }
         }
         batch
     }
 
-    /// Sleeps `d` while keeping the consumer polled (so it stays in the group); messages that
-    /// still arrive are kept for the next batch. True when shutdown fired.
+    /// Sleeps `d`; a projector reading the consumer keeps it polled meanwhile (so it stays in
+    /// the group) and keeps what still arrives for the next batch (a partition pipeline's
+    /// queue simply fills, and its dispatcher pauses the partition). True when shutdown fired.
     async fn wait_polling(&mut self, d: Duration, shutdown: &Shutdown) -> bool {
+        if matches!(self.feed, Feed::Partition { .. }) {
+            return shutdown.sleep(d).await;
+        }
         let until = tokio::time::Instant::now() + d;
         loop {
             tokio::select! {
@@ -240,6 +323,9 @@ impl ProductEventConsumer {
     }
 
     fn set_paused(&self, paused: bool) {
+        if matches!(self.feed, Feed::Partition { .. }) {
+            return;
+        }
         if let Ok(a) = self.consumer.assignment() {
             let r = if paused {
                 self.consumer.pause(&a)
@@ -278,6 +364,7 @@ impl ProductEventConsumer {
         let indexed = self.index(&batch, events, &mut finished, &mut out, shutdown).await;
         self.cache(&batch, indexed, &mut out).await;
         out.unfinished = finished.iter().filter(|f| !**f).count();
+        PROJECTION_UNFINISHED.inc_by(out.unfinished as u64);
         self.commit(&batch, &finished);
         Ok(out)
     }
@@ -436,8 +523,15 @@ impl ProductEventConsumer {
         };
         let mut results = Vec::with_capacity(items.len());
         for chunk in chunks {
+            let _permit = match &self.bulk_permits {
+                Some(p) => Some(p.clone().acquire_owned().await.expect("the semaphore is never closed")),
+                None => None,
+            };
             let started = Instant::now();
             let r = index_items(&self.search, &self.index, chunk).await;
+            if !self.settings.modelled_bulk_latency.is_zero() {
+                tokio::time::sleep(self.settings.modelled_bulk_latency).await;
+            }
             PROJECTION_BULK_DURATION.observe(started.elapsed().as_secs_f64());
             match r {
                 Ok(rs) => results.extend(rs),
@@ -552,8 +646,17 @@ impl ProductEventConsumer {
                 self.cache_retry_at = Some(Instant::now() + d);
             }
         }
-        PROJECTION_CACHE_DEFERRED.set(i64::try_from(self.deferred.len()).unwrap_or(i64::MAX));
+        self.report_deferred();
         gaps
+    }
+
+    /// Adds this projector's change in deferred Redis writes to the process-wide gauge (one
+    /// process runs a projector per partition).
+    fn report_deferred(&mut self) {
+        let now = self.deferred.len();
+        let delta = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(self.deferred_reported).unwrap_or(i64::MAX);
+        PROJECTION_CACHE_DEFERRED.add(delta);
+        self.deferred_reported = now;
     }
 
     /// Stage 4: records per partition how far every message is finished, seeks partitions
@@ -582,6 +685,19 @@ impl ProductEventConsumer {
         for ((topic, partition), offset) in unfinished {
             if let Some(p) = self.progress.get_mut(&(topic.clone(), partition)) {
                 *p = (*p).min(offset - 1);
+            }
+            if matches!(self.feed, Feed::Partition { .. }) {
+                // Kept and tried again first in the next batch; what follows it in the
+                // partition is finished (or kept too), so nothing needs delivering again.
+                let mut kept: Vec<OwnedMessage> = batch
+                    .iter()
+                    .zip(finished)
+                    .filter(|(_, f)| !**f)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                kept.append(&mut self.carry);
+                self.carry = kept;
+                continue;
             }
             self.carry
                 .retain(|m| !(m.topic() == topic && m.partition() == partition && m.offset() >= offset));
@@ -675,18 +791,27 @@ impl ProductEventConsumer {
         }
     }
 
-    /// Consumes until shutdown; commits what was stored and leaves the group. After a batch
-    /// that left messages unfinished, waits a growing, jittered delay (still polling).
-    pub async fn run_until_stopped(&mut self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
-        tracing::info!(topic, group = %self.group, index = %self.index, "Product Event Consumer started and polling Kafka...");
-        let mut last_lag = Instant::now() - Duration::from_secs(60);
+    /// Consumes until shutdown with one pipeline per assigned partition (see
+    /// [`PartitionPipelines`](super::partition_pipelines::PartitionPipelines)); commits what was
+    /// stored and leaves the group.
+    pub async fn run_until_stopped(self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
+        super::partition_pipelines::PartitionPipelines::new(self)
+            .run(topic, shutdown)
+            .await
+    }
+
+    /// A partition pipeline's loop: batches from its queue until the queue is closed and
+    /// drained or shutdown fires. After a batch that left messages unfinished, waits a
+    /// growing, jittered delay (its queue fills meanwhile and the partition is paused); then
+    /// writes what waits for Redis and stores its progress.
+    pub(super) async fn run_partition(mut self, shutdown: Shutdown) -> Result<(), anyhow::Error> {
         let mut backoff = self.retry.backoff();
         while !shutdown.is_triggered() {
-            if let Some(e) = crate::bus::consumer::fatal_error(&*self.consumer) {
-                // What is deferred for Redis is re-delivered: its offsets were never stored.
-                anyhow::bail!("the Kafka consumer hit a fatal error ({e}); exiting so the role is started again");
-            }
             let out = self.process_once(Duration::from_millis(500), &shutdown).await?;
+            if self.feed_closed() && (out.received == 0 || out.unfinished > 0) {
+                // Revoked (or shutting down): what is unfinished goes to the next owner.
+                break;
+            }
             if out.unfinished > 0 {
                 let d = backoff.next().unwrap_or(self.settings.retry_max);
                 tracing::warn!(
@@ -695,21 +820,15 @@ impl ProductEventConsumer {
                     "events left unfinished; backing off"
                 );
                 shutdown.sleep(d).await;
-            } else {
+            } else if out.received > 0 {
                 backoff = self.retry.backoff();
-            }
-            if last_lag.elapsed() > Duration::from_secs(5) {
-                self.update_lag(topic).await;
-                last_lag = Instant::now();
             }
         }
         self.flush_deferred(true).await;
         self.store_progress();
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit (nothing stored?)");
-        }
-        self.consumer.unsubscribe();
-        tracing::info!("Product Event Consumer stopped");
+        // Whatever still waits for Redis is delivered again to the partition's next owner.
+        self.deferred.clear();
+        self.report_deferred();
         Ok(())
     }
 }

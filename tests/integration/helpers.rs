@@ -59,6 +59,8 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
         redis_cache_ttl_secs: 3600,
         kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         kafka_security: Default::default(),
+        // Three partitions: enough for several pipelines, cheap for the broker across many runs.
+        kafka_topic_partitions: 3,
         kafka_topic_replication_factor: 1,
         opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
         opensearch_username: None,
@@ -66,6 +68,7 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
         opensearch_ca_file: None,
         opensearch_danger_accept_invalid_certs: false,
         opensearch_index_replicas: 0,
+        opensearch_index_shards: 1,
         namespace: namespace.to_owned(),
     }
 }
@@ -235,7 +238,7 @@ impl TestEnv {
         admin::ensure_topics(
             &infra.kafka().expect("kafka settings"),
             &names.all_topics(),
-            3,
+            infra.kafka_topic_partitions,
             infra.kafka_topic_replication_factor,
         )
         .await
@@ -324,7 +327,7 @@ impl TestEnv {
             None => self.search(),
         };
         let alias = self.names.index_alias();
-        index::ensure_alias(&self.search(), &alias, self.infra.opensearch_index_replicas)
+        index::ensure_alias(&self.search(), &alias, self.infra.index_layout())
             .await
             .expect("index alias");
         let group = group

@@ -499,3 +499,161 @@ async fn a_version_gap_is_applied_with_full_state_and_counted() {
     let doc = env.document(&id).await.expect("doc");
     assert_eq!(doc["_source"]["stock"], 8, "full state of v3 applied");
 }
+
+/// Sets one configuration entry of `topic` on the broker.
+async fn set_topic_config(env: &crate::helpers::TestEnv, topic: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        aliexpress::bus::producer::base_config(&env.infra.kafka().expect("kafka settings"))
+            .create()
+            .expect("admin client");
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    let r = admin
+        .alter_configs(
+            &[change],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("alter configs");
+    assert!(r.iter().all(Result::is_ok), "{topic} {key}={value}: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_that_cannot_finish_a_message_does_not_hold_the_others() {
+    use aliexpress::telemetry::metrics::PROJECTION_UNFINISHED;
+    use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+    let app = TestApp::spawn().await;
+    let env = &app.env;
+    let topic = env.names.events_topic();
+    // The DLQ refuses every record (each is larger than it allows): the poison below can be
+    // neither projected nor dead-lettered, so its partition's pipeline backs off, for 120 s.
+    set_topic_config(env, &env.names.events_dlq_topic(), "max.message.bytes", "64").await;
+    let projector = |template: ProductEventConsumer, retry: Duration| {
+        ProductEventConsumer::new(
+            template.consumer.clone(),
+            template.search.clone(),
+            template.index.clone(),
+            template.cache.clone(),
+            template.dlq.clone(),
+            template.group.clone(),
+            ProjectionSettings {
+                batch_size: 200,
+                batch_wait: Duration::from_millis(50),
+                retry_base: retry,
+                retry_max: retry,
+                retries: 1,
+                ..Default::default()
+            },
+        )
+    };
+    let template = env.projector(None, None).await;
+    let consumer = template.consumer.clone();
+    let shutdown = Shutdown::new();
+    let role = tokio::spawn({
+        let (p, s, t) = (
+            projector(template, Duration::from_secs(120)),
+            shutdown.clone(),
+            topic.clone(),
+        );
+        async move { p.run_until_stopped(&t, s).await }
+    });
+    let unfinished_before = PROJECTION_UNFINISHED.get();
+    env.producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .partition(0)
+                .key("poison")
+                .payload("{not an event"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("poison produced");
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            PROJECTION_UNFINISHED.get() > unfinished_before
+        })
+        .await,
+        "the poison was tried and left unfinished"
+    );
+
+    // Products written now land on every partition; partition 0's wait behind the poison.
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let p = app.create_product(&format!("SKU-LANE-{i}"), "Lane lamp").await;
+        ids.push(p["id"].as_str().expect("id").to_owned());
+    }
+    app.env.drain_outbox().await;
+    let msgs = env.read_topic(&topic, ids.len() + 1, Duration::from_secs(30)).await;
+    let partition_of = |id: &str| {
+        msgs.iter()
+            .find(|m| m.key() == Some(id.as_bytes()))
+            .map(|m| m.partition())
+            .expect("event of each product")
+    };
+    let (held, free): (Vec<&String>, Vec<&String>) = ids.iter().partition(|id| partition_of(id) == 0);
+    assert!(
+        !held.is_empty() && !free.is_empty(),
+        "products on partition 0 and on others"
+    );
+    let all_free_indexed = wait_until(Duration::from_secs(30), || async {
+        for id in &free {
+            if env.document(id).await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // One consumer loop would have waited out the 120 s back-off before any of these.
+    assert!(
+        all_free_indexed,
+        "the other partitions went on while partition 0 backed off"
+    );
+    for id in &held {
+        assert!(
+            env.document(id).await.is_none(),
+            "{id} waits behind the poison on partition 0"
+        );
+    }
+    shutdown.trigger();
+    role.await.expect("role task").expect("role stops cleanly");
+    let committed = crate::helpers::committed_offset(&consumer, &topic, 0).await;
+    assert!(
+        committed.is_none_or(|o| o <= 0),
+        "nothing committed past the poison: {committed:?}"
+    );
+
+    // The DLQ takes records again: a new run dead-letters the poison and projects the rest.
+    set_topic_config(env, &env.names.events_dlq_topic(), "max.message.bytes", "1048588").await;
+    let shutdown = Shutdown::new();
+    let role = tokio::spawn({
+        let template = env.projector(None, None).await;
+        let (p, s, t) = (
+            projector(template, Duration::from_millis(200)),
+            shutdown.clone(),
+            topic.clone(),
+        );
+        async move { p.run_until_stopped(&t, s).await }
+    });
+    let caught_up = wait_until(Duration::from_secs(60), || async {
+        for id in &held {
+            if env.document(id).await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        caught_up,
+        "partition 0's products projected once the poison is dead-lettered"
+    );
+    let dead = env
+        .read_topic(&env.names.events_dlq_topic(), 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(dead.len(), 1, "the poison, once");
+    assert_eq!(dead[0].payload(), Some(&b"{not an event"[..]));
+    shutdown.trigger();
+    role.await.expect("role task").expect("role stops cleanly");
+}

@@ -1,0 +1,277 @@
+//! One projection pipeline per assigned partition, behind `run-product-event-consumer`.
+//!
+//! A single task polls the consumer (so the process stays in its group) and hands each
+//! message to its partition's pipeline, a task running the stages of
+//! [`ProductEventConsumer`] over a bounded queue. Partitions therefore never wait for each
+//! other: one whose index writes are slow, or whose message cannot be dead-lettered yet, backs
+//! off alone while the others go on. Order within a partition (and so per product, the key)
+//! is kept: one pipeline per partition, messages in offset order.
+//!
+//! Backpressure: when a pipeline's queue is full, its partition is paused and the message is
+//! held here; the partition is resumed once the queue has room and the held messages are
+//! handed over. librdkafka resumes a paused partition from the message after the last one it
+//! delivered, so nothing is skipped or delivered twice by pausing.
+//!
+//! A pipeline is started for a partition when its first message arrives and stopped when the
+//! partition is no longer assigned (checked every second, and on every rebalance its
+//! messages simply stop coming): its queue is closed, it finishes the batch in hand and
+//! stores what it finished; what it had not finished goes to the partition's next owner
+//! (offsets are never stored past it).
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::TopicPartitionList;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::JoinHandle;
+
+use super::product_event_consumer::ProductEventConsumer;
+use super::Shutdown;
+use crate::telemetry::metrics::{PROJECTION_PARTITIONS_PAUSED, PROJECTION_PIPELINES};
+
+type Partition = (String, i32);
+
+/// A running pipeline and what waits to enter its queue.
+struct Lane {
+    tx: mpsc::Sender<OwnedMessage>,
+    task: JoinHandle<anyhow::Result<()>>,
+    /// Messages that found the queue full, in offset order; the partition is paused meanwhile.
+    held: VecDeque<OwnedMessage>,
+}
+
+/// The dispatcher: routes each message to its partition's pipeline.
+pub struct PartitionPipelines {
+    template: ProductEventConsumer,
+    consumer: Arc<StreamConsumer>,
+    lanes: HashMap<Partition, Lane>,
+    /// Pipelines of partitions no longer assigned, finishing their batch.
+    retiring: HashMap<Partition, JoinHandle<anyhow::Result<()>>>,
+    /// Messages one pipeline's queue holds: about two batches, so the next one is ready.
+    queue_capacity: usize,
+    /// The role's signal, shared with the pipelines: on it each ends the batch in hand
+    /// without waiting out retries, then stores its progress.
+    shutdown: Shutdown,
+}
+
+impl PartitionPipelines {
+    /// A dispatcher whose pipelines get `template`'s dependencies and settings.
+    pub fn new(template: ProductEventConsumer) -> Self {
+        let consumer = template.consumer.clone();
+        let queue_capacity = template.settings.batch_size.saturating_mul(2).max(1);
+        Self {
+            template,
+            consumer,
+            lanes: HashMap::new(),
+            retiring: HashMap::new(),
+            queue_capacity,
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    /// Polls and dispatches until shutdown (or a fatal consumer error, or a pipeline that
+    /// failed); then closes every queue, waits for the pipelines to store what they finished,
+    /// commits and leaves the group.
+    pub async fn run(mut self, topic: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+        self.shutdown = shutdown.clone();
+        tracing::info!(topic, group = %self.template.group, index = %self.template.index,
+            "Product Event Consumer started and polling Kafka...");
+        let mut last_lag = Instant::now() - Duration::from_secs(60);
+        let mut last_assignment = Instant::now();
+        let result = loop {
+            if shutdown.is_triggered() {
+                break Ok(());
+            }
+            if let Some(e) = crate::bus::consumer::fatal_error(&*self.consumer) {
+                break Err(anyhow::anyhow!(
+                    "the Kafka consumer hit a fatal error ({e}); exiting so the role is started again"
+                ));
+            }
+            if let Err(e) = self.check_pipelines().await {
+                break Err(e);
+            }
+            let wait = if self.lanes.values().any(|l| !l.held.is_empty()) {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_millis(500)
+            };
+            tokio::select! {
+                () = shutdown.wait() => {}
+                r = tokio::time::timeout(wait, self.consumer.recv()) => match r {
+                    Err(_) => {}
+                    // Brokers unreachable and the like: librdkafka reconnects; keep polling.
+                    Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+                    Ok(Ok(m)) => self.dispatch(m.detach()),
+                },
+            }
+            self.hand_over_held();
+            if last_assignment.elapsed() >= Duration::from_secs(1) {
+                self.retire_revoked();
+                last_assignment = Instant::now();
+            }
+            if last_lag.elapsed() > Duration::from_secs(5) {
+                self.template.update_lag(topic).await;
+                last_lag = Instant::now();
+            }
+        };
+        self.stop_all().await;
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final commit (nothing stored?)");
+        }
+        self.consumer.unsubscribe();
+        tracing::info!("Product Event Consumer stopped");
+        result
+    }
+
+    /// Hands `m` to its partition's pipeline (starting one if needed); holds it and pauses the
+    /// partition when the queue is full.
+    fn dispatch(&mut self, m: OwnedMessage) {
+        let key = (m.topic().to_owned(), m.partition());
+        if !self.lanes.contains_key(&key) {
+            let lane = self.start(&key);
+            self.lanes.insert(key.clone(), lane);
+        }
+        let Some(lane) = self.lanes.get_mut(&key) else { return };
+        if !lane.held.is_empty() {
+            lane.held.push_back(m);
+            return;
+        }
+        match lane.tx.try_send(m) {
+            Ok(()) => {}
+            Err(TrySendError::Full(m)) => {
+                lane.held.push_back(m);
+                set_paused(&self.consumer, &key, true);
+            }
+            // Its task ended; `check_pipelines` reports why.
+            Err(TrySendError::Closed(m)) => lane.held.push_back(m),
+        }
+    }
+
+    /// Moves held messages into queues that have room; resumes partitions whose held messages
+    /// are all handed over.
+    fn hand_over_held(&mut self) {
+        for (key, lane) in &mut self.lanes {
+            if lane.held.is_empty() {
+                continue;
+            }
+            while let Some(m) = lane.held.pop_front() {
+                match lane.tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(m) | TrySendError::Closed(m)) => {
+                        lane.held.push_front(m);
+                        break;
+                    }
+                }
+            }
+            if lane.held.is_empty() {
+                set_paused(&self.consumer, key, false);
+            }
+        }
+        let paused = self.lanes.values().filter(|l| !l.held.is_empty()).count();
+        PROJECTION_PARTITIONS_PAUSED.set(i64::try_from(paused).unwrap_or(i64::MAX));
+    }
+
+    fn start(&mut self, key: &Partition) -> Lane {
+        if let Some(old) = self.retiring.remove(key) {
+            // Assigned back while its last pipeline still works: that one stops now; it never
+            // stored past what it finished, so the new one loses nothing.
+            old.abort();
+        }
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let pipeline = self.template.partition_pipeline(rx);
+        let span = tracing::info_span!("partition", kafka.topic = %key.0, kafka.partition = key.1);
+        let shutdown = self.shutdown.clone();
+        let task = tokio::spawn(tracing::Instrument::instrument(pipeline.run_partition(shutdown), span));
+        tracing::info!(kafka.topic = %key.0, kafka.partition = key.1, "partition pipeline started");
+        PROJECTION_PIPELINES.inc();
+        Lane {
+            tx,
+            task,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Closes the queues of partitions no longer assigned; forgets retired pipelines that
+    /// ended.
+    fn retire_revoked(&mut self) {
+        let assigned: Option<HashSet<Partition>> = self.consumer.assignment().ok().map(|a| {
+            a.elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect()
+        });
+        if let Some(assigned) = assigned {
+            let gone: Vec<Partition> = self.lanes.keys().filter(|k| !assigned.contains(*k)).cloned().collect();
+            for key in gone {
+                if let Some(lane) = self.lanes.remove(&key) {
+                    tracing::info!(kafka.topic = %key.0, kafka.partition = key.1, held = lane.held.len(),
+                        "partition revoked; its pipeline finishes its batch and stops");
+                    PROJECTION_PIPELINES.dec();
+                    self.retiring.insert(key, lane.task);
+                }
+            }
+        }
+        self.retiring.retain(|_, t| !t.is_finished());
+    }
+
+    /// An error when a pipeline ended by itself (it only ends when its queue is closed).
+    async fn check_pipelines(&mut self) -> anyhow::Result<()> {
+        let ended: Vec<Partition> = self
+            .lanes
+            .iter()
+            .filter(|(_, l)| l.task.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ended {
+            if let Some(lane) = self.lanes.remove(&key) {
+                PROJECTION_PIPELINES.dec();
+                let why = match lane.task.await {
+                    Ok(Ok(())) => "ended".to_owned(),
+                    Ok(Err(e)) => format!("failed: {e:#}"),
+                    Err(e) => format!("panicked: {e}"),
+                };
+                anyhow::bail!("the pipeline of partition {} of {} {why}", key.1, key.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every queue and waits for each pipeline to finish its batch and store its
+    /// progress.
+    async fn stop_all(&mut self) {
+        let mut tasks: Vec<(Partition, JoinHandle<anyhow::Result<()>>)> = self.retiring.drain().collect();
+        for (key, lane) in self.lanes.drain() {
+            PROJECTION_PIPELINES.dec();
+            drop(lane.tx);
+            tasks.push((key, lane.task));
+        }
+        for ((topic, partition), task) in tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(kafka.topic = %topic, kafka.partition = partition, error = %e, "partition pipeline failed")
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    tracing::warn!(kafka.topic = %topic, kafka.partition = partition, error = %e, "partition pipeline panicked")
+                }
+            }
+        }
+        PROJECTION_PARTITIONS_PAUSED.set(0);
+    }
+}
+
+fn set_paused(consumer: &StreamConsumer, (topic, partition): &Partition, paused: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, *partition);
+    let r = if paused {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = r {
+        // Revoked meanwhile: pausing no longer matters.
+        tracing::debug!(kafka.partition = partition, paused, error = %e, "pause/resume failed");
+    }
+}
