@@ -14,7 +14,7 @@
 //! | KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*, KAFKA_PROPERTIES_FILE, KAFKA_PROPERTY_<NAME> | see `config::kafka` |
 //! | KAFKA_TOPIC_PARTITIONS | 12: partitions of the topics the consumers create when missing (the most consumer pipelines that can work in parallel) |
 //! | KAFKA_TOPIC_REPLICATION_FACTOR | 1: replication factor of the topics the consumers create when missing (-1: the broker's `default.replication.factor`) |
-//! | OPENSEARCH_URL | http://127.0.0.1:9200 |
+//! | OPENSEARCH_URL | http://127.0.0.1:9200 (several nodes of one cluster: comma separated) |
 //! | OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD | (none) basic auth; credentials in the URL work too |
 //! | OPENSEARCH_CA_FILE | (system roots) PEM file of the CA(s) trusted for `https://` |
 //! | OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS | false: certificates are always verified unless this is true |
@@ -173,7 +173,7 @@ pub struct InfraConfig {
         allow_negative_numbers = true
     )]
     pub kafka_topic_replication_factor: i32,
-    /// OpenSearch URL (product search).
+    /// OpenSearch URL (product search); several nodes of one cluster comma separated.
     #[arg(
         long,
         env = "OPENSEARCH_URL",
@@ -263,7 +263,9 @@ impl InfraConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_url("DATABASE_URL", &self.database_url, &["postgres", "postgresql"])?;
         check_url("REDIS_URL", &self.redis_url, &["redis", "rediss"])?;
-        check_url("OPENSEARCH_URL", &self.opensearch_url, &["http", "https"])?;
+        for url in self.opensearch_url.split(',').map(str::trim) {
+            check_url("OPENSEARCH_URL", url, &["http", "https"])?;
+        }
         if self.kafka_bootstrap_servers.split(',').any(|s| {
             let s = s.trim();
             s.rsplit_once(':')
@@ -376,6 +378,18 @@ fn read_pem(setting: &'static str, path: Option<&PathBuf>) -> Result<Option<Vec<
 /// The URL with any password (user info, or a `password`/`sslpassword` query parameter)
 /// replaced by `***`, for messages and logs.
 pub fn redact(value: &str) -> String {
+    // A list of URLs (several OpenSearch nodes): each one redacted.
+    if value.contains(',') && value.split(',').all(|p| url::Url::parse(p.trim()).is_ok()) {
+        return value
+            .split(',')
+            .map(|p| redact_one(p.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(value)
+}
+
+fn redact_one(value: &str) -> String {
     match url::Url::parse(value) {
         Ok(mut u) => {
             if u.password().is_some() {
@@ -462,6 +476,15 @@ mod tests {
         assert!(!help.contains("aliexpress:aliexpress@"), "{help}");
         assert!(!help.contains(":aliexpress@"), "{help}");
         assert!(help.contains("redis://:***@127.0.0.1:6379"), "{help}");
+    }
+
+    #[test]
+    fn a_list_of_opensearch_urls_is_checked_and_redacted_url_by_url() {
+        let c = parse(&["--opensearch-url", "http://a:9200, https://u:pw@b:9200"]);
+        assert!(c.validate().is_ok());
+        assert_eq!(redact(&c.opensearch_url), "http://a:9200/,https://u:***@b:9200/");
+        let e = parse(&["--opensearch-url", "http://a:9200,ftp://b"]).validate().unwrap_err();
+        assert_eq!(e.setting, "OPENSEARCH_URL");
     }
 
     #[test]

@@ -5,15 +5,21 @@
 //! so a transport error (which quotes the URL) never carries the password. Certificates are
 //! always verified (system roots, or the CA of `OPENSEARCH_CA_FILE`) unless
 //! `OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS` says otherwise, which is logged as a warning.
+//!
+//! `OPENSEARCH_URL` may list several nodes of one cluster, comma separated: requests go to
+//! them in turn (any node coordinates any request), and a request whose connection a node
+//! refuses is sent at once to the next one, so losing a node costs no request. The cluster
+//! itself keeps the data on the surviving nodes (replicas); nothing here tracks membership.
 
 use opensearch::auth::Credentials;
 use opensearch::cert::{Certificate, CertificateValidation};
 use opensearch::http::headers::HeaderMap;
-use opensearch::http::request::JsonBody;
-use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use opensearch::http::transport::{Connection, ConnectionPool, SingleNodeConnectionPool, TransportBuilder};
 use opensearch::http::Method;
 use opensearch::OpenSearch;
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::SearchError;
@@ -32,11 +38,27 @@ pub struct SearchAccess {
     pub danger_accept_invalid_certs: bool,
 }
 
+/// The nodes of `OPENSEARCH_URL`, taken in turn.
+#[derive(Debug, Clone)]
+struct RoundRobin {
+    nodes: Arc<[Connection]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl ConnectionPool for RoundRobin {
+    fn next(&self) -> Connection {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        self.nodes[i].clone()
+    }
+}
+
 /// OpenSearch client shared by the API and the projection.
 #[derive(Clone)]
 pub struct SearchClient {
     inner: OpenSearch,
     timeout: Duration,
+    /// Nodes in `OPENSEARCH_URL`: how many a refused connection may be tried on.
+    nodes: usize,
 }
 
 impl SearchClient {
@@ -46,23 +68,38 @@ impl SearchClient {
     }
 
     /// A client for `url` with `access`'s credentials and trusted CAs (connects lazily).
-    pub fn with_access(url: &str, access: &SearchAccess, timeout: Duration) -> Result<Self, SearchError> {
-        let mut url = url::Url::parse(url).map_err(|e| SearchError::Transport(format!("invalid URL: {e}")))?;
-        let from_url = (!url.username().is_empty()).then(|| {
-            let user = percent_decode(url.username());
-            let pass = url.password().map(percent_decode).unwrap_or_default();
-            (user, pass)
-        });
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+    /// `urls` may list several nodes, comma separated (credentials from the first that has
+    /// them).
+    pub fn with_access(urls: &str, access: &SearchAccess, timeout: Duration) -> Result<Self, SearchError> {
+        let mut nodes = Vec::new();
+        let mut from_url = None;
+        for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let mut url = url::Url::parse(u).map_err(|e| SearchError::Transport(format!("invalid URL: {e}")))?;
+            if from_url.is_none() && !url.username().is_empty() {
+                let user = percent_decode(url.username());
+                let pass = url.password().map(percent_decode).unwrap_or_default();
+                from_url = Some((user, pass));
+            }
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            nodes.push(url);
+        }
+        let node_count = nodes.len();
+        let mut builder = match nodes.len() {
+            0 => return Err(SearchError::Transport("invalid URL: no OpenSearch URL given".into())),
+            1 => TransportBuilder::new(SingleNodeConnectionPool::new(nodes.remove(0))),
+            _ => TransportBuilder::new(RoundRobin {
+                nodes: nodes.into_iter().map(Connection::new).collect(),
+                next: Arc::new(AtomicUsize::new(0)),
+            }),
+        }
+        .timeout(timeout)
+        .disable_proxy();
         let credentials = match (&access.username, &access.password, from_url) {
             (Some(u), p, _) => Some((u.clone(), p.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())),
             (None, _, Some(pair)) => Some(pair),
             (None, _, None) => None,
         };
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(timeout)
-            .disable_proxy();
         if let Some((user, pass)) = credentials {
             builder = builder.auth(Credentials::Basic(user, pass));
         }
@@ -78,7 +115,41 @@ impl SearchClient {
         Ok(Self {
             inner: OpenSearch::new(transport),
             timeout,
+            nodes: node_count,
         })
+    }
+
+    /// Sends one request, on the next node when a node refuses the connection (nothing was
+    /// sent, so any request may go again).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<opensearch::http::response::Response, SearchError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = self
+                .inner
+                .send(
+                    method,
+                    path,
+                    HeaderMap::new(),
+                    Option::<&()>::None,
+                    body.clone(),
+                    Some(timeout),
+                )
+                .await;
+            match r {
+                Ok(resp) => return Ok(resp),
+                Err(e) if tries < self.nodes && refused(&e) => {
+                    tracing::warn!(error = %e, "an OpenSearch node refused the connection; trying the next");
+                }
+                Err(e) => return Err(SearchError::Transport(e.to_string())),
+            }
+        }
     }
 
     /// Sends a JSON request; returns the status and the parsed body (Null when empty).
@@ -89,18 +160,10 @@ impl SearchClient {
         body: Option<Value>,
         timeout: Option<Duration>,
     ) -> Result<(u16, Value), SearchError> {
-        let resp = self
-            .inner
-            .send(
-                method,
-                path,
-                HeaderMap::new(),
-                Option::<&()>::None,
-                body.map(JsonBody::new),
-                Some(timeout.unwrap_or(self.timeout)),
-            )
-            .await
-            .map_err(|e| SearchError::Transport(e.to_string()))?;
+        let body = body
+            .map(|b| serde_json::to_vec(&b).map_err(|e| SearchError::Decode(e.to_string())))
+            .transpose()?;
+        let resp = self.send(method, path, body, timeout.unwrap_or(self.timeout)).await?;
         read(resp).await
     }
 
@@ -111,18 +174,7 @@ impl SearchClient {
             serde_json::to_writer(&mut body, l).map_err(|e| SearchError::Decode(e.to_string()))?;
             body.push(b'\n');
         }
-        let resp = self
-            .inner
-            .send(
-                Method::Post,
-                "/_bulk",
-                HeaderMap::new(),
-                Option::<&()>::None,
-                Some(body),
-                Some(self.timeout),
-            )
-            .await
-            .map_err(|e| SearchError::Transport(e.to_string()))?;
+        let resp = self.send(Method::Post, "/_bulk", Some(body), self.timeout).await?;
         let (status, v) = read(resp).await?;
         if status >= 300 {
             return Err(SearchError::Status {
@@ -163,6 +215,23 @@ async fn read(resp: opensearch::http::response::Response) -> Result<(u16, Value)
     }
     let v = serde_json::from_str(&text).map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))?;
     Ok((status, v))
+}
+
+/// True when the error is a connection the node refused or reset before the request went
+/// out (found in the error's sources).
+fn refused(e: &opensearch::Error) -> bool {
+    use std::io::ErrorKind as K;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn percent_decode(s: &str) -> String {

@@ -301,3 +301,25 @@ async fn with_postgres_unreachable_reads_and_writes_answer_503_with_retry_after(
         assert!(!detail.contains("127.0.0.1"), "the cause stays in the logs: {detail}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_several_opensearch_urls_a_node_that_refuses_connections_costs_no_request() {
+    // A port nothing listens on (refuses every connection) listed first, then the real node.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let real = std::env::var("OPENSEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into());
+    let client =
+        aliexpress::search::SearchClient::new(&format!("{dead},{real}"), Duration::from_secs(5)).expect("client");
+    // Requests take the nodes in turn: every one of them, whichever node is its turn, answers.
+    for i in 0..6 {
+        let status = client.health(Duration::from_secs(5)).await;
+        assert!(
+            matches!(status.as_deref(), Ok("green" | "yellow")),
+            "request {i}: {status:?}"
+        );
+    }
+    // Only dead nodes: the error says so (no endless loop between them).
+    let other_dead = format!("http://127.0.0.1:{}", free_port());
+    let client =
+        aliexpress::search::SearchClient::new(&format!("{dead},{other_dead}"), Duration::from_secs(5)).expect("client");
+    assert!(client.health(Duration::from_secs(5)).await.is_err());
+}
