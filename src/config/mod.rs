@@ -483,7 +483,9 @@ mod tests {
         let c = parse(&["--opensearch-url", "http://a:9200, https://u:pw@b:9200"]);
         assert!(c.validate().is_ok());
         assert_eq!(redact(&c.opensearch_url), "http://a:9200/,https://u:***@b:9200/");
-        let e = parse(&["--opensearch-url", "http://a:9200,ftp://b"]).validate().unwrap_err();
+        let e = parse(&["--opensearch-url", "http://a:9200,ftp://b"])
+            .validate()
+            .unwrap_err();
         assert_eq!(e.setting, "OPENSEARCH_URL");
     }
 

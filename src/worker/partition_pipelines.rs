@@ -48,7 +48,11 @@ pub struct PartitionPipelines {
     lanes: HashMap<Partition, Lane>,
     /// Pipelines of partitions no longer assigned, finishing their batch.
     retiring: HashMap<Partition, JoinHandle<anyhow::Result<()>>>,
-    /// Messages one pipeline's queue holds: about two batches, so the next one is ready.
+    /// Partitions revoked while paused here: resumed if they are assigned again (a pause can
+    /// outlive the assignment, and no message would ever come to lift it).
+    revoked_paused: HashSet<Partition>,
+    /// Messages one pipeline's queue holds: four batches, so that after a pause the
+    /// partition is fetched again (a round trip) while its pipeline still has full batches.
     queue_capacity: usize,
     /// The role's signal, shared with the pipelines: on it each ends the batch in hand
     /// without waiting out retries, then stores its progress.
@@ -59,12 +63,13 @@ impl PartitionPipelines {
     /// A dispatcher whose pipelines get `template`'s dependencies and settings.
     pub fn new(template: ProductEventConsumer) -> Self {
         let consumer = template.consumer.clone();
-        let queue_capacity = template.settings.batch_size.saturating_mul(2).max(1);
+        let queue_capacity = template.settings.batch_size.saturating_mul(4).max(1);
         Self {
             template,
             consumer,
             lanes: HashMap::new(),
             retiring: HashMap::new(),
+            revoked_paused: HashSet::new(),
             queue_capacity,
             shutdown: Shutdown::new(),
         }
@@ -202,12 +207,20 @@ impl PartitionPipelines {
                 .collect()
         });
         if let Some(assigned) = assigned {
+            let back: Vec<Partition> = self.revoked_paused.intersection(&assigned).cloned().collect();
+            for key in back {
+                set_paused(&self.consumer, &key, false);
+                self.revoked_paused.remove(&key);
+            }
             let gone: Vec<Partition> = self.lanes.keys().filter(|k| !assigned.contains(*k)).cloned().collect();
             for key in gone {
                 if let Some(lane) = self.lanes.remove(&key) {
                     tracing::info!(kafka.topic = %key.0, kafka.partition = key.1, held = lane.held.len(),
                         "partition revoked; its pipeline finishes its batch and stops");
                     PROJECTION_PIPELINES.dec();
+                    if !lane.held.is_empty() {
+                        self.revoked_paused.insert(key.clone());
+                    }
                     self.retiring.insert(key, lane.task);
                 }
             }

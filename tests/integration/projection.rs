@@ -657,3 +657,71 @@ async fn a_partition_that_cannot_finish_a_message_does_not_hold_the_others() {
     shutdown.trigger();
     role.await.expect("role task").expect("role stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_slower_than_its_partition_pauses_it_and_resumes_without_losing_a_message() {
+    use aliexpress::telemetry::metrics::PROJECTION_PARTITIONS_PAUSED;
+    use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+    let app = TestApp::spawn().await;
+    let env = &app.env;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let p = app.create_product(&format!("SKU-NARROW-{i}"), "Narrow lamp").await;
+        ids.push(p["id"].as_str().expect("id").to_owned());
+    }
+    env.drain_outbox().await;
+    let topic = env.names.events_topic();
+    let events = env.read_topic(&topic, ids.len(), Duration::from_secs(30)).await;
+    assert_eq!(events.len(), ids.len());
+    // Every event on one partition, read by a pipeline whose queue holds 2 and whose bulk
+    // requests take 20 ms more: the dispatcher outruns it, so the partition is paused and
+    // resumed again and again. A message skipped at a resume would be a missing document.
+    let narrow = format!("{topic}.narrow");
+    aliexpress::bus::admin::ensure_topics(&env.infra.kafka().expect("kafka"), std::slice::from_ref(&narrow), 1, 1)
+        .await
+        .expect("topic");
+    for m in &events {
+        env.produce(&narrow, "k", m.payload().expect("payload")).await;
+    }
+    let t = env.projector(None, None).await;
+    t.consumer.unsubscribe();
+    t.consumer.subscribe(&[&narrow]).expect("subscribe");
+    let p = ProductEventConsumer::new(
+        t.consumer.clone(),
+        t.search.clone(),
+        t.index.clone(),
+        t.cache.clone(),
+        t.dlq.clone(),
+        t.group.clone(),
+        ProjectionSettings {
+            batch_size: 1,
+            batch_wait: Duration::from_millis(1),
+            modelled_bulk_latency: Duration::from_millis(20),
+            ..Default::default()
+        },
+    );
+    let shutdown = Shutdown::new();
+    let role = tokio::spawn({
+        let (s, n) = (shutdown.clone(), narrow.clone());
+        async move { p.run_until_stopped(&n, s).await }
+    });
+    let mut paused_seen = false;
+    let all = wait_until(Duration::from_secs(60), || {
+        paused_seen |= PROJECTION_PARTITIONS_PAUSED.get() > 0;
+        async {
+            for id in &ids {
+                if env.document(id).await.is_none() {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(all, "every product projected");
+    assert!(paused_seen, "the partition was paused while its pipeline caught up");
+    shutdown.trigger();
+    role.await.expect("role task").expect("role stops cleanly");
+    let committed = crate::helpers::committed_offset(&t.consumer, &narrow, 0).await;
+    assert_eq!(committed, Some(ids.len() as i64), "committed to the end");
+}
