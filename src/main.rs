@@ -8,6 +8,8 @@ use aliexpress::config::ConfigError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any TLS client (Postgres, Redis, OpenSearch) is built, whichever comes first.
+    aliexpress::tls::ensure_crypto_provider();
     aliexpress::telemetry::init(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

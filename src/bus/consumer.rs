@@ -34,6 +34,13 @@ pub fn build(kafka: &KafkaConnection, group: &str) -> Result<StreamConsumer, Bus
         .create()?)
 }
 
+/// [`build`], subscribed to `topic`.
+pub fn subscribed(kafka: &KafkaConnection, group: &str, topic: &str) -> Result<StreamConsumer, BusError> {
+    let c = build(kafka, group)?;
+    c.subscribe(&[topic])?;
+    Ok(c)
+}
+
 /// The fatal error librdkafka reported on `consumer`, if any. Such a client consumes nothing
 /// more: for example a static member whose group coordinator's broker died, whose session timed
 /// out and whose rejoin fenced its own instance id (librdkafka issue 3437). The role must then

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::domain::product::{EventEnvelope, ProductCommand, EVENT_TYPES, SCHEMA_VERSION};
+use crate::domain::product::{
+    CreateProduct, EventEnvelope, Money, ProductCommand, UpdateProductDetails, EVENT_TYPES, SCHEMA_VERSION,
+};
 
 /// Known command types.
 pub const COMMAND_TYPES: &[&str] = &[
@@ -63,6 +65,68 @@ impl DecodeError {
     }
 }
 
+/// A command as it travels on `product.commands`: the variant is `command_type`, its fields
+/// are `payload` (absent for the commands without fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command_type", content = "payload", deny_unknown_fields)]
+pub enum CommandMessage {
+    /// See [`ProductCommand::CreateProduct`].
+    CreateProduct(CreateProduct),
+    /// See [`ProductCommand::UpdateProductDetails`].
+    UpdateProductDetails(UpdateProductDetails),
+    /// See [`ProductCommand::ChangePrice`].
+    ChangePrice {
+        /// The new price.
+        price: Money,
+    },
+    /// See [`ProductCommand::AdjustStock`].
+    AdjustStock {
+        /// Non-zero change.
+        delta: i64,
+    },
+    /// See [`ProductCommand::SetStock`].
+    SetStock {
+        /// New stock level.
+        stock: i64,
+    },
+    /// See [`ProductCommand::PublishProduct`].
+    PublishProduct,
+    /// See [`ProductCommand::UnpublishProduct`].
+    UnpublishProduct,
+    /// See [`ProductCommand::ArchiveProduct`].
+    ArchiveProduct,
+}
+
+impl From<CommandMessage> for ProductCommand {
+    fn from(m: CommandMessage) -> Self {
+        match m {
+            CommandMessage::CreateProduct(c) => Self::CreateProduct(c),
+            CommandMessage::UpdateProductDetails(u) => Self::UpdateProductDetails(u),
+            CommandMessage::ChangePrice { price } => Self::ChangePrice { price },
+            CommandMessage::AdjustStock { delta } => Self::AdjustStock { delta },
+            CommandMessage::SetStock { stock } => Self::SetStock { stock },
+            CommandMessage::PublishProduct => Self::PublishProduct,
+            CommandMessage::UnpublishProduct => Self::UnpublishProduct,
+            CommandMessage::ArchiveProduct => Self::ArchiveProduct,
+        }
+    }
+}
+
+impl From<ProductCommand> for CommandMessage {
+    fn from(c: ProductCommand) -> Self {
+        match c {
+            ProductCommand::CreateProduct(c) => Self::CreateProduct(c),
+            ProductCommand::UpdateProductDetails(u) => Self::UpdateProductDetails(u),
+            ProductCommand::ChangePrice { price } => Self::ChangePrice { price },
+            ProductCommand::AdjustStock { delta } => Self::AdjustStock { delta },
+            ProductCommand::SetStock { stock } => Self::SetStock { stock },
+            ProductCommand::PublishProduct => Self::PublishProduct,
+            ProductCommand::UnpublishProduct => Self::UnpublishProduct,
+            ProductCommand::ArchiveProduct => Self::ArchiveProduct,
+        }
+    }
+}
+
 impl CommandEnvelope {
     /// The typed command, or why the payload does not fit its type.
     pub fn command(&self) -> Result<ProductCommand, DecodeError> {
@@ -78,7 +142,9 @@ impl CommandEnvelope {
                 v["payload"] = p.clone();
             }
         }
-        serde_json::from_value(v).map_err(|e| DecodeError::new("invalid_payload", e.to_string()))
+        serde_json::from_value::<CommandMessage>(v)
+            .map(ProductCommand::from)
+            .map_err(|e| DecodeError::new("invalid_payload", e.to_string()))
     }
 }
 
@@ -130,6 +196,18 @@ pub fn decode_event(payload: Option<&[u8]>) -> Result<EventEnvelope, DecodeError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_wire_format_is_adjacently_tagged_and_round_trips() {
+        let c: CommandMessage =
+            serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#).expect("parses");
+        assert_eq!(ProductCommand::from(c), ProductCommand::AdjustStock { delta: 3 });
+        let c: CommandMessage = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
+        assert_eq!(ProductCommand::from(c), ProductCommand::PublishProduct);
+        assert!(serde_json::from_str::<CommandMessage>(r#"{"command_type":"Explode"}"#).is_err());
+        let back = serde_json::to_string(&CommandMessage::from(ProductCommand::SetStock { stock: 4 })).expect("json");
+        assert_eq!(back, r#"{"command_type":"SetStock","payload":{"stock":4}}"#);
+    }
 
     #[test]
     fn commands_decode_or_say_why_not() {

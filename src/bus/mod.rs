@@ -10,6 +10,9 @@ pub mod envelope;
 pub mod producer;
 
 pub use connection::KafkaConnection;
+/// The clients callers hold (built by [`producer::build`] and [`consumer::build`]).
+pub use rdkafka::consumer::StreamConsumer;
+pub use rdkafka::producer::FutureProducer;
 
 /// Failures of the Kafka adapter.
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,8 @@ impl RedisEndpoint {
 
     /// A client for this endpoint (connects lazily).
     pub fn client(&self) -> RedisResult<Client> {
+        // rediss:// builds a rustls config, which needs the process's crypto provider.
+        crate::tls::ensure_crypto_provider();
         match &self.ca_pem {
             Some(pem) => Client::build_with_tls(
                 self.url.as_str(),

@@ -1,11 +1,10 @@
 //! Start-up connections. Each one is checked once with a bound; failure is a
 //! [`ConfigError`] naming the setting (exit code 2), never a panic.
 
-use rdkafka::producer::FutureProducer;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::bus::{admin, producer, KafkaConnection};
+use crate::bus::{admin, producer, FutureProducer, KafkaConnection};
 use crate::cache::ProductCache;
 use crate::config::{redact, ConfigError, InfraConfig};
 use crate::search::SearchClient;
@@ -125,8 +124,7 @@ pub async fn subscribed_consumer(
     infra: &InfraConfig,
     group: &str,
     topic: &str,
-) -> anyhow::Result<rdkafka::consumer::StreamConsumer> {
-    use rdkafka::consumer::Consumer;
+) -> anyhow::Result<crate::bus::StreamConsumer> {
     let kafka = infra.kafka()?;
     admin::ensure_topics(
         &kafka,
@@ -135,7 +133,5 @@ pub async fn subscribed_consumer(
         infra.kafka_topic_replication_factor,
     )
     .await?;
-    let c = crate::bus::consumer::build(&kafka, group)?;
-    c.subscribe(&[topic])?;
-    Ok(c)
+    Ok(crate::bus::consumer::subscribed(&kafka, group, topic)?)
 }

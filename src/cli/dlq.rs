@@ -3,8 +3,6 @@
 //! Usage: aliexpress dlq list [--topic T] [--limit N] [--reason CLASS] | dlq show P:O |
 //!        dlq redrive (--offsets P:O,... | --all) [--execute]
 
-use rdkafka::message::{Message, OwnedMessage};
-
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::ops::dlq::{self, DlqRecord, Redrive, Selection};
@@ -69,7 +67,7 @@ fn parse_at(s: &str) -> anyhow::Result<(i32, i64)> {
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let topic = a.topic.clone().unwrap_or_else(|| infra.names().events_dlq_topic());
     let (b, t) = (infra.kafka()?, topic.clone());
-    let msgs: Vec<OwnedMessage> = tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
+    let msgs = tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
     match a.action {
         Action::List { limit, reason } => {
             let recs: Vec<DlqRecord> = msgs
@@ -98,38 +96,9 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         }
         Action::Show { at } => {
             let (p, o) = parse_at(&at)?;
-            let m = msgs
-                .iter()
-                .find(|m| m.partition() == p && m.offset() == o)
+            let text = dlq::show(&msgs, &topic, p, o)
                 .ok_or_else(|| super::usage("dlq show", format!("no record at {p}:{o} in {topic}")))?;
-            println!(
-                "topic: {topic}\npartition: {p}\noffset: {o}\ntimestamp: {:?}",
-                m.timestamp().to_millis()
-            );
-            println!(
-                "key: {}",
-                m.key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default()
-            );
-            if let Some(h) = m.headers() {
-                use rdkafka::message::Headers;
-                for x in h.iter() {
-                    println!(
-                        "header {}: {}",
-                        x.key,
-                        x.value
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default()
-                    );
-                }
-            }
-            println!(
-                "payload:\n{}",
-                m.payload()
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            );
+            println!("{text}");
         }
         Action::Redrive { offsets, all, execute } => {
             if offsets.is_empty() && !all {

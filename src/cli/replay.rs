@@ -89,6 +89,36 @@ async fn rebuild_deps(infra: &InfraConfig) -> anyhow::Result<crate::ops::rebuild
     })
 }
 
+/// A rebuild's progress as a bar on stderr (a spinner when the total is not known).
+#[derive(Default)]
+struct RebuildBar(std::sync::OnceLock<indicatif::ProgressBar>);
+
+impl crate::ops::rebuild::RebuildProgress for RebuildBar {
+    fn start(&self, index: &str, events: Option<u64>) {
+        let bar = indicatif::ProgressBar::new(events.unwrap_or(0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} events {per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(index.to_owned());
+        let _ = self.0.set(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.0.get() {
+            b.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.0.get() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 fn refused_any(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<OpsError>() {
         Ok(o) => refused(o),
@@ -105,7 +135,9 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             grace: a.grace,
             verify_timeout: a.verify_timeout,
         };
-        let r = crate::ops::rebuild::rebuild(&d, &o).await.map_err(refused_any)?;
+        let r = crate::ops::rebuild::rebuild(&d, &o, &RebuildBar::default())
+            .await
+            .map_err(refused_any)?;
         println!(
             "Rebuilt {} from {} with {} documents; alias {} now points at it (previous: {}). Roll back with: aliexpress replay --rollback",
             r.new_index, r.source, r.documents, infra.names().index_alias(), r.old_index.as_deref().unwrap_or("none")

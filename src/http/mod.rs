@@ -28,11 +28,11 @@ pub mod metrics;
 pub mod openapi;
 pub mod products;
 pub mod rate_limit;
+pub mod schemas;
 pub mod search;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
-use rdkafka::producer::FutureProducer;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +58,7 @@ pub struct AppState {
     /// OpenSearch client.
     pub search: SearchClient,
     /// Producer for `product.commands` (and the Kafka health probe).
-    pub producer: FutureProducer,
+    pub producer: crate::bus::FutureProducer,
     /// Topic, group, index and key names.
     pub names: Names,
     /// Bearer tokens that may write.

@@ -54,7 +54,7 @@ use crate::http::idempotency::MAX_KEY_LEN;
         super::error::FieldError,
         super::health::HealthReport,
         crate::search::query::SortOrder,
-        crate::domain::product::ProductStatus
+        super::schemas::ProductStatusSchema
     ))
 )]
 pub struct ApiDoc;

@@ -83,7 +83,7 @@ pub const MAX_LIST_LIMIT: i64 = 100;
 pub struct ListQuery {
     /// Status filter; anything but `published` needs a token. Without it, anonymous callers
     /// get published products and token holders every product.
-    #[param(value_type = Option<ProductStatus>, inline)]
+    #[param(value_type = Option<super::schemas::ProductStatusSchema>, inline)]
     pub status: Option<String>,
     /// Category filter (exact match).
     #[param(max_length = 100)]
@@ -99,6 +99,7 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductPage {
     /// Products in id order.
+    #[schema(value_type = Vec<super::schemas::ProductSchema>)]
     pub items: Vec<Product>,
     /// Cursor of the next page, absent on the last page.
     pub next_cursor: Option<Uuid>,
@@ -219,7 +220,8 @@ async fn apply_command(
             None => product_repo::run_command(&mut conn, id, &command, &opts).await?,
             Some(key) => {
                 let scope = idempotency::scope(req, key);
-                let fingerprint = idempotency::fingerprint(req, &command)?;
+                let fingerprint =
+                    idempotency::fingerprint(req, &crate::bus::envelope::CommandMessage::from(command.clone()))?;
                 let remember = move |o: &ExecuteOutcome| match o {
                     ExecuteOutcome::Applied(applied) => write_response(reply, &applied.0).ok(),
                     _ => None,
@@ -289,8 +291,8 @@ async fn apply_command(
 }
 
 /// `POST /api/products`: 201, Location and the product with its version.
-#[utoipa::path(post, path = "/api/products", request_body = CreateProduct, params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
-    responses((status = 201, body = Product), (status = 422, body = super::error::Problem), (status = 409, body = super::error::Problem),
+#[utoipa::path(post, path = "/api/products", request_body = super::schemas::CreateProductSchema, params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
+    responses((status = 201, body = super::schemas::ProductSchema), (status = 422, body = super::error::Problem), (status = 409, body = super::error::Problem),
         (status = 503, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -313,7 +315,7 @@ pub async fn create(
 
 /// `GET /api/products/{id}`: from Redis, falling back to Postgres; `X-Read-Source` tells which.
 #[utoipa::path(get, path = "/api/products/{id}", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Product), (status = 404, body = super::error::Problem)))]
+    responses((status = 200, body = super::schemas::ProductSchema), (status = 404, body = super::error::Problem)))]
 #[tracing::instrument(level = "debug", skip_all, fields(product.id = %id))]
 pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -437,8 +439,8 @@ pub async fn list(
 }
 
 /// `PATCH /api/products/{id}`: descriptive fields; `If-Match` → 412 on mismatch.
-#[utoipa::path(patch, path = "/api/products/{id}", request_body = UpdateProductDetails, params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
-    responses((status = 200, body = Product), (status = 412, body = super::error::Problem)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/products/{id}", request_body = super::schemas::UpdateProductDetailsSchema, params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
+    responses((status = 200, body = super::schemas::ProductSchema), (status = 412, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn update_details(
     _auth: WriteAccess,
     state: web::Data<AppState>,
@@ -460,7 +462,7 @@ pub async fn update_details(
 
 /// `POST /api/products/{id}/price`.
 #[utoipa::path(post, path = "/api/products/{id}/price", request_body = PriceBody, params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
-    responses((status = 200, body = Product)), security(("bearer" = [])))]
+    responses((status = 200, body = super::schemas::ProductSchema)), security(("bearer" = [])))]
 pub async fn change_price(
     _auth: WriteAccess,
     state: web::Data<AppState>,
@@ -481,7 +483,7 @@ pub async fn change_price(
 
 /// `POST /api/products/{id}/stock`: `{"delta": n}` or `{"set": n}`.
 #[utoipa::path(post, path = "/api/products/{id}/stock", request_body = StockBody, params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
-    responses((status = 200, body = Product)), security(("bearer" = [])))]
+    responses((status = 200, body = super::schemas::ProductSchema)), security(("bearer" = [])))]
 pub async fn change_stock(
     _auth: WriteAccess,
     state: web::Data<AppState>,
@@ -509,7 +511,7 @@ async fn status_change(
 
 /// `POST /api/products/{id}/publish`.
 #[utoipa::path(post, path = "/api/products/{id}/publish", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
-    responses((status = 200, body = Product)), security(("bearer" = [])))]
+    responses((status = 200, body = super::schemas::ProductSchema)), security(("bearer" = [])))]
 pub async fn publish(
     _auth: WriteAccess,
     state: web::Data<AppState>,
@@ -521,7 +523,7 @@ pub async fn publish(
 
 /// `POST /api/products/{id}/unpublish`.
 #[utoipa::path(post, path = "/api/products/{id}/unpublish", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
-    responses((status = 200, body = Product)), security(("bearer" = [])))]
+    responses((status = 200, body = super::schemas::ProductSchema)), security(("bearer" = [])))]
 pub async fn unpublish(
     _auth: WriteAccess,
     state: web::Data<AppState>,
@@ -533,7 +535,7 @@ pub async fn unpublish(
 
 /// `POST /api/products/{id}/archive`.
 #[utoipa::path(post, path = "/api/products/{id}/archive", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 h returns the first response without applying again; another body is a 422, a request still in flight with the key a 409")),
-    responses((status = 200, body = Product)), security(("bearer" = [])))]
+    responses((status = 200, body = super::schemas::ProductSchema)), security(("bearer" = [])))]
 pub async fn archive(
     _auth: WriteAccess,
     state: web::Data<AppState>,

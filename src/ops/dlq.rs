@@ -58,6 +58,29 @@ impl DlqRecord {
     }
 }
 
+/// Topic, partition, offset, timestamp, key, headers and payload of the record at
+/// `partition:offset` of `msgs`, as text; `None` when there is none.
+pub fn show(msgs: &[OwnedMessage], topic: &str, partition: i32, offset: i64) -> Option<String> {
+    use rdkafka::message::Headers;
+    use std::fmt::Write;
+    let m = msgs
+        .iter()
+        .find(|m| m.partition() == partition && m.offset() == offset)?;
+    let text = |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+    let mut out = format!(
+        "topic: {topic}\npartition: {partition}\noffset: {offset}\ntimestamp: {:?}\nkey: {}\n",
+        m.timestamp().to_millis(),
+        text(m.key())
+    );
+    if let Some(h) = m.headers() {
+        for x in h.iter() {
+            let _ = writeln!(out, "header {}: {}", x.key, text(x.value));
+        }
+    }
+    let _ = write!(out, "payload:\n{}", text(m.payload()));
+    Some(out)
+}
+
 /// Reads every record of `topic` from the log start to the current log end.
 pub fn read_all(kafka: &KafkaConnection, topic: &str) -> Result<Vec<OwnedMessage>, OpsError> {
     let c: BaseConsumer = base_config(kafka)

@@ -12,7 +12,6 @@
 //! 4. The old index is kept for `replay --rollback`.
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use opensearch::http::Method;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -48,6 +47,64 @@ pub struct RebuildDeps {
     pub producer: rdkafka::producer::FutureProducer,
 }
 
+/// Where the new index's documents come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildSource {
+    /// `product.events` from the beginning (it still holds the whole history).
+    Topic,
+    /// The current Postgres state, then the events from the snapshot on.
+    Postgres,
+}
+
+impl RebuildSource {
+    /// `topic` or `postgres` (as recorded in `index_rebuilds`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for RebuildSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a rebuild reports its progress (the CLI draws a bar; tests need nothing).
+pub trait RebuildProgress: Send + Sync {
+    /// Building `index` starts; `events` is how many the topic holds when that is known.
+    fn start(&self, index: &str, events: Option<u64>);
+    /// `n` more events projected.
+    fn advance(&self, n: u64);
+    /// Caught up and verified (before the swap).
+    fn finish(&self);
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl RebuildProgress for NoProgress {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// One rebuild's names and starting point, decided before it is recorded.
+struct Plan<'a> {
+    names: Names,
+    alias: &'a str,
+    old: Option<&'a str>,
+    new: &'a str,
+    topic: &'a str,
+    /// The rebuild's own consumer group.
+    group: &'a str,
+    /// (partition, low, high) watermarks of the topic when the rebuild started.
+    marks: &'a [(i32, i64, i64)],
+    source: RebuildSource,
+}
+
 /// Rebuild options.
 #[derive(Debug, Clone)]
 pub struct RebuildOptions {
@@ -68,8 +125,8 @@ pub struct RebuildReport {
     pub new_index: String,
     /// Documents in the new index.
     pub documents: usize,
-    /// topic or postgres.
-    pub source: &'static str,
+    /// Where the documents came from.
+    pub source: RebuildSource,
 }
 
 fn fingerprint(pairs: impl Iterator<Item = (String, i64)>) -> (usize, u64) {
@@ -134,8 +191,12 @@ fn next_index(names: &Names, current: Option<&str>) -> String {
     names.index_version(n + 1)
 }
 
-/// Runs a rebuild (see the module docs).
-pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<RebuildReport> {
+/// Runs a rebuild (see the module docs), reporting progress to `progress`.
+pub async fn rebuild(
+    d: &RebuildDeps,
+    o: &RebuildOptions,
+    progress: &dyn RebuildProgress,
+) -> anyhow::Result<RebuildReport> {
     let names = d.infra.names();
     let alias = names.index_alias();
     let mut lock_conn = pool::connect(&d.infra.database_url, Duration::from_secs(60)).await?;
@@ -178,31 +239,29 @@ pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<Rebu
     })
     .await??;
     let source = if o.from_postgres || marks.iter().any(|(_, lo, _)| *lo > 0) {
-        "postgres"
+        RebuildSource::Postgres
     } else {
-        "topic"
+        RebuildSource::Topic
     };
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let run_id = {
         let mut c = pool::get(&d.pool).await?;
-        rebuild_repo::start(&mut c, &alias, old.as_deref(), &new, source, &host).await?
+        rebuild_repo::start(&mut c, &alias, old.as_deref(), &new, source.as_str(), &host).await?
     };
-    tracing::info!(run = run_id, alias = %alias, old = ?old, new = %new, source, "index rebuild started");
-    let result = build_and_swap(
-        d,
-        o,
-        &names,
-        &alias,
-        old.as_deref(),
-        &new,
-        &topic,
-        &group,
-        &marks,
+    tracing::info!(run = run_id, alias = %alias, old = ?old, new = %new, source = source.as_str(), "index rebuild started");
+    let plan = Plan {
+        names,
+        alias: &alias,
+        old: old.as_deref(),
+        new: &new,
+        topic: &topic,
+        group: &group,
+        marks: &marks,
         source,
-    )
-    .await;
+    };
+    let result = build_and_swap(d, o, &plan, progress).await;
     let mut c = pool::get(&d.pool).await?;
     match result {
         Ok(docs) => {
@@ -222,21 +281,27 @@ pub async fn rebuild(d: &RebuildDeps, o: &RebuildOptions) -> anyhow::Result<Rebu
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one orchestration step with its plain inputs")]
+/// Fills the new index from the plan's source, waits until it matches Postgres, swaps the
+/// alias, keeps consuming for the grace period; returns the documents.
 async fn build_and_swap(
     d: &RebuildDeps,
     o: &RebuildOptions,
-    names: &Names,
-    alias: &str,
-    old: Option<&str>,
-    new: &str,
-    topic: &str,
-    group: &str,
-    marks: &[(i32, i64, i64)],
-    source: &str,
+    plan: &Plan<'_>,
+    progress: &dyn RebuildProgress,
 ) -> anyhow::Result<usize> {
+    let Plan {
+        names,
+        alias,
+        old,
+        new,
+        topic,
+        group,
+        marks,
+        source,
+    } = plan;
+    let (alias, old, new, topic, group, source) = (*alias, *old, *new, *topic, *group, *source);
     let total: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
-    if source == "postgres" {
+    if source == RebuildSource::Postgres {
         // Start the topic consumer at the snapshot point, then load the current state.
         let b = d.infra.kafka()?;
         let (g, t, m) = (group.to_owned(), topic.to_owned(), marks.to_vec());
@@ -269,32 +334,27 @@ async fn build_and_swap(
         },
     );
     let shutdown = Shutdown::new();
-    let bar = ProgressBar::new(if source == "topic" {
-        u64::try_from(total).unwrap_or(0)
-    } else {
-        0
-    });
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} events {per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    progress.start(
+        new,
+        (source == RebuildSource::Topic).then(|| u64::try_from(total).unwrap_or(0)),
     );
-    bar.set_message(new.to_owned());
     let mut seen: i64 = 0;
-    if source == "topic" {
+    if source == RebuildSource::Topic {
         while seen < total {
             let out = projector.process_once(Duration::from_secs(10), &shutdown).await?;
             if out.received == 0 {
                 bail!("stopped receiving events at {seen}/{total}");
             }
-            seen += (out.received - out.unfinished) as i64;
-            bar.set_position(u64::try_from(seen).unwrap_or(0));
+            let done = out.received - out.unfinished;
+            seen += done as i64;
+            progress.advance(done as u64);
         }
     }
     // Caught up with the snapshot: now wait until count and checksum match Postgres.
     let deadline = Instant::now() + o.verify_timeout;
     let docs = loop {
         let out = projector.process_once(Duration::from_millis(300), &shutdown).await?;
-        bar.inc(out.received as u64);
+        progress.advance(out.received as u64);
         if out.received > 0 {
             continue;
         }
@@ -316,7 +376,7 @@ async fn build_and_swap(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    bar.finish_and_clear();
+    progress.finish();
     index::swap_alias(&d.search, alias, old, new)
         .await
         .context("swapping the alias")?;

@@ -71,6 +71,7 @@ impl SearchClient {
     /// `urls` may list several nodes, comma separated (credentials from the first that has
     /// them).
     pub fn with_access(urls: &str, access: &SearchAccess, timeout: Duration) -> Result<Self, SearchError> {
+        crate::tls::ensure_crypto_provider();
         let mut nodes = Vec::new();
         let mut from_url = None;
         for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {

@@ -483,7 +483,9 @@ async fn no_secret_appears_in_the_logs_of_a_secured_run() {
         .await
         .expect("create");
     assert_eq!(created.status(), 201, "the write the logs should show succeeds");
-    logs.push_str(&created.text().await.unwrap_or_default());
+    let created: serde_json::Value = created.json().await.expect("json");
+    logs.push_str(&created.to_string());
+    let id = created["id"].as_str().expect("id").to_owned();
     let missing = http
         .get(format!("{base}/api/products/{}", uuid::Uuid::new_v4()))
         .send()
@@ -492,12 +494,15 @@ async fn no_secret_appears_in_the_logs_of_a_secured_run() {
     logs.push_str(&missing.text().await.unwrap_or_default());
     let (_, out) = run(&["process-outbox"]);
     logs.push_str(&out);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The projection has logged its work once the document is in the index.
+    let indexed =
+        crate::helpers::wait_until(Duration::from_secs(60), || async { env.document(&id).await.is_some() }).await;
     for mut child in [serve, projection] {
         let _ = child.kill();
         let out = child.wait_with_output().expect("waits");
         logs.push_str(&text(&out));
     }
+    assert!(indexed, "the secured projection indexed the write: {logs}");
     // The roles really ran (and logged at debug).
     assert!(
         logs.contains("DEBUG") || logs.contains("\"level\":\"DEBUG\""),

@@ -15,7 +15,7 @@ use super::value::{
 };
 
 /// Current state of a product. `version` starts at 1 and grows by one per event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Product {
     /// Product id.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::value::Money;
 
 /// Fields of a new product. Price and stock may come later; publishing needs a price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     /// Stock keeping unit, unique in the catalog.
@@ -35,7 +35,7 @@ pub struct CreateProduct {
 
 /// A partial change of descriptive fields; absent fields stay as they are. A field given as
 /// `null` is refused (it would read as "clear" to some clients and "unchanged" to others).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductDetails {
     /// New title.
@@ -64,10 +64,9 @@ where
     T::deserialize(d).map(Some)
 }
 
-/// Every command of the product aggregate. On the wire (`product.commands`) the variant is
-/// `command_type` and its fields are `payload`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command_type", content = "payload", deny_unknown_fields)]
+/// Every command of the product aggregate (its wire form on `product.commands` is
+/// `bus::envelope::CommandMessage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProductCommand {
     /// Creates a draft product.
     CreateProduct(CreateProduct),

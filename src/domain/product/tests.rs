@@ -323,16 +323,6 @@ fn envelope_carries_change_and_full_state() {
     assert_eq!(back, env);
 }
 
-#[test]
-fn command_wire_format_is_adjacently_tagged() {
-    let c: ProductCommand =
-        serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#).expect("parses");
-    assert_eq!(c, ProductCommand::AdjustStock { delta: 3 });
-    let c: ProductCommand = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
-    assert_eq!(c, ProductCommand::PublishProduct);
-    assert!(serde_json::from_str::<ProductCommand>(r#"{"command_type":"Explode"}"#).is_err());
-}
-
 fn any_command() -> impl Strategy<Value = ProductCommand> {
     prop_oneof![
         Just(ProductCommand::CreateProduct(create_cmd())),

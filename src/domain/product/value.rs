@@ -26,15 +26,15 @@ pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
 pub const ATTRIBUTES_MAX: usize = 50;
 
 /// JSON Schema (ECMA-262) pattern of text [`bounded_text`] accepts: no control character but
-/// tab, line feed and carriage return. The OpenAPI document repeats it literally (utoipa takes
-/// only literals); a test there keeps the copies equal to this one.
+/// tab, line feed and carriage return. The API's OpenAPI document repeats it literally; a test
+/// there keeps the copies equal to this one.
 pub const TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
 /// JSON Schema pattern of text [`required_text`] accepts: [`TEXT_PATTERN`] with at least one
 /// character that is not white space.
 pub const REQUIRED_TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
 
 /// A price in integer minor units (cents) of an ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
     /// Amount in minor units; always > 0 for a price.
     pub amount_minor: i64,
@@ -62,7 +62,7 @@ impl Money {
 }
 
 /// Lifecycle of a product. Only `published` products are visible in default search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductStatus {
     /// Being prepared; not visible to shoppers.
