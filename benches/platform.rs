@@ -463,7 +463,7 @@ fn producer_performance_rate(text: &str, n: i64) -> (f64, bool) {
     let Some(&(_, overall)) = lines.last() else {
         return (0.0, false);
     };
-    if lines.len() < 3 || overall <= 0.0 {
+    if lines.len() < 2 || overall <= 0.0 {
         return (overall, false);
     }
     let (w1, w1_rate) = lines[0];
