@@ -167,6 +167,7 @@ pub async fn bench_projection_scaling(rows: &mut Vec<Row>) {
             baseline: k * one.0,
             baseline_range: (k * one.1 .0, k * one.1 .1),
             goal: ">= 0.9",
+            errors: 0,
             verified: format!(
                 "{n} events applied per run (projection metric), {n} documents counted in each run's index; \
                  one consumer's ceiling is {ideal:.0}/s, it reached {:.0}",
@@ -187,6 +188,7 @@ pub async fn bench_projection_scaling(rows: &mut Vec<Row>) {
         baseline: one.0,
         baseline_range: one.1,
         goal: "> 1 (partitions in parallel)",
+        errors: 0,
         verified: format!("{n} events applied per run, {n} documents counted"),
     });
 }
