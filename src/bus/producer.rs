@@ -54,24 +54,6 @@ pub fn build(kafka: &KafkaConnection, s: &ProducerSettings) -> Result<FutureProd
         .create()?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_properties_reach_librdkafka_unmasked() {
-        // rdkafka's config_map() masks secrets; copying through it once sent a placeholder
-        // as the SASL password.
-        let kafka = KafkaConnection::new("h:9094")
-            .with_property("sasl.password", "s3cret")
-            .with_property("ssl.key.password", "k3y");
-        let c = base_config(&kafka);
-        assert_eq!(c.get("sasl.password"), Some("s3cret"));
-        assert_eq!(c.get("ssl.key.password"), Some("k3y"));
-        assert_eq!(c.get("bootstrap.servers"), Some("h:9094"));
-    }
-}
-
 /// A new producer when `producer` hit a fatal librdkafka error (for example an idempotence
 /// sequence failure after a broker crash or a purge): such a producer never recovers.
 pub fn replacement_if_fatal(
@@ -88,5 +70,23 @@ pub fn replacement_if_fatal(
             tracing::error!(error = %e, "could not rebuild the producer");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_properties_reach_librdkafka_unmasked() {
+        // rdkafka's config_map() masks secrets; copying through it once sent a placeholder
+        // as the SASL password.
+        let kafka = KafkaConnection::new("h:9094")
+            .with_property("sasl.password", "s3cret")
+            .with_property("ssl.key.password", "k3y");
+        let c = base_config(&kafka);
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        assert_eq!(c.get("ssl.key.password"), Some("k3y"));
+        assert_eq!(c.get("bootstrap.servers"), Some("h:9094"));
     }
 }
