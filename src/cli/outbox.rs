@@ -3,6 +3,7 @@
 //! Usage: aliexpress outbox list [--parked] [--limit N] | aliexpress outbox retry (ID... | --all-parked)
 
 use crate::config::InfraConfig;
+use crate::ops::outbox::Selection;
 use crate::store::{outbox_repo, pool};
 
 /// Flags of `outbox`.
@@ -64,8 +65,13 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             if ids.is_empty() && !all_parked {
                 return Err(super::usage("outbox retry", "give outbox ids or --all-parked"));
             }
-            let n = outbox_repo::retry_parked(&mut conn, if all_parked { None } else { Some(&ids) }).await?;
-            println!("{n} parked row(s) queued for publishing again");
+            let selection = if all_parked {
+                Selection::AllParked
+            } else {
+                Selection::Ids(ids)
+            };
+            let done = crate::ops::outbox::retry_parked(&mut conn, &selection, true).await?;
+            println!("{} parked row(s) queued for publishing again", done.count);
         }
     }
     Ok(())

@@ -79,6 +79,8 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
         idempotency_ttl: a.resilience.idempotency_ttl(),
         rate_limits: std::sync::Arc::new(RateLimits::new(&a.api)),
         body_read_timeout: a.api.body_read_timeout(),
+        kafka: infra.kafka()?,
+        lag_history: Default::default(),
     })
 }
 

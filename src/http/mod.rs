@@ -1,5 +1,6 @@
-//! HTTP API (actix-web): products, commands, search, health, OpenAPI; `/metrics` on its own
-//! listener (`metrics::serve_metrics`, `METRICS_BIND`), never on the public port.
+//! HTTP API (actix-web): products, commands, search, health, OpenAPI, Swagger UI (`/docs/`) and
+//! the operations console (`/console/`, `console`); `/metrics` on its own listener
+//! (`metrics::serve_metrics`, `METRICS_BIND`), never on the public port.
 //!
 //! Writes run the product aggregate and commit state + outbox in one transaction through
 //! `store::product_repo`; nothing here produces product events to Kafka. `POST /api/commands`
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod body_timeout;
 pub mod commands;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod idempotency;
@@ -37,8 +39,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bus::KafkaConnection;
 use crate::cache::ProductCache;
 use crate::config::{ApiConfig, Names};
+use crate::ops::lag_history::LagHistory;
 use crate::search::SearchClient;
 use crate::store::PgPool;
 
@@ -79,6 +83,10 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// Bound of reading a request body (`HTTP_BODY_READ_TIMEOUT_MS`).
     pub body_read_timeout: Duration,
+    /// Kafka connection settings, for the console's group and DLQ reads.
+    pub kafka: KafkaConnection,
+    /// Lag samples behind the console's chart (taken while someone looks).
+    pub lag_history: Arc<tokio::sync::Mutex<LagHistory>>,
 }
 
 /// Settings of the HTTP server itself.
@@ -157,6 +165,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/products/{id}/publish", "POST"),
     ("/api/products/{id}/unpublish", "POST"),
     ("/api/products/{id}/archive", "POST"),
+    ("/console/api/overview", "GET"),
+    ("/console/api/lag", "GET"),
+    ("/console/api/dead-letters", "GET"),
+    ("/console/api/dead-letters/redrive", "POST"),
+    ("/console/api/outbox/parked", "GET"),
+    ("/console/api/outbox/retry", "POST"),
 ];
 
 /// A resource at `path` whose other methods answer 405 with `Allow` from [`ROUTES`].
@@ -208,6 +222,14 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         .service(resource("/api/products/{id}/publish").route(web::post().to(products::publish)))
         .service(resource("/api/products/{id}/unpublish").route(web::post().to(products::unpublish)))
         .service(resource("/api/products/{id}/archive").route(web::post().to(products::archive)))
+        // The console's endpoints before its page scope, which claims the rest of /console.
+        .service(resource("/console/api/overview").route(web::get().to(console::api::overview)))
+        .service(resource("/console/api/lag").route(web::get().to(console::api::lag)))
+        .service(resource("/console/api/dead-letters").route(web::get().to(console::api::dead_letters)))
+        .service(resource("/console/api/dead-letters/redrive").route(web::post().to(console::api::redrive)))
+        .service(resource("/console/api/outbox/parked").route(web::get().to(console::api::parked)))
+        .service(resource("/console/api/outbox/retry").route(web::post().to(console::api::retry)))
+        .service(console::page())
         .default_service(web::to(not_found));
     }
 }

@@ -14,7 +14,8 @@
 //!   characters text may hold, currencies, quantities, non-null optional fields, and the
 //!   shapes of `POST /api/commands` per command type and of the stock body;
 //! - `If-Match` and `Idempotency-Key` on writes; `/health/`, `/health/live`,
-//!   `/health/ready`, and `/metrics` on its own listener (`METRICS_BIND`).
+//!   `/health/ready`, and `/metrics` on its own listener (`METRICS_BIND`); the operations
+//!   console's endpoints (`console::api::openapi_paths`).
 
 use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
@@ -232,7 +233,8 @@ impl Operation {
     }
 }
 
-fn problem_response(status: u16, description: &str) -> Value {
+/// A problem+json response with the headers its status carries.
+pub(crate) fn problem_response(status: u16, description: &str) -> Value {
     let mut r = json!({
         "description": description,
         "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -505,6 +507,11 @@ pub fn document() -> Value {
     if let Some(paths) = doc["paths"].as_object_mut() {
         declare_operations(paths);
         add_operational_paths(paths);
+        paths.extend(
+            super::console::api::openapi_paths()
+                .into_iter()
+                .map(|(p, v)| (p.to_owned(), v)),
+        );
     }
     doc
 }
@@ -619,7 +626,7 @@ mod tests {
             let anonymous = op["security"]
                 .as_array()
                 .is_some_and(|s| s.is_empty() || s.contains(&json!({})));
-            let expected = method == "get" && !path.starts_with("/api/commands");
+            let expected = method == "get" && !path.starts_with("/api/commands") && !path.starts_with("/console/api");
             assert_eq!(anonymous, expected, "{method} {path}: {}", op["security"]);
         }
     }

@@ -1,10 +1,13 @@
 //! Operator tools: consumer-group inspection and lag, replay (offset moves with Kafka's own
-//! reset-offsets semantics), DLQ inspection and redrive, and the one-screen status.
+//! reset-offsets semantics), DLQ inspection and redrive, parked outbox rows, the one-screen
+//! status, and the lag history behind the console's chart.
 //! Kafka calls here are blocking (librdkafka admin/metadata); callers run them on a blocking
 //! thread.
 
 pub mod dlq;
 pub mod groups;
+pub mod lag_history;
+pub mod outbox;
 pub mod rebuild;
 pub mod replay;
 pub mod status;

@@ -161,6 +161,19 @@ async fn check<T, E: std::fmt::Display>(
 
 /// Probes everything once (takes about [`SAMPLE_GAP`] plus the probes).
 pub async fn gather(d: &StatusDeps) -> Status {
+    let (health, (outbox, last_replay), groups, dead_letters) =
+        tokio::join!(health(d), backlog(d), group_statuses(d), dead_letters(d));
+    Status {
+        health,
+        outbox,
+        last_replay,
+        groups,
+        dead_letters,
+    }
+}
+
+/// Health of each dependency (database, redis, kafka, opensearch), probed concurrently.
+pub async fn health(d: &StatusDeps) -> Vec<Check> {
     let (db, redis, kafka, opensearch) = tokio::join!(
         check("database", async {
             let mut c = pool::get(&d.pool).await?;
@@ -170,38 +183,45 @@ pub async fn gather(d: &StatusDeps) -> Status {
         check("kafka", crate::bus::admin::probe(&d.producer, PROBE_TIMEOUT)),
         check("opensearch", d.search.health(PROBE_TIMEOUT)),
     );
-    let (outbox, last_replay) =
-        match pool::get(&d.pool).await {
-            Ok(mut conn) => {
-                let owners = outbox_slices::current_owners(&mut conn).await.unwrap_or_default();
-                let mut relays = std::collections::BTreeMap::new();
-                for o in &owners {
-                    *relays.entry(o.owner.clone()).or_insert(0) += 1;
-                }
-                let outbox = outbox_repo::stats(&mut conn).await.ok().map(|s| OutboxStatus {
-                    pending: s.pending,
-                    parked: s.parked,
-                    oldest_pending_age_secs: s.oldest_pending_age_secs,
-                    relays,
-                    slices_owned: owners.len(),
-                });
-                let last = audit_repo::last_offset_move(&mut conn).await.ok().flatten().map(
-                    |(executed_at, group, mode, host)| LastReplay {
-                        executed_at,
-                        group,
-                        mode,
-                        host,
-                    },
-                );
-                (outbox, last)
-            }
-            Err(_) => (None, None),
-        };
+    vec![db, redis, kafka, opensearch]
+}
+
+/// The outbox backlog and the last replay (both None when Postgres is unavailable).
+pub async fn backlog(d: &StatusDeps) -> (Option<OutboxStatus>, Option<LastReplay>) {
+    let Ok(mut conn) = pool::get(&d.pool).await else {
+        return (None, None);
+    };
+    let owners = outbox_slices::current_owners(&mut conn).await.unwrap_or_default();
+    let mut relays = std::collections::BTreeMap::new();
+    for o in &owners {
+        *relays.entry(o.owner.clone()).or_insert(0) += 1;
+    }
+    let outbox = outbox_repo::stats(&mut conn).await.ok().map(|s| OutboxStatus {
+        pending: s.pending,
+        parked: s.parked,
+        oldest_pending_age_secs: s.oldest_pending_age_secs,
+        relays,
+        slices_owned: owners.len(),
+    });
+    let last = audit_repo::last_offset_move(&mut conn)
+        .await
+        .ok()
+        .flatten()
+        .map(|(executed_at, group, mode, host)| LastReplay {
+            executed_at,
+            group,
+            mode,
+            host,
+        });
+    (outbox, last)
+}
+
+/// Lag and verdict of each group, from two samples [`SAMPLE_GAP`] apart.
+pub async fn group_statuses(d: &StatusDeps) -> Vec<GroupStatus> {
     let first = sample_groups(d).await;
     tokio::time::sleep(SAMPLE_GAP).await;
     let second = sample_groups(d).await;
-    let groups = d
-        .groups
+    d.groups
         .iter()
         .zip(first.into_iter().zip(second))
         .map(|((group, topic), (a, b))| match (a, b) {
@@ -220,18 +240,15 @@ pub async fn gather(d: &StatusDeps) -> Status {
                 verdict: format!("ERROR: {e}"),
             },
         })
-        .collect();
+        .collect()
+}
+
+/// Depth of each dead-letter topic.
+pub async fn dead_letters(d: &StatusDeps) -> Vec<DlqDepth> {
     let (b, topics) = (d.kafka.clone(), d.dlq_topics.clone());
-    let dead_letters = tokio::task::spawn_blocking(move || dlq_depths(&b, &topics))
+    tokio::task::spawn_blocking(move || dlq_depths(&b, &topics))
         .await
-        .unwrap_or_default();
-    Status {
-        health: vec![db, redis, kafka, opensearch],
-        outbox,
-        last_replay,
-        groups,
-        dead_letters,
-    }
+        .unwrap_or_default()
 }
 
 type Sample = Result<(groups::GroupInfo, Vec<DescribeRow>), String>;

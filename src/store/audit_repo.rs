@@ -93,3 +93,43 @@ pub async fn last_offset_move(
         .await
         .optional()?)
 }
+
+/// One recorded partition move of `replay --execute`.
+#[derive(Debug, Clone, Queryable, serde::Serialize)]
+pub struct RecordedMove {
+    /// When.
+    pub executed_at: chrono::DateTime<chrono::Utc>,
+    /// From which host.
+    pub host: String,
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset before (None: nothing was committed).
+    pub from_offset: Option<i64>,
+    /// Committed offset after.
+    pub to_offset: i64,
+    /// Mode, e.g. `to-earliest`.
+    pub mode: String,
+}
+
+/// The `limit` most recent partition moves, newest first.
+pub async fn recent_offset_moves(conn: &mut AsyncPgConnection, limit: i64) -> Result<Vec<RecordedMove>, StoreError> {
+    Ok(replay_audit::table
+        .order(replay_audit::id.desc())
+        .limit(limit)
+        .select((
+            replay_audit::executed_at,
+            replay_audit::host,
+            replay_audit::group_id,
+            replay_audit::topic,
+            replay_audit::kafka_partition,
+            replay_audit::from_offset,
+            replay_audit::to_offset,
+            replay_audit::mode,
+        ))
+        .load(conn)
+        .await?)
+}

@@ -1,12 +1,14 @@
 //! Integration tests against the real local stack (PostgreSQL, Redis, Kafka, OpenSearch).
 //! Each test gets its own database, topic/group/index/key namespace and an HTTP port.
 
+mod browser;
 mod helpers;
 
 mod access;
 mod cli;
 mod commands;
 mod compose;
+mod console;
 mod docs;
 mod durability;
 mod health;
