@@ -822,7 +822,9 @@ async fn produce_events(e: &Env, topic: &str, products: usize) -> Vec<EventEnvel
 /// The same documents straight to `_bulk` into a fresh index, `chunk` per request; the first
 /// request (warm-up) is outside the timed window. Returns documents/s.
 async fn raw_bulk(search: &SearchClient, index_name: &str, envs: &[EventEnvelope], chunk: usize) -> f64 {
-    index::create_index(search, index_name, index::IndexLayout::default()).await.expect("raw index");
+    index::create_index(search, index_name, index::IndexLayout::default())
+        .await
+        .expect("raw index");
     let mut started = None;
     for part in envs.chunks(chunk) {
         let items: Vec<bulk::BulkItem> = part
@@ -2013,7 +2015,10 @@ fn main() {
         section!("freshness", bench_freshness(&mut rows).await);
         section!("rebuild", bench_rebuild(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
-        section!("projection-scaling", projection_scaling::bench_projection_scaling(&mut rows).await);
+        section!(
+            "projection-scaling",
+            projection_scaling::bench_projection_scaling(&mut rows).await
+        );
         let mut m = machine().await;
         m["load_average"] = json!(std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()

@@ -66,6 +66,8 @@ metric!(PROJECTION_UNFINISHED: IntCounter = register_int_counter!(
     "aliexpress_projection_unfinished_total", "Messages a projection batch left unfinished (retried later, never committed past)"));
 metric!(PROJECTION_PIPELINES: IntGauge = register_int_gauge!(
     "aliexpress_projection_partition_pipelines", "Partition pipelines this projection process runs (one per assigned partition that had messages)"));
+metric!(PROJECTION_PARTITION_PAUSES: IntCounter = register_int_counter!(
+    "aliexpress_projection_partition_pauses_total", "Times a partition was paused because its pipeline's queue was full"));
 metric!(PROJECTION_PARTITIONS_PAUSED: IntGauge = register_int_gauge!(
     "aliexpress_projection_partitions_paused", "Partitions paused because their pipeline's queue is full (a slow partition, held alone)"));
 metric!(DLQ_MESSAGES: IntCounterVec = register_int_counter_vec!(

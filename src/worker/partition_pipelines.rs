@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::product_event_consumer::ProductEventConsumer;
 use super::Shutdown;
-use crate::telemetry::metrics::{PROJECTION_PARTITIONS_PAUSED, PROJECTION_PIPELINES};
+use crate::telemetry::metrics::{PROJECTION_PARTITIONS_PAUSED, PROJECTION_PARTITION_PAUSES, PROJECTION_PIPELINES};
 
 type Partition = (String, i32);
 
@@ -147,6 +147,7 @@ impl PartitionPipelines {
             Err(TrySendError::Full(m)) => {
                 lane.held.push_back(m);
                 set_paused(&self.consumer, &key, true);
+                PROJECTION_PARTITION_PAUSES.inc();
             }
             // Its task ended; `check_pipelines` reports why.
             Err(TrySendError::Closed(m)) => lane.held.push_back(m),
