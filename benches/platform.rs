@@ -1980,7 +1980,7 @@ fn main() {
         .build()
         .expect("runtime");
     if std::env::var_os("RUST_LOG").is_some() {
-        aliexpress::telemetry::init("pretty");
+        let _ = aliexpress::telemetry::init("pretty", "aliexpress-bench");
     }
     rt.block_on(async {
         progress(format_args!(

@@ -23,6 +23,10 @@
 //! | ALIEXPRESS_NAMESPACE | (empty) prefix of topics, groups, index and Redis keys |
 //! | LOG_FORMAT | pretty (or json) |
 //! | RUST_LOG | info |
+//! | OTEL_EXPORTER_OTLP_ENDPOINT | (none) export spans over OTLP/HTTP to this collector (`/v1/traces` is appended; or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is); unset: nothing is exported |
+//! | OTEL_EXPORTER_OTLP_PROTOCOL | http/protobuf (or http/json) |
+//! | OTEL_SERVICE_NAME | aliexpress-<subcommand> (aliexpress-serve, aliexpress-run-product-event-consumer, ...) |
+//! | OTEL_TRACES_FILTER | info,aliexpress=debug: which spans are exported (RUST_LOG syntax) |
 //!
 //! `serve` adds the request-path bounds and idempotency settings of [`ResilienceConfig`]
 //! (see `config::resilience`):

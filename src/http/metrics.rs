@@ -34,6 +34,15 @@ pub async fn record(
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     // Every log line of the request carries its method and route.
     let span = tracing::info_span!("request", http.method = method, http.route = %route);
+    // An exported request span continues the caller's trace.
+    if let Some(tp) = req
+        .headers()
+        .get(crate::telemetry::trace_context::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::telemetry::trace_context::TraceParent::parse)
+    {
+        crate::telemetry::trace_context::set_parent(&span, &tp);
+    }
     let res = next.call(req).instrument(span).await?;
     let status = res.status().as_u16().to_string();
     let labels = [method, route.as_str(), status.as_str()];

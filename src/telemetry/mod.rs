@@ -5,23 +5,113 @@
 pub mod metrics;
 pub mod trace_context;
 
-use tracing_subscriber::{fmt, EnvFilter};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// Installs the global subscriber. `format` is `json` or anything else for human text.
-pub fn init(format: &str) {
+/// Spans the OTLP exporter receives (`OTEL_TRACES_FILTER` overrides): the platform's own
+/// spans down to debug (handlers, repositories, worker stages, one per projected event).
+const DEFAULT_TRACES_FILTER: &str = "info,aliexpress=debug";
+
+/// What [`init`] started that must be flushed before the process exits.
+#[must_use = "call shutdown() before exiting so the last spans are exported"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// True when spans are exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is still buffered and stops the exporter (bounded by the SDK's timeout).
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider {
+            if let Err(e) = p.shutdown() {
+                eprintln!("warning: OTLP exporter shutdown: {e}");
+            }
+        }
+    }
+}
+
+/// An OTLP span exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-only
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: HTTP, protobuf unless
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`; the endpoint, headers and timeout come from the
+/// standard `OTEL_EXPORTER_OTLP_*` variables. Spans are batched on a thread of their own.
+fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return None;
+    }
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let protocol = match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+        Ok("http/json") => Protocol::HttpJson,
+        _ => Protocol::HttpBinary,
+    };
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("warning: OTLP export disabled: {e}");
+            return None;
+        }
+    };
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_owned());
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// Installs the global subscriber: logs to stderr (`format` is `json` or anything else for
+/// human text, filtered by `RUST_LOG`), and, when an OTLP endpoint is configured, spans
+/// exported as `service` (or `OTEL_SERVICE_NAME`). Without an endpoint nothing is exported
+/// and no span is created for the exporter. A second call (tests) keeps the first setup.
+pub fn init(format: &str, service: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,actix_server=warn,opensearch=warn"));
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt()
-        .with_env_filter(filter)
+    let logs = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(ansi);
-    // A second init (tests) keeps the first subscriber.
-    let _ = if format == "json" {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+    let logs = if format == "json" {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.compact().try_init()
+        logs.compact().with_filter(filter).boxed()
     };
+    let provider = otlp_provider(service);
+    let spans = provider.as_ref().map(|p| {
+        let traces_filter = std::env::var("OTEL_TRACES_FILTER").unwrap_or_else(|_| DEFAULT_TRACES_FILTER.into());
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("aliexpress"))
+            .with_filter(EnvFilter::new(traces_filter))
+    });
+    let installed = tracing_subscriber::registry().with(logs).with(spans).try_init().is_ok();
+    if installed {
+        if let Some(p) = &provider {
+            opentelemetry::global::set_tracer_provider(p.clone());
+            trace_context::set_exporting();
+        }
+    }
+    Telemetry {
+        provider: provider.filter(|_| installed),
+    }
 }

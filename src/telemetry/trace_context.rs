@@ -2,7 +2,49 @@
 //! the consumers, so one request can be followed end to end (in logs as `trace_id`, and by
 //! any tracing tool that reads the header).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once spans are exported over OTLP ([`super::init`]): only then are OpenTelemetry
+/// parents set and read, so without an exporter nothing here costs anything.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn set_exporting() {
+    EXPORTING.store(true, Ordering::Relaxed);
+}
+
+/// Makes `tp` the parent of `span` in the exported trace (call before the span is entered):
+/// the span continues the caller's trace. Nothing happens when spans are not exported.
+pub fn set_parent(span: &tracing::Span, tp: &TraceParent) {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let carrier: HashMap<String, String> = [(TRACEPARENT.to_owned(), tp.to_string())].into();
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    if let Err(e) = span.set_parent(cx) {
+        tracing::debug!(error = %e, "span parent not set");
+    }
+}
+
+/// The current span as the parent of what comes next, when spans are exported (so the
+/// stored or sent `traceparent` names a span the tracing tool has).
+fn current() -> Option<TraceParent> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return None;
+    }
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| TraceParent {
+        trace_id: format!("{:032x}", sc.trace_id()),
+        parent_id: format!("{:016x}", sc.span_id()),
+        flags: if sc.is_sampled() { "01" } else { "00" }.into(),
+    })
+}
 
 /// The header's name, on HTTP requests and responses and on Kafka messages.
 pub const TRACEPARENT: &str = "traceparent";
@@ -67,9 +109,11 @@ impl TraceParent {
         }
     }
 
-    /// Continues `incoming` (a header value) or starts a new trace when it is absent or invalid.
+    /// The parent for what comes next: the current span when spans are exported (it was made
+    /// a child of `incoming` by the request's or message's span), else a child of `incoming`
+    /// (a header value), or a new trace when that is absent or invalid.
     pub fn continue_or_start(incoming: Option<&str>) -> Self {
-        incoming.and_then(Self::parse).map_or_else(Self::start, |p| p.child())
+        current().unwrap_or_else(|| incoming.and_then(Self::parse).map_or_else(Self::start, |p| p.child()))
     }
 
     /// The trace id (32 hex digits), as logged.

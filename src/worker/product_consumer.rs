@@ -205,8 +205,20 @@ impl ProductConsumer {
         }
     }
 
-    #[tracing::instrument(name = "command", skip_all, fields(kafka.partition = msg.partition(), kafka.offset = msg.offset()))]
+    /// Handles one message in a span of its own that continues the message's trace.
     async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
+        let span = tracing::info_span!(
+            "command",
+            kafka.partition = msg.partition(),
+            kafka.offset = msg.offset()
+        );
+        if let Some(tp) = crate::bus::consumer::header_str(msg, TRACEPARENT).and_then(TraceParent::parse) {
+            crate::telemetry::trace_context::set_parent(&span, &tp);
+        }
+        tracing::Instrument::instrument(self.handle_in_span(msg, shutdown), span).await
+    }
+
+    async fn handle_in_span(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
         let s = match self.decode(msg) {
             Ok(s) => s,
             Err(reason) => {

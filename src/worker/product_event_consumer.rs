@@ -146,8 +146,9 @@ struct DeferredCache {
 struct Decoded {
     at: usize,
     event: EventEnvelope,
-    /// Trace id of the message's `traceparent` header, logged when the event is projected.
-    trace_id: Option<String>,
+    /// The message's `traceparent` header: its trace id is logged when the event is
+    /// projected, and the exported span of the projection continues it.
+    trace: Option<TraceParent>,
 }
 
 /// Where a projector's messages come from.
@@ -384,9 +385,7 @@ impl ProductEventConsumer {
                 Ok(event) => events.push(Decoded {
                     at,
                     event,
-                    trace_id: crate::bus::consumer::header_str(m, TRACEPARENT)
-                        .and_then(TraceParent::parse)
-                        .map(|t| t.trace_id().to_owned()),
+                    trace: crate::bus::consumer::header_str(m, TRACEPARENT).and_then(TraceParent::parse),
                 }),
                 Err(e) => {
                     tracing::warn!(kafka.partition = m.partition(), kafka.offset = m.offset(), error = %e, "undecodable event sent to the DLQ");
@@ -430,12 +429,19 @@ impl ProductEventConsumer {
                 match r {
                     ItemResult::Applied => {
                         out.applied += 1;
-                        tracing::debug!(
-                            product.id = %d.event.aggregate_id,
-                            product.version = d.event.aggregate_version,
-                            trace_id = d.trace_id.as_deref().unwrap_or("-"),
-                            "event projected"
-                        );
+                        let span = tracing::debug_span!("project event", product.id = %d.event.aggregate_id,
+                            product.version = d.event.aggregate_version);
+                        if let Some(tp) = &d.trace {
+                            crate::telemetry::trace_context::set_parent(&span, tp);
+                        }
+                        span.in_scope(|| {
+                            tracing::debug!(
+                                product.id = %d.event.aggregate_id,
+                                product.version = d.event.aggregate_version,
+                                trace_id = d.trace.as_ref().map_or("-", TraceParent::trace_id),
+                                "event projected"
+                            );
+                        });
                         PROJECTION_EVENTS
                             .with_label_values(&[&d.event.event_type, "applied"])
                             .inc();

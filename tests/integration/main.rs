@@ -15,6 +15,7 @@ mod health;
 mod idempotency;
 mod kafka_outage;
 mod ops;
+mod otlp;
 mod outbox;
 mod products;
 mod projection;
