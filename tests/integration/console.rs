@@ -267,22 +267,32 @@ async fn the_console_in_a_browser_shows_each_groups_lag_a_dead_letter_and_a_movi
             &format!("{} === '4'", lag_of(&projection)),
         )
         .await;
-    assert_eq!(browser.eval(&lag_of(&commands)).await, "0");
-    let partition_lags = browser
-        .eval(&format!(
-            "[...document.querySelectorAll('#groups [data-group=\"{projection}\"] .partition-lag')].map(c => Number(c.textContent)).reduce((a, b) => a + b, 0)"
-        ))
+    // Conditions waited for, not read once: the page re-renders its tables on every refresh.
+    browser
+        .wait_for(
+            "the command group's lag",
+            Duration::from_secs(20),
+            &format!("{} === '0'", lag_of(&commands)),
+        )
         .await;
-    assert_eq!(partition_lags, 4, "partition rows add up to the group's lag");
-    let verdict = browser
-        .eval(&format!(
-            "document.querySelector('#groups [data-group=\"{projection}\"] .verdict').textContent"
-        ))
+    browser
+        .wait_for(
+            "partition rows add up to the group's lag",
+            Duration::from_secs(20),
+            &format!(
+                "[...document.querySelectorAll('#groups [data-group=\"{projection}\"] .partition-lag')].map(c => Number(c.textContent)).reduce((a, b) => a + b, 0) === 4"
+            ),
+        )
         .await;
-    assert!(
-        ["STALL", "STOP", "WARN"].contains(&verdict.as_str().unwrap_or_default()),
-        "behind: {verdict}"
-    );
+    browser
+        .wait_for(
+            "the projection's verdict says it is behind",
+            Duration::from_secs(20),
+            &format!(
+                "['STALL', 'STOP', 'WARN'].includes((document.querySelector('#groups [data-group=\"{projection}\"] .verdict') || {{}}).textContent)"
+            ),
+        )
+        .await;
 
     // The chart gets new points as samples arrive.
     let points = "Number(document.getElementById('lag-chart').dataset.points)";
@@ -303,13 +313,13 @@ async fn the_console_in_a_browser_shows_each_groups_lag_a_dead_letter_and_a_movi
         )
         .await;
     assert!(after.as_u64() > Some(before));
-    assert_eq!(
-        browser
-            .eval("document.querySelectorAll('#lag-chart canvas').length > 0")
-            .await,
-        true,
-        "uPlot drew the chart"
-    );
+    browser
+        .wait_for(
+            "uPlot drew the chart",
+            Duration::from_secs(20),
+            "document.querySelectorAll('#lag-chart canvas').length > 0",
+        )
+        .await;
 
     // Poison: the dead letter shows with its reason.
     inject_poison(&app, &mut p).await;

@@ -22,5 +22,6 @@ mod projection;
 mod prometheus;
 mod relays;
 mod resilience;
+mod roles;
 mod secure;
 mod trace_context;

@@ -137,7 +137,7 @@
         g.partitions.length ? table(['partition#', 'committed#', 'log end#', 'lag#', 'consumer', 'host'],
           g.partitions.map((p) => el('tr', { 'data-partition': p.partition },
             el('td', { class: 'num' }, p.partition), el('td', { class: 'num' }, p.current ?? '-'),
-            el('td', { class: 'num' }, p.log_end), el('td', { class: 'num partition-lag' }, p.current === null ? '-' : p.lag),
+            el('td', { class: 'num' }, p.log_end), el('td', { class: 'num partition-lag' }, p.lag),
             el('td', {}, p.client_id || '-'), el('td', {}, p.host || '-'))))
           : el('p', { class: 'empty' }, 'No committed offsets and no members yet.'))));
     const h = v.history;
