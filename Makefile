@@ -30,6 +30,7 @@ else
 	$(BIN) migrate
 	$(ROLES) up $(BIN)
 	@echo "API: http://127.0.0.1:8000  (health: /health/, metrics: /metrics, OpenAPI: /openapi.json)"
+	@echo "Console: http://127.0.0.1:8000/console/  Swagger UI: http://127.0.0.1:8000/docs/  (token: \$$API_TOKENS or $${ALIEXPRESS_STATE_DIR:-/var/tmp/aliexpress-stack}/roles/api-token)"
 endif
 
 down: ## stop the roles and the stack (data kept)
