@@ -23,6 +23,7 @@
 //! `$CARGO_TARGET_TMPDIR/chaos/<scenario>/` (`chaos-cluster/` for `--cluster`).
 
 mod checker;
+mod poll;
 mod scenarios;
 mod stack;
 mod sut;

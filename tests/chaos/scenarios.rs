@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::checker::{self, Expect, Findings};
+use crate::poll::{poll_until, Probe};
 use crate::stack::{Service, Stack};
 use crate::sut::{self, pg, Role, Sut};
 use crate::workload::{self, lock, Outcome, Record, Summary, Workload, DOWN_API, DOWN_PG};
@@ -743,8 +744,7 @@ async fn partitions(sut: &Sut, topic: &str) -> Result<Vec<(i32, i32, usize, usiz
 
 /// Waits until every partition of the scenario's topics has all its replicas in sync.
 async fn wait_in_sync(sut: &Sut, deadline: Duration) -> Result<(), String> {
-    let end = Instant::now() + deadline;
-    loop {
+    poll_until(Instant::now() + deadline, Duration::from_millis(500), || async {
         let mut behind = Vec::new();
         for topic in sut.names.all_topics() {
             match partitions(sut, &topic).await {
@@ -757,16 +757,15 @@ async fn wait_in_sync(sut: &Sut, deadline: Duration) -> Result<(), String> {
             }
         }
         if behind.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > end {
-            return Err(format!(
+            Probe::Ready(())
+        } else {
+            Probe::Waiting(format!(
                 "replicas not back in sync within {deadline:?}: {}",
                 behind.join(", ")
-            ));
+            ))
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await
 }
 
 async fn broker_kill(ctx: &Ctx<'_>) -> Result<(), String> {
@@ -840,21 +839,19 @@ async fn primary_of(http: &reqwest::Client, url: &str, alias: &str) -> Result<(S
 
 /// Waits until `alias`'s index is green (every copy allocated and started).
 async fn wait_green(http: &reqwest::Client, url: &str, alias: &str, deadline: Duration) -> Result<(), String> {
-    let end = Instant::now() + deadline;
-    loop {
+    poll_until(Instant::now() + deadline, Duration::from_millis(500), || async {
         let r = get_json(
             http,
             &format!("{url}/_cluster/health/{alias}?wait_for_status=green&timeout=1s"),
         )
         .await;
         if matches!(&r, Ok((200, v)) if v["status"] == "green") {
-            return Ok(());
+            Probe::Ready(())
+        } else {
+            Probe::Waiting(format!("{alias} not green within {deadline:?}: {r:?}"))
         }
-        if Instant::now() > end {
-            return Err(format!("{alias} not green within {deadline:?}: {r:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await
 }
 
 async fn search_node_kill(ctx: &Ctx<'_>) -> Result<(), String> {
@@ -887,15 +884,20 @@ async fn search_node_kill(ctx: &Ctx<'_>) -> Result<(), String> {
                 "could not move the primary of {index} to opensearch-2: {status} {v}"
             ));
         }
-        let end = Instant::now() + Duration::from_secs(60);
-        while primary_of(&http, &node1, &alias).await?.1 != id2 {
-            if Instant::now() > end {
-                return Err(format!(
-                    "the primary of {index} did not move to opensearch-2 within 60 s"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        poll_until(
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_millis(200),
+            || async {
+                match primary_of(&http, &node1, &alias).await {
+                    Ok((_, id, _)) if id == id2 => Probe::Ready(()),
+                    Ok(_) => Probe::Waiting(format!(
+                        "the primary of {index} did not move to opensearch-2 within 60 s"
+                    )),
+                    Err(e) => Probe::Failed(e),
+                }
+            },
+        )
+        .await?;
         wait_green(&http, &node1, &alias, Duration::from_secs(60)).await?;
         ctx.log_api(format!(
             "moved the primary of {index} to opensearch-2 (replica promoted, new replica on opensearch-1)"
@@ -909,21 +911,22 @@ async fn search_node_kill(ctx: &Ctx<'_>) -> Result<(), String> {
         "kill -9 opensearch-2 (primary of {index}); down for {} s; the API searches through opensearch-1",
         NODE_OUTAGE.as_secs()
     ));
-    let end = down_at + Duration::from_secs(30);
-    loop {
-        let (_, id, state) = primary_of(&http, &node1, &alias).await?;
-        if id == id1 && state == "STARTED" {
-            ctx.log_api(format!(
-                "replica on opensearch-1 promoted to primary after {:.1} s",
-                down_at.elapsed().as_secs_f64()
-            ));
-            break;
-        }
-        if Instant::now() > end {
-            return Err(format!("no primary of {index} on opensearch-1 within 30 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(
+        down_at + Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            match primary_of(&http, &node1, &alias).await {
+                Ok((_, id, state)) if id == id1 && state == "STARTED" => Probe::Ready(()),
+                Ok(_) => Probe::Waiting(format!("no primary of {index} on opensearch-1 within 30 s")),
+                Err(e) => Probe::Failed(e),
+            }
+        },
+    )
+    .await?;
+    ctx.log_api(format!(
+        "replica on opensearch-1 promoted to primary after {:.1} s",
+        down_at.elapsed().as_secs_f64()
+    ));
     let during = keeps_going(ctx, before, back_at, "opensearch-2").await;
     ctx.log_api("deploy/local/stack up --cluster");
     stack.up().await?;
