@@ -4,10 +4,22 @@
 //!
 //! Usage: aliexpress status [--json] [--watch SECONDS]
 //!
-//! `--json` prints one JSON object per sample (for scripts); `--watch` repeats every
-//! SECONDS until Ctrl-C. Without `--watch` the exit code is 1 when a dependency is down or a
-//! group is stalled or stopped with lag.
+//! `--json` prints one JSON object per sample, on one line (for scripts; with `--watch`, one
+//! line per sample); `--watch` samples every SECONDS until Ctrl-C (SIGINT or SIGTERM, exit 0).
+//! Without `--watch` the exit code is 1 when a dependency is down or a group is stalled or
+//! stopped with lag.
+//!
+//! The JSON shape (version 1; fields are only ever added, a change of meaning bumps
+//! `schema_version`), as documented in RUNBOOK.md:
+//! `{"schema_version": 1, "sampled_at": RFC 3339, "healthy": bool,
+//!   "health": [{"name", "ok", "latency_ms"|null, "error"|null}],
+//!   "outbox": {"pending", "parked", "oldest_pending_age_secs", "relays": {name: slices},
+//!              "slices_owned"} | null,
+//!   "last_replay": {"executed_at", "group", "mode", "host"} | null,
+//!   "groups": [{"group", "topic", "lag", "members", "verdict"}],
+//!   "dead_letters": [{"topic", "records"|null}]}`
 
+use std::io::Write;
 use std::time::Duration;
 
 use crate::config::InfraConfig;
@@ -54,21 +66,48 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     };
     let shutdown = crate::worker::Shutdown::new();
     shutdown.install_signal_handlers();
+    let every = Duration::from_secs(every);
     while !shutdown.is_triggered() {
+        let started = std::time::Instant::now();
         let s = status::gather(&deps).await;
         if !a.json {
             // Clear the screen and go home, like `watch`.
             println!("\x1b[2J\x1b[H{}", chrono::Utc::now().to_rfc3339());
         }
         print(&s, a.json)?;
-        shutdown.sleep(Duration::from_secs(every)).await;
+        // Samples start every `every`, however long gathering took.
+        shutdown.sleep(every.saturating_sub(started.elapsed())).await;
     }
     Ok(())
 }
 
+/// Version of the `--json` shape: bumped when a field changes meaning or goes away.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// One `--json` sample: the status with its version, time and overall verdict.
+#[derive(serde::Serialize)]
+struct JsonSample<'a> {
+    schema_version: u32,
+    sampled_at: chrono::DateTime<chrono::Utc>,
+    /// What the exit code says without `--watch` (true: 0).
+    healthy: bool,
+    #[serde(flatten)]
+    status: &'a Status,
+}
+
 fn print(s: &Status, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(s)?);
+        let sample = JsonSample {
+            schema_version: JSON_SCHEMA_VERSION,
+            sampled_at: chrono::Utc::now(),
+            healthy: s.healthy(),
+            status: s,
+        };
+        // One line per sample, flushed at once, so a reader of a pipe gets each as it comes.
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, &sample)?;
+        writeln!(out)?;
+        out.flush()?;
         return Ok(());
     }
     println!("== health");

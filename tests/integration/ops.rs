@@ -407,7 +407,15 @@ async fn status_json_is_one_object_scripts_can_read_and_a_down_dependency_exits_
     let (app, _) = projected_catalog(1).await;
     let out = bin(&app.env, &["status", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    let v: Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    assert_eq!(v["schema_version"], 1);
+    assert!(
+        v["sampled_at"]
+            .as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+        "{v}"
+    );
+    assert_eq!(v["healthy"], true);
     let health = v["health"].as_array().expect("health");
     assert_eq!(health.len(), 4);
     assert!(health.iter().all(|c| c["ok"] == true), "{v}");
@@ -423,14 +431,76 @@ async fn status_json_is_one_object_scripts_can_read_and_a_down_dependency_exits_
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    let v: Value = serde_json::from_str(stdout(&out).trim()).expect("json");
     let os = v["health"]
         .as_array()
         .expect("health")
         .iter()
         .find(|c| c["name"] == "opensearch")
         .cloned();
-    assert_eq!(os.map(|c| c["ok"].clone()), Some(serde_json::Value::Bool(false)));
+    assert_eq!(os.map(|c| c["ok"].clone()), Some(Value::Bool(false)));
+    assert_eq!(v["healthy"], false);
+}
+
+/// Runs `status ARGS --watch 1` until `frames` of its output lines are seen (or 30 s pass),
+/// then interrupts it as Ctrl-C would; returns the lines and whether it exited 0.
+fn watch_status(env: &TestEnv, args: &[&str], frames: usize, is_frame: fn(&str) -> bool) -> (Vec<String>, bool) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+        .envs(env.bin_env())
+        .arg("status")
+        .args(args)
+        .args(["--watch", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runs");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    while lines.iter().filter(|l: &&String| is_frame(l)).count() < frames {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let exited = child.wait().expect("exits");
+    (lines, exited.success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_watch_prints_a_sample_every_period_until_interrupted() {
+    let env = TestEnv::new().await;
+    let (lines, ok) = watch_status(&env, &["--json"], 2, |l| l.starts_with('{'));
+    let samples: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON sample"))
+        .collect();
+    assert!(samples.len() >= 2, "two samples: {lines:?}");
+    let at =
+        |v: &Value| chrono::DateTime::parse_from_rfc3339(v["sampled_at"].as_str().expect("time")).expect("rfc3339");
+    assert!(at(&samples[1]) > at(&samples[0]), "later samples: {lines:?}");
+    assert!(samples
+        .iter()
+        .all(|v| v["schema_version"] == 1 && v["health"].is_array()));
+    assert!(ok, "Ctrl-C ends the watch with exit 0");
+
+    let (lines, ok) = watch_status(&env, &[], 2, |l| l == "== health");
+    assert!(
+        lines.iter().filter(|l| *l == "== health").count() >= 2,
+        "two screens: {lines:?}"
+    );
+    assert!(ok, "Ctrl-C ends the watch with exit 0");
 }
 
 async fn alias_target(env: &TestEnv) -> Option<String> {
