@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::{json, Value};
@@ -146,12 +146,12 @@ async fn spans_of_one_write_reach_the_collector_from_the_api_and_the_projection_
             .map(|(_, _, n)| n)
             .collect::<Vec<_>>()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (from("aliexpress-serve").is_empty() || from("aliexpress-run-product-event-consumer").is_empty())
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await; // polling what the collector got
-    }
+    // Both roles' spans reach the collector (the assertions below say which are missing).
+    wait_until(Duration::from_secs(30), || {
+        let both = !from("aliexpress-serve").is_empty() && !from("aliexpress-run-product-event-consumer").is_empty();
+        async move { both }
+    })
+    .await;
     for child in [&mut serve, &mut projection] {
         let _ = Command::new("kill").arg(child.id().to_string()).status();
         let _ = child.wait();
