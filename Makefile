@@ -10,7 +10,7 @@ ROLES := deploy/local/roles
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench \
+.PHONY: help up down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench bench-peer \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
         cluster-up cluster-down test-cluster
@@ -128,8 +128,12 @@ unit: ensure-rust ## unit tests only (no services)
 
 bench: ensure-rust ## benchmarks against the real stack; prints a table
 	$(STACK) up
+	$(STACK) jars debezium >/dev/null
 	cargo build --locked --release
 	bash bench/run.sh $(BIN)
+
+bench-peer: ## only the relay vs Debezium rows of make bench (backlog events/s, publish latency)
+	BENCH_ONLY=peer $(MAKE) bench
 
 migrate: ## apply database migrations
 	$(BIN) migrate

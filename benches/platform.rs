@@ -22,6 +22,9 @@
 //! - mixed: 95 % GET / 5 % POST at a fixed rate near saturation, p50/p99 of each;
 //! - freshness: API write due → visible in the search index, at 100 and 500 writes/s;
 //! - rebuild: `replay --rebuild` of N events vs raw `_bulk` of the same documents;
+//! - peer: the relay vs Debezium's outbox EventRouter on Kafka Connect, same rows, same Kafka:
+//!   backlog events/s and publish latency (commit -> record) at a fixed rate
+//!   (benches/platform/debezium_peer.rs; `make bench-peer` runs only this);
 //! - relay-scaling: 2 and 4 relays vs 2 and 4 times one relay (modelled round trip);
 //! - projection-scaling: 2 and 3 projection consumers vs 2 and 3 times one, and one
 //!   consumer's partition pipelines (modelled round trip; benches/platform/projection_scaling.rs).
@@ -30,8 +33,11 @@
 //! HTTP rows, default 8), BENCH_FRESH_WRITES (samples per rate, default 2000 x scale, at
 //! least 200), BENCH_REBUILD_EVENTS (default 200 000 x scale), BENCH_MIXED_RATE (req/s;
 //! default half the mixed capacity the get and api rows imply),
-//! BENCH_FRESH_BATCH_WAIT (projection batch wait for the freshness row; default: shipped).
+//! BENCH_FRESH_BATCH_WAIT (projection batch wait for the freshness row; default: shipped),
+//! BENCH_PEER_RATE (writes/s of the peer's latency runs, default 500).
 
+#[path = "platform/debezium_peer.rs"]
+mod debezium_peer;
 #[path = "platform/projection_scaling.rs"]
 mod projection_scaling;
 
@@ -479,6 +485,21 @@ fn producer_performance_rate(text: &str, n: i64) -> (f64, bool) {
     ((n as f64 - w1) / (total_secs - w1_secs).max(1e-3), true)
 }
 
+/// A backlog of `n` outbox rows for `topic`: `n / 10` products with versions 1..=10, each
+/// payload random hex (incompressible for lz4) of about 1 KB, headers as the write path
+/// stores them. Used by the relay rows and the Debezium peer.
+fn seed_outbox_sql(topic: &str, n: i64) -> String {
+    format!(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
+         SELECT gen_random_uuid(), 'product', p.id, v, '{topic}', p.id::text, 'ProductStockAdjusted', 1, \
+                jsonb_build_object('aggregate_id', p.id, 'aggregate_version', v, \
+                  'pad', (SELECT string_agg(md5(random()::text || g::text || v::text || p.id::text), '') FROM generate_series(1, 28) g)), \
+                jsonb_build_object('event_type', 'ProductStockAdjusted', 'aggregate_version', v::text) \
+         FROM generate_series(1, 10) v, (SELECT gen_random_uuid() AS id FROM generate_series(1, {p})) p ORDER BY v, p.id",
+        p = n / 10
+    )
+}
+
 /// Relay over a backlog vs ProducerPerformance, on identical bytes: the rows' payloads are
 /// random hex (incompressible for lz4) of about 1 KB, and ProducerPerformance sends payloads
 /// taken from the same rows (`--payload-file`). Shipped defaults (batch size 1000, lz4,
@@ -493,19 +514,10 @@ async fn bench_relay(rows: &mut Vec<Row>) {
         .await
         .expect("conn");
     progress(format_args!("relay: seeding {n} outbox rows"));
-    diesel::sql_query(format!(
-        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
-         SELECT gen_random_uuid(), 'product', p.id, v, '{t}', p.id::text, 'ProductStockAdjusted', 1, \
-                jsonb_build_object('aggregate_id', p.id, 'aggregate_version', v, \
-                  'pad', (SELECT string_agg(md5(random()::text || g::text || v::text || p.id::text), '') FROM generate_series(1, 28) g)), \
-                jsonb_build_object('event_type', 'ProductStockAdjusted', 'aggregate_version', v::text) \
-         FROM generate_series(1, 10) v, (SELECT gen_random_uuid() AS id FROM generate_series(1, {p})) p ORDER BY v, p.id",
-        t = e.names.events_topic(),
-        p = n / 10
-    ))
-    .execute(&mut c)
-    .await
-    .expect("seed");
+    diesel::sql_query(seed_outbox_sql(&e.names.events_topic(), n))
+        .execute(&mut c)
+        .await
+        .expect("seed");
     // The same payload bytes for ProducerPerformance (a sample; it picks at random).
     #[derive(diesel::QueryableByName)]
     struct Payload {
@@ -1839,6 +1851,8 @@ async fn cleanup_previous_runs() {
         "DATABASE_URL",
         "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress",
     );
+    // A bench database with a replication slot cannot be dropped.
+    debezium_peer::drop_leftover_slots(&base).await;
     if let Ok(mut c) = pool::connect(&base, Duration::from_secs(600)).await {
         #[derive(diesel::QueryableByName)]
         struct Db {
@@ -2014,6 +2028,7 @@ fn main() {
         section!("mixed", bench_mixed(&mut rows, &cap).await);
         section!("freshness", bench_freshness(&mut rows).await);
         section!("rebuild", bench_rebuild(&mut rows).await);
+        section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(
             "projection-scaling",
