@@ -11,7 +11,7 @@ pub mod product_cache;
 pub mod redis_pool;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
-pub use product_cache::{ProductCache, RequestBounds};
+pub use product_cache::{CachedDocument, ProductCache, RequestBounds};
 pub use redis_pool::RedisEndpoint;
 
 /// Failures talking to Redis.

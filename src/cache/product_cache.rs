@@ -23,8 +23,41 @@ use uuid::Uuid;
 use super::breaker::{BreakerSettings, CircuitBreaker};
 use super::CacheError;
 use crate::config::Names;
-use crate::domain::product::Product;
+use crate::domain::product::{Product, ProductStatus};
 use crate::telemetry::metrics;
+
+/// A cached product document: the JSON as written, and the fields a reader decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedDocument {
+    /// Aggregate version of the document.
+    pub version: i64,
+    /// Lifecycle status (who may see it).
+    pub status: ProductStatus,
+    /// The product's JSON, exactly as the writer serialized it.
+    pub json: String,
+}
+
+impl CachedDocument {
+    /// Reads the id, version and status of `json` (other fields are skipped, not parsed);
+    /// a document that lacks them or names another product is corrupt.
+    fn read(id: Uuid, json: String) -> Result<Self, CacheError> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            id: Uuid,
+            version: i64,
+            status: ProductStatus,
+        }
+        let head: Head = serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+        if head.id != id {
+            return Err(CacheError::Corrupt(format!("entry of {id} holds product {}", head.id)));
+        }
+        Ok(Self {
+            version: head.version,
+            status: head.status,
+            json,
+        })
+    }
+}
 
 /// Bound of Redis calls made by workers and tools ([`ProductCache::new`]).
 const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -251,17 +284,27 @@ impl ProductCache {
     /// Reads a cached product. On the request path a copy older than a write that missed
     /// the cache reads as absent.
     pub async fn get(&self, id: Uuid) -> Result<Option<Product>, CacheError> {
+        self.get_document(id)
+            .await?
+            .map(|d| serde_json::from_str(&d.json).map_err(|e| CacheError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// The cached product as stored (the JSON the writer serialized), with its id, version
+    /// and status read from it; the rest of the document is not parsed. The API serves these
+    /// bytes as they are.
+    pub async fn get_document(&self, id: Uuid) -> Result<Option<CachedDocument>, CacheError> {
         let cached = self.get_raw(id).await?;
-        if let (Some(p), Some(g)) = (&cached, &self.guard) {
-            if g.is_stale(id, p.version) {
+        if let (Some(d), Some(g)) = (&cached, &self.guard) {
+            if g.is_stale(id, d.version) {
                 return Ok(None);
             }
-            g.refreshed(id, p.version);
+            g.refreshed(id, d.version);
         }
         Ok(cached)
     }
 
-    async fn get_raw(&self, id: Uuid) -> Result<Option<Product>, CacheError> {
+    async fn get_raw(&self, id: Uuid) -> Result<Option<CachedDocument>, CacheError> {
         self.bounded("get", async {
             let mut c = self.conn().await?;
             let doc: Option<String> = redis::cmd("HGET")
@@ -269,8 +312,7 @@ impl ProductCache {
                 .arg("d")
                 .query_async(&mut *c)
                 .await?;
-            doc.map(|d| serde_json::from_str(&d).map_err(|e| CacheError::Corrupt(e.to_string())))
-                .transpose()
+            doc.map(|json| CachedDocument::read(id, json)).transpose()
         })
         .await
     }
@@ -335,5 +377,24 @@ impl ProductCache {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_document_is_served_as_stored_and_only_its_head_is_read() {
+        let id = Uuid::new_v4();
+        let json = serde_json::json!({"id": id, "sku": "S", "version": 3, "status": "published",
+                                      "attributes": {"a": "b"}, "price": null})
+        .to_string();
+        let d = CachedDocument::read(id, json.clone()).expect("read");
+        assert_eq!((d.version, d.status, d.json.as_str()), (3, ProductStatus::Published, json.as_str()));
+        let corrupt = |r: Result<CachedDocument, CacheError>| matches!(r, Err(CacheError::Corrupt(_)));
+        assert!(corrupt(CachedDocument::read(Uuid::new_v4(), json)), "another product's entry");
+        assert!(corrupt(CachedDocument::read(id, format!("{{\"id\":\"{id}\",\"status\":\"draft\"}}"))), "no version");
+        assert!(corrupt(CachedDocument::read(id, "{".into())), "not JSON");
     }
 }

@@ -20,6 +20,7 @@
 //! | OPENSEARCH_DANGER_ACCEPT_INVALID_CERTS | false: certificates are always verified unless this is true |
 //! | OPENSEARCH_INDEX_SHARDS | 1: primary shards of the products index the projection (or a rebuild) creates |
 //! | OPENSEARCH_INDEX_REPLICAS | 0: replicas of the products index the projection (or a rebuild) creates |
+//! | OPENSEARCH_REFRESH_INTERVAL_MS | 1000: how often that index makes writes searchable |
 //! | ALIEXPRESS_NAMESPACE | (empty) prefix of topics, groups, index and Redis keys |
 //! | LOG_FORMAT | pretty (or json) |
 //! | RUST_LOG | info |
@@ -219,6 +220,16 @@ pub struct InfraConfig {
         value_parser = clap::value_parser!(u32).range(1..=1024)
     )]
     pub opensearch_index_shards: u32,
+    /// How often a products index the binary creates makes writes searchable, in ms (the
+    /// freshness of search against indexing throughput; an existing index keeps its own).
+    #[arg(
+        long,
+        env = "OPENSEARCH_REFRESH_INTERVAL_MS",
+        global = true,
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
+    )]
+    pub opensearch_refresh_interval_ms: u64,
     /// Prefix for every topic, consumer group, index and Redis key (isolates tests and
     /// parallel environments; empty in production so names match the operations guide).
     #[arg(long, env = "ALIEXPRESS_NAMESPACE", global = true, default_value = "")]
@@ -248,6 +259,7 @@ impl fmt::Debug for InfraConfig {
             )
             .field("opensearch_index_replicas", &self.opensearch_index_replicas)
             .field("opensearch_index_shards", &self.opensearch_index_shards)
+            .field("opensearch_refresh_interval_ms", &self.opensearch_refresh_interval_ms)
             .field("kafka_topic_partitions", &self.kafka_topic_partitions)
             .field("namespace", &self.namespace)
             .finish()
@@ -260,6 +272,7 @@ impl InfraConfig {
         crate::search::index::IndexLayout {
             shards: self.opensearch_index_shards,
             replicas: self.opensearch_index_replicas,
+            refresh_interval_ms: self.opensearch_refresh_interval_ms,
         }
     }
 

@@ -21,6 +21,7 @@ use super::auth::{Caller, WriteAccess};
 use super::idempotency::{self, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 use super::json_body::JsonBody;
 use super::{ApiError, AppState};
+use crate::cache::CachedDocument;
 use crate::domain::product::{
     bounded_text, CreateProduct, Money, Product, ProductCommand, ProductStatus, UpdateProductDetails,
     SHORT_TEXT_MAX_CHARS,
@@ -321,19 +322,23 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
     let id = id.into_inner();
     let not_found = || ApiError::NotFound(format!("product {id} not found"));
     let visible = |p: &Product| caller.0.sees_unpublished() || p.status == ProductStatus::Published;
-    let from_cache = |p: Product| {
-        if !visible(&p) {
+    // A cache hit is served as the bytes the writer stored: only its status and version are
+    // read from it (the same JSON `product_response` would write).
+    let from_cache = |d: CachedDocument| {
+        if !(caller.0.sees_unpublished() || d.status == ProductStatus::Published) {
             return Err(not_found());
         }
-        let mut r = product_response(actix_web::http::StatusCode::OK, &p);
-        r.headers_mut().insert(
-            header::HeaderName::from_static("x-read-source"),
-            header::HeaderValue::from_static("cache"),
-        );
-        Ok(r)
+        Ok(HttpResponse::Ok()
+            .insert_header((header::ETAG, format!("\"{}\"", d.version)))
+            .insert_header((
+                header::HeaderName::from_static("x-read-source"),
+                header::HeaderValue::from_static("cache"),
+            ))
+            .content_type(header::ContentType::json())
+            .body(d.json))
     };
-    let cache_failed = match state.cache.get(id).await {
-        Ok(Some(p)) => return from_cache(p),
+    let cache_failed = match state.cache.get_document(id).await {
+        Ok(Some(d)) => return from_cache(d),
         Ok(None) => false,
         Err(e) => {
             // Bounded and behind the breaker; the breaker logs state changes.
@@ -347,8 +352,8 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
         // Neither answered in time: when the cache only ran out of its short bound (a busy
         // moment, not a miss) and the database is unavailable, the cache gets a second try
         // before the caller sees a 503.
-        Err(e) if cache_failed && e.is_transient() => match state.cache.get(id).await {
-            Ok(Some(p)) => return from_cache(p),
+        Err(e) if cache_failed && e.is_transient() => match state.cache.get_document(id).await {
+            Ok(Some(d)) => return from_cache(d),
             _ => return Err(e.into()),
         },
         Err(e) => return Err(e.into()),

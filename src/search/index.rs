@@ -15,24 +15,31 @@ pub struct IndexLayout {
     pub shards: u32,
     /// Copies of each primary on other nodes (survive a node's loss, serve more searches).
     pub replicas: u32,
+    /// How often writes become searchable (`OPENSEARCH_REFRESH_INTERVAL_MS`): shorter means
+    /// fresher search and more, smaller segments to merge (less indexing throughput).
+    pub refresh_interval_ms: u64,
 }
 
 impl Default for IndexLayout {
     /// One shard, no replica: the single-node local stack.
     fn default() -> Self {
-        Self { shards: 1, replicas: 0 }
+        Self {
+            shards: 1,
+            replicas: 0,
+            refresh_interval_ms: 1000,
+        }
     }
 }
 
 /// Settings and explicit mapping of a products index laid out as `layout`.
 /// `refresh_interval` is explicit: idle shards otherwise stop refreshing after 30 s without
-/// searches.
+/// searches. It is dynamic: `PUT <alias>/_settings` changes an existing index's.
 pub fn index_body(layout: IndexLayout) -> Value {
     json!({
         "settings": {
             "number_of_shards": layout.shards,
             "number_of_replicas": layout.replicas,
-            "refresh_interval": "1s",
+            "refresh_interval": format!("{}ms", layout.refresh_interval_ms),
             "analysis": {
                 "analyzer": {
                     "product_text": { "type": "custom", "tokenizer": "standard",

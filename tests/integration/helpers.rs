@@ -69,6 +69,7 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
         opensearch_danger_accept_invalid_certs: false,
         opensearch_index_replicas: 0,
         opensearch_index_shards: 1,
+        opensearch_refresh_interval_ms: 1000,
         namespace: namespace.to_owned(),
     }
 }

@@ -207,8 +207,13 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
         .expect("evict");
     let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "database");
+    let (db_etag, db_type) = (g.headers()["etag"].clone(), g.headers()["content-type"].clone());
+    let from_db = g.bytes().await.expect("body");
+    // A hit serves the stored bytes as they are: the same body and headers as the database read.
     let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "cache");
+    assert_eq!((&g.headers()["etag"], &g.headers()["content-type"]), (&db_etag, &db_type));
+    assert_eq!(g.bytes().await.expect("body"), from_db, "cache hit body = database read body");
 }
 
 #[tokio::test(flavor = "multi_thread")]
