@@ -269,6 +269,53 @@ async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_othe
     );
 }
 
+/// Over a backlog the next batch is claimed while the current one is delivered: a product
+/// whose row fails in the current batch must not have its later rows published from that
+/// prefetched batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefetched_batch_never_publishes_past_a_row_that_failed_before_it() {
+    let env = TestEnv::new().await;
+    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let mut c = env.pool.get().await.expect("conn");
+    let t = env.names.events_topic();
+    // Batches of two: [x1 (too large), y1], then [x2, y2] claimed while the first is delivered.
+    for (id, v, pad) in [(x, 1, 2_000_000), (y, 1, 10), (x, 2, 10), (y, 2, 10)] {
+        diesel::sql_query(format!(
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload) \
+             VALUES (gen_random_uuid(), 'product', '{id}', {v}, '{t}', '{id}', 'ProductCreated', 1, \
+                     jsonb_build_object('aggregate_id', '{id}'::text, 'aggregate_version', {v}, 'pad', repeat('x', {pad})))"
+        ))
+        .execute(&mut c)
+        .await
+        .expect("insert");
+    }
+    let p = producer::build(&env.infra.kafka().expect("kafka settings"), &ProducerSettings::default())
+        .expect("producer");
+    let settings = RelaySettings {
+        batch_size: 2,
+        max_attempts: 5,
+        retry_base: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let mut relay = OutboxRelay::new(env.infra.database_url.clone(), p, settings);
+    assert!(relay.try_acquire().await.expect("lock"));
+    let first = relay.process_once().await.expect("batch");
+    assert_eq!((first.claimed, first.published, first.failed), (2, 1, 1), "y1 flows, x1 fails");
+    let second = relay.process_once().await.expect("batch");
+    assert_eq!((second.claimed, second.published), (1, 1), "only y2 of the prefetched batch: {second:?}");
+    relay.release().await;
+    let published = |id: uuid::Uuid, v: i64| {
+        format!("outbox WHERE aggregate_id = '{id}' AND aggregate_version = {v} AND published_at IS NOT NULL")
+    };
+    assert_eq!(env.count(&published(y, 2)).await, 1, "y2 published");
+    assert_eq!(env.count(&published(x, 2)).await, 0, "x2 waits behind x1's retry");
+    assert_eq!(
+        env.count(&format!("outbox WHERE aggregate_id = '{x}' AND published_at IS NULL AND parked_at IS NULL")).await,
+        2,
+        "x1 and x2 still pending"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pruning_deletes_only_old_published_rows() {
     let env = TestEnv::new().await;
