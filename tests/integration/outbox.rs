@@ -202,13 +202,11 @@ async fn two_publishers_at_once_keep_per_product_order() {
     assert_eq!(distinct, total);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_others() {
-    let env = TestEnv::new().await;
-    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+/// Outbox rows (product, version, payload padding in bytes) in this order.
+async fn insert_rows(env: &TestEnv, rows: &[(uuid::Uuid, i64, usize)]) {
     let mut c = env.pool.get().await.expect("conn");
     let t = env.names.events_topic();
-    for (id, v, pad) in [(x, 1, 2_000_000), (x, 2, 10), (y, 1, 10), (y, 2, 10)] {
+    for (id, v, pad) in rows {
         diesel::sql_query(format!(
             "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload) \
              VALUES (gen_random_uuid(), 'product', '{id}', {v}, '{t}', '{id}', 'ProductCreated', 1, \
@@ -218,6 +216,13 @@ async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_othe
         .await
         .expect("insert");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_others() {
+    let env = TestEnv::new().await;
+    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    insert_rows(&env, &[(x, 1, 2_000_000), (x, 2, 10), (y, 1, 10), (y, 2, 10)]).await;
     let p = producer::build(
         &env.infra.kafka().expect("kafka settings"),
         &ProducerSettings::default(),
@@ -276,19 +281,8 @@ async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_othe
 async fn a_prefetched_batch_never_publishes_past_a_row_that_failed_before_it() {
     let env = TestEnv::new().await;
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    let mut c = env.pool.get().await.expect("conn");
-    let t = env.names.events_topic();
     // Batches of two: [x1 (too large), y1], then [x2, y2] claimed while the first is delivered.
-    for (id, v, pad) in [(x, 1, 2_000_000), (y, 1, 10), (x, 2, 10), (y, 2, 10)] {
-        diesel::sql_query(format!(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload) \
-             VALUES (gen_random_uuid(), 'product', '{id}', {v}, '{t}', '{id}', 'ProductCreated', 1, \
-                     jsonb_build_object('aggregate_id', '{id}'::text, 'aggregate_version', {v}, 'pad', repeat('x', {pad})))"
-        ))
-        .execute(&mut c)
-        .await
-        .expect("insert");
-    }
+    insert_rows(&env, &[(x, 1, 2_000_000), (y, 1, 10), (x, 2, 10), (y, 2, 10)]).await;
     let p = producer::build(&env.infra.kafka().expect("kafka settings"), &ProducerSettings::default())
         .expect("producer");
     let settings = RelaySettings {
