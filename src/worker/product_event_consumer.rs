@@ -129,6 +129,9 @@ pub struct ProjectionOutcome {
     pub gaps: usize,
 }
 
+/// What a Redis write of the deferred states answered, per state.
+type PutResult = Result<Vec<crate::cache::product_cache::PutOutcome>, crate::cache::CacheError>;
+
 /// A Redis write waiting for Redis: the newest state of one product and where it came from.
 #[derive(Debug, Clone)]
 struct DeferredCache {
@@ -362,8 +365,19 @@ impl ProductEventConsumer {
         PROJECTION_BATCH_SIZE.observe(batch.len() as f64);
         let mut finished = vec![false; batch.len()];
         let events = self.decode(&batch, &mut finished, &mut out, shutdown).await;
-        let indexed = self.index(&batch, events, &mut finished, &mut out, shutdown).await;
-        self.cache(&batch, indexed, &mut out).await;
+        // Redis is written while OpenSearch indexes: the two stores are independent (each
+        // keeps only the newest version), and nothing is committed before both are done.
+        self.fold_for_cache(&batch, &events, &mut out);
+        let put = self.put_deferred(false);
+        let (_indexed, put) = tokio::join!(self.index(&batch, events, &mut finished, &mut out, shutdown), async move {
+            match put {
+                Some(put) => Some(put.await),
+                None => None,
+            }
+        });
+        if let Some((written, result)) = put {
+            out.gaps += self.after_put(written, result);
+        }
         out.unfinished = finished.iter().filter(|f| !**f).count();
         PROJECTION_UNFINISHED.inc_by(out.unfinished as u64);
         self.commit(&batch, &finished);
@@ -564,14 +578,16 @@ impl ProductEventConsumer {
         results
     }
 
-    /// Stage 3: Redis. Folds the batch into the deferred writes (newest state per product) and
-    /// writes them; if Redis does not answer they wait, and the index goes on.
-    #[tracing::instrument(level = "debug", name = "cache", skip_all, fields(events = indexed.len()))]
-    async fn cache(&mut self, batch: &[OwnedMessage], indexed: Vec<Decoded>, out: &mut ProjectionOutcome) {
+    /// Stage 3 (beside stage 2): Redis. Folds the batch's events into the deferred writes
+    /// (newest state per product), which [`put_deferred`](Self::put_deferred) writes while the
+    /// batch is indexed; if Redis does not answer they wait, and the index goes on. An event
+    /// the index refuses (dead-lettered) is still a valid state of its product: it is cached.
+    #[tracing::instrument(level = "debug", name = "cache", skip_all, fields(events = events.len()))]
+    fn fold_for_cache(&mut self, batch: &[OwnedMessage], events: &[Decoded], out: &mut ProjectionOutcome) {
         let now = Utc::now();
-        for d in indexed {
+        for d in events {
             let m = &batch[d.at];
-            let ev = d.event;
+            let ev = &d.event;
             if self.settings.log_each_event {
                 tracing::info!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, event.r#type = %ev.event_type,
                     kafka.partition = m.partition(), kafka.offset = m.offset(), "indexing_product");
@@ -600,32 +616,52 @@ impl ProductEventConsumer {
             entry.first_version = entry.first_version.min(ev.aggregate_version);
             entry.first_offset = entry.first_offset.min(m.offset());
             if ev.state.version >= entry.state.version {
-                entry.state = ev.state;
-                entry.event_type = ev.event_type;
+                entry.state = ev.state.clone();
+                entry.event_type = ev.event_type.clone();
             }
         }
-        out.gaps += self.flush_deferred(false).await;
     }
 
     /// Writes the deferred states to Redis unless a recent failure says to wait (`force`
     /// tries anyway). Each attempt is bounded by [`CACHE_WRITE_BOUND`], so a stalled Redis
     /// costs the index little. Returns the version gaps seen.
     async fn flush_deferred(&mut self, force: bool) -> usize {
-        if self.deferred.is_empty() {
-            return 0;
+        match self.put_deferred(force) {
+            Some(put) => {
+                let (written, result) = put.await;
+                self.after_put(written, result)
+            }
+            None => 0,
         }
-        if !force && self.cache_retry_at.is_some_and(|t| Instant::now() < t) {
-            return 0;
+    }
+
+    /// The write of the deferred states, owning what it writes so that it can run beside the
+    /// index; it gives back what it wrote for [`after_put`](Self::after_put). `None` when there
+    /// is nothing to write or a recent failure says to wait (`force` tries anyway).
+    fn put_deferred(&self, force: bool) -> Option<impl std::future::Future<Output = (Vec<DeferredCache>, PutResult)> + use<>> {
+        if self.deferred.is_empty() || (!force && self.cache_retry_at.is_some_and(|t| Instant::now() < t)) {
+            return None;
         }
-        let entries: Vec<&DeferredCache> = self.deferred.values().collect();
-        let states: Vec<&Product> = entries.iter().map(|e| &e.state).collect();
+        let written: Vec<DeferredCache> = self.deferred.values().cloned().collect();
+        let cache = self.cache.clone();
+        Some(async move {
+            let result = {
+                let states: Vec<&Product> = written.iter().map(|e| &e.state).collect();
+                tokio::time::timeout(CACHE_WRITE_BOUND, cache.put_many(&states, Writer::Projection))
+                    .await
+                    .unwrap_or(Err(crate::cache::CacheError::Timeout))
+            };
+            (written, result)
+        })
+    }
+
+    /// Books the outcome of [`put_deferred`](Self::put_deferred): gaps, the deferred writes
+    /// done (or the backoff before the next try). Returns the version gaps seen.
+    fn after_put(&mut self, written: Vec<DeferredCache>, put: PutResult) -> usize {
         let mut gaps = 0;
-        let put = tokio::time::timeout(CACHE_WRITE_BOUND, self.cache.put_many(&states, Writer::Projection))
-            .await
-            .unwrap_or(Err(crate::cache::CacheError::Timeout));
         match put {
             Ok(puts) => {
-                for (e, put) in entries.iter().zip(puts) {
+                for (e, put) in written.iter().zip(puts) {
                     if put.projected > 0 && e.first_version > put.projected + 1 {
                         gaps += 1;
                         PROJECTION_VERSION_GAPS.inc();
