@@ -92,15 +92,13 @@ pub struct OutboxStats {
 
 /// Claims up to `limit` due rows of `slices` (every slice when `None`) in id order (see the
 /// module docs), skipping `in_flight`: rows already delivered whose "published" mark is being
-/// committed on another connection. With `after`, only rows with a greater id (the next page
-/// of a backlog, claimed while the rows up to `after` are still being delivered).
+/// committed on another connection.
 #[tracing::instrument(level = "debug", skip_all, fields(outbox.batch_size = limit))]
 pub async fn claim_batch(
     conn: &mut AsyncPgConnection,
     limit: i64,
     slices: Option<&[i16]>,
     in_flight: &[i64],
-    after: Option<i64>,
 ) -> Result<Vec<PendingRow>, StoreError> {
     Ok(diesel::sql_query(
         // The products held back (a row waiting for its retry) come first, from the tiny
@@ -120,13 +118,11 @@ pub async fn claim_batch(
            AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.aggregate_id = o.aggregate_id AND b.first_id < o.id) \
            AND NOT (o.id = ANY($2)) \
            AND ($3::smallint[] IS NULL OR o.slice = ANY($3)) \
-           AND ($4::bigint IS NULL OR o.id > $4) \
          ORDER BY o.id LIMIT $1",
     )
     .bind::<BigInt, _>(limit)
     .bind::<Array<BigInt>, _>(in_flight)
     .bind::<Nullable<Array<SmallInt>>, _>(slices)
-    .bind::<Nullable<BigInt>, _>(after)
     .load(conn)
     .await?)
 }

@@ -2,15 +2,6 @@
 //! to Kafka keyed by product id, awaits every delivery report, then marks the delivered rows
 //! published in one statement.
 //!
-//! Over a backlog the stages overlap: while a full batch's delivery reports are awaited, the
-//! next batch is claimed (rows of the batch in flight excluded), and the "published" mark is
-//! committed on a second connection while the batch after is produced. A prefetched batch is
-//! only produced after the one before it is settled: rows of a product that failed in it are
-//! dropped from the prefetch (claimed again once their turn comes), so per-product order and
-//! hold-back are the same as without prefetching. A prefetch is dropped when the relay
-//! rebalances, loses its session or fails, and when it is older than the batch deadline (see
-//! Fencing: its rows are produced while the claim that proved slice ownership is recent).
-//!
 //! Scale-out: the outbox is cut into slices by product id (`store::outbox_slices`); any
 //! number of relays share them, each owning about `slices / relays` through one advisory
 //! lock per slice on the connection it claims with. Relays rebalance between batches (let go
@@ -147,14 +138,6 @@ pub struct OutboxRelay {
     rebuild: Option<(KafkaConnection, ProducerSettings)>,
     /// Commits "published" marks on a second connection while the next batch is claimed.
     marker: OutboxMarker,
-    /// The next batch, claimed while the previous one's deliveries were awaited.
-    prefetched: Option<Prefetched>,
-}
-
-/// A batch claimed ahead, and when (it is produced only while that claim is recent).
-struct Prefetched {
-    at: Instant,
-    rows: Vec<outbox_repo::PendingRow>,
 }
 
 /// Row-specific produce errors (the failure policy's permanent Kafka errors): retrying the
@@ -202,7 +185,6 @@ impl OutboxRelay {
             last_rebalance: None,
             owned_tx: tokio::sync::watch::channel(Vec::new()).0,
             rebuild: None,
-            prefetched: None,
         }
     }
 
@@ -257,7 +239,6 @@ impl OutboxRelay {
     /// Forgets the connection and every slice with it (their locks ended with the session,
     /// or will when the connection drops).
     fn lose_slices(&mut self) {
-        self.prefetched = None;
         if self.conn.take().is_some() && !self.owned.is_empty() {
             tracing::warn!(relay = %self.owner, slices = self.owned.len(), "lost the Postgres session; no longer owns its slices");
         }
@@ -412,8 +393,6 @@ impl OutboxRelay {
             .last_rebalance
             .is_none_or(|t| t.elapsed() >= self.settings.rebalance_interval)
         {
-            // Slices may change hands: a prefetched batch may hold rows of one let go.
-            self.prefetched = None;
             if let Err(e) = self.rebalance().await {
                 let _ = self.flush().await;
                 self.lose_slices();
@@ -427,25 +406,16 @@ impl OutboxRelay {
         let Some(conn) = self.conn.as_mut() else {
             return Err(RelayError::Store(StoreError::Pool("the relay has not joined".into())));
         };
-        let prefetched = self
-            .prefetched
-            .take()
-            .filter(|p| p.at.elapsed() < self.settings.batch_deadline())
-            .map(|p| p.rows);
         let result = Self::publish_batch(
             conn,
             &self.producer,
             &self.settings,
             slices.as_deref(),
             self.marker.in_flight_ids(),
-            prefetched,
         )
         .await;
         let result = match result {
-            Ok((out, delivered, next)) => {
-                self.prefetched = next;
-                self.finish_batch(out, delivered).await
-            }
+            Ok((out, delivered)) => self.finish_batch(out, delivered).await,
             Err(e) => {
                 let _ = self.flush().await;
                 Err(e)
@@ -473,29 +443,23 @@ impl OutboxRelay {
         Ok(out)
     }
 
-    /// Claims (unless `prefetched` holds the batch), produces and awaits one batch; a full
-    /// batch's next one is claimed while its deliveries are awaited. Returns the outcome, the
-    /// delivered ids to mark and the next batch, if claimed.
+    /// Claims, produces and awaits one batch; returns the outcome and the delivered ids to mark.
     async fn publish_batch(
         conn: &mut AsyncPgConnection,
         producer: &FutureProducer,
         s: &RelaySettings,
         slices: Option<&[i16]>,
         in_flight: &[i64],
-        prefetched: Option<Vec<outbox_repo::PendingRow>>,
-    ) -> Result<(BatchOutcome, Vec<i64>, Option<Prefetched>), RelayError> {
+    ) -> Result<(BatchOutcome, Vec<i64>), RelayError> {
         let t_claim = Instant::now();
-        let rows = match prefetched {
-            Some(rows) => rows,
-            None => outbox_repo::claim_batch(conn, s.batch_size, slices, in_flight, None).await?,
-        };
+        let rows = outbox_repo::claim_batch(conn, s.batch_size, slices, in_flight).await?;
         let claim_ms = t_claim.elapsed().as_millis() as u64;
         let mut out = BatchOutcome {
             claimed: rows.len(),
             ..Default::default()
         };
         if rows.is_empty() {
-            return Ok((out, Vec::new(), None));
+            return Ok((out, Vec::new()));
         }
         // Enqueue everything, then await every delivery report.
         let t_produce = Instant::now();
@@ -528,30 +492,7 @@ impl OutboxRelay {
             }
             r
         };
-        let deliveries = tokio::time::timeout(s.batch_deadline(), deliveries);
-        // A full batch: the next one is claimed meanwhile, on the claim connection (idle while
-        // deliveries are awaited), skipping this batch's rows and those being marked.
-        let (results, next) = if (rows.len() as i64) < s.batch_size {
-            (deliveries.await, None)
-        } else {
-            // The next page: rows after this batch's last id. A row that became due below it
-            // (a retry) waits for the next claim from the start, at the latest after the next
-            // rebalance check (which drops the prefetch).
-            let after = rows.iter().map(|r| r.id).max();
-            let claim = async {
-                let at = Instant::now();
-                match outbox_repo::claim_batch(conn, s.batch_size, slices, in_flight, after).await {
-                    Ok(rows) => Some(Prefetched { at, rows }),
-                    Err(e) => {
-                        // Claimed again (and reported) by the next batch.
-                        tracing::debug!(error = %e, "prefetching the next outbox batch failed");
-                        None
-                    }
-                }
-            };
-            tokio::join!(deliveries, claim)
-        };
-        let Ok(results) = results else {
+        let Ok(results) = tokio::time::timeout(s.batch_deadline(), deliveries).await else {
             producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             OUTBOX_ERRORS.with_label_values(&["deadline"]).inc();
             return Err(RelayError::Broker(format!(
@@ -598,14 +539,9 @@ impl OutboxRelay {
         OUTBOX_PUBLISHED.inc_by(out.published as u64);
         OUTBOX_BATCH_SIZE.observe(rows.len() as f64);
         tracing::debug!(rows = rows.len(), claim_ms, produce_ms, "outbox batch timings");
-        // Rows of a product that failed here wait for its retry: not from the prefetch.
-        let next = next.map(|mut p| {
-            p.rows.retain(|r| !blocked.contains(&r.aggregate_id));
-            p
-        });
         match broker_error {
             Some(e) if out.published == 0 => Err(RelayError::Broker(e)),
-            _ => Ok((out, ids, next)),
+            _ => Ok((out, ids)),
         }
     }
 

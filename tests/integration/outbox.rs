@@ -274,14 +274,14 @@ async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_othe
     );
 }
 
-/// Over a backlog the next batch is claimed while the current one is delivered: a product
-/// whose row fails in the current batch must not have its later rows published from that
-/// prefetched batch.
+/// A product whose row failed in one batch has none of its later rows published by the next
+/// batch while the failed row waits for its retry. (An attempt to claim the next batch while
+/// the current one was delivered had to filter those rows out of it; this test caught that.)
 #[tokio::test(flavor = "multi_thread")]
-async fn a_prefetched_batch_never_publishes_past_a_row_that_failed_before_it() {
+async fn a_later_batch_never_publishes_past_a_row_waiting_for_its_retry() {
     let env = TestEnv::new().await;
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    // Batches of two: [x1 (too large), y1], then [x2, y2] claimed while the first is delivered.
+    // Batches of two: [x1 (too large), y1], then x2 must wait while y2 goes.
     insert_rows(&env, &[(x, 1, 2_000_000), (y, 1, 10), (x, 2, 10), (y, 2, 10)]).await;
     let p = producer::build(&env.infra.kafka().expect("kafka settings"), &ProducerSettings::default())
         .expect("producer");
@@ -296,7 +296,7 @@ async fn a_prefetched_batch_never_publishes_past_a_row_that_failed_before_it() {
     let first = relay.process_once().await.expect("batch");
     assert_eq!((first.claimed, first.published, first.failed), (2, 1, 1), "y1 flows, x1 fails");
     let second = relay.process_once().await.expect("batch");
-    assert_eq!((second.claimed, second.published), (1, 1), "only y2 of the prefetched batch: {second:?}");
+    assert_eq!((second.claimed, second.published), (1, 1), "only y2: {second:?}");
     relay.release().await;
     let published = |id: uuid::Uuid, v: i64| {
         format!("outbox WHERE aggregate_id = '{id}' AND aggregate_version = {v} AND published_at IS NOT NULL")

@@ -110,9 +110,15 @@ fn with_param(url: &str, key: &str, value: &str) -> String {
     u.to_string()
 }
 
-/// A CA the stack never signed anything with.
+/// A CA the stack never signed anything with: made once per test run, in cargo's
+/// per-target temporary folder (rewritten by the next run, so none pile up).
 fn unrelated_ca() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("aliexpress-other-ca-{}", uuid::Uuid::new_v4().simple()));
+    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(make_unrelated_ca).clone()
+}
+
+fn make_unrelated_ca() -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("aliexpress-other-ca");
     std::fs::create_dir_all(&dir).expect("temp dir");
     let st = Command::new("openssl")
         .args([
