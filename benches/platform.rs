@@ -436,27 +436,38 @@ struct Published {
     pending: i64,
 }
 
-/// Sum of the log end offsets of `topic`.
-async fn end_offsets(kafka: &aliexpress::bus::KafkaConnection, topic: &str) -> i64 {
-    let (b, t) = (kafka.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c: rdkafka::consumer::BaseConsumer = producer::base_config(&b)
+/// A consumer that only reads offsets (it never joins its group); one per poller, not per read.
+fn offsets_reader(kafka: &aliexpress::bus::KafkaConnection) -> Arc<rdkafka::consumer::BaseConsumer> {
+    Arc::new(
+        producer::base_config(kafka)
             .set("group.id", "aliexpress-bench-offsets")
+            .set("enable.auto.commit", "false")
             .create()
-            .expect("consumer");
+            .expect("consumer"),
+    )
+}
+
+/// Log end offset of each partition of `topic`, indexed by partition id.
+async fn watermarks(reader: &Arc<rdkafka::consumer::BaseConsumer>, topic: &str) -> Vec<i64> {
+    let (c, t) = (reader.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
         let md = c.fetch_metadata(Some(&t), Duration::from_secs(10)).expect("metadata");
-        md.topics()
-            .iter()
-            .flat_map(|x| x.partitions().iter().map(|p| p.id()))
+        let partitions = md.topics().iter().map(|x| x.partitions().len()).sum::<usize>();
+        (0..i32::try_from(partitions).unwrap_or(0))
             .map(|p| {
                 c.fetch_watermarks(&t, p, Duration::from_secs(10))
                     .map(|(_, hi)| hi)
                     .unwrap_or(0)
             })
-            .sum()
+            .collect()
     })
     .await
     .expect("join")
+}
+
+/// Sum of the log end offsets of `topic`.
+async fn end_offsets(kafka: &aliexpress::bus::KafkaConnection, topic: &str) -> i64 {
+    watermarks(&offsets_reader(kafka), topic).await.iter().sum()
 }
 
 /// ProducerPerformance's steady rate: its periodic window lines ("N records sent, R
@@ -906,9 +917,7 @@ async fn bench_projection(rows: &mut Vec<Row>, refresh_ms: u64) {
     for run in 0..runs() {
         // A fresh group (reads from the start) and a fresh index: the same work every run.
         let target = format!("{alias}_run{run}");
-        index::create_index(&search, &target, layout)
-            .await
-            .expect("index");
+        index::create_index(&search, &target, layout).await.expect("index");
         let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
             .expect("cache");
         let group = format!("{}-run{run}", e.names.projection_group());
@@ -1716,7 +1725,10 @@ async fn freshness_run(
         tasks.spawn(async move {
             match create(&http, &base).await {
                 Some(id) => {
-                    accepted.lock().expect("accepted").push(due.elapsed().as_secs_f64() * 1000.0);
+                    accepted
+                        .lock()
+                        .expect("accepted")
+                        .push(due.elapsed().as_secs_f64() * 1000.0);
                     pending.lock().expect("pending").insert(id, due);
                 }
                 None => {
@@ -1745,7 +1757,11 @@ async fn freshness_run(
 /// refreshing every 200 ms, then also with a batch wait of 0 (a batch is what is queued).
 async fn bench_freshness(rows: &mut Vec<Row>) {
     let shipped = std::env::var("BENCH_FRESH_BATCH_WAIT").ok();
-    for (refresh_ms, wait) in [(1000u64, shipped.clone()), (200, shipped), (200, Some("0ms".to_owned()))] {
+    for (refresh_ms, wait) in [
+        (1000u64, shipped.clone()),
+        (200, shipped),
+        (200, Some("0ms".to_owned())),
+    ] {
         freshness_variant(rows, refresh_ms, wait).await;
     }
 }
@@ -1870,7 +1886,14 @@ async fn bench_rebuild(rows: &mut Vec<Row>) {
         ours.push(n as f64 / secs);
         verified =
             format!("{docs} documents behind the alias after each rebuild; count and checksum verified by the command");
-        let r = raw_bulk(&search, &format!("{alias}_raw{run}"), index::IndexLayout::default(), &envs, 500).await;
+        let r = raw_bulk(
+            &search,
+            &format!("{alias}_raw{run}"),
+            index::IndexLayout::default(),
+            &envs,
+            500,
+        )
+        .await;
         raw.push(r);
         progress(format_args!(
             "rebuild run {run}: ours {:.0}/s ({secs:.1} s), _bulk {r:.0}/s",

@@ -38,8 +38,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
-    bin, bin_env, env_or, free_port, fresh_env, open_loop, progress, quantile, runs, scale, secs, seed_outbox_sql,
-    spawn_role, summary, Env, Role, Row,
+    bin, bin_env, env_or, free_port, fresh_env, offsets_reader, open_loop, progress, quantile, runs, scale, secs,
+    seed_outbox_sql, spawn_role, summary, watermarks, Env, Role, Row,
 };
 
 const PARTITIONS: i32 = 6;
@@ -72,10 +72,13 @@ fn now_ms() -> f64 {
 /// A topic whose records carry the broker's append time.
 async fn timed_topic(kafka: &KafkaConnection, name: &str) {
     let admin: AdminClient<DefaultClientContext> = producer::base_config(kafka).create().expect("admin");
-    let topic = NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))
-        .set("message.timestamp.type", "LogAppendTime");
+    let topic =
+        NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime");
     let r = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .expect("create topic");
     for t in r {
@@ -88,29 +91,10 @@ async fn timed_topic(kafka: &KafkaConnection, name: &str) {
     }
 }
 
-/// High watermark of each partition of `topic`.
-async fn watermarks(kafka: &KafkaConnection, topic: &str) -> Vec<i64> {
-    let (k, t) = (kafka.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = producer::base_config(&k)
-            .set("group.id", "aliexpress-bench-peer")
-            .create()
-            .expect("consumer");
-        (0..PARTITIONS)
-            .map(|p| {
-                c.fetch_watermarks(&t, p, Duration::from_secs(10))
-                    .map(|(_, hi)| hi)
-                    .expect("watermarks")
-            })
-            .collect()
-    })
-    .await
-    .expect("join")
-}
-
 /// Records (key, append time in ms) of `topic` from `from` up to the watermarks now.
-async fn records(kafka: &KafkaConnection, topic: &str, from: &[i64]) -> Vec<(String, i64)> {
-    let to = watermarks(kafka, topic).await;
+async fn records(side: &Side, from: &[i64]) -> Vec<(String, i64)> {
+    let (kafka, topic) = (side.kafka(), side.topic.as_str());
+    let to = watermarks(&side.reader, topic).await;
     let (k, t, from) = (kafka.clone(), topic.to_owned(), from.to_vec());
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = producer::base_config(&k)
@@ -120,10 +104,9 @@ async fn records(kafka: &KafkaConnection, topic: &str, from: &[i64]) -> Vec<(Str
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
         let mut left = 0;
-        for p in 0..PARTITIONS {
-            let (a, b) = (from[p as usize], to[p as usize]);
+        for (p, (a, b)) in (0i32..).zip(from.iter().zip(&to)) {
             if b > a {
-                tpl.add_partition_offset(&t, p, Offset::Offset(a)).expect("offset");
+                tpl.add_partition_offset(&t, p, Offset::Offset(*a)).expect("offset");
                 left += b - a;
             }
         }
@@ -134,7 +117,12 @@ async fn records(kafka: &KafkaConnection, topic: &str, from: &[i64]) -> Vec<(Str
         c.assign(&tpl).expect("assign");
         let deadline = Instant::now() + Duration::from_secs(120);
         while left > 0 {
-            assert!(Instant::now() < deadline, "read {} records of {topic}; {left} left", out.len(), topic = t);
+            assert!(
+                Instant::now() < deadline,
+                "read {} records of {topic}; {left} left",
+                out.len(),
+                topic = t
+            );
             let Some(m) = c.poll(Duration::from_millis(500)) else {
                 continue;
             };
@@ -155,11 +143,11 @@ async fn records(kafka: &KafkaConnection, topic: &str, from: &[i64]) -> Vec<(Str
     .expect("join")
 }
 
-/// Waits until `topic` holds `n` more records than `from`; false at the deadline.
-async fn wait_for_records(kafka: &KafkaConnection, topic: &str, from: &[i64], n: i64, within: Duration) -> bool {
+/// Waits until `side`'s topic holds `n` more records than `from`; false at the deadline.
+async fn wait_for_records(side: &Side, from: &[i64], n: i64, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
-        let now: i64 = watermarks(kafka, topic).await.iter().sum();
+        let now: i64 = watermarks(&side.reader, &side.topic).await.iter().sum();
         if now - from.iter().sum::<i64>() >= n {
             return true;
         }
@@ -247,7 +235,11 @@ impl Connect {
         let log4j = "rootLogger.level=WARN\nrootLogger.appenderRef.out.ref=OUT\n\
                      appender.out.type=Console\nappender.out.name=OUT\n\
                      appender.out.layout.type=PatternLayout\nappender.out.layout.pattern=%d %-5p %c{1} %m%n\n";
-        for (f, text) in [("worker.properties", worker.as_str()), ("connector.properties", connector.as_str()), ("log4j2.properties", log4j)] {
+        for (f, text) in [
+            ("worker.properties", worker.as_str()),
+            ("connector.properties", connector.as_str()),
+            ("log4j2.properties", log4j),
+        ] {
             std::fs::write(dir.join(f), text).expect("connect config");
         }
         let log = std::fs::File::create(dir.join("connect.log")).expect("connect log");
@@ -266,7 +258,10 @@ impl Connect {
             .stderr(log)
             .spawn()
             .expect("java runs Kafka Connect (deploy/local/stack jars debezium)");
-        Self { _child: Role(child), dir }
+        Self {
+            _child: Role(child),
+            dir,
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -285,11 +280,12 @@ impl Drop for Connect {
     }
 }
 
-/// Each side's database and topic.
+/// Each side's database and topic, and the offsets reader of that topic.
 struct Side {
     e: Env,
     topic: String,
     debezium: bool,
+    reader: Arc<BaseConsumer>,
 }
 
 impl Side {
@@ -301,12 +297,21 @@ impl Side {
             let mut c = conn(&e.infra.database_url).await;
             for sql in [
                 format!("CREATE PUBLICATION {PUBLICATION} FOR TABLE outbox"),
-                format!("GRANT SELECT ON outbox TO {}", debezium_url(&e.infra.database_url).username()),
+                format!(
+                    "GRANT SELECT ON outbox TO {}",
+                    debezium_url(&e.infra.database_url).username()
+                ),
             ] {
                 diesel::sql_query(sql).execute(&mut c).await.expect("publication");
             }
         }
-        Self { e, topic, debezium }
+        let reader = offsets_reader(&e.infra.kafka().expect("kafka"));
+        Self {
+            e,
+            topic,
+            debezium,
+            reader,
+        }
     }
 
     fn kafka(&self) -> KafkaConnection {
@@ -320,13 +325,18 @@ impl Side {
             drop_slot(&self.e.infra.database_url).await;
         }
         let mut c = conn(&self.e.infra.database_url).await;
-        diesel::sql_query("TRUNCATE outbox").execute(&mut c).await.expect("truncate");
+        diesel::sql_query("TRUNCATE outbox")
+            .execute(&mut c)
+            .await
+            .expect("truncate");
         if self.debezium {
             let mut d = conn(debezium_url(&self.e.infra.database_url).as_str()).await;
-            diesel::sql_query(format!("SELECT 1 FROM pg_create_logical_replication_slot('{SLOT}', 'pgoutput')"))
-                .execute(&mut d)
-                .await
-                .expect("replication slot (the stack sets wal_level=logical; `deploy/local/stack up`)");
+            diesel::sql_query(format!(
+                "SELECT 1 FROM pg_create_logical_replication_slot('{SLOT}', 'pgoutput')"
+            ))
+            .execute(&mut d)
+            .await
+            .expect("replication slot (the stack sets wal_level=logical; `deploy/local/stack up`)");
         }
     }
 }
@@ -377,12 +387,15 @@ async fn backlog_run(side: &Side, n: i64) -> (f64, usize, usize) {
         .await
         .expect("seed");
     diesel::sql_query("VACUUM ANALYZE outbox").execute(&mut c).await.ok();
-    let kafka = side.kafka();
-    let from = watermarks(&kafka, &side.topic).await;
+    let from = watermarks(&side.reader, &side.topic).await;
     if side.debezium {
         let connect = Connect::start(&side.e, &side.topic, None);
-        let done = wait_for_records(&kafka, &side.topic, &from, n, Duration::from_secs(600)).await;
-        assert!(done, "Debezium published the backlog; Connect's log:\n{}", connect.log_tail());
+        let done = wait_for_records(side, &from, n, Duration::from_secs(600)).await;
+        assert!(
+            done,
+            "Debezium published the backlog; Connect's log:\n{}",
+            connect.log_tail()
+        );
         drop(connect);
     } else {
         let out = Command::new(bin())
@@ -393,11 +406,11 @@ async fn backlog_run(side: &Side, n: i64) -> (f64, usize, usize) {
             .expect("relay runs");
         assert!(out.status.success(), "process-outbox exits 0");
         assert!(
-            wait_for_records(&kafka, &side.topic, &from, n, Duration::from_secs(30)).await,
+            wait_for_records(side, &from, n, Duration::from_secs(30)).await,
             "the relay published the backlog"
         );
     }
-    let recs = records(&kafka, &side.topic, &from).await;
+    let recs = records(side, &from).await;
     let distinct = recs
         .iter()
         .map(|r| r.0.as_str())
@@ -409,9 +422,8 @@ async fn backlog_run(side: &Side, n: i64) -> (f64, usize, usize) {
 /// Latencies (ms, commit → append) of one fixed-rate run, and the writes that failed.
 async fn latency_run(side: &Side, rate: f64, poll_interval_ms: Option<u64>) -> (Vec<f64>, u64) {
     side.reset().await;
-    let kafka = side.kafka();
     let url = side.e.infra.database_url.clone();
-    let from = watermarks(&kafka, &side.topic).await;
+    let from = watermarks(&side.reader, &side.topic).await;
     let (_relay, _connect) = if side.debezium {
         (None, Some(Connect::start(&side.e, &side.topic, poll_interval_ms)))
     } else {
@@ -422,7 +434,9 @@ async fn latency_run(side: &Side, rate: f64, poll_interval_ms: Option<u64>) -> (
     let pool = pool::build_pool(&url, 8, Duration::from_secs(60)).expect("pool");
     let topic = side.topic.clone();
     let insert = move |key: &str| {
-        let pad: String = (0..28).map(|_| format!("{:032x}", rand::random::<u128>())).collect::<String>();
+        let pad: String = (0..28)
+            .map(|_| format!("{:032x}", rand::random::<u128>()))
+            .collect::<String>();
         format!(
             "BEGIN; INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
              VALUES (gen_random_uuid(), 'product', '{key}', 1, '{topic}', '{key}', 'ProductStockAdjusted', 1, \
@@ -433,10 +447,12 @@ async fn latency_run(side: &Side, rate: f64, poll_interval_ms: Option<u64>) -> (
     };
     {
         let mut c = pool::get(&pool).await.expect("conn");
-        c.batch_execute(&insert(&uuid::Uuid::new_v4().to_string())).await.expect("probe");
+        c.batch_execute(&insert(&uuid::Uuid::new_v4().to_string()))
+            .await
+            .expect("probe");
     }
     assert!(
-        wait_for_records(&kafka, &side.topic, &from, 1, Duration::from_secs(120)).await,
+        wait_for_records(side, &from, 1, Duration::from_secs(120)).await,
         "the first row reached {}",
         side.topic
     );
@@ -464,9 +480,9 @@ async fn latency_run(side: &Side, rate: f64, poll_interval_ms: Option<u64>) -> (
     .await;
     let errors: u64 = samples.values().map(|s| s.errors).sum();
     let sent = ((warm + secs()) * rate) as i64 + 1 - errors as i64;
-    let arrived = wait_for_records(&kafka, &side.topic, &from, sent, Duration::from_secs(120)).await;
+    let arrived = wait_for_records(side, &from, sent, Duration::from_secs(120)).await;
     assert!(arrived, "every committed row reached {}", side.topic);
-    let recs = records(&kafka, &side.topic, &from).await;
+    let recs = records(side, &from).await;
     let commits = commits.lock().expect("commits");
     let mut seen = std::collections::HashSet::new();
     let mut lat: Vec<f64> = recs
@@ -491,7 +507,9 @@ pub async fn bench_debezium_peer(rows: &mut Vec<Row>) {
     for run in 0..runs() {
         let (ro, no, uo) = backlog_run(&ours, n).await;
         let (rd, nd, ud) = backlog_run(&dbz, n).await;
-        progress(format_args!("peer backlog run {run}: ours {ro:.0}/s, Debezium {rd:.0}/s"));
+        progress(format_args!(
+            "peer backlog run {run}: ours {ro:.0}/s, Debezium {rd:.0}/s"
+        ));
         assert!(no as i64 >= n && nd as i64 >= n, "both topics received the backlog");
         verified.push(format!("{no}/{nd}"));
         let _ = (uo, ud);
@@ -516,7 +534,10 @@ pub async fn bench_debezium_peer(rows: &mut Vec<Row>) {
         ),
     });
 
-    let variants: [(&str, Option<u64>); 2] = [("Debezium defaults (poll.interval.ms 500)", None), ("Debezium poll.interval.ms=10", Some(10))];
+    let variants: [(&str, Option<u64>); 2] = [
+        ("Debezium defaults (poll.interval.ms 500)", None),
+        ("Debezium poll.interval.ms=10", Some(10)),
+    ];
     let mut ours_p = (Vec::new(), Vec::new());
     let mut dbz_p: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); variants.len()];
     let (mut errors, mut counted) = (0u64, 0usize);
@@ -528,7 +549,11 @@ pub async fn bench_debezium_peer(rows: &mut Vec<Row>) {
         ours_p.0.push(quantile(&l, 0.5));
         ours_p.1.push(quantile(&l, 0.99));
         maxes[0] = maxes[0].max(l.last().copied().unwrap_or(0.0));
-        let mut line = format!("peer latency run {run}: ours p50 {:.0} p99 {:.0} ms", quantile(&l, 0.5), quantile(&l, 0.99));
+        let mut line = format!(
+            "peer latency run {run}: ours p50 {:.0} p99 {:.0} ms",
+            quantile(&l, 0.5),
+            quantile(&l, 0.99)
+        );
         for (i, (name, poll)) in variants.iter().enumerate() {
             let (l, e) = latency_run(&dbz, rate, *poll).await;
             errors += e;
@@ -536,12 +561,19 @@ pub async fn bench_debezium_peer(rows: &mut Vec<Row>) {
             dbz_p[i].0.push(quantile(&l, 0.5));
             dbz_p[i].1.push(quantile(&l, 0.99));
             maxes[i + 1] = maxes[i + 1].max(l.last().copied().unwrap_or(0.0));
-            line.push_str(&format!("; {name}: p50 {:.0} p99 {:.0} ms", quantile(&l, 0.5), quantile(&l, 0.99)));
+            line.push_str(&format!(
+                "; {name}: p50 {:.0} p99 {:.0} ms",
+                quantile(&l, 0.5),
+                quantile(&l, 0.99)
+            ));
         }
         progress(line);
     }
     for (i, (name, _)) in variants.iter().enumerate() {
-        for (q, ours_q, dbz_q, max_i) in [("p50", &ours_p.0, &dbz_p[i].0, None), ("p99", &ours_p.1, &dbz_p[i].1, Some(i + 1))] {
+        for (q, ours_q, dbz_q, max_i) in [
+            ("p50", &ours_p.0, &dbz_p[i].0, None),
+            ("p99", &ours_p.1, &dbz_p[i].1, Some(i + 1)),
+        ] {
             let (om, or) = summary(ours_q.clone());
             let (dm, dr) = summary(dbz_q.clone());
             rows.push(Row {

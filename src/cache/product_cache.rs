@@ -391,10 +391,22 @@ mod tests {
                                       "attributes": {"a": "b"}, "price": null})
         .to_string();
         let d = CachedDocument::read(id, json.clone()).expect("read");
-        assert_eq!((d.version, d.status, d.json.as_str()), (3, ProductStatus::Published, json.as_str()));
+        assert_eq!(
+            (d.version, d.status, d.json.as_str()),
+            (3, ProductStatus::Published, json.as_str())
+        );
         let corrupt = |r: Result<CachedDocument, CacheError>| matches!(r, Err(CacheError::Corrupt(_)));
-        assert!(corrupt(CachedDocument::read(Uuid::new_v4(), json)), "another product's entry");
-        assert!(corrupt(CachedDocument::read(id, format!("{{\"id\":\"{id}\",\"status\":\"draft\"}}"))), "no version");
+        assert!(
+            corrupt(CachedDocument::read(Uuid::new_v4(), json)),
+            "another product's entry"
+        );
+        assert!(
+            corrupt(CachedDocument::read(
+                id,
+                format!("{{\"id\":\"{id}\",\"status\":\"draft\"}}")
+            )),
+            "no version"
+        );
         assert!(corrupt(CachedDocument::read(id, "{".into())), "not JSON");
     }
 }

@@ -129,6 +129,9 @@ pub struct ProjectionOutcome {
     pub gaps: usize,
 }
 
+/// Redis writes waiting for Redis, newest state per product.
+type Deferred = HashMap<Uuid, DeferredCache>;
+
 /// What a Redis write of the deferred states answered, per state.
 type PutResult = Result<Vec<crate::cache::product_cache::PutOutcome>, crate::cache::CacheError>;
 
@@ -194,7 +197,7 @@ pub struct ProductEventConsumer {
     /// Deferred Redis writes last added to the process-wide gauge.
     deferred_reported: usize,
     /// Redis writes waiting for Redis, by product.
-    deferred: HashMap<Uuid, DeferredCache>,
+    deferred: Deferred,
     /// No Redis attempt before this instant (after a failure), so the index is not slowed.
     cache_retry_at: Option<Instant>,
     cache_backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
@@ -369,12 +372,15 @@ impl ProductEventConsumer {
         // keeps only the newest version), and nothing is committed before both are done.
         self.fold_for_cache(&batch, &events, &mut out);
         let put = self.put_deferred(false);
-        let (_indexed, put) = tokio::join!(self.index(&batch, events, &mut finished, &mut out, shutdown), async move {
-            match put {
-                Some(put) => Some(put.await),
-                None => None,
+        let (_indexed, put) = tokio::join!(
+            self.index(&batch, events, &mut finished, &mut out, shutdown),
+            async move {
+                match put {
+                    Some(put) => Some(put.await),
+                    None => None,
+                }
             }
-        });
+        );
         if let Some((written, result)) = put {
             out.gaps += self.after_put(written, result);
         }
@@ -635,18 +641,22 @@ impl ProductEventConsumer {
         }
     }
 
-    /// The write of the deferred states, owning what it writes so that it can run beside the
-    /// index; it gives back what it wrote for [`after_put`](Self::after_put). `None` when there
-    /// is nothing to write or a recent failure says to wait (`force` tries anyway).
-    fn put_deferred(&self, force: bool) -> Option<impl std::future::Future<Output = (Vec<DeferredCache>, PutResult)> + use<>> {
+    /// The write of the deferred states. It takes them (so that it can run beside the index,
+    /// which does not touch them) and gives them back for [`after_put`](Self::after_put).
+    /// `None` when there is nothing to write or a recent failure says to wait (`force` tries
+    /// anyway).
+    fn put_deferred(
+        &mut self,
+        force: bool,
+    ) -> Option<impl std::future::Future<Output = (Deferred, PutResult)> + use<>> {
         if self.deferred.is_empty() || (!force && self.cache_retry_at.is_some_and(|t| Instant::now() < t)) {
             return None;
         }
-        let written: Vec<DeferredCache> = self.deferred.values().cloned().collect();
+        let written = std::mem::take(&mut self.deferred);
         let cache = self.cache.clone();
         Some(async move {
             let result = {
-                let states: Vec<&Product> = written.iter().map(|e| &e.state).collect();
+                let states: Vec<&Product> = written.values().map(|e| &e.state).collect();
                 tokio::time::timeout(CACHE_WRITE_BOUND, cache.put_many(&states, Writer::Projection))
                     .await
                     .unwrap_or(Err(crate::cache::CacheError::Timeout))
@@ -657,11 +667,11 @@ impl ProductEventConsumer {
 
     /// Books the outcome of [`put_deferred`](Self::put_deferred): gaps, the deferred writes
     /// done (or the backoff before the next try). Returns the version gaps seen.
-    fn after_put(&mut self, written: Vec<DeferredCache>, put: PutResult) -> usize {
+    fn after_put(&mut self, written: Deferred, put: PutResult) -> usize {
         let mut gaps = 0;
         match put {
             Ok(puts) => {
-                for (e, put) in written.iter().zip(puts) {
+                for (e, put) in written.values().zip(puts) {
                     if put.projected > 0 && e.first_version > put.projected + 1 {
                         gaps += 1;
                         PROJECTION_VERSION_GAPS.inc();
@@ -670,16 +680,15 @@ impl ProductEventConsumer {
                     }
                 }
                 if self.cache_retry_at.take().is_some() {
-                    tracing::info!(
-                        written = self.deferred.len(),
-                        "redis answers again; deferred writes done"
-                    );
+                    tracing::info!(written = written.len(), "redis answers again; deferred writes done");
                 }
-                self.deferred.clear();
                 self.cache_backoff = Box::new(self.retry.backoff());
                 self.store_progress();
             }
             Err(e) => {
+                // They wait for the next try (nothing was deferred meanwhile: the index does
+                // not touch them).
+                self.deferred = written;
                 let d = self.cache_backoff.next().unwrap_or(self.settings.retry_max);
                 if self.cache_retry_at.is_none() {
                     tracing::warn!(error = %e, deferred = self.deferred.len(),

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -214,29 +214,33 @@ impl Browser {
 
     /// Polls `expression` until it is truthy; fails with `what` and the last value past `deadline`.
     pub async fn wait_for(&self, what: &str, deadline: Duration, expression: &str) -> Value {
-        let end = Instant::now() + deadline;
-        loop {
-            let v = self.eval(expression).await;
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-                Value::String(s) => !s.is_empty(),
-                _ => true,
-            };
-            if truthy {
-                return v;
+        let last = std::cell::RefCell::new(Value::Null);
+        let truthy = crate::helpers::wait_until(deadline, || {
+            let last = &last;
+            async move {
+                let v = self.eval(expression).await;
+                let truthy = match &v {
+                    Value::Null => false,
+                    Value::Bool(b) => *b,
+                    Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+                    Value::String(s) => !s.is_empty(),
+                    _ => true,
+                };
+                *last.borrow_mut() = v;
+                truthy
             }
-            if Instant::now() >= end {
-                let text = self.eval("document.body.innerText.slice(0, 3000)").await;
-                panic!(
-                    "{what}: `{expression}` still {v} after {deadline:?}; page errors: {:?}; page text:\n{}",
-                    self.errors(),
-                    text.as_str().unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+        let v = last.into_inner();
+        if !truthy {
+            let text = self.eval("document.body.innerText.slice(0, 3000)").await;
+            panic!(
+                "{what}: `{expression}` still {v} after {deadline:?}; page errors: {:?}; page text:\n{}",
+                self.errors(),
+                text.as_str().unwrap_or_default()
+            );
         }
+        v
     }
 
     /// Everything the page reported as an error so far: uncaught exceptions, `console.error`

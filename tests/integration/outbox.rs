@@ -283,8 +283,11 @@ async fn a_later_batch_never_publishes_past_a_row_waiting_for_its_retry() {
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // Batches of two: [x1 (too large), y1], then x2 must wait while y2 goes.
     insert_rows(&env, &[(x, 1, 2_000_000), (y, 1, 10), (x, 2, 10), (y, 2, 10)]).await;
-    let p = producer::build(&env.infra.kafka().expect("kafka settings"), &ProducerSettings::default())
-        .expect("producer");
+    let p = producer::build(
+        &env.infra.kafka().expect("kafka settings"),
+        &ProducerSettings::default(),
+    )
+    .expect("producer");
     let settings = RelaySettings {
         batch_size: 2,
         max_attempts: 5,
@@ -294,7 +297,11 @@ async fn a_later_batch_never_publishes_past_a_row_waiting_for_its_retry() {
     let mut relay = OutboxRelay::new(env.infra.database_url.clone(), p, settings);
     assert!(relay.try_acquire().await.expect("lock"));
     let first = relay.process_once().await.expect("batch");
-    assert_eq!((first.claimed, first.published, first.failed), (2, 1, 1), "y1 flows, x1 fails");
+    assert_eq!(
+        (first.claimed, first.published, first.failed),
+        (2, 1, 1),
+        "y1 flows, x1 fails"
+    );
     let second = relay.process_once().await.expect("batch");
     assert_eq!((second.claimed, second.published), (1, 1), "only y2: {second:?}");
     relay.release().await;
@@ -304,7 +311,10 @@ async fn a_later_batch_never_publishes_past_a_row_waiting_for_its_retry() {
     assert_eq!(env.count(&published(y, 2)).await, 1, "y2 published");
     assert_eq!(env.count(&published(x, 2)).await, 0, "x2 waits behind x1's retry");
     assert_eq!(
-        env.count(&format!("outbox WHERE aggregate_id = '{x}' AND published_at IS NULL AND parked_at IS NULL")).await,
+        env.count(&format!(
+            "outbox WHERE aggregate_id = '{x}' AND published_at IS NULL AND parked_at IS NULL"
+        ))
+        .await,
         2,
         "x1 and x2 still pending"
     );

@@ -212,8 +212,15 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
     // A hit serves the stored bytes as they are: the same body and headers as the database read.
     let g = app.get_with_token(&format!("/api/products/{id}")).await;
     assert_eq!(g.headers()["x-read-source"], "cache");
-    assert_eq!((&g.headers()["etag"], &g.headers()["content-type"]), (&db_etag, &db_type));
-    assert_eq!(g.bytes().await.expect("body"), from_db, "cache hit body = database read body");
+    assert_eq!(
+        (&g.headers()["etag"], &g.headers()["content-type"]),
+        (&db_etag, &db_type)
+    );
+    assert_eq!(
+        g.bytes().await.expect("body"),
+        from_db,
+        "cache hit body = database read body"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

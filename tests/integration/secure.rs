@@ -469,13 +469,12 @@ async fn no_secret_appears_in_the_logs_of_a_secured_run() {
         .expect("projection starts");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if http.get(format!("{base}/health/")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let answers = crate::helpers::wait_until(Duration::from_secs(60), || {
+        let (http, url) = (http.clone(), format!("{base}/health/"));
+        async move { http.get(url).send().await.is_ok() }
+    })
+    .await;
+    assert!(answers, "the secured serve answers /health/ within 60 s");
     let health = http.get(format!("{base}/health/")).send().await.expect("health");
     logs.push_str(&health.text().await.unwrap_or_default());
     let created = http
