@@ -108,8 +108,13 @@ pub struct ProductPage {
 
 fn product_response(status: actix_web::http::StatusCode, p: &Product) -> HttpResponse {
     HttpResponse::build(status)
-        .insert_header((header::ETAG, format!("\"{}\"", p.version)))
+        .insert_header((header::ETAG, version_tag(p.version)))
         .json(p)
+}
+
+/// The ETag of a product version: `"N"`.
+fn version_tag(version: i64) -> String {
+    format!("\"{version}\"")
 }
 
 /// Parses `If-Match: "N"` (also bare N or W/"N").
@@ -154,7 +159,7 @@ enum Reply {
 /// The response of a successful write, in the form an idempotency record keeps it.
 fn write_response(reply: Reply, p: &Product) -> Result<StoredResponse, ApiError> {
     let mut headers = serde_json::Map::new();
-    headers.insert(header::ETAG.as_str().to_owned(), format!("\"{}\"", p.version).into());
+    headers.insert(header::ETAG.as_str().to_owned(), version_tag(p.version).into());
     let status = match reply {
         Reply::Created => {
             headers.insert(
@@ -321,15 +326,15 @@ pub async fn create(
 pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let not_found = || ApiError::NotFound(format!("product {id} not found"));
-    let visible = |p: &Product| caller.0.sees_unpublished() || p.status == ProductStatus::Published;
+    let visible = |status: ProductStatus| caller.0.sees_unpublished() || status == ProductStatus::Published;
     // A cache hit is served as the bytes the writer stored: only its status and version are
     // read from it (the same JSON `product_response` would write).
     let from_cache = |d: CachedDocument| {
-        if !(caller.0.sees_unpublished() || d.status == ProductStatus::Published) {
+        if !visible(d.status) {
             return Err(not_found());
         }
         Ok(HttpResponse::Ok()
-            .insert_header((header::ETAG, format!("\"{}\"", d.version)))
+            .insert_header((header::ETAG, version_tag(d.version)))
             .insert_header((
                 header::HeaderName::from_static("x-read-source"),
                 header::HeaderValue::from_static("cache"),
@@ -360,7 +365,7 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
     };
     let p = found.ok_or_else(not_found)?;
     let _ = state.cache.put(&p).await;
-    if !visible(&p) {
+    if !visible(p.status) {
         return Err(not_found());
     }
     let mut r = product_response(actix_web::http::StatusCode::OK, &p);
