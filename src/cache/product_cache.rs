@@ -228,6 +228,24 @@ impl ProductCache {
         })
     }
 
+    /// The same cache (endpoint, names, bounds, breaker, missed writes) with a pool of its own,
+    /// whose connections open where they are first used (one per HTTP worker in `serve`).
+    pub fn with_own_pool(&self) -> Result<Self, CacheError> {
+        let pool = RedisPool::builder(self.pool.manager().clone())
+            .max_size(self.pool.status().max_size)
+            .timeouts(self.pool.timeouts())
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| CacheError::Pool(e.to_string()))?;
+        Ok(Self {
+            pool,
+            names: self.names.clone(),
+            ttl: self.ttl,
+            timeout: self.timeout,
+            guard: self.guard.clone(),
+        })
+    }
+
     async fn conn(&self) -> Result<RedisConn, CacheError> {
         self.pool.get().await.map_err(|e| CacheError::Pool(e.to_string()))
     }

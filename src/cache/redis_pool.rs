@@ -4,12 +4,23 @@
 //! when given, the CA of `REDIS_CA_FILE`. A password (`redis://:pass@host`) or an ACL user
 //! (`redis://user:pass@host`) in the URL is sent with AUTH on every new connection. deadpool-redis's
 //! own manager cannot carry a custom CA (its config drops the TLS parameters), hence this small
-//! manager; recycling does what deadpool-redis's does (a PING).
+//! manager.
+//!
+//! Checking a connection out costs no round trip (deadpool-redis PINGs on every checkout, which
+//! doubled the round trips of a cache read): a [`PooledConnection`] remembers whether a command
+//! on it failed at the transport level (I/O error, dropped connection, a command abandoned by a
+//! timeout before its answer) and is then discarded instead of handed out again. A connection
+//! idle longer than [`IDLE_PING_AFTER`] is still PINGed before reuse, which finds a peer that
+//! went away silently.
 
 use deadpool::managed::{self, Metrics, RecycleResult};
-use redis::aio::MultiplexedConnection;
-use redis::{Client, RedisResult, TlsCertificates};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates, Value};
 use std::fmt;
+use std::time::Duration;
+
+/// A pooled connection unused for longer than this is PINGed before it is handed out again.
+pub const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
 
 /// Pool of Redis connections.
 pub type RedisPool = managed::Pool<RedisManager>;
@@ -88,7 +99,8 @@ impl fmt::Debug for RedisEndpoint {
     }
 }
 
-/// Creates multiplexed connections and checks them with PING when recycled.
+/// Creates multiplexed connections; see the module docs for how they are checked.
+#[derive(Clone)]
 pub struct RedisManager {
     client: Client,
 }
@@ -109,19 +121,104 @@ impl fmt::Debug for RedisManager {
 }
 
 impl managed::Manager for RedisManager {
-    type Type = MultiplexedConnection;
-    type Error = redis::RedisError;
+    type Type = PooledConnection;
+    type Error = RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        self.client.get_multiplexed_async_connection().await
+    async fn create(&self) -> Result<PooledConnection, RedisError> {
+        Ok(PooledConnection {
+            inner: self.client.get_multiplexed_async_connection().await?,
+            failed: false,
+        })
     }
 
-    async fn recycle(&self, conn: &mut MultiplexedConnection, _: &Metrics) -> RecycleResult<redis::RedisError> {
+    async fn recycle(&self, conn: &mut PooledConnection, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if conn.failed {
+            return Err(managed::RecycleError::message(
+                "a command on it failed at the transport level",
+            ));
+        }
+        if metrics.last_used() < IDLE_PING_AFTER {
+            return Ok(());
+        }
         let pong: String = redis::cmd("PING").query_async(conn).await?;
         if pong == "PONG" {
             Ok(())
         } else {
             Err(managed::RecycleError::message("unexpected PING answer"))
         }
+    }
+}
+
+/// A multiplexed connection that remembers a transport failure (see the module docs).
+pub struct PooledConnection {
+    inner: MultiplexedConnection,
+    failed: bool,
+}
+
+impl PooledConnection {
+    /// True once a command on it failed at the transport level or was abandoned unanswered.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+}
+
+/// Marks the connection failed unless the command it guards ends with an answer (an error
+/// reply from the server is an answer; I/O errors and a future dropped mid-way are not).
+struct Settle<'a> {
+    failed: &'a mut bool,
+    answered: bool,
+}
+
+impl Settle<'_> {
+    fn record<T>(mut self, result: &RedisResult<T>) {
+        self.answered = match result {
+            Ok(_) => true,
+            Err(e) => !(e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()),
+        };
+    }
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            *self.failed = true;
+        }
+    }
+}
+
+impl ConnectionLike for PooledConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let Self { inner, failed } = self;
+        Box::pin(async move {
+            let settle = Settle {
+                failed,
+                answered: false,
+            };
+            let result = inner.req_packed_command(cmd).await;
+            settle.record(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let Self { inner, failed } = self;
+        Box::pin(async move {
+            let settle = Settle {
+                failed,
+                answered: false,
+            };
+            let result = inner.req_packed_commands(pipeline, offset, count).await;
+            settle.record(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
     }
 }

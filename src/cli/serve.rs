@@ -10,6 +10,7 @@ use crate::bus::producer::ProducerSettings;
 use crate::cache::ProductCache;
 use crate::config::{ApiConfig, ConfigError, InfraConfig, ResilienceConfig};
 use crate::http::{self, AppState, RateLimits, ServerSettings};
+use crate::store::pool;
 
 /// Flags of `serve`.
 #[derive(Debug, clap::Args)]
@@ -84,6 +85,19 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     })
 }
 
+/// `st` with connection pools of its own for one of `workers` HTTP workers: the Postgres pool
+/// is split between them (`DATABASE_POOL_SIZE` in all), the Redis cache gets its own pool and
+/// shares the breaker and the record of missed writes. The connections open lazily, on the
+/// worker's thread (see `http::run`).
+fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Result<AppState> {
+    let size = infra.database_pool_size.div_ceil(workers).max(2);
+    Ok(AppState {
+        pool: pool::build_pool(&infra.database_url, size, infra.statement_timeout())?,
+        cache: st.cache.with_own_pool()?,
+        ..st.clone()
+    })
+}
+
 /// Runs the API until SIGINT/SIGTERM.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     if a.migrate {
@@ -97,8 +111,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let listener = super::connect::bind("HTTP_BIND", &a.bind)?;
     let metrics_listener = super::connect::bind("METRICS_BIND", &a.metrics_bind)?;
     tokio::spawn(http::metrics::serve_metrics(metrics_listener)?);
+    let settings = ServerSettings::new(&a.api, a.workers);
+    let states = (0..settings.workers)
+        .map(|_| for_worker(infra, &st, settings.workers))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     tracing::info!(http.addr = %a.bind, metrics.addr = %a.metrics_bind, "API listening");
-    http::run(listener, st, &ServerSettings::new(&a.api, a.workers))?.await?;
+    http::run(listener, states, &settings)?.await?;
     tracing::info!("API stopped");
     Ok(())
 }

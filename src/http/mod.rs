@@ -240,14 +240,29 @@ async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
 
 /// Starts the API on `listener`; the returned server runs until stopped. Middleware, outermost
 /// first: request metrics, security headers, the per-client rate limit, the body read bound.
+///
+/// `states` holds one state per worker, each with its own connection pools (`serve` builds
+/// them): a connection is then opened, driven and awaited on its worker's thread, instead of
+/// waking another thread at every round trip. Workers beyond the states given share the first.
 pub fn run(
     listener: TcpListener,
-    state: AppState,
+    states: Vec<AppState>,
     settings: &ServerSettings,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let data = web::Data::new(state);
+    let states: Vec<web::Data<AppState>> = states.into_iter().map(web::Data::new).collect();
+    let shared = states
+        .first()
+        .cloned()
+        .ok_or_else(|| std::io::Error::other("no state to serve with"))?;
+    let unclaimed = Arc::new(std::sync::Mutex::new(states));
     let body_limit = settings.body_limit_bytes;
     Ok(HttpServer::new(move || {
+        // Called once on each worker's thread.
+        let data = unclaimed
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_else(|| shared.clone());
         App::new()
             .wrap(actix_web::middleware::from_fn(body_timeout::bound_body))
             .wrap(actix_web::middleware::from_fn(rate_limit::limit_requests))

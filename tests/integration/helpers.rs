@@ -559,7 +559,7 @@ impl TestApp {
         f(&mut state);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let server = http::run(listener, state.clone(), &ServerSettings::new(&api, 2)).expect("server");
+        let server = http::run(listener, vec![state.clone()], &ServerSettings::new(&api, 2)).expect("server");
         tokio::spawn(server);
         let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let metrics_port = metrics.local_addr().expect("addr").port();

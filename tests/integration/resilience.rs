@@ -323,3 +323,59 @@ async fn with_several_opensearch_urls_a_node_that_refuses_connections_costs_no_r
         aliexpress::search::SearchClient::new(&format!("{dead},{other_dead}"), Duration::from_secs(5)).expect("client");
     assert!(client.health(Duration::from_secs(5)).await.is_err());
 }
+
+/// A checkout costs no PING, so a connection must leave the pool by itself once it cannot be
+/// trusted: an error reply keeps it, a command abandoned before its answer (a timeout) does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_connection_is_reused_after_an_error_reply_and_replaced_after_an_abandoned_command() {
+    use aliexpress::cache::redis_pool::{RedisManager, RedisPool};
+    let env = crate::helpers::TestEnv::new().await;
+    let manager = RedisManager::new(&env.infra.redis().expect("redis settings")).expect("manager");
+    let pool = RedisPool::builder(manager)
+        .max_size(1)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .expect("pool");
+    let client_id = || async {
+        let mut c = pool.get().await.expect("connection");
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut *c)
+            .await
+            .expect("CLIENT ID");
+        id
+    };
+    let first = client_id().await;
+
+    {
+        let mut c = pool.get().await.expect("connection");
+        let reply: redis::RedisResult<i64> = redis::cmd("INCR")
+            .arg("no-such-command-arity")
+            .arg("x")
+            .query_async(&mut *c)
+            .await;
+        assert!(reply.is_err(), "INCR with two arguments is an error reply");
+        assert!(!c.failed(), "an error reply is an answer");
+    }
+    assert_eq!(client_id().await, first, "the connection stays after an error reply");
+
+    {
+        let mut c = pool.get().await.expect("connection");
+        // BLPOP on an empty key waits its 2 s; the caller gives up after 50 ms.
+        let waited = tokio::time::timeout(
+            Duration::from_millis(50),
+            redis::cmd("BLPOP")
+                .arg(env.names.product_cache_key(&uuid::Uuid::now_v7()))
+                .arg(2)
+                .query_async::<Option<(String, String)>>(&mut *c),
+        )
+        .await;
+        assert!(waited.is_err(), "BLPOP was abandoned");
+        assert!(c.failed(), "an abandoned command marks the connection");
+    }
+    assert_ne!(
+        client_id().await,
+        first,
+        "the connection is replaced after an abandoned command"
+    );
+}
