@@ -1026,9 +1026,9 @@ async fn api_creates(base: &str, clients: usize, warm: f64, secs: f64) -> (f64, 
 /// same Redis write (the cache's versioned put script, one pipeline) after the commit.
 #[derive(Clone, Copy)]
 enum Work {
-    /// Lock probe, product row, outbox row, NOTIFY; then the Redis write-through.
+    /// Product row, outbox row, NOTIFY (pipelined); then the Redis write-through.
     ApiCreate,
-    /// Command probe, lock probe, product row, outbox row, command outcome, NOTIFY.
+    /// Command probe, lock probe; product row, outbox row, command outcome, NOTIFY (pipelined).
     ConsumedCreate,
 }
 
@@ -1109,29 +1109,33 @@ async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, secs: f64) ->
                 let (ids, eid, cid) = (id.to_string(), env.event_id.to_string(), uuid::Uuid::now_v7().to_string());
                 let tx = async {
                     client.batch_execute("BEGIN").await?;
+                    // The consumer reads and locks the command and the product first; the API's
+                    // create has made its id and reads nothing.
                     if matches!(work, Work::ConsumedCreate) {
                         client.query_opt(&probe_cmd, &[&cid]).await?;
+                        client.query_opt(&probe, &[&ids]).await?;
                     }
-                    client.query_opt(&probe, &[&ids]).await?;
                     let status = "draft";
-                    // Fully qualified: diesel-async's RunQueryDsl::execute is in scope too.
-                    tokio_postgres::Client::execute(
+                    // The writes go out together (pipelined), as ours do. Fully qualified:
+                    // diesel-async's RunQueryDsl::execute is in scope too.
+                    let product_write = tokio_postgres::Client::execute(
                         &client,
                         &product,
                         &[&ids, &state.sku, &state.title, &state.description, &state.category, &state.brand,
                           &"{}", &Some(100i64), &Some("USD"), &0i64, &status, &1i64],
-                    )
-                    .await?;
-                    tokio_postgres::Client::execute(
+                    );
+                    let outbox_write = tokio_postgres::Client::execute(
                         &client,
                         &outbox,
                         &[&eid, &ids, &1i64, &topic, &ids, &env.event_type, &1i32, &payload, &headers],
-                    )
-                    .await?;
-                    if matches!(work, Work::ConsumedCreate) {
-                        tokio_postgres::Client::execute(&client, &outcome, &[&cid, &ids, &1i64]).await?;
-                    }
-                    client.batch_execute(&notify).await?;
+                    );
+                    let outcome_write = async {
+                        if matches!(work, Work::ConsumedCreate) {
+                            tokio_postgres::Client::execute(&client, &outcome, &[&cid, &ids, &1i64]).await?;
+                        }
+                        Ok(())
+                    };
+                    futures::try_join!(product_write, outbox_write, outcome_write, client.batch_execute(&notify))?;
                     client.batch_execute("COMMIT").await?;
                     Ok::<_, tokio_postgres::Error>(())
                 };
@@ -1163,13 +1167,14 @@ async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, secs: f64) ->
     (ok as f64 / secs, failed)
 }
 
-/// The SQL of a create for pgbench (lock probe, product row, outbox row of the envelope's
-/// size, NOTIFY), without Redis.
+/// The SQL of the API's create for pgbench (product row, outbox row of the envelope's size,
+/// NOTIFY, pipelined as ours are), without Redis.
 const PG_SAME_TX: &str = "BEGIN;
-SELECT * FROM products WHERE id = (SELECT gen_random_uuid()) FOR UPDATE;
+\\startpipeline
 INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) VALUES (gen_random_uuid(), gen_random_uuid()::text, 'Bench product', repeat('x', 300), '', '', '{}', 100, 'USD', 0, 'draft', 1, now(), now());
 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) VALUES (gen_random_uuid(), 'product', gen_random_uuid(), 1, 't', 'k', 'ProductCreated', 1, jsonb_build_object('pad', repeat('x', 900)), '{}');
 NOTIFY aliexpress_outbox;
+\\endpipeline
 COMMIT;
 ";
 

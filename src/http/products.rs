@@ -218,6 +218,8 @@ async fn apply_command(
         expected_version,
         events_topic: state.names.events_topic(),
         notify: state.outbox_notify,
+        // Only `create` runs CreateProduct here, always on an id it has just made.
+        fresh_id: matches!(command, ProductCommand::CreateProduct(_)),
     };
     let key = idempotency::key(req)?;
     let outcome = {

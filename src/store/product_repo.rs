@@ -34,6 +34,10 @@ pub struct ExecuteOptions {
     pub events_topic: String,
     /// Send a NOTIFY wake-up to the relay at commit.
     pub notify: bool,
+    /// The product id was made for this command (the API's create, a fresh UUIDv7): no row
+    /// can hold it, so the row is not read and locked first. Were it taken after all, the
+    /// INSERT fails on the primary key and nothing is written.
+    pub fresh_id: bool,
 }
 
 /// What happened to a command.
@@ -203,15 +207,19 @@ async fn execute_in_tx(
             }
         }
     }
-    let current = products::table
-        .find(id)
-        .select(ProductRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?
-        .map(ProductRow::into_product)
-        .transpose()?;
+    let current = if opts.fresh_id {
+        None
+    } else {
+        products::table
+            .find(id)
+            .select(ProductRow::as_select())
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?
+            .map(ProductRow::into_product)
+            .transpose()?
+    };
     if let Some(expected) = opts.expected_version {
         let actual = current.as_ref().map_or(0, |p| p.version);
         if actual != expected {
@@ -234,19 +242,57 @@ async fn execute_in_tx(
         }
     };
     let row = ProductRow::from_product(&next);
-    let written = match &current {
-        None => diesel::insert_into(products::table).values(&row).execute(conn).await,
-        Some(prev) => {
-            diesel::update(
-                products::table
-                    .filter(products::id.eq(id))
-                    .filter(products::version.eq(prev.version)),
-            )
-            .set(&row)
-            .execute(conn)
-            .await
+    let meta = EventMeta {
+        event_id: Uuid::now_v7(),
+        causation_id: opts.command_id,
+        correlation_id: opts.correlation_id,
+        occurred_at: now,
+    };
+    let envelope = EventEnvelope::new(&change, &next, meta);
+    // The writes are independent statements of one transaction: sent together (pipelined), one
+    // round trip instead of one each. Postgres still runs them in order, and once one fails
+    // the rest fail with the transaction; the product write's result is looked at first.
+    let shared: &AsyncPgConnection = conn;
+    let product_write = async {
+        let mut c = shared;
+        match &current {
+            None => diesel::insert_into(products::table).values(&row).execute(&mut c).await,
+            Some(prev) => {
+                diesel::update(
+                    products::table
+                        .filter(products::id.eq(id))
+                        .filter(products::version.eq(prev.version)),
+                )
+                .set(&row)
+                .execute(&mut c)
+                .await
+            }
         }
     };
+    let outbox_write = append_outbox(shared, &envelope, &opts.events_topic, opts.traceparent.as_deref());
+    let outcome_write = async {
+        match opts.command_id {
+            Some(command_id) => {
+                let command = CommandRef {
+                    command_id,
+                    product_id: id,
+                    command_type: command.command_type(),
+                };
+                record_outcome(shared, &command, Outcome::Applied { version: next.version }).await
+            }
+            None => Ok(()),
+        }
+    };
+    let wake_relay = async {
+        if opts.notify {
+            let mut c = shared;
+            diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
+                .execute(&mut c)
+                .await?;
+        }
+        Ok::<_, StoreError>(())
+    };
+    let (written, appended, recorded, woken) = futures::join!(product_write, outbox_write, outcome_write, wake_relay);
     match written {
         Ok(1) => {}
         Ok(_) => {
@@ -263,33 +309,15 @@ async fn execute_in_tx(
         }
         Err(e) => return Err(e.into()),
     }
-    let meta = EventMeta {
-        event_id: Uuid::now_v7(),
-        causation_id: opts.command_id,
-        correlation_id: opts.correlation_id,
-        occurred_at: now,
-    };
-    let envelope = EventEnvelope::new(&change, &next, meta);
-    append_outbox(conn, &envelope, &opts.events_topic, opts.traceparent.as_deref()).await?;
-    if let Some(command_id) = opts.command_id {
-        let command = CommandRef {
-            command_id,
-            product_id: id,
-            command_type: command.command_type(),
-        };
-        record_outcome(conn, &command, Outcome::Applied { version: next.version }).await?;
-    }
-    if opts.notify {
-        diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
-            .execute(conn)
-            .await?;
-    }
+    appended?;
+    recorded?;
+    woken?;
     Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
 }
 
 /// Appends one event to the outbox (inside the caller's transaction).
 async fn append_outbox(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     env: &EventEnvelope,
     topic: &str,
     traceparent: Option<&str>,
@@ -318,7 +346,7 @@ async fn append_outbox(
             payload,
             headers,
         })
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(())
 }
@@ -348,7 +376,7 @@ impl Outcome<'_> {
 }
 
 async fn record_outcome(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     c: &CommandRef<'_>,
     outcome: Outcome<'_>,
 ) -> Result<(), StoreError> {
@@ -377,7 +405,7 @@ async fn record_outcome(
             commands::reason.eq(reason),
             commands::processed_at.eq(Some(now)),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(())
 }

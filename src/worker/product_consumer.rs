@@ -292,6 +292,8 @@ impl ProductConsumer {
                 expected_version: env.expected_version,
                 events_topic: self.events_topic.clone(),
                 notify: self.notify,
+                // A command names its product id; it may exist already.
+                fresh_id: false,
             },
         })
     }

@@ -409,3 +409,48 @@ async fn the_openapi_document_lists_the_handlers() {
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+/// The API's create does not read and lock its freshly made id first; should the id be taken
+/// after all, the transaction fails on the primary key and writes nothing (no second outbox
+/// row, the product unchanged).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing() {
+    use aliexpress::domain::product::{CreateProduct, Money, ProductCommand};
+    use aliexpress::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
+    let app = TestApp::spawn().await;
+    let id = uuid::Uuid::now_v7();
+    let create = |sku: &str| {
+        ProductCommand::CreateProduct(CreateProduct {
+            sku: sku.into(),
+            title: "Lamp".into(),
+            description: String::new(),
+            category: String::new(),
+            brand: String::new(),
+            attributes: Default::default(),
+            price: Some(Money {
+                amount_minor: 100,
+                currency: "EUR".into(),
+            }),
+            stock: 1,
+        })
+    };
+    let opts = ExecuteOptions {
+        command_id: None,
+        correlation_id: None,
+        traceparent: None,
+        expected_version: None,
+        events_topic: app.env.names.events_topic(),
+        notify: false,
+        fresh_id: true,
+    };
+    let mut c = app.env.pool.get().await.expect("conn");
+    let first = product_repo::run_command(&mut c, id, &create("SKU-FRESH-1"), &opts).await.expect("first create");
+    assert!(matches!(first, ExecuteOutcome::Applied(_)), "{first:?}");
+    let again = product_repo::run_command(&mut c, id, &create("SKU-FRESH-2"), &opts).await;
+    assert!(again.is_err(), "a second create on the same id must fail: {again:?}");
+    drop(c);
+    assert_eq!(outbox_rows(&app, &id.to_string()).await, vec![(1, "ProductCreated".to_owned())]);
+    let r = app.get_with_token(&format!("/api/products/{id}")).await;
+    let p: Value = r.json().await.expect("json");
+    assert_eq!(p["sku"], "SKU-FRESH-1", "{p}");
+}
