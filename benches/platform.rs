@@ -1118,17 +1118,13 @@ async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, secs: f64) ->
                     let status = "draft";
                     // The writes go out together (pipelined), as ours do. Fully qualified:
                     // diesel-async's RunQueryDsl::execute is in scope too.
-                    let product_write = tokio_postgres::Client::execute(
-                        &client,
-                        &product,
-                        &[&ids, &state.sku, &state.title, &state.description, &state.category, &state.brand,
-                          &"{}", &Some(100i64), &Some("USD"), &0i64, &status, &1i64],
-                    );
-                    let outbox_write = tokio_postgres::Client::execute(
-                        &client,
-                        &outbox,
-                        &[&eid, &ids, &1i64, &topic, &ids, &env.event_type, &1i32, &payload, &headers],
-                    );
+                    let product_params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] =
+                        [&ids, &state.sku, &state.title, &state.description, &state.category, &state.brand,
+                         &"{}", &Some(100i64), &Some("USD"), &0i64, &status, &1i64];
+                    let outbox_params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                        [&eid, &ids, &1i64, &topic, &ids, &env.event_type, &1i32, &payload, &headers];
+                    let product_write = tokio_postgres::Client::execute(&client, &product, &product_params);
+                    let outbox_write = tokio_postgres::Client::execute(&client, &outbox, &outbox_params);
                     let outcome_write = async {
                         if matches!(work, Work::ConsumedCreate) {
                             tokio_postgres::Client::execute(&client, &outcome, &[&cid, &ids, &1i64]).await?;
