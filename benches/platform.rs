@@ -171,6 +171,12 @@ async fn fresh_env(tag: &str) -> Env {
         .expect("create db");
     let mut u = url::Url::parse(&base).expect("url");
     u.set_path(&format!("/{db}"));
+    // Plain TCP on both sides of every row: the stack's Postgres offers TLS once started with
+    // --secure, which `prefer` (ours, libpq's pgbench, Debezium) would take and the baseline's
+    // tokio-postgres NoTls would not.
+    if !u.query_pairs().any(|(k, _)| k == "sslmode") {
+        u.query_pairs_mut().append_pair("sslmode", "disable");
+    }
     let url = u.to_string();
     pool::run_migrations(&url).await.expect("migrate");
     let infra = InfraConfig {
@@ -2008,14 +2014,14 @@ async fn machine() -> serde_json::Value {
     let durable = ["fsync", "synchronous_commit", "full_page_writes"]
         .iter()
         .all(|k| pg.get(*k).and_then(|v| v.as_str()) == Some("on"));
-    json!({"cores": cores, "memory_gib": mem_kb as f64 / 1024.0 / 1024.0, "postgres": pg, "durable_postgres": durable,
+    json!({"cores": cores, "memory_gib": mem_kb as f64 / 1024.0 / 1024.0, "postgres": pg, "durable_postgres": durable, "postgres_sslmode": "disable",
            "scale": scale(), "runs": runs()})
 }
 
 fn print_table(m: &serde_json::Value, rows: &[Row]) {
     println!();
     println!(
-        "machine: {} cores, {:.1} GiB; postgres durable: {} ({}); load average at the end: {}; median of {} interleaved runs [min-max]",
+        "machine: {} cores, {:.1} GiB; postgres durable: {} ({}), plain TCP on both sides (sslmode=disable); load average at the end: {}; median of {} interleaved runs [min-max]",
         m["cores"],
         m["memory_gib"].as_f64().unwrap_or(0.0),
         m["durable_postgres"],

@@ -207,6 +207,7 @@ impl Connect {
              database.user={user}\n\
              database.password={password}\n\
              database.dbname={dbname}\n\
+             database.sslmode={sslmode}\n\
              topic.prefix=peer\n\
              plugin.name=pgoutput\n\
              slot.name={SLOT}\n\
@@ -228,6 +229,11 @@ impl Connect {
             user = db.username(),
             password = db.password().unwrap_or_default(),
             dbname = db.path().trim_start_matches('/'),
+            // As the relay's side connects (the bench's URL says disable).
+            sslmode = db
+                .query_pairs()
+                .find(|(k, _)| k == "sslmode")
+                .map_or_else(|| "prefer".to_owned(), |(_, v)| v.into_owned()),
         );
         if let Some(ms) = poll_interval_ms {
             connector.push_str(&format!("poll.interval.ms={ms}\n"));
