@@ -1,8 +1,9 @@
 //! The product repository: load, decide, save, all in one transaction.
 //!
-//! `execute` locks the product row (`SELECT ... FOR UPDATE`), runs the command through the
-//! aggregate, writes the new state guarded by its version, appends the event to the outbox and
-//! records the command outcome, then commits. Either everything is written or nothing: no
+//! `run_command` locks the product row (`SELECT ... FOR UPDATE`; not for an id the API's create
+//! has just made), runs the command through the aggregate, then writes the new state guarded by
+//! its version, appends the event to the outbox, records the command outcome and NOTIFYs the
+//! relay, those four pipelined in one round trip, then commits. Either everything is written or nothing: no
 //! event without state, no state without event. A redelivered command id is answered from the
 //! `commands` table without running again.
 

@@ -444,12 +444,17 @@ async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing
         fresh_id: true,
     };
     let mut c = app.env.pool.get().await.expect("conn");
-    let first = product_repo::run_command(&mut c, id, &create("SKU-FRESH-1"), &opts).await.expect("first create");
+    let first = product_repo::run_command(&mut c, id, &create("SKU-FRESH-1"), &opts)
+        .await
+        .expect("first create");
     assert!(matches!(first, ExecuteOutcome::Applied(_)), "{first:?}");
     let again = product_repo::run_command(&mut c, id, &create("SKU-FRESH-2"), &opts).await;
     assert!(again.is_err(), "a second create on the same id must fail: {again:?}");
     drop(c);
-    assert_eq!(outbox_rows(&app, &id.to_string()).await, vec![(1, "ProductCreated".to_owned())]);
+    assert_eq!(
+        outbox_rows(&app, &id.to_string()).await,
+        vec![(1, "ProductCreated".to_owned())]
+    );
     let r = app.get_with_token(&format!("/api/products/{id}")).await;
     let p: Value = r.json().await.expect("json");
     assert_eq!(p["sku"], "SKU-FRESH-1", "{p}");
