@@ -11,6 +11,7 @@
 //! that comes back having missed writes never answers stale reads from this process. Other
 //! processes rely on the projection, which rewrites every version it consumes.
 
+use deadpool::managed::Timeouts;
 use deadpool::Runtime;
 
 use super::redis_pool::{RedisConn, RedisEndpoint, RedisManager, RedisPool};
@@ -156,6 +157,16 @@ pub struct PutOutcome {
     pub projected: i64,
 }
 
+/// A pool of `manager`'s connections (opened lazily, on the runtime that first uses them).
+fn pool_of(manager: RedisManager, max_size: usize, timeouts: Timeouts) -> Result<RedisPool, CacheError> {
+    RedisPool::builder(manager)
+        .max_size(max_size)
+        .timeouts(timeouts)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| CacheError::Pool(e.to_string()))
+}
+
 /// The product read model in Redis.
 #[derive(Clone)]
 pub struct ProductCache {
@@ -210,17 +221,14 @@ impl ProductCache {
         pool_timeout: Duration,
         guard: Option<Arc<RequestGuard>>,
     ) -> Result<Self, CacheError> {
-        let manager = RedisManager::new(endpoint)?;
-        let pool = RedisPool::builder(manager)
-            .max_size(16)
-            .wait_timeout(Some(pool_timeout))
-            .create_timeout(Some(pool_timeout))
-            .recycle_timeout(Some(pool_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| CacheError::Pool(e.to_string()))?;
+        let bound = Some(pool_timeout);
+        let timeouts = Timeouts {
+            wait: bound,
+            create: bound,
+            recycle: bound,
+        };
         Ok(Self {
-            pool,
+            pool: pool_of(RedisManager::new(endpoint)?, 16, timeouts)?,
             names,
             ttl,
             timeout,
@@ -231,14 +239,12 @@ impl ProductCache {
     /// The same cache (endpoint, names, bounds, breaker, missed writes) with a pool of its own,
     /// whose connections open where they are first used (one per HTTP worker in `serve`).
     pub fn with_own_pool(&self) -> Result<Self, CacheError> {
-        let pool = RedisPool::builder(self.pool.manager().clone())
-            .max_size(self.pool.status().max_size)
-            .timeouts(self.pool.timeouts())
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| CacheError::Pool(e.to_string()))?;
         Ok(Self {
-            pool,
+            pool: pool_of(
+                self.pool.manager().clone(),
+                self.pool.status().max_size,
+                self.pool.timeouts(),
+            )?,
             names: self.names.clone(),
             ttl: self.ttl,
             timeout: self.timeout,

@@ -218,24 +218,30 @@ async fn insert_rows(env: &TestEnv, rows: &[(uuid::Uuid, i64, usize)]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_others() {
-    let env = TestEnv::new().await;
-    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    insert_rows(&env, &[(x, 1, 2_000_000), (x, 2, 10), (y, 1, 10), (y, 2, 10)]).await;
+/// A relay on `env` with these batch and retry settings, holding the relay lock.
+async fn locked_relay(env: &TestEnv, batch_size: i64, max_attempts: i32, retry_base: Duration) -> OutboxRelay {
     let p = producer::build(
         &env.infra.kafka().expect("kafka settings"),
         &ProducerSettings::default(),
     )
     .expect("producer");
     let settings = RelaySettings {
-        batch_size: 100,
-        max_attempts: 2,
-        retry_base: Duration::ZERO,
+        batch_size,
+        max_attempts,
+        retry_base,
         ..Default::default()
     };
     let mut relay = OutboxRelay::new(env.infra.database_url.clone(), p, settings);
     assert!(relay.try_acquire().await.expect("lock"));
+    relay
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_too_large_to_publish_is_retried_then_parked_without_blocking_others() {
+    let env = TestEnv::new().await;
+    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    insert_rows(&env, &[(x, 1, 2_000_000), (x, 2, 10), (y, 1, 10), (y, 2, 10)]).await;
+    let mut relay = locked_relay(&env, 100, 2, Duration::ZERO).await;
     let first = relay.process_once().await.expect("batch");
     assert_eq!(
         (first.published, first.failed, first.held_back),
@@ -283,19 +289,7 @@ async fn a_later_batch_never_publishes_past_a_row_waiting_for_its_retry() {
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // Batches of two: [x1 (too large), y1], then x2 must wait while y2 goes.
     insert_rows(&env, &[(x, 1, 2_000_000), (y, 1, 10), (x, 2, 10), (y, 2, 10)]).await;
-    let p = producer::build(
-        &env.infra.kafka().expect("kafka settings"),
-        &ProducerSettings::default(),
-    )
-    .expect("producer");
-    let settings = RelaySettings {
-        batch_size: 2,
-        max_attempts: 5,
-        retry_base: Duration::from_secs(60),
-        ..Default::default()
-    };
-    let mut relay = OutboxRelay::new(env.infra.database_url.clone(), p, settings);
-    assert!(relay.try_acquire().await.expect("lock"));
+    let mut relay = locked_relay(&env, 2, 5, Duration::from_secs(60)).await;
     let first = relay.process_once().await.expect("batch");
     assert_eq!(
         (first.claimed, first.published, first.failed),
