@@ -10,7 +10,7 @@ ROLES := deploy/local/roles
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench bench-peer \
+.PHONY: help up smoke down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench bench-peer \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
         cluster-up cluster-down test-cluster
@@ -32,6 +32,9 @@ else
 	@echo "API: http://127.0.0.1:8000  (health: /health/, metrics: /metrics, OpenAPI: /openapi.json)"
 	@echo "Console: http://127.0.0.1:8000/console/  Swagger UI: http://127.0.0.1:8000/docs/  (token: \$$API_TOKENS or $${ALIEXPRESS_STATE_DIR:-/var/tmp/aliexpress-stack}/roles/api-token)"
 endif
+
+smoke: ## check the running platform answers: /health/ ok, one write made searchable
+	deploy/local/smoke
 
 down: ## stop the roles and the stack (data kept)
 ifeq ($(DOCKER),yes)
@@ -81,9 +84,11 @@ test: ensure-rust ## start the stack (with its secured listeners); unit and inte
 	$(MAKE) contract
 	$(MAKE) helm-check
 
+# The binary is built the way `cargo test` builds it (dev-dependencies' features unified), so
+# after `make test`'s own tests this builds nothing: one build serves the whole suite.
 contract: ensure-rust ## schemathesis against a fresh `serve` and its /openapi.json (all checks, stateful)
 	$(STACK) up
-	cargo build --locked
+	cargo test --locked --no-run --test integration
 	deploy/local/schemathesis $(DEBUG_BIN)
 
 # The chaos suite's own stack: same script, its own state folder and ports, so faults (SIGSTOP,

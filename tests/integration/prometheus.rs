@@ -20,6 +20,27 @@ fn port_free(addr: &str) -> bool {
     std::net::TcpListener::bind(addr).is_ok()
 }
 
+/// The write token of the `serve` that `make up` runs (`deploy/local/roles` writes it to
+/// `$ALIEXPRESS_STATE_DIR/roles/api-token`, or takes `API_TOKENS` from its environment).
+fn running_platform_token() -> String {
+    let dir = std::env::var("ALIEXPRESS_STATE_DIR").unwrap_or_else(|_| "/var/tmp/aliexpress-stack".into());
+    let path = std::path::Path::new(&dir).join("roles/api-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        if !token.trim().is_empty() {
+            return token.trim().to_owned();
+        }
+    }
+    std::env::var("API_TOKENS")
+        .ok()
+        .and_then(|t| t.split(',').map(str::trim).find(|t| !t.is_empty()).map(str::to_owned))
+        .unwrap_or_else(|| {
+            panic!(
+                "a serve already listens on 127.0.0.1:8000 (make up?) but its write token is neither in {} nor in API_TOKENS",
+                path.display()
+            )
+        })
+}
+
 /// Every PromQL expression of the Grafana dashboard, with its panel's title.
 fn dashboard_queries() -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards/aliexpress.json");
@@ -68,7 +89,10 @@ async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
             vec!["run-product-event-consumer", "--metrics-addr", "127.0.0.1:9466"],
         ),
     ];
-    // Roles already running (make up) are scraped as they are; the others are started here.
+    // Roles already running (make up) are scraped and written through as they are, with the
+    // token the platform wrote; the others are started here with the test's own token.
+    let serve_running = !port_free("127.0.0.1:8000") || !port_free("127.0.0.1:9463");
+    let token = if serve_running { running_platform_token() } else { crate::helpers::TOKEN.to_owned() };
     let mut running = Vec::new();
     for (addr, args) in roles {
         if port_free(addr) && (addr != "127.0.0.1:9463" || port_free("127.0.0.1:8000")) {
@@ -133,7 +157,7 @@ async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
         "price": {"amount_minor": 100, "currency": "USD"}, "stock": 1});
     let created = http
         .post(format!("{api}/api/products"))
-        .bearer_auth(crate::helpers::TOKEN)
+        .bearer_auth(&token)
         .json(&product)
         .send()
         .await
@@ -144,7 +168,7 @@ async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
                     "category": "c", "brand": "b", "price": {"amount_minor": 1, "currency": "USD"}, "stock": 1}});
     let accepted = http
         .post(format!("{api}/api/commands"))
-        .bearer_auth(crate::helpers::TOKEN)
+        .bearer_auth(&token)
         .json(&command)
         .send()
         .await
