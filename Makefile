@@ -12,7 +12,7 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 .DEFAULT_GOAL := help
 .PHONY: help up smoke down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench bench-peer \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
-        fmt lint compose-config ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
+        fmt lint compose-config rules-check ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
         cluster-up cluster-down test-cluster
 
 help: ## list targets
@@ -77,12 +77,14 @@ build: ensure-rust ## debug build
 release: ensure-rust ## release build
 	cargo build --locked --release
 
-test: ensure-rust ## start the stack (with its secured listeners); unit and integration tests, the short chaos suite, the contract test, the Helm chart
+test: ensure-rust ## start the stack (with its secured listeners); unit and integration tests, the short chaos suite, the contract test, the Helm chart, the alert rules, the compose file
 	$(STACK) up --secure
 	cargo test --locked --lib --bins --test integration -- --test-threads=4
 	cargo test --locked --test chaos
 	$(MAKE) contract
 	$(MAKE) helm-check
+	$(MAKE) rules-check
+	$(MAKE) compose-config
 
 # The binary is built the way `cargo test` builds it (dev-dependencies' features unified), so
 # after `make test`'s own tests this builds nothing: one build serves the whole suite.
@@ -167,5 +169,19 @@ lint: ## clippy with warnings as errors
 helm-check: ## lint and render the Helm chart (default and every optional feature) and check the renders; no cluster needed
 	deploy/local/helm-check
 
-compose-config: ## validate docker-compose.yml (needs the docker compose plugin)
-	docker compose config -q
+RULES := deploy/prometheus/rules/aliexpress.rules.yml
+
+rules-check: ## the Prometheus alert rules: promtool check rules, their unit tests, the local Prometheus config that loads them
+	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install prometheus (deploy/local/stack installs it)" >&2; exit 1; }
+	promtool check rules $(RULES)
+	promtool test rules $(basename $(RULES)).test.yml
+	promtool check config deploy/prometheus/prometheus.yml
+
+compose-config: ## check docker-compose.yml and the Dockerfile: `docker compose config -q` where the compose plugin is, and the properties of deploy/compose_check.py (with its self-test)
+	@if docker compose version >/dev/null 2>&1; then \
+	  docker compose config -q && echo "docker compose config: ok"; \
+	else \
+	  echo "compose-config: no docker compose plugin here, \`docker compose config -q\` skipped" >&2; \
+	fi
+	python3 deploy/compose_check.py
+	python3 deploy/compose_check.py --self-test

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks a `helm template` render of deploy/helm/aliexpress (run by deploy/local/helm-check).
 
-Usage: check_rendered.py --expect default|all-features [--names src/config/names.rs] RENDER.yaml
+Usage: check_rendered.py --expect default|all-features [--names src/config/names.rs]
+                         [--rules deploy/helm/aliexpress/files/aliexpress.rules.yml] RENDER.yaml
        check_rendered.py --self-test --expect ... RENDER.yaml
 
 Asserts what the chart promises, whatever its values: the four roles run the right
@@ -11,8 +12,10 @@ container; every role has a PodDisruptionBudget and a metrics Service that selec
 migration Job is a pre-install/pre-upgrade hook running `migrate`; every Secret and volume a pod
 names exists (rendered, or the existing Secret of the values). `--expect all-features` adds the
 optional objects (KEDA on the topics and groups of src/config/names.rs, HPA, ServiceMonitor,
-certificate mounts, the existing Secret). Duplicate keys in a mapping are errors (the API server
-refuses them). Exit status 1 with one line per failure.
+certificate mounts, the existing Secret, and the PrometheusRule: the groups of
+files/aliexpress.rules.yml as they are, selecting roles by a `component` label that the
+ServiceMonitor sets, with components the chart has). Duplicate keys in a mapping are errors
+(the API server refuses them). Exit status 1 with one line per failure.
 
 --self-test breaks a copy of the render in several ways and fails unless every breakage is
 reported, so a check that cannot fail does not go unnoticed.
@@ -20,6 +23,7 @@ reported, so a check that cannot fail does not go unnoticed.
 
 import argparse
 import copy
+import os
 import re
 import sys
 
@@ -38,12 +42,15 @@ CONSUMERS = {
     "projection": ("PRODUCT_EVENTS_TOPIC", "PRODUCT_PROJECTION_GROUP"),
 }
 TLS_DIR = "/etc/aliexpress/tls/"
+# The alert rules the PrometheusRule must carry as they are (the local Prometheus loads the same file).
+RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aliexpress", "files", "aliexpress.rules.yml")
 # What ci/all-features-values.yaml sets and the render must reflect.
 ALL_FEATURES = {
     "existing_secret": "catalog-connections",
     "namespace": "staging.",
     "group_override": {"command-consumer": "staging-commands-v2"},
     "tls_volumes": {"tls-postgres", "tls-kafka", "tls-opensearch", "tls-redis"},
+    "rule_label_release": "kube-prometheus-stack",
 }
 
 
@@ -88,7 +95,17 @@ def hook_events(obj):
     return {e.strip() for e in ann.get("helm.sh/hook", "").split(",") if e.strip()}
 
 
-def check(docs, expect, names):
+def rule_components(groups):
+    """Values of `component` the rules' expressions select (component="x" or component=~"x|y")."""
+    found = set()
+    for g in groups or []:
+        for r in g.get("rules") or []:
+            for m in re.finditer(r'component\s*=~?\s*"([^"]*)"', str(r.get("expr", ""))):
+                found.update(v for v in m.group(1).split("|") if v)
+    return found
+
+
+def check(docs, expect, names, rules=None):
     errors = []
     err = errors.append
     by_kind = {}
@@ -225,7 +242,7 @@ def check(docs, expect, names):
     # Optional objects.
     scaled_objects = {component(s): s for s in by_kind.get("ScaledObject", [])}
     if expect == "default":
-        for kind in ("ScaledObject", "HorizontalPodAutoscaler", "ServiceMonitor", "TriggerAuthentication"):
+        for kind in ("ScaledObject", "HorizontalPodAutoscaler", "ServiceMonitor", "TriggerAuthentication", "PrometheusRule"):
             if by_kind.get(kind):
                 err(f"default values render a {kind}, which should be off by default")
         if not plain_secrets:
@@ -263,6 +280,28 @@ def check(docs, expect, names):
                        if ports & {p.get("name") for p in s["spec"].get("ports", [])}}
             if covered != set(ROLES):
                 err(f"ServiceMonitor {m['metadata']['name']}: scrapes {sorted(c for c in covered if c)}, expected every role")
+            # The alert rules select roles by `component`: every endpoint must set it from the pod.
+            for e in m["spec"].get("endpoints", []):
+                if not any(r.get("targetLabel") == "component"
+                           and r.get("sourceLabels") == ["__meta_kubernetes_pod_label_app_kubernetes_io_component"]
+                           and r.get("action", "replace") == "replace"
+                           for r in e.get("relabelings") or []):
+                    err(f"ServiceMonitor {m['metadata']['name']}: endpoint {e.get('port')} does not set `component` from the pod's app.kubernetes.io/component")
+        prules = by_kind.get("PrometheusRule", [])
+        if len(prules) != 1:
+            err(f"expected one PrometheusRule, found {len(prules)}")
+        for pr in prules:
+            name = pr["metadata"]["name"]
+            groups = (pr.get("spec") or {}).get("groups")
+            if rules is not None and groups != rules.get("groups"):
+                err(f"PrometheusRule {name}: its groups differ from {RULES} (one source: render them from the file)")
+            unknown = rule_components(groups) - set(ROLES)
+            if unknown:
+                err(f"PrometheusRule {name}: selects component(s) {sorted(unknown)} the chart has no role for")
+            if not any(r.get("alert") for g in groups or [] for r in g.get("rules") or []):
+                err(f"PrometheusRule {name}: no alert")
+            if (pr["metadata"].get("labels") or {}).get("release") != ALL_FEATURES["rule_label_release"]:
+                err(f"PrometheusRule {name}: prometheusRule.labels not applied")
         if plain_secrets:
             err(f"an existing Secret is named, yet the chart renders Secret(s) {sorted(plain_secrets)}")
         for comp, d in deployments.items():
@@ -310,22 +349,28 @@ def mutations(expect):
             "no HPA": lambda d: d.__setitem__(slice(None), [x for x in d if x.get("kind") != "HorizontalPodAutoscaler"]),
             "replicas beside KEDA": lambda d: deploy(d, "projection")["spec"].update(replicas=2),
             "no certificate mount": lambda d: container(d, "api").update(volumeMounts=[v for v in container(d, "api")["volumeMounts"] if v["name"] != "tls-kafka"]),
+            "no PrometheusRule": lambda d: d.__setitem__(slice(None), [x for x in d if x.get("kind") != "PrometheusRule"]),
+            "PrometheusRule drifted from the rules file": lambda d: next(x for x in d if x.get("kind") == "PrometheusRule")["spec"]["groups"][0]["rules"][0].update(expr="vector(1)"),
+            "PrometheusRule on a component the chart lacks": lambda d: next(x for x in d if x.get("kind") == "PrometheusRule")["spec"]["groups"][0]["rules"].append({"alert": "X", "expr": 'up{component="worker"} == 0'}),
+            "ServiceMonitor without the component label": lambda d: next(x for x in d if x.get("kind") == "ServiceMonitor")["spec"]["endpoints"][0].pop("relabelings"),
         })
     else:
         m["an optional object on by default"] = lambda d: d.append(
             {"kind": "ServiceMonitor", "metadata": {"name": "x"}, "spec": {"selector": {}, "endpoints": []}})
+        m["a PrometheusRule on by default"] = lambda d: d.append(
+            {"kind": "PrometheusRule", "metadata": {"name": "x"}, "spec": {"groups": []}})
     return m
 
 
-def self_test(docs, expect, names):
+def self_test(docs, expect, names, rules=None):
     failures = []
-    base = check(docs, expect, names)
+    base = check(docs, expect, names, rules)
     if base:
         failures.append(f"the unbroken render already fails: {base}")
     for label, breakage in mutations(expect).items():
         broken = copy.deepcopy(docs)
         breakage(broken)
-        if not check(broken, expect, names):
+        if not check(broken, expect, names, rules):
             failures.append(f"not detected: {label}")
     try:
         load("a: 1\na: 2\n")
@@ -339,6 +384,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--expect", choices=["default", "all-features"], required=True)
     ap.add_argument("--names", default="src/config/names.rs")
+    ap.add_argument("--rules", default=RULES)
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("render")
     a = ap.parse_args()
@@ -348,11 +394,12 @@ def main():
         print(f"{a.render}: {e}", file=sys.stderr)
         return 1
     names = names_rs(a.names)
+    rules = load(open(a.rules).read())[0]
     if a.self_test:
-        problems = self_test(docs, a.expect, names)
+        problems = self_test(docs, a.expect, names, rules)
         what = f"self-test ({len(mutations(a.expect)) + 1} breakages)"
     else:
-        problems = check(docs, a.expect, names)
+        problems = check(docs, a.expect, names, rules)
         what = f"{len(docs)} objects"
     for p in problems:
         print(f"{a.render}: {p}", file=sys.stderr)
