@@ -12,10 +12,15 @@
 //! state to OpenSearch ([`search`]) and Redis ([`cache`]), versioned by aggregate version so
 //! duplicates, replays and reordering never make it wrong. Unusable messages go to DLQ topics.
 //!
+//! Between the edges and the adapters, the application layer ([`app`]) runs a write (load,
+//! decide, save with its outbox row) and a read (cache, then database) the same way for
+//! every caller.
+//!
 //! Operations ([`ops`]): replay (offset rewinds), consumer-group lag, DLQ tools, status.
 //! Dependencies point inward: `domain` does no I/O; `store`, `bus`, `search`, `cache` are
 //! adapters; `worker` and `http` compose them; `cli` wires everything.
 
+pub mod app;
 pub mod bus;
 pub mod cache;
 pub mod cli;

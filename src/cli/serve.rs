@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
+use crate::app::{Catalog, CatalogSettings};
 use crate::bus::producer::ProducerSettings;
 use crate::cache::ProductCache;
 use crate::config::{ApiConfig, ConfigError, InfraConfig, ResilienceConfig};
-use crate::http::{self, AppState, RateLimits, ServerSettings};
+use crate::http::{self, AccessControl, AppState, KafkaHandles, RateLimits, RequestLimits, ServerSettings};
 use crate::store::pool;
 
 /// Flags of `serve`.
@@ -66,21 +67,32 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     .await?;
     let search = super::connect::search(infra).await?;
     Ok(AppState {
-        pool,
-        cache,
+        catalog: Catalog {
+            pool,
+            cache,
+            settings: CatalogSettings {
+                events_topic: infra.names().events_topic(),
+                outbox_notify: a.outbox_notify,
+                idempotency_ttl: a.resilience.idempotency_ttl(),
+                read_retry_budget: a.resilience.database_read_retry(),
+            },
+        },
         search,
-        producer,
+        kafka: KafkaHandles {
+            producer,
+            connection: infra.kafka()?,
+        },
         names: infra.names(),
-        write_tokens: a.api.write_tokens(),
-        read_tokens: a.api.read_tokens(),
-        outbox_notify: a.outbox_notify,
-        health_timeout: Duration::from_secs(1),
-        search_timeout: a.resilience.search_timeout(),
-        read_retry_budget: a.resilience.database_read_retry(),
-        idempotency_ttl: a.resilience.idempotency_ttl(),
-        rate_limits: std::sync::Arc::new(RateLimits::new(&a.api)),
-        body_read_timeout: a.api.body_read_timeout(),
-        kafka: infra.kafka()?,
+        access: AccessControl {
+            write_tokens: a.api.write_tokens(),
+            read_tokens: a.api.read_tokens(),
+            rate_limits: std::sync::Arc::new(RateLimits::new(&a.api)),
+        },
+        limits: RequestLimits {
+            health_timeout: Duration::from_secs(1),
+            search_timeout: a.resilience.search_timeout(),
+            body_read_timeout: a.api.body_read_timeout(),
+        },
         lag_history: Default::default(),
     })
 }
@@ -92,8 +104,11 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
 fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Result<AppState> {
     let size = infra.database_pool_size.div_ceil(workers).max(2);
     Ok(AppState {
-        pool: pool::build_pool(&infra.database_url, size, infra.statement_timeout())?,
-        cache: st.cache.with_own_pool()?,
+        catalog: Catalog {
+            pool: pool::build_pool(&infra.database_url, size, infra.statement_timeout())?,
+            cache: st.catalog.cache.with_own_pool()?,
+            settings: st.catalog.settings.clone(),
+        },
         ..st.clone()
     })
 }
@@ -105,7 +120,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     }
     let st = state(infra, &a).await?;
     tokio::spawn(http::idempotency::prune_periodically(
-        st.pool.clone(),
+        st.catalog.pool.clone(),
         a.resilience.idempotency_prune_interval(),
     ));
     let listener = super::connect::bind("HTTP_BIND", &a.bind)?;

@@ -63,17 +63,17 @@ pub fn access(req: &HttpRequest, state: &AppState) -> Result<Access, ApiError> {
         return Ok(Access::Anonymous);
     };
     let ip = req.peer_addr().map(|a| a.ip());
-    state.rate_limits.check_auth(ip)?;
+    state.access.rate_limits.check_auth(ip)?;
     let fail = |why: &str| {
-        state.rate_limits.auth_failed(ip);
+        state.access.rate_limits.auth_failed(ip);
         ApiError::Unauthorized(why.to_owned())
     };
     let value = value.to_str().map_err(|_| fail("malformed Authorization header"))?;
     let token = bearer_token(value).ok_or_else(|| fail("Authorization must be 'Bearer <token>'"))?;
     let token = token.as_bytes();
-    if matches(token, &state.write_tokens) {
+    if matches(token, &state.access.write_tokens) {
         Ok(Access::Write)
-    } else if matches(token, &state.read_tokens) {
+    } else if matches(token, &state.access.read_tokens) {
         Ok(Access::Read)
     } else {
         Err(fail("unknown bearer token"))

@@ -52,7 +52,10 @@ pub async fn bound_body(
     mut req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some(bound) = req.app_data::<web::Data<AppState>>().map(|s| s.body_read_timeout) {
+    if let Some(bound) = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.limits.body_read_timeout)
+    {
         let inner = req.take_payload();
         let bounded = Bounded {
             inner,

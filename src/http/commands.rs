@@ -5,16 +5,19 @@
 //! (with version) or rejected (with reason) to token holders: a command names a product that may
 //! not be published.
 
-use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
-use actix_web::{web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
+use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use uuid::Uuid;
 
 use super::auth::{TokenAccess, WriteAccess};
+use super::contract::{fields, problems, reference};
 use super::json_body::JsonBody;
 use super::{ApiError, AppState};
-use crate::bus::envelope::CommandEnvelope;
-use crate::domain::product;
+use crate::bus::envelope::{CommandEnvelope, COMMAND_TYPES};
+use crate::domain::product::{self, MAX_QUANTITY};
 use crate::store::{command_repo, pool};
+use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 
 /// Accepted-command answer.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -27,17 +30,152 @@ pub struct Accepted {
     pub location: String,
 }
 
-/// `POST /api/commands`.
-#[utoipa::path(post, path = "/api/commands", request_body = CommandEnvelope,
-    responses((status = 202, body = Accepted), (status = 422, body = super::error::Problem)), security(("bearer" = [])))]
+/// The body of `POST /api/commands`: the command envelope of `product.commands`, whose
+/// `payload` depends on its `command_type`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CommandBody(pub CommandEnvelope);
+
+impl utoipa::PartialSchema for CommandBody {
+    fn schema() -> RefOr<Schema> {
+        let uuid_or_null = || {
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::String,
+                    Type::Null,
+                ]))
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Uuid,
+                )))
+        };
+        let envelope = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "command_id",
+                uuid_or_null().description(Some("Idempotency key; generated when absent")),
+            )
+            .property(
+                "product_id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Uuid,
+                    )))
+                    .description(Some("Target product (also the Kafka key)")),
+            )
+            .property(
+                "command_type",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(COMMAND_TYPES.iter().copied())),
+            )
+            .property(
+                "payload",
+                ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::AnyValue),
+            )
+            .property(
+                "correlation_id",
+                uuid_or_null().description(Some("Carried onto the events")),
+            )
+            .property(
+                "expected_version",
+                fields::int64(i64::MIN, i64::MAX)
+                    .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                        Type::Integer,
+                        Type::Null,
+                    ]))
+                    .description(Some("Apply only at this product version")),
+            )
+            .required("product_id")
+            .required("command_type")
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+        // Per command type, the payload it needs (the status changes take none).
+        let with = |command: &str, payload: RefOr<Schema>| -> Schema {
+            ObjectBuilder::new()
+                .property(
+                    "command_type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([command])),
+                )
+                .property("payload", payload)
+                .required("payload")
+                .into()
+        };
+        let object = |name: &str, schema: RefOr<Schema>| -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(name, schema)
+                .required(name)
+                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+                .into()
+        };
+        let no_payload: Schema = ObjectBuilder::new()
+            .property(
+                "command_type",
+                ObjectBuilder::new().schema_type(Type::String).enum_values(Some([
+                    "PublishProduct",
+                    "UnpublishProduct",
+                    "ArchiveProduct",
+                ])),
+            )
+            .property("payload", ObjectBuilder::new().schema_type(Type::Null))
+            .into();
+        let per_type = OneOfBuilder::new()
+            .item(with("CreateProduct", reference("CreateProduct")))
+            .item(with("UpdateProductDetails", reference("UpdateProductDetails")))
+            .item(with("ChangePrice", object("price", reference("Money"))))
+            .item(with("AdjustStock", object("delta", fields::stock_delta().into())))
+            .item(with(
+                "SetStock",
+                object("stock", fields::int64(0, MAX_QUANTITY).build().into()),
+            ))
+            .item(no_payload);
+        AllOfBuilder::new()
+            .item(envelope)
+            .item(per_type)
+            .description(Some(
+                "A command for the write side (also the message on `product.commands`). `payload` depends on `command_type`; the status changes take none.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CommandBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CommandEnvelope".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.extend([
+            ("CreateProduct".into(), super::bodies::CreateProductBody::schema()),
+            (
+                "UpdateProductDetails".into(),
+                super::bodies::UpdateDetailsBody::schema(),
+            ),
+            ("Money".into(), super::bodies::MoneyBody::schema()),
+        ]);
+    }
+}
+
+/// Hand a command to the write side: recorded as pending and queued for `product.commands`
+/// in one transaction; poll `Location` for its outcome.
+#[utoipa::path(tag = "commands", operation_id = "submit_command", request_body = CommandBody,
+    responses(
+        (status = 202, description = "Accepted; poll Location", body = Accepted,
+            headers(("Location" = String, description = "Where to poll"))),
+        problems::Limits, problems::Writer, problems::Body),
+    security(("bearer" = [])))]
+#[post("/api/commands")]
 pub async fn submit(
     _auth: WriteAccess,
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
-    body: JsonBody<CommandEnvelope>,
+    body: JsonBody<CommandBody>,
 ) -> Result<HttpResponse, ApiError> {
     let trace = TraceParent::continue_or_start(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
-    let mut env = body.into_inner();
+    let mut env = body.into_inner().0;
     let cmd = env.command().map_err(|e| {
         ApiError::field(
             if e.class == "unknown_command_type" {
@@ -54,7 +192,7 @@ pub async fn submit(
     env.correlation_id.get_or_insert_with(Uuid::now_v7);
     let message = serde_json::to_value(&env).map_err(|e| ApiError::Internal(e.to_string()))?;
     let topic = state.names.commands_topic();
-    let mut conn = pool::get(&state.pool).await?;
+    let mut conn = pool::get(state.pool()).await?;
     command_repo::submit(
         &mut conn,
         &command_repo::Submission {
@@ -63,7 +201,7 @@ pub async fn submit(
             command_type: &env.command_type,
             message,
             topic: &topic,
-            notify: state.outbox_notify,
+            notify: state.catalog.settings.outbox_notify,
             traceparent: Some(trace.to_string()),
         },
     )
@@ -79,15 +217,18 @@ pub async fn submit(
         }))
 }
 
-/// `GET /api/commands/{id}`.
-#[utoipa::path(get, path = "/api/commands/{id}", params(("id" = Uuid, Path)),
-    responses((status = 200, body = command_repo::CommandRecord), (status = 404, body = super::error::Problem)))]
+/// A command's status: pending, applied (with the version) or rejected (with the reason).
+#[utoipa::path(tag = "commands", operation_id = "command_status", params(("id" = Uuid, Path, description = "Command id")),
+    responses((status = 200, description = "The command's status", body = command_repo::CommandRecord),
+        problems::Limits, problems::Token, problems::ById),
+    security(("bearer" = [])))]
+#[get("/api/commands/{id}")]
 pub async fn status(
     _auth: TokenAccess,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut conn = pool::get(&state.pool).await?;
+    let mut conn = pool::get(state.pool()).await?;
     let rec = command_repo::find(&mut conn, *id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("command {id} not found")))?;

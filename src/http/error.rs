@@ -8,6 +8,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use super::idempotency::IDEMPOTENCY_KEY_HEADER;
+use crate::app::AppError;
 use crate::bus::BusError;
 use crate::domain::product::DomainError;
 use crate::store::StoreError;
@@ -177,6 +179,24 @@ impl From<StoreError> for ApiError {
             }
             StoreError::SkuTaken(s) => Self::Conflict(format!("sku {s:?} is already used by another product")),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Rejected(rule) => rule.into(),
+            AppError::NotFound(id) => Self::NotFound(format!("product {id} not found")),
+            AppError::KeyReused => Self::field(
+                IDEMPOTENCY_KEY_HEADER,
+                "was already used for a request with another body",
+            ),
+            AppError::KeyInFlight => Self::Conflict(format!(
+                "a request with this {IDEMPOTENCY_KEY_HEADER} is still in progress"
+            )),
+            AppError::AlreadyProcessed => Self::Conflict("command already processed".into()),
+            AppError::Store(e) => e.into(),
         }
     }
 }

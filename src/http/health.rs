@@ -2,7 +2,7 @@
 //! reuses the process's pooled clients, is bounded by the configured timeout (1 s) and runs
 //! concurrently, so health never hangs. 200 when all are ok, 503 and `degraded` otherwise.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,13 +39,13 @@ fn short(s: &str) -> String {
 
 /// Runs all checks concurrently.
 pub async fn check_all(state: &AppState) -> HealthReport {
-    let t = state.health_timeout;
+    let t = state.limits.health_timeout;
     let db = bounded(t, async {
-        let mut conn = crate::store::pool::get(&state.pool).await?;
+        let mut conn = crate::store::pool::get(state.pool()).await?;
         crate::store::pool::ping(&mut conn).await
     });
-    let redis = bounded(t, state.cache.ping(t));
-    let kafka = bounded(t, async { admin::probe(&state.producer, t).await.map(|_| ()) });
+    let redis = bounded(t, state.cache().ping(t));
+    let kafka = bounded(t, async { admin::probe(&state.kafka.producer, t).await.map(|_| ()) });
     let search = bounded(t, async {
         let s = state.search.health(t).await?;
         if s == "red" {
@@ -77,22 +77,51 @@ fn answer(report: &HealthReport, ok: bool) -> HttpResponse {
     resp.insert_header(("Cache-Control", "no-store")).json(report)
 }
 
-/// `GET /health/`.
+/// Health: database, Redis, Kafka and OpenSearch, each bounded by 1 s (the operations
+/// guide's shape, with OpenSearch added). `/health` answers the same.
+#[utoipa::path(tag = "health", operation_id = "health", security(),
+    responses((status = 200, description = "Every dependency answers", body = HealthReport),
+        (status = 503, description = "A dependency does not answer; `checks` says which", body = HealthReport)))]
+#[get("/health/")]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let report = check_all(&state).await;
+    report(&state).await
+}
+
+/// `/health`: the same as `/health/` (undocumented: the guide's path has the slash).
+pub async fn health_unslashed(state: web::Data<AppState>) -> HttpResponse {
+    report(&state).await
+}
+
+async fn report(state: &AppState) -> HttpResponse {
+    let report = check_all(state).await;
     answer(&report, report.status == "ok")
 }
 
-/// `GET /health/live`: the process is up.
+/// Live: the process is up.
+#[utoipa::path(tag = "health", operation_id = "live", security(),
+    responses((status = 200, description = "Up", body = Live)))]
+#[get("/health/live")]
 pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Live { status: "ok" })
 }
 
-/// `GET /health/ready`: the API can do its job, which needs PostgreSQL only: without Redis it
+/// `/health/live`'s body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Live {
+    /// Always `ok`.
+    #[schema(value_type = String, pattern = "^ok$")]
+    pub status: &'static str,
+}
+
+/// Ready: the API can do its job, which needs PostgreSQL only: without Redis it
 /// reads Postgres, without Kafka commands wait in the outbox, without OpenSearch search
 /// answers 503 by itself (all measured by the chaos suite). So an outage of a shared cache,
 /// broker or search cluster does not take every API instance out of its load balancer at
 /// once. The body still reports every check.
+#[utoipa::path(tag = "health", operation_id = "ready", security(),
+    responses((status = 200, description = "PostgreSQL answers (other checks may fail: the API rides them out)", body = HealthReport),
+        (status = 503, description = "PostgreSQL does not answer", body = HealthReport)))]
+#[get("/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut report = check_all(&state).await;
     let ready = report.checks.get("database").is_some_and(|v| v == "ok");

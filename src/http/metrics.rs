@@ -17,7 +17,9 @@ use tracing::Instrument;
 
 use crate::telemetry::metrics::{render, HTTP_DURATION, HTTP_REQUESTS};
 
-/// Prometheus text exposition of the default registry.
+/// Prometheus text exposition (on `METRICS_BIND`, never the API port).
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics", security(),
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -19,75 +19,37 @@
 //! 429 with `Retry-After` past a per-client rate limit (`rate_limit`).
 
 pub mod auth;
+pub mod bodies;
 pub mod body_timeout;
 pub mod commands;
 pub mod console;
+pub mod contract;
 pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod json_body;
 pub mod metrics;
-pub mod openapi;
 pub mod products;
 pub mod rate_limit;
-pub mod schemas;
+pub mod routes;
 pub mod search;
+pub mod state;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_actix_web::AppExt;
 
-use crate::bus::KafkaConnection;
-use crate::cache::ProductCache;
-use crate::config::{ApiConfig, Names};
-use crate::ops::lag_history::LagHistory;
-use crate::search::SearchClient;
-use crate::store::PgPool;
+use crate::config::ApiConfig;
 
 pub use error::ApiError;
 pub use rate_limit::RateLimits;
+pub use state::{AccessControl, AppState, KafkaHandles, RequestLimits};
 
 /// Default largest request body (`HTTP_BODY_LIMIT_BYTES`).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
-
-/// Everything handlers share; cheap to clone (pools and clients are handles).
-#[derive(Clone)]
-pub struct AppState {
-    /// Postgres pool.
-    pub pool: PgPool,
-    /// Redis product cache.
-    pub cache: ProductCache,
-    /// OpenSearch client.
-    pub search: SearchClient,
-    /// Producer for `product.commands` (and the Kafka health probe).
-    pub producer: crate::bus::FutureProducer,
-    /// Topic, group, index and key names.
-    pub names: Names,
-    /// Bearer tokens that may write.
-    pub write_tokens: Vec<String>,
-    /// Bearer tokens that may only read admin views.
-    pub read_tokens: Vec<String>,
-    /// NOTIFY the relay on each outbox insert.
-    pub outbox_notify: bool,
-    /// Bound of each health check.
-    pub health_timeout: Duration,
-    /// Bound of a search query (`SEARCH_REQUEST_TIMEOUT_MS`); past it, 503.
-    pub search_timeout: Duration,
-    /// How long a product read retries a lost database connection.
-    pub read_retry_budget: Duration,
-    /// Lifetime of an `Idempotency-Key` record (`IDEMPOTENCY_KEY_TTL_SECS`).
-    pub idempotency_ttl: Duration,
-    /// Per-client request and failed-authentication limits.
-    pub rate_limits: Arc<RateLimits>,
-    /// Bound of reading a request body (`HTTP_BODY_READ_TIMEOUT_MS`).
-    pub body_read_timeout: Duration,
-    /// Kafka connection settings, for the console's group and DLQ reads.
-    pub kafka: KafkaConnection,
-    /// Lag samples behind the console's chart (taken while someone looks).
-    pub lag_history: Arc<tokio::sync::Mutex<LagHistory>>,
-}
 
 /// Settings of the HTTP server itself.
 #[derive(Debug, Clone)]
@@ -148,96 +110,6 @@ fn docs() -> actix_web::Scope<
         )
 }
 
-/// Every path and the methods it answers; any other method on it is a 405 with this `Allow`.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/health/", "GET"),
-    ("/health", "GET"),
-    ("/health/live", "GET"),
-    ("/health/ready", "GET"),
-    ("/openapi.json", "GET"),
-    ("/api/search", "GET"),
-    ("/api/commands", "POST"),
-    ("/api/commands/{id}", "GET"),
-    ("/api/products", "GET, POST"),
-    ("/api/products/{id}", "GET, PATCH"),
-    ("/api/products/{id}/price", "POST"),
-    ("/api/products/{id}/stock", "POST"),
-    ("/api/products/{id}/publish", "POST"),
-    ("/api/products/{id}/unpublish", "POST"),
-    ("/api/products/{id}/archive", "POST"),
-    ("/console/api/overview", "GET"),
-    ("/console/api/lag", "GET"),
-    ("/console/api/dead-letters", "GET"),
-    ("/console/api/dead-letters/redrive", "POST"),
-    ("/console/api/outbox/parked", "GET"),
-    ("/console/api/outbox/retry", "POST"),
-];
-
-/// A resource at `path` whose other methods answer 405 with `Allow` from [`ROUTES`].
-fn resource(path: &'static str) -> actix_web::Resource {
-    #[expect(clippy::expect_used, reason = "start-up: every registered path is listed in ROUTES")]
-    let allow = ROUTES
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, m)| *m)
-        .expect("path listed in ROUTES");
-    web::resource(path).default_service(web::to(move || async move {
-        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed { allow })
-    }))
-}
-
-/// Registers every route on an actix `ServiceConfig` (shared by `serve` and tests); bodies up to
-/// `body_limit` bytes.
-pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
-    move |cfg| {
-        cfg.app_data(
-            web::JsonConfig::default()
-                .limit(body_limit)
-                .error_handler(error::json_error),
-        )
-        .app_data(web::QueryConfig::default().error_handler(error::query_error))
-        .app_data(web::PathConfig::default().error_handler(error::path_error))
-        .app_data(web::PayloadConfig::default().limit(body_limit))
-        .service(resource("/health/").route(web::get().to(health::health)))
-        .service(resource("/health").route(web::get().to(health::health)))
-        .service(resource("/health/live").route(web::get().to(health::live)))
-        .service(resource("/health/ready").route(web::get().to(health::ready)))
-        .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
-        .service(docs())
-        .service(resource("/api/search").route(web::get().to(search::search)))
-        .service(resource("/api/commands").route(web::post().to(commands::submit)))
-        .service(resource("/api/commands/{id}").route(web::get().to(commands::status)))
-        .service(
-            resource("/api/products")
-                .route(web::get().to(products::list))
-                .route(web::post().to(products::create)),
-        )
-        .service(
-            resource("/api/products/{id}")
-                .route(web::get().to(products::get))
-                .route(web::patch().to(products::update_details)),
-        )
-        .service(resource("/api/products/{id}/price").route(web::post().to(products::change_price)))
-        .service(resource("/api/products/{id}/stock").route(web::post().to(products::change_stock)))
-        .service(resource("/api/products/{id}/publish").route(web::post().to(products::publish)))
-        .service(resource("/api/products/{id}/unpublish").route(web::post().to(products::unpublish)))
-        .service(resource("/api/products/{id}/archive").route(web::post().to(products::archive)))
-        // The console's endpoints before its page scope, which claims the rest of /console.
-        .service(resource("/console/api/overview").route(web::get().to(console::api::overview)))
-        .service(resource("/console/api/lag").route(web::get().to(console::api::lag)))
-        .service(resource("/console/api/dead-letters").route(web::get().to(console::api::dead_letters)))
-        .service(resource("/console/api/dead-letters/redrive").route(web::post().to(console::api::redrive)))
-        .service(resource("/console/api/outbox/parked").route(web::get().to(console::api::parked)))
-        .service(resource("/console/api/outbox/retry").route(web::post().to(console::api::retry)))
-        .service(console::page())
-        .default_service(web::to(not_found));
-    }
-}
-
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
-}
-
 /// Starts the API on `listener`; the returned server runs until stopped. Middleware, outermost
 /// first: request metrics, security headers, the per-client rate limit, the body read bound.
 ///
@@ -269,7 +141,12 @@ pub fn run(
             .wrap(security_headers())
             .wrap(actix_web::middleware::from_fn(metrics::record))
             .app_data(data.clone())
-            .configure(configure(body_limit))
+            .into_utoipa_app()
+            .configure(routes::configure(body_limit))
+            .into_app()
+            .service(docs())
+            .service(console::page())
+            .default_service(web::to(routes::unrouted))
     })
     .workers(settings.workers)
     .client_request_timeout(settings.client_request_timeout)

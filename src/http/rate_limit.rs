@@ -159,7 +159,7 @@ pub async fn limit_requests(
     if !exempt {
         if let Some(state) = req.app_data::<web::Data<AppState>>() {
             let ip = req.peer_addr().map(|a| a.ip());
-            if let Err(e) = state.rate_limits.acquire_request(ip) {
+            if let Err(e) = state.access.rate_limits.acquire_request(ip) {
                 let resp = e.error_response();
                 return Ok(req.into_response(resp));
             }

@@ -4,11 +4,12 @@
 //! The query is bounded by `SEARCH_REQUEST_TIMEOUT_MS`: a hung, unreachable or overloaded
 //! (429/5xx) OpenSearch answers 503 problem+json with `Retry-After` within that bound.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use opensearch::http::Method;
 use serde::Deserialize;
 
 use super::auth::{Access, Caller};
+use super::contract::problems;
 use super::{ApiError, AppState};
 use crate::domain::product::{bounded_text, ProductStatus, SHORT_TEXT_MAX_CHARS};
 use crate::search::query::{self, SearchRequest, SortOrder, MAX_PAGE_SIZE, MAX_WINDOW};
@@ -16,19 +17,24 @@ use crate::search::query::{self, SearchRequest, SortOrder, MAX_PAGE_SIZE, MAX_WI
 /// Longest free-text query, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
 
+/// The schema of `q`.
+fn query_text() -> utoipa::openapi::Object {
+    super::contract::fields::text(MAX_QUERY_CHARS)
+}
+
 /// Query parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Free text over title, description and brand (never query syntax).
-    #[param(max_length = 200)]
+    #[param(schema_with = query_text)]
     pub q: Option<String>,
     /// Category filter.
-    #[param(max_length = 100)]
+    #[param(schema_with = super::contract::fields::short_text)]
     pub category: Option<String>,
     /// Brand filter.
-    #[param(max_length = 100)]
+    #[param(schema_with = super::contract::fields::short_text)]
     pub brand: Option<String>,
     /// Minimum price in minor units (inclusive); must not exceed `max_price`.
     pub min_price: Option<i64>,
@@ -119,10 +125,13 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
     })
 }
 
-/// `GET /api/search`.
-#[utoipa::path(get, path = "/api/search", params(SearchParams),
-    responses((status = 200, body = query::SearchResponse), (status = 422, body = super::error::Problem),
-        (status = 503, description = "OpenSearch did not answer in time or is down; see Retry-After", body = super::error::Problem)))]
+/// Full-text search with typo tolerance, filters, facets and highlights. Anonymous callers
+/// search published products; other statuses need a token.
+#[utoipa::path(tag = "search", operation_id = "search", params(SearchParams),
+    responses((status = 200, description = "A page of hits with facets", body = query::SearchResponse),
+        problems::Limits, problems::OptionalToken, problems::Invalid),
+    security((), ("bearer" = [])))]
+#[get("/api/search")]
 pub async fn search(
     caller: Caller,
     state: web::Data<AppState>,
@@ -130,7 +139,7 @@ pub async fn search(
 ) -> Result<HttpResponse, ApiError> {
     let r = validate(params.into_inner(), caller.0)?;
     let path = format!("/{}/_search", state.names.index_alias());
-    let bound = state.search_timeout;
+    let bound = state.limits.search_timeout;
     let down = |cause: String| ApiError::DependencyDown {
         dependency: "search",
         cause,

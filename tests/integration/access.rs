@@ -135,7 +135,7 @@ async fn the_bearer_scheme_name_is_case_insensitive() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_failed_authentications_get_429_with_retry_after() {
-    let app = TestApp::spawn_with(|s| s.rate_limits = limits(|c| c.auth_failures_per_minute = 3)).await;
+    let app = TestApp::spawn_with(|s| s.access.rate_limits = limits(|c| c.auth_failures_per_minute = 3)).await;
     let with = |token: &'static str| {
         app.http
             .post(app.url("/api/products"))
@@ -163,7 +163,7 @@ async fn repeated_failed_authentications_get_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_over_the_request_rate_gets_429_with_retry_after_and_health_stays_up() {
     let app = TestApp::spawn_with(|s| {
-        s.rate_limits = limits(|c| {
+        s.access.rate_limits = limits(|c| {
             c.rate_limit_per_second = 1;
             c.rate_limit_burst = 3;
         })
@@ -202,7 +202,7 @@ async fn raw_exchange(app: &TestApp, head: &str, body: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_does_not_arrive_in_time_is_a_408_problem() {
-    let app = TestApp::spawn_with(|s| s.body_read_timeout = Duration::from_millis(300)).await;
+    let app = TestApp::spawn_with(|s| s.limits.body_read_timeout = Duration::from_millis(300)).await;
     // Promises 100 bytes, sends 10, then waits: the server answers instead of waiting for ever.
     let head = format!(
         "POST /api/products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\

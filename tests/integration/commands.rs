@@ -450,7 +450,7 @@ async fn a_command_failing_transiently_is_never_committed_past_and_applies_once_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_is_accepted_at_once_while_kafka_is_unreachable_and_delivered_later() {
     let app = TestApp::spawn_with(|s| {
-        s.producer = producer::build(
+        s.kafka.producer = producer::build(
             &aliexpress::bus::KafkaConnection::new("127.0.0.1:1"),
             &ProducerSettings::default(),
         )

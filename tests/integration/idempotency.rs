@@ -95,7 +95,7 @@ async fn concurrent_requests_with_one_key_apply_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_key_runs_the_request_again_and_is_pruned() {
-    let app = TestApp::spawn_with(|s| s.idempotency_ttl = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(|s| s.catalog.settings.idempotency_ttl = Duration::from_secs(1)).await;
     let p = app.create_product("SKU-IDEM-4", "Kettle").await;
     let id = p["id"].as_str().expect("id");
     let path = format!("/api/products/{id}/stock");

@@ -92,7 +92,11 @@ async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
     // Roles already running (make up) are scraped and written through as they are, with the
     // token the platform wrote; the others are started here with the test's own token.
     let serve_running = !port_free("127.0.0.1:8000") || !port_free("127.0.0.1:9463");
-    let token = if serve_running { running_platform_token() } else { crate::helpers::TOKEN.to_owned() };
+    let token = if serve_running {
+        running_platform_token()
+    } else {
+        crate::helpers::TOKEN.to_owned()
+    };
     let mut running = Vec::new();
     for (addr, args) in roles {
         if port_free(addr) && (addr != "127.0.0.1:9463" || port_free("127.0.0.1:8000")) {

@@ -110,7 +110,7 @@ fn api_cache(url: &str, names: &Names) -> ProductCache {
 
 async fn app_on_redis(redis: &PrivateRedis) -> TestApp {
     let url = redis.url();
-    TestApp::spawn_with(move |s| s.cache = api_cache(&url, &s.names)).await
+    TestApp::spawn_with(move |s| s.catalog.cache = api_cache(&url, &s.names)).await
 }
 
 fn product_body(sku: &str) -> Value {
@@ -281,7 +281,7 @@ async fn with_opensearch_hung_search_answers_503_with_retry_after_within_its_bou
 async fn with_postgres_unreachable_reads_and_writes_answer_503_with_retry_after() {
     let closed = free_port();
     let app = TestApp::spawn_with(move |s| {
-        s.pool = aliexpress::store::build_pool(
+        s.catalog.pool = aliexpress::store::build_pool(
             &format!("postgres://aliexpress:aliexpress@127.0.0.1:{closed}/aliexpress"),
             2,
             Duration::from_secs(5),

@@ -4,12 +4,15 @@
 //! (`outbox retry`) and the audit table (`replay`'s records). Reads need a token; a dry run
 //! needs a token; executing needs a write token. Kafka's blocking calls run off the runtime.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use rdkafka::message::{Message, OwnedMessage};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use utoipa::openapi::schema::{AdditionalProperties, AllOfBuilder, ArrayBuilder, OneOfBuilder};
+use utoipa::openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
+use utoipa::PartialSchema;
 
 use super::super::auth::{self, Access, TokenAccess};
+use super::super::contract::problems;
 use super::super::json_body::JsonBody;
 use super::super::{ApiError, AppState};
 use crate::ops::dlq::{self, DlqRecord, Redrive};
@@ -45,11 +48,11 @@ impl From<OpsError> for ApiError {
 fn status_deps(state: &AppState) -> StatusDeps {
     let n = &state.names;
     StatusDeps {
-        pool: state.pool.clone(),
-        cache: state.cache.clone(),
-        producer: state.producer.clone(),
+        pool: state.pool().clone(),
+        cache: state.cache().clone(),
+        producer: state.kafka.producer.clone(),
         search: state.search.clone(),
-        kafka: state.kafka.clone(),
+        kafka: state.kafka.connection.clone(),
         groups: groups(state),
         dlq_topics: vec![n.events_dlq_topic(), n.commands_dlq_topic()],
     }
@@ -65,26 +68,34 @@ fn groups(state: &AppState) -> Vec<(String, String)> {
 }
 
 /// `GET /console/api/overview`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     /// Each dependency: answered in time, latency, short error.
+    #[schema(value_type = Vec<Object>)]
     pub health: Vec<Check>,
     /// Pending and parked rows, oldest pending age, relays and their slices.
+    #[schema(value_type = Option<Object>)]
     pub outbox: Option<OutboxStatus>,
     /// Records per dead-letter topic.
+    #[schema(value_type = Vec<Object>)]
     pub dead_letters: Vec<DlqDepth>,
     /// The last partition moves of `replay --execute`, newest first.
+    #[schema(value_type = Vec<Object>)]
     pub replays: Vec<RecordedMove>,
 }
 
-/// Health, outbox backlog, dead-letter depth and the last replays.
+/// Health of each dependency, outbox backlog, dead-letter depth, last replays.
+#[utoipa::path(tag = "console", operation_id = "console_overview",
+    responses((status = 200, description = "The overview", body = Overview), problems::Limits, problems::Token),
+    security(("bearer" = [])))]
+#[get("/console/api/overview")]
 pub async fn overview(_auth: TokenAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let d = status_deps(&state);
     let replays = async {
-        let mut conn = pool::get(&state.pool).await?;
+        let mut conn = pool::get(state.pool()).await?;
         audit_repo::recent_offset_moves(&mut conn, REPLAYS_SHOWN).await
     };
-    let (health, (outbox, _), dead_letters, replays) = tokio::join!(
+    let (health, (outbox, _), depths, replays) = tokio::join!(
         status::health(&d),
         status::backlog(&d),
         status::dead_letters(&d),
@@ -93,20 +104,38 @@ pub async fn overview(_auth: TokenAccess, state: web::Data<AppState>) -> Result<
     Ok(HttpResponse::Ok().json(Overview {
         health,
         outbox,
-        dead_letters,
+        dead_letters: depths,
         // The health panel already says when Postgres is down.
         replays: replays.unwrap_or_default(),
     }))
 }
 
-/// `GET /console/api/lag`: every group's partitions, verdict and the chart's history.
+/// The answer of `GET /console/api/lag` (`ops::lag_history::LagView`).
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "the schema of `LagView`'s JSON; the handler answers a LagView")]
+pub struct LagAnswer {
+    /// When the lag was sampled.
+    sampled_at: chrono::DateTime<chrono::Utc>,
+    /// Each group: partitions, lag, verdict.
+    groups: Vec<serde_json::Value>,
+    /// The last minutes as chart columns.
+    #[schema(value_type = Object)]
+    history: serde_json::Value,
+}
+
+/// Each consumer group's lag per partition with its verdict, and the last minutes as chart
+/// columns.
+#[utoipa::path(tag = "console", operation_id = "console_lag",
+    responses((status = 200, description = "Lag per group and partition", body = LagAnswer), problems::Limits, problems::Token),
+    security(("bearer" = [])))]
+#[get("/console/api/lag")]
 pub async fn lag(_auth: TokenAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let view = lag_history::refresh(&state.lag_history, &state.kafka, &groups(&state)).await;
+    let view = lag_history::refresh(&state.lag_history, &state.kafka.connection, &groups(&state)).await;
     Ok(HttpResponse::Ok().json(view))
 }
 
 /// Which dead-letter topic: never a topic name from the caller.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DlqTopic {
     /// `dlq.product.events` (the projection's).
@@ -126,18 +155,21 @@ impl DlqTopic {
 }
 
 /// Query of the dead-letter list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DlqQuery {
     /// `events` (default) or `commands`.
     #[serde(default)]
+    #[param(inline)]
     pub topic: DlqTopic,
 }
 
 /// A dead letter with its payload and whether it was redriven.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Position, reason and origin.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub record: DlqRecord,
     /// Republished already (a redrive skips it).
     pub redriven: bool,
@@ -146,7 +178,7 @@ pub struct DeadLetter {
 }
 
 /// `GET /console/api/dead-letters` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadLetters {
     /// The topic read.
     pub topic: String,
@@ -157,14 +189,20 @@ pub struct DeadLetters {
 }
 
 async fn read_dlq(state: &AppState, topic: &str) -> Result<Vec<OwnedMessage>, ApiError> {
-    let (k, t) = (state.kafka.clone(), topic.to_owned());
+    let (k, t) = (state.kafka.connection.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || dlq::read_all(&k, &t))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::from)
 }
 
-/// Dead letters of one topic with their reasons and payloads (`aliexpress dlq list`/`show`).
+/// The newest dead letters of a DLQ topic with reasons and payloads (`aliexpress dlq
+/// list`/`show`).
+#[utoipa::path(tag = "console", operation_id = "console_dead_letters", params(DlqQuery),
+    responses((status = 200, description = "Dead letters", body = DeadLetters),
+        problems::Limits, problems::Token, problems::Invalid, problems::NoTopic),
+    security(("bearer" = [])))]
+#[get("/console/api/dead-letters")]
 pub async fn dead_letters(
     _auth: TokenAccess,
     state: web::Data<AppState>,
@@ -172,7 +210,7 @@ pub async fn dead_letters(
 ) -> Result<HttpResponse, ApiError> {
     let topic = q.topic.name(&state);
     let msgs = read_dlq(&state, &topic).await?;
-    let mut conn = pool::get(&state.pool).await?;
+    let mut conn = pool::get(state.pool()).await?;
     let done = audit_repo::redriven(&mut conn, &topic).await?;
     drop(conn);
     let skip = msgs.len().saturating_sub(DEAD_LETTERS_SHOWN);
@@ -214,7 +252,7 @@ pub struct RedriveRequest {
 }
 
 /// One record of a redrive.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RedriveItem {
     /// DLQ partition.
     pub partition: i32,
@@ -229,7 +267,7 @@ pub struct RedriveItem {
 }
 
 /// What a redrive did (or would do).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RedriveOutcome {
     /// Whether records were republished.
     pub executed: bool,
@@ -254,8 +292,13 @@ fn parse_at(s: &str) -> Result<(i32, i64), ApiError> {
     Ok((p.parse().map_err(|_| bad())?, o.parse().map_err(|_| bad())?))
 }
 
-/// Redrives dead letters to their original topic (`aliexpress dlq redrive`): a dry run unless
+/// Redrive dead letters to their original topic (`aliexpress dlq redrive`): a dry run unless
 /// `execute`; each record republished once, ever.
+#[utoipa::path(tag = "console", operation_id = "console_redrive", request_body = RedriveRequest,
+    responses((status = 200, description = "The dry run, or what was done", body = RedriveOutcome),
+        problems::Limits, problems::DryRunOnly, problems::Body, problems::NoTopic),
+    security(("bearer" = [])))]
+#[post("/console/api/dead-letters/redrive")]
 pub async fn redrive(
     _auth: TokenAccess,
     req: HttpRequest,
@@ -271,8 +314,8 @@ pub async fn redrive(
     };
     let topic = body.topic.name(&state);
     let msgs = read_dlq(&state, &topic).await?;
-    let mut conn = pool::get(&state.pool).await?;
-    let producer = body.execute.then_some(&state.producer);
+    let mut conn = pool::get(state.pool()).await?;
+    let producer = body.execute.then_some(&state.kafka.producer);
     let done = dlq::redrive(&mut conn, producer, &topic, &msgs, &selection).await?;
     let records: Vec<RedriveItem> = done
         .into_iter()
@@ -307,17 +350,22 @@ pub async fn redrive(
 }
 
 /// `GET /console/api/outbox/parked` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Parked {
     /// Parked rows in all.
     pub total: i64,
     /// The oldest [`PARKED_SHOWN`], with attempts and last error.
+    #[schema(value_type = Vec<Object>)]
     pub rows: Vec<OutboxRowInfo>,
 }
 
-/// Parked outbox rows (`aliexpress outbox list --parked`).
+/// Parked outbox rows with attempts and last error (`aliexpress outbox list --parked`).
+#[utoipa::path(tag = "console", operation_id = "console_parked",
+    responses((status = 200, description = "Parked rows", body = Parked), problems::Limits, problems::Token),
+    security(("bearer" = [])))]
+#[get("/console/api/outbox/parked")]
 pub async fn parked(_auth: TokenAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut conn = pool::get(&state.pool).await?;
+    let mut conn = pool::get(state.pool()).await?;
     let total = outbox_repo::stats(&mut conn).await?.parked;
     let rows = outbox_repo::list(&mut conn, true, PARKED_SHOWN).await?;
     Ok(HttpResponse::Ok().json(Parked { total, rows }))
@@ -338,8 +386,25 @@ pub struct RetryRequest {
     pub execute: bool,
 }
 
-/// Puts parked rows back in line for the relays (`aliexpress outbox retry`): a dry run
+/// The answer of `POST /console/api/outbox/retry` (`ops::outbox`'s outcome).
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "the schema of the retry outcome's JSON")]
+pub struct RetryAnswer {
+    /// Whether rows were put back in line.
+    executed: bool,
+    /// Rows put back (dry run: that would be).
+    count: i64,
+    /// The rows selected.
+    rows: Vec<serde_json::Value>,
+}
+
+/// Put parked outbox rows back in line for the relays (`aliexpress outbox retry`): a dry run
 /// unless `execute`.
+#[utoipa::path(tag = "console", operation_id = "console_retry_parked", request_body = RetryRequest,
+    responses((status = 200, description = "The dry run, or what was done", body = RetryAnswer),
+        problems::Limits, problems::DryRunOnly, problems::Body),
+    security(("bearer" = [])))]
+#[post("/console/api/outbox/retry")]
 pub async fn retry(
     _auth: TokenAccess,
     req: HttpRequest,
@@ -353,148 +418,84 @@ pub async fn retry(
         (false, false) => outbox::Selection::Ids(body.ids),
         _ => return Err(ApiError::field("ids", "give either ids or all_parked: true")),
     };
-    let mut conn = pool::get(&state.pool).await?;
+    let mut conn = pool::get(state.pool()).await?;
     let done = outbox::retry_parked(&mut conn, &selection, body.execute).await?;
     Ok(HttpResponse::Ok().json(done))
 }
 
-/// The console's operations for the OpenAPI document: (path, path item). Reads need a token;
-/// the actions' bodies say in their schema what the handlers check (either a selection or
-/// everything).
-pub fn openapi_paths() -> Vec<(&'static str, Value)> {
-    let errors = |statuses: &[(u16, &str)]| -> Map<String, Value> {
-        statuses
-            .iter()
-            .map(|(s, d)| (s.to_string(), super::super::openapi::problem_response(*s, d)))
-            .collect()
-    };
-    let common = [
-        (401, "Missing, malformed or unknown bearer token"),
-        (429, "Rate limit of this client address spent; see Retry-After"),
-        (503, "A dependency is unavailable; see Retry-After"),
-    ];
-    let body_errors = [
-        (400, "Malformed JSON or an unreadable body"),
-        (403, "The token may see a dry run, not execute"),
-        (408, "The body did not arrive within HTTP_BODY_READ_TIMEOUT_MS"),
-        (413, "Body over HTTP_BODY_LIMIT_BYTES"),
-        (415, "Content-Type is not application/json"),
-        (422, "The body breaks a rule; `errors` names it"),
-    ];
-    let object = |required: &[&str]| json!({"type": "object", "required": required});
-    let get = |id: &str, summary: &str, ok: Value, extra: &[(u16, &str)], params: Value| {
-        let mut responses = errors(&common);
-        responses.extend(errors(extra));
-        responses.insert(
-            "200".into(),
-            json!({"description": "Success", "content": {"application/json": {"schema": ok}}}),
-        );
-        json!({"get": {
-            "tags": ["console"], "operationId": id, "summary": summary, "security": [{"bearer": []}],
-            "parameters": params, "responses": responses,
-        }})
-    };
-    let post = |id: &str, summary: &str, body: Value, ok: Value, extra: &[(u16, &str)]| {
-        let mut responses = errors(&common);
-        responses.extend(errors(&body_errors));
-        responses.extend(errors(extra));
-        responses.insert(
-            "200".into(),
-            json!({"description": "The dry run, or what was done", "content": {"application/json": {"schema": ok}}}),
-        );
-        json!({"post": {
-            "tags": ["console"], "operationId": id, "summary": summary, "security": [{"bearer": []}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
-            "responses": responses,
-        }})
-    };
-    let topic = json!({"type": "string", "enum": ["events", "commands"], "default": "events"});
-    let execute =
-        json!({"type": "boolean", "default": false, "description": "Act (a write token); otherwise a dry run"});
-    let no_topic = [(404, "The dead-letter topic does not exist yet")];
-    vec![
-        (
-            "/console/api/overview",
-            get(
-                "console_overview",
-                "Health of each dependency, outbox backlog, dead-letter depth, last replays",
-                object(&["health", "outbox", "dead_letters", "replays"]),
-                &[],
-                json!([]),
-            ),
-        ),
-        (
-            "/console/api/lag",
-            get(
-                "console_lag",
-                "Each consumer group's lag per partition with its verdict, and the last minutes as chart columns",
-                object(&["sampled_at", "groups", "history"]),
-                &[],
-                json!([]),
-            ),
-        ),
-        (
-            "/console/api/dead-letters",
-            get(
-                "console_dead_letters",
-                "The newest dead letters of a DLQ topic with reasons and payloads",
-                object(&["topic", "total", "records"]),
-                &[(422, "An unknown topic"), no_topic[0]],
-                json!([{"name": "topic", "in": "query", "required": false, "schema": topic}]),
-            ),
-        ),
-        (
-            "/console/api/dead-letters/redrive",
-            post(
-                "console_redrive",
-                "Redrive dead letters to their original topic (dry run unless execute)",
-                json!({
-                    "type": "object", "additionalProperties": false,
-                    "properties": {
-                        "topic": topic,
-                        "offsets": {"type": "array", "items": {"type": "string", "pattern": "^[0-9]{1,9}:[0-9]{1,18}$"}},
-                        "all": {"type": "boolean", "default": false},
-                        "execute": execute,
-                    },
-                    "oneOf": [
-                        {"required": ["all"], "properties": {"all": {"const": true}, "offsets": {"maxItems": 0}}},
-                        {"required": ["offsets"], "properties": {"offsets": {"minItems": 1}, "all": {"const": false}}},
-                    ],
-                }),
-                object(&["executed", "count", "records"]),
-                &no_topic,
-            ),
-        ),
-        (
-            "/console/api/outbox/parked",
-            get(
-                "console_parked",
-                "Parked outbox rows with attempts and last error",
-                object(&["total", "rows"]),
-                &[],
-                json!([]),
-            ),
-        ),
-        (
-            "/console/api/outbox/retry",
-            post(
-                "console_retry_parked",
-                "Put parked outbox rows back in line (dry run unless execute)",
-                json!({
-                    "type": "object", "additionalProperties": false,
-                    "properties": {
-                        "ids": {"type": "array", "items": {"type": "integer", "format": "int64"}},
-                        "all_parked": {"type": "boolean", "default": false},
-                        "execute": execute,
-                    },
-                    "oneOf": [
-                        {"required": ["all_parked"], "properties": {"all_parked": {"const": true}, "ids": {"maxItems": 0}}},
-                        {"required": ["ids"], "properties": {"ids": {"minItems": 1}, "all_parked": {"const": false}}},
-                    ],
-                }),
-                object(&["executed", "count", "rows"]),
-                &[],
-            ),
-        ),
-    ]
+/// `{"execute": bool}` of the console's actions.
+fn execute() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .default(Some(false.into()))
+        .description(Some("Act (a write token); otherwise a dry run"))
 }
+
+/// A body of the console's actions: `either` items or `every: true`, never both, with
+/// `extra` properties beside them.
+fn selection_body(items: (&str, RefOr<Schema>), every: &str, extra: Vec<(&str, RefOr<Schema>)>) -> RefOr<Schema> {
+    let (list, item) = items;
+    let mut base = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .property(list, ArrayBuilder::new().items(item))
+        .property(
+            every,
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .default(Some(false.into())),
+        )
+        .property("execute", execute());
+    for (name, schema) in extra {
+        base = base.property(name, schema);
+    }
+    let branch = |required: &str, list_bound: ArrayBuilder, every_is: bool| -> Schema {
+        ObjectBuilder::new()
+            .required(required)
+            .property(list, list_bound)
+            .property(
+                every,
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .enum_values(Some([every_is])),
+            )
+            .into()
+    };
+    let any =
+        || ArrayBuilder::new().items(ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::AnyValue));
+    AllOfBuilder::new()
+        .item(base)
+        .item(
+            OneOfBuilder::new()
+                .item(branch(every, any().max_items(Some(0)), true))
+                .item(branch(list, any().min_items(Some(1)), false)),
+        )
+        .into()
+}
+
+impl utoipa::PartialSchema for RedriveRequest {
+    fn schema() -> RefOr<Schema> {
+        let at = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9]{1,9}:[0-9]{1,18}$"))
+            .description(Some("PARTITION:OFFSET"));
+        selection_body(("offsets", at.into()), "all", vec![("topic", DlqTopic::schema())])
+    }
+}
+
+impl utoipa::ToSchema for RedriveRequest {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push(("DlqTopic".into(), DlqTopic::schema()));
+    }
+}
+
+impl utoipa::PartialSchema for RetryRequest {
+    fn schema() -> RefOr<Schema> {
+        let id = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)));
+        selection_body(("ids", id.into()), "all_parked", vec![])
+    }
+}
+
+impl utoipa::ToSchema for RetryRequest {}

@@ -1,0 +1,288 @@
+//! [`Catalog`]: product writes and reads for any edge.
+//!
+//! A write ([`Catalog::write`]) checks the command against the rules that hold whatever the
+//! product's state (so bad input is refused before any precondition is looked at), runs it
+//! through the aggregate and commits the new state, its event, the command's outcome and the
+//! outbox row in one transaction (`store::product_repo`), at most once per idempotency key
+//! when the caller gives one (`store::idempotency_repo`: the key's record commits with the
+//! write). Once the Postgres connection is back in the pool, the new state is written through
+//! to Redis so a read right after sees that version or a later one; Redis never fails a write
+//! (bounded, behind a breaker, and a missed write-through is remembered so this process does
+//! not serve the stale entry).
+//!
+//! A read ([`Catalog::read`]) tries the cache, then Postgres, retrying a read that lost its
+//! connection within `read_retry_budget`; when the cache only ran out of its short bound and
+//! the database is unavailable too, the cache gets a second look before the caller sees an
+//! error. A product read from the database is written back to the cache.
+
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::cache::{CachedDocument, ProductCache};
+use crate::domain::product::{self, DomainError, Product, ProductCommand, ProductStatus};
+use crate::store::idempotency_repo::{self, Guarded, IdempotencyScope, StoredResponse};
+use crate::store::pool::{self, PgPool};
+use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
+use crate::store::StoreError;
+use crate::telemetry::metrics;
+
+/// Settings of the application's writes and reads.
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    /// Topic recorded on each outbox row (`product.events`, namespaced).
+    pub events_topic: String,
+    /// NOTIFY the relay on each outbox insert.
+    pub outbox_notify: bool,
+    /// Lifetime of an idempotency record (`IDEMPOTENCY_KEY_TTL_SECS`).
+    pub idempotency_ttl: Duration,
+    /// How long a product read retries a lost database connection (`DATABASE_READ_RETRY_MS`).
+    pub read_retry_budget: Duration,
+}
+
+/// The catalog's stores and settings; cheap to clone (pools are handles).
+#[derive(Clone)]
+pub struct Catalog {
+    /// Postgres: products, outbox, command outcomes, idempotency records.
+    pub pool: PgPool,
+    /// Redis read model (bounded, behind a breaker).
+    pub cache: ProductCache,
+    /// Settings.
+    pub settings: CatalogSettings,
+}
+
+/// A command for one product, with what the caller knows of it.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The product.
+    pub id: Uuid,
+    /// What to do.
+    pub command: ProductCommand,
+    /// Apply only at this version (optimistic concurrency).
+    pub expected_version: Option<i64>,
+    /// Stamped on the event.
+    pub correlation_id: Option<Uuid>,
+    /// W3C `traceparent` of the caller's span, stored with the event.
+    pub traceparent: Option<String>,
+}
+
+/// Run a write at most once for a key: who and where (`scope`), what (`fingerprint`), and
+/// what to keep as the answer of a successful first run (`remember`, the edge's own shape).
+pub struct Once {
+    /// Caller, route and key.
+    pub scope: IdempotencyScope,
+    /// Digest of the request; another request with the same key is refused.
+    pub fingerprint: String,
+    /// The answer to keep for replays, built from the new state.
+    pub remember: Box<dyn FnOnce(&Product) -> Option<StoredResponse> + Send>,
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub enum Written {
+    /// Applied now: the new state.
+    Applied(Box<Product>),
+    /// The key was used before with the same request: its first answer.
+    Replayed(StoredResponse),
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum Found {
+    /// The cache's entry, as the writer stored it.
+    Cached(CachedDocument),
+    /// The database's row (now written back to the cache).
+    Stored(Box<Product>),
+}
+
+impl Found {
+    /// The product's status (who may see it).
+    pub fn status(&self) -> ProductStatus {
+        match self {
+            Self::Cached(d) => d.status,
+            Self::Stored(p) => p.status,
+        }
+    }
+}
+
+/// Why a write or read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A rule refused the command (field rules, or the product's state).
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    /// No such product.
+    #[error("product {0} not found")]
+    NotFound(Uuid),
+    /// The idempotency key was used for another request.
+    #[error("the idempotency key was already used for a request with another body")]
+    KeyReused,
+    /// A request with the same idempotency key is still in its transaction.
+    #[error("a request with this idempotency key is still in progress")]
+    KeyInFlight,
+    /// The command id was processed before.
+    #[error("command already processed")]
+    AlreadyProcessed,
+    /// The database failed (transient or not: `StoreError::is_transient`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Catalog {
+    /// Runs `w` (at most once per key with `once`), then writes the new state through to the
+    /// cache once the database connection is released.
+    #[tracing::instrument(level = "debug", skip_all, fields(product.id = %w.id, command = w.command.command_type()))]
+    pub async fn write(&self, w: Write, once: Option<Once>) -> Result<Written, AppError> {
+        // Input that breaks a rule whatever the product's state is refused before any
+        // precondition (expected version, existence) is looked at.
+        product::validate(&w.command)?;
+        let opts = ExecuteOptions {
+            command_id: None,
+            correlation_id: w.correlation_id,
+            traceparent: w.traceparent.clone(),
+            expected_version: w.expected_version,
+            events_topic: self.settings.events_topic.clone(),
+            notify: self.settings.outbox_notify,
+            // A create runs on an id its caller has just made.
+            fresh_id: matches!(w.command, ProductCommand::CreateProduct(_)),
+        };
+        let outcome = {
+            let mut conn = pool::get(&self.pool).await?;
+            match once {
+                None => product_repo::run_command(&mut conn, w.id, &w.command, &opts).await?,
+                Some(once) => match self.once(&mut conn, &w, &opts, once).await? {
+                    Ok(outcome) => outcome,
+                    Err(replayed) => return Ok(Written::Replayed(replayed)),
+                },
+            }
+            // The connection goes back to the pool here, before any Redis call.
+        };
+        match outcome {
+            ExecuteOutcome::Applied(applied) => {
+                let (product, _event) = *applied;
+                if let Err(e) = self.cache.put(&product).await {
+                    // Bounded and behind the breaker; the entry is marked stale in this
+                    // process and the projection rewrites it. The breaker logs state changes.
+                    tracing::debug!(product.id = %w.id, error = %e, "cache write-through skipped");
+                }
+                Ok(Written::Applied(Box::new(product)))
+            }
+            ExecuteOutcome::Rejected(DomainError::NotCreated) => Err(AppError::NotFound(w.id)),
+            ExecuteOutcome::Rejected(rule) => Err(rule.into()),
+            ExecuteOutcome::Duplicate { .. } => Err(AppError::AlreadyProcessed),
+        }
+    }
+
+    /// The guarded run: `Ok(outcome)` when it ran now, `Err(answer)` for a replay.
+    async fn once(
+        &self,
+        conn: &mut pool::PgConn,
+        w: &Write,
+        opts: &ExecuteOptions,
+        once: Once,
+    ) -> Result<Result<ExecuteOutcome, StoredResponse>, AppError> {
+        let remember = once.remember;
+        let guarded = idempotency_repo::execute_once(
+            conn,
+            &once.scope,
+            &once.fingerprint,
+            self.settings.idempotency_ttl,
+            w.id,
+            &w.command,
+            opts,
+            move |o: &ExecuteOutcome| match o {
+                ExecuteOutcome::Applied(applied) => remember(&applied.0),
+                _ => None,
+            },
+        )
+        .await?;
+        let count = |result: &str| metrics::IDEMPOTENCY_KEYS.with_label_values(&[result]).inc();
+        match guarded {
+            Guarded::Executed(o) => {
+                count("executed");
+                Ok(Ok(o))
+            }
+            Guarded::Replayed(r) => {
+                count("replayed");
+                tracing::debug!(product.id = %w.id, route = %once.scope.route, "replayed an idempotent write");
+                Ok(Err(r))
+            }
+            Guarded::KeyReused => {
+                count("mismatch");
+                Err(AppError::KeyReused)
+            }
+            Guarded::InFlight => {
+                count("in_flight");
+                Err(AppError::KeyInFlight)
+            }
+        }
+    }
+
+    /// The product `id` from the cache, else the database (see the module docs); `None`
+    /// when it does not exist. Who may see it is the caller's business.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn read(&self, id: Uuid) -> Result<Option<Found>, AppError> {
+        let cache_failed = match self.cache.get_document(id).await {
+            Ok(Some(d)) => return Ok(Some(Found::Cached(d))),
+            Ok(None) => false,
+            Err(e) => {
+                // Bounded and behind the breaker; the breaker logs state changes.
+                tracing::debug!(product.id = %id, error = %e, "cache read skipped; reading the database");
+                true
+            }
+        };
+        // The connection goes back to the pool before the read-through below.
+        let found = match self.find(id).await {
+            Ok(found) => found,
+            // Neither answered in time: when the cache only ran out of its short bound (a
+            // busy moment, not a miss) and the database is unavailable, the cache gets a
+            // second try before the caller sees an error.
+            Err(e) if cache_failed && e.is_transient() => match self.cache.get_document(id).await {
+                Ok(Some(d)) => return Ok(Some(Found::Cached(d))),
+                _ => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let Some(p) = found else { return Ok(None) };
+        let _ = self.cache.put(&p).await;
+        Ok(Some(Found::Stored(Box::new(p))))
+    }
+
+    /// Reads a product from Postgres. A read that lost its connection (session terminated
+    /// under it, or a new connection closed while being set up) runs again, a few times with
+    /// a short jittered pause, while the read is younger than the budget: a read has no effect
+    /// to repeat, and the pool verifies the connection it hands out next. A failure that took
+    /// its time (a pool or statement timeout) is not repeated: it has already waited its bound.
+    async fn find(&self, id: Uuid) -> Result<Option<Product>, StoreError> {
+        use backon::Retryable;
+        let started = std::time::Instant::now();
+        let budget = self.settings.read_retry_budget;
+        let read = || async {
+            let mut conn = pool::get(&self.pool).await?;
+            product_repo::find(&mut conn, id).await
+        };
+        read.retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(40))
+                .with_max_times(8)
+                .with_jitter(),
+        )
+        .when(|e: &StoreError| e.is_transient() && started.elapsed() < budget)
+        .notify(|e, pause| {
+            tracing::debug!(product.id = %id, error = %e, retry_in_ms = pause.as_millis() as u64,
+                "database read lost its connection; reading again");
+        })
+        .await
+    }
+
+    /// A page of products in id order after `cursor`.
+    pub async fn list(
+        &self,
+        status: Option<ProductStatus>,
+        category: Option<&str>,
+        cursor: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Product>, AppError> {
+        let mut conn = pool::get(&self.pool).await?;
+        Ok(product_repo::list(&mut conn, status, category, cursor, limit).await?)
+    }
+}
