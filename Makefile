@@ -29,8 +29,10 @@ else
 	$(MAKE) release
 	$(BIN) migrate
 	$(ROLES) up $(BIN)
-	@echo "API: http://127.0.0.1:8000  (health: /health/, metrics: /metrics, OpenAPI: /openapi.json)"
-	@echo "Console: http://127.0.0.1:8000/console/  Swagger UI: http://127.0.0.1:8000/docs/  (token: \$$API_TOKENS or $${ALIEXPRESS_STATE_DIR:-/var/tmp/aliexpress-stack}/roles/api-token)"
+	@echo "API: http://127.0.0.1:8000  (health: /health/, OpenAPI: /openapi.json, Swagger UI: /docs/, console: /console/)"
+	@echo "Write token: \$$API_TOKENS, else TOKEN=\$$(cat $${ALIEXPRESS_STATE_DIR:-/var/tmp/aliexpress-stack}/roles/api-token)"
+	@echo "Metrics (never on the API port): serve 127.0.0.1:9463/metrics, relay :9464, command consumer :9465, projection :9466; Prometheus http://127.0.0.1:9090"
+	@echo "Check it answers: make smoke"
 endif
 
 smoke: ## check the running platform answers: /health/ ok, one write made searchable
