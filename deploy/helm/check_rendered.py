@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks a `helm template` render of deploy/helm/aliexpress (run by deploy/local/helm-check).
 
-Usage: check_rendered.py --expect default|all-features [--names src/config/names.rs] RENDER.yaml
+Usage: check_rendered.py --expect default|all-features [--names src/names.rs] RENDER.yaml
        check_rendered.py --self-test --expect ... RENDER.yaml
 
 Asserts what the chart promises, whatever its values: the four roles run the right
@@ -10,7 +10,7 @@ a termination grace period above the role's drain bound, a non-root, read-only, 
 container; every role has a PodDisruptionBudget and a metrics Service that select its pods; the
 migration Job is a pre-install/pre-upgrade hook running `migrate`; every Secret and volume a pod
 names exists (rendered, or the existing Secret of the values). `--expect all-features` adds the
-optional objects (KEDA on the topics and groups of src/config/names.rs, HPA, ServiceMonitor,
+optional objects (KEDA on the topics and groups of src/names.rs, HPA, ServiceMonitor,
 certificate mounts, the existing Secret). Duplicate keys in a mapping are errors (the API server
 refuses them). Exit status 1 with one line per failure.
 
@@ -33,7 +33,7 @@ ROLES = {
     "projection": (["run-product-event-consumer"], 40),
 }
 CONSUMERS = {
-    # component: (topic constant, group constant) in src/config/names.rs
+    # component: (topic constant, group constant) in src/names.rs
     "command-consumer": ("PRODUCT_COMMANDS_TOPIC", "PRODUCT_COMMAND_GROUP"),
     "projection": ("PRODUCT_EVENTS_TOPIC", "PRODUCT_PROJECTION_GROUP"),
 }
@@ -338,7 +338,7 @@ def self_test(docs, expect, names):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--expect", choices=["default", "all-features"], required=True)
-    ap.add_argument("--names", default="src/config/names.rs")
+    ap.add_argument("--names", default="src/names.rs")
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("render")
     a = ap.parse_args()

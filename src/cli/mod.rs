@@ -19,7 +19,7 @@ pub mod status;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::InfraConfig;
+use crate::config::{ConfigError, InfraConfig, TelemetrySettings};
 
 /// aliexpress: product catalog platform (CQRS + events).
 #[derive(Debug, Parser)]
@@ -28,9 +28,9 @@ pub struct Cli {
     /// Connection settings (flags or environment variables).
     #[command(flatten)]
     pub infra: InfraConfig,
-    /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
-    pub log_format: String,
+    /// Logs and span export.
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -63,7 +63,7 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    cli.infra.validate()?;
+    connect::check(&cli.infra)?;
     match cli.command {
         Command::Serve(a) => serve::run(&cli.infra, a).await,
         Command::Migrate => migrate::run(&cli.infra).await,
@@ -80,5 +80,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// A usage error found after parsing (exit code 2).
 pub fn usage(setting: &'static str, message: impl Into<String>) -> anyhow::Error {
-    crate::config::ConfigError::new(setting, message).into()
+    ConfigError::new(setting, message).into()
 }

@@ -97,8 +97,8 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         takeover_grace: a.takeover_grace,
         ..Default::default()
     };
-    let mut relay = OutboxRelay::new(infra.database_url.clone(), producer, settings)
-        .with_producer_rebuild(infra.kafka()?, producer_settings);
+    let mut relay = OutboxRelay::new(infra.database.url.expose().to_owned(), producer, settings)
+        .with_producer_rebuild(super::connect::kafka_connection(infra)?, producer_settings);
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
     if a.follow {

@@ -82,6 +82,7 @@ fn refused(e: OpsError) -> anyhow::Error {
 async fn rebuild_deps(infra: &InfraConfig) -> anyhow::Result<crate::ops::rebuild::RebuildDeps> {
     Ok(crate::ops::rebuild::RebuildDeps {
         infra: infra.clone(),
+        kafka: super::connect::kafka_connection(infra)?,
         pool: super::connect::database(infra).await?,
         search: super::connect::search(infra).await?,
         cache: super::connect::cache(infra).await?,
@@ -169,7 +170,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         None
     };
     let described = spec.as_ref().map(ResetSpec::describe);
-    let bootstrap = infra.kafka()?;
+    let bootstrap = super::connect::kafka_connection(infra)?;
     let from_file = match &a.from_file {
         Some(f) => Some(
             replay::from_csv(
@@ -209,7 +210,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     if let Some(wait) = a.wait_inactive {
         let started = Instant::now();
         loop {
-            let (b, g) = (infra.kafka()?, group.clone());
+            let (b, g) = (super::connect::kafka_connection(infra)?, group.clone());
             let info = tokio::task::spawn_blocking(move || groups::info(&b, &g)).await??;
             if info.is_inactive() || started.elapsed() > wait {
                 break;
@@ -222,7 +223,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
-    let (b, plan) = (infra.kafka()?, rows.clone());
+    let (b, plan) = (super::connect::kafka_connection(infra)?, rows.clone());
     tokio::task::spawn_blocking(move || replay::apply(&b, &plan))
         .await?
         .map_err(refused)?;

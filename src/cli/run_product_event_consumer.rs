@@ -49,7 +49,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         Some(i) => i,
         None => {
             let alias = names.index_alias();
-            index::ensure_alias(&search, &alias, infra.index_layout()).await?;
+            index::ensure_alias(&search, &alias, index::IndexLayout::from_settings(&infra.opensearch)).await?;
             alias
         }
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::bus::producer::ProducerSettings;
 use crate::cache::ProductCache;
-use crate::config::{ApiConfig, ConfigError, InfraConfig, ResilienceConfig};
+use crate::config::{ApiConfig, ConfigError, DatabaseSettings, InfraConfig, ResilienceConfig};
 use crate::http::{self, AppState, RateLimits, ServerSettings};
 use crate::store::pool;
 
@@ -43,16 +43,16 @@ pub struct Args {
 pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     a.resilience.validate()?;
     a.api.validate()?;
-    if a.api.api_tokens.iter().any(|t| t.trim() == "dev-token") {
+    if a.api.write_tokens().iter().any(|t| t == "dev-token") {
         tracing::warn!("API_TOKENS holds the development token `dev-token`; set your own secret outside development");
     }
     let pool = super::connect::database(infra).await?;
     // Checked once at start-up like every dependency; requests then use the bounded cache.
     super::connect::cache(infra).await?;
     let cache = ProductCache::for_requests(
-        infra.redis()?,
+        super::connect::redis_endpoint(infra)?,
         infra.names(),
-        Duration::from_secs(infra.redis_cache_ttl_secs),
+        infra.redis.cache_ttl(),
         a.resilience.redis_bounds(),
     )
     .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
@@ -80,7 +80,7 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
         idempotency_ttl: a.resilience.idempotency_ttl(),
         rate_limits: std::sync::Arc::new(RateLimits::new(&a.api)),
         body_read_timeout: a.api.body_read_timeout(),
-        kafka: infra.kafka()?,
+        kafka: super::connect::kafka_connection(infra)?,
         lag_history: Default::default(),
     })
 }
@@ -90,9 +90,12 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
 /// shares the breaker and the record of missed writes. The connections open lazily, on the
 /// worker's thread (see `http::run`).
 fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Result<AppState> {
-    let size = infra.database_pool_size.div_ceil(workers).max(2);
+    let settings = DatabaseSettings {
+        pool_size: infra.database.pool_size.div_ceil(workers).max(2),
+        ..infra.database.clone()
+    };
     Ok(AppState {
-        pool: pool::build_pool(&infra.database_url, size, infra.statement_timeout())?,
+        pool: pool::from_settings(&settings)?,
         cache: st.cache.with_own_pool()?,
         ..st.clone()
     })
