@@ -165,7 +165,7 @@ def check(docs, expect, names):
                 err(f"Deployment {name}: {probe} is {get}, expected GET {want_path} on port {want_port}")
             if get.get("port") not in ports:
                 err(f"Deployment {name}: {probe} port {get.get('port')} is not a container port")
-        flag = "--metrics-bind" if comp == "api" else "--metrics-addr"
+        flag = "--metrics-bind"
         if flag not in args or not args[args.index(flag) + 1 :]:
             err(f"Deployment {name}: no {flag}")
         elif not args[args.index(flag) + 1].endswith(f":{ports.get('metrics')}"):
@@ -297,7 +297,7 @@ def mutations(expect):
         "relay with a writable root": lambda d: container(d, "relay")["securityContext"].update(readOnlyRootFilesystem=False),
         "api keeping capabilities": lambda d: container(d, "api")["securityContext"].update(capabilities={}),
         "consumer running the wrong subcommand": lambda d: container(d, "command-consumer").update(args=["run-product-event-consumer"]),
-        "relay not following": lambda d: container(d, "relay").update(args=["process-outbox", "--metrics-addr", "0.0.0.0:9464"]),
+        "relay not following": lambda d: container(d, "relay").update(args=["process-outbox", "--metrics-bind", "0.0.0.0:9464"]),
         "a Secret that does not exist": lambda d: next(e for e in container(d, "relay")["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"])["valueFrom"]["secretKeyRef"].update(name="nope"),
         "migration not a pre-upgrade hook": lambda d: next(j for j in d if j.get("kind") == "Job")["metadata"]["annotations"].update({"helm.sh/hook": "post-install"}),
         "no migration Job": lambda d: drop_kind(d, "Job", "migrate"),

@@ -138,10 +138,10 @@ pub fn bind(setting: &'static str, addr: &str) -> Result<TcpListener, ConfigErro
 /// Starts the `/metrics` endpoint of a worker role when an address is given.
 pub fn metrics_server(addr: Option<&str>) -> Result<(), ConfigError> {
     let Some(addr) = addr else { return Ok(()) };
-    let listener = bind("--metrics-addr", addr)?;
+    let listener = bind("METRICS_BIND", addr)?;
     tracing::info!(metrics.addr = %addr, "serving /metrics");
     let server =
-        crate::http::metrics::serve_metrics(listener).map_err(|e| ConfigError::new("--metrics-addr", e.to_string()))?;
+        crate::http::metrics::serve_metrics(listener).map_err(|e| ConfigError::new("METRICS_BIND", e.to_string()))?;
     tokio::spawn(server);
     Ok(())
 }

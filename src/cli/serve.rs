@@ -2,6 +2,9 @@
 //!
 //! Usage: aliexpress serve [--bind 0.0.0.0:8000] [--metrics-bind 127.0.0.1:9463] [--workers N] [--migrate]
 //!
+//! Every flag is also a variable (`HTTP_BIND`, `HTTP_WORKERS`, `METRICS_BIND`, `OUTBOX_NOTIFY`,
+//! `AUTO_MIGRATE`, and those of `config::http` and `config::resilience`).
+//!
 //! A release build refuses to start without a write token (`API_TOKENS`): one line, exit 2.
 
 use std::time::Duration;
@@ -11,6 +14,9 @@ use crate::cache::ProductCache;
 use crate::config::{ApiConfig, ConfigError, DatabaseSettings, InfraConfig, ResilienceConfig};
 use crate::http::{self, AppState, RateLimits, ServerSettings};
 use crate::store::pool;
+
+/// `serve`'s `/metrics` address when `METRICS_BIND` is unset or empty.
+pub const DEFAULT_METRICS_BIND: &str = "127.0.0.1:9463";
 
 /// Flags of `serve`.
 #[derive(Debug, clap::Args)]
@@ -22,8 +28,8 @@ pub struct Args {
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
     pub workers: usize,
     /// Address of the Prometheus endpoint (`/metrics`); keep it on loopback or a private
-    /// network: it is not served on the API port.
-    #[arg(long, env = "METRICS_BIND", default_value = "127.0.0.1:9463")]
+    /// network: it is not served on the API port. Empty: the default.
+    #[arg(long, visible_alias = "metrics-addr", env = "METRICS_BIND", default_value = DEFAULT_METRICS_BIND)]
     pub metrics_bind: String,
     /// NOTIFY the outbox relay on every write (a wake-up hint).
     #[arg(long, env = "OUTBOX_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -112,13 +118,17 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         a.resilience.idempotency_prune_interval(),
     ));
     let listener = super::connect::bind("HTTP_BIND", &a.bind)?;
-    let metrics_listener = super::connect::bind("METRICS_BIND", &a.metrics_bind)?;
+    let metrics_bind = match a.metrics_bind.trim() {
+        "" => DEFAULT_METRICS_BIND,
+        addr => addr,
+    };
+    let metrics_listener = super::connect::bind("METRICS_BIND", metrics_bind)?;
     tokio::spawn(http::metrics::serve_metrics(metrics_listener)?);
     let settings = ServerSettings::new(&a.api, a.workers);
     let states = (0..settings.workers)
         .map(|_| for_worker(infra, &st, settings.workers))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    tracing::info!(http.addr = %a.bind, metrics.addr = %a.metrics_bind, "API listening");
+    tracing::info!(http.addr = %a.bind, metrics.addr = %metrics_bind, "API listening");
     http::run(listener, states, &settings)?.await?;
     tracing::info!("API stopped");
     Ok(())
