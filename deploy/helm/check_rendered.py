@@ -3,6 +3,7 @@
 
 Usage: check_rendered.py --expect default|all-features [--names src/names.rs] RENDER.yaml
        check_rendered.py --self-test --expect ... RENDER.yaml
+       check_rendered.py --every-variable .env.example RENDER.yaml
 
 Asserts what the chart promises, whatever its values: the four roles run the right
 subcommands; every Deployment has readiness and liveness probes on endpoints the binary serves,
@@ -16,6 +17,10 @@ refuses them). Exit status 1 with one line per failure.
 
 --self-test breaks a copy of the render in several ways and fails unless every breakage is
 reported, so a check that cannot fail does not go unnoticed.
+
+--every-variable checks a render made with `env` (the values' map for every role) holding every
+variable of .env.example: each role's container gets each of them, after the chart's own
+entries (so the map's value wins where the chart sets the same name).
 """
 
 import argparse
@@ -335,9 +340,44 @@ def self_test(docs, expect, names):
     return failures
 
 
+def env_example_names(path):
+    """Variables .env.example lists, set or commented out (as the binary's own test reads it)."""
+    names = []
+    for line in open(path).read().splitlines():
+        m = re.match(r"#?\s*([A-Z][A-Z0-9_]*)=", line)
+        if m and m.group(1) not in names:
+            names.append(m.group(1))
+    return names
+
+
+# The value --every-variable renders each variable with (through the values' `env` map).
+MARKER = "from-values-env"
+
+
+def every_variable(docs, names):
+    failures = []
+    deployments = [d for d in docs if d.get("kind") == "Deployment"]
+    if not deployments:
+        failures.append("no Deployment rendered")
+    for d in deployments:
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            effective = {}
+            for e in c.get("env") or []:
+                # Kubernetes: of two entries with one name, the later one wins.
+                effective[e["name"]] = e.get("value")
+            missing = [n for n in names if n not in effective]
+            if missing:
+                failures.append(f"Deployment {d['metadata']['name']}: env lacks {missing}")
+            shadowed = [n for n in names if n in effective and effective[n] != MARKER]
+            if shadowed:
+                failures.append(f"Deployment {d['metadata']['name']}: the chart overrides the env map's {shadowed}")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--expect", choices=["default", "all-features"], required=True)
+    ap.add_argument("--expect", choices=["default", "all-features"])
+    ap.add_argument("--every-variable", metavar="ENV_EXAMPLE")
     ap.add_argument("--names", default="src/names.rs")
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("render")
@@ -347,6 +387,17 @@ def main():
     except yaml.YAMLError as e:
         print(f"{a.render}: {e}", file=sys.stderr)
         return 1
+    if a.every_variable:
+        variables = env_example_names(a.every_variable)
+        problems = every_variable(docs, variables)
+        for p in problems:
+            print(f"{a.render}: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"{a.render}: every one of {len(variables)} variables of {a.every_variable} reaches every role")
+        return 0
+    if not a.expect:
+        ap.error("--expect is required")
     names = names_rs(a.names)
     if a.self_test:
         problems = self_test(docs, a.expect, names)
