@@ -154,13 +154,13 @@ process-outbox: ## publish pending outbox rows once
 	$(BIN) process-outbox
 
 process-outbox-follow: ## run the outbox publisher as a daemon
-	$(BIN) process-outbox --follow --metrics-addr 127.0.0.1:9464
+	$(BIN) process-outbox --follow --metrics-bind 127.0.0.1:9464
 
 run-product-consumer: ## run the write-side command consumer
-	$(BIN) run-product-consumer --metrics-addr 127.0.0.1:9465
+	$(BIN) run-product-consumer --metrics-bind 127.0.0.1:9465
 
 run-product-event-consumer: ## run the read-side projection consumer
-	$(BIN) run-product-event-consumer --metrics-addr 127.0.0.1:9466
+	$(BIN) run-product-event-consumer --metrics-bind 127.0.0.1:9466
 
 fmt: ## format the code
 	cargo fmt --all

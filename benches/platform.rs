@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use aliexpress::bus::producer::{self, ProducerSettings};
 use aliexpress::bus::{admin, consumer};
-use aliexpress::config::{InfraConfig, Names};
+use aliexpress::config::{DatabaseSettings, InfraConfig, KafkaSettings, Names, OpenSearchSettings, RedisSettings};
 use aliexpress::domain::product::{self as domain, EventEnvelope, EventMeta, ProductCommand};
 use aliexpress::search::{bulk, document, index, SearchClient};
 use aliexpress::store::outbox_slices::OUTBOX_SLICES;
@@ -180,39 +180,46 @@ async fn fresh_env(tag: &str) -> Env {
     let url = u.to_string();
     pool::run_migrations(&url).await.expect("migrate");
     let infra = InfraConfig {
-        database_url: url,
-        database_pool_size: 16,
-        database_statement_timeout_ms: 600_000,
-        redis_url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL),
-        redis_ca_file: None,
-        redis_cache_ttl_secs: 600,
-        kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        kafka_security: Default::default(),
-        kafka_topic_partitions: 6,
-        kafka_topic_replication_factor: 1,
-        opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
-        opensearch_username: None,
-        opensearch_password: None,
-        opensearch_ca_file: None,
-        opensearch_danger_accept_invalid_certs: false,
-        opensearch_index_replicas: 0,
-        opensearch_index_shards: 1,
-        opensearch_refresh_interval_ms: 1000,
+        database: DatabaseSettings {
+            url: url.into(),
+            pool_size: 16,
+            statement_timeout_ms: 600_000,
+        },
+        redis: RedisSettings {
+            url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL).into(),
+            ca_file: None,
+            cache_ttl_secs: 600,
+        },
+        kafka: KafkaSettings {
+            bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            topic_partitions: 6,
+            topic_replication_factor: 1,
+            ..Default::default()
+        },
+        opensearch: OpenSearchSettings {
+            url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200").into(),
+            ..Default::default()
+        },
         namespace: format!("bench_{id}_"),
     };
     let names = infra.names();
-    admin::ensure_topics(&infra.kafka().expect("kafka settings"), &names.all_topics(), 6, 1)
-        .await
-        .expect("topics");
+    admin::ensure_topics(
+        &aliexpress::bus::KafkaConnection::from_settings(&infra.kafka).expect("kafka settings"),
+        &names.all_topics(),
+        6,
+        1,
+    )
+    .await
+    .expect("topics");
     Env { infra, names }
 }
 
 fn bin_env(e: &Env) -> Vec<(&'static str, String)> {
     vec![
-        ("DATABASE_URL", e.infra.database_url.clone()),
-        ("KAFKA_BOOTSTRAP_SERVERS", e.infra.kafka_bootstrap_servers.clone()),
-        ("REDIS_URL", e.infra.redis_url.clone()),
-        ("OPENSEARCH_URL", e.infra.opensearch_url.clone()),
+        ("DATABASE_URL", e.infra.database.url.expose().to_owned()),
+        ("KAFKA_BOOTSTRAP_SERVERS", e.infra.kafka.bootstrap_servers.clone()),
+        ("REDIS_URL", e.infra.redis.url.expose().to_owned()),
+        ("OPENSEARCH_URL", e.infra.opensearch.url.expose().to_owned()),
         ("ALIEXPRESS_NAMESPACE", e.infra.namespace.clone()),
         ("RUST_LOG", "warn".into()),
         ("API_TOKENS", TOKEN.into()),
@@ -528,7 +535,7 @@ fn seed_outbox_sql(topic: &str, n: i64) -> String {
 async fn bench_relay(rows: &mut Vec<Row>) {
     let e = fresh_env("relay").await;
     let n = (200_000.0 * scale()) as i64;
-    let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(600))
+    let mut c = pool::connect(e.infra.database.url.expose(), Duration::from_secs(600))
         .await
         .expect("conn");
     progress(format_args!("relay: seeding {n} outbox rows"));
@@ -554,7 +561,7 @@ async fn bench_relay(rows: &mut Vec<Row>) {
     )
     .expect("payload file");
     let perf_topic = format!("{}perf", e.names.events_topic());
-    let kafka = e.infra.kafka().expect("kafka settings");
+    let kafka = aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings");
     admin::ensure_topics(&kafka, std::slice::from_ref(&perf_topic), 6, 1)
         .await
         .expect("topic");
@@ -610,7 +617,7 @@ async fn bench_relay(rows: &mut Vec<Row>) {
                 "--throughput",
                 "-1",
                 "--producer-props",
-                &format!("bootstrap.servers={}", e.infra.kafka_bootstrap_servers),
+                &format!("bootstrap.servers={}", e.infra.kafka.bootstrap_servers),
                 "acks=all",
                 "enable.idempotence=true",
                 "linger.ms=5",
@@ -662,7 +669,7 @@ async fn bench_relay_scaling(rows: &mut Vec<Row>) {
     const LATENCY: Duration = Duration::from_millis(100);
     let e = fresh_env("relays").await;
     let n = (40_000.0 * scale()) as i64;
-    let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(600))
+    let mut c = pool::connect(e.infra.database.url.expose(), Duration::from_secs(600))
         .await
         .expect("conn");
     diesel::sql_query(format!(
@@ -677,7 +684,7 @@ async fn bench_relay_scaling(rows: &mut Vec<Row>) {
     .execute(&mut c)
     .await
     .expect("seed");
-    let kafka = e.infra.kafka().expect("kafka settings");
+    let kafka = aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings");
     let mut results: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
     let mut delivered_total = 0i64;
     for _run in 0..runs() {
@@ -686,7 +693,7 @@ async fn bench_relay_scaling(rows: &mut Vec<Row>) {
             for _ in 0..relays {
                 let p = producer::build(&kafka, &ProducerSettings::default()).expect("producer");
                 let mut relay = OutboxRelay::new(
-                    e.infra.database_url.clone(),
+                    e.infra.database.url.expose().to_owned(),
                     p,
                     RelaySettings {
                         batch_size: BATCH,
@@ -820,7 +827,11 @@ fn envelope(id: uuid::Uuid, v: i64, title: &str) -> EventEnvelope {
 /// Produces 4 events (create, publish, two stock moves) for each of `products` new products to
 /// `topic`, version by version; returns them in that order.
 async fn produce_events(e: &Env, topic: &str, products: usize) -> Vec<EventEnvelope> {
-    let p = producer::build(&e.infra.kafka().expect("kafka settings"), &ProducerSettings::default()).expect("producer");
+    let p = producer::build(
+        &aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings"),
+        &ProducerSettings::default(),
+    )
+    .expect("producer");
     let ids: Vec<uuid::Uuid> = (0..products).map(|_| uuid::Uuid::new_v4()).collect();
     let mut envs = Vec::with_capacity(products * 4);
     for v in 1..=4 {
@@ -907,8 +918,12 @@ async fn bench_projection(rows: &mut Vec<Row>, refresh_ms: u64) {
     let topic = e.names.events_topic();
     progress(format_args!("projection: producing {n} events"));
     let envs = produce_events(&e, &topic, n / 4).await;
-    let p = producer::build(&e.infra.kafka().expect("kafka settings"), &ProducerSettings::default()).expect("producer");
-    let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
+    let p = producer::build(
+        &aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings"),
+        &ProducerSettings::default(),
+    )
+    .expect("producer");
+    let search = SearchClient::new(e.infra.opensearch.url.expose(), Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
     index::ensure_alias(&search, &alias, index::IndexLayout::default())
         .await
@@ -924,10 +939,15 @@ async fn bench_projection(rows: &mut Vec<Row>, refresh_ms: u64) {
         // A fresh group (reads from the start) and a fresh index: the same work every run.
         let target = format!("{alias}_run{run}");
         index::create_index(&search, &target, layout).await.expect("index");
-        let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
-            .expect("cache");
+        let cache =
+            aliexpress::cache::ProductCache::new(e.infra.redis.url.expose(), e.names.clone(), Duration::from_secs(600))
+                .expect("cache");
         let group = format!("{}-run{run}", e.names.projection_group());
-        let c = consumer::build(&e.infra.kafka().expect("kafka settings"), &group).expect("consumer");
+        let c = consumer::build(
+            &aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings"),
+            &group,
+        )
+        .expect("consumer");
         c.subscribe(&[&topic]).expect("subscribe");
         let dlq = aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.events_dlq_topic(), group.clone());
         let mut proj = ProductEventConsumer::new(
@@ -1045,9 +1065,14 @@ async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, secs: f64) ->
     let end = begin + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (url, names, topic) = (e.infra.database_url.clone(), e.names.clone(), e.names.events_topic());
-        let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
-            .expect("cache");
+        let (url, names, topic) = (
+            e.infra.database.url.expose().to_owned(),
+            e.names.clone(),
+            e.names.events_topic(),
+        );
+        let cache =
+            aliexpress::cache::ProductCache::new(e.infra.redis.url.expose(), e.names.clone(), Duration::from_secs(600))
+                .expect("cache");
         tasks.push(tokio::spawn(async move {
             let _ = names;
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
@@ -1077,7 +1102,7 @@ async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, secs: f64) ->
                           reason = excluded.reason, processed_at = excluded.processed_at")
                 .await
                 .expect("prepare");
-            let notify = format!("NOTIFY {}", aliexpress::config::names::OUTBOX_NOTIFY_CHANNEL);
+            let notify = format!("NOTIFY {}", aliexpress::store::outbox_repo::OUTBOX_NOTIFY_CHANNEL);
             let (mut ok, mut failed) = (0u64, 0u64);
             while Instant::now() < end {
                 let id = uuid::Uuid::now_v7();
@@ -1239,7 +1264,7 @@ async fn bench_api(rows: &mut Vec<Row>, cap: &mut Capacity) {
         let (s, f) = same_work(&e, Work::ApiCreate, clients, warm, secs).await;
         same.push(s);
         same_err += f;
-        let (p, f) = pgbench(&e.infra.database_url, clients as u32, secs, PG_SAME_TX);
+        let (p, f) = pgbench(e.infra.database.url.expose(), clients as u32, secs, PG_SAME_TX);
         pg.push(p);
         pg_err += f;
         progress(format_args!(
@@ -1323,7 +1348,7 @@ async fn bench_consumer(rows: &mut Vec<Row>) {
     let e = fresh_env("cmd").await;
     let n = (20_000.0 * scale()) as usize;
     let conns = 4;
-    let kafka = e.infra.kafka().expect("kafka settings");
+    let kafka = aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings");
     let p = producer::build(&kafka, &ProducerSettings::default()).expect("producer");
     let (mut ours, mut same, mut errors) = (Vec::new(), Vec::new(), 0);
     let mut verified = String::new();
@@ -1353,7 +1378,7 @@ async fn bench_consumer(rows: &mut Vec<Row>) {
         kc.subscribe(&[&topic]).expect("subscribe");
         let worker = aliexpress::worker::product_consumer::ProductConsumer {
             consumer: kc,
-            pool: pool::build_pool(&e.infra.database_url, conns, Duration::from_secs(30)).expect("pool"),
+            pool: pool::build_pool(e.infra.database.url.expose(), conns, Duration::from_secs(30)).expect("pool"),
             dlq: aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.commands_dlq_topic(), group),
             events_topic: e.names.events_topic(),
             notify: true,
@@ -1390,7 +1415,7 @@ async fn bench_consumer(rows: &mut Vec<Row>) {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             n: i64,
         }
-        let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(60))
+        let mut c = pool::connect(e.infra.database.url.expose(), Duration::from_secs(60))
             .await
             .expect("conn");
         let a: Applied = diesel::sql_query(
@@ -1434,7 +1459,7 @@ const MISS_IDS: u32 = 65_536;
 /// loop at one common rate (half the slowest route's maximum) for p50/p99.
 async fn bench_get(rows: &mut Vec<Row>, cap: &mut Capacity) {
     let e = fresh_env("get").await;
-    let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(60))
+    let mut c = pool::connect(e.infra.database.url.expose(), Duration::from_secs(60))
         .await
         .expect("conn");
     diesel::sql_query(format!(
@@ -1786,7 +1811,7 @@ async fn freshness_variant(rows: &mut Vec<Row>, refresh_ms: u64, wait: Option<St
         proj_args.extend(["--batch-wait".into(), w.clone()]);
     }
     let _proj = spawn_role(&e, &proj_args, &refresh);
-    let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(10)).expect("search");
+    let search = SearchClient::new(e.infra.opensearch.url.expose(), Duration::from_secs(10)).expect("search");
     let alias = e.names.index_alias();
     let writes: usize = env_or("BENCH_FRESH_WRITES", &format!("{:.0}", (2000.0 * scale()).max(200.0)))
         .parse()
@@ -1859,7 +1884,7 @@ async fn bench_rebuild(rows: &mut Vec<Row>) {
     ));
     let envs = produce_events(&e, &e.names.events_topic(), n / 4).await;
     let ids: Vec<uuid::Uuid> = envs[..n / 4].iter().map(|ev| ev.aggregate_id).collect();
-    let mut c = pool::connect(&e.infra.database_url, Duration::from_secs(600))
+    let mut c = pool::connect(e.infra.database.url.expose(), Duration::from_secs(600))
         .await
         .expect("conn");
     // Postgres holds the state the events end in: the rebuild checks (id, version) against it.
@@ -1873,7 +1898,7 @@ async fn bench_rebuild(rows: &mut Vec<Row>) {
         .await
         .expect("seed products");
     }
-    let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
+    let search = SearchClient::new(e.infra.opensearch.url.expose(), Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
     let (mut ours, mut raw, mut errors) = (Vec::new(), Vec::new(), 0);
     let mut verified = String::new();
@@ -2075,7 +2100,12 @@ fn main() {
         .build()
         .expect("runtime");
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = aliexpress::telemetry::init("pretty", "aliexpress-bench");
+        let settings = aliexpress::config::TelemetrySettings {
+            log_filter: std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| aliexpress::config::telemetry::DEFAULT_LOG_FILTER.into()),
+            ..Default::default()
+        };
+        let _ = aliexpress::telemetry::init(&settings, "aliexpress-bench");
     }
     rt.block_on(async {
         progress(format_args!(

@@ -18,7 +18,10 @@
 //!
 //! Operations ([`ops`]): replay (offset rewinds), consumer-group lag, DLQ tools, status.
 //! Dependencies point inward: `domain` does no I/O; `store`, `bus`, `search`, `cache` are
-//! adapters; `worker` and `http` compose them; `cli` wires everything.
+//! adapters, each building its clients from its own settings struct in [`config`] (a leaf
+//! that knows no adapter); `worker` and `http` compose them; `cli` wires everything.
+//! [`names`] (topic, group, index and key names) and [`secret`] (values never printed) are
+//! leaves every layer may use.
 
 pub mod app;
 pub mod bus;
@@ -28,8 +31,10 @@ pub mod config;
 pub mod domain;
 pub mod failure;
 pub mod http;
+pub mod names;
 pub mod ops;
 pub mod search;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let service = format!("aliexpress-{}", matches.subcommand_name().unwrap_or("cli"));
     // Before any TLS client (Postgres, Redis, OpenSearch) is built, whichever comes first.
     aliexpress::tls::ensure_crypto_provider();
-    let telemetry = aliexpress::telemetry::init(&cli.log_format, &service);
+    let telemetry = aliexpress::telemetry::init(&cli.telemetry, &service);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -52,6 +52,20 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The PEM file at `path` as it is, once it is known to hold at least one certificate (for
+/// clients that take a CA bundle as PEM bytes: Redis, OpenSearch).
+pub fn read_ca_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let err = |message: String| TlsError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(err("holds no PEM certificate".into()));
+    }
+    Ok(pem)
+}
+
 /// The private key in the PEM file at `path` (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {

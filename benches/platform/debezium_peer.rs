@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aliexpress::bus::producer;
 use aliexpress::bus::KafkaConnection;
-use aliexpress::config::names::OUTBOX_NOTIFY_CHANNEL;
+use aliexpress::store::outbox_repo::OUTBOX_NOTIFY_CHANNEL;
 use aliexpress::store::pool;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -182,7 +182,7 @@ impl Connect {
     fn start(e: &Env, topic: &str, poll_interval_ms: Option<u64>) -> Self {
         let dir = std::env::temp_dir().join(format!("aliexpress-bench-connect-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("connect dir");
-        let db = debezium_url(&e.infra.database_url);
+        let db = debezium_url(e.infra.database.url.expose());
         let worker = format!(
             "bootstrap.servers={bootstrap}\n\
              key.converter=org.apache.kafka.connect.storage.StringConverter\n\
@@ -194,7 +194,7 @@ impl Connect {
              producer.compression.type=lz4\n\
              producer.linger.ms=5\n\
              producer.acks=all\n",
-            bootstrap = e.infra.kafka_bootstrap_servers,
+            bootstrap = e.infra.kafka.bootstrap_servers,
             dir = dir.display(),
             port = free_port(),
         );
@@ -298,20 +298,25 @@ impl Side {
     async fn new(tag: &str, debezium: bool) -> Self {
         let e = fresh_env(tag).await;
         let topic = format!("{}{tag}", e.names.events_topic());
-        timed_topic(&e.infra.kafka().expect("kafka"), &topic).await;
+        timed_topic(
+            &aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings"),
+            &topic,
+        )
+        .await;
         if debezium {
-            let mut c = conn(&e.infra.database_url).await;
+            let mut c = conn(e.infra.database.url.expose()).await;
             for sql in [
                 format!("CREATE PUBLICATION {PUBLICATION} FOR TABLE outbox"),
                 format!(
                     "GRANT SELECT ON outbox TO {}",
-                    debezium_url(&e.infra.database_url).username()
+                    debezium_url(e.infra.database.url.expose()).username()
                 ),
             ] {
                 diesel::sql_query(sql).execute(&mut c).await.expect("publication");
             }
         }
-        let reader = offsets_reader(&e.infra.kafka().expect("kafka"));
+        let reader =
+            offsets_reader(&aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings"));
         Self {
             e,
             topic,
@@ -321,22 +326,22 @@ impl Side {
     }
 
     fn kafka(&self) -> KafkaConnection {
-        self.e.infra.kafka().expect("kafka")
+        aliexpress::bus::KafkaConnection::from_settings(&self.e.infra.kafka).expect("kafka settings")
     }
 
     /// Empties the outbox; for Debezium, drops the old slot first and makes a new one after,
     /// so that it streams exactly what is written from now on.
     async fn reset(&self) {
         if self.debezium {
-            drop_slot(&self.e.infra.database_url).await;
+            drop_slot(self.e.infra.database.url.expose()).await;
         }
-        let mut c = conn(&self.e.infra.database_url).await;
+        let mut c = conn(self.e.infra.database.url.expose()).await;
         diesel::sql_query("TRUNCATE outbox")
             .execute(&mut c)
             .await
             .expect("truncate");
         if self.debezium {
-            let mut d = conn(debezium_url(&self.e.infra.database_url).as_str()).await;
+            let mut d = conn(debezium_url(self.e.infra.database.url.expose()).as_str()).await;
             diesel::sql_query(format!(
                 "SELECT 1 FROM pg_create_logical_replication_slot('{SLOT}', 'pgoutput')"
             ))
@@ -387,7 +392,7 @@ pub async fn drop_leftover_slots(base_url: &str) {
 /// One backlog run of `side`: events/s and the records it found on the topic.
 async fn backlog_run(side: &Side, n: i64) -> (f64, usize, usize) {
     side.reset().await;
-    let mut c = conn(&side.e.infra.database_url).await;
+    let mut c = conn(side.e.infra.database.url.expose()).await;
     diesel::sql_query(seed_outbox_sql(&side.topic, n))
         .execute(&mut c)
         .await
@@ -428,7 +433,7 @@ async fn backlog_run(side: &Side, n: i64) -> (f64, usize, usize) {
 /// Latencies (ms, commit → append) of one fixed-rate run, and the writes that failed.
 async fn latency_run(side: &Side, rate: f64, poll_interval_ms: Option<u64>) -> (Vec<f64>, u64) {
     side.reset().await;
-    let url = side.e.infra.database_url.clone();
+    let url = side.e.infra.database.url.expose().to_owned();
     let from = watermarks(&side.reader, &side.topic).await;
     let (_relay, _connect) = if side.debezium {
         (None, Some(Connect::start(&side.e, &side.topic, poll_interval_ms)))
@@ -602,5 +607,5 @@ pub async fn bench_debezium_peer(rows: &mut Vec<Row>) {
             });
         }
     }
-    drop_slot(&dbz.e.infra.database_url).await;
+    drop_slot(dbz.e.infra.database.url.expose()).await;
 }

@@ -38,12 +38,12 @@ fn applied_so_far() -> u64 {
 /// Events/s of `consumers` consumers (each with `bulks` bulk requests in flight at most, 0:
 /// one per pipeline) over a fresh topic of `n` creates.
 async fn one_run(e: &super::Env, tag: &str, consumers: usize, bulks: usize, n: usize) -> f64 {
-    let kafka = e.infra.kafka().expect("kafka settings");
+    let kafka = aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings");
     let topic = format!("{}.{tag}", e.names.events_topic());
     admin::ensure_topics(&kafka, std::slice::from_ref(&topic), PARTITIONS, 1)
         .await
         .expect("topic");
-    let search = SearchClient::new(&e.infra.opensearch_url, Duration::from_secs(60)).expect("search");
+    let search = SearchClient::new(e.infra.opensearch.url.expose(), Duration::from_secs(60)).expect("search");
     let target = format!("{}_{tag}", e.names.index_alias());
     index::create_index(&search, &target, index::IndexLayout::default())
         .await
@@ -69,8 +69,9 @@ async fn one_run(e: &super::Env, tag: &str, consumers: usize, bulks: usize, n: u
     for _ in 0..consumers {
         let c = Arc::new(consumer::build(&kafka, &group).expect("consumer"));
         c.subscribe(&[&topic]).expect("subscribe");
-        let cache = aliexpress::cache::ProductCache::new(&e.infra.redis_url, e.names.clone(), Duration::from_secs(600))
-            .expect("cache");
+        let cache =
+            aliexpress::cache::ProductCache::new(e.infra.redis.url.expose(), e.names.clone(), Duration::from_secs(600))
+                .expect("cache");
         let proj = ProductEventConsumer::new(
             c.clone(),
             search.clone(),

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Checks a `helm template` render of deploy/helm/aliexpress (run by deploy/local/helm-check).
 
-Usage: check_rendered.py --expect default|all-features [--names src/config/names.rs]
-                         [--rules deploy/helm/aliexpress/files/aliexpress.rules.yml] RENDER.yaml
+Usage: check_rendered.py --expect default|all-features [--names src/names.rs]
+                         [--rules deploy/helm/aliexpress/files/aliexpress.rules.yml]
+                         [--every-variable .env.example] RENDER.yaml
        check_rendered.py --self-test --expect ... RENDER.yaml
+       check_rendered.py --every-variable .env.example RENDER.yaml
 
 Asserts what the chart promises, whatever its values: the four roles run the right
 subcommands; every Deployment has readiness and liveness probes on endpoints the binary serves,
@@ -11,7 +13,7 @@ a termination grace period above the role's drain bound, a non-root, read-only, 
 container; every role has a PodDisruptionBudget and a metrics Service that select its pods; the
 migration Job is a pre-install/pre-upgrade hook running `migrate`; every Secret and volume a pod
 names exists (rendered, or the existing Secret of the values). `--expect all-features` adds the
-optional objects (KEDA on the topics and groups of src/config/names.rs, HPA, ServiceMonitor,
+optional objects (KEDA on the topics and groups of src/names.rs, HPA, ServiceMonitor,
 certificate mounts, the existing Secret, and the PrometheusRule: the groups of
 files/aliexpress.rules.yml as they are, selecting roles by a `component` label that the
 ServiceMonitor sets, with components the chart has). Duplicate keys in a mapping are errors
@@ -19,6 +21,10 @@ ServiceMonitor sets, with components the chart has). Duplicate keys in a mapping
 
 --self-test breaks a copy of the render in several ways and fails unless every breakage is
 reported, so a check that cannot fail does not go unnoticed.
+
+--every-variable checks a render made with `env` (the values' map for every role) holding every
+variable of .env.example: each role's container gets each of them, after the chart's own
+entries (so the map's value wins where the chart sets the same name).
 """
 
 import argparse
@@ -37,7 +43,7 @@ ROLES = {
     "projection": (["run-product-event-consumer"], 40),
 }
 CONSUMERS = {
-    # component: (topic constant, group constant) in src/config/names.rs
+    # component: (topic constant, group constant) in src/names.rs
     "command-consumer": ("PRODUCT_COMMANDS_TOPIC", "PRODUCT_COMMAND_GROUP"),
     "projection": ("PRODUCT_EVENTS_TOPIC", "PRODUCT_PROJECTION_GROUP"),
 }
@@ -182,7 +188,7 @@ def check(docs, expect, names, rules=None):
                 err(f"Deployment {name}: {probe} is {get}, expected GET {want_path} on port {want_port}")
             if get.get("port") not in ports:
                 err(f"Deployment {name}: {probe} port {get.get('port')} is not a container port")
-        flag = "--metrics-bind" if comp == "api" else "--metrics-addr"
+        flag = "--metrics-bind"
         if flag not in args or not args[args.index(flag) + 1 :]:
             err(f"Deployment {name}: no {flag}")
         elif not args[args.index(flag) + 1].endswith(f":{ports.get('metrics')}"):
@@ -336,7 +342,7 @@ def mutations(expect):
         "relay with a writable root": lambda d: container(d, "relay")["securityContext"].update(readOnlyRootFilesystem=False),
         "api keeping capabilities": lambda d: container(d, "api")["securityContext"].update(capabilities={}),
         "consumer running the wrong subcommand": lambda d: container(d, "command-consumer").update(args=["run-product-event-consumer"]),
-        "relay not following": lambda d: container(d, "relay").update(args=["process-outbox", "--metrics-addr", "0.0.0.0:9464"]),
+        "relay not following": lambda d: container(d, "relay").update(args=["process-outbox", "--metrics-bind", "0.0.0.0:9464"]),
         "a Secret that does not exist": lambda d: next(e for e in container(d, "relay")["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"])["valueFrom"]["secretKeyRef"].update(name="nope"),
         "migration not a pre-upgrade hook": lambda d: next(j for j in d if j.get("kind") == "Job")["metadata"]["annotations"].update({"helm.sh/hook": "post-install"}),
         "no migration Job": lambda d: drop_kind(d, "Job", "migrate"),
@@ -380,10 +386,45 @@ def self_test(docs, expect, names, rules=None):
     return failures
 
 
+def env_example_names(path):
+    """Variables .env.example lists, set or commented out (as the binary's own test reads it)."""
+    names = []
+    for line in open(path).read().splitlines():
+        m = re.match(r"#?\s*([A-Z][A-Z0-9_]*)=", line)
+        if m and m.group(1) not in names:
+            names.append(m.group(1))
+    return names
+
+
+# The value --every-variable renders each variable with (through the values' `env` map).
+MARKER = "from-values-env"
+
+
+def every_variable(docs, names):
+    failures = []
+    deployments = [d for d in docs if d.get("kind") == "Deployment"]
+    if not deployments:
+        failures.append("no Deployment rendered")
+    for d in deployments:
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            effective = {}
+            for e in c.get("env") or []:
+                # Kubernetes: of two entries with one name, the later one wins.
+                effective[e["name"]] = e.get("value")
+            missing = [n for n in names if n not in effective]
+            if missing:
+                failures.append(f"Deployment {d['metadata']['name']}: env lacks {missing}")
+            shadowed = [n for n in names if n in effective and effective[n] != MARKER]
+            if shadowed:
+                failures.append(f"Deployment {d['metadata']['name']}: the chart overrides the env map's {shadowed}")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--expect", choices=["default", "all-features"], required=True)
-    ap.add_argument("--names", default="src/config/names.rs")
+    ap.add_argument("--expect", choices=["default", "all-features"])
+    ap.add_argument("--every-variable", metavar="ENV_EXAMPLE")
+    ap.add_argument("--names", default="src/names.rs")
     ap.add_argument("--rules", default=RULES)
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("render")
@@ -393,6 +434,17 @@ def main():
     except yaml.YAMLError as e:
         print(f"{a.render}: {e}", file=sys.stderr)
         return 1
+    if a.every_variable:
+        variables = env_example_names(a.every_variable)
+        problems = every_variable(docs, variables)
+        for p in problems:
+            print(f"{a.render}: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"{a.render}: every one of {len(variables)} variables of {a.every_variable} reaches every role")
+        return 0
+    if not a.expect:
+        ap.error("--expect is required")
     names = names_rs(a.names)
     rules = load(open(a.rules).read())[0]
     if a.self_test:

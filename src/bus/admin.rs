@@ -8,15 +8,6 @@ use std::time::Duration;
 use super::producer::base_config;
 use super::{BusError, KafkaConnection};
 
-/// Default partitions of every topic the platform creates (`KAFKA_TOPIC_PARTITIONS`).
-/// Ordering is per product key, so partitions are the unit of consumer parallelism: one
-/// pipeline per partition in each projection process, and no more busy consumers in a group
-/// than partitions. 12 lets 1, 2, 3, 4, 6 or 12 processes share them evenly and leaves room
-/// to grow without re-partitioning (which would move products to other partitions and break
-/// their order while old events are still unread); each partition costs the brokers a few
-/// files and a little memory, nothing like the cost of too few.
-pub const DEFAULT_PARTITIONS: i32 = 12;
-
 /// Creates `topics` if missing with `replication_factor` copies of each partition (-1: the
 /// broker's `default.replication.factor`); an existing topic is left as it is.
 pub async fn ensure_topics(

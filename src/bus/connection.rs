@@ -1,13 +1,40 @@
 //! Where and how every Kafka client of the binary connects: bootstrap servers plus any
 //! librdkafka property (security protocol, SASL, TLS files, ...). Producers, consumers, admin
 //! clients and the start-up probe all start from [`KafkaConnection::client_config`], so a
-//! secured cluster needs its settings given once (see `config::kafka`).
+//! secured cluster needs its settings given once: [`KafkaConnection::from_settings`] turns
+//! `config::KafkaSettings` (the variables, documented in `config::kafka`) into properties.
+//!
+//! Building from settings reads `KAFKA_PROPERTIES_FILE` and checks what librdkafka would only
+//! report late and vaguely: TLS files that cannot be read, SASL without a user or password. A
+//! [`SettingError`] names the setting at fault.
 //!
 //! Values of secret properties (passwords, secrets, private keys) never appear in `Debug`
 //! output or in errors made here.
 
 use rdkafka::config::ClientConfig;
 use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::KafkaSettings;
+
+/// A Kafka setting that cannot be used: the variable at fault and why (secrets never quoted).
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct SettingError {
+    /// Environment variable (and flag) at fault.
+    pub setting: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SettingError {
+    fn new(setting: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            setting,
+            message: message.into(),
+        }
+    }
+}
 
 /// Bootstrap servers and client properties shared by every Kafka client.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,6 +50,90 @@ impl KafkaConnection {
             bootstrap: bootstrap.into(),
             properties: Vec::new(),
         }
+    }
+
+    /// The connection `settings` describe: the properties of `KAFKA_PROPERTIES_FILE`, then the
+    /// `KAFKA_PROPERTY_<NAME>` variables, then the named settings (each later one wins); TLS
+    /// files and SASL credentials checked.
+    pub fn from_settings(settings: &KafkaSettings) -> Result<Self, SettingError> {
+        let mut c = Self::new(settings.bootstrap_servers.as_str());
+        if let Some(path) = &settings.properties_file {
+            for (k, v) in properties_file(path)? {
+                c.set(k, v);
+            }
+        }
+        for (k, v) in &settings.properties {
+            c.set(k.as_str(), v.expose());
+        }
+        let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let named: [(&str, Option<String>); 8] = [
+            (
+                "security.protocol",
+                settings.security_protocol.as_ref().map(|p| p.to_ascii_lowercase()),
+            ),
+            ("sasl.mechanism", settings.sasl_mechanism.clone()),
+            ("sasl.username", settings.sasl_username.clone()),
+            (
+                "sasl.password",
+                settings.sasl_password.as_ref().map(|s| s.expose().to_owned()),
+            ),
+            ("ssl.ca.location", path_str(&settings.ssl_ca_location)),
+            ("ssl.certificate.location", path_str(&settings.ssl_certificate_location)),
+            ("ssl.key.location", path_str(&settings.ssl_key_location)),
+            (
+                "ssl.key.password",
+                settings.ssl_key_password.as_ref().map(|s| s.expose().to_owned()),
+            ),
+        ];
+        for (k, v) in named {
+            if let Some(v) = v {
+                c.set(k, v);
+            }
+        }
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Refuses a TLS file that cannot be read, and SASL without its credentials, naming the
+    /// setting (librdkafka's own message for these is vague and comes late).
+    fn check(&self) -> Result<(), SettingError> {
+        let files: [(&str, &'static str); 3] = [
+            ("ssl.ca.location", "KAFKA_SSL_CA_LOCATION"),
+            ("ssl.certificate.location", "KAFKA_SSL_CERTIFICATE_LOCATION"),
+            ("ssl.key.location", "KAFKA_SSL_KEY_LOCATION"),
+        ];
+        for (prop, setting) in files {
+            // `probe` asks librdkafka to find the system's CA store.
+            if let Some(path) = self.property(prop).filter(|p| *p != "probe") {
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(SettingError::new(setting, format!("cannot read {path}: {e}")));
+                }
+            }
+        }
+        let protocol = self.security_protocol();
+        if protocol.starts_with("sasl") {
+            let mechanism = self
+                .property("sasl.mechanism")
+                .or_else(|| self.property("sasl.mechanisms"));
+            let needs_password = mechanism.is_some_and(|m| m.eq_ignore_ascii_case("PLAIN") || m.starts_with("SCRAM"));
+            let missing = if self.property("sasl.username").is_none() {
+                Some(("KAFKA_SASL_USERNAME", "a user name"))
+            } else if self.property("sasl.password").is_none() {
+                Some(("KAFKA_SASL_PASSWORD", "a password"))
+            } else {
+                None
+            };
+            if let Some((setting, what)) = missing.filter(|_| needs_password) {
+                return Err(SettingError::new(
+                    setting,
+                    format!(
+                        "security protocol {protocol} with {} needs {what}",
+                        mechanism.unwrap_or("?")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Sets librdkafka property `key` (a later value for the same key wins).
@@ -120,6 +231,27 @@ impl fmt::Debug for KafkaConnection {
     }
 }
 
+/// The properties of the `KAFKA_PROPERTIES_FILE` at `path`; a Java client's
+/// `sasl.jaas.config` is refused with a hint.
+fn properties_file(path: &std::path::Path) -> Result<Vec<(String, String)>, SettingError> {
+    const SETTING: &str = "KAFKA_PROPERTIES_FILE";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SettingError::new(SETTING, format!("cannot read {}: {e}", path.display())))?;
+    let props = parse_properties(&text)
+        .map_err(|line| SettingError::new(SETTING, format!("{} line {line}: expected key=value", path.display())))?;
+    if props.iter().any(|(k, _)| k == "sasl.jaas.config") {
+        return Err(SettingError::new(
+            SETTING,
+            format!(
+                "{}: sasl.jaas.config is a Java client setting; give sasl.username and sasl.password \
+                 (or KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD) instead",
+                path.display()
+            ),
+        ));
+    }
+    Ok(props)
+}
+
 /// Parses a Java-style properties text (`key=value` or `key: value` lines, `#`/`!`
 /// comments, blank lines); returns the pairs in order or the first malformed line number.
 pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, usize> {
@@ -141,31 +273,10 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, usize> {
     Ok(out)
 }
 
-/// librdkafka property named by a `KAFKA_PROPERTY_<NAME>` variable: the suffix lowercased,
-/// `_` read as `.` (`SSL_ENDPOINT_IDENTIFICATION_ALGORITHM` → `ssl.endpoint.identification.algorithm`);
-/// a double underscore stands for a literal `_` (no common property needs it).
-pub fn property_from_env_suffix(suffix: &str) -> String {
-    suffix
-        .to_ascii_lowercase()
-        .split("__")
-        .map(|part| part.replace('_', "."))
-        .collect::<Vec<_>>()
-        .join("_")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_suffixes_become_dotted_property_names() {
-        assert_eq!(
-            property_from_env_suffix("SSL_ENDPOINT_IDENTIFICATION_ALGORITHM"),
-            "ssl.endpoint.identification.algorithm"
-        );
-        assert_eq!(property_from_env_suffix("LINGER_MS"), "linger.ms");
-        assert_eq!(property_from_env_suffix("SOME__ODD_NAME"), "some_odd.name");
-    }
+    use crate::secret::Secret;
 
     #[test]
     fn properties_files_read_like_java_ones() {
@@ -190,6 +301,76 @@ mod tests {
         let shown = format!("{c:?} {}", c.describe());
         assert!(!shown.contains("hunter2") && !shown.contains("pem-pass"), "{shown}");
         assert!(shown.contains("svc"));
+    }
+
+    #[test]
+    fn named_settings_override_variables_which_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("kprops-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&dir, "security.protocol=ssl\nlinger.ms=7\nsasl.username=file-user\n").expect("write");
+        let cfg = KafkaSettings {
+            bootstrap_servers: "h:9094".into(),
+            security_protocol: Some("SASL_SSL".into()),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_password: Some(Secret::new("pw")),
+            properties_file: Some(dir.clone()),
+            // What KAFKA_PROPERTY_LINGER_MS=9 and
+            // KAFKA_PROPERTY_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM=none give (config::kafka).
+            properties: vec![
+                ("linger.ms".into(), Secret::new("9")),
+                ("ssl.endpoint.identification.algorithm".into(), Secret::new("none")),
+            ],
+            ..Default::default()
+        };
+        let c = KafkaConnection::from_settings(&cfg).expect("valid");
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(c.property("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.property("linger.ms"), Some("9"));
+        assert_eq!(c.property("ssl.endpoint.identification.algorithm"), Some("none"));
+        assert_eq!(c.property("sasl.username"), Some("file-user"));
+        assert_eq!(c.property("sasl.password"), Some("pw"));
+    }
+
+    #[test]
+    fn scram_without_a_password_names_the_setting() {
+        let cfg = KafkaSettings {
+            bootstrap_servers: "h:1".into(),
+            security_protocol: Some("sasl_ssl".into()),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("u".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            KafkaConnection::from_settings(&cfg).unwrap_err().setting,
+            "KAFKA_SASL_PASSWORD"
+        );
+    }
+
+    #[test]
+    fn a_missing_ca_file_names_the_setting() {
+        let cfg = KafkaSettings {
+            bootstrap_servers: "h:1".into(),
+            ssl_ca_location: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            KafkaConnection::from_settings(&cfg).unwrap_err().setting,
+            "KAFKA_SSL_CA_LOCATION"
+        );
+    }
+
+    #[test]
+    fn a_java_jaas_line_is_refused_with_a_hint() {
+        let path = std::env::temp_dir().join(format!("kprops-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "sasl.jaas.config=x required;\n").expect("write");
+        let cfg = KafkaSettings {
+            bootstrap_servers: "h:1".into(),
+            properties_file: Some(path.clone()),
+            ..Default::default()
+        };
+        let e = KafkaConnection::from_settings(&cfg).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(e.setting, "KAFKA_PROPERTIES_FILE");
+        assert!(e.message.contains("sasl.username"));
     }
 
     #[test]

@@ -7,27 +7,10 @@
 //! Each state change is logged once and counted in `aliexpress_cache_breaker_*` metrics.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+pub use crate::config::redis::BreakerSettings;
 use crate::telemetry::metrics;
-
-/// When the breaker opens and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// Consecutive failures that open the breaker (at least 1).
-    pub failure_threshold: u32,
-    /// How long it stays open before one trial call is let through.
-    pub open_for: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: Duration::from_millis(1000),
-        }
-    }
-}
 
 /// The breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +204,7 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn breaker(threshold: u32, open_ms: u64) -> CircuitBreaker {
         CircuitBreaker::new(

@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::breaker::{BreakerSettings, CircuitBreaker};
+use super::breaker::CircuitBreaker;
 use super::CacheError;
-use crate::config::Names;
+pub use crate::config::redis::RequestBounds;
 use crate::domain::product::{Product, ProductStatus};
+use crate::names::Names;
 use crate::telemetry::metrics;
 
 /// A cached product document: the JSON as written, and the fields a reader decides on.
@@ -64,24 +65,6 @@ impl CachedDocument {
 const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most products remembered as missed writes; beyond it the projection alone repairs.
 const MAX_MISSED_WRITES: usize = 100_000;
-
-/// Bounds of Redis calls made while a request waits (see `config::ResilienceConfig`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestBounds {
-    /// Whole-call bound: pool checkout, connection creation and the command.
-    pub timeout: Duration,
-    /// When to stop calling Redis at all, and for how long.
-    pub breaker: BreakerSettings,
-}
-
-impl Default for RequestBounds {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_millis(50),
-            breaker: BreakerSettings::default(),
-        }
-    }
-}
 
 /// Breaker and missed writes, shared by every clone of a request-path cache.
 struct RequestGuard {

@@ -19,6 +19,9 @@ use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, TlsCert
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::RedisSettings;
+use crate::tls::TlsError;
+
 /// A pooled connection unused for longer than this is PINGed before it is handed out again.
 pub const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
 
@@ -43,6 +46,13 @@ impl RedisEndpoint {
         }
     }
 
+    /// The endpoint of `settings`: `REDIS_URL`, trusting the CA of `REDIS_CA_FILE` (read now)
+    /// or the system's roots.
+    pub fn from_settings(settings: &RedisSettings) -> Result<Self, TlsError> {
+        let ca = settings.ca_file.as_deref().map(crate::tls::read_ca_pem).transpose()?;
+        Ok(Self::new(settings.url.expose()).with_ca_pem(ca))
+    }
+
     /// Trusts the CA certificates of `pem` (instead of the system's roots) for `rediss://`.
     #[must_use]
     pub fn with_ca_pem(mut self, pem: Option<Vec<u8>>) -> Self {
@@ -52,7 +62,7 @@ impl RedisEndpoint {
 
     /// The URL, password redacted, for messages.
     pub fn redacted(&self) -> String {
-        crate::config::redact(&self.url)
+        crate::secret::redact(&self.url)
     }
 
     /// A client for this endpoint (connects lazily).

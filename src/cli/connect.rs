@@ -1,32 +1,67 @@
-//! Start-up connections. Each one is checked once with a bound; failure is a
-//! [`ConfigError`] naming the setting (exit code 2), never a panic.
+//! Start-up connections, built by the adapters from their settings (`config`). Each one is
+//! checked once with a bound; failure is a [`ConfigError`] naming the setting (exit code 2),
+//! never a panic. [`check`] builds every connection target without connecting, so a bad
+//! setting of any service stops every subcommand before it does anything.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
 use crate::bus::{admin, producer, FutureProducer, KafkaConnection};
-use crate::cache::ProductCache;
-use crate::config::{redact, ConfigError, InfraConfig};
-use crate::search::SearchClient;
-use crate::store::{pool, PgPool};
+use crate::cache::{ProductCache, RedisEndpoint};
+use crate::config::{ConfigError, InfraConfig};
+use crate::search::{SearchAccess, SearchClient};
+use crate::store::{pg_tls, pool, PgPool};
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Checks every setting of `infra`: their shape (`config`), then what the adapters make of
+/// them (the URL's TLS parameters, Kafka's properties and files, the CA files), without
+/// connecting anywhere.
+pub fn check(infra: &InfraConfig) -> Result<(), ConfigError> {
+    infra.validate()?;
+    pg_tls::PgTarget::parse(infra.database.url.expose())
+        .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
+    kafka_connection(infra)?;
+    redis_endpoint(infra)?;
+    search_access(infra)?;
+    Ok(())
+}
+
+/// Where and how every Kafka client connects (see `bus::connection`).
+pub fn kafka_connection(infra: &InfraConfig) -> Result<KafkaConnection, ConfigError> {
+    KafkaConnection::from_settings(&infra.kafka).map_err(|e| ConfigError::new(e.setting, e.message))
+}
+
+/// The Redis URL with its trusted CA.
+pub fn redis_endpoint(infra: &InfraConfig) -> Result<RedisEndpoint, ConfigError> {
+    RedisEndpoint::from_settings(&infra.redis).map_err(|e| ConfigError::new("REDIS_CA_FILE", e.to_string()))
+}
+
+/// Credentials and certificate checks of the OpenSearch client.
+pub fn search_access(infra: &InfraConfig) -> Result<SearchAccess, ConfigError> {
+    SearchAccess::from_settings(&infra.opensearch).map_err(|e| ConfigError::new("OPENSEARCH_CA_FILE", e.to_string()))
+}
+
+/// An OpenSearch client with calls bounded by `timeout` (connects lazily).
+pub fn search_client(infra: &InfraConfig, timeout: Duration) -> Result<SearchClient, ConfigError> {
+    SearchClient::with_access(infra.opensearch.url.expose(), &search_access(infra)?, timeout)
+        .map_err(|e| ConfigError::new("OPENSEARCH_URL", e.to_string()))
+}
+
 /// A Postgres pool whose first connection succeeded.
 pub async fn database(infra: &InfraConfig) -> Result<PgPool, ConfigError> {
-    let p = pool::build_pool(&infra.database_url, infra.database_pool_size, infra.statement_timeout())
-        .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
+    let url = &infra.database.url;
+    let p = pool::from_settings(&infra.database).map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
     match tokio::time::timeout(STARTUP_TIMEOUT, p.get()).await {
         Ok(Ok(_)) => {
-            let behind = pool::pending_migrations(&infra.database_url)
+            let behind = pool::pending_migrations(url.expose())
                 .await
                 .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
             if behind > 0 {
                 return Err(ConfigError::new(
                     "DATABASE_URL",
                     format!(
-                        "the schema of {} is {behind} migration(s) behind this binary: run `aliexpress migrate`",
-                        redact(&infra.database_url)
+                        "the schema of {url} is {behind} migration(s) behind this binary: run `aliexpress migrate`"
                     ),
                 ));
             }
@@ -34,24 +69,20 @@ pub async fn database(infra: &InfraConfig) -> Result<PgPool, ConfigError> {
         }
         Ok(Err(e)) => Err(ConfigError::new(
             "DATABASE_URL",
-            format!("cannot connect to {}: {e}", redact(&infra.database_url)),
+            format!("cannot connect to {url}: {e}"),
         )),
         Err(_) => Err(ConfigError::new(
             "DATABASE_URL",
-            format!("no answer from {} within 5s", redact(&infra.database_url)),
+            format!("no answer from {url} within 5s"),
         )),
     }
 }
 
 /// A Redis cache that answered PING.
 pub async fn cache(infra: &InfraConfig) -> Result<ProductCache, ConfigError> {
-    let endpoint = infra.redis()?;
-    let c = ProductCache::new(
-        &endpoint,
-        infra.names(),
-        Duration::from_secs(infra.redis_cache_ttl_secs),
-    )
-    .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
+    let endpoint = redis_endpoint(infra)?;
+    let c = ProductCache::new(&endpoint, infra.names(), infra.redis.cache_ttl())
+        .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
     c.ping(STARTUP_TIMEOUT)
         .await
         .map_err(|e| ConfigError::new("REDIS_URL", format!("cannot reach {}: {e}", endpoint.redacted())))?;
@@ -60,7 +91,7 @@ pub async fn cache(infra: &InfraConfig) -> Result<ProductCache, ConfigError> {
 
 /// An idempotent producer whose broker answered a metadata request.
 pub async fn kafka(infra: &InfraConfig, settings: &producer::ProducerSettings) -> Result<FutureProducer, ConfigError> {
-    let kafka = infra.kafka()?;
+    let kafka = kafka_connection(infra)?;
     admin::probe_connection(&kafka, STARTUP_TIMEOUT)
         .await
         .map_err(|e| kafka_error(&kafka, e))?;
@@ -92,18 +123,14 @@ fn kafka_error(kafka: &KafkaConnection, failure: admin::ConnectFailure) -> Confi
 
 /// An OpenSearch client whose cluster answered.
 pub async fn search(infra: &InfraConfig) -> Result<SearchClient, ConfigError> {
-    let c = SearchClient::with_access(&infra.opensearch_url, &infra.search_access()?, Duration::from_secs(30))
-        .map_err(|e| ConfigError::new("OPENSEARCH_URL", e.to_string()))?;
-    c.health(STARTUP_TIMEOUT).await.map_err(|e| {
-        ConfigError::new(
-            "OPENSEARCH_URL",
-            format!("cannot reach {}: {e}", redact(&infra.opensearch_url)),
-        )
-    })?;
+    let c = search_client(infra, Duration::from_secs(30))?;
+    c.health(STARTUP_TIMEOUT)
+        .await
+        .map_err(|e| ConfigError::new("OPENSEARCH_URL", format!("cannot reach {}: {e}", infra.opensearch.url)))?;
     Ok(c)
 }
 
-/// Binds a listener, naming the flag on failure.
+/// Binds a listener, naming the setting on failure.
 pub fn bind(setting: &'static str, addr: &str) -> Result<TcpListener, ConfigError> {
     TcpListener::bind(addr).map_err(|e| ConfigError::new(setting, format!("cannot listen on {addr}: {e}")))
 }
@@ -111,10 +138,10 @@ pub fn bind(setting: &'static str, addr: &str) -> Result<TcpListener, ConfigErro
 /// Starts the `/metrics` endpoint of a worker role when an address is given.
 pub fn metrics_server(addr: Option<&str>) -> Result<(), ConfigError> {
     let Some(addr) = addr else { return Ok(()) };
-    let listener = bind("--metrics-addr", addr)?;
+    let listener = bind("METRICS_BIND", addr)?;
     tracing::info!(metrics.addr = %addr, "serving /metrics");
     let server =
-        crate::http::metrics::serve_metrics(listener).map_err(|e| ConfigError::new("--metrics-addr", e.to_string()))?;
+        crate::http::metrics::serve_metrics(listener).map_err(|e| ConfigError::new("METRICS_BIND", e.to_string()))?;
     tokio::spawn(server);
     Ok(())
 }
@@ -125,12 +152,12 @@ pub async fn subscribed_consumer(
     group: &str,
     topic: &str,
 ) -> anyhow::Result<crate::bus::StreamConsumer> {
-    let kafka = infra.kafka()?;
+    let kafka = kafka_connection(infra)?;
     admin::ensure_topics(
         &kafka,
         &infra.names().all_topics(),
-        infra.kafka_topic_partitions,
-        infra.kafka_topic_replication_factor,
+        infra.kafka.topic_partitions,
+        infra.kafka.topic_replication_factor,
     )
     .await?;
     Ok(crate::bus::consumer::subscribed(&kafka, group, topic)?)

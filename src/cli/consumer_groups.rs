@@ -36,7 +36,7 @@ pub enum Action {
 
 /// Runs the action.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
-    let b = infra.kafka()?;
+    let b = super::connect::kafka_connection(infra)?;
     match a.action {
         Action::List => {
             for g in tokio::task::spawn_blocking(move || groups::list(&b)).await?? {

@@ -66,7 +66,7 @@ fn parse_at(s: &str) -> anyhow::Result<(i32, i64)> {
 /// Runs the action.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let topic = a.topic.clone().unwrap_or_else(|| infra.names().events_dlq_topic());
-    let (b, t) = (infra.kafka()?, topic.clone());
+    let (b, t) = (super::connect::kafka_connection(infra)?, topic.clone());
     let msgs = tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
     match a.action {
         Action::List { limit, reason } => {

@@ -4,14 +4,15 @@
 
 use anyhow::Context;
 
-use crate::config::{redact, InfraConfig};
+use crate::config::{ConfigError, InfraConfig};
 use crate::store::pool;
 
 /// Applies pending migrations and prints what ran.
 pub async fn run(infra: &InfraConfig) -> anyhow::Result<()> {
-    let applied = pool::run_migrations(&infra.database_url)
+    let url = &infra.database.url;
+    let applied = pool::run_migrations(url.expose())
         .await
-        .map_err(|e| crate::config::ConfigError::new("DATABASE_URL", format!("{}: {e}", redact(&infra.database_url))))
+        .map_err(|e| ConfigError::new("DATABASE_URL", format!("{url}: {e}")))
         .context("migrate")?;
     if applied.is_empty() {
         println!("database is up to date");

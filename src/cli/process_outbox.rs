@@ -2,7 +2,9 @@
 //! summary; `--follow` keeps doing it as a daemon; `--prune-published-older-than` deletes old
 //! published rows in small batches.
 //!
-//! Usage: aliexpress process-outbox [--follow] [--batch-size N] [--metrics-addr ADDR]
+//! Usage: aliexpress process-outbox [--follow] [--batch-size N] [--metrics-bind ADDR]
+//!
+//! Every flag but `--prune-published-older-than` is also a variable (`OUTBOX_*`, `METRICS_BIND`).
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,7 +20,7 @@ use crate::worker::Shutdown;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Keep running: wake on NOTIFY, poll as a fallback, survive outages.
-    #[arg(long)]
+    #[arg(long, env = "OUTBOX_FOLLOW")]
     pub follow: bool,
     /// Rows per batch.
     #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=50_000))]
@@ -30,33 +32,35 @@ pub struct Args {
     #[arg(long, env = "OUTBOX_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
     pub compression: String,
     /// How long the producer retries a message before reporting it failed, e.g. 30s.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OUTBOX_MESSAGE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub message_timeout: Duration,
     /// Failed attempts before a row is parked.
     #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: i32,
     /// First retry delay of a failed row (doubles per attempt), e.g. 1s.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OUTBOX_RETRY_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_base: Duration,
     /// Poll interval when following (NOTIFY usually wakes it sooner).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// One-shot: how long to wait for a slice while other relays own them all.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OUTBOX_LOCK_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub lock_wait: Duration,
     /// How long a relay waits before publishing for a slice whose previous owner died holding
     /// it (each batch is bounded by half of it, so the old owner has stopped by then).
     #[arg(long, env = "OUTBOX_TAKEOVER_GRACE", default_value = "5s", value_parser = parse_grace)]
     pub takeover_grace: Duration,
     /// One-shot: give up after Kafka refused every batch for this long.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OUTBOX_BROKER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub broker_timeout: Duration,
-    /// Delete published rows older than this (e.g. 7d), in small batches, then exit.
+    /// Delete published rows older than this (e.g. 7d), in small batches, then exit. An
+    /// operator's action, not a setting: a flag only.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub prune_published_older_than: Option<Duration>,
-    /// Serve Prometheus metrics here when following (e.g. 127.0.0.1:9464).
-    #[arg(long, env = "METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
+    /// Serve Prometheus metrics here when following (e.g. 127.0.0.1:9464); unset or empty:
+    /// none. (The old name --metrics-addr / METRICS_ADDR still works.)
+    #[arg(long, visible_alias = "metrics-addr", env = "METRICS_BIND")]
+    pub metrics_bind: Option<String>,
 }
 
 /// Runs the relay.
@@ -97,12 +101,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         takeover_grace: a.takeover_grace,
         ..Default::default()
     };
-    let mut relay = OutboxRelay::new(infra.database_url.clone(), producer, settings)
-        .with_producer_rebuild(infra.kafka()?, producer_settings);
+    let mut relay = OutboxRelay::new(infra.database.url.expose().to_owned(), producer, settings)
+        .with_producer_rebuild(super::connect::kafka_connection(infra)?, producer_settings);
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
     if a.follow {
-        super::connect::metrics_server(a.metrics_addr.as_deref())?;
+        super::connect::metrics_server(super::worker_metrics_bind(a.metrics_bind.as_deref()).as_deref())?;
         tracing::info!(batch_size = a.batch_size, "outbox publisher following");
         relay.run_until_stopped(shutdown).await;
         return Ok(());

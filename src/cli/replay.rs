@@ -12,65 +12,70 @@ use crate::config::InfraConfig;
 use crate::ops::replay::{self, PlanRow, ResetSpec};
 use crate::ops::{groups, OpsError};
 
-/// Flags of `replay`.
+/// Flags of `replay`: the position first, then what it applies to, then how.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["to_earliest", "to_latest", "to_offset", "shift_by", "to_datetime", "by_duration", "from_file", "rebuild", "rollback"])))]
 pub struct Args {
-    /// Consumer group (default: product-event-projection-group).
-    #[arg(long)]
-    pub group: Option<String>,
-    /// Topic (default: product.events).
-    #[arg(long)]
-    pub topic: Option<String>,
-    /// Only these partitions, comma separated.
-    #[arg(long, value_delimiter = ',')]
-    pub partitions: Option<Vec<i32>>,
-    /// Each partition's log start offset.
-    #[arg(long)]
+    /// Each partition's log start offset: re-project the whole history.
+    #[arg(long, help_heading = POSITION)]
     pub to_earliest: bool,
-    /// Each partition's log end offset.
-    #[arg(long)]
+    /// Each partition's log end offset: skip everything not consumed yet.
+    #[arg(long, help_heading = POSITION)]
     pub to_latest: bool,
     /// An absolute offset (clamped to the log).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, help_heading = POSITION)]
     pub to_offset: Option<i64>,
     /// Move by N from the committed offset (negative rewinds).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, help_heading = POSITION)]
     pub shift_by: Option<i64>,
-    /// RFC 3339 or YYYY-MM-DDTHH:mm:SS.sss (UTC).
-    #[arg(long)]
+    /// The first offset at or after this time: RFC 3339 or YYYY-MM-DDTHH:mm:SS.sss (UTC).
+    #[arg(long, help_heading = POSITION)]
     pub to_datetime: Option<String>,
-    /// ISO 8601 duration back from now, PnDTnHnMnS.
-    #[arg(long)]
+    /// The first offset at or after now minus this ISO 8601 duration, PnDTnHnMnS.
+    #[arg(long, help_heading = POSITION)]
     pub by_duration: Option<String>,
-    /// Apply a plan exported with --export.
-    #[arg(long)]
+    /// The offsets of a plan exported with --export.
+    #[arg(long, help_heading = POSITION)]
     pub from_file: Option<std::path::PathBuf>,
-    /// Write the plan as CSV.
-    #[arg(long)]
-    pub export: Option<std::path::PathBuf>,
+    /// Consumer group (default: product-event-projection-group).
+    #[arg(long, help_heading = SCOPE)]
+    pub group: Option<String>,
+    /// Topic (default: product.events).
+    #[arg(long, help_heading = SCOPE)]
+    pub topic: Option<String>,
+    /// Only these partitions, comma separated.
+    #[arg(long, value_delimiter = ',', help_heading = SCOPE)]
+    pub partitions: Option<Vec<i32>>,
     /// Apply the plan (default: dry run).
-    #[arg(long)]
+    #[arg(long, help_heading = APPLY)]
     pub execute: bool,
+    /// Write the plan as CSV.
+    #[arg(long, help_heading = APPLY)]
+    pub export: Option<std::path::PathBuf>,
+    /// Wait this long for the group to become inactive before refusing, e.g. 60s.
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = APPLY)]
+    pub wait_inactive: Option<Duration>,
     /// Build a fresh index from the topic (or Postgres) and swap the alias when it matches.
-    #[arg(long)]
+    #[arg(long, help_heading = REBUILD)]
     pub rebuild: bool,
     /// With --rebuild: load the current state from Postgres instead of the topic's history.
-    #[arg(long, requires = "rebuild")]
+    #[arg(long, requires = "rebuild", help_heading = REBUILD)]
     pub from_postgres: bool,
     /// With --rebuild: keep consuming this long after the swap.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, help_heading = REBUILD)]
     pub grace: Duration,
     /// With --rebuild: give up when count and checksum do not match Postgres in this time.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, help_heading = REBUILD)]
     pub verify_timeout: Duration,
     /// Point the alias back at the index the last rebuild replaced.
-    #[arg(long)]
+    #[arg(long, help_heading = REBUILD)]
     pub rollback: bool,
-    /// Wait this long for the group to become inactive before refusing, e.g. 60s.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub wait_inactive: Option<Duration>,
 }
+
+const POSITION: &str = "Position (exactly one)";
+const SCOPE: &str = "Group, topic, partitions";
+const APPLY: &str = "Dry run or apply";
+const REBUILD: &str = "Instead of moving offsets: rebuild the search index";
 
 fn refused(e: OpsError) -> anyhow::Error {
     match e {
@@ -82,6 +87,7 @@ fn refused(e: OpsError) -> anyhow::Error {
 async fn rebuild_deps(infra: &InfraConfig) -> anyhow::Result<crate::ops::rebuild::RebuildDeps> {
     Ok(crate::ops::rebuild::RebuildDeps {
         infra: infra.clone(),
+        kafka: super::connect::kafka_connection(infra)?,
         pool: super::connect::database(infra).await?,
         search: super::connect::search(infra).await?,
         cache: super::connect::cache(infra).await?,
@@ -169,7 +175,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         None
     };
     let described = spec.as_ref().map(ResetSpec::describe);
-    let bootstrap = infra.kafka()?;
+    let bootstrap = super::connect::kafka_connection(infra)?;
     let from_file = match &a.from_file {
         Some(f) => Some(
             replay::from_csv(
@@ -209,7 +215,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     if let Some(wait) = a.wait_inactive {
         let started = Instant::now();
         loop {
-            let (b, g) = (infra.kafka()?, group.clone());
+            let (b, g) = (super::connect::kafka_connection(infra)?, group.clone());
             let info = tokio::task::spawn_blocking(move || groups::info(&b, &g)).await??;
             if info.is_inactive() || started.elapsed() > wait {
                 break;
@@ -222,7 +228,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
-    let (b, plan) = (infra.kafka()?, rows.clone());
+    let (b, plan) = (super::connect::kafka_connection(infra)?, rows.clone());
     tokio::task::spawn_blocking(move || replay::apply(&b, &plan))
         .await?
         .map_err(refused)?;

@@ -1,6 +1,6 @@
 //! `aliexpress run-product-consumer`: the write side's command consumer.
 //!
-//! Usage: aliexpress run-product-consumer [--metrics-addr 127.0.0.1:9465]
+//! Usage: aliexpress run-product-consumer [--metrics-bind 127.0.0.1:9465]
 
 use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
@@ -18,9 +18,10 @@ pub struct Args {
     /// NOTIFY the outbox relay on every applied command.
     #[arg(long, env = "OUTBOX_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
     pub outbox_notify: bool,
-    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9465).
-    #[arg(long, env = "METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
+    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9465); unset or empty: none. (The old
+    /// name --metrics-addr / METRICS_ADDR still works.)
+    #[arg(long, visible_alias = "metrics-addr", env = "METRICS_BIND")]
+    pub metrics_bind: Option<String>,
 }
 
 /// Runs the command consumer until SIGINT/SIGTERM.
@@ -30,7 +31,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let producer = super::connect::kafka(infra, &ProducerSettings::default()).await?;
     let group = a.group.unwrap_or_else(|| names.command_group());
     let c = super::connect::subscribed_consumer(infra, &group, &names.commands_topic()).await?;
-    super::connect::metrics_server(a.metrics_addr.as_deref())?;
+    super::connect::metrics_server(super::worker_metrics_bind(a.metrics_bind.as_deref()).as_deref())?;
     crate::telemetry::metrics::COMMANDS_PROCESSED
         .with_label_values(&["applied"])
         .inc_by(0);

@@ -1,6 +1,6 @@
 //! `aliexpress run-product-event-consumer`: the read-side projection into OpenSearch and Redis.
 //!
-//! Usage: aliexpress run-product-event-consumer [--batch-size 500] [--metrics-addr 127.0.0.1:9466]
+//! Usage: aliexpress run-product-event-consumer [--batch-size 500] [--metrics-bind 127.0.0.1:9466]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,21 +22,22 @@ pub struct Args {
     #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
     /// Longest wait to fill a batch, e.g. 100ms.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROJECTION_BATCH_WAIT", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub batch_wait: Duration,
     /// Index or alias to write (default: the products alias).
-    #[arg(long)]
+    #[arg(long, env = "PROJECTION_INDEX")]
     pub index: Option<String>,
     /// Most bulk requests this process has in flight at once across its partition pipelines
     /// (0: one per partition it owns).
     #[arg(long, env = "PROJECTION_MAX_CONCURRENT_BULKS", default_value_t = 0)]
     pub max_concurrent_bulks: usize,
     /// Do not log one indexing_product line per event.
-    #[arg(long)]
+    #[arg(long, env = "PROJECTION_QUIET_EVENTS")]
     pub quiet_events: bool,
-    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9466).
-    #[arg(long, env = "METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
+    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9466); unset or empty: none. (The old
+    /// name --metrics-addr / METRICS_ADDR still works.)
+    #[arg(long, visible_alias = "metrics-addr", env = "METRICS_BIND")]
+    pub metrics_bind: Option<String>,
 }
 
 /// Runs the projection until SIGINT/SIGTERM.
@@ -49,13 +50,13 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         Some(i) => i,
         None => {
             let alias = names.index_alias();
-            index::ensure_alias(&search, &alias, infra.index_layout()).await?;
+            index::ensure_alias(&search, &alias, index::IndexLayout::from_settings(&infra.opensearch)).await?;
             alias
         }
     };
     let group = a.group.unwrap_or_else(|| names.projection_group());
     let c = super::connect::subscribed_consumer(infra, &group, &names.events_topic()).await?;
-    super::connect::metrics_server(a.metrics_addr.as_deref())?;
+    super::connect::metrics_server(super::worker_metrics_bind(a.metrics_bind.as_deref()).as_deref())?;
     let settings = ProjectionSettings {
         batch_size: a.batch_size.max(1),
         batch_wait: a.batch_wait,

@@ -2,6 +2,9 @@
 //!
 //! Usage: aliexpress serve [--bind 0.0.0.0:8000] [--metrics-bind 127.0.0.1:9463] [--workers N] [--migrate]
 //!
+//! Every flag is also a variable (`HTTP_BIND`, `HTTP_WORKERS`, `METRICS_BIND`, `OUTBOX_NOTIFY`,
+//! `AUTO_MIGRATE`, and those of `config::http` and `config::resilience`).
+//!
 //! A release build refuses to start without a write token (`API_TOKENS`): one line, exit 2.
 
 use std::time::Duration;
@@ -9,9 +12,12 @@ use std::time::Duration;
 use crate::app::{Catalog, CatalogSettings};
 use crate::bus::producer::ProducerSettings;
 use crate::cache::ProductCache;
-use crate::config::{ApiConfig, ConfigError, InfraConfig, ResilienceConfig};
+use crate::config::{ApiConfig, ConfigError, DatabaseSettings, InfraConfig, ResilienceConfig};
 use crate::http::{self, AccessControl, AppState, KafkaHandles, RateLimits, RequestLimits, ServerSettings};
 use crate::store::pool;
+
+/// `serve`'s `/metrics` address when `METRICS_BIND` is unset or empty.
+pub const DEFAULT_METRICS_BIND: &str = "127.0.0.1:9463";
 
 /// Flags of `serve`.
 #[derive(Debug, clap::Args)]
@@ -23,8 +29,8 @@ pub struct Args {
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
     pub workers: usize,
     /// Address of the Prometheus endpoint (`/metrics`); keep it on loopback or a private
-    /// network: it is not served on the API port.
-    #[arg(long, env = "METRICS_BIND", default_value = "127.0.0.1:9463")]
+    /// network: it is not served on the API port. Empty: the default.
+    #[arg(long, visible_alias = "metrics-addr", env = "METRICS_BIND", default_value = DEFAULT_METRICS_BIND)]
     pub metrics_bind: String,
     /// NOTIFY the outbox relay on every write (a wake-up hint).
     #[arg(long, env = "OUTBOX_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -44,16 +50,16 @@ pub struct Args {
 pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     a.resilience.validate()?;
     a.api.validate()?;
-    if a.api.api_tokens.iter().any(|t| t.trim() == "dev-token") {
+    if a.api.write_tokens().iter().any(|t| t == "dev-token") {
         tracing::warn!("API_TOKENS holds the development token `dev-token`; set your own secret outside development");
     }
     let pool = super::connect::database(infra).await?;
     // Checked once at start-up like every dependency; requests then use the bounded cache.
     super::connect::cache(infra).await?;
     let cache = ProductCache::for_requests(
-        infra.redis()?,
+        super::connect::redis_endpoint(infra)?,
         infra.names(),
-        Duration::from_secs(infra.redis_cache_ttl_secs),
+        infra.redis.cache_ttl(),
         a.resilience.redis_bounds(),
     )
     .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
@@ -80,7 +86,7 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
         search,
         kafka: KafkaHandles {
             producer,
-            connection: infra.kafka()?,
+            connection: super::connect::kafka_connection(infra)?,
         },
         names: infra.names(),
         access: AccessControl {
@@ -102,10 +108,13 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
 /// shares the breaker and the record of missed writes. The connections open lazily, on the
 /// worker's thread (see `http::run`).
 fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Result<AppState> {
-    let size = infra.database_pool_size.div_ceil(workers).max(2);
+    let settings = DatabaseSettings {
+        pool_size: infra.database.pool_size.div_ceil(workers).max(2),
+        ..infra.database.clone()
+    };
     Ok(AppState {
         catalog: Catalog {
-            pool: pool::build_pool(&infra.database_url, size, infra.statement_timeout())?,
+            pool: pool::from_settings(&settings)?,
             cache: st.catalog.cache.with_own_pool()?,
             settings: st.catalog.settings.clone(),
         },
@@ -124,13 +133,17 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         a.resilience.idempotency_prune_interval(),
     ));
     let listener = super::connect::bind("HTTP_BIND", &a.bind)?;
-    let metrics_listener = super::connect::bind("METRICS_BIND", &a.metrics_bind)?;
+    let metrics_bind = match a.metrics_bind.trim() {
+        "" => DEFAULT_METRICS_BIND,
+        addr => addr,
+    };
+    let metrics_listener = super::connect::bind("METRICS_BIND", metrics_bind)?;
     tokio::spawn(http::metrics::serve_metrics(metrics_listener)?);
     let settings = ServerSettings::new(&a.api, a.workers);
     let states = (0..settings.workers)
         .map(|_| for_worker(infra, &st, settings.workers))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    tracing::info!(http.addr = %a.bind, metrics.addr = %a.metrics_bind, "API listening");
+    tracing::info!(http.addr = %a.bind, metrics.addr = %metrics_bind, "API listening");
     http::run(listener, states, &settings)?.await?;
     tracing::info!("API stopped");
     Ok(())

@@ -41,15 +41,15 @@ pub struct Args {
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
     let deps = StatusDeps {
-        pool: pool::build_pool(&infra.database_url, 2, Duration::from_secs(5))?,
-        cache: crate::cache::ProductCache::new(infra.redis()?, names.clone(), Duration::from_secs(60))?,
-        producer: crate::bus::producer::build(&infra.kafka()?, &Default::default())?,
-        search: crate::search::SearchClient::with_access(
-            &infra.opensearch_url,
-            &infra.search_access()?,
-            status::PROBE_TIMEOUT,
+        pool: pool::build_pool(infra.database.url.expose(), 2, Duration::from_secs(5))?,
+        cache: crate::cache::ProductCache::new(
+            super::connect::redis_endpoint(infra)?,
+            names.clone(),
+            Duration::from_secs(60),
         )?,
-        kafka: infra.kafka()?,
+        producer: crate::bus::producer::build(&super::connect::kafka_connection(infra)?, &Default::default())?,
+        search: super::connect::search_client(infra, status::PROBE_TIMEOUT)?,
+        kafka: super::connect::kafka_connection(infra)?,
         groups: vec![
             (names.projection_group(), names.events_topic()),
             (names.command_group(), names.commands_topic()),

@@ -14,11 +14,12 @@
 use clap::Args;
 use std::time::Duration;
 
+use super::redis::{BreakerSettings, RequestBounds};
 use super::ConfigError;
-use crate::cache::{BreakerSettings, RequestBounds};
 
 /// Request-path bounds and idempotency settings of `serve`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Request bounds and idempotency")]
 pub struct ResilienceConfig {
     /// Bound of each Redis call made while a request waits (pool checkout and connection
     /// creation included), in milliseconds. Past it the request reads PostgreSQL.

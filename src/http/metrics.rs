@@ -72,7 +72,7 @@ pub fn method_label(m: &actix_web::http::Method) -> &'static str {
     }
 }
 
-/// Serves only `/metrics` on `listener` (for the worker roles' `--metrics-addr`).
+/// Serves only `/metrics` on `listener` (every role's `--metrics-bind`).
 pub fn serve_metrics(listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
     Ok(HttpServer::new(|| App::new().route("/metrics", web::get().to(metrics)))
         .workers(1)

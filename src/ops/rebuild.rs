@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::bus::consumer;
 use crate::bus::dlq::DlqWriter;
+use crate::bus::{consumer, KafkaConnection};
 use crate::cache::ProductCache;
 use crate::config::{InfraConfig, Names};
 use crate::search::bulk::{index_items, BulkItem};
@@ -35,8 +35,10 @@ use crate::worker::Shutdown;
 
 /// What the rebuild needs.
 pub struct RebuildDeps {
-    /// Connection settings (names, bootstrap, database URL).
+    /// Connection settings (names, database URL, index layout).
     pub infra: InfraConfig,
+    /// Where the Kafka clients connect.
+    pub kafka: KafkaConnection,
     /// Postgres pool.
     pub pool: PgPool,
     /// OpenSearch.
@@ -199,7 +201,7 @@ pub async fn rebuild(
 ) -> anyhow::Result<RebuildReport> {
     let names = d.infra.names();
     let alias = names.index_alias();
-    let mut lock_conn = pool::connect(&d.infra.database_url, Duration::from_secs(60)).await?;
+    let mut lock_conn = pool::connect(d.infra.database.url.expose(), Duration::from_secs(60)).await?;
     if !rebuild_repo::try_lock(&mut lock_conn).await? {
         let mut c = pool::get(&d.pool).await?;
         let running = rebuild_repo::latest(&mut c, &alias, "running").await?;
@@ -223,11 +225,11 @@ pub async fn rebuild(
     let new = next_index(&names, old.as_deref());
     // A leftover from a failed run (never aliased) is replaced.
     let _ = d.search.request(Method::Delete, &format!("/{new}"), None, None).await;
-    index::create_index(&d.search, &new, d.infra.index_layout()).await?;
+    index::create_index(&d.search, &new, index::IndexLayout::from_settings(&d.infra.opensearch)).await?;
 
     let topic = names.events_topic();
     let group = format!("{}.rebuild.{new}", names.projection_group());
-    let (b, t) = (d.infra.kafka()?, topic.clone());
+    let (b, t) = (d.kafka.clone(), topic.clone());
     let marks: Vec<(i32, i64, i64)> = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
         let c = crate::ops::groups::client(&b, "aliexpress-rebuild")?;
         let parts = crate::ops::groups::partitions(&c, &t)?;
@@ -303,7 +305,7 @@ async fn build_and_swap(
     let total: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
     if source == RebuildSource::Postgres {
         // Start the topic consumer at the snapshot point, then load the current state.
-        let b = d.infra.kafka()?;
+        let b = d.kafka.clone();
         let (g, t, m) = (group.to_owned(), topic.to_owned(), marks.to_vec());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let c = crate::ops::groups::client(&b, &g)?;
@@ -317,7 +319,7 @@ async fn build_and_swap(
         .await??;
         load_from_postgres(d, new).await?;
     }
-    let c = consumer::build(&d.infra.kafka()?, group)?;
+    let c = consumer::build(&d.kafka, group)?;
     c.subscribe(&[topic])?;
     let mut projector = ProductEventConsumer::new(
         Arc::new(c),

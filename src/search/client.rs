@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SearchError;
-use crate::config::Secret;
+use crate::config::OpenSearchSettings;
+use crate::secret::Secret;
+use crate::tls::TlsError;
 
 /// Who the client is and which certificates it trusts.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +38,19 @@ pub struct SearchAccess {
     pub ca_pem: Option<Vec<u8>>,
     /// Accept any certificate (no verification at all).
     pub danger_accept_invalid_certs: bool,
+}
+
+impl SearchAccess {
+    /// The credentials and certificate checks of `settings`, the CA of `OPENSEARCH_CA_FILE`
+    /// read now.
+    pub fn from_settings(settings: &OpenSearchSettings) -> Result<Self, TlsError> {
+        Ok(Self {
+            username: settings.username.clone(),
+            password: settings.password.clone(),
+            ca_pem: settings.ca_file.as_deref().map(crate::tls::read_ca_pem).transpose()?,
+            danger_accept_invalid_certs: settings.danger_accept_invalid_certs,
+        })
+    }
 }
 
 /// The nodes of `OPENSEARCH_URL`, taken in turn.

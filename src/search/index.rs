@@ -5,6 +5,7 @@ use opensearch::http::Method;
 use serde_json::{json, Value};
 
 use super::{SearchClient, SearchError};
+use crate::config::OpenSearchSettings;
 
 /// How a products index the binary creates is spread: primary shards
 /// (`OPENSEARCH_INDEX_SHARDS`) and replicas of each (`OPENSEARCH_INDEX_REPLICAS`). An existing
@@ -27,6 +28,17 @@ impl Default for IndexLayout {
             shards: 1,
             replicas: 0,
             refresh_interval_ms: 1000,
+        }
+    }
+}
+
+impl IndexLayout {
+    /// The layout `settings` ask for.
+    pub fn from_settings(settings: &OpenSearchSettings) -> Self {
+        Self {
+            shards: settings.index_shards,
+            replicas: settings.index_replicas,
+            refresh_interval_ms: settings.refresh_interval_ms,
         }
     }
 }

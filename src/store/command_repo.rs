@@ -9,9 +9,9 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::outbox_repo::{command_headers, OUTBOX_NOTIFY_CHANNEL};
 use super::schema::{commands, outbox};
 use super::StoreError;
-use crate::config::names::{command_headers, OUTBOX_NOTIFY_CHANNEL};
 
 /// A command to submit to the write side.
 #[derive(Debug, Clone)]

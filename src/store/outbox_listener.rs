@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox_repo::OUTBOX_NOTIFY_CHANNEL;
 use super::pool;
-use crate::config::names::OUTBOX_NOTIFY_CHANNEL;
 use crate::failure::sleep_or_cancel;
 
 /// Turns notifications into `wake` until `cancel` fires; reconnects after failures.

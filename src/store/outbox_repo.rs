@@ -15,6 +15,34 @@ use uuid::Uuid;
 
 use super::StoreError;
 
+/// Postgres NOTIFY channel that wakes the outbox relays ([`super::outbox_listener`] LISTENs;
+/// the write paths NOTIFY after appending rows).
+pub const OUTBOX_NOTIFY_CHANNEL: &str = "aliexpress_outbox";
+
+/// Kafka header names written into the `headers` column of every product event row; the relay
+/// sends them as the message's headers unchanged (see docs/EVENTS.md).
+pub mod event_headers {
+    /// Event id (UUID).
+    pub const EVENT_ID: &str = "event_id";
+    /// Event type, e.g. ProductCreated.
+    pub const EVENT_TYPE: &str = "event_type";
+    /// Schema version of the envelope.
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    /// Product version after the event.
+    pub const AGGREGATE_VERSION: &str = "aggregate_version";
+    /// Correlation id of the flow.
+    pub const CORRELATION_ID: &str = "correlation_id";
+}
+
+/// Kafka header names written into the `headers` column of every command row (see
+/// docs/EVENTS.md).
+pub mod command_headers {
+    /// Command id (UUID), the idempotency key of the write side.
+    pub const COMMAND_ID: &str = "command_id";
+    /// Command type, e.g. ChangePrice.
+    pub const COMMAND_TYPE: &str = "command_type";
+}
+
 /// A row claimed for publishing.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct PendingRow {

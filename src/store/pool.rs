@@ -13,6 +13,7 @@ use futures::FutureExt;
 use std::time::Duration;
 
 use super::{pg_tls, StoreError};
+use crate::config::DatabaseSettings;
 
 /// The migrations in migrations/, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -49,6 +50,12 @@ pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+/// The pool `settings` describe (`DATABASE_URL`, `DATABASE_POOL_SIZE`,
+/// `DATABASE_STATEMENT_TIMEOUT_MS`); connects lazily.
+pub fn from_settings(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
+    build_pool(settings.url.expose(), settings.pool_size, settings.statement_timeout())
 }
 
 /// Opens a single connection outside the pool (LISTEN, advisory locks, migrations).

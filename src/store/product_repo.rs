@@ -13,9 +13,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::outbox_repo::{event_headers, OUTBOX_NOTIFY_CHANNEL};
 use super::schema::{commands, outbox, products};
 use super::StoreError;
-use crate::config::names::{event_headers, OUTBOX_NOTIFY_CHANNEL};
 use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
 use crate::telemetry::trace_context::TRACEPARENT;
 

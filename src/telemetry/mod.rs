@@ -1,6 +1,6 @@
-//! Structured logging (tracing; `LOG_FORMAT=json|pretty`, filter from `RUST_LOG`) and the
-//! Prometheus metrics every role exposes. Logs go to stderr so command output on stdout stays
-//! clean for scripts.
+//! Structured logging (tracing; `LOG_FORMAT=json|pretty`, filter from `RUST_LOG`), span export
+//! over OTLP, and the Prometheus metrics every role exposes. Logs go to stderr so command output
+//! on stdout stays clean for scripts. The settings are `config::TelemetrySettings`.
 
 pub mod metrics;
 pub mod trace_context;
@@ -11,9 +11,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// Spans the OTLP exporter receives (`OTEL_TRACES_FILTER` overrides): the platform's own
-/// spans down to debug (handlers, repositories, worker stages, one per projected event).
-const DEFAULT_TRACES_FILTER: &str = "info,aliexpress=debug";
+use crate::config::telemetry::DEFAULT_LOG_FILTER;
+use crate::config::TelemetrySettings;
 
 /// What [`init`] started that must be flushed before the process exits.
 #[must_use = "call shutdown() before exiting so the last spans are exported"]
@@ -37,23 +36,21 @@ impl Telemetry {
     }
 }
 
-/// An OTLP span exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-only
-/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: HTTP, protobuf unless
-/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`; the endpoint, headers and timeout come from the
-/// standard `OTEL_EXPORTER_OTLP_*` variables. Spans are batched on a thread of their own.
-fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
-    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
-    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        return None;
-    }
+/// An OTLP span exporter when `settings` name an endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// the traces-only `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`): HTTP, protobuf unless
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`; headers and timeout come from the SDK's standard
+/// `OTEL_EXPORTER_OTLP_*` variables. Spans are batched on a thread of their own.
+fn otlp_provider(settings: &TelemetrySettings, service: &str) -> Option<SdkTracerProvider> {
+    let url = settings.traces_url()?;
     use opentelemetry_otlp::{Protocol, WithExportConfig};
-    let protocol = match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
-        Ok("http/json") => Protocol::HttpJson,
+    let protocol = match settings.otlp_protocol.as_str() {
+        "http/json" => Protocol::HttpJson,
         _ => Protocol::HttpBinary,
     };
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(protocol)
+        .with_endpoint(url)
         .build()
     {
         Ok(e) => e,
@@ -62,33 +59,35 @@ fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
             return None;
         }
     };
-    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_owned());
     Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(
                 opentelemetry_sdk::Resource::builder()
-                    .with_service_name(service)
+                    .with_service_name(settings.service_name_or(service))
                     .build(),
             )
             .build(),
     )
 }
 
-/// Installs the global subscriber: logs to stderr (`format` is `json` or anything else for
-/// human text, filtered by `RUST_LOG`), and, when an OTLP endpoint is configured, spans
-/// exported as `service` (or `OTEL_SERVICE_NAME`). Without an endpoint nothing is exported
-/// and no span is created for the exporter. A second call (tests) keeps the first setup.
-pub fn init(format: &str, service: &str) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,actix_server=warn,opensearch=warn"));
+/// Installs the global subscriber: logs to stderr (`LOG_FORMAT` json, or human text, filtered
+/// by `RUST_LOG`), and, when an OTLP endpoint is configured, spans exported as `service` (or
+/// `OTEL_SERVICE_NAME`). Without an endpoint nothing is exported and no span is created for
+/// the exporter. A second call (tests) keeps the first setup.
+pub fn init(settings: &TelemetrySettings, service: &str) -> Telemetry {
+    let filter = match settings.log_filter.trim() {
+        "" => None,
+        f => EnvFilter::try_new(f).ok(),
+    }
+    .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(ansi);
-    let logs = if format == "json" {
+    let logs = if settings.log_format == "json" {
         logs.json()
             .flatten_event(true)
             .with_current_span(false)
@@ -97,12 +96,12 @@ pub fn init(format: &str, service: &str) -> Telemetry {
     } else {
         logs.compact().with_filter(filter).boxed()
     };
-    let provider = otlp_provider(service);
+    let provider = otlp_provider(settings, service);
     let spans = provider.as_ref().map(|p| {
-        let traces_filter = std::env::var("OTEL_TRACES_FILTER").unwrap_or_else(|_| DEFAULT_TRACES_FILTER.into());
+        let traces_filter = EnvFilter::new(&settings.traces_filter);
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("aliexpress"))
-            .with_filter(EnvFilter::new(traces_filter))
+            .with_filter(traces_filter)
     });
     let installed = tracing_subscriber::registry().with(logs).with(spans).try_init().is_ok();
     if installed {

@@ -344,6 +344,10 @@ impl Sut {
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
+        if role != Role::Api {
+            // METRICS_BIND is the API's address; every role reads that variable.
+            cmd.env_remove("METRICS_BIND");
+        }
         // The main consumer of each group is a static member (KIP-345), as a StatefulSet pod
         // would be: restarted after a crash, it takes its partitions back at once instead of
         // waiting for the dead session to time out. Extra members (rebalance) stay dynamic.
@@ -489,6 +493,7 @@ impl Sut {
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
+        cmd.env_remove("METRICS_BIND");
         let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
             .await
             .map_err(|_| format!("aliexpress {args:?} did not finish in 180 s"))?

@@ -70,7 +70,7 @@ async fn a_database_behind_the_binary_is_refused_with_a_hint_to_migrate() {
         .execute(&mut admin)
         .await
         .expect("create");
-    let mut url = url::Url::parse(&env.infra.database_url).expect("url");
+    let mut url = url::Url::parse(env.infra.database.url.expose()).expect("url");
     url.set_path(&format!("/{db}"));
     let out = bin()
         .args(["outbox", "list"])

@@ -16,10 +16,14 @@ use crate::helpers::{header, TestApp, TestEnv};
 
 fn command_consumer(env: &TestEnv) -> ProductConsumer {
     let group = env.names.command_group();
-    let c = aliexpress::bus::consumer::build(&env.infra.kafka().expect("kafka settings"), &group).expect("consumer");
+    let c = aliexpress::bus::consumer::build(
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
+        &group,
+    )
+    .expect("consumer");
     c.subscribe(&[&env.names.commands_topic()]).expect("subscribe");
     let p = producer::build(
-        &env.infra.kafka().expect("kafka settings"),
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
         &ProducerSettings::default(),
     )
     .expect("producer");
@@ -514,7 +518,7 @@ async fn a_command_whose_connection_the_server_drops_mid_transaction_is_retried_
         let c = c.clone();
         tokio::spawn(async move { handle(&c, 1).await })
     };
-    let mut admin = aliexpress::store::pool::connect(&env.infra.database_url, Duration::from_secs(10))
+    let mut admin = aliexpress::store::pool::connect(env.infra.database.url.expose(), Duration::from_secs(10))
         .await
         .expect("admin connection");
     #[derive(diesel::QueryableByName)]

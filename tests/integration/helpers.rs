@@ -6,9 +6,13 @@
 use aliexpress::bus::admin;
 use aliexpress::bus::dlq::DlqWriter;
 use aliexpress::bus::producer::{self, ProducerSettings};
+use aliexpress::bus::KafkaConnection;
 use aliexpress::cache::ProductCache;
-use aliexpress::config::{InfraConfig, Names};
+use aliexpress::cache::RedisEndpoint;
+use aliexpress::config::{DatabaseSettings, InfraConfig, KafkaSettings, Names, OpenSearchSettings, RedisSettings};
 use aliexpress::http::{self, AppState, ServerSettings};
+use aliexpress::search::index::IndexLayout;
+use aliexpress::search::SearchAccess;
 use aliexpress::search::{index, SearchClient};
 use aliexpress::store::{pool, PgPool};
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
@@ -51,27 +55,43 @@ fn with_db(url: &str, db: &str) -> String {
 /// Connection settings for a test namespace and database.
 pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
     InfraConfig {
-        database_url: database_url.to_owned(),
-        database_pool_size: 8,
-        database_statement_timeout_ms: 10_000,
-        redis_url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL),
-        redis_ca_file: None,
-        redis_cache_ttl_secs: 3600,
-        kafka_bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        kafka_security: Default::default(),
-        // Three partitions: enough for several pipelines, cheap for the broker across many runs.
-        kafka_topic_partitions: 3,
-        kafka_topic_replication_factor: 1,
-        opensearch_url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
-        opensearch_username: None,
-        opensearch_password: None,
-        opensearch_ca_file: None,
-        opensearch_danger_accept_invalid_certs: false,
-        opensearch_index_replicas: 0,
-        opensearch_index_shards: 1,
-        opensearch_refresh_interval_ms: 1000,
+        database: DatabaseSettings {
+            url: database_url.into(),
+            pool_size: 8,
+            statement_timeout_ms: 10_000,
+        },
+        redis: RedisSettings {
+            url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL).into(),
+            ca_file: None,
+            cache_ttl_secs: 3600,
+        },
+        kafka: KafkaSettings {
+            bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            // As the binary reads them: KAFKA_PROPERTY_<NAME> of this process.
+            properties: aliexpress::config::kafka::properties_from_env(std::env::vars()),
+            // Three partitions: enough for several pipelines, cheap for the broker across many runs.
+            topic_partitions: 3,
+            topic_replication_factor: 1,
+            ..Default::default()
+        },
+        opensearch: OpenSearchSettings {
+            url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200").into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            danger_accept_invalid_certs: false,
+            index_replicas: 0,
+            index_shards: 1,
+            refresh_interval_ms: 1000,
+        },
         namespace: namespace.to_owned(),
     }
+}
+
+/// Where every Kafka client of a test connects, as the binary would (see
+/// `bus::KafkaConnection::from_settings`).
+pub fn kafka(infra: &InfraConfig) -> KafkaConnection {
+    KafkaConnection::from_settings(&infra.kafka).expect("kafka settings")
 }
 
 static CLEANUP: OnceCell<()> = OnceCell::const_new();
@@ -145,7 +165,7 @@ async fn cleanup_previous_runs() {
                 }
             }
             let i = infra("", &base);
-            if let Ok(c) = SearchClient::new(&i.opensearch_url, Duration::from_secs(30)) {
+            if let Ok(c) = SearchClient::new(i.opensearch.url.expose(), Duration::from_secs(30)) {
                 if let Ok((200, Value::Array(indices))) = c
                     .request(
                         opensearch::http::Method::Get,
@@ -172,7 +192,7 @@ async fn cleanup_previous_runs() {
                     }
                 }
             }
-            let bootstrap = i.kafka().expect("kafka settings");
+            let bootstrap = kafka(&i);
             let _ = tokio::task::spawn_blocking(move || {
                 let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
                     producer::base_config(&bootstrap).create().expect("admin client");
@@ -237,16 +257,16 @@ impl TestEnv {
         customize(&mut infra);
         let names = infra.names();
         admin::ensure_topics(
-            &infra.kafka().expect("kafka settings"),
+            &kafka(&infra),
             &names.all_topics(),
-            infra.kafka_topic_partitions,
-            infra.kafka_topic_replication_factor,
+            infra.kafka.topic_partitions,
+            infra.kafka.topic_replication_factor,
         )
         .await
         .expect("topics");
         let pool = pool::build_pool(&url, 8, Duration::from_secs(10)).expect("pool");
         let producer = producer::build(
-            &infra.kafka().expect("kafka settings"),
+            &kafka(&infra),
             &ProducerSettings {
                 linger_ms: 0,
                 ..Default::default()
@@ -263,13 +283,9 @@ impl TestEnv {
 
     /// An outbox relay on this environment.
     pub fn relay(&self, batch_size: i64) -> OutboxRelay {
-        let p = producer::build(
-            &self.infra.kafka().expect("kafka settings"),
-            &ProducerSettings::default(),
-        )
-        .expect("producer");
+        let p = producer::build(&kafka(&self.infra), &ProducerSettings::default()).expect("producer");
         OutboxRelay::new(
-            self.infra.database_url.clone(),
+            self.infra.database.url.expose().to_owned(),
             p,
             RelaySettings {
                 batch_size,
@@ -304,8 +320,8 @@ impl TestEnv {
     /// A search client.
     pub fn search(&self) -> SearchClient {
         SearchClient::with_access(
-            &self.infra.opensearch_url,
-            &self.infra.search_access().expect("search settings"),
+            self.infra.opensearch.url.expose(),
+            &SearchAccess::from_settings(&self.infra.opensearch).expect("search settings"),
             Duration::from_secs(30),
         )
         .expect("search client")
@@ -314,7 +330,7 @@ impl TestEnv {
     /// The Redis cache under this namespace.
     pub fn cache(&self) -> ProductCache {
         ProductCache::new(
-            self.infra.redis().expect("redis settings"),
+            RedisEndpoint::from_settings(&self.infra.redis).expect("redis settings"),
             self.names.clone(),
             Duration::from_secs(3600),
         )
@@ -328,20 +344,19 @@ impl TestEnv {
             None => self.search(),
         };
         let alias = self.names.index_alias();
-        index::ensure_alias(&self.search(), &alias, self.infra.index_layout())
-            .await
-            .expect("index alias");
+        index::ensure_alias(
+            &self.search(),
+            &alias,
+            IndexLayout::from_settings(&self.infra.opensearch),
+        )
+        .await
+        .expect("index alias");
         let group = group
             .map(str::to_owned)
             .unwrap_or_else(|| self.names.projection_group());
-        let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka().expect("kafka settings"), &group).expect("consumer");
+        let c: StreamConsumer = aliexpress::bus::consumer::build(&kafka(&self.infra), &group).expect("consumer");
         c.subscribe(&[&self.names.events_topic()]).expect("subscribe");
-        let p = producer::build(
-            &self.infra.kafka().expect("kafka settings"),
-            &ProducerSettings::default(),
-        )
-        .expect("producer");
+        let p = producer::build(&kafka(&self.infra), &ProducerSettings::default()).expect("producer");
         ProductEventConsumer::new(
             Arc::new(c),
             search,
@@ -406,8 +421,7 @@ impl TestEnv {
     /// then nothing for a while (or the deadline passes).
     pub async fn read_topic(&self, topic: &str, min: usize, deadline: Duration) -> Vec<OwnedMessage> {
         let group = format!("{}reader-{}", self.names.index_alias(), Uuid::new_v4().simple());
-        let c: StreamConsumer =
-            aliexpress::bus::consumer::build(&self.infra.kafka().expect("kafka settings"), &group).expect("consumer");
+        let c: StreamConsumer = aliexpress::bus::consumer::build(&kafka(&self.infra), &group).expect("consumer");
         c.subscribe(&[topic]).expect("subscribe");
         let end = Instant::now() + deadline;
         let mut out = Vec::new();
@@ -464,10 +478,10 @@ impl TestEnv {
     /// Environment variables that point the binary at this test's resources.
     pub fn bin_env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("DATABASE_URL", self.infra.database_url.clone()),
-            ("REDIS_URL", self.infra.redis_url.clone()),
-            ("KAFKA_BOOTSTRAP_SERVERS", self.infra.kafka_bootstrap_servers.clone()),
-            ("OPENSEARCH_URL", self.infra.opensearch_url.clone()),
+            ("DATABASE_URL", self.infra.database.url.expose().to_owned()),
+            ("REDIS_URL", self.infra.redis.url.expose().to_owned()),
+            ("KAFKA_BOOTSTRAP_SERVERS", self.infra.kafka.bootstrap_servers.clone()),
+            ("OPENSEARCH_URL", self.infra.opensearch.url.expose().to_owned()),
             ("ALIEXPRESS_NAMESPACE", self.infra.namespace.clone()),
             ("RUST_LOG", "info".into()),
         ]
@@ -479,34 +493,31 @@ impl TestEnv {
 
 /// The security settings of `infra` as the binary's environment variables (only those set).
 pub fn security_env(infra: &InfraConfig) -> Vec<(&'static str, String)> {
-    let k = &infra.kafka_security;
+    let k = &infra.kafka;
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
     let pairs: [(&'static str, Option<String>); 13] = [
-        ("KAFKA_SECURITY_PROTOCOL", k.kafka_security_protocol.clone()),
-        ("KAFKA_SASL_MECHANISM", k.kafka_sasl_mechanism.clone()),
-        ("KAFKA_SASL_USERNAME", k.kafka_sasl_username.clone()),
+        ("KAFKA_SECURITY_PROTOCOL", k.security_protocol.clone()),
+        ("KAFKA_SASL_MECHANISM", k.sasl_mechanism.clone()),
+        ("KAFKA_SASL_USERNAME", k.sasl_username.clone()),
         (
             "KAFKA_SASL_PASSWORD",
-            k.kafka_sasl_password.as_ref().map(|s| s.expose().to_owned()),
+            k.sasl_password.as_ref().map(|s| s.expose().to_owned()),
         ),
-        ("KAFKA_SSL_CA_LOCATION", path(&k.kafka_ssl_ca_location)),
-        (
-            "KAFKA_SSL_CERTIFICATE_LOCATION",
-            path(&k.kafka_ssl_certificate_location),
-        ),
-        ("KAFKA_SSL_KEY_LOCATION", path(&k.kafka_ssl_key_location)),
+        ("KAFKA_SSL_CA_LOCATION", path(&k.ssl_ca_location)),
+        ("KAFKA_SSL_CERTIFICATE_LOCATION", path(&k.ssl_certificate_location)),
+        ("KAFKA_SSL_KEY_LOCATION", path(&k.ssl_key_location)),
         (
             "KAFKA_SSL_KEY_PASSWORD",
-            k.kafka_ssl_key_password.as_ref().map(|s| s.expose().to_owned()),
+            k.ssl_key_password.as_ref().map(|s| s.expose().to_owned()),
         ),
-        ("KAFKA_PROPERTIES_FILE", path(&k.kafka_properties_file)),
-        ("REDIS_CA_FILE", path(&infra.redis_ca_file)),
-        ("OPENSEARCH_USERNAME", infra.opensearch_username.clone()),
+        ("KAFKA_PROPERTIES_FILE", path(&k.properties_file)),
+        ("REDIS_CA_FILE", path(&infra.redis.ca_file)),
+        ("OPENSEARCH_USERNAME", infra.opensearch.username.clone()),
         (
             "OPENSEARCH_PASSWORD",
-            infra.opensearch_password.as_ref().map(|s| s.expose().to_owned()),
+            infra.opensearch.password.as_ref().map(|s| s.expose().to_owned()),
         ),
-        ("OPENSEARCH_CA_FILE", path(&infra.opensearch_ca_file)),
+        ("OPENSEARCH_CA_FILE", path(&infra.opensearch.ca_file)),
     ];
     pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
 }

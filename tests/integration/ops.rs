@@ -23,7 +23,7 @@ fn stdout(o: &std::process::Output) -> String {
 
 async fn committed(env: &TestEnv, group: &str) -> Vec<Option<i64>> {
     let (b, g, t) = (
-        env.infra.kafka().expect("kafka settings"),
+        aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
         group.to_owned(),
         env.names.events_topic(),
     );
@@ -194,7 +194,11 @@ async fn shift_by_and_to_datetime_land_on_the_right_offsets() {
     let group = format!("{}manual", env.names.projection_group());
     let p = part.to_string();
     let commit = |offset: i64| {
-        let c = aliexpress::ops::groups::client(&env.infra.kafka().expect("kafka settings"), &group).expect("client");
+        let c = aliexpress::ops::groups::client(
+            &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
+            &group,
+        )
+        .expect("client");
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition_offset(&topic, part, rdkafka::Offset::Offset(offset))
             .expect("tpl");
@@ -249,7 +253,7 @@ async fn a_reset_with_the_stock_kafka_tool_is_honoured_by_our_consumer() {
     let out = Command::new(wrapper)
         .args([
             "--bootstrap-server",
-            &env.infra.kafka_bootstrap_servers,
+            &env.infra.kafka.bootstrap_servers,
             "--group",
             &env.names.projection_group(),
             "--topic",
@@ -277,7 +281,7 @@ async fn a_reset_with_the_stock_kafka_tool_is_honoured_by_our_consumer() {
     let stock = Command::new(wrapper)
         .args([
             "--bootstrap-server",
-            &env.infra.kafka_bootstrap_servers,
+            &env.infra.kafka.bootstrap_servers,
             "--group",
             &env.names.projection_group(),
             "--describe",

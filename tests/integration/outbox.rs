@@ -101,7 +101,7 @@ async fn one_shot_publishes_exactly_the_pending_rows_in_order_and_a_second_run_p
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_that_commits_late_with_a_lower_id_is_still_published() {
     let env = TestEnv::new().await;
-    let mut late = aliexpress::store::pool::connect(&env.infra.database_url, Duration::from_secs(30))
+    let mut late = aliexpress::store::pool::connect(env.infra.database.url.expose(), Duration::from_secs(30))
         .await
         .expect("conn");
     let insert = |id: uuid::Uuid| {
@@ -221,7 +221,7 @@ async fn insert_rows(env: &TestEnv, rows: &[(uuid::Uuid, i64, usize)]) {
 /// A relay on `env` with these batch and retry settings, holding the relay lock.
 async fn locked_relay(env: &TestEnv, batch_size: i64, max_attempts: i32, retry_base: Duration) -> OutboxRelay {
     let p = producer::build(
-        &env.infra.kafka().expect("kafka settings"),
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
         &ProducerSettings::default(),
     )
     .expect("producer");
@@ -231,7 +231,7 @@ async fn locked_relay(env: &TestEnv, batch_size: i64, max_attempts: i32, retry_b
         retry_base,
         ..Default::default()
     };
-    let mut relay = OutboxRelay::new(env.infra.database_url.clone(), p, settings);
+    let mut relay = OutboxRelay::new(env.infra.database.url.expose().to_owned(), p, settings);
     assert!(relay.try_acquire().await.expect("lock"));
     relay
 }

@@ -127,7 +127,7 @@ async fn events_become_documents_with_the_right_state_and_search_finds_them() {
     // The projection group shows up in Apache Kafka's own tool.
     let wrapper = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/bin/kafka-consumer-groups");
     let out = std::process::Command::new(wrapper)
-        .args(["--bootstrap-server", &app.env.infra.kafka_bootstrap_servers, "--list"])
+        .args(["--bootstrap-server", &app.env.infra.kafka.bootstrap_servers, "--list"])
         .output()
         .expect("runs");
     assert!(String::from_utf8_lossy(&out.stdout)
@@ -471,7 +471,7 @@ async fn a_version_gap_is_applied_with_full_state_and_counted() {
     // A fresh namespace-local topic that holds v1 and v3 only (v2 parked upstream, say).
     let gap_topic = format!("{topic}.gap");
     aliexpress::bus::admin::ensure_topics(
-        &env.infra.kafka().expect("kafka settings"),
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
         std::slice::from_ref(&gap_topic),
         1,
         1,
@@ -504,10 +504,11 @@ async fn a_version_gap_is_applied_with_full_state_and_counted() {
 async fn set_topic_config(env: &crate::helpers::TestEnv, topic: &str, key: &str, value: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> =
-        aliexpress::bus::producer::base_config(&env.infra.kafka().expect("kafka settings"))
-            .create()
-            .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = aliexpress::bus::producer::base_config(
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
+    )
+    .create()
+    .expect("admin client");
     let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
     let r = admin
         .alter_configs(
@@ -677,9 +678,14 @@ async fn a_pipeline_slower_than_its_partition_pauses_it_and_resumes_without_losi
     // requests take 20 ms more: the dispatcher outruns it, so the partition is paused and
     // resumed again and again. A message skipped at a resume would be a missing document.
     let narrow = format!("{topic}.narrow");
-    aliexpress::bus::admin::ensure_topics(&env.infra.kafka().expect("kafka"), std::slice::from_ref(&narrow), 1, 1)
-        .await
-        .expect("topic");
+    aliexpress::bus::admin::ensure_topics(
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
+        std::slice::from_ref(&narrow),
+        1,
+        1,
+    )
+    .await
+    .expect("topic");
     for m in &events {
         env.produce(&narrow, "k", m.payload().expect("payload")).await;
     }

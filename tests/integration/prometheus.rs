@@ -78,15 +78,15 @@ async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
         ),
         (
             "127.0.0.1:9464",
-            vec!["process-outbox", "--follow", "--metrics-addr", "127.0.0.1:9464"],
+            vec!["process-outbox", "--follow", "--metrics-bind", "127.0.0.1:9464"],
         ),
         (
             "127.0.0.1:9465",
-            vec!["run-product-consumer", "--metrics-addr", "127.0.0.1:9465"],
+            vec!["run-product-consumer", "--metrics-bind", "127.0.0.1:9465"],
         ),
         (
             "127.0.0.1:9466",
-            vec!["run-product-event-consumer", "--metrics-addr", "127.0.0.1:9466"],
+            vec!["run-product-event-consumer", "--metrics-bind", "127.0.0.1:9466"],
         ),
     ];
     // Roles already running (make up) are scraped and written through as they are, with the

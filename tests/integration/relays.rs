@@ -26,12 +26,12 @@ struct RunningRelay {
 
 fn start_relay(env: &TestEnv, grace: Duration) -> RunningRelay {
     let p = producer::build(
-        &env.infra.kafka().expect("kafka settings"),
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
         &ProducerSettings::default(),
     )
     .expect("producer");
     let mut relay = OutboxRelay::new(
-        env.infra.database_url.clone(),
+        env.infra.database.url.expose().to_owned(),
         p,
         RelaySettings {
             batch_size: 50,

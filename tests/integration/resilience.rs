@@ -330,7 +330,9 @@ async fn with_several_opensearch_urls_a_node_that_refuses_connections_costs_no_r
 async fn a_redis_connection_is_reused_after_an_error_reply_and_replaced_after_an_abandoned_command() {
     use aliexpress::cache::redis_pool::{RedisManager, RedisPool};
     let env = crate::helpers::TestEnv::new().await;
-    let manager = RedisManager::new(&env.infra.redis().expect("redis settings")).expect("manager");
+    let manager =
+        RedisManager::new(&aliexpress::cache::RedisEndpoint::from_settings(&env.infra.redis).expect("redis settings"))
+            .expect("manager");
     let pool = RedisPool::builder(manager)
         .max_size(1)
         .runtime(deadpool::Runtime::Tokio1)

@@ -151,7 +151,11 @@ async fn the_runbooks_replay_steps_run_with_the_role_commands_while_the_api_serv
     roles.run(&["start", "product-event-consumer"]);
     assert!(roles.status().contains("product-event-consumer running"));
     let log = roles.state.join("roles/product-event-consumer.log");
-    let probe = aliexpress::bus::consumer::build(&env.infra.kafka().expect("kafka"), &group).expect("probe");
+    let probe = aliexpress::bus::consumer::build(
+        &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
+        &group,
+    )
+    .expect("probe");
     let topic = env.names.events_topic();
     let caught_up = wait_until(Duration::from_secs(60), || {
         let relog = std::fs::read_to_string(&log).unwrap_or_default();

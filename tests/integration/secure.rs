@@ -71,15 +71,15 @@ impl Secure {
 
     /// Points `i` at the secured listeners (the database URL is set by `TestEnv`).
     fn apply(&self, i: &mut InfraConfig) {
-        i.redis_url = self.var("REDIS_URL");
-        i.redis_ca_file = Some(PathBuf::from(self.var("REDIS_CA_FILE")));
-        i.kafka_bootstrap_servers = self.var("KAFKA_BOOTSTRAP_SERVERS");
-        i.kafka_security.kafka_security_protocol = Some(self.var("KAFKA_SECURITY_PROTOCOL"));
-        i.kafka_security.kafka_sasl_mechanism = Some(self.var("KAFKA_SASL_MECHANISM"));
-        i.kafka_security.kafka_sasl_username = Some(self.var("KAFKA_SASL_USERNAME"));
-        i.kafka_security.kafka_sasl_password = Some(Secret::new(self.var("KAFKA_SASL_PASSWORD")));
-        i.kafka_security.kafka_ssl_ca_location = Some(self.ca());
-        i.opensearch_url = self.var("OPENSEARCH_URL");
+        i.redis.url = self.var("REDIS_URL").into();
+        i.redis.ca_file = Some(PathBuf::from(self.var("REDIS_CA_FILE")));
+        i.kafka.bootstrap_servers = self.var("KAFKA_BOOTSTRAP_SERVERS");
+        i.kafka.security_protocol = Some(self.var("KAFKA_SECURITY_PROTOCOL"));
+        i.kafka.sasl_mechanism = Some(self.var("KAFKA_SASL_MECHANISM"));
+        i.kafka.sasl_username = Some(self.var("KAFKA_SASL_USERNAME"));
+        i.kafka.sasl_password = Some(Secret::new(self.var("KAFKA_SASL_PASSWORD")));
+        i.kafka.ssl_ca_location = Some(self.ca());
+        i.opensearch.url = self.var("OPENSEARCH_URL").into();
     }
 
     /// A fresh environment (database, topics, namespace) reached only through the secured
@@ -372,7 +372,11 @@ async fn redis_without_the_password_is_refused() {
     assert!(e.to_string().to_uppercase().contains("NOAUTH"), "{e}");
 
     // The plain port asks for the password too.
-    let plain = crate::helpers::infra("", &crate::helpers::base_database_url()).redis_url;
+    let plain = crate::helpers::infra("", &crate::helpers::base_database_url())
+        .redis
+        .url
+        .expose()
+        .to_owned();
     let mut u = url::Url::parse(&plain).expect("url");
     let _ = u.set_password(None);
     let cache = ProductCache::new(

@@ -71,7 +71,7 @@ app.kubernetes.io/component: {{ .component }}
 The roles: values key, component name, subcommand, the services it uses (which decides its
 secret keys, certificates and variables) and its drain bound after SIGTERM in seconds (see
 values.yaml, terminationGracePeriodSeconds). Topic and group names are those of
-src/config/names.rs (PRODUCT_COMMANDS_TOPIC, PRODUCT_COMMAND_GROUP, ...); `make helm-check`
+src/names.rs (PRODUCT_COMMANDS_TOPIC, PRODUCT_COMMAND_GROUP, ...); `make helm-check`
 compares them with that file.
 */}}
 {{- define "aliexpress.roles" -}}

@@ -1,5 +1,6 @@
-//! Settings of `serve` that decide who may call the API and how much: bearer tokens,
-//! per-client rate limits and the bounds of a request body.
+//! HTTP settings of `serve` that decide who may call the API and how much: bearer tokens,
+//! per-client rate limits and the bounds of a request body. (Where it listens, `HTTP_BIND`,
+//! `HTTP_WORKERS` and `METRICS_BIND`, are flags of `serve` itself, see `cli::serve`.)
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -19,6 +20,7 @@ use clap::Args;
 use std::time::Duration;
 
 use super::ConfigError;
+use crate::secret::Secret;
 
 /// `API_TOKENS` when unset: a development token in debug builds, nothing in release builds
 /// (so a release binary never accepts a well-known token).
@@ -26,6 +28,7 @@ pub const DEFAULT_WRITE_TOKENS: &str = if cfg!(debug_assertions) { "dev-token" }
 
 /// Who may call the API and how much (`serve`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Access (tokens, rate limits, request bodies)")]
 pub struct ApiConfig {
     /// Bearer tokens allowed to write (and to read unpublished products), comma separated.
     /// Required in release builds; debug builds default to `dev-token`.
@@ -37,7 +40,7 @@ pub struct ApiConfig {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_tokens: Vec<String>,
+    pub api_tokens: Vec<Secret>,
     /// Bearer tokens allowed to read unpublished products and commands, not to write; comma
     /// separated.
     #[arg(
@@ -47,7 +50,7 @@ pub struct ApiConfig {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_read_tokens: Vec<String>,
+    pub api_read_tokens: Vec<Secret>,
     /// Steady requests per second allowed per client IP; past it, 429 with Retry-After. 0
     /// turns the limit off.
     #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 500)]
@@ -86,13 +89,13 @@ impl Default for ApiConfig {
     }
 }
 
-fn split(s: &str) -> Vec<String> {
-    s.split(',').map(str::to_owned).collect()
+fn split(s: &str) -> Vec<Secret> {
+    s.split(',').map(Secret::new).collect()
 }
 
-fn clean(v: &[String]) -> Vec<String> {
+fn clean(v: &[Secret]) -> Vec<String> {
     v.iter()
-        .map(|t| t.trim().to_owned())
+        .map(|t| t.expose().trim().to_owned())
         .filter(|t| !t.is_empty())
         .collect()
 }

@@ -1,5 +1,10 @@
-//! Every topic, consumer group, index and Redis key prefix, in one place. With an empty
-//! namespace they are exactly the operations guide's names.
+//! Every topic, consumer group, index and Redis key prefix, in one place, and [`Names`],
+//! which resolves them under a namespace (`ALIEXPRESS_NAMESPACE`, see `config`). With an
+//! empty namespace they are exactly the operations guide's names.
+//!
+//! A leaf: it imports nothing of the crate, so the adapters and `config` alike can use it.
+//! Wire constants that only one adapter speaks live in that adapter (Kafka header names and
+//! the outbox NOTIFY channel in `store::outbox_repo`).
 
 /// Commands for the write side.
 pub const PRODUCT_COMMANDS_TOPIC: &str = "product.commands";
@@ -17,30 +22,6 @@ pub const PRODUCT_PROJECTION_GROUP: &str = "product-event-projection-group";
 pub const PRODUCTS_INDEX_ALIAS: &str = "products";
 /// Redis key prefix of the product read model.
 pub const REDIS_PRODUCT_PREFIX: &str = "product:";
-/// Postgres NOTIFY channel that wakes the outbox relay.
-pub const OUTBOX_NOTIFY_CHANNEL: &str = "aliexpress_outbox";
-
-/// Kafka header names on every product event message (see docs/EVENTS.md).
-pub mod event_headers {
-    /// Event id (UUID).
-    pub const EVENT_ID: &str = "event_id";
-    /// Event type, e.g. ProductCreated.
-    pub const EVENT_TYPE: &str = "event_type";
-    /// Schema version of the envelope.
-    pub const SCHEMA_VERSION: &str = "schema_version";
-    /// Product version after the event.
-    pub const AGGREGATE_VERSION: &str = "aggregate_version";
-    /// Correlation id of the flow.
-    pub const CORRELATION_ID: &str = "correlation_id";
-}
-
-/// Kafka header names on every command message (see docs/EVENTS.md).
-pub mod command_headers {
-    /// Command id (UUID), the idempotency key of the write side.
-    pub const COMMAND_ID: &str = "command_id";
-    /// Command type, e.g. ChangePrice.
-    pub const COMMAND_TYPE: &str = "command_type";
-}
 
 /// Names resolved under a namespace prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,0 +1,125 @@
+//! Redis settings (the product read cache). The cache's endpoint is built from them by
+//! `cache::RedisEndpoint::from_settings`.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | REDIS_URL | redis://:aliexpress@127.0.0.1:6379 | the server; `rediss://` for TLS, `redis://user:pass@...` for an ACL user |
+//! | REDIS_CA_FILE | (system roots) | PEM file of the CA(s) trusted for `rediss://` |
+//! | REDIS_CACHE_TTL_SECS | 86400 | time to live of a cached product |
+//!
+//! `serve` bounds its Redis calls with [`RequestBounds`], read from `REDIS_REQUEST_TIMEOUT_MS`,
+//! `REDIS_BREAKER_FAILURES` and `REDIS_BREAKER_OPEN_MS` (see `config::resilience`).
+
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{check_url, ConfigError};
+use crate::secret::SecretUrl;
+
+/// Default `REDIS_URL`: the local stack's Redis (`requirepass aliexpress`).
+pub const DEFAULT_REDIS_URL: &str = "redis://:aliexpress@127.0.0.1:6379";
+
+/// Where the Redis cache connects and how long entries live.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Redis")]
+pub struct RedisSettings {
+    /// Redis URL (product read cache); rediss:// for TLS, redis://user:password@ for an ACL
+    /// user [default: redis://:***@127.0.0.1:6379].
+    #[arg(
+        id = "redis_url",
+        value_name = "REDIS_URL",
+        long = "redis-url",
+        env = "REDIS_URL",
+        global = true,
+        default_value = DEFAULT_REDIS_URL,
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub url: SecretUrl,
+    /// PEM file of the CA(s) trusted for a rediss:// URL (the system's roots when unset).
+    #[arg(
+        id = "redis_ca_file",
+        value_name = "REDIS_CA_FILE",
+        long = "redis-ca-file",
+        env = "REDIS_CA_FILE",
+        global = true
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Time to live of cached products, in seconds.
+    #[arg(
+        id = "redis_cache_ttl_secs",
+        value_name = "REDIS_CACHE_TTL_SECS",
+        long = "redis-cache-ttl-secs",
+        env = "REDIS_CACHE_TTL_SECS",
+        global = true,
+        default_value_t = 86_400
+    )]
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for RedisSettings {
+    /// The values a command line without these flags and variables gets.
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new(DEFAULT_REDIS_URL),
+            ca_file: None,
+            cache_ttl_secs: 86_400,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// Checks the URL's shape, and that a CA file comes with a TLS URL, without connecting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("REDIS_URL", self.url.expose(), &["redis", "rediss"])?;
+        if self.ca_file.is_some() && !self.url.expose().starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "REDIS_CA_FILE",
+                format!("is set but REDIS_URL is not rediss:// ({})", self.url),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Time to live of a cached product.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
+    }
+}
+
+/// When the cache's circuit breaker opens and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker (at least 1).
+    pub failure_threshold: u32,
+    /// How long it stays open before one trial call is let through.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_for: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Bounds of Redis calls made while a request waits (see `config::ResilienceConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBounds {
+    /// Whole-call bound: pool checkout, connection creation and the command.
+    pub timeout: Duration,
+    /// When to stop calling Redis at all, and for how long.
+    pub breaker: BreakerSettings,
+}
+
+impl Default for RequestBounds {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(50),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
