@@ -156,12 +156,19 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
                 delays = policy.backoff();
                 if o.claimed == 0 {
                     // Slices taken from a relay that died holding them wait out the grace.
-                    match relay.fenced_for() {
-                        Some(wait) => {
-                            shutdown.sleep(wait).await;
-                            continue;
+                    if let Some(wait) = relay.fenced_for() {
+                        shutdown.sleep(wait).await;
+                        continue;
+                    }
+                    // Done with its own slices; a slice let go of meanwhile by another relay
+                    // (which may have finished too) is this run's to publish before it exits.
+                    match relay.take_unowned_publishable().await {
+                        Ok(0) => break,
+                        Ok(_) => continue,
+                        Err(e) => {
+                            bar.abandon();
+                            return Err(anyhow::Error::new(e).context("taking the outbox slices left free"));
                         }
-                        None => break,
                     }
                 }
                 batches += 1;
@@ -194,6 +201,7 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
     }
     bar.finish_and_clear();
     let after = relay.update_gauges().await.unwrap_or_default();
+    let waiting = relay.waiting_for_retry().await.unwrap_or_default();
     let owned = relay.slices().borrow().len();
     relay.release().await;
     let secs = started.elapsed().as_secs_f64();
@@ -201,13 +209,35 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
         "Published {published} events in {batches} batches in {secs:.2}s ({:.0} events/s)",
         if secs > 0.0 { published as f64 / secs } else { 0.0 }
     );
-    if failed > 0 || after.pending > 0 || after.parked > 0 {
-        println!("{failed} failed attempts, {parked} rows parked now; {} still pending (waiting for retry), {} parked in total",
-            after.pending, after.parked);
+    if failed > 0 || after.parked > 0 {
+        println!(
+            "{failed} failed attempts, {parked} rows parked now, {} parked in total (`aliexpress outbox list --parked`)",
+            after.parked
+        );
+    }
+    if waiting.rows > 0 {
+        let next = waiting.next_at.map_or_else(String::new, |t| {
+            let d = (t - chrono::Utc::now()).to_std().unwrap_or_default();
+            format!(
+                "; the next is due at {} (in {})",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                humantime::format_duration(Duration::from_secs(d.as_secs()))
+            )
+        });
+        println!(
+            "{} rows wait for a retry after a failed attempt (with the later rows of their products){next}: \
+             not published by this run; run it again then, or keep a --follow relay running",
+            waiting.rows
+        );
     }
     let all = usize::try_from(crate::store::outbox_slices::OUTBOX_SLICES).unwrap_or(0);
     if owned < all {
-        println!("This run owned {owned} of {all} outbox slices; the relays owning the others publish their rows.");
+        let elsewhere = after.pending - waiting.rows;
+        if elsewhere > 0 {
+            println!("This run owned {owned} of {all} outbox slices; {elsewhere} pending rows are in slices other live relays own, they publish them.");
+        } else {
+            println!("This run owned {owned} of {all} outbox slices; the relays owning the others publish their rows.");
+        }
     }
     Ok(())
 }

@@ -118,6 +118,31 @@ pub struct OutboxStats {
     pub oldest_pending_age_secs: f64,
 }
 
+/// The products held back (a row waiting for its retry) and their first such row, as the CTE
+/// `blocked`: from the tiny backoff index, materialised, so the anti-join of
+/// `publishable_now!` never depends on row estimates. (Planned against stale statistics after
+/// a sudden backlog, a correlated NOT EXISTS on the outbox scanned every pending row per
+/// candidate: 300 ms per claim at 10k.)
+macro_rules! blocked_products {
+    () => {
+        "WITH blocked AS MATERIALIZED ( \
+           SELECT b.aggregate_id, min(b.id) AS first_id FROM outbox b \
+           WHERE b.published_at IS NULL AND b.parked_at IS NULL \
+             AND b.next_attempt_at IS NOT NULL AND b.next_attempt_at > now() \
+           GROUP BY b.aggregate_id)"
+    };
+}
+
+/// An outbox row `o` a relay may publish now: unpublished, not parked, due, and not behind an
+/// earlier row of its product that waits for its retry (needs `blocked_products!`).
+macro_rules! publishable_now {
+    () => {
+        "(o.published_at IS NULL AND o.parked_at IS NULL \
+           AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) \
+           AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.aggregate_id = o.aggregate_id AND b.first_id < o.id))"
+    };
+}
+
 /// Claims up to `limit` due rows of `slices` (every slice when `None`) in id order (see the
 /// module docs), skipping `in_flight`: rows already delivered whose "published" mark is being
 /// committed on another connection.
@@ -128,30 +153,69 @@ pub async fn claim_batch(
     slices: Option<&[i16]>,
     in_flight: &[i64],
 ) -> Result<Vec<PendingRow>, StoreError> {
-    Ok(diesel::sql_query(
-        // The products held back (a row waiting for its retry) come first, from the tiny
-        // backoff index, materialised: the anti-join then never depends on row estimates.
-        // (Planned against stale statistics after a sudden backlog, a correlated NOT EXISTS
-        // on the outbox scanned every pending row per candidate: 300 ms per claim at 10k.)
-        "WITH blocked AS MATERIALIZED ( \
-           SELECT b.aggregate_id, min(b.id) AS first_id FROM outbox b \
-           WHERE b.published_at IS NULL AND b.parked_at IS NULL \
-             AND b.next_attempt_at IS NOT NULL AND b.next_attempt_at > now() \
-           GROUP BY b.aggregate_id) \
-         SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
+    Ok(diesel::sql_query(concat!(
+        blocked_products!(),
+        " SELECT o.id, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers, \
                 o.aggregate_id, o.aggregate_version, o.attempts, o.created_at \
-         FROM outbox o \
-         WHERE o.published_at IS NULL AND o.parked_at IS NULL \
-           AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) \
-           AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.aggregate_id = o.aggregate_id AND b.first_id < o.id) \
-           AND NOT (o.id = ANY($2)) \
+         FROM outbox o WHERE ",
+        publishable_now!(),
+        " AND NOT (o.id = ANY($2)) \
            AND ($3::smallint[] IS NULL OR o.slice = ANY($3)) \
-         ORDER BY o.id LIMIT $1",
-    )
+         ORDER BY o.id LIMIT $1"
+    ))
     .bind::<BigInt, _>(limit)
     .bind::<Array<BigInt>, _>(in_flight)
     .bind::<Nullable<Array<SmallInt>>, _>(slices)
     .load(conn)
+    .await?)
+}
+
+#[derive(QueryableByName)]
+struct SliceRow {
+    #[diesel(sql_type = SmallInt)]
+    slice: i16,
+}
+
+/// Which of `among` hold a row a relay could publish now (what [`claim_batch`] would claim):
+/// one index probe per slice, stopping at its first such row.
+pub async fn publishable_slices(conn: &mut AsyncPgConnection, among: &[i16]) -> Result<Vec<i16>, StoreError> {
+    if among.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<SliceRow> = diesel::sql_query(concat!(
+        blocked_products!(),
+        " SELECT s.slice FROM unnest($1::smallint[]) AS s(slice) \
+         WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.slice = s.slice AND ",
+        publishable_now!(),
+        ") ORDER BY s.slice"
+    ))
+    .bind::<Array<SmallInt>, _>(among)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.slice).collect())
+}
+
+/// Pending rows no relay may publish yet: rows in their retry backoff after a failed attempt,
+/// and the later rows of their products held back behind them.
+#[derive(Debug, Clone, Default, QueryableByName, serde::Serialize)]
+pub struct RetryWait {
+    /// Rows waiting.
+    #[diesel(sql_type = BigInt)]
+    pub rows: i64,
+    /// When the first of them is due again.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+/// The rows waiting for a retry (see [`RetryWait`]).
+pub async fn waiting_for_retry(conn: &mut AsyncPgConnection) -> Result<RetryWait, StoreError> {
+    Ok(diesel::sql_query(concat!(
+        blocked_products!(),
+        " SELECT count(*) AS rows, min(o.next_attempt_at) FILTER (WHERE o.next_attempt_at > now()) AS next_at \
+         FROM blocked b JOIN outbox o ON o.aggregate_id = b.aggregate_id AND o.id >= b.first_id \
+         WHERE o.published_at IS NULL AND o.parked_at IS NULL"
+    ))
+    .get_result(conn)
     .await?)
 }
 

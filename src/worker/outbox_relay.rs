@@ -298,23 +298,10 @@ impl OutboxRelay {
                 if self.owned.len() >= target {
                     break;
                 }
-                match outbox_slices::try_take(conn, slice, &self.owner).await? {
-                    None => {}
-                    Some(how) => {
-                        self.owned.insert(slice);
-                        taken.push(slice);
-                        let label = match how {
-                            Takeover::Clean => "clean",
-                            // A relay process that is gone cannot produce: no grace.
-                            Takeover::FromLostOwner(previous) if process_is_gone(&previous) => "lost_owner_gone",
-                            Takeover::FromLostOwner(_) => {
-                                self.fenced_until
-                                    .insert(slice, Instant::now() + self.settings.takeover_grace);
-                                "lost_owner"
-                            }
-                        };
-                        OUTBOX_SLICE_TAKEOVERS.with_label_values(&[label]).inc();
-                    }
+                if let Some(how) = outbox_slices::try_take(conn, slice, &self.owner).await? {
+                    let grace = self.settings.takeover_grace;
+                    Self::took(&mut self.owned, &mut self.fenced_until, grace, slice, how);
+                    taken.push(slice);
                 }
             }
         }
@@ -335,6 +322,89 @@ impl OutboxRelay {
             self.publish_ownership();
         }
         Ok(())
+    }
+
+    /// Records a slice just taken (its lock is held on `conn`): owned, and fenced for the
+    /// takeover grace when its previous owner may still be producing. (A function of the
+    /// fields, not `&mut self`: callers hold `conn` borrowed meanwhile.)
+    fn took(
+        owned: &mut BTreeSet<i16>,
+        fenced_until: &mut HashMap<i16, Instant>,
+        grace: Duration,
+        slice: i16,
+        how: Takeover,
+    ) {
+        owned.insert(slice);
+        let label = match how {
+            Takeover::Clean => "clean",
+            // A relay process that is gone cannot produce: no grace.
+            Takeover::FromLostOwner(previous) if process_is_gone(&previous) => "lost_owner_gone",
+            Takeover::FromLostOwner(_) => {
+                fenced_until.insert(slice, Instant::now() + grace);
+                "lost_owner"
+            }
+        };
+        OUTBOX_SLICE_TAKEOVERS.with_label_values(&[label]).inc();
+    }
+
+    /// Takes every slice that no relay holds and that has rows publishable now, beyond this
+    /// relay's share if need be; returns how many it took.
+    ///
+    /// A one-shot run calls it before it exits, once its own slices have nothing left to
+    /// claim: a slice another relay let go of after this relay's last rebalance (its extras,
+    /// at a rebalance that counted this relay; every slice, when it lost its session) has
+    /// nobody left to publish it otherwise, and the other relay may be a one-shot run that
+    /// has finished meanwhile. Slices held by live relays stay theirs. The next rebalance is a
+    /// full interval away, so the rows are claimed before an extra can be let go again.
+    pub async fn take_unowned_publishable(&mut self) -> Result<usize, StoreError> {
+        let taken = match self.take_unowned_publishable_inner().await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = self.flush().await;
+                self.lose_slices();
+                return Err(e);
+            }
+        };
+        if !taken.is_empty() {
+            self.last_rebalance = Some(Instant::now());
+            let fenced = taken.iter().filter(|s| self.fenced_until.contains_key(s)).count();
+            tracing::info!(
+                relay = %self.owner,
+                owned = self.owned.len(),
+                taken = %ranges(&taken),
+                waiting_out_grace = fenced,
+                "outbox slices nobody owned had rows to publish; taken"
+            );
+            self.publish_ownership();
+        }
+        Ok(taken.len())
+    }
+
+    async fn take_unowned_publishable_inner(&mut self) -> Result<Vec<i16>, StoreError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Pool("the relay has not joined".into()));
+        };
+        let held = outbox_slices::held(conn).await?;
+        let free: Vec<i16> = (0..OUTBOX_SLICES)
+            .filter(|s| !held.contains(s) && !self.owned.contains(s))
+            .collect();
+        let mut taken = Vec::new();
+        for slice in outbox_repo::publishable_slices(conn, &free).await? {
+            if let Some(how) = outbox_slices::try_take(conn, slice, &self.owner).await? {
+                let grace = self.settings.takeover_grace;
+                Self::took(&mut self.owned, &mut self.fenced_until, grace, slice, how);
+                taken.push(slice);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Pending rows no relay may publish yet (retry backoff), for a one-shot run's summary.
+    pub async fn waiting_for_retry(&mut self) -> Result<outbox_repo::RetryWait, StoreError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Default::default());
+        };
+        outbox_repo::waiting_for_retry(conn).await
     }
 
     /// The slices to claim from now: owned and not waiting out a takeover grace (`None`

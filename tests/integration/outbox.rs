@@ -3,6 +3,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aliexpress::bus::producer::{self, ProducerSettings};
+use aliexpress::store::outbox_slices;
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
 use diesel_async::RunQueryDsl;
 use rand::Rng;
@@ -186,20 +187,120 @@ async fn two_publishers_at_once_keep_per_product_order() {
     let spawn = || {
         bin(&env)
             .args(["process-outbox", "--batch-size", "50"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,aliexpress::worker::outbox_relay=info")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn")
     };
     let (a, b) = (spawn(), spawn());
     let (oa, ob) = (a.wait_with_output().expect("a"), b.wait_with_output().expect("b"));
-    assert!(oa.status.success() && ob.status.success());
-    assert_eq!(env.count("outbox WHERE published_at IS NULL").await, 0);
+    // What each run said (summary and slice moves), for a failure.
+    let said = [&oa, &ob]
+        .iter()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("--- the other run:\n");
+    assert!(oa.status.success() && ob.status.success(), "{said}");
+    assert_eq!(
+        env.count("outbox WHERE published_at IS NULL").await,
+        0,
+        "both runs exited with rows left:\n{said}"
+    );
     let msgs = env
         .read_topic(&env.names.events_topic(), total, Duration::from_secs(60))
         .await;
     let (distinct, _dups) = assert_per_product_order(&versions(&msgs));
     assert_eq!(distinct, total);
+}
+
+/// A one-shot run exits only once no row it could publish now is left: it takes a slice
+/// nobody holds that has rows, beyond its share if need be, and leaves the slices a live relay
+/// holds to that relay. The other relay here is alive and holds one slice, as a relay is right
+/// after letting go of its extras. (Two one-shot runs at once left rows behind: one let go of
+/// extras, counting the other, after the other had finished its own slices and was exiting.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_shot_run_publishes_the_slices_left_free_and_leaves_a_live_relays_own_to_it() {
+    let env = TestEnv::new().await;
+    seed_outbox(&env, 60, 3).await;
+    let mut c = env.pool.get().await.expect("conn");
+    // Rows only in slices 32-63: beside one other relay, the run's share is slices 0-31.
+    diesel::sql_query("DELETE FROM outbox WHERE slice < 32")
+        .execute(&mut c)
+        .await
+        .expect("delete");
+    let theirs = i16::try_from(env.scalar("SELECT max(slice) FROM outbox").await).expect("slice");
+    let mut other = aliexpress::store::pool::connect(&env.infra.database_url, Duration::from_secs(30))
+        .await
+        .expect("conn");
+    outbox_slices::join(&mut other).await.expect("join");
+    assert!(outbox_slices::try_take(&mut other, theirs, "elsewhere:-:1:abcdef")
+        .await
+        .expect("take")
+        .is_some());
+    let (left_free, held) = (
+        env.count(&format!("outbox WHERE slice <> {theirs}")).await,
+        env.count(&format!("outbox WHERE slice = {theirs}")).await,
+    );
+    assert!(left_free > 0 && held > 0);
+
+    let out = bin(&env)
+        .args(["process-outbox", "--batch-size", "50"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("Published {left_free} events")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{held} pending rows are in slices other live relays own")),
+        "{stdout}"
+    );
+    assert_eq!(
+        env.count("outbox WHERE published_at IS NULL").await,
+        held,
+        "only the live relay's rows wait: {stdout}"
+    );
+
+    // That relay lets go and leaves: the next run publishes its rows.
+    outbox_slices::release(&mut other, theirs).await.expect("release");
+    drop(other);
+    let again = bin(&env).arg("process-outbox").output().expect("runs");
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains(&format!("Published {held} events")), "{stdout}");
+    assert_eq!(env.count("outbox WHERE published_at IS NULL").await, 0);
+}
+
+/// Rows waiting for a retry after a failed attempt are not due: a one-shot run publishes the
+/// rest and says how many wait and when the first is due.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_shot_run_reports_the_rows_waiting_for_a_retry() {
+    let env = TestEnv::new().await;
+    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    insert_rows(&env, &[(x, 1, 10), (x, 2, 10), (y, 1, 10)]).await;
+    let mut c = env.pool.get().await.expect("conn");
+    diesel::sql_query(format!(
+        "UPDATE outbox SET attempts = 1, last_error = 'boom', next_attempt_at = now() + interval '1 hour' \
+         WHERE aggregate_id = '{x}' AND aggregate_version = 1"
+    ))
+    .execute(&mut c)
+    .await
+    .expect("fail x1");
+    let out = bin(&env).arg("process-outbox").output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("Published 1 events"), "{stdout}");
+    assert!(
+        stdout.contains("2 rows wait for a retry") && stdout.contains("the next is due at"),
+        "x1 in its backoff, x2 behind it: {stdout}"
+    );
+    assert!(!stdout.contains("other live relays"), "{stdout}");
+    assert_eq!(env.count("outbox WHERE published_at IS NULL").await, 2);
 }
 
 /// Outbox rows (product, version, payload padding in bytes) in this order.
