@@ -236,7 +236,7 @@ async fn a_one_shot_run_publishes_the_slices_left_free_and_leaves_a_live_relays_
         .await
         .expect("delete");
     let theirs = i16::try_from(env.scalar("SELECT max(slice) FROM outbox").await).expect("slice");
-    let mut other = aliexpress::store::pool::connect(&env.infra.database_url, Duration::from_secs(30))
+    let mut other = aliexpress::store::pool::connect(env.infra.database.url.expose(), Duration::from_secs(30))
         .await
         .expect("conn");
     outbox_slices::join(&mut other).await.expect("join");
