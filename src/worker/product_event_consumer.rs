@@ -449,8 +449,14 @@ impl ProductEventConsumer {
                 match r {
                     ItemResult::Applied => {
                         out.applied += 1;
+                        let m = &batch[d.at];
+                        // OpenTelemetry messaging conventions (see `bus::span`).
                         let span = tracing::debug_span!("project event", product.id = %d.event.aggregate_id,
-                            product.version = d.event.aggregate_version);
+                            product.version = d.event.aggregate_version,
+                            otel.name = %format_args!("process {}", m.topic()), otel.kind = "consumer",
+                            messaging.system = crate::bus::span::MESSAGING_SYSTEM, messaging.operation.type = "process",
+                            messaging.destination.name = m.topic(), messaging.consumer.group.name = %self.group,
+                            messaging.kafka.destination.partition = m.partition(), messaging.kafka.message.offset = m.offset());
                         if let Some(tp) = &d.trace {
                             crate::telemetry::trace_context::set_parent(&span, tp);
                         }
