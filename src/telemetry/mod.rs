@@ -3,6 +3,7 @@
 //! clean for scripts.
 
 pub mod metrics;
+pub mod pools;
 pub mod trace_context;
 
 use opentelemetry::trace::TracerProvider as _;
