@@ -54,6 +54,24 @@ pub fn record_failure(span: &Span, error_type: &str) {
     span.record("error.type", error_type);
 }
 
+/// Records the outcome of a send, `(partition, offset)` or the error, on its publish span;
+/// returns the outcome without the position.
+pub fn settle(
+    span: &Span,
+    delivery: Result<(i32, i64), rdkafka::error::KafkaError>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    match delivery {
+        Ok((partition, offset)) => {
+            record_delivery(span, partition, offset);
+            Ok(())
+        }
+        Err(e) => {
+            record_failure(span, &error_type(&e));
+            Err(e)
+        }
+    }
+}
+
 /// The `traceparent` in an outbox row's headers (a JSON object of strings).
 pub fn traceparent_in_json(headers: &str) -> Option<TraceParent> {
     let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(headers).ok()?;
@@ -69,56 +87,21 @@ pub fn error_type(e: &rdkafka::error::KafkaError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-    use tracing_subscriber::Layer;
-
-    #[derive(Clone, Default)]
-    struct Recorded(Arc<Mutex<Vec<(String, HashMap<String, String>)>>>);
-
-    struct Fields<'a>(&'a mut HashMap<String, String>);
-
-    impl Visit for Fields<'_> {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.insert(field.name().to_owned(), format!("{value:?}"));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().to_owned(), value.to_owned());
-        }
-    }
-
-    impl<S: tracing::Subscriber> Layer<S> for Recorded {
-        fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
-            let mut fields = HashMap::new();
-            attrs.record(&mut Fields(&mut fields));
-            self.0
-                .lock()
-                .expect("lock")
-                .push((attrs.metadata().name().to_owned(), fields));
-        }
-        fn on_record(&self, _: &Id, values: &Record<'_>, _: Context<'_, S>) {
-            if let Some((_, fields)) = self.0.lock().expect("lock").last_mut() {
-                values.record(&mut Fields(fields));
-            }
-        }
-    }
+    use crate::telemetry::span_recorder::SpanRecorder;
 
     #[test]
     fn a_publish_span_carries_the_messaging_semantic_convention_attributes() {
-        let recorded = Recorded::default();
-        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(recorded.clone()));
+        let recorded = SpanRecorder::default();
+        let _guard = recorded.install();
         let span = publish("product.events", || None);
         record_delivery(&span, 3, 42);
         drop(span);
         let failed = publish("dlq.product.events", || None);
         record_failure(&failed, "MessageSizeTooLarge");
         drop(failed);
-        let spans = recorded.0.lock().expect("lock").clone();
-        let (name, s) = &spans[0];
-        assert_eq!(name, "publish");
+        let spans = recorded.named("publish");
+        assert_eq!(spans.len(), 2);
+        let s = &spans[0];
         assert_eq!(s["otel.name"], "publish product.events");
         assert_eq!(s["otel.kind"], "producer");
         assert_eq!(s["messaging.system"], "kafka");
@@ -127,7 +110,7 @@ mod tests {
         assert_eq!(s["messaging.kafka.destination.partition"], "3");
         assert_eq!(s["messaging.kafka.message.offset"], "42");
         assert!(!s.contains_key("otel.status_code"));
-        let (_, f) = &spans[1];
+        let f = &spans[1];
         assert_eq!(f["otel.status_code"], "ERROR");
         assert_eq!(f["error.type"], "MessageSizeTooLarge");
     }

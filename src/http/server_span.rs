@@ -89,59 +89,12 @@ impl RootSpanBuilder for ServerSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::span_recorder::{Fields, SpanRecorder};
     use actix_web::{test, web, App, HttpResponse};
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-    use tracing_subscriber::Layer;
 
-    /// Span name and fields of every span, as recorded (values as text).
-    #[derive(Clone, Default)]
-    struct Recorded(Arc<Mutex<HashMap<u64, (String, HashMap<String, String>)>>>);
-
-    struct Fields<'a>(&'a mut HashMap<String, String>);
-
-    impl Visit for Fields<'_> {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.insert(field.name().to_owned(), format!("{value:?}"));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().to_owned(), value.to_owned());
-        }
-    }
-
-    impl<S: tracing::Subscriber> Layer<S> for Recorded {
-        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
-            let mut fields = HashMap::new();
-            attrs.record(&mut Fields(&mut fields));
-            let name = attrs.metadata().name().to_owned();
-            self.0.lock().expect("lock").insert(id.into_u64(), (name, fields));
-        }
-        fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
-            if let Some((_, fields)) = self.0.lock().expect("lock").get_mut(&id.into_u64()) {
-                values.record(&mut Fields(fields));
-            }
-        }
-    }
-
-    impl Recorded {
-        fn server_spans(&self) -> Vec<HashMap<String, String>> {
-            self.0
-                .lock()
-                .expect("lock")
-                .values()
-                .filter(|(name, _)| name == "HTTP request")
-                .map(|(_, f)| f.clone())
-                .collect()
-        }
-    }
-
-    async fn one_request(method: actix_web::http::Method, path: &str) -> HashMap<String, String> {
-        let recorded = Recorded::default();
-        let subscriber = tracing_subscriber::registry().with(recorded.clone());
-        let _guard = tracing::subscriber::set_default(subscriber);
+    async fn one_request(method: actix_web::http::Method, path: &str) -> Fields {
+        let recorded = SpanRecorder::default();
+        let _guard = recorded.install();
         let app = test::init_service(
             App::new()
                 .wrap(tracing_logger())
@@ -157,7 +110,7 @@ mod tests {
         .await;
         let req = test::TestRequest::default().method(method).uri(path).to_request();
         let _ = test::call_service(&app, req).await;
-        let spans = recorded.server_spans();
+        let spans = recorded.named("HTTP request");
         assert_eq!(spans.len(), 1, "one server span per request: {spans:?}");
         spans.into_iter().next().unwrap_or_default()
     }

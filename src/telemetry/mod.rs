@@ -4,6 +4,8 @@
 
 pub mod metrics;
 pub mod pools;
+#[cfg(test)]
+pub(crate) mod span_recorder;
 pub mod trace_context;
 
 use opentelemetry::trace::TracerProvider as _;

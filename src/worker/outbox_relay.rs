@@ -479,18 +479,12 @@ impl OutboxRelay {
             let r = match f {
                 Err(e) => Err(e),
                 Ok(f) => match f.await {
-                    Ok(Ok(d)) => {
-                        crate::bus::span::record_delivery(&span, d.partition, d.offset);
-                        Ok(())
-                    }
+                    Ok(Ok(d)) => Ok((d.partition, d.offset)),
                     Ok(Err((e, _))) => Err(e),
                     Err(_canceled) => Err(KafkaError::Canceled),
                 },
             };
-            if let Err(e) = &r {
-                crate::bus::span::record_failure(&span, &crate::bus::span::error_type(e));
-            }
-            r
+            crate::bus::span::settle(&span, r)
         }));
         // Bounded, so that a relay whose session ended meanwhile stops producing before the
         // next owner's grace is over: past the deadline nothing more of this batch goes out.
