@@ -24,7 +24,10 @@ COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
 COPY tests ./tests
-RUN cargo build --release --locked --bin aliexpress
+# The commit, exported as aliexpress_build_info{git_sha} (empty when not given):
+# docker build --build-arg ALIEXPRESS_GIT_SHA=$(git rev-parse --short HEAD) .
+ARG ALIEXPRESS_GIT_SHA=
+RUN ALIEXPRESS_GIT_SHA="$ALIEXPRESS_GIT_SHA" cargo build --release --locked --bin aliexpress
 
 FROM debian:bookworm-slim
 # libssl3: the system OpenSSL rdkafka links; ca-certificates: TLS to managed services; curl:

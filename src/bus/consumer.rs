@@ -1,5 +1,11 @@
 //! Consumer helpers: at-least-once configuration (offsets stored by the application only
-//! after an effect is durable; librdkafka auto-commits what was stored) and a lag probe.
+//! after an effect is durable; librdkafka auto-commits what was stored), a lag probe, and the
+//! lag gauges every consumer role exports ([`export_assigned_lag`]).
+//!
+//! Lag is exported once per group and partition: each process reports only the partitions
+//! currently assigned to it, and drops the series of those it no longer owns, so N members of
+//! a group export one series per partition between them (two, briefly, while a partition
+//! changes hands: dashboards and alerts take `max by (group, topic, partition)`).
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -8,6 +14,7 @@ use std::time::Duration;
 
 use super::producer::base_config;
 use super::{BusError, KafkaConnection};
+use crate::telemetry::metrics::{CONSUMER_COMMITTED_OFFSET, CONSUMER_LAG, CONSUMER_LAG_SECONDS};
 
 /// Builds a consumer in `group` with `enable.auto.offset.store=false`.
 pub fn build(kafka: &KafkaConnection, group: &str) -> Result<StreamConsumer, BusError> {
@@ -82,11 +89,27 @@ pub struct PartitionLag {
 /// Blocking: call from `spawn_blocking`.
 pub fn lag_blocking<C: Consumer>(consumer: &C, topic: &str, timeout: Duration) -> Result<Vec<PartitionLag>, BusError> {
     let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions_lag_blocking(consumer, topic, &partitions, timeout)
+}
+
+/// [`lag_blocking`] for the given partitions of `topic` only. Blocking.
+pub fn partitions_lag_blocking<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>, BusError> {
     let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-        }
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    if tpl.count() == 0 {
+        return Ok(Vec::new());
     }
     let committed = consumer.committed_offsets(tpl.clone(), timeout)?;
     let mut out = Vec::new();
@@ -109,4 +132,175 @@ pub fn lag_blocking<C: Consumer>(consumer: &C, topic: &str, timeout: Duration) -
     }
     out.sort_by_key(|p| p.partition);
     Ok(out)
+}
+
+/// The partitions of `topic` assigned to `consumer` now (empty while it has none).
+pub fn assigned_partitions<C: Consumer>(consumer: &C, topic: &str) -> Result<Vec<i32>, BusError> {
+    let mut out: Vec<i32> = consumer
+        .assignment()?
+        .elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Sets `aliexpress_consumer_lag_messages` and `aliexpress_consumer_committed_offset` of
+/// `group` for the partitions of `topic` assigned to `consumer`, and removes this process's
+/// lag series (those two and `aliexpress_consumer_lag_seconds`) of every partition it no
+/// longer owns. Returns the partitions exported. Blocking (watermarks and committed offsets
+/// are broker round trips): call from `spawn_blocking`, or through [`export_lag`].
+pub fn export_assigned_lag<C: Consumer>(
+    consumer: &C,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, BusError> {
+    let assigned = assigned_partitions(consumer, topic)?;
+    let lags = partitions_lag_blocking(consumer, topic, &assigned, timeout)?;
+    publish_lag(group, topic, &lags);
+    Ok(assigned)
+}
+
+/// [`export_assigned_lag`] of the consumer `consumer_of` finds in `owner`, on a blocking
+/// thread. A failure is logged at debug level: the next export tries again, and the series
+/// keep their last value meanwhile.
+pub async fn export_lag<O, C>(owner: std::sync::Arc<O>, consumer_of: fn(&O) -> &C, group: &str, topic: &str)
+where
+    O: Send + Sync + 'static,
+    C: Consumer + 'static,
+{
+    let (g, t) = (group.to_owned(), topic.to_owned());
+    let r = tokio::task::spawn_blocking(move || export_assigned_lag(consumer_of(&owner), &g, &t, LAG_TIMEOUT)).await;
+    match r {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(group, topic, error = %e, "consumer lag not exported"),
+        Err(e) => tracing::debug!(group, topic, error = %e, "consumer lag probe did not finish"),
+    }
+}
+
+/// Runs [`export_lag`] every [`LAG_EXPORT_INTERVAL`] until the returned task is aborted: for a
+/// consumer role whose loop does not export lag itself (the command consumer).
+pub fn spawn_lag_exporter<O, C>(
+    owner: std::sync::Arc<O>,
+    consumer_of: fn(&O) -> &C,
+    group: String,
+    topic: String,
+) -> tokio::task::JoinHandle<()>
+where
+    O: Send + Sync + 'static,
+    C: Consumer + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            export_lag(owner.clone(), consumer_of, &group, &topic).await;
+            tokio::time::sleep(LAG_EXPORT_INTERVAL).await;
+        }
+    })
+}
+
+/// How often a consumer role exports its lag.
+pub const LAG_EXPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Bound of each broker call of a lag export.
+pub const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Exports `lags` (the partitions this process owns) as `group`'s series for `topic` and
+/// removes this process's series of `group` and `topic` for any other partition.
+pub fn publish_lag(group: &str, topic: &str, lags: &[PartitionLag]) {
+    let owned: Vec<String> = lags.iter().map(|l| l.partition.to_string()).collect();
+    for (l, partition) in lags.iter().zip(&owned) {
+        let labels = [group, topic, partition.as_str()];
+        CONSUMER_LAG.with_label_values(&labels).set(l.lag);
+        match l.committed {
+            Some(c) => CONSUMER_COMMITTED_OFFSET.with_label_values(&labels).set(c),
+            None => {
+                let _ = CONSUMER_COMMITTED_OFFSET.remove_label_values(&labels);
+            }
+        }
+    }
+    for vec in [&*CONSUMER_LAG, &*CONSUMER_COMMITTED_OFFSET] {
+        for p in exported_partitions(vec, group, topic) {
+            if !owned.contains(&p) {
+                let _ = vec.remove_label_values(&[group, topic, &p]);
+            }
+        }
+    }
+    for p in exported_partitions(&*CONSUMER_LAG_SECONDS, group, topic) {
+        if !owned.contains(&p) {
+            let _ = CONSUMER_LAG_SECONDS.remove_label_values(&[group, topic, &p]);
+        }
+    }
+}
+
+/// The `partition` label of every series of `metric` with these `group` and `topic`.
+fn exported_partitions(metric: &dyn prometheus::core::Collector, group: &str, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for family in metric.collect() {
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_owned())
+            };
+            if label("group").as_deref() == Some(group) && label("topic").as_deref() == Some(topic) {
+                out.extend(label("partition"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lag(partition: i32, lag: i64, committed: Option<i64>) -> PartitionLag {
+        PartitionLag {
+            topic: "t.lag".into(),
+            partition,
+            committed,
+            log_start: 0,
+            log_end: lag + committed.unwrap_or(0),
+            lag,
+        }
+    }
+
+    fn series(group: &str) -> Vec<String> {
+        let mut p = exported_partitions(&*CONSUMER_LAG, group, "t.lag");
+        p.sort();
+        p
+    }
+
+    #[test]
+    fn lag_is_exported_for_owned_partitions_only_and_dropped_when_they_move() {
+        let group = "lag-export-test-group";
+        CONSUMER_LAG_SECONDS.with_label_values(&[group, "t.lag", "0"]).set(1.5);
+        publish_lag(
+            group,
+            "t.lag",
+            &[lag(0, 5, Some(10)), lag(1, 0, Some(3)), lag(2, 7, None)],
+        );
+        assert_eq!(series(group), ["0", "1", "2"]);
+        assert_eq!(CONSUMER_LAG.with_label_values(&[group, "t.lag", "2"]).get(), 7);
+        assert_eq!(
+            CONSUMER_COMMITTED_OFFSET
+                .with_label_values(&[group, "t.lag", "0"])
+                .get(),
+            10
+        );
+        assert!(!exported_partitions(&*CONSUMER_COMMITTED_OFFSET, group, "t.lag").contains(&"2".to_owned()));
+        // A rebalance took partitions 0 and 2 away: their series go, those of other groups stay.
+        publish_lag("lag-export-other-group", "t.lag", &[lag(0, 1, Some(1))]);
+        publish_lag(group, "t.lag", &[lag(1, 4, Some(3))]);
+        assert_eq!(series(group), ["1"]);
+        assert_eq!(CONSUMER_LAG.with_label_values(&[group, "t.lag", "1"]).get(), 4);
+        assert!(exported_partitions(&*CONSUMER_LAG_SECONDS, group, "t.lag").is_empty());
+        assert_eq!(series("lag-export-other-group"), ["0"]);
+        // None assigned: nothing exported.
+        publish_lag(group, "t.lag", &[]);
+        assert!(series(group).is_empty());
+    }
 }

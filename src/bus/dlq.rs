@@ -1,6 +1,7 @@
 //! Dead-letter writer. A DLQ record keeps the original key, value, headers and timestamp and
 //! adds context headers (names mirror Kafka Connect's `__connect.errors.*`, see docs/EVENTS.md).
-//! The send is awaited: an offset is stored only once its DLQ record is durable.
+//! The send is awaited: an offset is stored only once its DLQ record is durable. Each send is
+//! a `publish` span (OpenTelemetry messaging conventions, [`super::span`]).
 
 use chrono::Utc;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -104,10 +105,15 @@ impl DlqWriter {
         if let Some(t) = msg.timestamp().to_millis() {
             rec = rec.timestamp(t);
         }
-        self.producer
-            .send(rec, Duration::from_secs(30))
+        // A child of the consumer's span for the message: the dead letter is part of its story.
+        let span = super::span::publish(&self.topic, || None);
+        let delivery = tracing::Instrument::instrument(self.producer.send(rec, Duration::from_secs(30)), span.clone())
             .await
-            .map_err(|(e, _)| BusError::Kafka(e))?;
+            .map_err(|(e, _)| {
+                super::span::record_failure(&span, &super::span::error_type(&e));
+                BusError::Kafka(e)
+            })?;
+        super::span::record_delivery(&span, delivery.partition, delivery.offset);
         DLQ_MESSAGES.with_label_values(&[&self.topic, reason.class]).inc();
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod envelope;
 pub mod producer;
+pub mod span;
 
 pub use connection::KafkaConnection;
 /// The clients callers hold (built by [`producer::build`] and [`consumer::build`]).

@@ -140,14 +140,17 @@ pub struct PutOutcome {
     pub projected: i64,
 }
 
-/// A pool of `manager`'s connections (opened lazily, on the runtime that first uses them).
+/// A pool of `manager`'s connections (opened lazily, on the runtime that first uses them),
+/// exported as `aliexpress_pool_*{pool="redis"}` while it lives.
 fn pool_of(manager: RedisManager, max_size: usize, timeouts: Timeouts) -> Result<RedisPool, CacheError> {
-    RedisPool::builder(manager)
+    let pool = RedisPool::builder(manager)
         .max_size(max_size)
         .timeouts(timeouts)
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|e| CacheError::Pool(e.to_string()))
+        .map_err(|e| CacheError::Pool(e.to_string()))?;
+    crate::telemetry::pools::watch(crate::telemetry::pools::REDIS, &pool);
+    Ok(pool)
 }
 
 /// The product read model in Redis.

@@ -3,6 +3,12 @@
 //! with `Retry-After` past a rate limit, 503 with `Retry-After`
 //! when a dependency is down or a store error is transient (`StoreError::is_transient`), and an
 //! opaque 500. The cause of a 500 or 503 is logged once, here, and never shown.
+//!
+//! Every problem carries a stable, machine-readable `code` ([`ProblemCode`]; clients branch on
+//! it, never on `detail`). Its `type` is `about:blank` when the status alone says what went
+//! wrong (the code is the only one with that status), and the URN
+//! `urn:aliexpress:problem:<code>` when several problems share the status (400, 409, 422);
+//! docs/API.md lists them all.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -28,16 +34,172 @@ pub struct FieldError {
     pub reason: String,
 }
 
-/// Problem+json body.
+/// The stable, machine-readable name of each distinct problem (`code` in problem+json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    /// 400: the body is not valid JSON.
+    MalformedJson,
+    /// 400: another part of the request cannot be read (path parameter, header, body stream).
+    MalformedRequest,
+    /// 401: missing, malformed or unknown bearer token.
+    Unauthorized,
+    /// 403: a known token without the right (a read token writing).
+    Forbidden,
+    /// 404: no such resource or route.
+    NotFound,
+    /// 405: the path exists, the method does not (see `Allow`).
+    MethodNotAllowed,
+    /// 408: the body did not arrive in time.
+    RequestTimeout,
+    /// 409: the product's current state refuses the command (archived, a forbidden
+    /// transition, not enough stock, already created, ...).
+    StateConflict,
+    /// 409: another product has this sku.
+    SkuTaken,
+    /// 409: a request with this `Idempotency-Key` is still in progress; retry.
+    IdempotencyKeyInFlight,
+    /// 409: a command with this id was already processed.
+    CommandAlreadyProcessed,
+    /// 412: `If-Match` names another version than the product's (optimistic concurrency).
+    VersionConflict,
+    /// 413: the body is over the size limit.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 422: the input breaks a rule (see `errors`).
+    ValidationFailed,
+    /// 422: this `Idempotency-Key` was used for a request with another body.
+    IdempotencyKeyReused,
+    /// 429: this client's rate limit is spent (see `Retry-After`).
+    RateLimited,
+    /// 500: an unexpected failure; the cause is in the server's log.
+    Internal,
+    /// 503: a dependency (database, search, command bus) is unavailable (see `Retry-After`).
+    DependencyUnavailable,
+}
+
+impl ProblemCode {
+    /// Every code, in status order.
+    pub const ALL: [Self; 19] = [
+        Self::MalformedJson,
+        Self::MalformedRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::RequestTimeout,
+        Self::StateConflict,
+        Self::SkuTaken,
+        Self::IdempotencyKeyInFlight,
+        Self::CommandAlreadyProcessed,
+        Self::VersionConflict,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::ValidationFailed,
+        Self::IdempotencyKeyReused,
+        Self::RateLimited,
+        Self::Internal,
+        Self::DependencyUnavailable,
+    ];
+
+    /// The code as sent (`snake_case`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::MalformedRequest => "malformed_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::StateConflict => "state_conflict",
+            Self::SkuTaken => "sku_taken",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Self::CommandAlreadyProcessed => "command_already_processed",
+            Self::VersionConflict => "version_conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::ValidationFailed => "validation_failed",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::DependencyUnavailable => "dependency_unavailable",
+        }
+    }
+
+    /// The HTTP status of this problem.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson | Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::StateConflict | Self::SkuTaken | Self::IdempotencyKeyInFlight | Self::CommandAlreadyProcessed => {
+                StatusCode::CONFLICT
+            }
+            Self::VersionConflict => StatusCode::PRECONDITION_FAILED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// True when another problem has the same status: the status alone does not say which.
+    fn shares_status(self) -> bool {
+        Self::ALL.iter().any(|c| *c != self && c.status() == self.status())
+    }
+
+    /// The problem's `type`: `about:blank` when the status says it all, else
+    /// `urn:aliexpress:problem:<code>`.
+    pub fn type_uri(self) -> String {
+        if self.shares_status() {
+            format!("urn:aliexpress:problem:{}", self.as_str())
+        } else {
+            "about:blank".to_owned()
+        }
+    }
+
+    /// The problem's `title`: the status's reason phrase for `about:blank` (as RFC 9457 asks),
+    /// else a summary of the problem.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "Malformed JSON",
+            Self::MalformedRequest => "Malformed request",
+            Self::StateConflict => "The product's state refuses this",
+            Self::SkuTaken => "SKU already taken",
+            Self::IdempotencyKeyInFlight => "Idempotency key in use",
+            Self::CommandAlreadyProcessed => "Command already processed",
+            Self::ValidationFailed => "Validation failed",
+            Self::IdempotencyKeyReused => "Idempotency key reused",
+            other => other.status().canonical_reason().unwrap_or("Error"),
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Problem+json body (RFC 9457).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
-    /// Problem type URI.
+    /// `about:blank` when the status says it all, else `urn:aliexpress:problem:<code>`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Short summary.
+    /// Short summary of the problem type.
     pub title: String,
     /// HTTP status.
     pub status: u16,
+    /// Stable, machine-readable name of the problem.
+    pub code: ProblemCode,
     /// Details for this occurrence.
     pub detail: String,
     /// Field-level errors.
@@ -49,6 +211,9 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Body is not valid JSON.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// Another part of the request cannot be read (path, header, body stream).
     #[error("{0}")]
     Malformed(String),
     /// Input breaks a rule.
@@ -65,9 +230,21 @@ pub enum ApiError {
     /// Write based on an outdated version (If-Match).
     #[error("{0}")]
     PreconditionFailed(String),
-    /// Conflicting state (duplicate sku, concurrent change).
+    /// The product's current state refuses the command.
     #[error("{0}")]
-    Conflict(String),
+    StateConflict(String),
+    /// Another product has this sku.
+    #[error("{0}")]
+    SkuTaken(String),
+    /// The same `Idempotency-Key` was used with another body.
+    #[error("{IDEMPOTENCY_KEY_HEADER} was already used for a request with another body")]
+    IdempotencyKeyReused,
+    /// A request with the same `Idempotency-Key` is still in progress.
+    #[error("a request with this {IDEMPOTENCY_KEY_HEADER} is still in progress")]
+    IdempotencyKeyInFlight,
+    /// The command id was already processed.
+    #[error("command already processed")]
+    CommandAlreadyProcessed,
     /// Body over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -115,6 +292,31 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The problem's stable code.
+    pub fn code(&self) -> ProblemCode {
+        match self {
+            Self::MalformedJson(_) => ProblemCode::MalformedJson,
+            Self::Malformed(_) => ProblemCode::MalformedRequest,
+            Self::Validation { .. } => ProblemCode::ValidationFailed,
+            Self::NotFound(_) => ProblemCode::NotFound,
+            Self::PreconditionFailed(_) => ProblemCode::VersionConflict,
+            Self::StateConflict(_) => ProblemCode::StateConflict,
+            Self::SkuTaken(_) => ProblemCode::SkuTaken,
+            Self::IdempotencyKeyReused => ProblemCode::IdempotencyKeyReused,
+            Self::IdempotencyKeyInFlight => ProblemCode::IdempotencyKeyInFlight,
+            Self::CommandAlreadyProcessed => ProblemCode::CommandAlreadyProcessed,
+            Self::PayloadTooLarge(_) => ProblemCode::PayloadTooLarge,
+            Self::UnsupportedMediaType(_) => ProblemCode::UnsupportedMediaType,
+            Self::RequestTimeout(_) => ProblemCode::RequestTimeout,
+            Self::MethodNotAllowed { .. } => ProblemCode::MethodNotAllowed,
+            Self::TooManyRequests { .. } => ProblemCode::RateLimited,
+            Self::Unauthorized(_) => ProblemCode::Unauthorized,
+            Self::Forbidden(_) => ProblemCode::Forbidden,
+            Self::Unavailable(_) | Self::DependencyDown { .. } => ProblemCode::DependencyUnavailable,
+            Self::Internal(_) => ProblemCode::Internal,
+        }
+    }
+
     /// A 422 for one field.
     pub fn field(field: &str, reason: impl Into<String>) -> Self {
         let reason = reason.into();
@@ -142,7 +344,7 @@ impl From<DomainError> for ApiError {
             | DomainError::Archived
             | DomainError::InvalidTransition { .. }
             | DomainError::InsufficientStock { .. }
-            | DomainError::Incomplete { .. } => return Self::Conflict(detail),
+            | DomainError::Incomplete { .. } => return Self::StateConflict(detail),
         }
         let errors = match &e {
             DomainError::Invalid { field, reason } => vec![FieldError {
@@ -177,7 +379,7 @@ impl From<StoreError> for ApiError {
             StoreError::VersionConflict { expected, actual } => {
                 Self::PreconditionFailed(format!("product is at version {actual}, not {expected}"))
             }
-            StoreError::SkuTaken(s) => Self::Conflict(format!("sku {s:?} is already used by another product")),
+            StoreError::SkuTaken(s) => Self::SkuTaken(format!("sku {s:?} is already used by another product")),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -188,14 +390,9 @@ impl From<AppError> for ApiError {
         match e {
             AppError::Rejected(rule) => rule.into(),
             AppError::NotFound(id) => Self::NotFound(format!("product {id} not found")),
-            AppError::KeyReused => Self::field(
-                IDEMPOTENCY_KEY_HEADER,
-                "was already used for a request with another body",
-            ),
-            AppError::KeyInFlight => Self::Conflict(format!(
-                "a request with this {IDEMPOTENCY_KEY_HEADER} is still in progress"
-            )),
-            AppError::AlreadyProcessed => Self::Conflict("command already processed".into()),
+            AppError::KeyReused => Self::IdempotencyKeyReused,
+            AppError::KeyInFlight => Self::IdempotencyKeyInFlight,
+            AppError::AlreadyProcessed => Self::CommandAlreadyProcessed,
             AppError::Store(e) => e.into(),
         }
     }
@@ -209,28 +406,20 @@ impl From<BusError> for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Unavailable(_) | Self::DependencyDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let (detail, errors) = match self {
             Self::Validation { detail, errors } => (detail.clone(), errors.clone()),
+            Self::IdempotencyKeyReused => (
+                self.to_string(),
+                vec![FieldError {
+                    field: IDEMPOTENCY_KEY_HEADER.to_owned(),
+                    reason: "was already used for a request with another body".to_owned(),
+                }],
+            ),
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "request failed");
                 ("internal error".to_owned(), Vec::new())
@@ -250,12 +439,12 @@ impl ResponseError for ApiError {
             }
             other => (other.to_string(), Vec::new()),
         };
-        let title = status.canonical_reason().unwrap_or("Error").to_owned();
-        let slug = title.to_lowercase().replace(' ', "-");
+        let code = self.code();
         let body = Problem {
-            kind: format!("https://aliexpress.dev/problems/{slug}"),
-            title,
+            kind: code.type_uri(),
+            title: code.title().to_owned(),
             status: status.as_u16(),
+            code,
             detail,
             errors,
         };
@@ -298,7 +487,7 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
                 reason: e.to_string(),
             }],
         },
-        J::Deserialize(e) => ApiError::Malformed(format!("malformed JSON: {e}")),
+        J::Deserialize(e) => ApiError::MalformedJson(format!("malformed JSON: {e}")),
         J::Payload(p) => payload_error(p),
         other => ApiError::Malformed(format!("unreadable body: {other}")),
     };
@@ -386,5 +575,130 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(retry.is_none());
         assert_eq!(body["detail"], "internal error");
+    }
+
+    /// One error of each variant, with the code and status it must answer with.
+    fn every_variant() -> Vec<(ApiError, &'static str, u16)> {
+        use std::time::Duration;
+        vec![
+            (
+                ApiError::MalformedJson("malformed JSON: eof".into()),
+                "malformed_json",
+                400,
+            ),
+            (ApiError::Malformed("invalid path".into()), "malformed_request", 400),
+            (ApiError::field("title", "must not be empty"), "validation_failed", 422),
+            (ApiError::NotFound("product not found".into()), "not_found", 404),
+            (
+                ApiError::PreconditionFailed("at version 3".into()),
+                "version_conflict",
+                412,
+            ),
+            (ApiError::StateConflict("archived".into()), "state_conflict", 409),
+            (ApiError::SkuTaken("sku taken".into()), "sku_taken", 409),
+            (ApiError::IdempotencyKeyReused, "idempotency_key_reused", 422),
+            (ApiError::IdempotencyKeyInFlight, "idempotency_key_in_flight", 409),
+            (ApiError::CommandAlreadyProcessed, "command_already_processed", 409),
+            (ApiError::PayloadTooLarge("too big".into()), "payload_too_large", 413),
+            (
+                ApiError::UnsupportedMediaType("not JSON".into()),
+                "unsupported_media_type",
+                415,
+            ),
+            (ApiError::RequestTimeout("slow".into()), "request_timeout", 408),
+            (ApiError::MethodNotAllowed { allow: "GET" }, "method_not_allowed", 405),
+            (
+                ApiError::TooManyRequests {
+                    detail: "slow down".into(),
+                    retry_after: Duration::from_millis(1500),
+                },
+                "rate_limited",
+                429,
+            ),
+            (ApiError::Unauthorized("no token".into()), "unauthorized", 401),
+            (ApiError::Forbidden("read token".into()), "forbidden", 403),
+            (
+                ApiError::Unavailable("command bus unavailable".into()),
+                "dependency_unavailable",
+                503,
+            ),
+            (
+                ApiError::DependencyDown {
+                    dependency: "search",
+                    cause: "timeout".into(),
+                },
+                "dependency_unavailable",
+                503,
+            ),
+            (ApiError::Internal("boom".into()), "internal", 500),
+        ]
+    }
+
+    #[test]
+    fn each_variant_answers_with_its_code_status_and_type() {
+        for (e, code, status) in every_variant() {
+            let name = format!("{e:?}");
+            assert_eq!(e.code().as_str(), code, "{name}");
+            let (s, _, body) = answer(e);
+            assert_eq!(s.as_u16(), status, "{name}");
+            assert_eq!(body["code"], code, "{name}");
+            assert_eq!(body["status"], status, "{name}");
+            let kind = body["type"].as_str().unwrap_or_default();
+            assert!(
+                kind == "about:blank" || kind == format!("urn:aliexpress:problem:{code}"),
+                "{name}: {kind}"
+            );
+            assert!(!body["title"].as_str().unwrap_or_default().is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_type_is_about_blank_exactly_when_the_status_says_it_all() {
+        for code in ProblemCode::ALL {
+            let alone = ProblemCode::ALL.iter().filter(|c| c.status() == code.status()).count() == 1;
+            assert_eq!(code.type_uri() == "about:blank", alone, "{code}");
+            if alone {
+                assert_eq!(Some(code.title()), code.status().canonical_reason(), "{code}");
+            }
+            // The serialised name is the documented one.
+            assert_eq!(serde_json::to_value(code).unwrap_or_default(), code.as_str());
+        }
+        assert_eq!(ProblemCode::NotFound.type_uri(), "about:blank");
+        assert_eq!(ProblemCode::SkuTaken.type_uri(), "urn:aliexpress:problem:sku_taken");
+    }
+
+    #[test]
+    fn application_and_domain_errors_keep_their_distinct_codes() {
+        let cases: Vec<(ApiError, &str)> = vec![
+            (AppError::KeyReused.into(), "idempotency_key_reused"),
+            (AppError::KeyInFlight.into(), "idempotency_key_in_flight"),
+            (AppError::AlreadyProcessed.into(), "command_already_processed"),
+            (AppError::Rejected(DomainError::Archived).into(), "state_conflict"),
+            (AppError::Rejected(DomainError::NotCreated).into(), "not_found"),
+            (StoreError::SkuTaken("A-1".into()).into(), "sku_taken"),
+            (
+                StoreError::VersionConflict { expected: 1, actual: 2 }.into(),
+                "version_conflict",
+            ),
+            (StoreError::NotFound.into(), "not_found"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code().as_str(), code, "{e:?}");
+        }
+        let (_, _, body) = answer(AppError::KeyReused.into());
+        assert_eq!(body["errors"][0]["field"], IDEMPOTENCY_KEY_HEADER);
+    }
+
+    #[test]
+    fn every_code_is_listed_in_the_docs_and_the_schema() {
+        let docs = include_str!("../../docs/API.md");
+        let schema = serde_json::to_string(&<ProblemCode as utoipa::PartialSchema>::schema()).unwrap_or_default();
+        for code in ProblemCode::ALL {
+            assert!(docs.contains(&format!("`{code}`")), "docs/API.md lists {code}");
+            assert!(
+                schema.contains(&format!("\"{code}\"")),
+                "the Problem schema's code enum lists {code}: {schema}"
+            );
+        }
     }
 }

@@ -13,7 +13,6 @@ use actix_web::middleware::Next;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use std::net::TcpListener;
 use std::time::Instant;
-use tracing::Instrument;
 
 use crate::telemetry::metrics::{render, HTTP_DURATION, HTTP_REQUESTS};
 
@@ -26,7 +25,8 @@ pub async fn metrics() -> HttpResponse {
         .body(render())
 }
 
-/// Records count and latency of every request.
+/// Records count and latency of every request (inside the request's server span, see
+/// [`super::server_span`]).
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -34,18 +34,7 @@ pub async fn record(
     let start = Instant::now();
     let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    // Every log line of the request carries its method and route.
-    let span = tracing::info_span!("request", http.method = method, http.route = %route);
-    // An exported request span continues the caller's trace.
-    if let Some(tp) = req
-        .headers()
-        .get(crate::telemetry::trace_context::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::telemetry::trace_context::TraceParent::parse)
-    {
-        crate::telemetry::trace_context::set_parent(&span, &tp);
-    }
-    let res = next.call(req).instrument(span).await?;
+    let res = next.call(req).await?;
     let status = res.status().as_u16().to_string();
     let labels = [method, route.as_str(), status.as_str()];
     HTTP_REQUESTS.with_label_values(&labels).inc();

@@ -33,6 +33,7 @@ pub mod products;
 pub mod rate_limit;
 pub mod routes;
 pub mod search;
+pub mod server_span;
 pub mod state;
 
 use actix_web::middleware::DefaultHeaders;
@@ -111,7 +112,8 @@ fn docs() -> actix_web::Scope<
 }
 
 /// Starts the API on `listener`; the returned server runs until stopped. Middleware, outermost
-/// first: request metrics, security headers, the per-client rate limit, the body read bound.
+/// first: the request's server span (`server_span`), request metrics, security headers, the
+/// per-client rate limit, the body read bound.
 ///
 /// `states` holds one state per worker, each with its own connection pools (`serve` builds
 /// them): a connection is then opened, driven and awaited on its worker's thread, instead of
@@ -140,6 +142,7 @@ pub fn run(
             .wrap(actix_web::middleware::from_fn(rate_limit::limit_requests))
             .wrap(security_headers())
             .wrap(actix_web::middleware::from_fn(metrics::record))
+            .wrap(server_span::tracing_logger())
             .app_data(data.clone())
             .into_utoipa_app()
             .configure(routes::configure(body_limit))

@@ -34,7 +34,8 @@ pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
     }
 }
 
-/// Builds a pool; connects lazily. `wait` bounds how long a caller waits for a connection.
+/// Builds a pool; connects lazily. A caller waits at most 10 s for a connection. The pool's
+/// gauges (`aliexpress_pool_*{pool="postgres"}`) follow it while it lives.
 pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
     pg_tls::PgTarget::parse(url).map_err(|e| StoreError::Pool(e.to_string()))?;
     let mut config = ManagerConfig::default();
@@ -43,13 +44,15 @@ pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result
         url_with_statement_timeout(url, statement_timeout),
         config,
     );
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .map_err(|e| StoreError::Pool(e.to_string()))
+        .map_err(|e| StoreError::Pool(e.to_string()))?;
+    crate::telemetry::pools::watch(crate::telemetry::pools::POSTGRES, &pool);
+    Ok(pool)
 }
 
 /// The pool `settings` describe (`DATABASE_URL`, `DATABASE_POOL_SIZE`,

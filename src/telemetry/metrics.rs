@@ -1,12 +1,23 @@
 //! Every Prometheus metric of the platform, registered once in the default registry.
 //! Names follow `aliexpress_<subsystem>_<noun>_<unit|total>`.
+//!
+//! Besides the platform's own, every role that serves `/metrics` exports (registered on the
+//! first [`render`]):
+//! - `aliexpress_build_info{version, git_sha}` = 1: the crate version, and the commit when the
+//!   binary was built with `ALIEXPRESS_GIT_SHA` set (`git_sha` is empty otherwise);
+//! - the standard process metrics of the `prometheus` crate's `ProcessCollector`
+//!   (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
+//!   `process_max_fds`, `process_virtual_memory_bytes`, `process_start_time_seconds`,
+//!   `process_threads`);
+//! - the connection pools' gauges (`aliexpress_pool_*{pool="postgres"|"redis"}`, see
+//!   [`super::pools`]).
 
 use prometheus::{
     register_gauge, register_gauge_vec, register_histogram, register_histogram_vec, register_int_counter,
     register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Encoder, Gauge, GaugeVec, Histogram,
     HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Once};
 
 macro_rules! metric {
     ($name:ident: $ty:ty = $reg:ident!($($arg:tt)*)) => {
@@ -73,7 +84,10 @@ metric!(PROJECTION_PARTITIONS_PAUSED: IntGauge = register_int_gauge!(
 metric!(DLQ_MESSAGES: IntCounterVec = register_int_counter_vec!(
     "aliexpress_dlq_messages_total", "Messages sent to a dead-letter topic", &["topic", "error_class"]));
 metric!(CONSUMER_LAG: IntGaugeVec = register_int_gauge_vec!(
-    "aliexpress_consumer_lag_messages", "Log end offset minus committed position", &["group", "topic", "partition"]));
+    "aliexpress_consumer_lag_messages", "Log end offset minus committed position, of a partition this process is assigned",
+    &["group", "topic", "partition"]));
+metric!(CONSUMER_COMMITTED_OFFSET: IntGaugeVec = register_int_gauge_vec!(
+    "aliexpress_consumer_committed_offset", "Committed offset of a partition this process is assigned", &["group", "topic", "partition"]));
 metric!(CONSUMER_LAG_SECONDS: GaugeVec = register_gauge_vec!(
     "aliexpress_consumer_lag_seconds", "Now minus occurred_at of the last applied event", &["group", "topic", "partition"]));
 
@@ -99,10 +113,72 @@ metric!(IDEMPOTENCY_KEYS: IntCounterVec = register_int_counter_vec!(
 metric!(IDEMPOTENCY_PRUNED: IntCounter = register_int_counter!(
     "aliexpress_idempotency_pruned_total", "Expired idempotency records deleted"));
 
+metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
+    "aliexpress_build_info", "Always 1: the version and commit of the running binary", &["version", "git_sha"]));
+
+/// The commit the binary was built from, when the build set `ALIEXPRESS_GIT_SHA` (the
+/// Dockerfile passes it as a build argument); empty otherwise.
+pub const GIT_SHA: &str = match option_env!("ALIEXPRESS_GIT_SHA") {
+    Some(s) => s,
+    None => "",
+};
+
+/// Registers what every exporting role adds to its own metrics: build info, process metrics
+/// and the pool gauges. Idempotent; [`render`] calls it.
+pub fn register_process_metrics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        BUILD_INFO
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_SHA])
+            .set(1);
+        let collectors: [Box<dyn prometheus::core::Collector>; 2] = [
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(super::pools::PoolCollector::new()),
+        ];
+        for c in collectors {
+            if let Err(e) = prometheus::register(c) {
+                tracing::warn!(error = %e, "metrics collector not registered");
+            }
+        }
+    });
+}
+
 /// The default registry in Prometheus text format.
 pub fn render() -> String {
+    register_process_metrics();
     let mut buf = Vec::new();
     // Encoding gathered families into a Vec cannot fail.
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exporting_role_has_build_info_process_and_pool_metrics() {
+        // A pool of each kind, as the roles build them (connections open lazily: none here).
+        let pg = crate::store::pool::build_pool("postgres://u:p@127.0.0.1:1/db", 3, std::time::Duration::from_secs(1))
+            .expect("pool");
+        let text = render();
+        let build = format!(
+            "aliexpress_build_info{{git_sha=\"{GIT_SHA}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{build} in:\n{text}");
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+            "aliexpress_pool_max_connections{pool=\"postgres\"}",
+            "aliexpress_pool_connections{pool=\"postgres\"}",
+            "aliexpress_pool_idle_connections{pool=\"postgres\"}",
+            "aliexpress_pool_waiting_requests{pool=\"postgres\"}",
+        ] {
+            assert!(text.contains(name), "{name} is exported");
+        }
+        drop(pg);
+    }
 }

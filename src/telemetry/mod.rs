@@ -3,6 +3,9 @@
 //! on stdout stays clean for scripts. The settings are `config::TelemetrySettings`.
 
 pub mod metrics;
+pub mod pools;
+#[cfg(test)]
+pub(crate) mod span_recorder;
 pub mod trace_context;
 
 use opentelemetry::trace::TracerProvider as _;

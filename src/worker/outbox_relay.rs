@@ -535,23 +535,26 @@ impl OutboxRelay {
         let t_produce = Instant::now();
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
+            // One publish span per row, in the trace of the write that stored it.
+            let span = crate::bus::span::publish(&row.topic, || crate::bus::span::traceparent_in_json(&row.headers));
             let rec = FutureRecord::to(&row.topic)
                 .key(row.key.as_bytes())
                 .payload(row.payload.as_bytes())
                 .headers(headers_of(&row.headers));
             // Enqueue failures (size over the producer's limit, queue full) keep their own
             // error so they are classified like delivery failures.
-            pending.push(producer.send_result(rec).map_err(|(e, _)| e));
+            pending.push((producer.send_result(rec).map_err(|(e, _)| e), span));
         }
-        let deliveries = join_all(pending.into_iter().map(|f| async move {
-            match f {
+        let deliveries = join_all(pending.into_iter().map(|(f, span)| async move {
+            let r = match f {
                 Err(e) => Err(e),
                 Ok(f) => match f.await {
-                    Ok(Ok(_delivery)) => Ok(()),
+                    Ok(Ok(d)) => Ok((d.partition, d.offset)),
                     Ok(Err((e, _))) => Err(e),
                     Err(_canceled) => Err(KafkaError::Canceled),
                 },
-            }
+            };
+            crate::bus::span::settle(&span, r)
         }));
         // Bounded, so that a relay whose session ended meanwhile stops producing before the
         // next owner's grace is over: past the deadline nothing more of this batch goes out.

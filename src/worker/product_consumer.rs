@@ -207,10 +207,16 @@ impl ProductConsumer {
 
     /// Handles one message in a span of its own that continues the message's trace.
     async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
+        // OpenTelemetry messaging conventions (see `bus::span`).
         let span = tracing::info_span!(
             "command",
-            kafka.partition = msg.partition(),
-            kafka.offset = msg.offset()
+            otel.name = %format_args!("process {}", msg.topic()),
+            otel.kind = "consumer",
+            messaging.system = crate::bus::span::MESSAGING_SYSTEM,
+            messaging.operation.type = "process",
+            messaging.destination.name = msg.topic(),
+            messaging.kafka.destination.partition = msg.partition(),
+            messaging.kafka.message.offset = msg.offset()
         );
         if let Some(tp) = crate::bus::consumer::header_str(msg, TRACEPARENT).and_then(TraceParent::parse) {
             crate::telemetry::trace_context::set_parent(&span, &tp);

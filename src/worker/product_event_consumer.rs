@@ -38,7 +38,6 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::Shutdown;
-use crate::bus::consumer::lag_blocking;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_event;
 use crate::cache::product_cache::Writer;
@@ -49,7 +48,7 @@ use crate::search::bulk::{index_items, BulkItem, ItemResult};
 use crate::search::document::product_document;
 use crate::search::SearchClient;
 use crate::telemetry::metrics::{
-    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_CACHE_DEFERRED,
+    CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_CACHE_DEFERRED,
     PROJECTION_EVENTS, PROJECTION_UNFINISHED, PROJECTION_VERSION_GAPS,
 };
 
@@ -449,8 +448,14 @@ impl ProductEventConsumer {
                 match r {
                     ItemResult::Applied => {
                         out.applied += 1;
+                        let m = &batch[d.at];
+                        // OpenTelemetry messaging conventions (see `bus::span`).
                         let span = tracing::debug_span!("project event", product.id = %d.event.aggregate_id,
-                            product.version = d.event.aggregate_version);
+                            product.version = d.event.aggregate_version,
+                            otel.name = %format_args!("process {}", m.topic()), otel.kind = "consumer",
+                            messaging.system = crate::bus::span::MESSAGING_SYSTEM, messaging.operation.type = "process",
+                            messaging.destination.name = m.topic(), messaging.consumer.group.name = %self.group,
+                            messaging.kafka.destination.partition = m.partition(), messaging.kafka.message.offset = m.offset());
                         if let Some(tp) = &d.trace {
                             crate::telemetry::trace_context::set_parent(&span, tp);
                         }
@@ -828,18 +833,10 @@ impl ProductEventConsumer {
         }
     }
 
-    /// Publishes consumer lag per partition as metrics.
+    /// Publishes consumer lag of the partitions assigned to this process as metrics (see
+    /// [`export_lag`](crate::bus::consumer::export_lag)).
     pub async fn update_lag(&self, topic: &str) {
-        let c = self.consumer.clone();
-        let t = topic.to_owned();
-        let r = tokio::task::spawn_blocking(move || lag_blocking(c.as_ref(), &t, Duration::from_secs(2))).await;
-        if let Ok(Ok(parts)) = r {
-            for p in parts {
-                CONSUMER_LAG
-                    .with_label_values(&[&self.group, &p.topic, &p.partition.to_string()])
-                    .set(p.lag);
-            }
-        }
+        crate::bus::consumer::export_lag(self.consumer.clone(), |c| c, &self.group, topic).await;
     }
 
     /// Consumes until shutdown with one pipeline per assigned partition (see

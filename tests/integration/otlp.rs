@@ -1,6 +1,7 @@
-//! Spans exported over OTLP: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the API and the
-//! projection export their spans, and one write's trace id (the caller's `traceparent`) is on
-//! the spans of both roles. The collector is a small OTLP/HTTP (JSON) receiver on a port this
+//! Spans exported over OTLP: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the API, the relay and
+//! the projection export their spans, named and attributed per OpenTelemetry's semantic
+//! conventions (HTTP server, messaging producer and consumer), and one write's trace id (the
+//! caller's `traceparent`) is on the spans of all three roles. The collector is a small OTLP/HTTP (JSON) receiver on a port this
 //! test binds.
 
 use std::process::{Command, Stdio};
@@ -46,8 +47,20 @@ fn collector() -> (String, Received) {
     (url, received)
 }
 
-/// (service name, trace id, span name) of every span received.
-fn spans(received: &Received) -> Vec<(String, String, String)> {
+/// One span received: its service, trace id, name, kind (OTLP's number: 2 server, 3 client,
+/// 4 producer, 5 consumer), status code (2 error) and attributes as text.
+#[derive(Debug, Clone)]
+struct Span {
+    service: String,
+    trace_id: String,
+    name: String,
+    kind: u64,
+    status: u64,
+    attributes: std::collections::HashMap<String, String>,
+}
+
+/// Every span received.
+fn spans(received: &Received) -> Vec<Span> {
     let mut out = Vec::new();
     for body in received.lock().expect("lock").iter() {
         for rs in body["resourceSpans"].as_array().into_iter().flatten() {
@@ -61,11 +74,28 @@ fn spans(received: &Received) -> Vec<(String, String, String)> {
                 .to_owned();
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 for s in ss["spans"].as_array().into_iter().flatten() {
-                    out.push((
-                        service.clone(),
-                        s["traceId"].as_str().unwrap_or_default().to_lowercase(),
-                        s["name"].as_str().unwrap_or_default().to_owned(),
-                    ));
+                    let attributes = s["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|a| {
+                            let v = &a["value"];
+                            let text = v["stringValue"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .or_else(|| v["intValue"].as_str().map(str::to_owned))
+                                .unwrap_or_else(|| v["intValue"].to_string());
+                            (a["key"].as_str().unwrap_or_default().to_owned(), text)
+                        })
+                        .collect();
+                    out.push(Span {
+                        service: service.clone(),
+                        trace_id: s["traceId"].as_str().unwrap_or_default().to_lowercase(),
+                        name: s["name"].as_str().unwrap_or_default().to_owned(),
+                        kind: s["kind"].as_u64().unwrap_or_default(),
+                        status: s["status"]["code"].as_u64().unwrap_or_default(),
+                        attributes,
+                    });
                 }
             }
         }
@@ -142,29 +172,92 @@ async fn spans_of_one_write_reach_the_collector_from_the_api_and_the_projection_
     let from = |service: &str| {
         spans(&received)
             .into_iter()
-            .filter(|(s, t, _)| s == service && t == trace_id)
-            .map(|(_, _, n)| n)
+            .filter(|s| s.service == service && s.trace_id == trace_id)
             .collect::<Vec<_>>()
     };
-    // Both roles' spans reach the collector (the assertions below say which are missing).
+    // Every role's spans reach the collector (the assertions below say which are missing).
     wait_until(Duration::from_secs(30), || {
-        let both = !from("aliexpress-serve").is_empty() && !from("aliexpress-run-product-event-consumer").is_empty();
-        async move { both }
+        let all = !from("aliexpress-serve").is_empty()
+            && !from("aliexpress-process-outbox").is_empty()
+            && !from("aliexpress-run-product-event-consumer").is_empty();
+        async move { all }
     })
     .await;
     for child in [&mut serve, &mut projection] {
         let _ = Command::new("kill").arg(child.id().to_string()).status();
         let _ = child.wait();
     }
+    let names = |s: &[Span]| s.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    // The API's server span (OpenTelemetry HTTP conventions) continues the caller's trace.
     let api = from("aliexpress-serve");
-    assert!(
-        api.iter().any(|n| n == "request"),
-        "the API's request span continues the caller's trace: {api:?}"
-    );
+    let server = api
+        .iter()
+        .find(|s| s.name == "POST /api/products")
+        .unwrap_or_else(|| panic!("the API's server span continues the caller's trace: {:?}", names(&api)));
+    assert_eq!(server.kind, 2, "a server span");
+    for (k, v) in [
+        ("http.request.method", "POST"),
+        ("http.route", "/api/products"),
+        ("url.path", "/api/products"),
+        ("http.response.status_code", "201"),
+    ] {
+        assert_eq!(server.attributes.get(k).map(String::as_str), Some(v), "{k}: {server:?}");
+    }
+    // The relay's publish span (messaging conventions) is in the write's trace.
+    let events_topic = env.names.events_topic();
+    let relay = from("aliexpress-process-outbox");
+    let publish = relay
+        .iter()
+        .find(|s| s.name == format!("publish {events_topic}"))
+        .unwrap_or_else(|| panic!("the relay's publish span is in the trace: {:?}", names(&relay)));
+    assert_eq!(publish.kind, 4, "a producer span");
+    for (k, v) in [
+        ("messaging.system", "kafka"),
+        ("messaging.operation.type", "publish"),
+        ("messaging.destination.name", events_topic.as_str()),
+    ] {
+        assert_eq!(
+            publish.attributes.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {publish:?}"
+        );
+    }
+    for k in [
+        "messaging.kafka.destination.partition",
+        "messaging.kafka.message.offset",
+    ] {
+        assert!(publish.attributes.contains_key(k), "{k}: {publish:?}");
+    }
+    // The projection's span for the event is a consumer span in the same trace.
     let projected = from("aliexpress-run-product-event-consumer");
+    let process = projected
+        .iter()
+        .find(|s| s.name == format!("process {events_topic}"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the projection's span for the event is in the same trace: {:?} (all: {:?})",
+                names(&projected),
+                spans(&received)
+                    .iter()
+                    .map(|s| (s.service.clone(), s.name.clone()))
+                    .collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(process.kind, 5, "a consumer span");
+    for (k, v) in [
+        ("messaging.system", "kafka"),
+        ("messaging.operation.type", "process"),
+        ("messaging.destination.name", events_topic.as_str()),
+    ] {
+        assert_eq!(
+            process.attributes.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {process:?}"
+        );
+    }
     assert!(
-        projected.iter().any(|n| n == "project event"),
-        "the projection's span for the event is in the same trace: {projected:?} (all: {:?})",
-        spans(&received)
+        process.attributes.contains_key("messaging.kafka.message.offset"),
+        "{process:?}"
     );
+    assert_eq!(process.status, 0, "unset status on success");
 }

@@ -205,3 +205,184 @@ async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
     );
     drop(running);
 }
+
+/// A free loopback address for a role's `/metrics`.
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Starts `aliexpress <args>` on this test's resources; stopped when dropped.
+fn start(env: &TestEnv, args: &[&str]) -> Role {
+    Role(
+        Command::new(env!("CARGO_BIN_EXE_aliexpress"))
+            .args(args)
+            .envs(env.bin_env())
+            .env("API_TOKENS", crate::helpers::TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("role"),
+    )
+}
+
+/// The text `/metrics` at `addr` answers with (empty until it answers).
+async fn scrape(http: &reqwest::Client, addr: &str) -> String {
+    match http.get(format!("http://{addr}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The `partition` label of every `metric` series of `group` in a scrape.
+fn partitions(text: &str, metric: &str, group: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&format!("group=\"{group}\"")))
+        .filter_map(|l| l.split("partition=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_role_exports_build_info_process_and_pool_metrics() {
+    let env = TestEnv::new().await;
+    let http = reqwest::Client::new();
+    let api_bind = free_addr();
+    // (role's /metrics, its arguments, the pools it has)
+    let roles: Vec<(String, Vec<String>, &[&str])> = vec![
+        {
+            let m = free_addr();
+            let args = vec![
+                "serve".into(),
+                "--bind".into(),
+                api_bind.clone(),
+                "--metrics-bind".into(),
+                m.clone(),
+            ];
+            (m, args, &["postgres", "redis"][..])
+        },
+        {
+            let m = free_addr();
+            (
+                m.clone(),
+                vec!["process-outbox".into(), "--follow".into(), "--metrics-addr".into(), m],
+                &["postgres"][..],
+            )
+        },
+        {
+            let m = free_addr();
+            (
+                m.clone(),
+                vec!["run-product-consumer".into(), "--metrics-addr".into(), m],
+                &["postgres"][..],
+            )
+        },
+        {
+            let m = free_addr();
+            (
+                m.clone(),
+                vec!["run-product-event-consumer".into(), "--metrics-addr".into(), m],
+                &["redis"][..],
+            )
+        },
+    ];
+    let _running: Vec<Role> = roles
+        .iter()
+        .map(|(_, args, _)| start(&env, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    let build = format!(
+        "aliexpress_build_info{{git_sha=\"{}\",version=\"{}\"}} 1",
+        aliexpress::telemetry::metrics::GIT_SHA,
+        env!("CARGO_PKG_VERSION")
+    );
+    for (addr, args, pools) in &roles {
+        let mut expected = vec![
+            build.clone(),
+            "process_cpu_seconds_total".into(),
+            "process_resident_memory_bytes".into(),
+            "process_open_fds".into(),
+        ];
+        for pool in *pools {
+            for m in [
+                "aliexpress_pool_max_connections",
+                "aliexpress_pool_connections",
+                "aliexpress_pool_idle_connections",
+                "aliexpress_pool_waiting_requests",
+            ] {
+                expected.push(format!("{m}{{pool=\"{pool}\"}}"));
+            }
+        }
+        let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let found = wait_until(Duration::from_secs(60), || {
+            let (http, addr, expected, last) = (http.clone(), addr.clone(), expected.clone(), last.clone());
+            async move {
+                let text = scrape(&http, &addr).await;
+                let ok = expected.iter().all(|e| text.contains(e.as_str()));
+                *last.lock().expect("last") = text;
+                ok
+            }
+        })
+        .await;
+        let text = last.lock().expect("last").clone();
+        let missing: Vec<&String> = expected.iter().filter(|e| !text.contains(e.as_str())).collect();
+        assert!(found, "{args:?} exports every convention metric; missing {missing:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_members_of_a_group_export_each_partitions_lag_once_between_them() {
+    let env = TestEnv::new().await;
+    let http = reqwest::Client::new();
+    let all: std::collections::BTreeSet<String> =
+        (0..env.infra.kafka_topic_partitions).map(|p| p.to_string()).collect();
+    for (role, group) in [
+        ("run-product-consumer", env.names.command_group()),
+        ("run-product-event-consumer", env.names.projection_group()),
+    ] {
+        let (a, b) = (free_addr(), free_addr());
+        let _first = start(&env, &[role, "--metrics-addr", &a]);
+        // Alone in its group, the first member exports every partition.
+        let alone = wait_until(Duration::from_secs(60), || {
+            let (http, a, group, all) = (http.clone(), a.clone(), group.clone(), all.clone());
+            async move { partitions(&scrape(&http, &a).await, "aliexpress_consumer_lag_messages", &group) == all }
+        })
+        .await;
+        assert!(
+            alone,
+            "{role}: a lone member exports the lag of all {} partitions",
+            all.len()
+        );
+        let _second = start(&env, &[role, "--metrics-addr", &b]);
+        // Once the second has its share, each partition is exported by exactly one of them.
+        let last = std::sync::Arc::new(std::sync::Mutex::new((Default::default(), Default::default())));
+        let shared = wait_until(Duration::from_secs(90), || {
+            let (http, a, b, group, all, last) = (
+                http.clone(),
+                a.clone(),
+                b.clone(),
+                group.clone(),
+                all.clone(),
+                last.clone(),
+            );
+            async move {
+                let pa = partitions(&scrape(&http, &a).await, "aliexpress_consumer_lag_messages", &group);
+                let pb = partitions(&scrape(&http, &b).await, "aliexpress_consumer_lag_messages", &group);
+                let ok = !pa.is_empty()
+                    && !pb.is_empty()
+                    && pa.is_disjoint(&pb)
+                    && pa.union(&pb).cloned().collect::<std::collections::BTreeSet<_>>() == all;
+                *last.lock().expect("last") = (pa, pb);
+                ok
+            }
+        })
+        .await;
+        let (pa, pb): (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) =
+            last.lock().expect("last").clone();
+        assert!(
+            shared,
+            "{role}: the two members export {pa:?} and {pb:?}, not each of {all:?} once"
+        );
+    }
+}
