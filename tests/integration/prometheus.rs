@@ -336,7 +336,7 @@ async fn two_members_of_a_group_export_each_partitions_lag_once_between_them() {
     let env = TestEnv::new().await;
     let http = reqwest::Client::new();
     let all: std::collections::BTreeSet<String> =
-        (0..env.infra.kafka_topic_partitions).map(|p| p.to_string()).collect();
+        (0..env.infra.kafka.topic_partitions).map(|p| p.to_string()).collect();
     for (role, group) in [
         ("run-product-consumer", env.names.command_group()),
         ("run-product-event-consumer", env.names.projection_group()),
