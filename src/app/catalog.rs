@@ -65,6 +65,9 @@ pub struct Write {
     pub traceparent: Option<String>,
 }
 
+/// Builds the answer kept for replays of a write from the product it produced.
+pub type Remember = Box<dyn FnOnce(&Product) -> Option<StoredResponse> + Send>;
+
 /// Run a write at most once for a key: who and where (`scope`), what (`fingerprint`), and
 /// what to keep as the answer of a successful first run (`remember`, the edge's own shape).
 pub struct Once {
@@ -73,7 +76,7 @@ pub struct Once {
     /// Digest of the request; another request with the same key is refused.
     pub fingerprint: String,
     /// The answer to keep for replays, built from the new state.
-    pub remember: Box<dyn FnOnce(&Product) -> Option<StoredResponse> + Send>,
+    pub remember: Remember,
 }
 
 /// What a write did.

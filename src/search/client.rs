@@ -17,6 +17,7 @@ use opensearch::http::headers::HeaderMap;
 use opensearch::http::transport::{Connection, ConnectionPool, SingleNodeConnectionPool, TransportBuilder};
 use opensearch::http::Method;
 use opensearch::OpenSearch;
+use percent_encoding::percent_decode_str;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -92,8 +93,9 @@ impl SearchClient {
         for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
             let mut url = url::Url::parse(u).map_err(|e| SearchError::Transport(format!("invalid URL: {e}")))?;
             if from_url.is_none() && !url.username().is_empty() {
-                let user = percent_decode(url.username());
-                let pass = url.password().map(percent_decode).unwrap_or_default();
+                let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+                let user = decode(url.username());
+                let pass = url.password().map(decode).unwrap_or_default();
                 from_url = Some((user, pass));
             }
             let _ = url.set_username("");
@@ -248,13 +250,6 @@ fn refused(e: &opensearch::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 fn truncate(s: &str) -> String {

@@ -23,6 +23,7 @@
 
 use diesel::ConnectionError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use percent_encoding::percent_decode_str;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -91,7 +92,7 @@ impl PgTarget {
         let mut kept: Vec<String> = Vec::new();
         for raw in u.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = raw.split_once('=').unwrap_or((raw, ""));
-            let v = percent_decode(v);
+            let v = percent_decode_str(v).decode_utf8_lossy().into_owned();
             match k {
                 "sslmode" => {
                     mode = Some(match v.as_str() {
@@ -184,13 +185,6 @@ impl PgTarget {
         };
         Ok(Some(config))
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 fn default_root_cert() -> Option<PathBuf> {
@@ -356,6 +350,12 @@ mod tests {
             "postgres://h/db?options=-c%20statement_timeout%3D5&sslmode=disable"
         );
         assert!(!t.url.contains("sslrootcert"), "{}", t.url);
+    }
+
+    #[test]
+    fn file_parameters_are_percent_decoded_and_a_plus_stays_a_plus() {
+        let t = PgTarget::parse("postgres://h/db?sslmode=verify-ca&sslrootcert=/certs/my%20ca+1.pem").expect("parses");
+        assert_eq!(t.root_cert, Some(RootCert::File("/certs/my ca+1.pem".into())));
     }
 
     #[test]

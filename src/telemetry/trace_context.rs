@@ -1,7 +1,20 @@
 //! W3C Trace Context (`traceparent`): carried from an API write through the outbox, Kafka and
 //! the consumers, so one request can be followed end to end (in logs as `trace_id`, and by
 //! any tracing tool that reads the header).
+//!
+//! The header is read and written by OpenTelemetry's `TraceContextPropagator` (the one the
+//! exporter speaks) and held as its `SpanContext`; new ids come from the SDK's
+//! `RandomIdGenerator`. One check is ours, before the propagator: the value must have the
+//! version-00 layout, because the propagator reads ids as hexadecimal numbers (a shorter id or a
+//! leading `+` would pass) and also reads later versions. Anything refused (another layout,
+//! upper-case hex, all-zero ids, flags version 00 does not define) starts a new trace. Only
+//! the sampled flag is passed on.
 
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +33,9 @@ pub fn set_parent(span: &tracing::Span, tp: &TraceParent) {
     if !EXPORTING.load(Ordering::Relaxed) {
         return;
     }
-    use opentelemetry::propagation::TextMapPropagator;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let carrier: HashMap<String, String> = [(TRACEPARENT.to_owned(), tp.to_string())].into();
-    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    // What the propagator's `extract` makes of the header: the current context with a remote parent.
+    let cx = Context::current().with_remote_span_context(tp.context.clone());
     if let Err(e) = span.set_parent(cx) {
         tracing::debug!(error = %e, "span parent not set");
     }
@@ -35,15 +47,12 @@ fn current() -> Option<TraceParent> {
     if !EXPORTING.load(Ordering::Relaxed) {
         return None;
     }
-    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = tracing::Span::current().context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| TraceParent {
-        trace_id: format!("{:032x}", sc.trace_id()),
-        parent_id: format!("{:016x}", sc.span_id()),
-        flags: if sc.is_sampled() { "01" } else { "00" }.into(),
-    })
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid()
+        .then(|| TraceParent::remote(sc.trace_id(), sc.span_id(), sc.trace_flags()))
 }
 
 /// The header's name, on HTTP requests and responses and on Kafka messages.
@@ -52,61 +61,55 @@ pub const TRACEPARENT: &str = "traceparent";
 /// A `traceparent` value: version 00, trace id, parent (span) id, flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceParent {
-    trace_id: String,
-    parent_id: String,
-    flags: String,
+    /// As a receiver of the header reads it: remote, no `tracestate`.
+    context: SpanContext,
+    /// `context` as the propagator writes it: `00-<32 hex trace id>-<16 hex parent id>-<flags>`.
+    header: String,
 }
 
-fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut out = String::with_capacity(bytes * 2);
-    while out.len() < bytes * 2 {
-        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    out.truncate(bytes * 2);
-    out
+/// Whether `value` has the version-00 layout, the part of the format the propagator does not
+/// enforce (hex digits, case, zero ids and flags it checks itself).
+fn is_version_00_layout(value: &str) -> bool {
+    let fields: Vec<&str> = value.split('-').collect();
+    matches!(fields[..], ["00", trace, parent, flags] if trace.len() == 32 && parent.len() == 16 && flags.len() == 2)
+        && !value.contains('+')
 }
 
 impl TraceParent {
+    fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Self {
+        let context = SpanContext::new(trace_id, span_id, flags, true, TraceState::NONE);
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&Context::new().with_remote_span_context(context.clone()), &mut carrier);
+        let header = carrier.remove(TRACEPARENT).unwrap_or_default();
+        Self { context, header }
+    }
+
     /// Parses a header value; `None` for anything the specification says to ignore (another
     /// version layout, upper-case hex, all-zero ids).
     pub fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
-        let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || version != "00" {
+        let value = value.trim();
+        if !is_version_00_layout(value) {
             return None;
         }
-        let valid = is_hex(trace_id, 32)
-            && is_hex(parent_id, 16)
-            && is_hex(flags, 2)
-            && trace_id.bytes().any(|b| b != b'0')
-            && parent_id.bytes().any(|b| b != b'0');
-        valid.then(|| Self {
-            trace_id: trace_id.to_owned(),
-            parent_id: parent_id.to_owned(),
-            flags: flags.to_owned(),
-        })
+        let carrier: HashMap<String, String> = [(TRACEPARENT.to_owned(), value.to_owned())].into();
+        let cx = TraceContextPropagator::new().extract_with_context(&Context::new(), &carrier);
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid()
+            .then(|| Self::remote(sc.trace_id(), sc.span_id(), sc.trace_flags()))
     }
 
     /// A new trace (sampled), for a request that came without one.
     pub fn start() -> Self {
-        Self {
-            trace_id: random_hex(16),
-            parent_id: random_hex(8),
-            flags: "01".into(),
-        }
+        let ids = RandomIdGenerator::default();
+        Self::remote(ids.new_trace_id(), ids.new_span_id(), TraceFlags::SAMPLED)
     }
 
     /// The same trace with a new span of ours as the parent of what comes next.
     pub fn child(&self) -> Self {
-        Self {
-            trace_id: self.trace_id.clone(),
-            parent_id: random_hex(8),
-            flags: self.flags.clone(),
-        }
+        let span_id = RandomIdGenerator::default().new_span_id();
+        Self::remote(self.context.trace_id(), span_id, self.context.trace_flags())
     }
 
     /// The parent for what comes next: the current span when spans are exported (it was made
@@ -118,13 +121,14 @@ impl TraceParent {
 
     /// The trace id (32 hex digits), as logged.
     pub fn trace_id(&self) -> &str {
-        &self.trace_id
+        // `header` is `00-` and then the trace id.
+        self.header.get(3..35).unwrap_or_default()
     }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{}", self.trace_id, self.parent_id, self.flags)
+        f.write_str(&self.header)
     }
 }
 

@@ -3,8 +3,19 @@
 //! page target's WebSocket, and call the few methods the console tests need (navigate,
 //! evaluate, screenshot), collecting what the page reports as errors (exceptions,
 //! `console.error`, and the browser's own log: failed loads, content-security-policy
-//! refusals). A few hundred lines against the protocol instead of a generated client of the
-//! whole protocol keeps the test binary quick to build.
+//! refusals).
+//!
+//! Kept by hand rather than `chromiumoxide` (a generated client of the whole protocol) for
+//! its build cost, measured on 2026-12-05 on the shared 2-core development box (load about
+//! 7.5 from other builds): chromiumoxide 0.9.1 without default features (no browser
+//! fetcher) adds 7 crates (async-tungstenite, chromiumoxide, chromiumoxide_cdp,
+//! chromiumoxide_pdl, chromiumoxide_types, futures-timer, which); building just those took
+//! 1 min 59 s (54 s of CPU), of which `chromiumoxide_cdp` alone 104 s and `chromiumoxide`
+//! 29 s, one after the other, before the test binary can link; and the first
+//! `cargo build --tests` after adding it took 12 min 3 s instead of 2 min 58 s, as it also
+//! rebuilt diesel, redis, rustls and what depends on them. That is over the minute a
+//! dependency of one test may cost, for about 300 lines that call eight protocol methods.
+//! (`fantoccini` would need chromedriver, which the stack does not install.)
 //!
 //! A missing browser fails the test with a message saying how to install it: the console's
 //! check must not pass by not running.
