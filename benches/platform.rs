@@ -1351,14 +1351,14 @@ async fn bench_consumer(rows: &mut Vec<Row>) {
         let group = format!("{}-run{run}", e.names.command_group());
         let kc = consumer::build(&kafka, &group).expect("consumer");
         kc.subscribe(&[&topic]).expect("subscribe");
-        let worker = aliexpress::worker::product_consumer::ProductConsumer {
-            consumer: kc,
-            pool: pool::build_pool(&e.infra.database_url, conns, Duration::from_secs(30)).expect("pool"),
-            dlq: aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.commands_dlq_topic(), group),
-            events_topic: e.names.events_topic(),
-            notify: true,
-            retry: aliexpress::failure::RetryPolicy::default(),
-        };
+        let worker = aliexpress::worker::product_consumer::ProductConsumer::new(
+            kc,
+            pool::build_pool(&e.infra.database_url, conns, Duration::from_secs(30)).expect("pool"),
+            aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.commands_dlq_topic(), group),
+            e.names.events_topic(),
+            true,
+            aliexpress::failure::RetryPolicy::default(),
+        );
         let shutdown = Shutdown::new();
         let (mut done, mut timed) = (0, 0);
         let mut started = None;

@@ -34,14 +34,14 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     crate::telemetry::metrics::COMMANDS_PROCESSED
         .with_label_values(&["applied"])
         .inc_by(0);
-    let worker = ProductConsumer {
-        consumer: c,
+    let worker = ProductConsumer::new(
+        c,
         pool,
-        dlq: DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),
-        events_topic: names.events_topic(),
-        notify: a.outbox_notify,
-        retry: RetryPolicy::default(),
-    };
+        DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),
+        names.events_topic(),
+        a.outbox_notify,
+        RetryPolicy::default(),
+    );
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
     worker.run_until_stopped(shutdown).await

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::Shutdown;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_command;
+use crate::bus::offset_ledger::{self, OffsetLedger};
 use crate::domain::product::ProductCommand;
 use crate::failure::{Disposition, Failed, RetryPolicy};
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
@@ -52,6 +53,8 @@ pub struct ProductConsumer {
     pub notify: bool,
     /// Retry bounds for transient and ambiguous failures.
     pub retry: RetryPolicy,
+    /// Which delivered offsets are finished: how far each partition may be stored.
+    ledger: std::sync::Mutex<OffsetLedger>,
 }
 
 /// What happened to one message.
@@ -94,6 +97,26 @@ struct Submitted {
 }
 
 impl ProductConsumer {
+    /// A command consumer over a subscribed consumer.
+    pub fn new(
+        consumer: StreamConsumer,
+        pool: PgPool,
+        dlq: DlqWriter,
+        events_topic: String,
+        notify: bool,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            consumer,
+            pool,
+            dlq,
+            events_topic,
+            notify,
+            retry,
+            ledger: std::sync::Mutex::new(OffsetLedger::new()),
+        }
+    }
+
     /// Receives up to `max` messages (waiting up to `wait` for the first) and handles them:
     /// messages with the same key (product) one after another in offset order, different
     /// products concurrently. Per partition, the offset is stored up to the message before
@@ -163,30 +186,25 @@ impl ProductConsumer {
         msgs
     }
 
-    /// Stores, per partition, the offset of the last message before the first unfinished one,
-    /// and seeks partitions with an unfinished message back to it.
+    /// Marks the finished messages in the ledger and stores what it says is safe (per
+    /// partition, up to the message before the first unfinished one); seeks partitions with an
+    /// unfinished message back to it.
     fn store_or_rewind(&self, msgs: &[BorrowedMessage<'_>], outcomes: &[CommandOutcome]) {
         let mut first_unfinished: HashMap<(&str, i32), i64> = HashMap::new();
-        for (m, o) in msgs.iter().zip(outcomes) {
-            if !o.finished() {
-                let e = first_unfinished.entry((m.topic(), m.partition())).or_insert(m.offset());
-                *e = (*e).min(m.offset());
+        {
+            let mut ledger = self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for m in msgs {
+                ledger.deliver(m.topic(), m.partition(), m.offset());
             }
-        }
-        let mut last_done: HashMap<(&str, i32), i64> = HashMap::new();
-        for m in msgs {
-            let tp = (m.topic(), m.partition());
-            if first_unfinished.get(&tp).is_some_and(|gap| m.offset() >= *gap) {
-                continue;
+            for (m, o) in msgs.iter().zip(outcomes) {
+                if o.finished() {
+                    ledger.finish(m.topic(), m.partition(), m.offset());
+                } else {
+                    let e = first_unfinished.entry((m.topic(), m.partition())).or_insert(m.offset());
+                    *e = (*e).min(m.offset());
+                }
             }
-            let e = last_done.entry(tp).or_insert(m.offset());
-            *e = (*e).max(m.offset());
-        }
-        for ((topic, partition), offset) in last_done {
-            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
-                // Revoked meanwhile: the new owner starts from the committed offset.
-                tracing::debug!(kafka.partition = partition, error = %e, "offset not stored");
-            }
+            offset_ledger::store_safe(&self.consumer, &mut ledger);
         }
         for ((topic, partition), offset) in first_unfinished {
             tracing::info!(

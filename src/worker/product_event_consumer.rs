@@ -41,6 +41,7 @@ use super::Shutdown;
 use crate::bus::consumer::lag_blocking;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_event;
+use crate::bus::offset_ledger::{self, OffsetLedger};
 use crate::cache::product_cache::Writer;
 use crate::cache::ProductCache;
 use crate::domain::product::{EventEnvelope, Product};
@@ -203,10 +204,9 @@ pub struct ProductEventConsumer {
     cache_backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
     /// Set by `bulk` when OpenSearch refused a whole multi-item request.
     whole_request_refused: bool,
-    /// Per partition, the highest offset up to which every message is finished.
-    progress: HashMap<(String, i32), i64>,
-    /// Per partition, the offset last stored.
-    stored: HashMap<(String, i32), i64>,
+    /// Which delivered offsets are finished or held by a deferred Redis write: how far each
+    /// partition may be stored.
+    ledger: OffsetLedger,
 }
 
 impl ProductEventConsumer {
@@ -239,8 +239,7 @@ impl ProductEventConsumer {
             deferred: HashMap::new(),
             cache_retry_at: None,
             whole_request_refused: false,
-            progress: HashMap::new(),
-            stored: HashMap::new(),
+            ledger: OffsetLedger::new(),
         }
     }
 
@@ -366,6 +365,9 @@ impl ProductEventConsumer {
             return Ok(out);
         }
         PROJECTION_BATCH_SIZE.observe(batch.len() as f64);
+        for m in &batch {
+            self.ledger.deliver(m.topic(), m.partition(), m.offset());
+        }
         let mut finished = vec![false; batch.len()];
         let events = self.decode(&batch, &mut finished, &mut out, shutdown).await;
         // Redis is written while OpenSearch indexes: the two stores are independent (each
@@ -611,16 +613,26 @@ impl ProductEventConsumer {
                         "version gap: applied full state past missing versions");
                 }
             }
-            let entry = self.deferred.entry(ev.aggregate_id).or_insert_with(|| DeferredCache {
-                state: ev.state.clone(),
-                first_version: ev.aggregate_version,
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                first_offset: m.offset(),
-                event_type: ev.event_type.clone(),
+            let ledger = &mut self.ledger;
+            let entry = self.deferred.entry(ev.aggregate_id).or_insert_with(|| {
+                // Its partition is not stored past this offset until Redis took the state.
+                ledger.hold(m.topic(), m.partition(), m.offset());
+                DeferredCache {
+                    state: ev.state.clone(),
+                    first_version: ev.aggregate_version,
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    first_offset: m.offset(),
+                    event_type: ev.event_type.clone(),
+                }
             });
             entry.first_version = entry.first_version.min(ev.aggregate_version);
-            entry.first_offset = entry.first_offset.min(m.offset());
+            if m.offset() < entry.first_offset {
+                // Delivered again after a seek back: the hold moves to the earlier offset.
+                ledger.hold(&entry.topic, entry.partition, m.offset());
+                ledger.release(&entry.topic, entry.partition, entry.first_offset);
+                entry.first_offset = m.offset();
+            }
             if ev.state.version >= entry.state.version {
                 entry.state = ev.state.clone();
                 entry.event_type = ev.event_type.clone();
@@ -679,6 +691,9 @@ impl ProductEventConsumer {
                             event.r#type = %e.event_type, "version gap: applied full state past missing versions");
                     }
                 }
+                for e in written.values() {
+                    self.ledger.release(&e.topic, e.partition, e.first_offset);
+                }
                 if self.cache_retry_at.take().is_some() {
                     tracing::info!(written = written.len(), "redis answers again; deferred writes done");
                 }
@@ -710,95 +725,55 @@ impl ProductEventConsumer {
         self.deferred_reported = now;
     }
 
-    /// Stage 4: records per partition how far every message is finished, seeks partitions
-    /// with an unfinished message back to it (dropping carried messages past it), then stores
-    /// offsets (see [`store_progress`](Self::store_progress)).
+    /// Stage 4: marks the finished messages in the ledger; a partition pipeline keeps its
+    /// unfinished messages to head its next batch, a projector reading the consumer seeks
+    /// their partitions back to the first of them (dropping carried messages past it). Then
+    /// stores offsets (see [`store_progress`](Self::store_progress)).
     #[tracing::instrument(level = "debug", name = "commit", skip_all)]
     fn commit(&mut self, batch: &[OwnedMessage], finished: &[bool]) {
         let mut unfinished: HashMap<(String, i32), i64> = HashMap::new();
         for (m, f) in batch.iter().zip(finished) {
-            if !f {
+            if *f {
+                self.ledger.finish(m.topic(), m.partition(), m.offset());
+            } else {
                 let e = unfinished
                     .entry((m.topic().to_owned(), m.partition()))
                     .or_insert(m.offset());
                 *e = (*e).min(m.offset());
             }
         }
-        for m in batch {
-            let tp = (m.topic().to_owned(), m.partition());
-            let done = match unfinished.get(&tp) {
-                Some(u) if m.offset() >= *u => continue,
-                _ => m.offset(),
-            };
-            let e = self.progress.entry(tp).or_insert(done);
-            *e = (*e).max(done);
-        }
-        for ((topic, partition), offset) in unfinished {
-            if let Some(p) = self.progress.get_mut(&(topic.clone(), partition)) {
-                *p = (*p).min(offset - 1);
-            }
-            if matches!(self.feed, Feed::Partition { .. }) {
-                // Kept and tried again first in the next batch; what follows it in the
-                // partition is finished (or kept too), so nothing needs delivering again.
-                let mut kept: Vec<OwnedMessage> = batch
-                    .iter()
-                    .zip(finished)
-                    .filter(|(_, f)| !**f)
-                    .map(|(m, _)| m.clone())
-                    .collect();
-                kept.append(&mut self.carry);
-                self.carry = kept;
-                continue;
-            }
-            self.carry
-                .retain(|m| !(m.topic() == topic && m.partition() == partition && m.offset() >= offset));
-            if let Err(e) = self
-                .consumer
-                .seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5))
-            {
-                // Revoked meanwhile: the new owner starts from the committed offset, which is
-                // not past this message.
-                tracing::warn!(kafka.partition = partition, kafka.offset = offset, error = %e, "seek back failed");
+        if matches!(self.feed, Feed::Partition { .. }) && !unfinished.is_empty() {
+            // Kept and tried again first in the next batch; what follows it in the partition
+            // is finished (or kept too), so nothing needs delivering again.
+            let mut kept: Vec<OwnedMessage> = batch
+                .iter()
+                .zip(finished)
+                .filter(|(_, f)| !**f)
+                .map(|(m, _)| m.clone())
+                .collect();
+            kept.append(&mut self.carry);
+            self.carry = kept;
+        } else {
+            for ((topic, partition), offset) in unfinished {
+                self.carry
+                    .retain(|m| !(m.topic() == topic && m.partition() == partition && m.offset() >= offset));
+                if let Err(e) = self
+                    .consumer
+                    .seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5))
+                {
+                    // Revoked meanwhile: the new owner starts from the committed offset, which
+                    // is not past this message.
+                    tracing::warn!(kafka.partition = partition, kafka.offset = offset, error = %e, "seek back failed");
+                }
             }
         }
         self.store_progress();
     }
 
-    /// Stores, per assigned partition, the finished offset, but never past a message whose
-    /// Redis write is still deferred.
+    /// Stores, per assigned partition, what the ledger says is safe: never past an unfinished
+    /// message or one whose Redis write is still deferred.
     fn store_progress(&mut self) {
-        let assigned: Option<std::collections::HashSet<(String, i32)>> = self.consumer.assignment().ok().map(|a| {
-            a.elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect()
-        });
-        if let Some(assigned) = &assigned {
-            self.progress.retain(|tp, _| assigned.contains(tp));
-            self.stored.retain(|tp, _| assigned.contains(tp));
-        }
-        let mut held: HashMap<(&str, i32), i64> = HashMap::new();
-        for d in self.deferred.values() {
-            let e = held.entry((d.topic.as_str(), d.partition)).or_insert(d.first_offset);
-            *e = (*e).min(d.first_offset);
-        }
-        for ((topic, partition), done) in &self.progress {
-            let upto = match held.get(&(topic.as_str(), *partition)) {
-                Some(h) => (*done).min(h - 1),
-                None => *done,
-            };
-            let tp = (topic.clone(), *partition);
-            if upto < 0 || self.stored.get(&tp).is_some_and(|s| *s >= upto) {
-                continue;
-            }
-            match self.consumer.store_offset(topic, *partition, upto) {
-                Ok(()) => {
-                    self.stored.insert(tp, upto);
-                }
-                // Partition revoked meanwhile: its new owner re-applies (idempotent).
-                Err(e) => tracing::debug!(kafka.partition = partition, error = %e, "offset not stored"),
-            }
-        }
+        offset_ledger::store_safe(&*self.consumer, &mut self.ledger);
     }
 
     /// Dead-letters `m`; false when the DLQ could not be written (the message stays unfinished).
