@@ -14,7 +14,7 @@
 //!   still failing, the message is unfinished: not committed past, its partition sought back.
 //!
 //! `run-product-event-consumer` runs one such pipeline per assigned partition
-//! ([`PartitionPipelines`](super::partition_pipelines::PartitionPipelines)): partitions do not
+//! ([`Dispatcher`](super::engine::Dispatcher)): partitions do not
 //! wait for each other, and a pipeline keeps its unfinished messages and retries them
 //! (instead of seeking back) while its partition is paused once its queue is full.
 //! [`process_once`](ProductEventConsumer::process_once) reads the consumer as one stream
@@ -28,6 +28,7 @@
 
 use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 use chrono::Utc;
+use futures::future::BoxFuture;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::Offset;
@@ -35,34 +36,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
+use super::engine::{Dispatcher, Lanes};
 use super::Shutdown;
 use crate::bus::consumer::lag_blocking;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_event;
 use crate::bus::offset_ledger::{self, OffsetLedger};
-use crate::cache::product_cache::Writer;
+use crate::cache::deferred::{DeferredWrites, Entry as DeferredEntry};
 use crate::cache::ProductCache;
-use crate::domain::product::{EventEnvelope, Product};
-use crate::failure::{Classify, FailureClass, RetryPolicy};
-use crate::search::bulk::{index_items, BulkItem, ItemResult};
+use crate::domain::product::EventEnvelope;
+use crate::failure::RetryPolicy;
+use crate::search::bulk::{BulkItem, ItemResult};
 use crate::search::document::product_document;
+use crate::search::index_step::{BulkAnswer, IndexStep};
 use crate::search::SearchClient;
 use crate::telemetry::metrics::{
-    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_BULK_DURATION, PROJECTION_CACHE_DEFERRED,
-    PROJECTION_EVENTS, PROJECTION_UNFINISHED, PROJECTION_VERSION_GAPS,
+    CONSUMER_LAG, CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_EVENTS, PROJECTION_UNFINISHED,
 };
 
-/// True when OpenSearch refused a bulk request as a whole for what it carries (400 bad
-/// request, 413 too large): a document's fault, found by sending items one by one. Other
-/// refusals (401, 403, 404, ...) are about the endpoint, credentials or index.
-pub fn refusal_of_documents(e: &crate::search::SearchError) -> bool {
-    matches!(e, crate::search::SearchError::Status { status: 400 | 413, .. })
-}
-
-/// Longest a Redis write of the projection may take before it is deferred.
-pub const CACHE_WRITE_BOUND: Duration = Duration::from_millis(500);
+pub use crate::cache::deferred::CACHE_WRITE_BOUND;
+pub use crate::search::index_step::refusal_of_documents;
 
 /// Projection tuning.
 #[derive(Debug, Clone)]
@@ -86,8 +80,9 @@ pub struct ProjectionSettings {
     /// Most bulk requests one process has in flight at once, across its partition pipelines
     /// (0: one per pipeline). Bounds what one process asks of OpenSearch's write queue.
     pub max_concurrent_bulks: usize,
-    /// Added to every bulk request (0 in production): a modelled round trip to a remote
-    /// cluster, so that benchmarks can measure scaling that this machine's cores do not bound.
+    /// Benchmark only (0 in production): added to every bulk request, a modelled round trip
+    /// to a remote cluster, so that benchmarks can measure scaling that this machine's cores
+    /// do not bound.
     pub modelled_bulk_latency: Duration,
 }
 
@@ -128,25 +123,6 @@ pub struct ProjectionOutcome {
     pub unfinished: usize,
     /// Version gaps seen.
     pub gaps: usize,
-}
-
-/// Redis writes waiting for Redis, newest state per product.
-type Deferred = HashMap<Uuid, DeferredCache>;
-
-/// What a Redis write of the deferred states answered, per state.
-type PutResult = Result<Vec<crate::cache::product_cache::PutOutcome>, crate::cache::CacheError>;
-
-/// A Redis write waiting for Redis: the newest state of one product and where it came from.
-#[derive(Debug, Clone)]
-struct DeferredCache {
-    state: Product,
-    /// Lowest version folded into this entry (for gap detection).
-    first_version: i64,
-    topic: String,
-    partition: i32,
-    /// Lowest offset folded into this entry: its partition is not committed past it.
-    first_offset: i64,
-    event_type: String,
 }
 
 /// One decoded event and the index of its message in the batch.
@@ -195,15 +171,8 @@ pub struct ProductEventConsumer {
     /// Messages received while paused (or left unfinished by a partition pipeline), processed
     /// in the next batch.
     carry: Vec<OwnedMessage>,
-    /// Deferred Redis writes last added to the process-wide gauge.
-    deferred_reported: usize,
-    /// Redis writes waiting for Redis, by product.
-    deferred: Deferred,
-    /// No Redis attempt before this instant (after a failure), so the index is not slowed.
-    cache_retry_at: Option<Instant>,
-    cache_backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
-    /// Set by `bulk` when OpenSearch refused a whole multi-item request.
-    whole_request_refused: bool,
+    /// Redis writes waiting for Redis, newest state per product.
+    deferred: DeferredWrites,
     /// Which delivered offsets are finished or held by a deferred Redis write: how far each
     /// partition may be stored.
     ledger: OffsetLedger,
@@ -228,23 +197,19 @@ impl ProductEventConsumer {
             cache,
             dlq,
             group,
-            cache_backoff: Box::new(retry.backoff()),
+            deferred: DeferredWrites::new(retry.clone()),
             retry,
             bulk_permits: (settings.max_concurrent_bulks > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_bulks))),
             settings,
             feed: Feed::Consumer,
             carry: Vec::new(),
-            deferred_reported: 0,
-            deferred: HashMap::new(),
-            cache_retry_at: None,
-            whole_request_refused: false,
             ledger: OffsetLedger::new(),
         }
     }
 
     /// A pipeline with this projector's dependencies fed by `rx` (one partition's messages).
-    pub(super) fn partition_pipeline(&self, rx: mpsc::Receiver<OwnedMessage>) -> Self {
+    fn partition_pipeline(&self, rx: mpsc::Receiver<OwnedMessage>) -> Self {
         let mut p = Self::new(
             self.consumer.clone(),
             self.search.clone(),
@@ -287,7 +252,7 @@ impl ProductEventConsumer {
     }
 
     /// True once a partition pipeline's queue is closed and drained.
-    pub(super) fn feed_closed(&self) -> bool {
+    fn feed_closed(&self) -> bool {
         matches!(self.feed, Feed::Partition { closed: true, .. })
     }
 
@@ -373,7 +338,7 @@ impl ProductEventConsumer {
         // Redis is written while OpenSearch indexes: the two stores are independent (each
         // keeps only the newest version), and nothing is committed before both are done.
         self.fold_for_cache(&batch, &events, &mut out);
-        let put = self.put_deferred(false);
+        let put = self.deferred.put(&self.cache, false);
         let (_indexed, put) = tokio::join!(
             self.index(&batch, events, &mut finished, &mut out, shutdown),
             async move {
@@ -383,8 +348,10 @@ impl ProductEventConsumer {
                 }
             }
         );
-        if let Some((written, result)) = put {
-            out.gaps += self.after_put(written, result);
+        if let Some((taken, result)) = put {
+            let (gaps, written) = self.deferred.after_put(taken, result);
+            out.gaps += gaps;
+            self.release(&written);
         }
         out.unfinished = finished.iter().filter(|f| !**f).count();
         PROJECTION_UNFINISHED.inc_by(out.unfinished as u64);
@@ -445,7 +412,9 @@ impl ProductEventConsumer {
         let mut attempt = 0usize;
         let mut one_by_one = false;
         while !todo.is_empty() {
-            let results = self.bulk(&todo, one_by_one).await;
+            let answer = self.bulk(&todo, one_by_one).await;
+            let whole_request_refused = answer.whole_request_refused;
+            let results = answer.results;
             let mut retry = Vec::new();
             for (d, r) in todo.into_iter().zip(results) {
                 match r {
@@ -487,7 +456,7 @@ impl ProductEventConsumer {
             if todo.is_empty() {
                 break;
             }
-            if todo.len() > 1 && !one_by_one && self.whole_request_refused {
+            if todo.len() > 1 && !one_by_one && whole_request_refused {
                 // The request as a whole was refused (not about one item): find the culprit.
                 one_by_one = true;
                 continue;
@@ -530,12 +499,8 @@ impl ProductEventConsumer {
         indexed
     }
 
-    /// One bulk request for `todo` (or one request per item), classified per item. A request
-    /// that fails as a whole gives every item the same result: retryable when the failure
-    /// is transient, otherwise rejected only when the request held a single item (else the
-    /// caller splits it; see `whole_request_refused`).
-    async fn bulk(&mut self, todo: &[Decoded], one_by_one: bool) -> Vec<ItemResult> {
-        self.whole_request_refused = false;
+    /// One bulk request for `todo` (or one request per item): see [`IndexStep::bulk`].
+    async fn bulk(&self, todo: &[Decoded], one_by_one: bool) -> BulkAnswer {
         let items: Vec<BulkItem> = todo
             .iter()
             .map(|d| BulkItem {
@@ -544,46 +509,14 @@ impl ProductEventConsumer {
                 doc: product_document(&d.event.state),
             })
             .collect();
-        let chunks: Vec<&[BulkItem]> = if one_by_one {
-            items.chunks(1).collect()
-        } else {
-            vec![&items[..]]
-        };
-        let mut results = Vec::with_capacity(items.len());
-        for chunk in chunks {
-            let _permit = match &self.bulk_permits {
-                Some(p) => Some(p.clone().acquire_owned().await.expect("the semaphore is never closed")),
-                None => None,
-            };
-            let started = Instant::now();
-            let r = index_items(&self.search, &self.index, chunk).await;
-            if !self.settings.modelled_bulk_latency.is_zero() {
-                tokio::time::sleep(self.settings.modelled_bulk_latency).await;
-            }
-            PROJECTION_BULK_DURATION.observe(started.elapsed().as_secs_f64());
-            match r {
-                Ok(rs) => results.extend(rs),
-                Err(e) => {
-                    let about_documents = refusal_of_documents(&e);
-                    if about_documents && chunk.len() == 1 {
-                        results.push(ItemResult::Rejected(e.to_string()));
-                    } else {
-                        if about_documents {
-                            tracing::warn!(error = %e, "bulk request refused as a whole; retrying item by item");
-                            self.whole_request_refused = true;
-                        } else if e.failure_class() == FailureClass::Permanent {
-                            // 401/403/404/405...: the endpoint, credentials or index are wrong,
-                            // not the documents; dead-lettering would empty the stream.
-                            tracing::error!(error = %e, "OpenSearch refuses the projection's requests (check OPENSEARCH_URL, credentials, the index); will retry");
-                        } else {
-                            tracing::warn!(error = %e, "bulk request failed; will retry");
-                        }
-                        results.extend(chunk.iter().map(|_| ItemResult::Retryable(e.to_string())));
-                    }
-                }
-            }
+        IndexStep {
+            search: &self.search,
+            index: &self.index,
+            permits: self.bulk_permits.as_deref(),
+            bench_modelled_bulk_latency: self.settings.modelled_bulk_latency,
         }
-        results
+        .bulk(&items, one_by_one)
+        .await
     }
 
     /// Stage 3 (beside stage 2): Redis. Folds the batch's events into the deferred writes
@@ -603,126 +536,36 @@ impl ProductEventConsumer {
             CONSUMER_LAG_SECONDS
                 .with_label_values(&[&self.group, m.topic(), &m.partition().to_string()])
                 .set((now - ev.occurred_at).num_milliseconds().max(0) as f64 / 1000.0);
-            if let Some(prev) = self.deferred.get(&ev.aggregate_id) {
-                // Two versions of one product waiting together: the gap check against Redis
-                // only sees the first, so check this step here.
-                if ev.aggregate_version > prev.state.version + 1 {
-                    out.gaps += 1;
-                    PROJECTION_VERSION_GAPS.inc();
-                    tracing::warn!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, previous_version = prev.state.version,
-                        "version gap: applied full state past missing versions");
-                }
+            let folded = self.deferred.fold(ev, (m.topic(), m.partition(), m.offset()));
+            if folded.gap {
+                out.gaps += 1;
             }
-            let ledger = &mut self.ledger;
-            let entry = self.deferred.entry(ev.aggregate_id).or_insert_with(|| {
+            if let Some(o) = folded.hold {
                 // Its partition is not stored past this offset until Redis took the state.
-                ledger.hold(m.topic(), m.partition(), m.offset());
-                DeferredCache {
-                    state: ev.state.clone(),
-                    first_version: ev.aggregate_version,
-                    topic: m.topic().to_owned(),
-                    partition: m.partition(),
-                    first_offset: m.offset(),
-                    event_type: ev.event_type.clone(),
-                }
-            });
-            entry.first_version = entry.first_version.min(ev.aggregate_version);
-            if m.offset() < entry.first_offset {
-                // Delivered again after a seek back: the hold moves to the earlier offset.
-                ledger.hold(&entry.topic, entry.partition, m.offset());
-                ledger.release(&entry.topic, entry.partition, entry.first_offset);
-                entry.first_offset = m.offset();
+                self.ledger.hold(m.topic(), m.partition(), o);
             }
-            if ev.state.version >= entry.state.version {
-                entry.state = ev.state.clone();
-                entry.event_type = ev.event_type.clone();
+            if let Some(o) = folded.release {
+                self.ledger.release(m.topic(), m.partition(), o);
             }
+        }
+    }
+
+    /// Releases the offsets held by deferred writes Redis took, and stores what that allows.
+    fn release(&mut self, written: &[DeferredEntry]) {
+        for e in written {
+            self.ledger.release(&e.topic, e.partition, e.first_offset);
+        }
+        if !written.is_empty() {
+            self.store_progress();
         }
     }
 
     /// Writes the deferred states to Redis unless a recent failure says to wait (`force`
-    /// tries anyway). Each attempt is bounded by [`CACHE_WRITE_BOUND`], so a stalled Redis
-    /// costs the index little. Returns the version gaps seen.
+    /// tries anyway). Returns the version gaps seen.
     async fn flush_deferred(&mut self, force: bool) -> usize {
-        match self.put_deferred(force) {
-            Some(put) => {
-                let (written, result) = put.await;
-                self.after_put(written, result)
-            }
-            None => 0,
-        }
-    }
-
-    /// The write of the deferred states. It takes them (so that it can run beside the index,
-    /// which does not touch them) and gives them back for [`after_put`](Self::after_put).
-    /// `None` when there is nothing to write or a recent failure says to wait (`force` tries
-    /// anyway).
-    fn put_deferred(
-        &mut self,
-        force: bool,
-    ) -> Option<impl std::future::Future<Output = (Deferred, PutResult)> + use<>> {
-        if self.deferred.is_empty() || (!force && self.cache_retry_at.is_some_and(|t| Instant::now() < t)) {
-            return None;
-        }
-        let written = std::mem::take(&mut self.deferred);
-        let cache = self.cache.clone();
-        Some(async move {
-            let result = {
-                let states: Vec<&Product> = written.values().map(|e| &e.state).collect();
-                tokio::time::timeout(CACHE_WRITE_BOUND, cache.put_many(&states, Writer::Projection))
-                    .await
-                    .unwrap_or(Err(crate::cache::CacheError::Timeout))
-            };
-            (written, result)
-        })
-    }
-
-    /// Books the outcome of [`put_deferred`](Self::put_deferred): gaps, the deferred writes
-    /// done (or the backoff before the next try). Returns the version gaps seen.
-    fn after_put(&mut self, written: Deferred, put: PutResult) -> usize {
-        let mut gaps = 0;
-        match put {
-            Ok(puts) => {
-                for (e, put) in written.values().zip(puts) {
-                    if put.projected > 0 && e.first_version > put.projected + 1 {
-                        gaps += 1;
-                        PROJECTION_VERSION_GAPS.inc();
-                        tracing::warn!(product.id = %e.state.id, product.version = e.first_version, previous_version = put.projected,
-                            event.r#type = %e.event_type, "version gap: applied full state past missing versions");
-                    }
-                }
-                for e in written.values() {
-                    self.ledger.release(&e.topic, e.partition, e.first_offset);
-                }
-                if self.cache_retry_at.take().is_some() {
-                    tracing::info!(written = written.len(), "redis answers again; deferred writes done");
-                }
-                self.cache_backoff = Box::new(self.retry.backoff());
-                self.store_progress();
-            }
-            Err(e) => {
-                // They wait for the next try (nothing was deferred meanwhile: the index does
-                // not touch them).
-                self.deferred = written;
-                let d = self.cache_backoff.next().unwrap_or(self.settings.retry_max);
-                if self.cache_retry_at.is_none() {
-                    tracing::warn!(error = %e, deferred = self.deferred.len(),
-                        "redis write failed; search goes on, cache writes wait for redis");
-                }
-                self.cache_retry_at = Some(Instant::now() + d);
-            }
-        }
-        self.report_deferred();
+        let (gaps, written) = self.deferred.flush(&self.cache, force).await;
+        self.release(&written);
         gaps
-    }
-
-    /// Adds this projector's change in deferred Redis writes to the process-wide gauge (one
-    /// process runs a projector per partition).
-    fn report_deferred(&mut self) {
-        let now = self.deferred.len();
-        let delta = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(self.deferred_reported).unwrap_or(i64::MAX);
-        PROJECTION_CACHE_DEFERRED.add(delta);
-        self.deferred_reported = now;
     }
 
     /// Stage 4: marks the finished messages in the ledger; a partition pipeline keeps its
@@ -818,19 +661,22 @@ impl ProductEventConsumer {
     }
 
     /// Consumes until shutdown with one pipeline per assigned partition (see
-    /// [`PartitionPipelines`](super::partition_pipelines::PartitionPipelines)); commits what was
+    /// [`Dispatcher`](super::engine::Dispatcher)); commits what was
     /// stored and leaves the group.
     pub async fn run_until_stopped(self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
-        super::partition_pipelines::PartitionPipelines::new(self)
-            .run(topic, shutdown)
-            .await
+        tracing::info!(topic, group = %self.group, index = %self.index,
+            "Product Event Consumer started and polling Kafka...");
+        let (consumer, batch_size) = (self.consumer.clone(), self.settings.batch_size);
+        let result = Dispatcher::new(self, consumer, batch_size).run(topic, shutdown).await;
+        tracing::info!("Product Event Consumer stopped");
+        result
     }
 
     /// A partition pipeline's loop: batches from its queue until the queue is closed and
     /// drained or shutdown fires. After a batch that left messages unfinished, waits a
     /// growing, jittered delay (its queue fills meanwhile and the partition is paused); then
     /// writes what waits for Redis and stores its progress.
-    pub(super) async fn run_partition(mut self, shutdown: Shutdown) -> Result<(), anyhow::Error> {
+    async fn run_partition(mut self, shutdown: Shutdown) -> Result<(), anyhow::Error> {
         let mut backoff = self.retry.backoff();
         while !shutdown.is_triggered() {
             let out = self.process_once(Duration::from_millis(500), &shutdown).await?;
@@ -854,33 +700,16 @@ impl ProductEventConsumer {
         self.store_progress();
         // Whatever still waits for Redis is delivered again to the partition's next owner.
         self.deferred.clear();
-        self.report_deferred();
         Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::search::SearchError;
-
-    fn status(status: u16) -> SearchError {
-        SearchError::Status {
-            status,
-            body: String::new(),
-        }
+impl Lanes for ProductEventConsumer {
+    fn run_lane(&self, rx: mpsc::Receiver<OwnedMessage>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.partition_pipeline(rx).run_partition(shutdown))
     }
 
-    #[test]
-    fn only_bad_request_and_too_large_blame_the_documents() {
-        // Issue 9, defect 3: a permanent refusal went round the retry loop like a 429; now a
-        // document's refusal is found item by item and dead-lettered, while an endpoint's
-        // refusal (wrong URL, credentials) never dead-letters the stream.
-        assert!(refusal_of_documents(&status(400)));
-        assert!(refusal_of_documents(&status(413)));
-        for s in [401, 403, 404, 405, 429, 500, 503] {
-            assert!(!refusal_of_documents(&status(s)), "{s}");
-        }
-        assert!(!refusal_of_documents(&SearchError::Transport("refused".into())));
+    fn update_lag<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(ProductEventConsumer::update_lag(self, topic))
     }
 }
