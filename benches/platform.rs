@@ -55,7 +55,7 @@ use aliexpress::search::{bulk, document, index, SearchClient};
 use aliexpress::store::outbox_slices::OUTBOX_SLICES;
 use aliexpress::store::pool;
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
-use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+use aliexpress::worker::projection::{ProductEventConsumer, ProjectionSettings};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::Consumer;
@@ -1351,7 +1351,7 @@ async fn bench_consumer(rows: &mut Vec<Row>) {
         let group = format!("{}-run{run}", e.names.command_group());
         let kc = consumer::build(&kafka, &group).expect("consumer");
         kc.subscribe(&[&topic]).expect("subscribe");
-        let worker = aliexpress::worker::product_consumer::ProductConsumer::new(
+        let worker = aliexpress::worker::commands::ProductConsumer::new(
             kc,
             pool::build_pool(&e.infra.database_url, conns, Duration::from_secs(30)).expect("pool"),
             aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.commands_dlq_topic(), group),
@@ -1365,7 +1365,7 @@ async fn bench_consumer(rows: &mut Vec<Row>) {
         while done < n {
             let batch = worker
                 .process_batch(
-                    aliexpress::worker::product_consumer::COMMAND_BATCH,
+                    aliexpress::worker::commands::COMMAND_BATCH,
                     Duration::from_secs(10),
                     &shutdown,
                 )

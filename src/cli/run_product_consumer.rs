@@ -6,7 +6,7 @@ use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::failure::RetryPolicy;
-use crate::worker::product_consumer::ProductConsumer;
+use crate::worker::commands::ProductConsumer;
 use crate::worker::Shutdown;
 
 /// Flags of `run-product-consumer`.

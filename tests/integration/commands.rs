@@ -3,7 +3,7 @@ use std::time::Duration;
 use aliexpress::bus::dlq::{dlq_headers, DlqWriter};
 use aliexpress::bus::producer::{self, ProducerSettings};
 use aliexpress::failure::RetryPolicy;
-use aliexpress::worker::product_consumer::{CommandOutcome, ProductConsumer};
+use aliexpress::worker::commands::{CommandOutcome, ProductConsumer};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::Consumer;

@@ -3,7 +3,7 @@
 //!
 //! A single task polls the consumer (so the process stays in its group) and hands each
 //! message to its partition's lane, a task running [`Lanes::run_lane`] (for the projection,
-//! the stages of `worker::product_event_consumer`) over a bounded queue. Partitions therefore never wait for each
+//! the stages of `worker::projection`) over a bounded queue. Partitions therefore never wait for each
 //! other: one whose index writes are slow, or whose message cannot be dead-lettered yet, backs
 //! off alone while the others go on. Order within a partition (and so per product, the key)
 //! is kept: one pipeline per partition, messages in offset order.

@@ -14,7 +14,7 @@
 //!   still failing, the message is unfinished: not committed past, its partition sought back.
 //!
 //! `run-product-event-consumer` runs one such pipeline per assigned partition
-//! ([`Dispatcher`](super::engine::Dispatcher)): partitions do not
+//! ([`Dispatcher`](crate::worker::engine::Dispatcher)): partitions do not
 //! wait for each other, and a pipeline keeps its unfinished messages and retries them
 //! (instead of seeking back) while its partition is paused once its queue is full.
 //! [`process_once`](ProductEventConsumer::process_once) reads the consumer as one stream
@@ -37,8 +37,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use super::engine::{Dispatcher, Lanes};
-use super::Shutdown;
+use crate::worker::engine::{Dispatcher, Lanes};
+use crate::worker::Shutdown;
+
+mod feed;
+mod stages;
 use crate::bus::consumer::lag_blocking;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_event;
@@ -229,86 +232,6 @@ impl ProductEventConsumer {
         self.deferred.len()
     }
 
-    /// The next message within `deadline`, from the consumer or the partition queue.
-    async fn next_message(&mut self, deadline: Instant) -> Option<OwnedMessage> {
-        match &mut self.feed {
-            Feed::Consumer => loop {
-                match tokio::time::timeout_at(deadline.into(), self.consumer.recv()).await {
-                    Err(_) => return None,
-                    // Brokers unreachable and the like: librdkafka reconnects; keep polling.
-                    Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
-                    Ok(Ok(m)) => return Some(m.detach()),
-                }
-            },
-            Feed::Partition { rx, closed } => match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Err(_) => None,
-                Ok(None) => {
-                    *closed = true;
-                    None
-                }
-                Ok(Some(m)) => Some(m),
-            },
-        }
-    }
-
-    /// True once a partition pipeline's queue is closed and drained.
-    fn feed_closed(&self) -> bool {
-        matches!(self.feed, Feed::Partition { closed: true, .. })
-    }
-
-    async fn collect_batch(&mut self, first_wait: Duration) -> Vec<OwnedMessage> {
-        let mut batch = std::mem::take(&mut self.carry);
-        if batch.is_empty() {
-            match self.next_message(Instant::now() + first_wait).await {
-                Some(m) => batch.push(m),
-                None => return batch,
-            }
-        }
-        let deadline = Instant::now() + self.settings.batch_wait;
-        while batch.len() < self.settings.batch_size {
-            match self.next_message(deadline).await {
-                Some(m) => batch.push(m),
-                None => break,
-            }
-        }
-        batch
-    }
-
-    /// Sleeps `d`; a projector reading the consumer keeps it polled meanwhile (so it stays in
-    /// the group) and keeps what still arrives for the next batch (a partition pipeline's
-    /// queue simply fills, and its dispatcher pauses the partition). True when shutdown fired.
-    async fn wait_polling(&mut self, d: Duration, shutdown: &Shutdown) -> bool {
-        if matches!(self.feed, Feed::Partition { .. }) {
-            return shutdown.sleep(d).await;
-        }
-        let until = tokio::time::Instant::now() + d;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => return shutdown.is_triggered(),
-                () = shutdown.wait() => return true,
-                m = self.consumer.recv() => {
-                    if let Ok(m) = m { self.carry.push(m.detach()); }
-                }
-            }
-        }
-    }
-
-    fn set_paused(&self, paused: bool) {
-        if matches!(self.feed, Feed::Partition { .. }) {
-            return;
-        }
-        if let Ok(a) = self.consumer.assignment() {
-            let r = if paused {
-                self.consumer.pause(&a)
-            } else {
-                self.consumer.resume(&a)
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, paused, "pause/resume failed");
-            }
-        }
-    }
-
     /// Receives one batch (waiting up to `wait` for its first message) and projects it.
     pub async fn process_once(
         &mut self,
@@ -357,215 +280,6 @@ impl ProductEventConsumer {
         PROJECTION_UNFINISHED.inc_by(out.unfinished as u64);
         self.commit(&batch, &finished);
         Ok(out)
-    }
-
-    /// Stage 1: decode; poison goes to the DLQ.
-    #[tracing::instrument(level = "debug", name = "decode", skip_all, fields(batch.size = batch.len()))]
-    async fn decode(
-        &mut self,
-        batch: &[OwnedMessage],
-        finished: &mut [bool],
-        out: &mut ProjectionOutcome,
-        shutdown: &Shutdown,
-    ) -> Vec<Decoded> {
-        let mut events = Vec::with_capacity(batch.len());
-        for (at, m) in batch.iter().enumerate() {
-            match decode_event(m.payload()) {
-                Ok(event) => events.push(Decoded {
-                    at,
-                    event,
-                    trace: crate::bus::consumer::header_str(m, TRACEPARENT).and_then(TraceParent::parse),
-                }),
-                Err(e) => {
-                    tracing::warn!(kafka.partition = m.partition(), kafka.offset = m.offset(), error = %e, "undecodable event sent to the DLQ");
-                    let reason = DlqReason {
-                        stage: "decode",
-                        class: e.class,
-                        message: e.message,
-                        attempts: 1,
-                    };
-                    if self.dead_letter(m, &reason, "unknown", shutdown).await {
-                        finished[at] = true;
-                        out.dead_lettered += 1;
-                    }
-                }
-            }
-        }
-        events
-    }
-
-    /// Stage 2: OpenSearch. Retries only retryable items, in order; dead-letters what is
-    /// refused for good. Returns the events that are in the index (applied or already there).
-    #[tracing::instrument(level = "debug", name = "index", skip_all, fields(events = events.len()))]
-    async fn index(
-        &mut self,
-        batch: &[OwnedMessage],
-        events: Vec<Decoded>,
-        finished: &mut [bool],
-        out: &mut ProjectionOutcome,
-        shutdown: &Shutdown,
-    ) -> Vec<Decoded> {
-        let mut todo: Vec<Decoded> = events;
-        let mut indexed = Vec::with_capacity(todo.len());
-        let mut rejected: Vec<(Decoded, String)> = Vec::new();
-        let mut delays = self.retry.backoff();
-        let mut attempt = 0usize;
-        let mut one_by_one = false;
-        while !todo.is_empty() {
-            let answer = self.bulk(&todo, one_by_one).await;
-            let whole_request_refused = answer.whole_request_refused;
-            let results = answer.results;
-            let mut retry = Vec::new();
-            for (d, r) in todo.into_iter().zip(results) {
-                match r {
-                    ItemResult::Applied => {
-                        out.applied += 1;
-                        let span = tracing::debug_span!("project event", product.id = %d.event.aggregate_id,
-                            product.version = d.event.aggregate_version);
-                        if let Some(tp) = &d.trace {
-                            crate::telemetry::trace_context::set_parent(&span, tp);
-                        }
-                        span.in_scope(|| {
-                            tracing::debug!(
-                                product.id = %d.event.aggregate_id,
-                                product.version = d.event.aggregate_version,
-                                trace_id = d.trace.as_ref().map_or("-", TraceParent::trace_id),
-                                "event projected"
-                            );
-                        });
-                        PROJECTION_EVENTS
-                            .with_label_values(&[&d.event.event_type, "applied"])
-                            .inc();
-                        indexed.push(d);
-                    }
-                    ItemResult::AlreadyApplied => {
-                        out.already_applied += 1;
-                        PROJECTION_EVENTS
-                            .with_label_values(&[&d.event.event_type, "already_applied"])
-                            .inc();
-                        indexed.push(d);
-                    }
-                    ItemResult::Retryable(e) => {
-                        tracing::warn!(product.id = %d.event.aggregate_id, error = %e, "index item will be retried");
-                        retry.push(d);
-                    }
-                    ItemResult::Rejected(body) => rejected.push((d, body)),
-                }
-            }
-            todo = retry;
-            if todo.is_empty() {
-                break;
-            }
-            if todo.len() > 1 && !one_by_one && whole_request_refused {
-                // The request as a whole was refused (not about one item): find the culprit.
-                one_by_one = true;
-                continue;
-            }
-            if attempt >= self.settings.retries {
-                tracing::warn!(events = todo.len(), "index still failing; events left unfinished");
-                break;
-            }
-            if attempt == 0 {
-                self.set_paused(true);
-            }
-            attempt += 1;
-            let d = delays.next().unwrap_or(self.settings.retry_max);
-            if self.wait_polling(d, shutdown).await {
-                break;
-            }
-        }
-        if attempt > 0 {
-            self.set_paused(false);
-        }
-        for (d, body) in rejected {
-            tracing::warn!(product.id = %d.event.aggregate_id, error = %body, "document rejected by OpenSearch; sent to the DLQ");
-            let reason = DlqReason {
-                stage: "index",
-                class: "document_rejected",
-                message: body,
-                attempts: u32::try_from(attempt + 1).unwrap_or(u32::MAX),
-            };
-            if self
-                .dead_letter(&batch[d.at], &reason, &d.event.event_type, shutdown)
-                .await
-            {
-                finished[d.at] = true;
-                out.dead_lettered += 1;
-            }
-        }
-        for d in &indexed {
-            finished[d.at] = true;
-        }
-        indexed
-    }
-
-    /// One bulk request for `todo` (or one request per item): see [`IndexStep::bulk`].
-    async fn bulk(&self, todo: &[Decoded], one_by_one: bool) -> BulkAnswer {
-        let items: Vec<BulkItem> = todo
-            .iter()
-            .map(|d| BulkItem {
-                id: d.event.aggregate_id,
-                version: d.event.aggregate_version,
-                doc: product_document(&d.event.state),
-            })
-            .collect();
-        IndexStep {
-            search: &self.search,
-            index: &self.index,
-            permits: self.bulk_permits.as_deref(),
-            bench_modelled_bulk_latency: self.settings.modelled_bulk_latency,
-        }
-        .bulk(&items, one_by_one)
-        .await
-    }
-
-    /// Stage 3 (beside stage 2): Redis. Folds the batch's events into the deferred writes
-    /// (newest state per product), which [`put_deferred`](Self::put_deferred) writes while the
-    /// batch is indexed; if Redis does not answer they wait, and the index goes on. An event
-    /// the index refuses (dead-lettered) is still a valid state of its product: it is cached.
-    #[tracing::instrument(level = "debug", name = "cache", skip_all, fields(events = events.len()))]
-    fn fold_for_cache(&mut self, batch: &[OwnedMessage], events: &[Decoded], out: &mut ProjectionOutcome) {
-        let now = Utc::now();
-        for d in events {
-            let m = &batch[d.at];
-            let ev = &d.event;
-            if self.settings.log_each_event {
-                tracing::info!(product.id = %ev.aggregate_id, product.version = ev.aggregate_version, event.r#type = %ev.event_type,
-                    kafka.partition = m.partition(), kafka.offset = m.offset(), "indexing_product");
-            }
-            CONSUMER_LAG_SECONDS
-                .with_label_values(&[&self.group, m.topic(), &m.partition().to_string()])
-                .set((now - ev.occurred_at).num_milliseconds().max(0) as f64 / 1000.0);
-            let folded = self.deferred.fold(ev, (m.topic(), m.partition(), m.offset()));
-            if folded.gap {
-                out.gaps += 1;
-            }
-            if let Some(o) = folded.hold {
-                // Its partition is not stored past this offset until Redis took the state.
-                self.ledger.hold(m.topic(), m.partition(), o);
-            }
-            if let Some(o) = folded.release {
-                self.ledger.release(m.topic(), m.partition(), o);
-            }
-        }
-    }
-
-    /// Releases the offsets held by deferred writes Redis took, and stores what that allows.
-    fn release(&mut self, written: &[DeferredEntry]) {
-        for e in written {
-            self.ledger.release(&e.topic, e.partition, e.first_offset);
-        }
-        if !written.is_empty() {
-            self.store_progress();
-        }
-    }
-
-    /// Writes the deferred states to Redis unless a recent failure says to wait (`force`
-    /// tries anyway). Returns the version gaps seen.
-    async fn flush_deferred(&mut self, force: bool) -> usize {
-        let (gaps, written) = self.deferred.flush(&self.cache, force).await;
-        self.release(&written);
-        gaps
     }
 
     /// Stage 4: marks the finished messages in the ledger; a partition pipeline keeps its
@@ -619,33 +333,6 @@ impl ProductEventConsumer {
         offset_ledger::store_safe(&*self.consumer, &mut self.ledger);
     }
 
-    /// Dead-letters `m`; false when the DLQ could not be written (the message stays unfinished).
-    async fn dead_letter(
-        &mut self,
-        m: &OwnedMessage,
-        reason: &DlqReason,
-        event_type: &str,
-        shutdown: &Shutdown,
-    ) -> bool {
-        let dlq = self.dlq.clone();
-        match self
-            .retry
-            .run(shutdown.token(), "DLQ write", || dlq.send(m, reason))
-            .await
-        {
-            Ok(()) => {
-                PROJECTION_EVENTS
-                    .with_label_values(&[event_type, "dead_lettered"])
-                    .inc();
-                true
-            }
-            Err(e) => {
-                tracing::warn!(kafka.partition = m.partition(), kafka.offset = m.offset(), error = %e, "could not dead-letter; message unfinished");
-                false
-            }
-        }
-    }
-
     /// Publishes consumer lag per partition as metrics.
     pub async fn update_lag(&self, topic: &str) {
         let c = self.consumer.clone();
@@ -661,7 +348,7 @@ impl ProductEventConsumer {
     }
 
     /// Consumes until shutdown with one pipeline per assigned partition (see
-    /// [`Dispatcher`](super::engine::Dispatcher)); commits what was
+    /// [`Dispatcher`](crate::worker::engine::Dispatcher)); commits what was
     /// stored and leaves the group.
     pub async fn run_until_stopped(self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
         tracing::info!(topic, group = %self.group, index = %self.index,
