@@ -2,9 +2,10 @@
 //! writes each event's full product state into OpenSearch (bulk, external_gte versioning) and
 //! Redis (compare-by-version script).
 //!
-//! One batch runs through named stages: [`decode`](ProductEventConsumer::decode) (poison to the DLQ) →
-//! [`index`](ProductEventConsumer::index) (OpenSearch bulk) → [`cache`](ProductEventConsumer::cache) (Redis) →
-//! [`commit`](ProductEventConsumer::commit) (store offsets, seek back). Every message ends as one
+//! One batch runs through named stages (in `stages`): `decode` (poison to the DLQ) → `index`
+//! (OpenSearch, `search::index_step`) beside `fold_for_cache` (Redis, `cache::deferred`) →
+//! `commit` (mark finished in the offset ledger, store what it allows, seek back or keep what
+//! is unfinished). Every message ends as one
 //! [`Disposition`](crate::failure::Disposition):
 //! - undecodable, unknown type or schema, or a document OpenSearch refuses for good (mapping
 //!   or parse errors, any 4xx; a whole bulk request refused is retried item by item to find
