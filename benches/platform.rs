@@ -55,7 +55,7 @@ use aliexpress::search::{bulk, document, index, SearchClient};
 use aliexpress::store::outbox_slices::OUTBOX_SLICES;
 use aliexpress::store::pool;
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
-use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+use aliexpress::worker::projection::{ProductEventConsumer, ProjectionSettings};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::Consumer;
@@ -1376,21 +1376,21 @@ async fn bench_consumer(rows: &mut Vec<Row>) {
         let group = format!("{}-run{run}", e.names.command_group());
         let kc = consumer::build(&kafka, &group).expect("consumer");
         kc.subscribe(&[&topic]).expect("subscribe");
-        let worker = aliexpress::worker::product_consumer::ProductConsumer {
-            consumer: kc,
-            pool: pool::build_pool(e.infra.database.url.expose(), conns, Duration::from_secs(30)).expect("pool"),
-            dlq: aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.commands_dlq_topic(), group),
-            events_topic: e.names.events_topic(),
-            notify: true,
-            retry: aliexpress::failure::RetryPolicy::default(),
-        };
+        let worker = aliexpress::worker::commands::ProductConsumer::new(
+            kc,
+            pool::build_pool(e.infra.database.url.expose(), conns, Duration::from_secs(30)).expect("pool"),
+            aliexpress::bus::dlq::DlqWriter::new(p.clone(), e.names.commands_dlq_topic(), group),
+            e.names.events_topic(),
+            true,
+            aliexpress::failure::RetryPolicy::default(),
+        );
         let shutdown = Shutdown::new();
         let (mut done, mut timed) = (0, 0);
         let mut started = None;
         while done < n {
             let batch = worker
                 .process_batch(
-                    aliexpress::worker::product_consumer::COMMAND_BATCH,
+                    aliexpress::worker::commands::COMMAND_BATCH,
                     Duration::from_secs(10),
                     &shutdown,
                 )

@@ -3,12 +3,12 @@
 //! Write side: every change to a product runs through the pure aggregate in [`domain`]; the
 //! new state, its event and the command outcome are committed to Postgres together with an
 //! outbox row in one transaction ([`store::product_repo`]). Requests arrive over HTTP
-//! ([`http`]) or as commands on `product.commands` ([`worker::product_consumer`]).
+//! ([`http`]) or as commands on `product.commands` ([`worker::commands`]).
 //!
 //! The outbox relay ([`worker::outbox_relay`], `process-outbox`) publishes outbox rows to
 //! `product.events`, keyed by product id so each product's events stay ordered.
 //!
-//! Read side: the projection ([`worker::product_event_consumer`]) writes each event's full
+//! Read side: the projection ([`worker::projection`]) writes each event's full
 //! state to OpenSearch ([`search`]) and Redis ([`cache`]), versioned by aggregate version so
 //! duplicates, replays and reordering never make it wrong. Unusable messages go to DLQ topics.
 //!

@@ -17,7 +17,7 @@ use aliexpress::bus::producer::{self, ProducerSettings};
 use aliexpress::bus::{admin, consumer};
 use aliexpress::search::{index, SearchClient};
 use aliexpress::telemetry::metrics::PROJECTION_EVENTS;
-use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+use aliexpress::worker::projection::{ProductEventConsumer, ProjectionSettings};
 use aliexpress::worker::Shutdown;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod consumer;
 pub mod dlq;
 pub mod envelope;
+pub mod offset_ledger;
 pub mod producer;
 pub mod span;
 

@@ -7,6 +7,7 @@
 //! while Redis is down a request skips it at once and reads Postgres instead.
 
 pub mod breaker;
+pub mod deferred;
 pub mod product_cache;
 pub mod redis_pool;
 

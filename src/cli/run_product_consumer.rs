@@ -8,7 +8,7 @@ use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::failure::RetryPolicy;
-use crate::worker::product_consumer::ProductConsumer;
+use crate::worker::commands::ProductConsumer;
 use crate::worker::Shutdown;
 
 /// Flags of `run-product-consumer`.
@@ -37,14 +37,14 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     crate::telemetry::metrics::COMMANDS_PROCESSED
         .with_label_values(&["applied"])
         .inc_by(0);
-    let worker = Arc::new(ProductConsumer {
-        consumer: c,
+    let worker = Arc::new(ProductConsumer::new(
+        c,
         pool,
-        dlq: DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),
-        events_topic: names.events_topic(),
-        notify: a.outbox_notify,
-        retry: RetryPolicy::default(),
-    });
+        DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),
+        names.events_topic(),
+        a.outbox_notify,
+        RetryPolicy::default(),
+    ));
     // Lag of the partitions this member owns (`aliexpress_consumer_lag_messages`).
     let lag = crate::bus::consumer::spawn_lag_exporter(
         worker.clone(),

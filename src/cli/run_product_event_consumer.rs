@@ -9,7 +9,7 @@ use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::search::index;
-use crate::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+use crate::worker::projection::{ProductEventConsumer, ProjectionSettings};
 use crate::worker::Shutdown;
 
 /// Flags of `run-product-event-consumer`.

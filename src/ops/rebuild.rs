@@ -30,7 +30,7 @@ use crate::search::bulk::{index_items, BulkItem};
 use crate::search::document::product_document;
 use crate::search::{index, SearchClient};
 use crate::store::{pool, product_repo, rebuild_repo, PgPool};
-use crate::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+use crate::worker::projection::{ProductEventConsumer, ProjectionSettings};
 use crate::worker::Shutdown;
 
 /// What the rebuild needs.

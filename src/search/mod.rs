@@ -5,6 +5,7 @@ pub mod bulk;
 pub mod client;
 pub mod document;
 pub mod index;
+pub mod index_step;
 pub mod query;
 
 pub use client::{SearchAccess, SearchClient};

@@ -1,10 +1,10 @@
 //! Long-running loops. Each has a public `process_once` that tests drive directly and a
 //! `run_until_stopped` around it that handles waiting, retries and shutdown.
 
+pub mod commands;
+pub mod engine;
 pub mod outbox_relay;
-pub mod partition_pipelines;
-pub mod product_consumer;
-pub mod product_event_consumer;
+pub mod projection;
 pub mod shutdown;
 
 pub use shutdown::Shutdown;

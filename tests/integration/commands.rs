@@ -3,7 +3,7 @@ use std::time::Duration;
 use aliexpress::bus::dlq::{dlq_headers, DlqWriter};
 use aliexpress::bus::producer::{self, ProducerSettings};
 use aliexpress::failure::RetryPolicy;
-use aliexpress::worker::product_consumer::{CommandOutcome, ProductConsumer};
+use aliexpress::worker::commands::{CommandOutcome, ProductConsumer};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::Consumer;
@@ -27,15 +27,15 @@ fn command_consumer(env: &TestEnv) -> ProductConsumer {
         &ProducerSettings::default(),
     )
     .expect("producer");
-    ProductConsumer {
-        consumer: c,
-        pool: env.pool.clone(),
-        dlq: DlqWriter::new(p, env.names.commands_dlq_topic(), group),
-        events_topic: env.names.events_topic(),
-        notify: false,
+    ProductConsumer::new(
+        c,
+        env.pool.clone(),
+        DlqWriter::new(p, env.names.commands_dlq_topic(), group),
+        env.names.events_topic(),
+        false,
         // Fast retries: a transient failure is left unfinished within a second.
-        retry: RetryPolicy::new(Duration::from_millis(5), Duration::from_millis(50), 3, 1),
-    }
+        RetryPolicy::new(Duration::from_millis(5), Duration::from_millis(50), 3, 1),
+    )
 }
 
 /// Handles messages one batch of one at a time until `n` outcomes were collected.

@@ -34,7 +34,7 @@ async fn call(
 }
 
 /// Poison on the events topic, projected: one dead letter (`invalid_json`).
-async fn inject_poison(app: &TestApp, p: &mut aliexpress::worker::product_event_consumer::ProductEventConsumer) {
+async fn inject_poison(app: &TestApp, p: &mut aliexpress::worker::projection::ProductEventConsumer) {
     let env = &app.env;
     env.produce(&env.names.events_topic(), "console-poison", b"this is not json")
         .await;

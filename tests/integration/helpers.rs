@@ -16,7 +16,7 @@ use aliexpress::search::SearchAccess;
 use aliexpress::search::{index, SearchClient};
 use aliexpress::store::{pool, PgPool};
 use aliexpress::worker::outbox_relay::{OutboxRelay, RelaySettings};
-use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionOutcome, ProjectionSettings};
+use aliexpress::worker::projection::{ProductEventConsumer, ProjectionOutcome, ProjectionSettings};
 use aliexpress::worker::Shutdown;
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::{Consumer, StreamConsumer};

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use aliexpress::bus::dlq::dlq_headers;
-use aliexpress::worker::product_event_consumer::ProjectionOutcome;
+use aliexpress::worker::projection::ProjectionOutcome;
 use aliexpress::worker::Shutdown;
 use opensearch::http::Method;
 use rdkafka::Message;
@@ -523,7 +523,7 @@ async fn set_topic_config(env: &crate::helpers::TestEnv, topic: &str, key: &str,
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_that_cannot_finish_a_message_does_not_hold_the_others() {
     use aliexpress::telemetry::metrics::PROJECTION_UNFINISHED;
-    use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+    use aliexpress::worker::projection::{ProductEventConsumer, ProjectionSettings};
     let app = TestApp::spawn().await;
     let env = &app.env;
     let topic = env.names.events_topic();
@@ -662,7 +662,7 @@ async fn a_partition_that_cannot_finish_a_message_does_not_hold_the_others() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipeline_slower_than_its_partition_pauses_it_and_resumes_without_losing_a_message() {
     use aliexpress::telemetry::metrics::PROJECTION_PARTITION_PAUSES;
-    use aliexpress::worker::product_event_consumer::{ProductEventConsumer, ProjectionSettings};
+    use aliexpress::worker::projection::{ProductEventConsumer, ProjectionSettings};
     let app = TestApp::spawn().await;
     let env = &app.env;
     let mut ids = Vec::new();

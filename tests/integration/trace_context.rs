@@ -60,7 +60,7 @@ async fn a_writes_trace_id_reaches_its_events_kafka_header_and_the_projections_l
     // The projection, as deployed, logs the trace id with the event it projected.
     let mut projection = Command::new(env!("CARGO_BIN_EXE_aliexpress"))
         .envs(app.env.bin_env())
-        .env("RUST_LOG", "info,aliexpress::worker::product_event_consumer=debug")
+        .env("RUST_LOG", "info,aliexpress::worker::projection=debug")
         .arg("run-product-event-consumer")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

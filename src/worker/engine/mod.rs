@@ -1,8 +1,9 @@
-//! One projection pipeline per assigned partition, behind `run-product-event-consumer`.
+//! The consumer engine's dispatcher: one lane per assigned partition, behind
+//! `run-product-event-consumer`.
 //!
 //! A single task polls the consumer (so the process stays in its group) and hands each
-//! message to its partition's pipeline, a task running the stages of
-//! [`ProductEventConsumer`] over a bounded queue. Partitions therefore never wait for each
+//! message to its partition's lane, a task running [`Lanes::run_lane`] (for the projection,
+//! the stages of `worker::projection`) over a bounded queue. Partitions therefore never wait for each
 //! other: one whose index writes are slow, or whose message cannot be dead-lettered yet, backs
 //! off alone while the others go on. Order within a partition (and so per product, the key)
 //! is kept: one pipeline per partition, messages in offset order.
@@ -27,13 +28,25 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
-use super::product_event_consumer::ProductEventConsumer;
+use futures::future::BoxFuture;
+
 use super::Shutdown;
 use crate::telemetry::metrics::{PROJECTION_PARTITIONS_PAUSED, PROJECTION_PARTITION_PAUSES, PROJECTION_PIPELINES};
 
 type Partition = (String, i32);
 
-/// A running pipeline and what waits to enter its queue.
+/// What the engine runs in each partition's lane.
+pub trait Lanes: Send + Sync + 'static {
+    /// A lane's loop over `rx`, one partition's messages in offset order, until the queue is
+    /// closed and drained (partition revoked) or `shutdown` fires; it stores the offsets of
+    /// what it finished. An error stops the role.
+    fn run_lane(&self, rx: mpsc::Receiver<OwnedMessage>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>>;
+
+    /// Publishes consumer lag for `topic` (called every 5 s).
+    fn update_lag<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// A running lane and what waits to enter its queue.
 struct Lane {
     tx: mpsc::Sender<OwnedMessage>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -41,9 +54,9 @@ struct Lane {
     held: VecDeque<OwnedMessage>,
 }
 
-/// The dispatcher: routes each message to its partition's pipeline.
-pub struct PartitionPipelines {
-    template: ProductEventConsumer,
+/// The dispatcher: routes each message to its partition's lane.
+pub struct Dispatcher<L: Lanes> {
+    template: L,
     consumer: Arc<StreamConsumer>,
     lanes: HashMap<Partition, Lane>,
     /// Pipelines of partitions no longer assigned, finishing their batch.
@@ -59,11 +72,11 @@ pub struct PartitionPipelines {
     shutdown: Shutdown,
 }
 
-impl PartitionPipelines {
-    /// A dispatcher whose pipelines get `template`'s dependencies and settings.
-    pub fn new(template: ProductEventConsumer) -> Self {
-        let consumer = template.consumer.clone();
-        let queue_capacity = template.settings.batch_size.saturating_mul(4).max(1);
+impl<L: Lanes> Dispatcher<L> {
+    /// A dispatcher polling `consumer` whose lanes `template` runs, each over a queue of
+    /// `batch_size * 4` messages.
+    pub fn new(template: L, consumer: Arc<StreamConsumer>, batch_size: usize) -> Self {
+        let queue_capacity = batch_size.saturating_mul(4).max(1);
         Self {
             template,
             consumer,
@@ -80,8 +93,6 @@ impl PartitionPipelines {
     /// commits and leaves the group.
     pub async fn run(mut self, topic: &str, shutdown: Shutdown) -> anyhow::Result<()> {
         self.shutdown = shutdown.clone();
-        tracing::info!(topic, group = %self.template.group, index = %self.template.index,
-            "Product Event Consumer started and polling Kafka...");
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut last_assignment = Instant::now();
         let result = loop {
@@ -125,7 +136,6 @@ impl PartitionPipelines {
             tracing::debug!(error = %e, "final commit (nothing stored?)");
         }
         self.consumer.unsubscribe();
-        tracing::info!("Product Event Consumer stopped");
         result
     }
 
@@ -185,10 +195,9 @@ impl PartitionPipelines {
             old.abort();
         }
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let pipeline = self.template.partition_pipeline(rx);
         let span = tracing::info_span!("partition", kafka.topic = %key.0, kafka.partition = key.1);
-        let shutdown = self.shutdown.clone();
-        let task = tokio::spawn(tracing::Instrument::instrument(pipeline.run_partition(shutdown), span));
+        let lane = self.template.run_lane(rx, self.shutdown.clone());
+        let task = tokio::spawn(tracing::Instrument::instrument(lane, span));
         tracing::info!(kafka.topic = %key.0, kafka.partition = key.1, "partition pipeline started");
         PROJECTION_PIPELINES.inc();
         Lane {

@@ -26,9 +26,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use uuid::Uuid;
 
-use super::Shutdown;
+use crate::worker::Shutdown;
+
+mod handle;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_command;
+use crate::bus::offset_ledger::{self, OffsetLedger};
 use crate::domain::product::ProductCommand;
 use crate::failure::{Disposition, Failed, RetryPolicy};
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
@@ -52,6 +55,8 @@ pub struct ProductConsumer {
     pub notify: bool,
     /// Retry bounds for transient and ambiguous failures.
     pub retry: RetryPolicy,
+    /// Which delivered offsets are finished: how far each partition may be stored.
+    ledger: std::sync::Mutex<OffsetLedger>,
 }
 
 /// What happened to one message.
@@ -94,6 +99,26 @@ struct Submitted {
 }
 
 impl ProductConsumer {
+    /// A command consumer over a subscribed consumer.
+    pub fn new(
+        consumer: StreamConsumer,
+        pool: PgPool,
+        dlq: DlqWriter,
+        events_topic: String,
+        notify: bool,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            consumer,
+            pool,
+            dlq,
+            events_topic,
+            notify,
+            retry,
+            ledger: std::sync::Mutex::new(OffsetLedger::new()),
+        }
+    }
+
     /// Receives up to `max` messages (waiting up to `wait` for the first) and handles them:
     /// messages with the same key (product) one after another in offset order, different
     /// products concurrently. Per partition, the offset is stored up to the message before
@@ -163,30 +188,25 @@ impl ProductConsumer {
         msgs
     }
 
-    /// Stores, per partition, the offset of the last message before the first unfinished one,
-    /// and seeks partitions with an unfinished message back to it.
+    /// Marks the finished messages in the ledger and stores what it says is safe (per
+    /// partition, up to the message before the first unfinished one); seeks partitions with an
+    /// unfinished message back to it.
     fn store_or_rewind(&self, msgs: &[BorrowedMessage<'_>], outcomes: &[CommandOutcome]) {
         let mut first_unfinished: HashMap<(&str, i32), i64> = HashMap::new();
-        for (m, o) in msgs.iter().zip(outcomes) {
-            if !o.finished() {
-                let e = first_unfinished.entry((m.topic(), m.partition())).or_insert(m.offset());
-                *e = (*e).min(m.offset());
+        {
+            let mut ledger = self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for m in msgs {
+                ledger.deliver(m.topic(), m.partition(), m.offset());
             }
-        }
-        let mut last_done: HashMap<(&str, i32), i64> = HashMap::new();
-        for m in msgs {
-            let tp = (m.topic(), m.partition());
-            if first_unfinished.get(&tp).is_some_and(|gap| m.offset() >= *gap) {
-                continue;
+            for (m, o) in msgs.iter().zip(outcomes) {
+                if o.finished() {
+                    ledger.finish(m.topic(), m.partition(), m.offset());
+                } else {
+                    let e = first_unfinished.entry((m.topic(), m.partition())).or_insert(m.offset());
+                    *e = (*e).min(m.offset());
+                }
             }
-            let e = last_done.entry(tp).or_insert(m.offset());
-            *e = (*e).max(m.offset());
-        }
-        for ((topic, partition), offset) in last_done {
-            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
-                // Revoked meanwhile: the new owner starts from the committed offset.
-                tracing::debug!(kafka.partition = partition, error = %e, "offset not stored");
-            }
+            offset_ledger::store_safe(&self.consumer, &mut ledger);
         }
         for ((topic, partition), offset) in first_unfinished {
             tracing::info!(
@@ -201,173 +221,6 @@ impl ProductConsumer {
                 // Revoked meanwhile: the new owner starts from the committed offset, which is
                 // not past this message.
                 tracing::warn!(kafka.partition = partition, kafka.offset = offset, error = %e, "seek back failed");
-            }
-        }
-    }
-
-    /// Handles one message in a span of its own that continues the message's trace.
-    async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
-        // OpenTelemetry messaging conventions (see `bus::span`).
-        let span = tracing::info_span!(
-            "command",
-            otel.name = %format_args!("process {}", msg.topic()),
-            otel.kind = "consumer",
-            messaging.system = crate::bus::span::MESSAGING_SYSTEM,
-            messaging.operation.type = "process",
-            messaging.destination.name = msg.topic(),
-            messaging.kafka.destination.partition = msg.partition(),
-            messaging.kafka.message.offset = msg.offset()
-        );
-        if let Some(tp) = crate::bus::consumer::header_str(msg, TRACEPARENT).and_then(TraceParent::parse) {
-            crate::telemetry::trace_context::set_parent(&span, &tp);
-        }
-        tracing::Instrument::instrument(self.handle_in_span(msg, shutdown), span).await
-    }
-
-    async fn handle_in_span(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
-        let s = match self.decode(msg) {
-            Ok(s) => s,
-            Err(reason) => {
-                tracing::warn!(kafka.partition = msg.partition(), kafka.offset = msg.offset(), error = %reason.message,
-                    "malformed command sent to the DLQ");
-                return self.dead_letter(msg, &reason, shutdown).await;
-            }
-        };
-        let executed = self
-            .retry
-            .run(shutdown.token(), "command", || async {
-                let mut conn = pool::get(&self.pool).await?;
-                product_repo::run_command(&mut conn, s.product_id, &s.command, &s.opts).await
-            })
-            .await;
-        let outcome = match executed {
-            Ok(ExecuteOutcome::Applied(a)) => CommandOutcome::Applied(a.0.version),
-            Ok(ExecuteOutcome::Rejected(rule)) => CommandOutcome::Rejected(rule.to_string()),
-            Ok(ExecuteOutcome::Duplicate { .. }) => CommandOutcome::Duplicate,
-            Err(Failed::Permanent(e)) => self.reject(msg, &s, &e, shutdown).await,
-            Err(Failed::Exhausted(e)) => {
-                tracing::warn!(command.id = %s.command_id, error = %e, "command unfinished; will be delivered again");
-                CommandOutcome::Unfinished
-            }
-            Err(Failed::Cancelled) => CommandOutcome::Unfinished,
-        };
-        let label = match &outcome {
-            CommandOutcome::Applied(v) => {
-                tracing::info!(command.id = %s.command_id, product.id = %s.product_id, product.version = v,
-                    command.r#type = s.command.command_type(), "command applied");
-                "applied"
-            }
-            CommandOutcome::Rejected(r) => {
-                tracing::info!(command.id = %s.command_id, product.id = %s.product_id, reason = %r, "command rejected");
-                "rejected"
-            }
-            CommandOutcome::Duplicate => {
-                tracing::info!(command.id = %s.command_id, "command already processed; skipping");
-                "duplicate"
-            }
-            CommandOutcome::DeadLettered(_) => "dead_lettered",
-            CommandOutcome::Unfinished => "unfinished",
-        };
-        COMMANDS_PROCESSED.with_label_values(&[label]).inc();
-        outcome
-    }
-
-    fn decode(&self, msg: &BorrowedMessage<'_>) -> Result<Submitted, DlqReason> {
-        let (env, command) = decode_command(msg.payload()).map_err(|e| DlqReason {
-            stage: "decode",
-            class: e.class,
-            message: e.message,
-            attempts: 1,
-        })?;
-        let command_id = env.command_id.ok_or_else(|| DlqReason {
-            stage: "decode",
-            class: "invalid_envelope",
-            message: "missing field `command_id`".into(),
-            attempts: 1,
-        })?;
-        Ok(Submitted {
-            command_id,
-            product_id: env.product_id,
-            command,
-            opts: ExecuteOptions {
-                command_id: Some(command_id),
-                correlation_id: env.correlation_id,
-                // The command's trace continues into its event.
-                traceparent: crate::bus::consumer::header_str(msg, TRACEPARENT)
-                    .map(|tp| TraceParent::continue_or_start(Some(tp)).to_string()),
-                expected_version: env.expected_version,
-                events_topic: self.events_topic.clone(),
-                notify: self.notify,
-                // A command names its product id; it may exist already.
-                fresh_id: false,
-            },
-        })
-    }
-
-    /// A command the store refused for good. Conflicts are refusals in their own right; any
-    /// other permanent store error is first checked against a working database (so a broken
-    /// connection is never taken for a bad command), then recorded as a rejection.
-    async fn reject(
-        &self,
-        msg: &BorrowedMessage<'_>,
-        s: &Submitted,
-        err: &StoreError,
-        shutdown: &Shutdown,
-    ) -> CommandOutcome {
-        let reason = match err {
-            StoreError::VersionConflict { .. } | StoreError::SkuTaken(_) | StoreError::Domain(_) => err.to_string(),
-            other => {
-                let healthy = self
-                    .retry
-                    .run(shutdown.token(), "database check", || async {
-                        let mut conn = pool::get(&self.pool).await?;
-                        pool::ping(&mut conn).await
-                    })
-                    .await;
-                if healthy.is_err() {
-                    return CommandOutcome::Unfinished;
-                }
-                tracing::warn!(command.id = %s.command_id, error = %other, "the database refuses this command; rejecting it");
-                format!("the command could not be stored: {other}")
-            }
-        };
-        let recorded = self
-            .retry
-            .run(shutdown.token(), "record rejection", || async {
-                let mut conn = pool::get(&self.pool).await?;
-                product_repo::record_rejection(&mut conn, s.command_id, s.product_id, s.command.command_type(), &reason)
-                    .await
-            })
-            .await;
-        match recorded {
-            Ok(()) => CommandOutcome::Rejected(reason),
-            Err(Failed::Permanent(e)) => {
-                let dlq = DlqReason {
-                    stage: "store",
-                    class: "store_refused",
-                    message: format!("{reason}; recording the rejection failed too: {e}"),
-                    attempts: 1,
-                };
-                self.dead_letter(msg, &dlq, shutdown).await
-            }
-            Err(Failed::Exhausted(_) | Failed::Cancelled) => CommandOutcome::Unfinished,
-        }
-    }
-
-    async fn dead_letter(&self, msg: &BorrowedMessage<'_>, reason: &DlqReason, shutdown: &Shutdown) -> CommandOutcome {
-        match self
-            .retry
-            .run(shutdown.token(), "DLQ write", || self.dlq.send(msg, reason))
-            .await
-        {
-            Ok(()) => {
-                COMMANDS_PROCESSED.with_label_values(&["dead_lettered"]).inc();
-                CommandOutcome::DeadLettered(reason.class)
-            }
-            Err(e) => {
-                tracing::warn!(kafka.partition = msg.partition(), kafka.offset = msg.offset(), error = %e,
-                    "could not dead-letter; message unfinished");
-                CommandOutcome::Unfinished
             }
         }
     }
