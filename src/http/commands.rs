@@ -234,3 +234,8 @@ pub async fn status(
         .ok_or_else(|| ApiError::NotFound(format!("command {id} not found")))?;
     Ok(HttpResponse::Ok().json(rec))
 }
+
+/// Registers the command endpoints.
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(submit).service(status);
+}

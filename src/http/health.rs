@@ -128,3 +128,11 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     report.status = if ready { "ok" } else { "unavailable" };
     answer(&report, ready)
 }
+
+/// Registers health, liveness and readiness (`/health` answers like `/health/`, undocumented).
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(health)
+        .route("/health", web::get().to(health_unslashed))
+        .service(live)
+        .service(ready);
+}

@@ -370,6 +370,19 @@ status_change!(
     archive, "/api/products/{id}/archive", "archive_product", ProductCommand::ArchiveProduct
 );
 
+/// Registers the product endpoints (the document is collected from them).
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(list)
+        .service(create)
+        .service(get)
+        .service(update_details)
+        .service(change_price)
+        .service(change_stock)
+        .service(publish)
+        .service(unpublish)
+        .service(archive);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,9 @@
 //! 405 ([`allowed`]) is read from it too, so a route, its document and its methods cannot
 //! drift apart.
 //!
-//! Adding an endpoint: write the handler in its module with both attributes, and add one
-//! `.service(handler)` line here.
+//! Each handler module lists its own handlers (`products::routes`, ...): adding an endpoint
+//! is a handler with both attributes and one `.service(handler)` line in that module's
+//! `routes`, nothing elsewhere.
 
 use actix_web::{get, web, App, HttpRequest, HttpResponse};
 use std::sync::LazyLock;
@@ -30,30 +31,13 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut ServiceConfig) {
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::PayloadConfig::default().limit(body_limit))
-        .service(health::health)
-        .route("/health", web::get().to(health::health_unslashed))
-        .service(health::live)
-        .service(health::ready)
         .service(openapi_json)
-        .service(search::search)
-        .service(commands::submit)
-        .service(commands::status)
-        .service(products::list)
-        .service(products::create)
-        .service(products::get)
-        .service(products::update_details)
-        .service(products::change_price)
-        .service(products::change_stock)
-        .service(products::publish)
-        .service(products::unpublish)
-        .service(products::archive)
+        .configure(health::routes)
+        .configure(search::routes)
+        .configure(commands::routes)
+        .configure(products::routes)
         // The console's endpoints before its page scope, which claims the rest of /console.
-        .service(console::api::overview)
-        .service(console::api::lag)
-        .service(console::api::dead_letters)
-        .service(console::api::redrive)
-        .service(console::api::parked)
-        .service(console::api::retry);
+        .configure(console::api::routes);
     }
 }
 

@@ -166,3 +166,8 @@ pub async fn search(
     }
     Ok(HttpResponse::Ok().json(query::parse(&r, &v)))
 }
+
+/// Registers the search endpoint.
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(search);
+}

@@ -499,3 +499,13 @@ impl utoipa::PartialSchema for RetryRequest {
 }
 
 impl utoipa::ToSchema for RetryRequest {}
+
+/// Registers the console's endpoints.
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(overview)
+        .service(lag)
+        .service(dead_letters)
+        .service(redrive)
+        .service(parked)
+        .service(retry);
+}
