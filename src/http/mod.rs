@@ -29,6 +29,7 @@ pub mod health;
 pub mod idempotency;
 pub mod json_body;
 pub mod metrics;
+pub mod problem;
 pub mod products;
 pub mod rate_limit;
 pub mod routes;
