@@ -36,104 +36,111 @@ pub struct Accepted {
 #[serde(transparent)]
 pub struct CommandBody(pub CommandEnvelope);
 
-impl utoipa::PartialSchema for CommandBody {
-    fn schema() -> RefOr<Schema> {
-        let uuid_or_null = || {
+/// The envelope's own fields (what every command has).
+fn envelope_schema() -> ObjectBuilder {
+    let uuid_or_null = || {
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::String,
+                Type::Null,
+            ]))
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Uuid,
+            )))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "command_id",
+            uuid_or_null().description(Some("Idempotency key; generated when absent")),
+        )
+        .property(
+            "product_id",
             ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-                    Type::String,
-                    Type::Null,
-                ]))
+                .schema_type(Type::String)
                 .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
                     utoipa::openapi::KnownFormat::Uuid,
                 )))
-        };
-        let envelope = ObjectBuilder::new()
+                .description(Some("Target product (also the Kafka key)")),
+        )
+        .property(
+            "command_type",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(COMMAND_TYPES.iter().copied())),
+        )
+        .property(
+            "payload",
+            ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::AnyValue),
+        )
+        .property(
+            "correlation_id",
+            uuid_or_null().description(Some("Carried onto the events")),
+        )
+        .property(
+            "expected_version",
+            fields::int64(i64::MIN, i64::MAX)
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::Integer,
+                    Type::Null,
+                ]))
+                .description(Some("Apply only at this product version")),
+        )
+        .required("product_id")
+        .required("command_type")
+        .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+}
+
+/// Per command type, the payload it needs (the status changes take none).
+fn payload_schemas() -> OneOfBuilder {
+    let with = |command: &str, payload: RefOr<Schema>| -> Schema {
+        ObjectBuilder::new()
+            .property(
+                "command_type",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([command])),
+            )
+            .property("payload", payload)
+            .required("payload")
+            .into()
+    };
+    let object = |name: &str, schema: RefOr<Schema>| -> RefOr<Schema> {
+        ObjectBuilder::new()
             .schema_type(Type::Object)
-            .property(
-                "command_id",
-                uuid_or_null().description(Some("Idempotency key; generated when absent")),
-            )
-            .property(
-                "product_id",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                        utoipa::openapi::KnownFormat::Uuid,
-                    )))
-                    .description(Some("Target product (also the Kafka key)")),
-            )
-            .property(
-                "command_type",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some(COMMAND_TYPES.iter().copied())),
-            )
-            .property(
-                "payload",
-                ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::AnyValue),
-            )
-            .property(
-                "correlation_id",
-                uuid_or_null().description(Some("Carried onto the events")),
-            )
-            .property(
-                "expected_version",
-                fields::int64(i64::MIN, i64::MAX)
-                    .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-                        Type::Integer,
-                        Type::Null,
-                    ]))
-                    .description(Some("Apply only at this product version")),
-            )
-            .required("product_id")
-            .required("command_type")
-            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
-        // Per command type, the payload it needs (the status changes take none).
-        let with = |command: &str, payload: RefOr<Schema>| -> Schema {
-            ObjectBuilder::new()
-                .property(
-                    "command_type",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some([command])),
-                )
-                .property("payload", payload)
-                .required("payload")
-                .into()
-        };
-        let object = |name: &str, schema: RefOr<Schema>| -> RefOr<Schema> {
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .property(name, schema)
-                .required(name)
-                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
-                .into()
-        };
-        let no_payload: Schema = ObjectBuilder::new()
-            .property(
-                "command_type",
-                ObjectBuilder::new().schema_type(Type::String).enum_values(Some([
-                    "PublishProduct",
-                    "UnpublishProduct",
-                    "ArchiveProduct",
-                ])),
-            )
-            .property("payload", ObjectBuilder::new().schema_type(Type::Null))
-            .into();
-        let per_type = OneOfBuilder::new()
-            .item(with("CreateProduct", reference("CreateProduct")))
-            .item(with("UpdateProductDetails", reference("UpdateProductDetails")))
-            .item(with("ChangePrice", object("price", reference("Money"))))
-            .item(with("AdjustStock", object("delta", fields::stock_delta().into())))
-            .item(with(
-                "SetStock",
-                object("stock", fields::int64(0, MAX_QUANTITY).build().into()),
-            ))
-            .item(no_payload);
+            .property(name, schema)
+            .required(name)
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+            .into()
+    };
+    let no_payload: Schema = ObjectBuilder::new()
+        .property(
+            "command_type",
+            ObjectBuilder::new().schema_type(Type::String).enum_values(Some([
+                "PublishProduct",
+                "UnpublishProduct",
+                "ArchiveProduct",
+            ])),
+        )
+        .property("payload", ObjectBuilder::new().schema_type(Type::Null))
+        .into();
+    OneOfBuilder::new()
+        .item(with("CreateProduct", reference("CreateProduct")))
+        .item(with("UpdateProductDetails", reference("UpdateProductDetails")))
+        .item(with("ChangePrice", object("price", reference("Money"))))
+        .item(with("AdjustStock", object("delta", fields::stock_delta().into())))
+        .item(with(
+            "SetStock",
+            object("stock", fields::int64(0, MAX_QUANTITY).build().into()),
+        ))
+        .item(no_payload)
+}
+
+impl utoipa::PartialSchema for CommandBody {
+    fn schema() -> RefOr<Schema> {
         AllOfBuilder::new()
-            .item(envelope)
-            .item(per_type)
+            .item(envelope_schema())
+            .item(payload_schemas())
             .description(Some(
                 "A command for the write side (also the message on `product.commands`). `payload` depends on `command_type`; the status changes take none.",
             ))
