@@ -100,16 +100,7 @@ async fn prometheus_scrapes_every_role_and_every_dashboard_panel_has_data() {
     let mut running = Vec::new();
     for (addr, args) in roles {
         if port_free(addr) && (addr != "127.0.0.1:9463" || port_free("127.0.0.1:8000")) {
-            running.push(Role(
-                Command::new(env!("CARGO_BIN_EXE_aliexpress"))
-                    .args(args)
-                    .envs(env.bin_env())
-                    .env("API_TOKENS", crate::helpers::TOKEN)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("role"),
-            ));
+            running.push(start(&env, &args));
         }
     }
     let http = reqwest::Client::new();
