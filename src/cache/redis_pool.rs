@@ -9,14 +9,17 @@
 //! custom CA survives (deadpool-redis's `Config` would drop it).
 //!
 //! Checking a connection out costs no round trip. deadpool-redis's own recycle sends
-//! `UNWATCH` + `PING` on every checkout, which doubles the round trips of a cache read; that
-//! costs GET-hit throughput (the measured A/B is in docs/BENCHMARKS.md), so [`RedisManager`]
-//! wraps deadpool-redis's manager (it creates the connections and checks an idle one) and
-//! decides when to check: a [`PooledConnection`] remembers whether a command on it failed at
-//! the transport level (I/O error, dropped connection, a command abandoned by a timeout before
-//! its answer) and is then discarded instead of handed out again; a connection idle longer
-//! than [`IDLE_PING_AFTER`] gets deadpool-redis's check before reuse, which finds a peer that
-//! went away silently.
+//! `UNWATCH` + `PING` on every checkout, which doubles the round trips of a cache read. A/B of
+//! GET by id, Redis hit (`bench/redis_checkout_ab.sh`, debug builds, 16 connections, 10 s,
+//! 6 interleaved rounds each, 6 December 2026, docs/BENCHMARKS.md): this pool 2 912 req/s
+//! median [2 458–3 496], p50 4.2 ms; with deadpool-redis's check on every checkout 2 302 req/s
+//! [1 951–3 525], p50 5.6 ms. About 20 % fewer reads is well above the 5 % that would make the
+//! PING free, so [`RedisManager`] wraps deadpool-redis's manager (which creates the
+//! connections and checks an idle one) and decides when to check. A [`PooledConnection`]
+//! remembers whether a command on it failed at the transport level (I/O error, dropped
+//! connection, a command abandoned by a timeout before its answer) and is then discarded
+//! instead of handed out again; a connection idle longer than [`IDLE_PING_AFTER`] gets
+//! deadpool-redis's check before reuse, which finds a peer that went away silently.
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
