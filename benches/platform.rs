@@ -892,15 +892,11 @@ async fn raw_bulk(
 /// Documents in `index_name` after a refresh.
 async fn doc_count(search: &SearchClient, index_name: &str) -> u64 {
     index::refresh(search, index_name).await.expect("refresh");
-    let (_, v) = search
-        .request(
-            opensearch::http::Method::Get,
-            &format!("/{index_name}/_count"),
-            None,
-            None,
-        )
+    let resp = search
+        .call(|os| async move { os.count(opensearch::CountParts::Index(&[index_name])).send().await })
         .await
         .expect("count");
+    let v: serde_json::Value = aliexpress::search::client::decode(resp).await.expect("count");
     v["count"].as_u64().unwrap_or(0)
 }
 
@@ -1718,15 +1714,20 @@ async fn freshness_run(
                 }
                 if !ids.is_empty() {
                     let body = json!({"size": ids.len(), "_source": false, "query": {"ids": {"values": ids}}});
-                    if let Ok((200, v)) = search
-                        .request(
-                            opensearch::http::Method::Post,
-                            &format!("/{alias}/_search"),
-                            Some(body),
-                            None,
-                        )
+                    let (alias, body) = (alias.as_str(), &body);
+                    let found = match search
+                        .call(|os| async move {
+                            os.search(opensearch::SearchParts::Index(&[alias]))
+                                .body(body)
+                                .send()
+                                .await
+                        })
                         .await
                     {
+                        Ok(resp) => aliexpress::search::client::decode::<serde_json::Value>(resp).await.ok(),
+                        Err(_) => None,
+                    };
+                    if let Some(v) = found {
                         let now = tokio::time::Instant::now();
                         let mut p = pending.lock().expect("pending");
                         let mut s = seen.lock().expect("seen");
@@ -1980,9 +1981,7 @@ async fn cleanup_previous_runs() {
         &env_or("OPENSEARCH_URL", "http://127.0.0.1:9200"),
         Duration::from_secs(60),
     ) {
-        let _ = search
-            .request(opensearch::http::Method::Delete, "/bench_*", None, None)
-            .await;
+        let _ = aliexpress::search::index::delete_index(&search, "bench_*").await;
     }
     let bootstrap = env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
     let Ok(admin) = producer::base_config(&aliexpress::bus::KafkaConnection::new(bootstrap))

@@ -129,12 +129,8 @@ async fn one_run(e: &super::Env, tag: &str, consumers: usize, bulks: usize, n: u
         sd.trigger();
         task.await.expect("task").expect("consumer stops cleanly");
     }
-    index::refresh(&search, &target).await.expect("refresh");
-    let (_, v) = search
-        .request(opensearch::http::Method::Get, &format!("/{target}/_count"), None, None)
-        .await
-        .expect("count");
-    assert_eq!(v["count"].as_u64(), Some(n as u64), "every document in the index");
+    let count = super::doc_count(&search, &target).await;
+    assert_eq!(count, n as u64, "every document in the index");
     eprintln!(
         "projection x{consumers} (bulks in flight per consumer: {bulks}, 0: one per pipeline): {timed} of {n} events after balancing in {secs:.2}s ({:.0}/s)",
         timed as f64 / secs

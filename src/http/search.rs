@@ -5,7 +5,6 @@
 //! (429/5xx) OpenSearch answers 503 problem+json with `Retry-After` within that bound.
 
 use actix_web::{get, web, HttpResponse};
-use opensearch::http::Method;
 use serde::Deserialize;
 
 use super::auth::{Access, Caller};
@@ -13,6 +12,7 @@ use super::contract::problems;
 use super::{ApiError, AppState};
 use crate::domain::product::{bounded_text, ProductStatus, SHORT_TEXT_MAX_CHARS};
 use crate::search::query::{self, SearchRequest, SortOrder, MAX_PAGE_SIZE, MAX_WINDOW};
+use crate::search::SearchError;
 
 /// Longest free-text query, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
@@ -138,33 +138,23 @@ pub async fn search(
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
     let r = validate(params.into_inner(), caller.0)?;
-    let path = format!("/{}/_search", state.names.index_alias());
+    let alias = state.names.index_alias();
     let bound = state.limits.search_timeout;
     let down = |cause: String| ApiError::DependencyDown {
         dependency: "search",
         cause,
     };
     // The transport has its own timeout; the outer one also bounds connecting and reading.
-    let (status, v) = tokio::time::timeout(
-        bound,
-        state
-            .search
-            .request(Method::Post, &path, Some(query::build(&r)), Some(bound)),
-    )
-    .await
-    .map_err(|_| down(format!("no answer from OpenSearch within {}ms", bound.as_millis())))?
-    .map_err(|e| down(e.to_string()))?;
-    if status == 404 {
-        // No index yet: nothing was ever projected.
-        return Ok(HttpResponse::Ok().json(query::parse(&r, &serde_json::Value::Null)));
-    }
-    if status == 429 || status >= 500 {
-        return Err(down(format!("OpenSearch answered {status}: {v}")));
-    }
-    if status >= 300 {
-        return Err(ApiError::Internal(format!("search answered {status}: {v}")));
-    }
-    Ok(HttpResponse::Ok().json(query::parse(&r, &v)))
+    let page = tokio::time::timeout(bound, query::search(&state.search, &alias, &r, bound))
+        .await
+        .map_err(|_| down(format!("no answer from OpenSearch within {}ms", bound.as_millis())))?
+        .map_err(|e| match e {
+            SearchError::Status { status, body } if status != 429 && status < 500 => {
+                ApiError::Internal(format!("search answered {status}: {body}"))
+            }
+            e => down(e.to_string()),
+        })?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Registers the search endpoint.

@@ -12,7 +12,7 @@
 //! 4. The old index is kept for `replay --rollback`.
 
 use anyhow::{bail, Context};
-use opensearch::http::Method;
+use opensearch::SearchParts;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -27,7 +27,9 @@ use crate::bus::{consumer, KafkaConnection};
 use crate::cache::ProductCache;
 use crate::config::{InfraConfig, Names};
 use crate::search::bulk::{index_items, BulkItem};
+use crate::search::client::decode;
 use crate::search::document::product_document;
+use crate::search::query::SearchAnswer;
 use crate::search::{index, SearchClient};
 use crate::store::{pool, product_repo, rebuild_repo, PgPool};
 use crate::worker::projection::{ProductEventConsumer, ProjectionSettings};
@@ -143,6 +145,15 @@ fn fingerprint(pairs: impl Iterator<Item = (String, i64)>) -> (usize, u64) {
     (n, sum)
 }
 
+/// The `_source` fields a fingerprint reads.
+#[derive(Debug, Default, serde::Deserialize)]
+struct IdVersion {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    version: Option<i64>,
+}
+
 /// (count, checksum) of every (id, version) in `index`.
 async fn index_fingerprint(search: &SearchClient, index: &str) -> anyhow::Result<(usize, u64)> {
     index::refresh(search, index).await?;
@@ -154,27 +165,20 @@ async fn index_fingerprint(search: &SearchClient, index: &str) -> anyhow::Result
         if let Some(a) = &after {
             body["search_after"] = a.clone();
         }
-        let v = search
-            .ok(Method::Post, &format!("/{index}/_search"), Some(body))
+        let body = &body;
+        let resp = search
+            .call(|os| async move { os.search(SearchParts::Index(&[index])).body(body).send().await })
             .await?;
-        let hits = v
-            .pointer("/hits/hits")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let answer: SearchAnswer<IdVersion> = decode(resp).await?;
+        let hits = answer.hits.hits;
         if hits.is_empty() {
             break;
         }
-        for h in &hits {
-            let id = h
-                .pointer("/_source/id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let ver = h.pointer("/_source/version").and_then(Value::as_i64).unwrap_or(-1);
-            pairs.push((id, ver));
-        }
-        after = hits.last().and_then(|h| h.get("sort").cloned());
+        after = hits.last().and_then(|h| h.sort.clone());
+        pairs.extend(
+            hits.into_iter()
+                .map(|h| (h.source.id.unwrap_or_default(), h.source.version.unwrap_or(-1))),
+        );
     }
     Ok(fingerprint(pairs.into_iter()))
 }
@@ -224,7 +228,7 @@ pub async fn rebuild(
     let old = index::alias_target(&d.search, &alias).await?;
     let new = next_index(&names, old.as_deref());
     // A leftover from a failed run (never aliased) is replaced.
-    let _ = d.search.request(Method::Delete, &format!("/{new}"), None, None).await;
+    let _ = index::delete_index(&d.search, &new).await;
     index::create_index(&d.search, &new, index::IndexLayout::from_settings(&d.infra.opensearch)).await?;
 
     let topic = names.events_topic();

@@ -5,9 +5,12 @@
 //! vector's Elasticsearch sink does: applied, conflict, retryable (429, 5xx) or rejected
 //! (mapping or parse errors: a poison document for the DLQ).
 
-use serde_json::{json, Value};
+use opensearch::params::VersionType;
+use opensearch::{BulkOperation, BulkOperations, BulkParts};
+use serde_json::Value;
 use uuid::Uuid;
 
+use super::client::decode;
 use super::{SearchClient, SearchError};
 
 /// One document to index.
@@ -83,13 +86,22 @@ pub async fn index_items(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let mut lines = Vec::with_capacity(items.len() * 2);
+    let mut ops = BulkOperations::new();
     for it in items {
-        lines.push(json!({ "index": { "_index": index, "_id": it.id, "version": it.version, "version_type": "external_gte" } }));
-        lines.push(it.doc.clone());
+        ops.push(
+            BulkOperation::index(&it.doc)
+                .index(index)
+                .id(it.id.to_string())
+                .version(it.version)
+                .version_type(VersionType::ExternalGte),
+        )
+        .map_err(|e| SearchError::Decode(format!("bulk body: {e}")))?;
     }
-    let resp: BulkResponse = serde_json::from_value(client.bulk(lines).await?)
-        .map_err(|e| SearchError::Decode(format!("bulk response: {e}")))?;
+    let ops = &ops;
+    let resp = client
+        .call(|os| async move { os.bulk(BulkParts::None).body(vec![ops]).send().await })
+        .await?;
+    let resp: BulkResponse = decode(resp).await?;
     let results: Vec<ItemResult> = if resp.errors {
         resp.items
             .iter()
@@ -116,6 +128,7 @@ pub async fn index_items(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn items_are_classified_by_status() {

@@ -1,4 +1,6 @@
-//! A thin JSON client over the `opensearch` crate's transport, with a timeout per request.
+//! The OpenSearch client: the `opensearch` crate's typed request builders, sent through
+//! [`SearchClient::call`], with answers decoded into structs by [`decode`]. Every request has
+//! a timeout (the client's, or the builder's `.request_timeout(..)`).
 //!
 //! Credentials come from [`SearchAccess`] (`OPENSEARCH_USERNAME`/`OPENSEARCH_PASSWORD`) or
 //! from the URL's user info; either way they are sent as basic auth and taken out of the URL,
@@ -13,12 +15,14 @@
 
 use opensearch::auth::Credentials;
 use opensearch::cert::{Certificate, CertificateValidation};
-use opensearch::http::headers::HeaderMap;
+use opensearch::cluster::ClusterHealthParts;
+use opensearch::http::response::Response;
 use opensearch::http::transport::{Connection, ConnectionPool, SingleNodeConnectionPool, TransportBuilder};
-use opensearch::http::Method;
 use opensearch::OpenSearch;
 use percent_encoding::percent_decode_str;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,30 +141,20 @@ impl SearchClient {
         })
     }
 
-    /// Sends one request, on the next node when a node refuses the connection (nothing was
-    /// sent, so any request may go again).
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        timeout: Duration,
-    ) -> Result<opensearch::http::response::Response, SearchError> {
+    /// Sends the typed request `send` builds (`|os| async move { os.search(..).send().await }`)
+    /// and returns OpenSearch's answer, whatever its status. When a node refuses the
+    /// connection nothing was sent, so `send` is called again and the request goes at once to
+    /// the next node (at most once per node). Per-request bounds are the builder's
+    /// `.request_timeout(..)`; without one the client's timeout applies.
+    pub async fn call<'c, F, Fut>(&'c self, send: F) -> Result<Response, SearchError>
+    where
+        F: Fn(&'c OpenSearch) -> Fut,
+        Fut: Future<Output = Result<Response, opensearch::Error>>,
+    {
         let mut tries = 0;
         loop {
             tries += 1;
-            let r = self
-                .inner
-                .send(
-                    method,
-                    path,
-                    HeaderMap::new(),
-                    Option::<&()>::None,
-                    body.clone(),
-                    Some(timeout),
-                )
-                .await;
-            match r {
+            match send(&self.inner).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if tries < self.nodes && refused(&e) => {
                     tracing::warn!(error = %e, "an OpenSearch node refused the connection; trying the next");
@@ -170,69 +164,90 @@ impl SearchClient {
         }
     }
 
-    /// Sends a JSON request; returns the status and the parsed body (Null when empty).
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        timeout: Option<Duration>,
-    ) -> Result<(u16, Value), SearchError> {
-        let body = body
-            .map(|b| serde_json::to_vec(&b).map_err(|e| SearchError::Decode(e.to_string())))
-            .transpose()?;
-        let resp = self.send(method, path, body, timeout.unwrap_or(self.timeout)).await?;
-        read(resp).await
+    /// The client's timeout for one request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    /// Sends an NDJSON bulk body.
-    pub async fn bulk(&self, lines: Vec<Value>) -> Result<Value, SearchError> {
-        let mut body = Vec::with_capacity(lines.len() * 256);
-        for l in &lines {
-            serde_json::to_writer(&mut body, l).map_err(|e| SearchError::Decode(e.to_string()))?;
-            body.push(b'\n');
-        }
-        let resp = self.send(Method::Post, "/_bulk", Some(body), self.timeout).await?;
-        let (status, v) = read(resp).await?;
-        if status >= 300 {
-            return Err(SearchError::Status {
-                status,
-                body: truncate(&v.to_string()),
-            });
-        }
-        Ok(v)
-    }
-
-    /// Like [`request`](Self::request) but a non-2xx status is an error.
-    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SearchError> {
-        let (status, v) = self.request(method, path, body, None).await?;
-        if status >= 300 {
-            return Err(SearchError::Status {
-                status,
-                body: truncate(&v.to_string()),
-            });
-        }
-        Ok(v)
-    }
-
-    /// Cluster health with a server-side and client-side bound.
+    /// Cluster health (`green`, `yellow`, `red`) with a server-side and client-side bound.
     pub async fn health(&self, timeout: Duration) -> Result<String, SearchError> {
-        let path = format!("/_cluster/health?timeout={}ms", timeout.as_millis());
-        let v = tokio::time::timeout(timeout, self.ok(Method::Get, &path, None))
+        let server_side = format!("{}ms", timeout.as_millis());
+        let server_side = server_side.as_str();
+        let answer = async {
+            let resp = self
+                .call(|os| async move {
+                    os.cluster()
+                        .health(ClusterHealthParts::None)
+                        .timeout(server_side)
+                        .request_timeout(timeout)
+                        .send()
+                        .await
+                })
+                .await?;
+            decode::<ClusterHealth>(resp).await
+        };
+        let health = tokio::time::timeout(timeout, answer)
             .await
             .map_err(|_| SearchError::Transport(format!("timed out after {timeout:?}")))??;
-        Ok(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_owned())
+        Ok(health.status.unwrap_or_else(|| "unknown".to_owned()))
     }
 }
 
-async fn read(resp: opensearch::http::response::Response) -> Result<(u16, Value), SearchError> {
+/// The part of `GET /_cluster/health` the client reads.
+#[derive(Debug, Deserialize)]
+struct ClusterHealth {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// A 2xx answer's body decoded as `T`; any other status is [`SearchError::Status`] with the
+/// (truncated) body.
+pub async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, SearchError> {
     let status = resp.status_code().as_u16();
     let text = resp.text().await.map_err(|e| SearchError::Transport(e.to_string()))?;
-    if text.is_empty() {
-        return Ok((status, Value::Null));
+    if status >= 300 {
+        return Err(SearchError::Status {
+            status,
+            body: truncate(&text),
+        });
     }
-    let v = serde_json::from_str(&text).map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))?;
-    Ok((status, v))
+    serde_json::from_str(&text).map_err(|e| SearchError::Decode(format!("{e}: {}", truncate(&text))))
+}
+
+/// A 2xx answer, body ignored; any other status is [`SearchError::Status`].
+pub async fn accepted(resp: Response) -> Result<(), SearchError> {
+    if resp.status_code().as_u16() >= 300 {
+        return Err(status_error(resp).await);
+    }
+    Ok(())
+}
+
+/// The error a non-2xx answer stands for, with its (truncated) body.
+pub async fn status_error(resp: Response) -> SearchError {
+    let status = resp.status_code().as_u16();
+    match resp.text().await {
+        Ok(text) => SearchError::Status {
+            status,
+            body: truncate(&text),
+        },
+        Err(e) => SearchError::Transport(e.to_string()),
+    }
+}
+
+/// The `error.type` of an OpenSearch error body (`resource_already_exists_exception`, ...).
+#[derive(Debug, Default, Deserialize)]
+pub struct ErrorBody {
+    /// The error, when the body is one of OpenSearch's.
+    #[serde(default)]
+    pub error: Option<ErrorCause>,
+}
+
+/// One error cause of an [`ErrorBody`].
+#[derive(Debug, Default, Deserialize)]
+pub struct ErrorCause {
+    /// The exception's type.
+    #[serde(default, rename = "type")]
+    pub kind: String,
 }
 
 /// True when the error is a connection the node refused or reset before the request went

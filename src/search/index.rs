@@ -1,9 +1,12 @@
 //! Index mapping and the alias. The API queries the alias `products`; the projection writes
 //! through it to the concrete index `products_vN`, so a rebuild can swap it atomically.
 
-use opensearch::http::Method;
+use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesGetAliasParts, IndicesRefreshParts};
+use serde::de::IgnoredAny;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
+use super::client::{accepted, decode, ErrorBody};
 use super::{SearchClient, SearchError};
 use crate::config::OpenSearchSettings;
 
@@ -85,34 +88,45 @@ pub fn index_body(layout: IndexLayout) -> Value {
 
 /// The concrete index the alias points at, if the alias exists.
 pub async fn alias_target(client: &SearchClient, alias: &str) -> Result<Option<String>, SearchError> {
-    let (status, v) = client
-        .request(Method::Get, &format!("/_alias/{alias}"), None, None)
+    let resp = client
+        .call(|os| async move {
+            os.indices()
+                .get_alias(IndicesGetAliasParts::Name(&[alias]))
+                .send()
+                .await
+        })
         .await?;
-    if status == 404 {
+    if resp.status_code().as_u16() == 404 {
         return Ok(None);
     }
-    if status >= 300 {
-        return Err(SearchError::Status {
-            status,
-            body: v.to_string(),
-        });
-    }
-    Ok(v.as_object().and_then(|o| o.keys().next().cloned()))
+    // `{"<index>": {"aliases": {"<alias>": {}}}}`, one entry per index the alias points at.
+    let targets: BTreeMap<String, IgnoredAny> = decode(resp).await?;
+    Ok(targets.into_keys().next())
 }
 
 /// Creates `index` with the mapping, laid out as `layout` (an existing index is fine).
 pub async fn create_index(client: &SearchClient, index: &str, layout: IndexLayout) -> Result<(), SearchError> {
-    let (status, v) = client
-        .request(Method::Put, &format!("/{index}"), Some(index_body(layout)), None)
+    let body = &index_body(layout);
+    let resp = client
+        .call(|os| async move {
+            os.indices()
+                .create(IndicesCreateParts::Index(index))
+                .body(body)
+                .send()
+                .await
+        })
         .await?;
-    let exists = v.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
-    if status >= 300 && !exists {
-        return Err(SearchError::Status {
-            status,
-            body: v.to_string(),
-        });
+    match accepted(resp).await {
+        Err(SearchError::Status { body, .. })
+            if serde_json::from_str::<ErrorBody>(&body)
+                .ok()
+                .and_then(|b| b.error)
+                .is_some_and(|e| e.kind == "resource_already_exists_exception") =>
+        {
+            Ok(())
+        }
+        r => r,
     }
-    Ok(())
 }
 
 /// Makes sure `alias` exists, creating `<alias>_v1` (laid out as `layout`) behind it on
@@ -123,13 +137,7 @@ pub async fn ensure_alias(client: &SearchClient, alias: &str, layout: IndexLayou
     }
     let index = format!("{alias}_v1");
     create_index(client, &index, layout).await?;
-    client
-        .ok(
-            Method::Post,
-            "/_aliases",
-            Some(json!({ "actions": [ { "add": { "index": index, "alias": alias } } ] })),
-        )
-        .await?;
+    update_aliases(client, vec![json!({ "add": { "index": index, "alias": alias } })]).await?;
     Ok(index)
 }
 
@@ -139,14 +147,33 @@ pub async fn swap_alias(client: &SearchClient, alias: &str, old: Option<&str>, n
     if let Some(old) = old {
         actions.insert(0, json!({ "remove": { "index": old, "alias": alias } }));
     }
-    client
-        .ok(Method::Post, "/_aliases", Some(json!({ "actions": actions })))
+    update_aliases(client, actions).await
+}
+
+/// Applies alias `actions` in one atomic `POST /_aliases`.
+async fn update_aliases(client: &SearchClient, actions: Vec<Value>) -> Result<(), SearchError> {
+    let body = &json!({ "actions": actions });
+    let resp = client
+        .call(|os| async move { os.indices().update_aliases().body(body).send().await })
         .await?;
-    Ok(())
+    accepted(resp).await
 }
 
 /// Refreshes an index or alias so recent writes are searchable (tests, rebuild).
 pub async fn refresh(client: &SearchClient, target: &str) -> Result<(), SearchError> {
-    client.ok(Method::Post, &format!("/{target}/_refresh"), None).await?;
-    Ok(())
+    let resp = client
+        .call(|os| async move { os.indices().refresh(IndicesRefreshParts::Index(&[target])).send().await })
+        .await?;
+    accepted(resp).await
+}
+
+/// Deletes `index` (a missing one is fine).
+pub async fn delete_index(client: &SearchClient, index: &str) -> Result<(), SearchError> {
+    let resp = client
+        .call(|os| async move { os.indices().delete(IndicesDeleteParts::Index(&[index])).send().await })
+        .await?;
+    match accepted(resp).await {
+        Err(SearchError::Status { status: 404, .. }) => Ok(()),
+        r => r,
+    }
 }

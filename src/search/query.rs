@@ -2,8 +2,13 @@
 //! with fuzziness for typos; filters are exact terms and ranges; facets are terms
 //! aggregations; page size is bounded.
 
+use opensearch::SearchParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::time::Duration;
+
+use super::client::decode;
+use super::{SearchClient, SearchError};
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -162,46 +167,138 @@ pub struct Facets {
     pub brand: Vec<FacetBucket>,
 }
 
+/// A `_search` answer, as far as this code reads it; `S` is the `_source` of a hit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de> + Default"))]
+pub struct SearchAnswer<S = Value> {
+    /// The hits.
+    #[serde(default)]
+    pub hits: Hits<S>,
+    /// Terms aggregations by name.
+    #[serde(default)]
+    pub aggregations: Aggregations,
+}
+
+/// `hits` of a [`SearchAnswer`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de> + Default"))]
+pub struct Hits<S> {
+    /// Total matches (`track_total_hits`).
+    #[serde(default)]
+    pub total: Option<TotalHits>,
+    /// This page's hits.
+    #[serde(default)]
+    pub hits: Vec<Hit<S>>,
+}
+
+/// `hits.total` of a [`SearchAnswer`].
+#[derive(Debug, Default, Deserialize)]
+pub struct TotalHits {
+    /// The count.
+    pub value: u64,
+}
+
+/// One hit of a [`SearchAnswer`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de> + Default"))]
+pub struct Hit<S> {
+    /// The document (or the fields `_source` asked for).
+    #[serde(default, rename = "_source")]
+    pub source: S,
+    /// Relevance score (null when sorted otherwise).
+    #[serde(default, rename = "_score")]
+    pub score: Option<f64>,
+    /// Highlighted fragments by field.
+    #[serde(default)]
+    pub highlight: Option<Value>,
+    /// The sort values, for `search_after`.
+    #[serde(default)]
+    pub sort: Option<Value>,
+}
+
+/// The facet aggregations of [`build`].
+#[derive(Debug, Default, Deserialize)]
+pub struct Aggregations {
+    /// Per category.
+    #[serde(default)]
+    pub category: Option<TermsAggregation>,
+    /// Per brand.
+    #[serde(default)]
+    pub brand: Option<TermsAggregation>,
+}
+
+/// A terms aggregation.
+#[derive(Debug, Default, Deserialize)]
+pub struct TermsAggregation {
+    /// Its buckets.
+    #[serde(default)]
+    pub buckets: Vec<TermsBucket>,
+}
+
+/// One bucket of a [`TermsAggregation`].
+#[derive(Debug, Deserialize)]
+pub struct TermsBucket {
+    /// The term.
+    pub key: String,
+    /// Documents with it.
+    pub doc_count: u64,
+}
+
 /// Reads an OpenSearch answer into a [`SearchResponse`].
-pub fn parse(r: &SearchRequest, v: &Value) -> SearchResponse {
-    let hits = v
-        .pointer("/hits/hits")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|h| SearchHit {
-                    product: h.get("_source").cloned().unwrap_or(Value::Null),
-                    score: h.get("_score").and_then(Value::as_f64),
-                    highlight: h.get("highlight").cloned().unwrap_or_else(|| json!({})),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let buckets = |name: &str| -> Vec<FacetBucket> {
-        v.pointer(&format!("/aggregations/{name}/buckets"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|b| {
-                        Some(FacetBucket {
-                            value: b.get("key")?.as_str()?.to_owned(),
-                            count: b.get("doc_count")?.as_u64()?,
-                        })
-                    })
-                    .collect()
-            })
+pub fn parse(r: &SearchRequest, answer: SearchAnswer) -> SearchResponse {
+    let buckets = |agg: Option<TermsAggregation>| -> Vec<FacetBucket> {
+        agg.map(|a| a.buckets)
             .unwrap_or_default()
+            .into_iter()
+            .map(|b| FacetBucket {
+                value: b.key,
+                count: b.doc_count,
+            })
+            .collect()
     };
     SearchResponse {
-        total: v.pointer("/hits/total/value").and_then(Value::as_u64).unwrap_or(0),
+        total: answer.hits.total.map_or(0, |t| t.value),
         page: r.page,
         size: r.size,
-        hits,
+        hits: answer
+            .hits
+            .hits
+            .into_iter()
+            .map(|h| SearchHit {
+                product: h.source,
+                score: h.score,
+                highlight: h.highlight.unwrap_or_else(|| json!({})),
+            })
+            .collect(),
         facets: Facets {
-            category: buckets("category"),
-            brand: buckets("brand"),
+            category: buckets(answer.aggregations.category),
+            brand: buckets(answer.aggregations.brand),
         },
     }
+}
+
+/// Runs `r` against `index` (an alias), bounded by `timeout`. An index that does not exist
+/// yet (nothing was ever projected) answers an empty page.
+pub async fn search(
+    client: &SearchClient,
+    index: &str,
+    r: &SearchRequest,
+    timeout: Duration,
+) -> Result<SearchResponse, SearchError> {
+    let body = &build(r);
+    let resp = client
+        .call(|os| async move {
+            os.search(SearchParts::Index(&[index]))
+                .body(body)
+                .request_timeout(timeout)
+                .send()
+                .await
+        })
+        .await?;
+    if resp.status_code().as_u16() == 404 {
+        return Ok(parse(r, SearchAnswer::default()));
+    }
+    Ok(parse(r, decode(resp).await?))
 }
 
 #[cfg(test)]

@@ -166,15 +166,21 @@ async fn cleanup_previous_runs() {
             }
             let i = infra("", &base);
             if let Ok(c) = SearchClient::new(i.opensearch.url.expose(), Duration::from_secs(30)) {
-                if let Ok((200, Value::Array(indices))) = c
-                    .request(
-                        opensearch::http::Method::Get,
-                        "/_cat/indices/test_*?format=json&h=index",
-                        None,
-                        None,
-                    )
-                    .await
-                {
+                let listed = c
+                    .call(|os| async move {
+                        os.cat()
+                            .indices(opensearch::cat::CatIndicesParts::Index(&["test_*"]))
+                            .format("json")
+                            .h(&["index"])
+                            .send()
+                            .await
+                    })
+                    .await;
+                let listed = match listed {
+                    Ok(resp) => aliexpress::search::client::decode::<Value>(resp).await.ok(),
+                    Err(_) => None,
+                };
+                if let Some(Value::Array(indices)) = listed {
                     let stale: Vec<&str> = indices
                         .iter()
                         .filter_map(|i| i["index"].as_str())
@@ -182,12 +188,12 @@ async fn cleanup_previous_runs() {
                         .collect();
                     for chunk in stale.chunks(50) {
                         let _ = c
-                            .request(
-                                opensearch::http::Method::Delete,
-                                &format!("/{}", chunk.join(",")),
-                                None,
-                                None,
-                            )
+                            .call(|os| async move {
+                                os.indices()
+                                    .delete(opensearch::indices::IndicesDeleteParts::Index(chunk))
+                                    .send()
+                                    .await
+                            })
                             .await;
                     }
                 }
@@ -404,17 +410,17 @@ impl TestEnv {
 
     /// A document from the index, by product id.
     pub async fn document(&self, id: &str) -> Option<Value> {
-        let (status, v) = self
-            .search()
-            .request(
-                opensearch::http::Method::Get,
-                &format!("/{}/_doc/{id}", self.names.index_alias()),
-                None,
-                None,
-            )
+        let alias = self.names.index_alias();
+        let alias = alias.as_str();
+        let search = self.search();
+        let resp = search
+            .call(|os| async move { os.get(opensearch::GetParts::IndexId(alias, id)).send().await })
             .await
             .expect("get doc");
-        (status == 200).then_some(v)
+        if resp.status_code().as_u16() != 200 {
+            return None;
+        }
+        Some(aliexpress::search::client::decode(resp).await.expect("get doc"))
     }
 
     /// Reads `topic` from the beginning with a fresh group until `min` messages arrived and

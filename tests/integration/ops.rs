@@ -319,13 +319,18 @@ async fn a_dead_letter_redriven_after_a_fix_is_projected_once() {
         let s = env.search();
         let index = index.clone();
         async move {
-            s.ok(
-                opensearch::http::Method::Put,
-                &format!("/{index}/_settings"),
-                Some(json!({"index.blocks.write": on})),
-            )
-            .await
-            .expect("settings");
+            let (index, body) = (index.as_str(), &json!({"index.blocks.write": on}));
+            let resp = s
+                .call(|os| async move {
+                    os.indices()
+                        .put_settings(opensearch::indices::IndicesPutSettingsParts::Index(&[index]))
+                        .body(body)
+                        .send()
+                        .await
+                })
+                .await
+                .expect("settings");
+            aliexpress::search::client::accepted(resp).await.expect("settings");
         }
     };
     // A broken index (write block) rejects the document: it is dead-lettered with OpenSearch's reason.

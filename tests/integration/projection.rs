@@ -3,7 +3,8 @@ use std::time::Duration;
 use aliexpress::bus::dlq::dlq_headers;
 use aliexpress::worker::projection::ProjectionOutcome;
 use aliexpress::worker::Shutdown;
-use opensearch::http::Method;
+use opensearch::params::{Refresh, VersionType};
+use opensearch::IndexParts;
 use rdkafka::Message;
 use serde_json::{json, Value};
 
@@ -176,21 +177,22 @@ async fn replayed_and_reordered_events_leave_the_same_documents_and_replays_rewr
     // A "broken projection" wrote a wrong document at the current version; replaying the
     // topic from the start in a fresh group rewrites it (external_gte).
     let id = &ids[1];
-    let (s, _) = app
-        .env
-        .search()
-        .request(
-            Method::Put,
-            &format!(
-                "/{}/_doc/{id}?version=2&version_type=external_gte&refresh=true",
-                app.env.names.index_alias()
-            ),
-            Some(json!({"id": id, "title": "BROKEN", "version": 2})),
-            None,
-        )
+    let alias = app.env.names.index_alias();
+    let (alias, doc) = (alias.as_str(), &json!({"id": id, "title": "BROKEN", "version": 2}));
+    let search = app.env.search();
+    let resp = search
+        .call(|os| async move {
+            os.index(IndexParts::IndexId(alias, id))
+                .version(2)
+                .version_type(VersionType::ExternalGte)
+                .refresh(Refresh::True)
+                .body(doc)
+                .send()
+                .await
+        })
         .await
         .expect("put");
-    assert!(s < 300);
+    assert!(resp.status_code().as_u16() < 300);
     let mut replay = app
         .env
         .projector(Some(&format!("{}replay", app.env.names.projection_group())), None)
