@@ -2,11 +2,18 @@
 # Runs the platform benchmark (benches/platform.rs) with the release binary it drives.
 # Usage: bench/run.sh [RELEASE_BINARY]
 # Knobs (see benches/platform.rs): BENCH_SCALE=0.1 BENCH_RUNS=1 BENCH_SECS=3 for a quick run;
-# BENCH_ONLY=relay,projection,api,consumer,get,mixed,freshness,rebuild,peer,relay-scaling,projection-scaling.
+# BENCH_ONLY=relay,projection,api,consumer,get,mixed,freshness,rebuild,peer,relay-scaling,projection-scaling,
+# redis-checkout (the A/B of the Redis pool's checkout check, bench/redis_checkout_ab.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ALIEXPRESS_BIN="${1:-${CARGO_TARGET_DIR:-target}/release/aliexpress}"
 # oha (open-loop HTTP load) from crates.io into ~/.cache/aliexpress/bin, built once.
 OHA="$(deploy/local/oha)"
 export OHA
-cargo bench --locked --bench platform
+if [[ ${BENCH_ONLY:-} != redis-checkout ]]; then
+  cargo bench --locked --bench platform
+fi
+if [[ -z ${BENCH_ONLY:-} || ,$BENCH_ONLY, == *,redis-checkout,* ]]; then
+  echo "== Redis checkout check: idle (shipped) vs always (deadpool-redis's PING on every checkout)"
+  bash bench/redis_checkout_ab.sh "$ALIEXPRESS_BIN"
+fi

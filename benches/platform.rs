@@ -189,6 +189,7 @@ async fn fresh_env(tag: &str) -> Env {
             url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL).into(),
             ca_file: None,
             cache_ttl_secs: 600,
+            ..Default::default()
         },
         kafka: KafkaSettings {
             bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),

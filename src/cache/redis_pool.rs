@@ -10,7 +10,8 @@
 //!
 //! Checking a connection out costs no round trip. deadpool-redis's own recycle sends
 //! `UNWATCH` + `PING` on every checkout, which doubles the round trips of a cache read. A/B of
-//! GET by id, Redis hit (`bench/redis_checkout_ab.sh`, debug builds, 16 connections, 10 s,
+//! GET by id, Redis hit (`BENCH_ONLY=redis-checkout make bench`, `bench/redis_checkout_ab.sh`;
+//! `REDIS_CHECKOUT_CHECK=always` is B, debug builds, 16 connections, 10 s,
 //! 6 interleaved rounds each, 6 December 2026, docs/BENCHMARKS.md): this pool 2 912 req/s
 //! median [2 458–3 496], p50 4.2 ms; with deadpool-redis's check on every checkout 2 302 req/s
 //! [1 951–3 525], p50 5.6 ms. About 20 % fewer reads is well above the 5 % that would make the
@@ -44,6 +45,8 @@ pub type RedisConn = managed::Object<RedisManager>;
 pub struct RedisEndpoint {
     url: String,
     ca_pem: Option<Vec<u8>>,
+    /// Check every connection on checkout, not only an idle one.
+    check_always: bool,
 }
 
 impl RedisEndpoint {
@@ -52,6 +55,7 @@ impl RedisEndpoint {
         Self {
             url: url.to_owned(),
             ca_pem: None,
+            check_always: false,
         }
     }
 
@@ -59,7 +63,17 @@ impl RedisEndpoint {
     /// or the system's roots.
     pub fn from_settings(settings: &RedisSettings) -> Result<Self, TlsError> {
         let ca = settings.ca_file.as_deref().map(crate::tls::read_ca_pem).transpose()?;
-        Ok(Self::new(settings.url.expose()).with_ca_pem(ca))
+        Ok(Self::new(settings.url.expose())
+            .with_ca_pem(ca)
+            .with_check_on_every_checkout(settings.checkout_check == "always"))
+    }
+
+    /// Checks every connection (UNWATCH + PING) before it is handed out, not only one idle for
+    /// [`IDLE_PING_AFTER`] (`REDIS_CHECKOUT_CHECK=always`).
+    #[must_use]
+    pub fn with_check_on_every_checkout(mut self, always: bool) -> Self {
+        self.check_always = always;
+        self
     }
 
     /// Trusts the CA certificates of `pem` (instead of the system's roots) for `rediss://`.
@@ -114,6 +128,7 @@ impl fmt::Debug for RedisEndpoint {
         f.debug_struct("RedisEndpoint")
             .field("url", &self.redacted())
             .field("custom_ca", &self.ca_pem.is_some())
+            .field("check_always", &self.check_always)
             .finish()
     }
 }
@@ -125,6 +140,9 @@ pub struct RedisManager {
     /// deadpool-redis's manager over the endpoint's `ConnectionInfo` (TLS parameters and a
     /// custom CA included): it opens the connections and PINGs an idle one.
     inner: Arc<deadpool_redis::Manager>,
+    /// Check on every checkout (`REDIS_CHECKOUT_CHECK=always`), not only after
+    /// [`IDLE_PING_AFTER`].
+    check_always: bool,
 }
 
 impl RedisManager {
@@ -133,6 +151,7 @@ impl RedisManager {
         let info = endpoint.client()?.get_connection_info().clone();
         Ok(Self {
             inner: Arc::new(deadpool_redis::Manager::new(info)?),
+            check_always: endpoint.check_always,
         })
     }
 }
@@ -160,7 +179,7 @@ impl managed::Manager for RedisManager {
                 "a command on it failed at the transport level",
             ));
         }
-        if metrics.last_used() < IDLE_PING_AFTER {
+        if !self.check_always && metrics.last_used() < IDLE_PING_AFTER {
             return Ok(());
         }
         // deadpool-redis's check: UNWATCH and PING <n> in one pipeline, the echo compared.

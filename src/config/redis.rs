@@ -6,6 +6,7 @@
 //! | REDIS_URL | redis://:aliexpress@127.0.0.1:6379 | the server; `rediss://` for TLS, `redis://user:pass@...` for an ACL user |
 //! | REDIS_CA_FILE | (system roots) | PEM file of the CA(s) trusted for `rediss://` |
 //! | REDIS_CACHE_TTL_SECS | 86400 | time to live of a cached product |
+//! | REDIS_CHECKOUT_CHECK | idle | when a pooled connection is checked before reuse: `idle` (after 10 s unused) or `always` (every checkout, one more round trip) |
 //!
 //! `serve` bounds its Redis calls with [`RequestBounds`], read from `REDIS_REQUEST_TIMEOUT_MS`,
 //! `REDIS_BREAKER_FAILURES` and `REDIS_BREAKER_OPEN_MS` (see `config::resilience`).
@@ -56,6 +57,19 @@ pub struct RedisSettings {
         default_value_t = 86_400
     )]
     pub cache_ttl_secs: u64,
+    /// When a pooled connection is checked (UNWATCH + PING) before reuse: idle (only after
+    /// 10 s unused; one that failed at the transport level is discarded at once) or always
+    /// (every checkout, deadpool-redis's default: one more round trip per cache read).
+    #[arg(
+        id = "redis_checkout_check",
+        value_name = "REDIS_CHECKOUT_CHECK",
+        long = "redis-checkout-check",
+        env = "REDIS_CHECKOUT_CHECK",
+        global = true,
+        default_value = "idle",
+        value_parser = ["idle", "always"]
+    )]
+    pub checkout_check: String,
 }
 
 impl Default for RedisSettings {
@@ -65,6 +79,7 @@ impl Default for RedisSettings {
             url: SecretUrl::new(DEFAULT_REDIS_URL),
             ca_file: None,
             cache_ttl_secs: 86_400,
+            checkout_check: "idle".into(),
         }
     }
 }

@@ -64,6 +64,7 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
             url: env_or("REDIS_URL", aliexpress::config::DEFAULT_REDIS_URL).into(),
             ca_file: None,
             cache_ttl_secs: 3600,
+            ..Default::default()
         },
         kafka: KafkaSettings {
             bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
