@@ -37,10 +37,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{
-    bin, bin_env, env_or, free_port, fresh_env, offsets_reader, open_loop, progress, quantile, runs, scale, secs,
-    seed_outbox_sql, spawn_role, summary, watermarks, Env, Role, Row,
+use super::harness::{
+    bin, bin_env, free_port, fresh_env, offsets_reader, open_loop, spawn_role, watermarks, Env, Role,
 };
+use super::relay::seed_outbox_sql;
+use super::row::{quantile, summary, Row};
+use super::{env_or, progress, runs, scale, secs};
 
 const PARTITIONS: i32 = 6;
 const SLOT: &str = "aliexpress_bench_peer";
@@ -529,21 +531,16 @@ pub async fn bench_debezium_peer(rows: &mut Vec<Row>) {
     }
     let (om, or) = summary(o);
     let (dm, dr) = summary(d);
-    rows.push(Row {
-        what: format!("outbox backlog {n} x ~1 KB: relay vs Debezium"),
-        ours: om,
-        ours_range: or,
-        unit: "events/s",
-        baseline_name: "Debezium 3.6.1 outbox EventRouter, Connect 4.1.1".into(),
-        baseline: dm,
-        baseline_range: dr,
-        goal: ">= 1.5",
-        errors: 0,
-        verified: format!(
-            "records on each topic per run (ours/Debezium): {}; rate from broker append times after the first 10 %",
-            verified.join(", ")
-        ),
-    });
+    rows.push(
+        Row::new(format!("outbox backlog {n} x ~1 KB: relay vs Debezium"), "events/s")
+            .ours(om, or)
+            .baseline("Debezium 3.6.1 outbox EventRouter, Connect 4.1.1", dm, dr)
+            .goal(">= 1.5")
+            .verified(format!(
+                "records on each topic per run (ours/Debezium): {}; rate from broker append times after the first 10 %",
+                verified.join(", ")
+            )),
+    );
 
     let variants: [(&str, Option<u64>); 2] = [
         ("Debezium defaults (poll.interval.ms 500)", None),
@@ -587,24 +584,23 @@ pub async fn bench_debezium_peer(rows: &mut Vec<Row>) {
         ] {
             let (om, or) = summary(ours_q.clone());
             let (dm, dr) = summary(dbz_q.clone());
-            rows.push(Row {
-                what: format!("publish latency {q}, commit -> record, {rate:.0} writes/s"),
-                ours: om,
-                ours_range: or,
-                unit: "ms",
-                baseline_name: (*name).to_owned(),
-                baseline: dm,
-                baseline_range: dr,
-                goal: if q == "p99" { "< peer" } else { "" },
-                errors,
-                verified: match max_i {
+            rows.push(
+                Row::new(
+                    format!("publish latency {q}, commit -> record, {rate:.0} writes/s"),
+                    "ms",
+                )
+                .ours(om, or)
+                .baseline((*name).to_owned(), dm, dr)
+                .goal(if q == "p99" { "< peer" } else { "" })
+                .errors(errors)
+                .verified(match max_i {
                     Some(m) => format!(
                         "{counted} rows matched commit -> record over all runs; max ours {:.0} ms, peer {:.0} ms",
                         maxes[0], maxes[m]
                     ),
                     None => format!("{counted} rows matched commit -> record over all runs"),
-                },
-            });
+                }),
+            );
         }
     }
     drop_slot(dbz.e.infra.database.url.expose()).await;

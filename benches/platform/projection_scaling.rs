@@ -22,7 +22,10 @@ use aliexpress::worker::Shutdown;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 
-use super::{envelope, fresh_env, runs, scale, summary, Row};
+use super::harness::{fresh_env, Env};
+use super::projection::envelope;
+use super::row::{summary, Row};
+use super::{runs, scale};
 
 const PARTITIONS: i32 = 12;
 const BATCH: usize = 100;
@@ -37,7 +40,7 @@ fn applied_so_far() -> u64 {
 
 /// Events/s of `consumers` consumers (each with `bulks` bulk requests in flight at most, 0:
 /// one per pipeline) over a fresh topic of `n` creates.
-async fn one_run(e: &super::Env, tag: &str, consumers: usize, bulks: usize, n: usize) -> f64 {
+async fn one_run(e: &Env, tag: &str, consumers: usize, bulks: usize, n: usize) -> f64 {
     let kafka = aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings");
     let topic = format!("{}.{tag}", e.names.events_topic());
     admin::ensure_topics(&kafka, std::slice::from_ref(&topic), PARTITIONS, 1)
@@ -129,7 +132,7 @@ async fn one_run(e: &super::Env, tag: &str, consumers: usize, bulks: usize, n: u
         sd.trigger();
         task.await.expect("task").expect("consumer stops cleanly");
     }
-    let count = super::doc_count(&search, &target).await;
+    let count = super::projection::doc_count(&search, &target).await;
     assert_eq!(count, n as u64, "every document in the index");
     eprintln!(
         "projection x{consumers} (bulks in flight per consumer: {bulks}, 0: one per pipeline): {timed} of {n} events after balancing in {secs:.2}s ({:.0}/s)",
@@ -152,40 +155,35 @@ pub async fn bench_projection_scaling(rows: &mut Vec<Row>) {
     let ideal = BATCH as f64 / LATENCY.as_secs_f64();
     for (label, k) in [("x2", 2.0), ("x3", 3.0)] {
         let (o, or) = summary(results.get(label).cloned().unwrap_or_default());
-        rows.push(Row {
-            what: format!(
-                "projection consumers {label}, {} ms modelled per {BATCH}-event bulk, 1 bulk in flight each",
-                LATENCY.as_millis()
-            ),
-            ours: o,
-            ours_range: or,
-            unit: "events/s",
-            baseline_name: format!("{k} x one consumer ({:.0} events/s)", one.0),
-            baseline: k * one.0,
-            baseline_range: (k * one.1 .0, k * one.1 .1),
-            goal: ">= 0.9",
-            errors: 0,
-            verified: format!(
+        rows.push(
+            Row::new(
+                format!(
+                    "projection consumers {label}, {} ms modelled per {BATCH}-event bulk, 1 bulk in flight each",
+                    LATENCY.as_millis()
+                ),
+                "events/s",
+            )
+            .ours(o, or)
+            .baseline(
+                format!("{k} x one consumer ({:.0} events/s)", one.0),
+                k * one.0,
+                (k * one.1 .0, k * one.1 .1),
+            )
+            .goal(">= 0.9")
+            .verified(format!(
                 "{n} events applied per run (projection metric), {n} documents counted in each run's index; \
                  one consumer's ceiling is {ideal:.0}/s, it reached {:.0}",
                 one.0
-            ),
-        });
+            )),
+        );
     }
     let (o, or) = summary(results.get("pipelines").cloned().unwrap_or_default());
-    rows.push(Row {
-        what: format!(
+    rows.push(Row::new(format!(
             "one projection consumer, {PARTITIONS} partition pipelines (bulks in flight: one per pipeline), {} ms modelled per bulk",
             LATENCY.as_millis()
-        ),
-        ours: o,
-        ours_range: or,
-        unit: "events/s",
-        baseline_name: "the same consumer, 1 bulk in flight".into(),
-        baseline: one.0,
-        baseline_range: one.1,
-        goal: "> 1 (partitions in parallel)",
-        errors: 0,
-        verified: format!("{n} events applied per run, {n} documents counted"),
-    });
+        ), "events/s")
+.ours(o, or)
+.baseline("the same consumer, 1 bulk in flight", one.0, one.1)
+.goal("> 1 (partitions in parallel)")
+.verified(format!("{n} events applied per run, {n} documents counted")));
 }

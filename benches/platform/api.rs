@@ -1,0 +1,329 @@
+//! api: creates/s (8 clients, closed loop) vs a Rust client running the same SQL transaction
+//! (with NOTIFY) and the same Redis write, and vs pgbench with the same statements; then create
+//! latency open-loop at half the max rate. Also the "same work" baseline the consumer row uses.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aliexpress::domain::product::{self as domain, EventEnvelope, EventMeta, ProductCommand};
+use serde_json::json;
+
+use super::harness::{create, fresh_env, http_client, open_loop, serve, Capacity, Env};
+use super::row::{quantile, summary, Row};
+use super::{progress, runs, secs};
+
+/// Closed loop: `clients` tasks POST creates back to back for `warm + secs`; only answers
+/// that arrive in the last `secs` count. Returns (201s per second, failures in the window).
+pub(super) async fn api_creates(base: &str, clients: usize, warm: f64, secs: f64) -> (f64, u64) {
+    let http = http_client();
+    let begin = Instant::now() + Duration::from_secs_f64(warm);
+    let end = begin + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, base) = (http.clone(), base.to_owned());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while Instant::now() < end {
+                    let r = create(&http, &base).await;
+                    let now = Instant::now();
+                    if now >= begin && now < end {
+                        if r.is_some() {
+                            ok += 1;
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = t.await.unwrap_or((0, 1));
+        ok += o;
+        failed += f;
+    }
+    (ok as f64 / secs, failed)
+}
+
+/// The work a create (or a consumed CreateProduct) does, without our code: one connection per
+/// client (tokio-postgres, the driver under diesel-async), one round trip per statement as
+/// diesel-async makes them, the same statements and row sizes, NOTIFY, and for the API the
+/// same Redis write (the cache's versioned put script, one pipeline) after the commit.
+#[derive(Clone, Copy)]
+pub(super) enum Work {
+    /// Product row, outbox row, NOTIFY (pipelined); then the Redis write-through.
+    ApiCreate,
+    /// Command probe, lock probe; product row, outbox row, command outcome, NOTIFY (pipelined).
+    ConsumedCreate,
+}
+
+/// Runs `work` on `clients` connections for `warm + secs`; returns (transactions per second
+/// in the last `secs`, failures in that window).
+pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, secs: f64) -> (f64, u64) {
+    let begin = Instant::now() + Duration::from_secs_f64(warm);
+    let end = begin + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (url, names, topic) = (
+            e.infra.database.url.expose().to_owned(),
+            e.names.clone(),
+            e.names.events_topic(),
+        );
+        let cache =
+            aliexpress::cache::ProductCache::new(e.infra.redis.url.expose(), e.names.clone(), Duration::from_secs(600))
+                .expect("cache");
+        tasks.push(tokio::spawn(async move {
+            let _ = names;
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            let probe_cmd = client
+                .prepare("SELECT status, result_version FROM commands WHERE command_id = $1::text::uuid FOR UPDATE")
+                .await
+                .expect("prepare");
+            let probe = client
+                .prepare("SELECT id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at FROM products WHERE id = $1::text::uuid FOR UPDATE")
+                .await
+                .expect("prepare");
+            let product = client
+                .prepare("INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) \
+                          VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, now(), now())")
+                .await
+                .expect("prepare");
+            let outbox = client
+                .prepare("INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
+                          VALUES ($1::text::uuid, 'product', $2::text::uuid, $3, $4, $5, $6, $7, $8::text::jsonb, $9::text::jsonb)")
+                .await
+                .expect("prepare");
+            let outcome = client
+                .prepare("INSERT INTO commands (command_id, product_id, command_type, status, result_version, reason, processed_at) \
+                          VALUES ($1::text::uuid, $2::text::uuid, 'CreateProduct', 'applied', $3, NULL, now()) \
+                          ON CONFLICT (command_id) DO UPDATE SET status = excluded.status, result_version = excluded.result_version, \
+                          reason = excluded.reason, processed_at = excluded.processed_at")
+                .await
+                .expect("prepare");
+            let notify = format!("NOTIFY {}", aliexpress::store::outbox_repo::OUTBOX_NOTIFY_CHANNEL);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < end {
+                let id = uuid::Uuid::now_v7();
+                let cmd = ProductCommand::CreateProduct(domain::CreateProduct {
+                    sku: uuid::Uuid::new_v4().to_string(),
+                    title: "Bench product".into(),
+                    description: "x".repeat(300),
+                    category: String::new(),
+                    brand: String::new(),
+                    attributes: Default::default(),
+                    price: Some(domain::Money {
+                        amount_minor: 100,
+                        currency: "USD".into(),
+                    }),
+                    stock: 0,
+                });
+                let now = chrono::Utc::now();
+                let (state, change) = domain::execute(None, id, &cmd, now).expect("valid");
+                let env = EventEnvelope::new(
+                    &change,
+                    &state,
+                    EventMeta {
+                        event_id: uuid::Uuid::now_v7(),
+                        causation_id: None,
+                        correlation_id: Some(uuid::Uuid::now_v7()),
+                        occurred_at: now,
+                    },
+                );
+                let payload = serde_json::to_string(&env).expect("json");
+                let headers = json!({"event_id": env.event_id.to_string(), "event_type": env.event_type,
+                    "schema_version": env.schema_version.to_string(), "aggregate_version": "1",
+                    "correlation_id": uuid::Uuid::now_v7().to_string(),
+                    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+                .to_string();
+                let (ids, eid, cid) = (id.to_string(), env.event_id.to_string(), uuid::Uuid::now_v7().to_string());
+                let tx = async {
+                    client.batch_execute("BEGIN").await?;
+                    // The consumer reads and locks the command and the product first; the API's
+                    // create has made its id and reads nothing.
+                    if matches!(work, Work::ConsumedCreate) {
+                        client.query_opt(&probe_cmd, &[&cid]).await?;
+                        client.query_opt(&probe, &[&ids]).await?;
+                    }
+                    let status = "draft";
+                    // The writes go out together (pipelined), as ours do. Fully qualified:
+                    // diesel-async's RunQueryDsl::execute is in scope too.
+                    let product_params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] =
+                        [&ids, &state.sku, &state.title, &state.description, &state.category, &state.brand,
+                         &"{}", &Some(100i64), &Some("USD"), &0i64, &status, &1i64];
+                    let outbox_params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                        [&eid, &ids, &1i64, &topic, &ids, &env.event_type, &1i32, &payload, &headers];
+                    let product_write = tokio_postgres::Client::execute(&client, &product, &product_params);
+                    let outbox_write = tokio_postgres::Client::execute(&client, &outbox, &outbox_params);
+                    let outcome_write = async {
+                        if matches!(work, Work::ConsumedCreate) {
+                            tokio_postgres::Client::execute(&client, &outcome, &[&cid, &ids, &1i64]).await?;
+                        }
+                        Ok(())
+                    };
+                    futures::try_join!(product_write, outbox_write, outcome_write, client.batch_execute(&notify))?;
+                    client.batch_execute("COMMIT").await?;
+                    Ok::<_, tokio_postgres::Error>(())
+                };
+                let mut done = tx.await.is_ok();
+                if matches!(work, Work::ApiCreate) && done {
+                    done = cache.put(&state).await.is_ok();
+                }
+                let t = Instant::now();
+                if t >= begin && t < end {
+                    if done {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                if !done {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = t.await.unwrap_or((0, 1));
+        ok += o;
+        failed += f;
+    }
+    (ok as f64 / secs, failed)
+}
+
+/// The SQL of the API's create for pgbench (product row, outbox row of the envelope's size,
+/// NOTIFY, pipelined as ours are), without Redis.
+pub(super) const PG_SAME_TX: &str = "BEGIN;
+\\startpipeline
+INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) VALUES (gen_random_uuid(), gen_random_uuid()::text, 'Bench product', repeat('x', 300), '', '', '{}', 100, 'USD', 0, 'draft', 1, now(), now());
+INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) VALUES (gen_random_uuid(), 'product', gen_random_uuid(), 1, 't', 'k', 'ProductCreated', 1, jsonb_build_object('pad', repeat('x', 900)), '{}');
+NOTIFY aliexpress_outbox;
+\\endpipeline
+COMMIT;
+";
+
+/// pgbench `-T secs` of `sql` over `clients` connections; (tps, failed transactions).
+pub(super) fn pgbench(url: &str, clients: u32, secs: f64, sql: &str) -> (f64, u64) {
+    let script = std::env::temp_dir().join(format!("aliexpress-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&script, sql).expect("script");
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &(secs.ceil() as u64).to_string(),
+            "-f",
+            &script.to_string_lossy(),
+            url,
+        ])
+        .output()
+        .expect("pgbench runs (postgresql-contrib)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::from(!out.status.success()));
+    (tps, failed)
+}
+
+pub(super) async fn bench_api(rows: &mut Vec<Row>, cap: &mut Capacity) {
+    let e = fresh_env("api").await;
+    let clients = 8;
+    let (warm, secs) = (2.0, secs());
+    let (mut ours, mut same, mut pg) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_err, mut same_err, mut pg_err) = (0, 0, 0);
+    let (_role, base) = serve(&e, &[]).await;
+    for run in 0..runs() {
+        let (o, f) = api_creates(&base, clients, warm, secs).await;
+        ours.push(o);
+        ours_err += f;
+        let (s, f) = same_work(&e, Work::ApiCreate, clients, warm, secs).await;
+        same.push(s);
+        same_err += f;
+        let (p, f) = pgbench(e.infra.database.url.expose(), clients as u32, secs, PG_SAME_TX);
+        pg.push(p);
+        pg_err += f;
+        progress(format_args!(
+            "api run {run}: ours {o:.0}/s, same SQL+Redis {s:.0}/s, pgbench {p:.0}/s"
+        ));
+    }
+    let (o, or) = summary(ours);
+    cap.creates_per_sec = Some(o);
+    let (s, sr) = summary(same);
+    let (p, pr) = summary(pg);
+    rows.push(
+        Row::new(format!("API creates, {clients} clients, closed loop"), "creates/s")
+            .ours(o, or)
+            .baseline(format!("same SQL (NOTIFY) + Redis put, {clients} conns"), s, sr)
+            .goal(">= 0.6")
+            .errors(ours_err + same_err)
+            .verified(format!(
+                "only 201s counted; {}s window after {warm}s warm-up; failures ours {ours_err}, baseline {same_err}",
+                secs
+            )),
+    );
+    rows.push(
+        Row::new(format!("API creates vs SQL alone, {clients} clients"), "creates/s")
+            .ours(o, or)
+            .baseline(format!("pgbench same statements + NOTIFY, {clients} conns"), p, pr)
+            .goal("(info)")
+            .errors(pg_err)
+            .verified(format!(
+                "pgbench -M prepared, failed transactions {pg_err}; no Redis, no HTTP"
+            )),
+    );
+
+    // Latency of creates open-loop at half the measured maximum.
+    let rate = (o / 2.0).max(10.0);
+    let http = http_client();
+    let (mut p50, mut p99, mut p999, mut errs, mut n) = (Vec::new(), Vec::new(), Vec::new(), 0, 0);
+    for run in 0..runs() {
+        let s = open_loop(rate, 1.0, secs, |_| {
+            let (http, base) = (http.clone(), base.clone());
+            ("create", async move { create(&http, &base).await.is_some() })
+        })
+        .await;
+        let s = s.into_values().next().unwrap_or_default();
+        n += s.ok.len();
+        errs += s.errors;
+        p50.push(quantile(&s.ok, 0.5));
+        p99.push(quantile(&s.ok, 0.99));
+        p999.push(quantile(&s.ok, 0.999));
+        progress(format_args!(
+            "api latency run {run} @{rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms",
+            p50[run], p99[run]
+        ));
+    }
+    let (a, ar) = summary(p99);
+    let (b, br) = summary(p50);
+    let (c, _) = summary(p999);
+    rows.push(
+        Row::new(
+            format!("API create latency @{rate:.0}/s (half max), open loop: p99"),
+            "ms",
+        )
+        .ours(a, ar)
+        .baseline(format!("p50 (p99.9 {c:.1} ms)"), b, br)
+        .goal("p99 <= 25")
+        .errors(errs)
+        .verified(format!("{n} 201s timed from when each was due, {errs} failures")),
+    );
+}
