@@ -63,12 +63,24 @@ pub fn method_label(m: &actix_web::http::Method) -> &'static str {
 
 /// Serves only `/metrics` on `listener` (every role's `--metrics-bind`).
 pub fn serve_metrics(listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
-    Ok(HttpServer::new(|| App::new().route("/metrics", web::get().to(metrics)))
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)?
-        .run())
+    // Another method on /metrics is a 405 with `Allow` (a TRACE or POST is not "not found").
+    let not_allowed = || {
+        HttpResponse::MethodNotAllowed()
+            .insert_header(("Allow", "GET"))
+            .finish()
+    };
+    Ok(HttpServer::new(move || {
+        App::new().service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics))
+                .default_service(web::to(move || async move { not_allowed() })),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run())
 }
 
 #[cfg(test)]

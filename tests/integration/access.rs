@@ -355,6 +355,17 @@ async fn metrics_are_not_on_the_api_port_and_custom_methods_share_one_label() {
             .await
             .expect("r");
     }
+    // The metrics listener answers another method on /metrics with 405 and `Allow` too.
+    for m in ["TRACE", "POST"] {
+        let r = app
+            .http
+            .request(Method::from_bytes(m.as_bytes()).expect("method"), &app.metrics_url)
+            .send()
+            .await
+            .expect("r");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{m} /metrics");
+        assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
+    }
     let text = app.metrics().await;
     let series: Vec<&str> = text
         .lines()

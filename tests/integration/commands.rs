@@ -340,6 +340,38 @@ async fn a_command_with_a_nul_byte_is_refused_at_the_api_and_rejected_by_the_con
     assert_eq!(command_status(env, good).await.expect("recorded").0, "applied");
 }
 
+/// A NUL anywhere in a body, in a key or a value at any depth, is a 422 naming where (it used to
+/// reach Postgres's jsonb inside a command's payload and answer 500), and nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_anywhere_in_a_body_is_a_422_naming_the_field_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let p = app.create_product("SKU-NUL-DEEP", "Lamp").await;
+    let id: Uuid = p["id"].as_str().expect("id").parse().expect("uuid");
+    let nested_key = json!({"product_id": id, "command_type": "ChangePrice",
+        "payload": {"price": {"\u{0}x": 1, "amount_minor": 100, "currency": "EUR"}}});
+    let r = app.post("/api/commands", nested_key).await;
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(
+        problem["errors"][0]["field"], "body.payload.price.\\u0000x",
+        "{problem}"
+    );
+    let r = app
+        .post(
+            "/api/products",
+            json!({"sku": "SKU-NUL-ATTR", "title": "Lamp", "attributes": {"colour": "red\u{0}"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["errors"][0]["field"], "body.attributes.colour", "{problem}");
+    assert_eq!(
+        app.env.count("commands").await,
+        0,
+        "no command was recorded for a refused body"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_the_database_refuses_is_rejected_at_once_and_the_commands_behind_it_apply() {
     // Issue 9, defect 1: an error Postgres raises for one command stopped all processing.
