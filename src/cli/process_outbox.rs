@@ -123,16 +123,19 @@ fn parse_grace(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// What a one-shot run did.
+#[derive(Debug, Default)]
+struct Tally {
+    published: usize,
+    batches: usize,
+    failed: usize,
+    parked: usize,
+}
+
+/// Joins the relays and publishes what is pending (see the module docs), then prints a summary.
 async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> anyhow::Result<()> {
-    let waited = Instant::now();
-    while !relay.try_acquire().await.context("joining the outbox relays")? {
-        if waited.elapsed() > a.lock_wait {
-            println!("Other outbox publishers own every slice; they publish the pending rows. Nothing done.");
-            return Ok(());
-        }
-        if shutdown.sleep(Duration::from_millis(500)).await {
-            return Ok(());
-        }
+    if !join(relay, a, shutdown).await? {
+        return Ok(());
     }
     let before = relay.update_gauges().await?;
     if before.pending == 0 {
@@ -146,35 +149,72 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let (mut published, mut batches, mut failed, mut parked) = (0usize, 0usize, 0usize, 0usize);
+    let tally = match publish_until_done(relay, a, shutdown, &bar).await {
+        Ok(tally) => tally,
+        Err(e) => {
+            bar.abandon();
+            relay.release().await;
+            return Err(e);
+        }
+    };
+    bar.finish_and_clear();
+    summarize(relay, &tally, started.elapsed()).await;
+    Ok(())
+}
+
+/// Waits (up to `--lock-wait`) for a share of the slices; false when none came or shutdown
+/// fired (nothing to do then).
+async fn join(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> anyhow::Result<bool> {
+    let waited = Instant::now();
+    while !relay.try_acquire().await.context("joining the outbox relays")? {
+        if waited.elapsed() > a.lock_wait {
+            println!("Other outbox publishers own every slice; they publish the pending rows. Nothing done.");
+            return Ok(false);
+        }
+        if shutdown.sleep(Duration::from_millis(500)).await {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Publishes batches until this run's slices (and any slice left free with publishable rows)
+/// have nothing to claim; Kafka refusing every batch for `--broker-timeout` is an error.
+async fn publish_until_done(
+    relay: &mut OutboxRelay,
+    a: &Args,
+    shutdown: &Shutdown,
+    bar: &ProgressBar,
+) -> anyhow::Result<Tally> {
+    let mut t = Tally::default();
     let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(5), 0, 0);
     let mut delays = policy.backoff();
     let mut last_progress = Instant::now();
     while !shutdown.is_triggered() {
         match relay.process_once().await {
+            Ok(o) if o.claimed == 0 => {
+                delays = policy.backoff();
+                // Slices taken from a relay that died holding them wait out the grace.
+                if let Some(wait) = relay.fenced_for() {
+                    shutdown.sleep(wait).await;
+                    continue;
+                }
+                // Done with its own slices; a slice let go of meanwhile by another relay
+                // (which may have finished too) is this run's to publish before it exits.
+                let taken = relay
+                    .take_unowned_publishable()
+                    .await
+                    .context("taking the outbox slices left free")?;
+                if taken == 0 {
+                    break;
+                }
+            }
             Ok(o) => {
                 delays = policy.backoff();
-                if o.claimed == 0 {
-                    // Slices taken from a relay that died holding them wait out the grace.
-                    if let Some(wait) = relay.fenced_for() {
-                        shutdown.sleep(wait).await;
-                        continue;
-                    }
-                    // Done with its own slices; a slice let go of meanwhile by another relay
-                    // (which may have finished too) is this run's to publish before it exits.
-                    match relay.take_unowned_publishable().await {
-                        Ok(0) => break,
-                        Ok(_) => continue,
-                        Err(e) => {
-                            bar.abandon();
-                            return Err(anyhow::Error::new(e).context("taking the outbox slices left free"));
-                        }
-                    }
-                }
-                batches += 1;
-                published += o.published;
-                failed += o.failed;
-                parked += o.parked;
+                t.batches += 1;
+                t.published += o.published;
+                t.failed += o.failed;
+                t.parked += o.parked;
                 bar.inc(o.published as u64);
                 if o.published > 0 {
                     last_progress = Instant::now();
@@ -182,45 +222,48 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
             }
             Err(RelayError::Broker(e)) => {
                 if last_progress.elapsed() > a.broker_timeout {
-                    bar.abandon();
-                    relay.release().await;
                     anyhow::bail!(
-                        "Kafka refused every batch for {}: {e}; {published} events published, the rest stay pending",
-                        humantime::format_duration(a.broker_timeout)
+                        "Kafka refused every batch for {}: {e}; {} events published, the rest stay pending",
+                        humantime::format_duration(a.broker_timeout),
+                        t.published
                     );
                 }
                 let d = delays.next().unwrap_or(policy.max_delay);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Kafka unavailable; retrying");
                 shutdown.sleep(d).await;
             }
-            Err(RelayError::Store(e)) => {
-                bar.abandon();
-                return Err(anyhow::Error::new(e).context("publishing the outbox"));
-            }
+            Err(RelayError::Store(e)) => return Err(anyhow::Error::new(e).context("publishing the outbox")),
         }
     }
-    bar.finish_and_clear();
+    Ok(t)
+}
+
+/// Prints what the run published, what waits for a retry or is parked, and what other relays
+/// own; releases the slices.
+async fn summarize(relay: &mut OutboxRelay, t: &Tally, took: Duration) {
     let after = relay.update_gauges().await.unwrap_or_default();
     let waiting = relay.waiting_for_retry().await.unwrap_or_default();
     let owned = relay.slices().borrow().len();
     relay.release().await;
-    let secs = started.elapsed().as_secs_f64();
+    let secs = took.as_secs_f64();
     println!(
-        "Published {published} events in {batches} batches in {secs:.2}s ({:.0} events/s)",
-        if secs > 0.0 { published as f64 / secs } else { 0.0 }
+        "Published {} events in {} batches in {secs:.2}s ({:.0} events/s)",
+        t.published,
+        t.batches,
+        if secs > 0.0 { t.published as f64 / secs } else { 0.0 }
     );
-    if failed > 0 || after.parked > 0 {
+    if t.failed > 0 || after.parked > 0 {
         println!(
-            "{failed} failed attempts, {parked} rows parked now, {} parked in total (`aliexpress outbox list --parked`)",
-            after.parked
+            "{} failed attempts, {} rows parked now, {} parked in total (`aliexpress outbox list --parked`)",
+            t.failed, t.parked, after.parked
         );
     }
     if waiting.rows > 0 {
-        let next = waiting.next_at.map_or_else(String::new, |t| {
-            let d = (t - chrono::Utc::now()).to_std().unwrap_or_default();
+        let next = waiting.next_at.map_or_else(String::new, |at| {
+            let d = (at - chrono::Utc::now()).to_std().unwrap_or_default();
             format!(
                 "; the next is due at {} (in {})",
-                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 humantime::format_duration(Duration::from_secs(d.as_secs()))
             )
         });
@@ -239,5 +282,4 @@ async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> any
             println!("This run owned {owned} of {all} outbox slices; the relays owning the others publish their rows.");
         }
     }
-    Ok(())
 }
