@@ -134,74 +134,15 @@ fn refused_any(e: anyhow::Error) -> anyhow::Error {
 
 /// Plans and (with --execute) applies a reset; or rebuilds / rolls back the search index.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
-    if a.rebuild {
-        let d = rebuild_deps(infra).await?;
-        let o = crate::ops::rebuild::RebuildOptions {
-            from_postgres: a.from_postgres,
-            grace: a.grace,
-            verify_timeout: a.verify_timeout,
-        };
-        let r = crate::ops::rebuild::rebuild(&d, &o, &RebuildBar::default())
-            .await
-            .map_err(refused_any)?;
-        println!(
-            "Rebuilt {} from {} with {} documents; alias {} now points at it (previous: {}). Roll back with: aliexpress replay --rollback",
-            r.new_index, r.source, r.documents, infra.names().index_alias(), r.old_index.as_deref().unwrap_or("none")
-        );
-        return Ok(());
-    }
-    if a.rollback {
-        let d = rebuild_deps(infra).await?;
-        let (from, to) = crate::ops::rebuild::rollback(&d).await.map_err(refused_any)?;
-        println!("Alias {} moved back from {from} to {to}", infra.names().index_alias());
-        return Ok(());
+    if a.rebuild || a.rollback {
+        return rebuild_or_rollback(infra, &a).await;
     }
     let names = infra.names();
     let group = a.group.clone().unwrap_or_else(|| names.projection_group());
     let topic = a.topic.clone().unwrap_or_else(|| names.events_topic());
-    let spec = if a.to_earliest {
-        Some(ResetSpec::Earliest)
-    } else if a.to_latest {
-        Some(ResetSpec::Latest)
-    } else if let Some(o) = a.to_offset {
-        Some(ResetSpec::ToOffset(o))
-    } else if let Some(n) = a.shift_by {
-        Some(ResetSpec::ShiftBy(n))
-    } else if let Some(t) = &a.to_datetime {
-        Some(ResetSpec::ToDatetime(replay::parse_datetime(t).map_err(refused)?))
-    } else if let Some(d) = &a.by_duration {
-        Some(ResetSpec::ByDuration(replay::parse_iso_duration(d).map_err(refused)?))
-    } else {
-        None
-    };
+    let spec = reset_spec(&a)?;
     let described = spec.as_ref().map(ResetSpec::describe);
-    let bootstrap = super::connect::kafka_connection(infra)?;
-    let from_file = match &a.from_file {
-        Some(f) => Some(
-            replay::from_csv(
-                &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-                &group,
-            )
-            .map_err(refused)?,
-        ),
-        None => None,
-    };
-    let (g, t, parts) = (group.clone(), topic.clone(), a.partitions.clone());
-    let rows: Vec<PlanRow> = tokio::task::spawn_blocking(move || -> Result<Vec<PlanRow>, OpsError> {
-        match (spec, from_file) {
-            (Some(spec), _) => replay::plan(&bootstrap, &g, &t, parts.as_deref(), &spec),
-            (None, Some(entries)) => {
-                let mut rows = Vec::new();
-                for (topic, p, o) in entries {
-                    rows.extend(replay::plan(&bootstrap, &g, &topic, Some(&[p]), &ResetSpec::ToOffset(o))?);
-                }
-                Ok(rows)
-            }
-            (None, None) => Err(OpsError::Refused("give one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime, --by-duration, --from-file".into())),
-        }
-    })
-    .await?
-    .map_err(refused)?;
+    let rows = plan(infra, &a, &group, &topic, spec).await?;
     print!("{}", replay::render(&rows));
     let n = replay::reprojected(&rows);
     if let Some(f) = &a.export {
@@ -213,20 +154,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(wait) = a.wait_inactive {
-        let started = Instant::now();
-        loop {
-            let (b, g) = (super::connect::kafka_connection(infra)?, group.clone());
-            let info = tokio::task::spawn_blocking(move || groups::info(&b, &g)).await??;
-            if info.is_inactive() || started.elapsed() > wait {
-                break;
-            }
-            eprintln!(
-                "group {group} is {} with {} member(s); waiting",
-                info.state,
-                info.members.len()
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        wait_inactive(infra, &group, wait).await?;
     }
     let (b, plan) = (super::connect::kafka_connection(infra)?, rows.clone());
     tokio::task::spawn_blocking(move || replay::apply(&b, &plan))
@@ -245,4 +173,101 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         "Offsets reset for group {group}: {n} already-consumed events will be reprojected when the consumer restarts."
     );
     Ok(())
+}
+
+/// `--rebuild` (a fresh index, the alias swapped) or `--rollback` (the alias swapped back).
+async fn rebuild_or_rollback(infra: &InfraConfig, a: &Args) -> anyhow::Result<()> {
+    let d = rebuild_deps(infra).await?;
+    if a.rollback {
+        let (from, to) = crate::ops::rebuild::rollback(&d).await.map_err(refused_any)?;
+        println!("Alias {} moved back from {from} to {to}", infra.names().index_alias());
+        return Ok(());
+    }
+    let o = crate::ops::rebuild::RebuildOptions {
+        from_postgres: a.from_postgres,
+        grace: a.grace,
+        verify_timeout: a.verify_timeout,
+    };
+    let r = crate::ops::rebuild::rebuild(&d, &o, &RebuildBar::default())
+        .await
+        .map_err(refused_any)?;
+    println!(
+        "Rebuilt {} from {} with {} documents; alias {} now points at it (previous: {}). Roll back with: aliexpress replay --rollback",
+        r.new_index, r.source, r.documents, infra.names().index_alias(), r.old_index.as_deref().unwrap_or("none")
+    );
+    Ok(())
+}
+
+/// The position asked for, if any (`--from-file` is the other way to give one).
+fn reset_spec(a: &Args) -> anyhow::Result<Option<ResetSpec>> {
+    Ok(if a.to_earliest {
+        Some(ResetSpec::Earliest)
+    } else if a.to_latest {
+        Some(ResetSpec::Latest)
+    } else if let Some(o) = a.to_offset {
+        Some(ResetSpec::ToOffset(o))
+    } else if let Some(n) = a.shift_by {
+        Some(ResetSpec::ShiftBy(n))
+    } else if let Some(t) = &a.to_datetime {
+        Some(ResetSpec::ToDatetime(replay::parse_datetime(t).map_err(refused)?))
+    } else if let Some(d) = &a.by_duration {
+        Some(ResetSpec::ByDuration(replay::parse_iso_duration(d).map_err(refused)?))
+    } else {
+        None
+    })
+}
+
+/// The plan: per partition, the current and the new offset (Kafka's calls run off the runtime).
+async fn plan(
+    infra: &InfraConfig,
+    a: &Args,
+    group: &str,
+    topic: &str,
+    spec: Option<ResetSpec>,
+) -> anyhow::Result<Vec<PlanRow>> {
+    let bootstrap = super::connect::kafka_connection(infra)?;
+    let from_file = match &a.from_file {
+        Some(f) => Some(
+            replay::from_csv(
+                &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                group,
+            )
+            .map_err(refused)?,
+        ),
+        None => None,
+    };
+    let (g, t, parts) = (group.to_owned(), topic.to_owned(), a.partitions.clone());
+    Ok(tokio::task::spawn_blocking(move || -> Result<Vec<PlanRow>, OpsError> {
+        match (spec, from_file) {
+            (Some(spec), _) => replay::plan(&bootstrap, &g, &t, parts.as_deref(), &spec),
+            (None, Some(entries)) => {
+                let mut rows = Vec::new();
+                for (topic, p, o) in entries {
+                    rows.extend(replay::plan(&bootstrap, &g, &topic, Some(&[p]), &ResetSpec::ToOffset(o))?);
+                }
+                Ok(rows)
+            }
+            (None, None) => Err(OpsError::Refused("give one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime, --by-duration, --from-file".into())),
+        }
+    })
+    .await?
+    .map_err(refused)?)
+}
+
+/// Waits (up to `wait`) for the group to have no active member (`--wait-inactive`).
+async fn wait_inactive(infra: &InfraConfig, group: &str, wait: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let (b, g) = (super::connect::kafka_connection(infra)?, group.to_owned());
+        let info = tokio::task::spawn_blocking(move || groups::info(&b, &g)).await??;
+        if info.is_inactive() || started.elapsed() > wait {
+            return Ok(());
+        }
+        eprintln!(
+            "group {group} is {} with {} member(s); waiting",
+            info.state,
+            info.members.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
