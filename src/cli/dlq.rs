@@ -69,82 +69,96 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let (b, t) = (super::connect::kafka_connection(infra)?, topic.clone());
     let msgs = tokio::task::spawn_blocking(move || dlq::read_all(&b, &t)).await??;
     match a.action {
-        Action::List { limit, reason } => {
-            let recs: Vec<DlqRecord> = msgs
-                .iter()
-                .map(DlqRecord::from_message)
-                .filter(|r| reason.as_deref().is_none_or(|c| r.error_class == c))
-                .collect();
-            println!(
-                "{:<12} {:<32} {:<28} {:<40} {:<36} REASON",
-                "AT", "FAILED-AT", "ERROR-CLASS", "ORIGINAL", "KEY"
-            );
-            let skip = recs.len().saturating_sub(limit);
-            for r in recs.iter().skip(skip) {
-                let reason: String = r.reason.chars().take(100).collect();
-                println!(
-                    "{:<12} {:<32} {:<28} {:<40} {:<36} {}",
-                    format!("{}:{}", r.partition, r.offset),
-                    r.failed_at,
-                    r.error_class,
-                    format!("{}[{}]@{}", r.original_topic, r.original_partition, r.original_offset),
-                    r.key,
-                    reason
-                );
-            }
-            println!("{} record(s) in {topic}", recs.len());
-        }
+        Action::List { limit, reason } => list(&msgs, &topic, limit, reason.as_deref()),
         Action::Show { at } => {
             let (p, o) = parse_at(&at)?;
             let text = dlq::show(&msgs, &topic, p, o)
                 .ok_or_else(|| super::usage("dlq show", format!("no record at {p}:{o} in {topic}")))?;
             println!("{text}");
         }
-        Action::Redrive { offsets, all, execute } => {
-            if offsets.is_empty() && !all {
-                return Err(super::usage("dlq redrive", "give --offsets P:O,... or --all"));
+        Action::Redrive { offsets, all, execute } => redrive(infra, &msgs, &topic, &offsets, all, execute).await?,
+    }
+    Ok(())
+}
+
+/// `dlq list`: the newest `limit` records (of one error class with `--reason`), one a line.
+fn list(msgs: &[rdkafka::message::OwnedMessage], topic: &str, limit: usize, reason: Option<&str>) {
+    let recs: Vec<DlqRecord> = msgs
+        .iter()
+        .map(DlqRecord::from_message)
+        .filter(|r| reason.is_none_or(|c| r.error_class == c))
+        .collect();
+    println!(
+        "{:<12} {:<32} {:<28} {:<40} {:<36} REASON",
+        "AT", "FAILED-AT", "ERROR-CLASS", "ORIGINAL", "KEY"
+    );
+    let skip = recs.len().saturating_sub(limit);
+    for r in recs.iter().skip(skip) {
+        let reason: String = r.reason.chars().take(100).collect();
+        println!(
+            "{:<12} {:<32} {:<28} {:<40} {:<36} {}",
+            format!("{}:{}", r.partition, r.offset),
+            r.failed_at,
+            r.error_class,
+            format!("{}[{}]@{}", r.original_topic, r.original_partition, r.original_offset),
+            r.key,
+            reason
+        );
+    }
+    println!("{} record(s) in {topic}", recs.len());
+}
+
+/// `dlq redrive`: a dry run unless `execute`; each record republished once, ever.
+async fn redrive(
+    infra: &InfraConfig,
+    msgs: &[rdkafka::message::OwnedMessage],
+    topic: &str,
+    offsets: &[String],
+    all: bool,
+    execute: bool,
+) -> anyhow::Result<()> {
+    if offsets.is_empty() && !all {
+        return Err(super::usage("dlq redrive", "give --offsets P:O,... or --all"));
+    }
+    let selection = if all {
+        Selection::All
+    } else {
+        Selection::Only(offsets.iter().map(|s| parse_at(s)).collect::<anyhow::Result<_>>()?)
+    };
+    let p = super::connect::database(infra).await?;
+    let mut conn = pool::get(&p).await?;
+    let producer = if execute {
+        Some(super::connect::kafka(infra, &ProducerSettings::default()).await?)
+    } else {
+        None
+    };
+    let done = dlq::redrive(&mut conn, producer.as_ref(), topic, msgs, &selection).await?;
+    let mut n = 0;
+    for r in &done {
+        match r {
+            Redrive::NoOriginalTopic { partition, offset } => {
+                eprintln!("skipping {partition}:{offset}: no original topic header");
             }
-            let selection = if all {
-                Selection::All
-            } else {
-                Selection::Only(offsets.iter().map(|s| parse_at(s)).collect::<anyhow::Result<_>>()?)
-            };
-            let p = super::connect::database(infra).await?;
-            let mut conn = pool::get(&p).await?;
-            let producer = if execute {
-                Some(super::connect::kafka(infra, &ProducerSettings::default()).await?)
-            } else {
-                None
-            };
-            let done = dlq::redrive(&mut conn, producer.as_ref(), &topic, &msgs, &selection).await?;
-            let mut n = 0;
-            for r in &done {
-                match r {
-                    Redrive::NoOriginalTopic { partition, offset } => {
-                        eprintln!("skipping {partition}:{offset}: no original topic header");
-                    }
-                    Redrive::To {
-                        partition,
-                        offset,
-                        topic,
-                        key,
-                        error_class,
-                    } => {
-                        n += 1;
-                        if execute {
-                            println!("redrove {partition}:{offset} -> {topic}");
-                        } else {
-                            println!("would redrive {partition}:{offset} -> {topic} (key {key}, {error_class})");
-                        }
-                    }
+            Redrive::To {
+                partition,
+                offset,
+                topic,
+                key,
+                error_class,
+            } => {
+                n += 1;
+                if execute {
+                    println!("redrove {partition}:{offset} -> {topic}");
+                } else {
+                    println!("would redrive {partition}:{offset} -> {topic} (key {key}, {error_class})");
                 }
             }
-            if execute {
-                println!("{n} record(s) redriven.");
-            } else {
-                println!("Dry run: {n} record(s) would be redriven. Add --execute to republish.");
-            }
         }
+    }
+    if execute {
+        println!("{n} record(s) redriven.");
+    } else {
+        println!("Dry run: {n} record(s) would be redriven. Add --execute to republish.");
     }
     Ok(())
 }
