@@ -207,22 +207,9 @@ pub async fn rebuild(
     let alias = names.index_alias();
     let mut lock_conn = pool::connect(d.infra.database.url.expose(), Duration::from_secs(60)).await?;
     if !rebuild_repo::try_lock(&mut lock_conn).await? {
-        let mut c = pool::get(&d.pool).await?;
-        let running = rebuild_repo::latest(&mut c, &alias, "running").await?;
-        let who = running.map_or_else(
-            || "another rebuild holds the lock".to_owned(),
-            |r| {
-                format!(
-                    "run {} building {} started {} on {}",
-                    r.id,
-                    r.new_index,
-                    r.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
-                    r.host
-                )
-            },
-        );
         bail!(crate::ops::OpsError::Refused(format!(
-            "a rebuild is already in progress: {who}"
+            "a rebuild is already in progress: {}",
+            who_rebuilds(d, &alias).await?
         )));
     }
     let old = index::alias_target(&d.search, &alias).await?;
@@ -233,17 +220,7 @@ pub async fn rebuild(
 
     let topic = names.events_topic();
     let group = format!("{}.rebuild.{new}", names.projection_group());
-    let (b, t) = (d.kafka.clone(), topic.clone());
-    let marks: Vec<(i32, i64, i64)> = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
-        let c = crate::ops::groups::client(&b, "aliexpress-rebuild")?;
-        let parts = crate::ops::groups::partitions(&c, &t)?;
-        parts
-            .into_iter()
-            .map(|p| Ok((p, c.fetch_watermarks(&t, p, crate::ops::groups::CALL_TIMEOUT)?)))
-            .map(|r: anyhow::Result<_>| r.map(|(p, (lo, hi))| (p, lo, hi)))
-            .collect()
-    })
-    .await??;
+    let marks = watermarks(d, &topic).await?;
     let source = if o.from_postgres || marks.iter().any(|(_, lo, _)| *lo > 0) {
         RebuildSource::Postgres
     } else {
@@ -287,6 +264,39 @@ pub async fn rebuild(
     }
 }
 
+/// Who holds the rebuild lock, for the refusal: the running run's id, index, start and host.
+async fn who_rebuilds(d: &RebuildDeps, alias: &str) -> anyhow::Result<String> {
+    let mut c = pool::get(&d.pool).await?;
+    let running = rebuild_repo::latest(&mut c, alias, "running").await?;
+    Ok(running.map_or_else(
+        || "another rebuild holds the lock".to_owned(),
+        |r| {
+            format!(
+                "run {} building {} started {} on {}",
+                r.id,
+                r.new_index,
+                r.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                r.host
+            )
+        },
+    ))
+}
+
+/// Per partition of `topic`: (partition, low watermark, high watermark), the snapshot point.
+async fn watermarks(d: &RebuildDeps, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let (b, t) = (d.kafka.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
+        let c = crate::ops::groups::client(&b, "aliexpress-rebuild")?;
+        let parts = crate::ops::groups::partitions(&c, &t)?;
+        parts
+            .into_iter()
+            .map(|p| Ok((p, c.fetch_watermarks(&t, p, crate::ops::groups::CALL_TIMEOUT)?)))
+            .map(|r: anyhow::Result<_>| r.map(|(p, (lo, hi))| (p, lo, hi)))
+            .collect()
+    })
+    .await?
+}
+
 /// Fills the new index from the plan's source, waits until it matches Postgres, swaps the
 /// alias, keeps consuming for the grace period; returns the documents.
 async fn build_and_swap(
@@ -309,18 +319,7 @@ async fn build_and_swap(
     let total: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
     if source == RebuildSource::Postgres {
         // Start the topic consumer at the snapshot point, then load the current state.
-        let b = d.kafka.clone();
-        let (g, t, m) = (group.to_owned(), topic.to_owned(), marks.to_vec());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let c = crate::ops::groups::client(&b, &g)?;
-            let mut tpl = TopicPartitionList::new();
-            for (p, _, hi) in m {
-                tpl.add_partition_offset(&t, p, Offset::Offset(hi))?;
-            }
-            c.commit(&tpl, CommitMode::Sync)?;
-            Ok(())
-        })
-        .await??;
+        commit_at(d, group, topic, marks).await?;
         load_from_postgres(d, new).await?;
     }
     let c = consumer::build(&d.kafka, group)?;
@@ -344,44 +343,11 @@ async fn build_and_swap(
         new,
         (source == RebuildSource::Topic).then(|| u64::try_from(total).unwrap_or(0)),
     );
-    let mut seen: i64 = 0;
     if source == RebuildSource::Topic {
-        while seen < total {
-            let out = projector.process_once(Duration::from_secs(10), &shutdown).await?;
-            if out.received == 0 {
-                bail!("stopped receiving events at {seen}/{total}");
-            }
-            let done = out.received - out.unfinished;
-            seen += done as i64;
-            progress.advance(done as u64);
-        }
+        replay_topic(&mut projector, total, progress, &shutdown).await?;
     }
     // Caught up with the snapshot: now wait until count and checksum match Postgres.
-    let deadline = Instant::now() + o.verify_timeout;
-    let docs = loop {
-        let out = projector.process_once(Duration::from_millis(300), &shutdown).await?;
-        progress.advance(out.received as u64);
-        if out.received > 0 {
-            continue;
-        }
-        let (pg, ix) = (
-            postgres_fingerprint(&d.pool).await?,
-            index_fingerprint(&d.search, new).await?,
-        );
-        if pg == ix {
-            break ix.0;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "index {new} does not match Postgres after {:?}: {} documents vs {} products (checksums differ: {})",
-                o.verify_timeout,
-                ix.0,
-                pg.0,
-                pg.1 != ix.1
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let docs = until_matching(d, &mut projector, new, o.verify_timeout, progress, &shutdown).await?;
     progress.finish();
     index::swap_alias(&d.search, alias, old, new)
         .await
@@ -396,6 +362,78 @@ async fn build_and_swap(
     }
     let _ = projector.consumer.commit_consumer_state(CommitMode::Sync);
     Ok(docs)
+}
+
+/// Commits `group`'s offsets at the high watermarks of `marks` (the snapshot point).
+async fn commit_at(d: &RebuildDeps, group: &str, topic: &str, marks: &[(i32, i64, i64)]) -> anyhow::Result<()> {
+    let b = d.kafka.clone();
+    let (g, t, m) = (group.to_owned(), topic.to_owned(), marks.to_vec());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let c = crate::ops::groups::client(&b, &g)?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, _, hi) in m {
+            tpl.add_partition_offset(&t, p, Offset::Offset(hi))?;
+        }
+        c.commit(&tpl, CommitMode::Sync)?;
+        Ok(())
+    })
+    .await?
+}
+
+/// Projects the topic's `total` events (up to the snapshot) into the new index.
+async fn replay_topic(
+    projector: &mut ProductEventConsumer,
+    total: i64,
+    progress: &dyn RebuildProgress,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let mut seen: i64 = 0;
+    while seen < total {
+        let out = projector.process_once(Duration::from_secs(10), shutdown).await?;
+        if out.received == 0 {
+            bail!("stopped receiving events at {seen}/{total}");
+        }
+        let done = out.received - out.unfinished;
+        seen += done as i64;
+        progress.advance(done as u64);
+    }
+    Ok(())
+}
+
+/// Keeps projecting until the new index's count and checksum equal Postgres's (within
+/// `timeout`); returns the documents.
+async fn until_matching(
+    d: &RebuildDeps,
+    projector: &mut ProductEventConsumer,
+    new: &str,
+    timeout: Duration,
+    progress: &dyn RebuildProgress,
+    shutdown: &Shutdown,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = projector.process_once(Duration::from_millis(300), shutdown).await?;
+        progress.advance(out.received as u64);
+        if out.received > 0 {
+            continue;
+        }
+        let (pg, ix) = (
+            postgres_fingerprint(&d.pool).await?,
+            index_fingerprint(&d.search, new).await?,
+        );
+        if pg == ix {
+            return Ok(ix.0);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "index {new} does not match Postgres after {timeout:?}: {} documents vs {} products (checksums differ: {})",
+                ix.0,
+                pg.0,
+                pg.1 != ix.1
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn load_from_postgres(d: &RebuildDeps, new: &str) -> anyhow::Result<()> {
