@@ -188,38 +188,22 @@ pub async fn run_command(
         .await
 }
 
+/// Inside the transaction: a command id seen before answers as a duplicate; otherwise the row
+/// is locked and read, the expected version checked, the aggregate decides, and the new state,
+/// its event, the command's outcome and the relay's wake-up are written together.
 async fn execute_in_tx(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     command: &ProductCommand,
     opts: &ExecuteOptions,
 ) -> Result<ExecuteOutcome, StoreError> {
-    if let Some(command_id) = opts.command_id {
-        let seen: Option<(String, Option<i64>)> = commands::table
-            .find(command_id)
-            .select((commands::status, commands::result_version))
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?;
-        if let Some((status, version)) = seen {
-            if status != "pending" {
-                return Ok(ExecuteOutcome::Duplicate { status, version });
-            }
-        }
+    if let Some(done) = already_processed(conn, opts).await? {
+        return Ok(done);
     }
     let current = if opts.fresh_id {
         None
     } else {
-        products::table
-            .find(id)
-            .select(ProductRow::as_select())
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?
-            .map(ProductRow::into_product)
-            .transpose()?
+        lock_product(conn, id).await?
     };
     if let Some(expected) = opts.expected_version {
         let actual = current.as_ref().map_or(0, |p| p.version);
@@ -242,7 +226,6 @@ async fn execute_in_tx(
             return Ok(ExecuteOutcome::Rejected(rule));
         }
     };
-    let row = ProductRow::from_product(&next);
     let meta = EventMeta {
         event_id: Uuid::now_v7(),
         causation_id: opts.command_id,
@@ -250,13 +233,63 @@ async fn execute_in_tx(
         occurred_at: now,
     };
     let envelope = EventEnvelope::new(&change, &next, meta);
-    // The writes are independent statements of one transaction: sent together (pipelined), one
-    // round trip instead of one each. Postgres still runs them in order, and once one fails
-    // the rest fail with the transaction; the product write's result is looked at first.
+    save(conn, command, opts, current.as_ref(), &next, &envelope).await?;
+    Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
+}
+
+/// The recorded outcome of `opts.command_id` when it was processed before (locked, so a
+/// concurrent delivery of the same command waits for this one).
+async fn already_processed(
+    conn: &mut AsyncPgConnection,
+    opts: &ExecuteOptions,
+) -> Result<Option<ExecuteOutcome>, StoreError> {
+    let Some(command_id) = opts.command_id else {
+        return Ok(None);
+    };
+    let seen: Option<(String, Option<i64>)> = commands::table
+        .find(command_id)
+        .select((commands::status, commands::result_version))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(seen
+        .filter(|(status, _)| status != "pending")
+        .map(|(status, version)| ExecuteOutcome::Duplicate { status, version }))
+}
+
+/// The product row, locked for the rest of the transaction (`None` when there is none).
+async fn lock_product(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Product>, StoreError> {
+    products::table
+        .find(id)
+        .select(ProductRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .map(ProductRow::into_product)
+        .transpose()
+}
+
+/// Writes the new state (guarded by the previous version), the event into the outbox, the
+/// command's outcome and the NOTIFY. The writes are independent statements of one
+/// transaction: sent together (pipelined), one round trip instead of one each. Postgres still
+/// runs them in order, and once one fails the rest fail with the transaction; the product
+/// write's result is looked at first (a taken sku is `SkuTaken`).
+async fn save(
+    conn: &mut AsyncPgConnection,
+    command: &ProductCommand,
+    opts: &ExecuteOptions,
+    current: Option<&Product>,
+    next: &Product,
+    envelope: &EventEnvelope,
+) -> Result<(), StoreError> {
+    let id = next.id;
+    let row = ProductRow::from_product(next);
     let shared: &AsyncPgConnection = conn;
     let product_write = async {
         let mut c = shared;
-        match &current {
+        match current {
             None => diesel::insert_into(products::table).values(&row).execute(&mut c).await,
             Some(prev) => {
                 diesel::update(
@@ -270,7 +303,7 @@ async fn execute_in_tx(
             }
         }
     };
-    let outbox_write = append_outbox(shared, &envelope, &opts.events_topic, opts.traceparent.as_deref());
+    let outbox_write = append_outbox(shared, envelope, &opts.events_topic, opts.traceparent.as_deref());
     let outcome_write = async {
         match opts.command_id {
             Some(command_id) => {
@@ -313,7 +346,7 @@ async fn execute_in_tx(
     appended?;
     recorded?;
     woken?;
-    Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
+    Ok(())
 }
 
 /// Appends one event to the outbox (inside the caller's transaction).
