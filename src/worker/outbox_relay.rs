@@ -531,10 +531,34 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok((out, Vec::new()));
         }
-        // Enqueue everything, then await every delivery report.
         let t_produce = Instant::now();
+        let results = Self::produce_all(producer, s, &rows).await?;
+        let produce_ms = t_produce.elapsed().as_millis() as u64;
+        let now = Utc::now();
+        let (delivered, broker_error) = Self::settle_rows(conn, s, &rows, results, &mut out).await?;
+        let ids: Vec<i64> = delivered.iter().map(|r| r.id).collect();
+        out.published = ids.len();
+        for r in &delivered {
+            OUTBOX_PUBLISH_LATENCY.observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+        OUTBOX_PUBLISHED.inc_by(out.published as u64);
+        OUTBOX_BATCH_SIZE.observe(rows.len() as f64);
+        tracing::debug!(rows = rows.len(), claim_ms, produce_ms, "outbox batch timings");
+        match broker_error {
+            Some(e) if out.published == 0 => Err(RelayError::Broker(e)),
+            _ => Ok((out, ids)),
+        }
+    }
+
+    /// Enqueues every row, then awaits every delivery report within the batch deadline
+    /// (past it, what is still queued is purged and the batch is a broker error).
+    async fn produce_all(
+        producer: &FutureProducer,
+        s: &RelaySettings,
+        rows: &[outbox_repo::PendingRow],
+    ) -> Result<Vec<Result<(), KafkaError>>, RelayError> {
         let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             // One publish span per row, in the trace of the write that stored it.
             let span = crate::bus::span::publish(&row.topic, || crate::bus::span::traceparent_in_json(&row.headers));
             let rec = FutureRecord::to(&row.topic)
@@ -565,17 +589,26 @@ impl OutboxRelay {
             }
             r
         };
-        let Ok(results) = tokio::time::timeout(s.batch_deadline(), deliveries).await else {
+        tokio::time::timeout(s.batch_deadline(), deliveries).await.map_err(|_| {
             producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             OUTBOX_ERRORS.with_label_values(&["deadline"]).inc();
-            return Err(RelayError::Broker(format!(
+            RelayError::Broker(format!(
                 "the batch was not delivered within {} ms; purged, will retry",
                 s.batch_deadline().as_millis()
-            )));
-        };
+            ))
+        })
+    }
 
-        let produce_ms = t_produce.elapsed().as_millis() as u64;
-        let now = Utc::now();
+    /// Books each row's delivery: delivered rows to mark (none of a product after its first
+    /// failure: they wait behind it), a row's own failure counted and retried later (parked
+    /// past its attempts), a broker failure returned.
+    async fn settle_rows<'r>(
+        conn: &mut AsyncPgConnection,
+        s: &RelaySettings,
+        rows: &'r [outbox_repo::PendingRow],
+        results: Vec<Result<(), KafkaError>>,
+        out: &mut BatchOutcome,
+    ) -> Result<(Vec<&'r outbox_repo::PendingRow>, Option<String>), RelayError> {
         let mut blocked: HashSet<Uuid> = HashSet::new();
         let mut delivered = Vec::with_capacity(rows.len());
         let mut broker_error: Option<String> = None;
@@ -604,18 +637,7 @@ impl OutboxRelay {
                 }
             }
         }
-        let ids: Vec<i64> = delivered.iter().map(|r| r.id).collect();
-        out.published = ids.len();
-        for r in &delivered {
-            OUTBOX_PUBLISH_LATENCY.observe((now - r.created_at).num_milliseconds().max(0) as f64 / 1000.0);
-        }
-        OUTBOX_PUBLISHED.inc_by(out.published as u64);
-        OUTBOX_BATCH_SIZE.observe(rows.len() as f64);
-        tracing::debug!(rows = rows.len(), claim_ms, produce_ms, "outbox batch timings");
-        match broker_error {
-            Some(e) if out.published == 0 => Err(RelayError::Broker(e)),
-            _ => Ok((out, ids)),
-        }
+        Ok((delivered, broker_error))
     }
 
     /// Refreshes backlog gauges.
