@@ -77,13 +77,7 @@ pub fn infra(namespace: &str, database_url: &str) -> InfraConfig {
         },
         opensearch: OpenSearchSettings {
             url: env_or("OPENSEARCH_URL", "http://127.0.0.1:9200").into(),
-            username: None,
-            password: None,
-            ca_file: None,
-            danger_accept_invalid_certs: false,
-            index_replicas: 0,
-            index_shards: 1,
-            refresh_interval_ms: 1000,
+            ..Default::default()
         },
         namespace: namespace.to_owned(),
     }
