@@ -104,11 +104,6 @@ fn canonical(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Counts a guarded write's result.
-pub fn count(result: &'static str) {
-    metrics::IDEMPOTENCY_KEYS.with_label_values(&[result]).inc();
-}
-
 /// Deletes expired records every `every`, for as long as the process runs.
 pub async fn prune_periodically(pool: PgPool, every: Duration) {
     let mut tick = tokio::time::interval(every);

@@ -11,7 +11,7 @@
 
 use actix_web::{get, web, App, HttpRequest, HttpResponse};
 use std::sync::LazyLock;
-use utoipa::openapi::{self, HttpMethod, PathItem};
+use utoipa::openapi::{self, PathItem};
 use utoipa::OpenApi;
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::AppExt;
@@ -101,15 +101,15 @@ fn segments(path: &str) -> Vec<String> {
 /// The methods an item documents, in a fixed order.
 pub fn methods(item: &PathItem) -> Vec<&'static str> {
     [
-        (HttpMethod::Get, "GET", item.get.is_some()),
-        (HttpMethod::Post, "POST", item.post.is_some()),
-        (HttpMethod::Put, "PUT", item.put.is_some()),
-        (HttpMethod::Patch, "PATCH", item.patch.is_some()),
-        (HttpMethod::Delete, "DELETE", item.delete.is_some()),
+        ("GET", item.get.is_some()),
+        ("POST", item.post.is_some()),
+        ("PUT", item.put.is_some()),
+        ("PATCH", item.patch.is_some()),
+        ("DELETE", item.delete.is_some()),
     ]
     .into_iter()
-    .filter(|(_, _, present)| *present)
-    .map(|(_, name, _)| name)
+    .filter(|(_, present)| *present)
+    .map(|(name, _)| name)
     .collect()
 }
 
