@@ -87,8 +87,18 @@ pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, se
                 .await
                 .expect("prepare");
             let product = client
-                .prepare("INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) \
-                          VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, now(), now())")
+                .prepare("INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at, \
+                          owner, product_type, category_path, variants, next_variant_id) \
+                          VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, now(), now(), 'default', NULL, '[]', $13::text::jsonb, 2)")
+                .await
+                .expect("prepare");
+            let sku_row = client
+                .prepare("INSERT INTO product_skus (sku, product_id, variant_id) VALUES ($1, $2::text::uuid, 1)")
+                .await
+                .expect("prepare");
+            let history = client
+                .prepare("INSERT INTO product_history (product_id, version, event_id, event_type, occurred_at, actor, causation_id, correlation_id, status, changes) \
+                          VALUES ($1::text::uuid, 1, $2::text::uuid, 'ProductCreated', now(), 'token:0123456789ab', NULL, $3::text::uuid, 'draft', $4::text::jsonb)")
                 .await
                 .expect("prepare");
             let outbox = client
@@ -107,19 +117,17 @@ pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, se
             let (mut ok, mut failed) = (0u64, 0u64);
             while Instant::now() < end {
                 let id = uuid::Uuid::now_v7();
-                let cmd = ProductCommand::CreateProduct(domain::CreateProduct {
-                    sku: uuid::Uuid::new_v4().to_string(),
-                    title: "Bench product".into(),
-                    description: "x".repeat(300),
-                    category: String::new(),
-                    brand: String::new(),
-                    attributes: Default::default(),
-                    price: Some(domain::Money {
+                let mut create = domain::CreateProduct::simple(
+                    &uuid::Uuid::new_v4().to_string(),
+                    "Bench product",
+                    Some(domain::Money {
                         amount_minor: 100,
                         currency: "USD".into(),
                     }),
-                    stock: 0,
-                });
+                    0,
+                );
+                create.description = "x".repeat(300);
+                let cmd = ProductCommand::CreateProduct(create);
                 let now = chrono::Utc::now();
                 let (state, change) = domain::execute(None, id, &cmd, now).expect("valid");
                 let env = EventEnvelope::new(
@@ -130,6 +138,7 @@ pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, se
                         causation_id: None,
                         correlation_id: Some(uuid::Uuid::now_v7()),
                         occurred_at: now,
+                        actor: Some("token:0123456789ab".into()),
                     },
                 );
                 let payload = serde_json::to_string(&env).expect("json");
@@ -150,9 +159,13 @@ pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, se
                     let status = "draft";
                     // The writes go out together (pipelined), as ours do. Fully qualified:
                     // diesel-async's RunQueryDsl::execute is in scope too.
-                    let product_params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] =
-                        [&ids, &state.sku, &state.title, &state.description, &state.category, &state.brand,
-                         &"{}", &Some(100i64), &Some("USD"), &0i64, &status, &1i64];
+                    let sku = &state.variants[0].sku;
+                    let variants = serde_json::to_string(&state.variants).expect("json");
+                    let changes = serde_json::to_string(&aliexpress::domain::product::history::changes(None, &state))
+                        .expect("json");
+                    let product_params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] =
+                        [&ids, sku, &state.title, &state.description, &state.category, &state.brand,
+                         &"{}", &Some(100i64), &Some("USD"), &0i64, &status, &1i64, &variants];
                     let outbox_params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
                         [&eid, &ids, &1i64, &topic, &ids, &env.event_type, &1i32, &payload, &headers];
                     let product_write = tokio_postgres::Client::execute(&client, &product, &product_params);
@@ -163,7 +176,11 @@ pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, se
                         }
                         Ok(())
                     };
-                    futures::try_join!(product_write, outbox_write, outcome_write, client.batch_execute(&notify))?;
+                    let sku_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [sku, &ids];
+                    let history_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&ids, &eid, &cid, &changes];
+                    let sku_write = tokio_postgres::Client::execute(&client, &sku_row, &sku_params);
+                    let history_write = tokio_postgres::Client::execute(&client, &history, &history_params);
+                    futures::try_join!(product_write, sku_write, outbox_write, history_write, outcome_write, client.batch_execute(&notify))?;
                     client.batch_execute("COMMIT").await?;
                     Ok::<_, tokio_postgres::Error>(())
                 };
@@ -195,11 +212,14 @@ pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, se
     (ok as f64 / secs, failed)
 }
 
-/// The SQL of the API's create for pgbench (product row, outbox row of the envelope's size,
-/// NOTIFY, pipelined as ours are), without Redis.
-pub(super) const PG_SAME_TX: &str = "BEGIN;
+/// The SQL of the API's create for pgbench (product row with its variants, SKU row, history
+/// row, outbox row of the envelope's size, NOTIFY, pipelined as ours are), without Redis.
+pub(super) const PG_SAME_TX: &str = "\\set k random(1, 1000000000000000)
+BEGIN;
 \\startpipeline
-INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) VALUES (gen_random_uuid(), gen_random_uuid()::text, 'Bench product', repeat('x', 300), '', '', '{}', 100, 'USD', 0, 'draft', 1, now(), now());
+INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at, owner, category_path, variants, next_variant_id) VALUES (md5('p' || :k)::uuid, ('b-' || :k), 'Bench product', repeat('x', 300), '', '', '{}', 100, 'USD', 0, 'draft', 1, now(), now(), 'default', '[]', jsonb_build_array(jsonb_build_object('id', 1, 'sku', ('b-' || :k), 'options', '{}'::jsonb, 'prices', jsonb_build_array(jsonb_build_object('amount_minor', 100, 'currency', 'USD')), 'stock', 0)), 2);
+INSERT INTO product_skus (sku, product_id, variant_id) VALUES (('b-' || :k), md5('p' || :k)::uuid, 1);
+INSERT INTO product_history (product_id, version, event_id, event_type, occurred_at, actor, status, changes) VALUES (md5('p' || :k)::uuid, 1, gen_random_uuid(), 'ProductCreated', now(), 'token:0123456789ab', 'draft', jsonb_build_array(jsonb_build_object('field', 'title', 'before', NULL, 'after', 'Bench product')));
 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) VALUES (gen_random_uuid(), 'product', gen_random_uuid(), 1, 't', 'k', 'ProductCreated', 1, jsonb_build_object('pad', repeat('x', 900)), '{}');
 NOTIFY aliexpress_outbox;
 \\endpipeline

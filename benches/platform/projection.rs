@@ -23,21 +23,29 @@ pub(super) fn envelope(id: uuid::Uuid, v: i64, title: &str) -> EventEnvelope {
     let mut last = None;
     let cmds = [
         ProductCommand::CreateProduct(domain::CreateProduct {
-            sku: format!("SKU-{id}"),
-            title: title.to_owned(),
             description: "A dependable everyday product with a long description for the analyzer to chew on".into(),
             category: format!("cat-{}", id.as_u128() % 20),
             brand: format!("brand-{}", id.as_u128() % 50),
-            attributes: [("colour".to_owned(), "black".to_owned())].into(),
-            price: Some(domain::Money {
-                amount_minor: 1000 + (id.as_u128() % 9000) as i64,
-                currency: "USD".into(),
-            }),
-            stock: 10,
+            attributes: [("colour".to_owned(), "black".into())].into(),
+            ..domain::CreateProduct::simple(
+                &format!("SKU-{id}"),
+                title,
+                Some(domain::Money {
+                    amount_minor: 1000 + (id.as_u128() % 9000) as i64,
+                    currency: "USD".into(),
+                }),
+                10,
+            )
         }),
         ProductCommand::PublishProduct,
-        ProductCommand::AdjustStock { delta: -1 },
-        ProductCommand::AdjustStock { delta: 2 },
+        ProductCommand::AdjustStock {
+            delta: -1,
+            variant_id: None,
+        },
+        ProductCommand::AdjustStock {
+            delta: 2,
+            variant_id: None,
+        },
     ];
     for c in cmds.iter().take(v as usize) {
         let (next, change) = domain::execute(state.as_ref(), id, c, now).expect("valid");
@@ -49,6 +57,7 @@ pub(super) fn envelope(id: uuid::Uuid, v: i64, title: &str) -> EventEnvelope {
                 causation_id: None,
                 correlation_id: None,
                 occurred_at: now,
+                actor: None,
             },
         ));
         state = Some(next);

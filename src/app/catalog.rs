@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::cache::{CachedDocument, ProductCache};
 use crate::domain::product::{self, DomainError, Product, ProductCommand, ProductStatus};
+use crate::store::history_repo::{self, HistoryEntry};
 use crate::store::idempotency_repo::{self, Guarded, IdempotencyScope, StoredResponse};
 use crate::store::pool::{self, PgPool};
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
@@ -63,6 +64,8 @@ pub struct Write {
     pub correlation_id: Option<Uuid>,
     /// W3C `traceparent` of the caller's span, stored with the event.
     pub traceparent: Option<String>,
+    /// Who asks (a name or fingerprint, never a secret): on the event and in the history.
+    pub actor: Option<String>,
 }
 
 /// Builds the answer kept for replays of a write from the product it produced.
@@ -142,6 +145,7 @@ impl Catalog {
             command_id: None,
             correlation_id: w.correlation_id,
             traceparent: w.traceparent.clone(),
+            actor: w.actor.clone(),
             expected_version: w.expected_version,
             events_topic: self.settings.events_topic.clone(),
             notify: self.settings.outbox_notify,
@@ -275,6 +279,12 @@ impl Catalog {
                 "database read lost its connection; reading again");
         })
         .await
+    }
+
+    /// Up to `limit` versions of product `id` after version `after`, oldest first.
+    pub async fn history(&self, id: Uuid, after: i64, limit: i64) -> Result<Vec<HistoryEntry>, AppError> {
+        let mut conn = pool::get(&self.pool).await?;
+        Ok(history_repo::page(&mut conn, id, after, limit).await?)
     }
 
     /// A page of products in id order after `cursor`.

@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::domain::product::upcast::{upcast, UpcastError};
+use crate::domain::product::{v1, SCHEMA_VERSION};
 use crate::domain::product::{
-    CreateProduct, EventEnvelope, Money, ProductCommand, UpdateProductDetails, EVENT_TYPES, SCHEMA_VERSION,
+    CreateProduct, EventEnvelope, Money, NewVariant, ProductCommand, UpdateProductDetails, UpdateVariant, EVENT_TYPES,
 };
 
 /// Known command types.
@@ -17,6 +19,10 @@ pub const COMMAND_TYPES: &[&str] = &[
     "ChangePrice",
     "AdjustStock",
     "SetStock",
+    "AddVariant",
+    "UpdateVariant",
+    "RemoveVariant",
+    "SetVariantPrices",
     "PublishProduct",
     "UnpublishProduct",
     "ArchiveProduct",
@@ -66,7 +72,7 @@ impl DecodeError {
 
 /// A command as it travels on `product.commands`: the variant is `command_type`, its fields
 /// are `payload` (absent for the commands without fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "command_type", content = "payload", deny_unknown_fields)]
 pub enum CommandMessage {
     /// See [`ProductCommand::CreateProduct`].
@@ -77,16 +83,50 @@ pub enum CommandMessage {
     ChangePrice {
         /// The new price.
         price: Money,
+        /// The variant (default: the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        variant_id: Option<u32>,
     },
     /// See [`ProductCommand::AdjustStock`].
     AdjustStock {
         /// Non-zero change.
         delta: i64,
+        /// The variant (default: the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        variant_id: Option<u32>,
     },
     /// See [`ProductCommand::SetStock`].
     SetStock {
         /// New stock level.
         stock: i64,
+        /// The variant (default: the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        variant_id: Option<u32>,
+    },
+    /// See [`ProductCommand::AddVariant`].
+    AddVariant(NewVariant),
+    /// See [`ProductCommand::UpdateVariant`].
+    UpdateVariant {
+        /// The variant.
+        variant_id: u32,
+        /// New SKU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sku: Option<String>,
+        /// New option values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        options: Option<std::collections::BTreeMap<String, String>>,
+    },
+    /// See [`ProductCommand::RemoveVariant`].
+    RemoveVariant {
+        /// The variant.
+        variant_id: u32,
+    },
+    /// See [`ProductCommand::SetVariantPrices`].
+    SetVariantPrices {
+        /// The variant.
+        variant_id: u32,
+        /// At most one price per currency.
+        prices: Vec<Money>,
     },
     /// See [`ProductCommand::PublishProduct`].
     PublishProduct,
@@ -101,9 +141,20 @@ impl From<CommandMessage> for ProductCommand {
         match m {
             CommandMessage::CreateProduct(c) => Self::CreateProduct(c),
             CommandMessage::UpdateProductDetails(u) => Self::UpdateProductDetails(u),
-            CommandMessage::ChangePrice { price } => Self::ChangePrice { price },
-            CommandMessage::AdjustStock { delta } => Self::AdjustStock { delta },
-            CommandMessage::SetStock { stock } => Self::SetStock { stock },
+            CommandMessage::ChangePrice { price, variant_id } => Self::ChangePrice { price, variant_id },
+            CommandMessage::AdjustStock { delta, variant_id } => Self::AdjustStock { delta, variant_id },
+            CommandMessage::SetStock { stock, variant_id } => Self::SetStock { stock, variant_id },
+            CommandMessage::AddVariant(v) => Self::AddVariant(v),
+            CommandMessage::UpdateVariant {
+                variant_id,
+                sku,
+                options,
+            } => Self::UpdateVariant {
+                variant_id,
+                change: UpdateVariant { sku, options },
+            },
+            CommandMessage::RemoveVariant { variant_id } => Self::RemoveVariant { variant_id },
+            CommandMessage::SetVariantPrices { variant_id, prices } => Self::SetVariantPrices { variant_id, prices },
             CommandMessage::PublishProduct => Self::PublishProduct,
             CommandMessage::UnpublishProduct => Self::UnpublishProduct,
             CommandMessage::ArchiveProduct => Self::ArchiveProduct,
@@ -116,9 +167,17 @@ impl From<ProductCommand> for CommandMessage {
         match c {
             ProductCommand::CreateProduct(c) => Self::CreateProduct(c),
             ProductCommand::UpdateProductDetails(u) => Self::UpdateProductDetails(u),
-            ProductCommand::ChangePrice { price } => Self::ChangePrice { price },
-            ProductCommand::AdjustStock { delta } => Self::AdjustStock { delta },
-            ProductCommand::SetStock { stock } => Self::SetStock { stock },
+            ProductCommand::ChangePrice { price, variant_id } => Self::ChangePrice { price, variant_id },
+            ProductCommand::AdjustStock { delta, variant_id } => Self::AdjustStock { delta, variant_id },
+            ProductCommand::SetStock { stock, variant_id } => Self::SetStock { stock, variant_id },
+            ProductCommand::AddVariant(v) => Self::AddVariant(v),
+            ProductCommand::UpdateVariant { variant_id, change } => Self::UpdateVariant {
+                variant_id,
+                sku: change.sku,
+                options: change.options,
+            },
+            ProductCommand::RemoveVariant { variant_id } => Self::RemoveVariant { variant_id },
+            ProductCommand::SetVariantPrices { variant_id, prices } => Self::SetVariantPrices { variant_id, prices },
             ProductCommand::PublishProduct => Self::PublishProduct,
             ProductCommand::UnpublishProduct => Self::UnpublishProduct,
             ProductCommand::ArchiveProduct => Self::ArchiveProduct,
@@ -157,7 +216,9 @@ pub fn decode_command(payload: Option<&[u8]>) -> Result<(CommandEnvelope, Produc
     Ok((env, cmd))
 }
 
-/// Decodes an event message, checking event type and schema version.
+/// Decodes an event message of any supported schema version as the current version (older
+/// versions are upcast, see `domain::product::upcast`), checking its event type and that its
+/// state is the product and version it claims.
 pub fn decode_event(payload: Option<&[u8]>) -> Result<EventEnvelope, DecodeError> {
     let bytes = payload.ok_or_else(|| DecodeError::new("empty_message", "message has no value"))?;
     let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::new("invalid_json", e.to_string()))?;
@@ -165,24 +226,23 @@ pub fn decode_event(payload: Option<&[u8]>) -> Result<EventEnvelope, DecodeError
         .get("event_type")
         .and_then(Value::as_str)
         .ok_or_else(|| DecodeError::new("invalid_envelope", "missing field `event_type`"))?;
-    if !EVENT_TYPES.contains(&et) {
+    let version = v.get("schema_version").and_then(Value::as_u64);
+    let known = match version {
+        // A version this binary does not know may bring event types it does not know either.
+        Some(n) if n > u64::from(SCHEMA_VERSION) => true,
+        Some(1) => v1::EVENT_TYPES.contains(&et),
+        _ => EVENT_TYPES.contains(&et),
+    };
+    if !known {
         return Err(DecodeError::new(
             "unknown_event_type",
             format!("unknown event_type {et:?}"),
         ));
     }
-    let sv = v
-        .get("schema_version")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| DecodeError::new("invalid_envelope", "missing field `schema_version`"))?;
-    if sv != u64::from(SCHEMA_VERSION) {
-        return Err(DecodeError::new(
-            "unsupported_schema_version",
-            format!("schema_version {sv} is not supported (expected {SCHEMA_VERSION})"),
-        ));
-    }
-    let env: EventEnvelope =
-        serde_json::from_value(v).map_err(|e| DecodeError::new("invalid_envelope", e.to_string()))?;
+    let env = upcast(v).map_err(|e| match e {
+        UpcastError::Unsupported(_) => DecodeError::new("unsupported_schema_version", e.to_string()),
+        UpcastError::Invalid { .. } => DecodeError::new("invalid_envelope", e.to_string()),
+    })?;
     if env.state.id != env.aggregate_id || env.state.version != env.aggregate_version {
         return Err(DecodeError::new(
             "invalid_state",
@@ -200,11 +260,11 @@ mod tests {
     fn command_wire_format_is_adjacently_tagged_and_round_trips() {
         let c: CommandMessage =
             serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#).expect("parses");
-        assert_eq!(ProductCommand::from(c), ProductCommand::AdjustStock { delta: 3 });
+        assert_eq!(ProductCommand::from(c), ProductCommand::AdjustStock { delta: 3, variant_id: None });
         let c: CommandMessage = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
         assert_eq!(ProductCommand::from(c), ProductCommand::PublishProduct);
         assert!(serde_json::from_str::<CommandMessage>(r#"{"command_type":"Explode"}"#).is_err());
-        let back = serde_json::to_string(&CommandMessage::from(ProductCommand::SetStock { stock: 4 })).expect("json");
+        let back = serde_json::to_string(&CommandMessage::from(ProductCommand::SetStock { stock: 4, variant_id: None })).expect("json");
         assert_eq!(back, r#"{"command_type":"SetStock","payload":{"stock":4}}"#);
     }
 
@@ -215,7 +275,7 @@ mod tests {
             r#"{{"command_id":"{id}","product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":2}}}}"#
         );
         let (_, c) = decode_command(Some(ok.as_bytes())).expect("decodes");
-        assert_eq!(c, ProductCommand::AdjustStock { delta: 2 });
+        assert_eq!(c, ProductCommand::AdjustStock { delta: 2, variant_id: None });
         assert_eq!(decode_command(Some(b"nope")).unwrap_err().class, "invalid_json");
         assert_eq!(decode_command(Some(b"{}")).unwrap_err().class, "invalid_envelope");
         let unknown = format!(r#"{{"product_id":"{id}","command_type":"Explode"}}"#);

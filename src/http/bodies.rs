@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::contract::fields;
-use crate::domain::product::{CreateProduct, Money, Product, ProductStatus, UpdateProductDetails};
+use crate::domain::product::{
+    AttributeValue, CreateProduct, Money, NewVariant, Product, ProductStatus, UpdateProductDetails, UpdateVariant, Variant,
+};
 
 /// A price in integer minor units (cents) of an ISO 4217 currency.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -76,28 +78,77 @@ impl From<StatusBody> for ProductStatus {
     }
 }
 
+/// One sellable variant of a product.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Variant)]
+pub struct VariantBody {
+    /// Id within the product: 1 for the first variant, never reused after a removal.
+    #[schema(minimum = 1)]
+    pub id: u32,
+    /// Stock keeping unit, unique in the catalog.
+    #[schema(schema_with = fields::sku)]
+    pub sku: String,
+    /// Option values that tell this variant from its siblings (e.g. size, colour).
+    #[schema(schema_with = fields::options)]
+    pub options: BTreeMap<String, String>,
+    /// At most one price per currency, ordered by currency code.
+    pub prices: Vec<MoneyBody>,
+    /// Units in stock, never negative.
+    #[schema(schema_with = fields::quantity)]
+    pub stock: i64,
+}
+
+impl From<&Variant> for VariantBody {
+    fn from(v: &Variant) -> Self {
+        Self {
+            id: v.id,
+            sku: v.sku.clone(),
+            options: v.options.clone(),
+            prices: v.prices.iter().map(MoneyBody::from).collect(),
+            stock: v.stock,
+        }
+    }
+}
+
+/// One category on the way from the root of the category tree to a product's category.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CategoryNode)]
+pub struct CategoryNodeBody {
+    /// Category id.
+    pub id: Uuid,
+    /// URL-safe name.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+}
+
 /// Current state of a product. `version` starts at 1 and grows by one per event.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Product)]
 pub struct ProductBody {
     /// Product id.
     pub id: Uuid,
-    /// Unique stock keeping unit.
-    pub sku: String,
+    /// The owning seller (`default` for products of callers acting for no seller).
+    pub owner: String,
+    /// The product type whose attribute rules it follows, if any.
+    pub product_type: Option<String>,
     /// Title, 1..=200 characters.
     pub title: String,
     /// Description.
     pub description: String,
-    /// Category facet.
+    /// Category slug.
     pub category: String,
+    /// The category's place in the category tree, root first (empty: not placed).
+    pub category_path: Vec<CategoryNodeBody>,
     /// Brand facet.
     pub brand: String,
-    /// String attributes.
-    pub attributes: BTreeMap<String, String>,
-    /// Price, once set.
-    pub price: Option<MoneyBody>,
-    /// Units in stock, never negative.
-    pub stock: i64,
+    /// Attributes: text, number or flag values.
+    #[schema(schema_with = fields::attributes)]
+    pub attributes: BTreeMap<String, AttributeValue>,
+    /// Sellable variants in id order; the first is the one commands naming no variant act on.
+    pub variants: Vec<VariantBody>,
+    /// Id the next added variant gets.
+    pub next_variant_id: u32,
     /// Lifecycle status.
     pub status: StatusBody,
     /// Aggregate version.
@@ -112,14 +163,24 @@ impl From<&Product> for ProductBody {
     fn from(p: &Product) -> Self {
         Self {
             id: p.id,
-            sku: p.sku.clone(),
+            owner: p.owner.clone(),
+            product_type: p.product_type.clone(),
             title: p.title.clone(),
             description: p.description.clone(),
             category: p.category.clone(),
+            category_path: p
+                .category_path
+                .iter()
+                .map(|c| CategoryNodeBody {
+                    id: c.id,
+                    slug: c.slug.clone(),
+                    name: c.name.clone(),
+                })
+                .collect(),
             brand: p.brand.clone(),
             attributes: p.attributes.clone(),
-            price: p.price.as_ref().map(MoneyBody::from),
-            stock: p.stock,
+            variants: p.variants.iter().map(VariantBody::from).collect(),
+            next_variant_id: p.next_variant_id,
             status: p.status.into(),
             version: p.version,
             created_at: p.created_at,
@@ -128,14 +189,49 @@ impl From<&Product> for ProductBody {
     }
 }
 
-/// Fields of a new product. Price and stock may come later; publishing needs a price.
+/// A variant to add: its SKU, option values, prices and stock.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = NewVariant)]
+#[serde(deny_unknown_fields)]
+pub struct NewVariantBody {
+    /// Stock keeping unit, unique in the catalog.
+    #[schema(schema_with = fields::sku)]
+    pub sku: String,
+    /// Option values (e.g. `{"size": "M"}`): the same names as the product's other variants,
+    /// not the same values.
+    #[serde(default)]
+    #[schema(schema_with = fields::options)]
+    pub options: BTreeMap<String, String>,
+    /// At most one price per currency.
+    #[serde(default)]
+    pub prices: Vec<MoneyBody>,
+    /// Initial stock, >= 0.
+    #[serde(default)]
+    #[schema(schema_with = fields::quantity)]
+    pub stock: i64,
+}
+
+impl From<NewVariantBody> for NewVariant {
+    fn from(b: NewVariantBody) -> Self {
+        Self {
+            sku: b.sku,
+            options: b.options,
+            prices: b.prices.into_iter().map(Money::from).collect(),
+            stock: b.stock,
+        }
+    }
+}
+
+/// Fields of a new product: either `variants`, or the single-variant shorthand `sku`, `price`
+/// and `stock`. Price and stock may come later; publishing needs a price on every variant.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(as = CreateProduct)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductBody {
-    /// Stock keeping unit, unique in the catalog.
+    /// Stock keeping unit of the single variant (not with `variants`).
+    #[serde(default)]
     #[schema(schema_with = fields::sku)]
-    pub sku: String,
+    pub sku: Option<String>,
     /// 1..=200 characters.
     #[schema(schema_with = fields::title)]
     pub title: String,
@@ -143,7 +239,7 @@ pub struct CreateProductBody {
     #[serde(default)]
     #[schema(schema_with = fields::description)]
     pub description: String,
-    /// Category facet.
+    /// Category slug.
     #[serde(default)]
     #[schema(schema_with = fields::short_text)]
     pub category: String,
@@ -151,30 +247,42 @@ pub struct CreateProductBody {
     #[serde(default)]
     #[schema(schema_with = fields::short_text)]
     pub brand: String,
-    /// String attributes (colour, size, ...).
+    /// The product type whose attribute rules apply.
+    #[serde(default)]
+    #[schema(schema_with = fields::sku)]
+    pub product_type: Option<String>,
+    /// Attributes: text, number or flag values.
     #[serde(default)]
     #[schema(schema_with = fields::attributes)]
-    pub attributes: BTreeMap<String, String>,
-    /// Optional initial price.
+    pub attributes: BTreeMap<String, AttributeValue>,
+    /// Price of the single variant (not with `variants`).
     #[serde(default)]
     pub price: Option<MoneyBody>,
-    /// Initial stock, >= 0.
+    /// Stock of the single variant (not with `variants`), >= 0.
     #[serde(default)]
     #[schema(schema_with = fields::quantity)]
     pub stock: i64,
+    /// The product's variants, 1 to 100 (instead of `sku`, `price` and `stock`).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub variants: Vec<NewVariantBody>,
 }
 
-impl From<CreateProductBody> for CreateProduct {
-    fn from(b: CreateProductBody) -> Self {
-        Self {
-            sku: b.sku,
-            title: b.title,
-            description: b.description,
-            category: b.category,
-            brand: b.brand,
-            attributes: b.attributes,
-            price: b.price.map(Money::from),
-            stock: b.stock,
+impl CreateProductBody {
+    /// The command, owned by `owner`.
+    pub fn into_command(self, owner: &str) -> CreateProduct {
+        CreateProduct {
+            owner: owner.to_owned(),
+            sku: self.sku,
+            title: self.title,
+            description: self.description,
+            category: self.category,
+            brand: self.brand,
+            product_type: self.product_type,
+            attributes: self.attributes,
+            price: self.price.map(Money::from),
+            stock: self.stock,
+            variants: self.variants.into_iter().map(NewVariant::from).collect(),
         }
     }
 }
@@ -213,7 +321,7 @@ pub struct UpdateDetailsBody {
     /// Replaces the whole attribute map.
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = fields::attributes)]
-    pub attributes: Option<BTreeMap<String, String>>,
+    pub attributes: Option<BTreeMap<String, AttributeValue>>,
 }
 
 impl From<UpdateDetailsBody> for UpdateProductDetails {
@@ -257,6 +365,40 @@ pub struct StockSet {
     pub set: i64,
 }
 
+/// `PATCH /api/products/{id}/variants/{variant_id}` body: a new SKU or new option values.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = UpdateVariant, min_properties = 1)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVariantBody {
+    /// New SKU.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::sku)]
+    pub sku: Option<String>,
+    /// New option values (the whole map).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::options)]
+    pub options: Option<BTreeMap<String, String>>,
+}
+
+impl From<UpdateVariantBody> for UpdateVariant {
+    fn from(b: UpdateVariantBody) -> Self {
+        Self {
+            sku: b.sku,
+            options: b.options,
+        }
+    }
+}
+
+/// `PUT /api/products/{id}/variants/{variant_id}/prices` body: the variant's whole price list.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = VariantPrices)]
+#[serde(deny_unknown_fields)]
+pub struct PricesBody {
+    /// At most one price per currency; an empty list clears the prices of a draft's variant.
+    #[schema(max_items = 40)]
+    pub prices: Vec<MoneyBody>,
+}
+
 /// A page of products.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductPage {
@@ -275,14 +417,30 @@ mod tests {
         let now = Utc::now();
         Product {
             id: Uuid::now_v7(),
-            sku: "SKU-1".into(),
+            owner: "default".into(),
+            product_type: Some("lamps".into()),
             title: "Lamp".into(),
             description: "d".into(),
             category: "c".into(),
+            category_path: vec![crate::domain::product::CategoryNode {
+                id: Uuid::now_v7(),
+                slug: "c".into(),
+                name: "C".into(),
+            }],
             brand: "b".into(),
-            attributes: BTreeMap::from([("colour".into(), "red".into())]),
-            price,
-            stock: 3,
+            attributes: BTreeMap::from([
+                ("colour".into(), AttributeValue::from("red")),
+                ("watts".into(), AttributeValue::Number(40.into())),
+                ("dimmable".into(), AttributeValue::Flag(true)),
+            ]),
+            variants: vec![Variant {
+                id: 1,
+                sku: "SKU-1".into(),
+                options: BTreeMap::from([("size".into(), "M".into())]),
+                prices: price.into_iter().collect(),
+                stock: 3,
+            }],
+            next_variant_id: 2,
             status: ProductStatus::Draft,
             version: 2,
             created_at: now,
@@ -326,7 +484,7 @@ mod tests {
         let create = json!({"sku": "S", "title": "T", "price": {"amount_minor": 5, "currency": "USD"}});
         let ours: CreateProduct = serde_json::from_value::<CreateProductBody>(create.clone())
             .expect("body")
-            .into();
+            .into_command(crate::domain::product::DEFAULT_OWNER);
         assert_eq!(ours, serde_json::from_value::<CreateProduct>(create).expect("domain"));
         let update = json!({"title": "New"});
         let ours: UpdateProductDetails = serde_json::from_value::<UpdateDetailsBody>(update.clone())

@@ -24,6 +24,8 @@ use utoipa::{Modify, OpenApi};
     components(schemas(super::error::Problem, super::error::FieldError)),
     tags(
         (name = "products", description = "Products: create, read, change, publish"),
+        (name = "variants", description = "A product's variants (SKU, options, prices per currency, stock) and its change history"),
+        (name = "schemas", description = "JSON Schemas of the events and commands on the wire"),
         (name = "commands", description = "Commands for the write side, through product.commands"),
         (name = "search", description = "Full-text search over published products"),
         (name = "health", description = "Health, readiness, this document and metrics"),
@@ -196,7 +198,7 @@ pub mod fields {
     use utoipa::openapi::{KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type};
 
     use crate::domain::product::{
-        ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, KNOWN_CURRENCIES, MAX_QUANTITY, REQUIRED_TEXT_PATTERN,
+        ATTRIBUTES_MAX, OPTIONS_MAX, DESCRIPTION_MAX_CHARS, KNOWN_CURRENCIES, MAX_QUANTITY, REQUIRED_TEXT_PATTERN,
         SHORT_TEXT_MAX_CHARS, TEXT_PATTERN, TITLE_MAX_CHARS,
     };
     use crate::http::idempotency::MAX_KEY_LEN;
@@ -283,12 +285,29 @@ pub mod fields {
 
     /// String attributes (colour, size, ...).
     pub fn attributes() -> Object {
+        let value = utoipa::openapi::schema::OneOfBuilder::new()
+            .item(text(SHORT_TEXT_MAX_CHARS))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean));
         ObjectBuilder::new()
             .schema_type(Type::Object)
-            .description(Some("String attributes (colour, size, ...); keys are trimmed."))
+            .description(Some(
+                "Attributes (colour, wattage, dimmable, ...): text, number or flag values; keys are trimmed.",
+            ))
             .max_properties(Some(ATTRIBUTES_MAX))
             .property_names(Some(required_text(SHORT_TEXT_MAX_CHARS)))
-            .additional_properties(Some(AdditionalProperties::RefOr(text(SHORT_TEXT_MAX_CHARS).into())))
+            .additional_properties(Some(AdditionalProperties::RefOr(Schema::OneOf(value.build()).into())))
+            .build()
+    }
+
+    /// A variant's option values: names and values 1..=100 characters, at most 10.
+    pub fn options() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("Option values (size, colour, ...) that tell a variant from its siblings."))
+            .max_properties(Some(OPTIONS_MAX))
+            .property_names(Some(required_text(SHORT_TEXT_MAX_CHARS)))
+            .additional_properties(Some(AdditionalProperties::RefOr(required_text(SHORT_TEXT_MAX_CHARS).into())))
             .build()
     }
 

@@ -159,6 +159,9 @@ impl From<DomainError> for ApiError {
         match &e {
             DomainError::Invalid { .. } => {}
             DomainError::NotCreated => return Self::NotFound("product not found".into()),
+            DomainError::VariantNotFound { .. } => return Self::NotFound(detail),
+            DomainError::DuplicateSku(_) => return Self::SkuTaken(detail),
+            DomainError::VariantConflict(_) => return Self::StateConflict(detail),
             DomainError::AlreadyCreated
             | DomainError::Archived
             | DomainError::InvalidTransition { .. }

@@ -36,6 +36,7 @@ pub mod routes;
 pub mod search;
 pub mod server_span;
 pub mod state;
+pub mod variants;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};

@@ -24,7 +24,9 @@ use super::idempotency::{self, REPLAYED_HEADER};
 use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 use crate::app::catalog::{Found, Once, Write, Written};
-use crate::domain::product::{bounded_text, Money, Product, ProductCommand, ProductStatus, SHORT_TEXT_MAX_CHARS};
+use crate::domain::product::{
+    bounded_text, Money, Product, ProductCommand, ProductStatus, DEFAULT_OWNER, SHORT_TEXT_MAX_CHARS,
+};
 use crate::store::idempotency_repo::StoredResponse;
 use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 
@@ -61,7 +63,7 @@ fn version_tag(version: i64) -> String {
 }
 
 /// Parses `If-Match: "N"` (also bare N or W/"N").
-fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+pub(super) fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
     let Some(v) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -92,7 +94,7 @@ fn correlation(req: &HttpRequest) -> Option<Uuid> {
 
 /// How a successful write answers.
 #[derive(Debug, Clone, Copy)]
-enum Reply {
+pub(super) enum Reply {
     /// 201 with `Location`.
     Created,
     /// 200.
@@ -139,7 +141,7 @@ fn http_response(r: &StoredResponse, replayed: bool) -> Result<HttpResponse, Api
 /// trace, correlation id and `Idempotency-Key` in, the write's answer (or its replay) out.
 #[tracing::instrument(level = "debug", skip_all,
     fields(product.id = %id, command = command.command_type(), trace_id = tracing::field::Empty))]
-async fn write(
+pub(super) async fn write(
     state: &AppState,
     req: &HttpRequest,
     id: Uuid,
@@ -163,6 +165,7 @@ async fn write(
         expected_version,
         correlation_id: correlation(req).or_else(|| Some(Uuid::now_v7())),
         traceparent: Some(trace.to_string()),
+        actor: super::auth::actor(req),
     };
     match state.catalog.write(w, once).await? {
         Written::Replayed(r) => http_response(&r, true),
@@ -191,7 +194,7 @@ pub async fn create(
     req: HttpRequest,
     body: JsonBody<CreateProductBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = ProductCommand::CreateProduct(body.into_inner().into());
+    let command = ProductCommand::CreateProduct(body.into_inner().into_command(DEFAULT_OWNER));
     write(&state, &req, Uuid::now_v7(), command, None, Reply::Created).await
 }
 
@@ -308,6 +311,7 @@ pub async fn change_price(
     let v = if_match(&req)?;
     let command = ProductCommand::ChangePrice {
         price: Money::from(body.into_inner()),
+        variant_id: None,
     };
     write(&state, &req, *id, command, v, Reply::Updated).await
 }
@@ -328,8 +332,11 @@ pub async fn change_stock(
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let command = match body.into_inner() {
-        StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock { delta },
-        StockBody::Set(StockSet { set }) => ProductCommand::SetStock { stock: set },
+        StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock { delta, variant_id: None },
+        StockBody::Set(StockSet { set }) => ProductCommand::SetStock {
+            stock: set,
+            variant_id: None,
+        },
     };
     write(&state, &req, *id, command, v, Reply::Updated).await
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::client::{accepted, decode, ErrorBody};
 use super::{SearchClient, SearchError};
 use crate::config::OpenSearchSettings;
+use crate::domain::product::KNOWN_CURRENCIES;
 
 /// How a products index the binary creates is spread: primary shards
 /// (`OPENSEARCH_INDEX_SHARDS`) and replicas of each (`OPENSEARCH_INDEX_REPLICAS`). An existing
@@ -73,6 +74,12 @@ pub fn index_body(layout: IndexLayout) -> Value {
                 "category": { "type": "keyword" },
                 "brand": { "type": "keyword", "fields": { "text": { "type": "text", "analyzer": "product_text" } } },
                 "attributes": { "type": "flat_object" },
+                "owner": { "type": "keyword" },
+                "product_type": { "type": "keyword" },
+                "category_path": { "type": "keyword" },
+                "options": { "type": "flat_object" },
+                "prices": { "properties": price_fields() },
+                "variant_count": { "type": "integer" },
                 "price_minor": { "type": "long" },
                 "currency": { "type": "keyword" },
                 "stock": { "type": "long" },
@@ -84,6 +91,32 @@ pub fn index_body(layout: IndexLayout) -> Value {
             }
         }
     })
+}
+
+/// One `long` per accepted currency: `prices.USD` is the lowest price of any variant in USD.
+fn price_fields() -> Value {
+    KNOWN_CURRENCIES
+        .iter()
+        .map(|c| ((*c).to_owned(), json!({ "type": "long" })))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Adds the mapping's fields that `index` lacks (an index made by an older binary), so the
+/// documents of this binary fit it while `replay --rebuild` has not moved to a new index yet.
+/// Adding fields is online in OpenSearch; a field whose type changed is an error here.
+pub async fn put_mapping(client: &SearchClient, index: &str) -> Result<(), SearchError> {
+    let body = &index_body(IndexLayout::default())["mappings"];
+    let resp = client
+        .call(|os| async move {
+            os.indices()
+                .put_mapping(opensearch::indices::IndicesPutMappingParts::Index(&[index]))
+                .body(body)
+                .send()
+                .await
+        })
+        .await?;
+    accepted(resp).await
 }
 
 /// The concrete index the alias points at, if the alias exists.
@@ -133,6 +166,7 @@ pub async fn create_index(client: &SearchClient, index: &str, layout: IndexLayou
 /// first use. Returns the concrete index.
 pub async fn ensure_alias(client: &SearchClient, alias: &str, layout: IndexLayout) -> Result<String, SearchError> {
     if let Some(target) = alias_target(client, alias).await? {
+        put_mapping(client, &target).await?;
         return Ok(target);
     }
     let index = format!("{alias}_v1");

@@ -3,6 +3,7 @@
 
 pub mod audit_repo;
 pub mod command_repo;
+pub mod history_repo;
 pub mod idempotency_repo;
 pub mod outbox_listener;
 pub mod outbox_marker;

@@ -14,9 +14,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::outbox_repo::{event_headers, OUTBOX_NOTIFY_CHANNEL};
-use super::schema::{commands, outbox, products};
+use super::schema::{commands, outbox, product_history, product_skus, products};
 use super::StoreError;
-use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus};
+use crate::domain::product::history::changes;
+use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus, Variant};
 use crate::telemetry::trace_context::TRACEPARENT;
 
 /// How a command is to be executed.
@@ -35,6 +36,9 @@ pub struct ExecuteOptions {
     pub events_topic: String,
     /// Send a NOTIFY wake-up to the relay at commit.
     pub notify: bool,
+    /// Who asks (a token's or key's name, a subject, or the channel; never a secret): stamped
+    /// on the event and the product's history.
+    pub actor: Option<String>,
     /// The product id was made for this command (the API's create, a fresh UUIDv7): no row
     /// can hold it, so the row is not read and locked first. Were it taken after all, the
     /// INSERT fails on the primary key and nothing is written.
@@ -74,47 +78,78 @@ struct ProductRow {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    owner: String,
+    product_type: Option<String>,
+    category_path: serde_json::Value,
+    variants: Option<serde_json::Value>,
+    next_variant_id: Option<i32>,
 }
 
 impl ProductRow {
+    /// The row of `p`. The legacy single-SKU columns hold the first variant (its first price),
+    /// for version-1 readers until the contract migration drops them.
     fn from_product(p: &Product) -> Self {
+        let first = p.first_variant();
+        let price = first.and_then(|v| <[Money]>::first(&v.prices));
         Self {
             id: p.id,
-            sku: p.sku.clone(),
+            sku: first.map(|v| v.sku.clone()).unwrap_or_default(),
             title: p.title.clone(),
             description: p.description.clone(),
             category: p.category.clone(),
             brand: p.brand.clone(),
             attributes: serde_json::to_value(&p.attributes).unwrap_or_default(),
-            price_minor: p.price.as_ref().map(|m| m.amount_minor),
-            currency: p.price.as_ref().map(|m| m.currency.clone()),
-            stock: p.stock,
+            price_minor: price.map(|m| m.amount_minor),
+            currency: price.map(|m| m.currency.clone()),
+            stock: first.map_or(0, |v| v.stock),
             status: p.status.as_str().to_owned(),
             version: p.version,
             created_at: p.created_at,
             updated_at: p.updated_at,
+            owner: p.owner.clone(),
+            product_type: p.product_type.clone(),
+            category_path: serde_json::to_value(&p.category_path).unwrap_or_default(),
+            variants: Some(serde_json::to_value(&p.variants).unwrap_or_default()),
+            next_variant_id: Some(i32::try_from(p.next_variant_id).unwrap_or(i32::MAX)),
         }
     }
 
     fn into_product(self) -> Result<Product, StoreError> {
+        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("product {} {what}: {e}", self.id));
         let status = ProductStatus::parse(&self.status)
             .ok_or_else(|| StoreError::Corrupt(format!("product {} has status {:?}", self.id, self.status)))?;
-        let attributes = serde_json::from_value(self.attributes)
-            .map_err(|e| StoreError::Corrupt(format!("product {} attributes: {e}", self.id)))?;
-        let price = match (self.price_minor, self.currency) {
-            (Some(amount_minor), Some(currency)) => Some(Money { amount_minor, currency }),
-            _ => None,
+        let attributes = serde_json::from_value(self.attributes.clone()).map_err(|e| corrupt("attributes", e))?;
+        let category_path = serde_json::from_value(self.category_path.clone()).map_err(|e| corrupt("category_path", e))?;
+        // Not backfilled yet (a row from before catalog v2): its single variant is the legacy columns.
+        let variants: Vec<Variant> = match &self.variants {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| corrupt("variants", e))?,
+            None => vec![Variant {
+                id: 1,
+                sku: self.sku.clone(),
+                options: Default::default(),
+                prices: match (self.price_minor, self.currency.clone()) {
+                    (Some(amount_minor), Some(currency)) => vec![Money { amount_minor, currency }],
+                    _ => Vec::new(),
+                },
+                stock: self.stock,
+            }],
         };
+        let next_variant_id = self
+            .next_variant_id
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or_else(|| variants.iter().map(|v| v.id).max().unwrap_or(0) + 1);
         Ok(Product {
             id: self.id,
-            sku: self.sku,
+            owner: self.owner,
+            product_type: self.product_type,
             title: self.title,
             description: self.description,
             category: self.category,
+            category_path,
             brand: self.brand,
             attributes,
-            price,
-            stock: self.stock,
+            variants,
+            next_variant_id,
             status,
             version: self.version,
             created_at: self.created_at,
@@ -231,6 +266,7 @@ async fn execute_in_tx(
         causation_id: opts.command_id,
         correlation_id: opts.correlation_id,
         occurred_at: now,
+        actor: opts.actor.clone(),
     };
     let envelope = EventEnvelope::new(&change, &next, meta);
     save(conn, command, opts, current.as_ref(), &next, &envelope).await?;
@@ -303,7 +339,9 @@ async fn save(
             }
         }
     };
+    let skus_write = write_skus(shared, current, next);
     let outbox_write = append_outbox(shared, envelope, &opts.events_topic, opts.traceparent.as_deref());
+    let history_write = append_history(shared, current, next, envelope);
     let outcome_write = async {
         match opts.command_id {
             Some(command_id) => {
@@ -326,7 +364,8 @@ async fn save(
         }
         Ok::<_, StoreError>(())
     };
-    let (written, appended, recorded, woken) = futures::join!(product_write, outbox_write, outcome_write, wake_relay);
+    let (written, skus, appended, history, recorded, woken) =
+        futures::join!(product_write, skus_write, outbox_write, history_write, outcome_write, wake_relay);
     match written {
         Ok(1) => {}
         Ok(_) => {
@@ -339,13 +378,92 @@ async fn save(
         Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
             if info.constraint_name() == Some("products_sku_key") =>
         {
-            return Err(StoreError::SkuTaken(next.sku.clone()));
+            return Err(StoreError::SkuTaken(
+                next.first_variant().map(|v| v.sku.clone()).unwrap_or_default(),
+            ));
         }
         Err(e) => return Err(e.into()),
     }
+    skus?;
     appended?;
+    history?;
     recorded?;
     woken?;
+    Ok(())
+}
+
+/// Keeps `product_skus` (every variant's SKU, unique in the catalog) in step with the
+/// variants: SKUs no longer used are freed first, then new ones are claimed; a SKU another
+/// product holds is `SkuTaken`.
+async fn write_skus(mut conn: &AsyncPgConnection, current: Option<&Product>, next: &Product) -> Result<(), StoreError> {
+    let before: Vec<&Variant> = current.map(|p| p.variants.iter().collect()).unwrap_or_default();
+    let has = |vs: &[&Variant], sku: &str| vs.iter().any(|v| v.sku == sku);
+    let freed: Vec<String> = before
+        .iter()
+        .filter(|v| !next.variants.iter().any(|n| n.sku == v.sku))
+        .map(|v| v.sku.clone())
+        .collect();
+    let claimed: Vec<(String, Uuid, i32)> = next
+        .variants
+        .iter()
+        .filter(|v| !has(&before, &v.sku))
+        .map(|v| (v.sku.clone(), next.id, i32::try_from(v.id).unwrap_or(i32::MAX)))
+        .collect();
+    if !freed.is_empty() {
+        diesel::delete(
+            product_skus::table
+                .filter(product_skus::product_id.eq(next.id))
+                .filter(product_skus::sku.eq_any(&freed)),
+        )
+        .execute(&mut conn)
+        .await?;
+    }
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = claimed
+        .iter()
+        .map(|(sku, product_id, variant_id)| {
+            (
+                product_skus::sku.eq(sku),
+                product_skus::product_id.eq(product_id),
+                product_skus::variant_id.eq(variant_id),
+            )
+        })
+        .collect();
+    match diesel::insert_into(product_skus::table).values(&rows).execute(&mut conn).await {
+        Ok(_) => Ok(()),
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Err(StoreError::SkuTaken(
+            claimed.into_iter().map(|(sku, _, _)| sku).collect::<Vec<_>>().join(", "),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Appends the version to the product's change history: the event, who asked, and the
+/// fields that changed.
+async fn append_history(
+    mut conn: &AsyncPgConnection,
+    current: Option<&Product>,
+    next: &Product,
+    env: &EventEnvelope,
+) -> Result<(), StoreError> {
+    let changed = serde_json::to_value(changes(current, next)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    diesel::insert_into(product_history::table)
+        .values((
+            product_history::product_id.eq(next.id),
+            product_history::version.eq(next.version),
+            product_history::event_id.eq(env.event_id),
+            product_history::event_type.eq(&env.event_type),
+            product_history::occurred_at.eq(env.occurred_at),
+            product_history::actor.eq(env.actor.as_deref()),
+            product_history::causation_id.eq(env.causation_id),
+            product_history::correlation_id.eq(env.correlation_id),
+            product_history::status.eq(next.status.as_str()),
+            product_history::changes.eq(changed),
+        ))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }
 

@@ -16,6 +16,34 @@ diesel::table! {
         version -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        owner -> Text,
+        product_type -> Nullable<Text>,
+        category_path -> Jsonb,
+        variants -> Nullable<Jsonb>,
+        next_variant_id -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
+    product_skus (sku) {
+        sku -> Text,
+        product_id -> Uuid,
+        variant_id -> Int4,
+    }
+}
+
+diesel::table! {
+    product_history (product_id, version) {
+        product_id -> Uuid,
+        version -> Int8,
+        event_id -> Uuid,
+        event_type -> Text,
+        occurred_at -> Timestamptz,
+        actor -> Nullable<Text>,
+        causation_id -> Nullable<Uuid>,
+        correlation_id -> Nullable<Uuid>,
+        status -> Text,
+        changes -> Jsonb,
     }
 }
 

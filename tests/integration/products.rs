@@ -420,24 +420,21 @@ async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing
     let app = TestApp::spawn().await;
     let id = uuid::Uuid::now_v7();
     let create = |sku: &str| {
-        ProductCommand::CreateProduct(CreateProduct {
-            sku: sku.into(),
-            title: "Lamp".into(),
-            description: String::new(),
-            category: String::new(),
-            brand: String::new(),
-            attributes: Default::default(),
-            price: Some(Money {
+        ProductCommand::CreateProduct(CreateProduct::simple(
+            sku,
+            "Lamp",
+            Some(Money {
                 amount_minor: 100,
                 currency: "EUR".into(),
             }),
-            stock: 1,
-        })
+            1,
+        ))
     };
     let opts = ExecuteOptions {
         command_id: None,
         correlation_id: None,
         traceparent: None,
+        actor: None,
         expected_version: None,
         events_topic: app.env.names.events_topic(),
         notify: false,

@@ -2,40 +2,52 @@
 //! the change; `evolve` applies a change. Pure and synchronous: no clock, no I/O.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use super::command::{CreateProduct, ProductCommand, UpdateProductDetails};
+use super::command::{CreateProduct, NewVariant, ProductCommand, UpdateProductDetails};
 use super::error::DomainError;
-use super::event::ProductChange;
+use super::event::{
+    ProductArchived, ProductChange, ProductCreated, ProductDetailsUpdated, ProductStatusChanged,
+};
 use super::value::{
-    bounded_text, required_text, Money, ProductStatus, ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, MAX_QUANTITY,
-    SHORT_TEXT_MAX_CHARS, TITLE_MAX_CHARS,
+    bounded_text, required_text, AttributeValue, CategoryNode, Money, ProductStatus, Variant, ATTRIBUTES_MAX,
+    DESCRIPTION_MAX_CHARS, SHORT_TEXT_MAX_CHARS, TITLE_MAX_CHARS,
 };
 
+use super::variants;
+
 /// Current state of a product. `version` starts at 1 and grows by one per event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Readers ignore fields they do not know (see [`super::event::EventEnvelope`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Product {
     /// Product id.
     pub id: Uuid,
-    /// Unique stock keeping unit.
-    pub sku: String,
+    /// The owning seller ([`super::DEFAULT_OWNER`] for products from before sellers).
+    pub owner: String,
+    /// The product type whose attribute rules it follows, if any.
+    #[serde(default)]
+    pub product_type: Option<String>,
     /// Title, 1..=200 characters.
     pub title: String,
     /// Description.
     pub description: String,
-    /// Category facet.
+    /// Category slug (empty: none).
     pub category: String,
+    /// The category's place in the category tree, root first (empty: not placed in the tree).
+    #[serde(default)]
+    pub category_path: Vec<CategoryNode>,
     /// Brand facet.
     pub brand: String,
-    /// String attributes.
-    pub attributes: BTreeMap<String, String>,
-    /// Price, once set.
-    pub price: Option<Money>,
-    /// Units in stock, never negative.
-    pub stock: i64,
+    /// Attributes (text, number or flag values).
+    pub attributes: BTreeMap<String, AttributeValue>,
+    /// Sellable variants, at least one, in id order; the first is the one commands that name
+    /// no variant act on.
+    pub variants: Vec<Variant>,
+    /// Id the next added variant gets (ids are never reused).
+    pub next_variant_id: u32,
     /// Lifecycle status.
     pub status: ProductStatus,
     /// Aggregate version.
@@ -46,6 +58,27 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Product {
+    /// The first variant (the one commands that name no variant act on).
+    pub fn first_variant(&self) -> Option<&Variant> {
+        self.variants.first()
+    }
+
+    /// The variant with id `id`.
+    pub fn variant(&self, id: u32) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.id == id)
+    }
+
+    /// Units in stock over all variants.
+    pub fn total_stock(&self) -> i64 {
+        self.variants.iter().map(|v| v.stock).sum()
+    }
+
+    fn variant_mut(&mut self, id: u32) -> Option<&mut Variant> {
+        self.variants.iter_mut().find(|v| v.id == id)
+    }
+}
+
 /// The rules of `command` that hold whatever the product's state: field formats, lengths,
 /// ranges. What passes here can still be refused by [`decide`] against the state; what fails
 /// here is refused whatever the state (so an API can answer 422 before queuing a command).
@@ -53,9 +86,12 @@ pub fn validate(command: &ProductCommand) -> Result<(), DomainError> {
     match command {
         ProductCommand::CreateProduct(c) => decide_create(c).map(|_| ()),
         ProductCommand::UpdateProductDetails(u) => decide_details(u).map(|_| ()),
-        ProductCommand::ChangePrice { price } => Money::price(price.amount_minor, &price.currency).map(|_| ()),
-        ProductCommand::AdjustStock { delta } => check_delta(*delta),
-        ProductCommand::SetStock { stock } => check_stock("stock", *stock),
+        ProductCommand::ChangePrice { price, .. } => Money::price(price.amount_minor, &price.currency).map(|_| ()),
+        ProductCommand::AdjustStock { delta, .. } => variants::check_delta(*delta),
+        ProductCommand::SetStock { stock, .. } => variants::check_stock("stock", *stock),
+        ProductCommand::AddVariant(v) => variants::check_new(v, 0).map(|_| ()),
+        ProductCommand::UpdateVariant { change, .. } => variants::check_update(change).map(|_| ()),
+        ProductCommand::SetVariantPrices { prices, .. } => variants::check_prices(prices).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -64,7 +100,7 @@ pub fn validate(command: &ProductCommand) -> Result<(), DomainError> {
 /// change it causes, or the rule it breaks.
 pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<ProductChange, DomainError> {
     let product = match (state, command) {
-        (None, ProductCommand::CreateProduct(c)) => return decide_create(c),
+        (None, ProductCommand::CreateProduct(c)) => return decide_create(c).map(ProductChange::ProductCreated),
         (Some(_), ProductCommand::CreateProduct(_)) => return Err(DomainError::AlreadyCreated),
         (None, _) => return Err(DomainError::NotCreated),
         (Some(p), _) => p,
@@ -74,56 +110,15 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
     }
     match command {
         ProductCommand::CreateProduct(_) => Err(DomainError::AlreadyCreated),
-        ProductCommand::UpdateProductDetails(u) => decide_details(u),
-        ProductCommand::ChangePrice { price } => Ok(ProductChange::ProductPriceChanged {
-            old_price: product.price.clone(),
-            new_price: Money::price(price.amount_minor, &price.currency)?,
-        }),
-        ProductCommand::AdjustStock { delta } => {
-            check_delta(*delta)?;
-            let stock = product
-                .stock
-                .checked_add(*delta)
-                .ok_or_else(|| DomainError::invalid("delta", "stock would overflow"))?;
-            if stock < 0 {
-                return Err(DomainError::InsufficientStock {
-                    available: product.stock,
-                    delta: *delta,
-                });
-            }
-            Ok(ProductChange::ProductStockAdjusted { delta: *delta, stock })
-        }
-        ProductCommand::SetStock { stock } => {
-            check_stock("stock", *stock)?;
-            Ok(ProductChange::ProductStockAdjusted {
-                delta: stock - product.stock,
-                stock: *stock,
-            })
-        }
-        ProductCommand::PublishProduct => {
-            if product.status != ProductStatus::Draft {
-                return Err(DomainError::InvalidTransition {
-                    from: product.status,
-                    to: ProductStatus::Published,
-                });
-            }
-            if product.price.is_none() {
-                return Err(DomainError::Incomplete {
-                    field: "price",
-                    reason: "a product needs a price to be published".into(),
-                });
-            }
-            if product.title.trim().is_empty() {
-                return Err(DomainError::Incomplete {
-                    field: "title",
-                    reason: "a product needs a title to be published".into(),
-                });
-            }
-            Ok(ProductChange::ProductStatusChanged {
-                from: product.status,
-                to: ProductStatus::Published,
-            })
-        }
+        ProductCommand::UpdateProductDetails(u) => decide_details(u).map(ProductChange::ProductDetailsUpdated),
+        ProductCommand::ChangePrice { price, variant_id } => variants::change_price(product, *variant_id, price),
+        ProductCommand::AdjustStock { delta, variant_id } => variants::adjust_stock(product, *variant_id, *delta),
+        ProductCommand::SetStock { stock, variant_id } => variants::set_stock(product, *variant_id, *stock),
+        ProductCommand::AddVariant(v) => variants::add(product, v),
+        ProductCommand::UpdateVariant { variant_id, change } => variants::update(product, *variant_id, change),
+        ProductCommand::RemoveVariant { variant_id } => variants::remove(product, *variant_id),
+        ProductCommand::SetVariantPrices { variant_id, prices } => variants::set_prices(product, *variant_id, prices),
+        ProductCommand::PublishProduct => decide_publish(product),
         ProductCommand::UnpublishProduct => {
             if product.status != ProductStatus::Published {
                 return Err(DomainError::InvalidTransition {
@@ -131,61 +126,96 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
                     to: ProductStatus::Draft,
                 });
             }
-            Ok(ProductChange::ProductStatusChanged {
+            Ok(ProductChange::ProductStatusChanged(ProductStatusChanged {
                 from: product.status,
                 to: ProductStatus::Draft,
-            })
+            }))
         }
-        ProductCommand::ArchiveProduct => Ok(ProductChange::ProductArchived {
+        ProductCommand::ArchiveProduct => Ok(ProductChange::ProductArchived(ProductArchived {
             previous_status: product.status,
-        }),
+        })),
     }
 }
 
-/// A stock level: 0..=MAX_QUANTITY.
-fn check_stock(field: &'static str, stock: i64) -> Result<(), DomainError> {
-    if !(0..=MAX_QUANTITY).contains(&stock) {
+/// Publishing needs a draft with a title and a price on every variant.
+fn decide_publish(product: &Product) -> Result<ProductChange, DomainError> {
+    if product.status != ProductStatus::Draft {
+        return Err(DomainError::InvalidTransition {
+            from: product.status,
+            to: ProductStatus::Published,
+        });
+    }
+    if let Some(v) = product.variants.iter().find(|v| v.prices.is_empty()) {
+        let reason = if product.variants.len() == 1 {
+            "a product needs a price to be published".to_owned()
+        } else {
+            format!("every variant needs a price to be published; variant {} ({}) has none", v.id, v.sku)
+        };
+        return Err(DomainError::Incomplete { field: "price", reason });
+    }
+    if product.title.trim().is_empty() {
+        return Err(DomainError::Incomplete {
+            field: "title",
+            reason: "a product needs a title to be published".into(),
+        });
+    }
+    Ok(ProductChange::ProductStatusChanged(ProductStatusChanged {
+        from: product.status,
+        to: ProductStatus::Published,
+    }))
+}
+
+/// The variants a creation names: its `variants`, or the single variant of the shorthand.
+fn initial_variants(c: &CreateProduct) -> Result<Vec<Variant>, DomainError> {
+    let shorthand = c.sku.is_some() || c.price.is_some() || c.stock != 0;
+    let given = if c.variants.is_empty() {
+        let sku = c
+            .sku
+            .clone()
+            .ok_or_else(|| DomainError::invalid("sku", "give a sku, or variants"))?;
+        vec![NewVariant {
+            sku,
+            options: BTreeMap::new(),
+            prices: c.price.iter().cloned().collect(),
+            stock: c.stock,
+        }]
+    } else if shorthand {
         return Err(DomainError::invalid(
-            field,
-            format!("must be between 0 and {MAX_QUANTITY}"),
+            "variants",
+            "give either variants or sku, price and stock, not both",
         ));
-    }
-    Ok(())
-}
-
-/// A stock change: non-zero, at most MAX_QUANTITY either way.
-fn check_delta(delta: i64) -> Result<(), DomainError> {
-    if delta == 0 {
-        return Err(DomainError::invalid("delta", "must not be 0"));
-    }
-    if !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&delta) {
-        return Err(DomainError::invalid(
-            "delta",
-            format!("must be between -{MAX_QUANTITY} and {MAX_QUANTITY}"),
-        ));
-    }
-    Ok(())
-}
-
-fn decide_create(c: &CreateProduct) -> Result<ProductChange, DomainError> {
-    check_stock("stock", c.stock)?;
-    let price = match &c.price {
-        Some(p) => Some(Money::price(p.amount_minor, &p.currency)?),
-        None => None,
+    } else {
+        c.variants.clone()
     };
-    Ok(ProductChange::ProductCreated {
-        sku: required_text("sku", &c.sku, SHORT_TEXT_MAX_CHARS)?,
+    let mut out: Vec<Variant> = Vec::with_capacity(given.len());
+    for (i, v) in given.iter().enumerate() {
+        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let variant = variants::check_new(v, id)?;
+        variants::check_fits(&out, &variant)?;
+        out.push(variant);
+    }
+    variants::check_count(out.len())?;
+    Ok(out)
+}
+
+fn decide_create(c: &CreateProduct) -> Result<ProductCreated, DomainError> {
+    Ok(ProductCreated {
+        owner: required_text("owner", &c.owner, SHORT_TEXT_MAX_CHARS)?,
+        product_type: c
+            .product_type
+            .as_deref()
+            .map(|t| required_text("product_type", t, SHORT_TEXT_MAX_CHARS))
+            .transpose()?,
         title: required_text("title", &c.title, TITLE_MAX_CHARS)?,
         description: bounded_text("description", &c.description, DESCRIPTION_MAX_CHARS)?,
         category: bounded_text("category", &c.category, SHORT_TEXT_MAX_CHARS)?,
         brand: bounded_text("brand", &c.brand, SHORT_TEXT_MAX_CHARS)?,
         attributes: check_attributes(&c.attributes)?,
-        price,
-        stock: c.stock,
+        variants: initial_variants(c)?,
     })
 }
 
-fn decide_details(u: &UpdateProductDetails) -> Result<ProductChange, DomainError> {
+fn decide_details(u: &UpdateProductDetails) -> Result<ProductDetailsUpdated, DomainError> {
     if u.title.is_none()
         && u.description.is_none()
         && u.category.is_none()
@@ -194,32 +224,23 @@ fn decide_details(u: &UpdateProductDetails) -> Result<ProductChange, DomainError
     {
         return Err(DomainError::invalid("details", "at least one field must be given"));
     }
-    Ok(ProductChange::ProductDetailsUpdated {
+    let text = |field, value: &Option<String>, max| value.as_deref().map(|v| bounded_text(field, v, max)).transpose();
+    Ok(ProductDetailsUpdated {
         title: u
             .title
             .as_deref()
             .map(|t| required_text("title", t, TITLE_MAX_CHARS))
             .transpose()?,
-        description: u
-            .description
-            .as_deref()
-            .map(|d| bounded_text("description", d, DESCRIPTION_MAX_CHARS))
-            .transpose()?,
-        category: u
-            .category
-            .as_deref()
-            .map(|c| bounded_text("category", c, SHORT_TEXT_MAX_CHARS))
-            .transpose()?,
-        brand: u
-            .brand
-            .as_deref()
-            .map(|b| bounded_text("brand", b, SHORT_TEXT_MAX_CHARS))
-            .transpose()?,
+        description: text("description", &u.description, DESCRIPTION_MAX_CHARS)?,
+        category: text("category", &u.category, SHORT_TEXT_MAX_CHARS)?,
+        brand: text("brand", &u.brand, SHORT_TEXT_MAX_CHARS)?,
         attributes: u.attributes.as_ref().map(check_attributes).transpose()?,
     })
 }
 
-fn check_attributes(a: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, DomainError> {
+fn check_attributes(
+    a: &BTreeMap<String, AttributeValue>,
+) -> Result<BTreeMap<String, AttributeValue>, DomainError> {
     if a.len() > ATTRIBUTES_MAX {
         return Err(DomainError::invalid(
             "attributes",
@@ -229,7 +250,12 @@ fn check_attributes(a: &BTreeMap<String, String>) -> Result<BTreeMap<String, Str
     a.iter()
         .map(|(k, v)| {
             let k = required_text("attributes.key", k, SHORT_TEXT_MAX_CHARS)?;
-            let v = bounded_text("attributes.value", v, SHORT_TEXT_MAX_CHARS)?;
+            let v = match v {
+                AttributeValue::Text(t) => {
+                    AttributeValue::Text(bounded_text("attributes.value", t, SHORT_TEXT_MAX_CHARS)?)
+                }
+                other => other.clone(),
+            };
             Ok((k, v))
         })
         .collect()
@@ -239,87 +265,94 @@ fn check_attributes(a: &BTreeMap<String, String>) -> Result<BTreeMap<String, Str
 /// time. Total: every change from [`decide`] applies.
 pub fn evolve(state: Option<Product>, id: Uuid, change: &ProductChange, at: DateTime<Utc>) -> Product {
     let mut p = match (state, change) {
-        (
-            None,
-            ProductChange::ProductCreated {
-                sku,
-                title,
-                description,
-                category,
-                brand,
-                attributes,
-                price,
-                stock,
-            },
-        ) => {
-            return Product {
-                id,
-                sku: sku.clone(),
-                title: title.clone(),
-                description: description.clone(),
-                category: category.clone(),
-                brand: brand.clone(),
-                attributes: attributes.clone(),
-                price: price.clone(),
-                stock: *stock,
-                status: ProductStatus::Draft,
-                version: 1,
-                created_at: at,
-                updated_at: at,
-            }
-        }
+        (None, ProductChange::ProductCreated(c)) => return created(id, c, at),
         (Some(p), _) => p,
         // decide() never yields a non-creation change for a missing product; an empty
         // draft keeps evolve total without panicking.
         (None, _) => Product {
-            id,
-            sku: String::new(),
-            title: String::new(),
-            description: String::new(),
-            category: String::new(),
-            brand: String::new(),
-            attributes: BTreeMap::new(),
-            price: None,
-            stock: 0,
-            status: ProductStatus::Draft,
             version: 0,
-            created_at: at,
-            updated_at: at,
+            ..created(id, &ProductCreated::default(), at)
         },
     };
     match change {
-        ProductChange::ProductCreated { .. } => {}
-        ProductChange::ProductDetailsUpdated {
-            title,
-            description,
-            category,
-            brand,
-            attributes,
-        } => {
-            if let Some(v) = title {
-                p.title = v.clone();
-            }
-            if let Some(v) = description {
-                p.description = v.clone();
-            }
-            if let Some(v) = category {
-                p.category = v.clone();
-            }
-            if let Some(v) = brand {
-                p.brand = v.clone();
-            }
-            if let Some(v) = attributes {
-                p.attributes = v.clone();
+        ProductChange::ProductCreated(_) => {}
+        ProductChange::ProductDetailsUpdated(d) => apply_details(&mut p, d),
+        ProductChange::ProductPriceChanged(c) => {
+            if let Some(v) = p.variant_mut(c.variant_id) {
+                v.prices.retain(|m| m.currency != c.new_price.currency);
+                v.prices.push(c.new_price.clone());
+                v.prices.sort_by(|a, b| a.currency.cmp(&b.currency));
             }
         }
-        ProductChange::ProductPriceChanged { new_price, .. } => p.price = Some(new_price.clone()),
-        ProductChange::ProductStockAdjusted { stock, .. } => p.stock = *stock,
-        ProductChange::ProductStatusChanged { to, .. } => p.status = *to,
-        ProductChange::ProductArchived { .. } => p.status = ProductStatus::Archived,
+        ProductChange::ProductStockAdjusted(c) => {
+            if let Some(v) = p.variant_mut(c.variant_id) {
+                v.stock = c.stock;
+            }
+        }
+        ProductChange::ProductStatusChanged(c) => p.status = c.to,
+        ProductChange::ProductArchived(_) => p.status = ProductStatus::Archived,
+        ProductChange::VariantAdded(c) => {
+            p.next_variant_id = p.next_variant_id.max(c.variant.id.saturating_add(1));
+            p.variants.push(c.variant.clone());
+        }
+        ProductChange::VariantUpdated(c) => {
+            if let Some(v) = p.variant_mut(c.variant_id) {
+                if let Some(sku) = &c.sku {
+                    v.sku = sku.clone();
+                }
+                if let Some(options) = &c.options {
+                    v.options = options.clone();
+                }
+            }
+        }
+        ProductChange::VariantRemoved(c) => p.variants.retain(|v| v.id != c.variant_id),
+        ProductChange::VariantPricesSet(c) => {
+            if let Some(v) = p.variant_mut(c.variant_id) {
+                v.prices = c.prices.clone();
+            }
+        }
     }
     p.version += 1;
     p.updated_at = at;
     p
+}
+
+fn created(id: Uuid, c: &ProductCreated, at: DateTime<Utc>) -> Product {
+    Product {
+        id,
+        owner: c.owner.clone(),
+        product_type: c.product_type.clone(),
+        title: c.title.clone(),
+        description: c.description.clone(),
+        category: c.category.clone(),
+        category_path: Vec::new(),
+        brand: c.brand.clone(),
+        attributes: c.attributes.clone(),
+        variants: c.variants.clone(),
+        next_variant_id: c.variants.iter().map(|v| v.id).max().unwrap_or(0) + 1,
+        status: ProductStatus::Draft,
+        version: 1,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn apply_details(p: &mut Product, d: &ProductDetailsUpdated) {
+    if let Some(v) = &d.title {
+        p.title = v.clone();
+    }
+    if let Some(v) = &d.description {
+        p.description = v.clone();
+    }
+    if let Some(v) = &d.category {
+        p.category = v.clone();
+    }
+    if let Some(v) = &d.brand {
+        p.brand = v.clone();
+    }
+    if let Some(v) = &d.attributes {
+        p.attributes = v.clone();
+    }
 }
 
 /// `decide` then `evolve`: the new state and the change, or the broken rule.

@@ -38,6 +38,18 @@ pub enum DomainError {
         /// What is missing.
         reason: String,
     },
+    /// Another variant of this product already has this SKU.
+    #[error("sku {0:?} is already used by another variant of this product")]
+    DuplicateSku(String),
+    /// The variants would no longer fit together (option names or values, or none left).
+    #[error("{0}")]
+    VariantConflict(String),
+    /// The command names a variant the product does not have.
+    #[error("product has no variant {variant_id}")]
+    VariantNotFound {
+        /// The id named.
+        variant_id: u32,
+    },
     /// Stock would fall below zero.
     #[error("insufficient stock: have {available}, adjustment {delta}")]
     InsufficientStock {
@@ -62,6 +74,8 @@ impl DomainError {
         match self {
             Self::Invalid { field, .. } | Self::Incomplete { field, .. } => Some(field),
             Self::InsufficientStock { .. } => Some("delta"),
+            Self::DuplicateSku(_) => Some("sku"),
+            Self::VariantConflict(_) | Self::VariantNotFound { .. } => Some("variant"),
             Self::InvalidTransition { .. } => Some("status"),
             _ => None,
         }
@@ -77,6 +91,9 @@ impl DomainError {
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::InsufficientStock { .. } => "insufficient_stock",
             Self::Incomplete { .. } => "incomplete",
+            Self::DuplicateSku(_) => "sku_taken",
+            Self::VariantConflict(_) => "variant_conflict",
+            Self::VariantNotFound { .. } => "variant_not_found",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Given events / When command / Then change or error.
 
 use super::*;
+use super::event;
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -10,19 +11,25 @@ fn t0() -> chrono::DateTime<Utc> {
 }
 
 fn create_cmd() -> CreateProduct {
-    CreateProduct {
-        sku: "SKU-1".into(),
-        title: "Wireless mouse".into(),
-        description: "Quiet clicks".into(),
-        category: "electronics".into(),
-        brand: "Logi".into(),
-        attributes: [("colour".to_string(), "black".to_string())].into(),
-        price: Some(Money {
+    let mut c = CreateProduct::simple(
+        "SKU-1",
+        "Wireless mouse",
+        Some(Money {
             amount_minor: 1999,
             currency: "USD".into(),
         }),
-        stock: 5,
-    }
+        5,
+    );
+    c.description = "Quiet clicks".into();
+    c.category = "electronics".into();
+    c.brand = "Logi".into();
+    c.attributes = [("colour".to_string(), AttributeValue::from("black"))].into();
+    c
+}
+
+/// The stock of the first variant.
+fn stock(p: &Product) -> i64 {
+    p.variants[0].stock
 }
 
 /// Given the commands applied in order, the resulting state.
@@ -46,7 +53,7 @@ fn create_yields_a_draft_at_version_one() {
     assert_eq!(change.event_type(), "ProductCreated");
     assert_eq!(p.version, 1);
     assert_eq!(p.status, ProductStatus::Draft);
-    assert_eq!(p.stock, 5);
+    assert_eq!(stock(&p), 5);
 }
 
 #[test]
@@ -68,7 +75,7 @@ fn text_with_a_nul_byte_is_refused_naming_the_field() {
     assert_eq!(err.field(), Some("title"));
     assert!(err.to_string().contains("U+0000"), "{err}");
     let mut c = create_cmd();
-    c.attributes = [("size".to_string(), "x\u{1}".to_string())].into();
+    c.attributes = [("size".to_string(), AttributeValue::from("x\u{1}"))].into();
     assert_eq!(
         decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(),
         Some("attributes.value")
@@ -82,10 +89,10 @@ fn validate_refuses_what_no_state_could_accept_and_nothing_else() {
         ..Default::default()
     });
     assert_eq!(validate(&bad_title).unwrap_err().field(), Some("title"));
-    assert!(validate(&ProductCommand::SetStock { stock: -1 }).is_err());
-    assert!(validate(&ProductCommand::AdjustStock { delta: 0 }).is_err());
+    assert!(validate(&ProductCommand::SetStock { stock: -1, variant_id: None }).is_err());
+    assert!(validate(&ProductCommand::AdjustStock { delta: 0, variant_id: None }).is_err());
     assert!(
-        validate(&ProductCommand::AdjustStock { delta: -100 }).is_ok(),
+        validate(&ProductCommand::AdjustStock { delta: -100, variant_id: None }).is_ok(),
         "depends on the state"
     );
     assert!(validate(&ProductCommand::PublishProduct).is_ok());
@@ -187,22 +194,23 @@ fn change_price_records_old_and_new() {
             amount_minor: 2500,
             currency: "EUR".into(),
         },
+        variant_id: None,
     };
     let (p, change) = execute(s.as_ref(), Uuid::nil(), &cmd, t0()).expect("priced");
     assert_eq!(
         change,
-        ProductChange::ProductPriceChanged {
-            old_price: Some(Money {
-                amount_minor: 1999,
-                currency: "USD".into()
-            }),
+        ProductChange::ProductPriceChanged(event::ProductPriceChanged {
+            variant_id: 1,
+            old_price: None,
             new_price: Money {
                 amount_minor: 2500,
                 currency: "EUR".into()
             }
-        }
+        })
     );
-    assert_eq!(p.price.map(|m| m.amount_minor), Some(2500));
+    // A price per currency: the USD price stays beside the new EUR one.
+    let prices: Vec<(&str, i64)> = p.variants[0].prices.iter().map(|m| (m.currency.as_str(), m.amount_minor)).collect();
+    assert_eq!(prices, vec![("EUR", 2500), ("USD", 1999)]);
 }
 
 #[test]
@@ -213,6 +221,7 @@ fn negative_price_is_rejected() {
             amount_minor: -1,
             currency: "EUR".into(),
         },
+        variant_id: None,
     };
     assert_eq!(
         decide(s.as_ref(), &cmd).unwrap_err().field(),
@@ -224,7 +233,7 @@ fn negative_price_is_rejected() {
 fn adjust_stock_never_goes_below_zero() {
     let s = given(&created());
     assert_eq!(
-        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: -6 }),
+        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: -6, variant_id: None }),
         Err(DomainError::InsufficientStock {
             available: 5,
             delta: -6
@@ -233,13 +242,13 @@ fn adjust_stock_never_goes_below_zero() {
     let (p, _) = execute(
         s.as_ref(),
         Uuid::nil(),
-        &ProductCommand::AdjustStock { delta: -5 },
+        &ProductCommand::AdjustStock { delta: -5, variant_id: None },
         t0(),
     )
     .expect("ok");
-    assert_eq!(p.stock, 0);
+    assert_eq!(stock(&p), 0);
     assert_eq!(
-        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: 0 })
+        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: 0, variant_id: None })
             .unwrap_err()
             .field(),
         Some("delta")
@@ -249,11 +258,18 @@ fn adjust_stock_never_goes_below_zero() {
 #[test]
 fn set_stock_emits_the_delta() {
     let s = given(&created());
-    let (p, change) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::SetStock { stock: 2 }, t0()).expect("ok");
-    assert_eq!(change, ProductChange::ProductStockAdjusted { delta: -3, stock: 2 });
-    assert_eq!(p.stock, 2);
+    let (p, change) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::SetStock { stock: 2, variant_id: None }, t0()).expect("ok");
     assert_eq!(
-        decide(s.as_ref(), &ProductCommand::SetStock { stock: -1 })
+        change,
+        ProductChange::ProductStockAdjusted(event::ProductStockAdjusted {
+            variant_id: 1,
+            delta: -3,
+            stock: 2
+        })
+    );
+    assert_eq!(stock(&p), 2);
+    assert_eq!(
+        decide(s.as_ref(), &ProductCommand::SetStock { stock: -1, variant_id: None })
             .unwrap_err()
             .field(),
         Some("stock")
@@ -294,12 +310,13 @@ fn archived_product_accepts_no_further_change() {
     for c in [
         ProductCommand::PublishProduct,
         ProductCommand::ArchiveProduct,
-        ProductCommand::AdjustStock { delta: 1 },
+        ProductCommand::AdjustStock { delta: 1, variant_id: None },
         ProductCommand::ChangePrice {
             price: Money {
                 amount_minor: 1,
                 currency: "USD".into(),
             },
+            variant_id: None,
         },
     ] {
         assert_eq!(decide(s.as_ref(), &c), Err(DomainError::Archived));
@@ -314,6 +331,7 @@ fn envelope_carries_change_and_full_state() {
         causation_id: None,
         correlation_id: None,
         occurred_at: t0(),
+        actor: Some("token:abc".into()),
     };
     let env = EventEnvelope::new(&change, &p, meta);
     assert_eq!(env.aggregate_version, 1);
@@ -336,10 +354,21 @@ fn any_command() -> impl Strategy<Value = ProductCommand> {
                     amount_minor: a,
                     currency: c.into(),
                 },
+                variant_id: None,
             }
         }),
-        (-20i64..20).prop_map(|delta| ProductCommand::AdjustStock { delta }),
-        (-5i64..50).prop_map(|stock| ProductCommand::SetStock { stock }),
+        (-20i64..20, prop::option::of(1u32..4)).prop_map(|(delta, variant_id)| ProductCommand::AdjustStock { delta, variant_id }),
+        (-5i64..50).prop_map(|stock| ProductCommand::SetStock { stock, variant_id: None }),
+        ("[A-C]", prop::sample::select(vec!["S", "M", "L"]), 0i64..3).prop_map(|(sku, size, stock)| {
+            ProductCommand::AddVariant(NewVariant {
+                sku: format!("V-{sku}"),
+                options: [("size".to_string(), size.to_string())].into(),
+                prices: vec![Money { amount_minor: 100, currency: "EUR".into() }],
+                stock,
+            })
+        }),
+        (1u32..4).prop_map(|variant_id| ProductCommand::RemoveVariant { variant_id }),
+        (1u32..4).prop_map(|variant_id| ProductCommand::SetVariantPrices { variant_id, prices: vec![] }),
         Just(ProductCommand::PublishProduct),
         Just(ProductCommand::UnpublishProduct),
         Just(ProductCommand::ArchiveProduct),
@@ -354,10 +383,18 @@ proptest! {
             let before = state.as_ref().map(|p| p.version).unwrap_or(0);
             if let Ok((next, _)) = execute(state.as_ref(), Uuid::nil(), c, t0()) {
                 prop_assert_eq!(next.version, before + 1, "versions grow by one per event");
-                prop_assert!(next.stock >= 0);
+                prop_assert!(!next.variants.is_empty(), "a product keeps a variant");
+                let skus: std::collections::BTreeSet<_> = next.variants.iter().map(|v| &v.sku).collect();
+                prop_assert_eq!(skus.len(), next.variants.len(), "skus unique in the product");
+                let options: std::collections::BTreeSet<_> = next.variants.iter().map(|v| &v.options).collect();
+                prop_assert_eq!(options.len(), next.variants.len(), "option values unique in the product");
+                prop_assert!(next.variants.iter().all(|v| v.id < next.next_variant_id));
+                for v in &next.variants {
+                    prop_assert!(v.stock >= 0);
+                    prop_assert!(v.prices.iter().all(|p| p.amount_minor > 0));
+                    if next.status == ProductStatus::Published { prop_assert!(!v.prices.is_empty()); }
+                }
                 prop_assert!(!next.title.is_empty() && next.title.chars().count() <= 200);
-                if let Some(p) = &next.price { prop_assert!(p.amount_minor > 0); }
-                if next.status == ProductStatus::Published { prop_assert!(next.price.is_some()); }
                 if state.as_ref().map(|s| s.status) == Some(ProductStatus::Archived) {
                     prop_assert!(false, "archived product changed");
                 }
@@ -365,4 +402,105 @@ proptest! {
             }
         }
     }
+}
+
+fn sized(sku: &str, size: &str) -> NewVariant {
+    NewVariant {
+        sku: sku.into(),
+        options: [("size".to_string(), size.to_string())].into(),
+        prices: vec![Money {
+            amount_minor: 500,
+            currency: "EUR".into(),
+        }],
+        stock: 1,
+    }
+}
+
+fn with_sizes() -> Product {
+    let mut c = create_cmd();
+    c.sku = None;
+    c.price = None;
+    c.stock = 0;
+    c.variants = vec![sized("T-S", "S"), sized("T-M", "M")];
+    given(&[ProductCommand::CreateProduct(c)]).expect("created")
+}
+
+#[test]
+fn variants_get_ids_in_order_and_the_next_id_is_never_reused() {
+    let p = with_sizes();
+    assert_eq!(p.variants.iter().map(|v| v.id).collect::<Vec<_>>(), vec![1, 2]);
+    let (p, _) = execute(Some(&p), Uuid::nil(), &ProductCommand::RemoveVariant { variant_id: 2 }, t0()).expect("removed");
+    let (p, change) = execute(Some(&p), Uuid::nil(), &ProductCommand::AddVariant(sized("T-L", "L")), t0()).expect("added");
+    assert_eq!(change.event_type(), "VariantAdded");
+    assert_eq!(p.variants.last().map(|v| v.id), Some(3), "id 2 is not given again");
+}
+
+#[test]
+fn two_variants_of_a_product_never_share_a_sku_or_option_values() {
+    let p = with_sizes();
+    assert_eq!(
+        decide(Some(&p), &ProductCommand::AddVariant(sized("T-S", "XL"))),
+        Err(DomainError::DuplicateSku("T-S".into()))
+    );
+    assert!(matches!(
+        decide(Some(&p), &ProductCommand::AddVariant(sized("T-X", "M"))),
+        Err(DomainError::VariantConflict(_))
+    ));
+    let mut other_names = sized("T-Y", "L");
+    other_names.options = [("colour".to_string(), "red".to_string())].into();
+    assert!(matches!(
+        decide(Some(&p), &ProductCommand::AddVariant(other_names)),
+        Err(DomainError::VariantConflict(_))
+    ));
+    let clash = ProductCommand::UpdateVariant {
+        variant_id: 2,
+        change: UpdateVariant {
+            sku: None,
+            options: Some([("size".to_string(), "S".to_string())].into()),
+        },
+    };
+    assert!(matches!(decide(Some(&p), &clash), Err(DomainError::VariantConflict(_))));
+}
+
+#[test]
+fn a_product_keeps_its_last_variant_and_commands_name_existing_ones() {
+    let p = given(&created()).expect("created");
+    assert!(matches!(
+        decide(Some(&p), &ProductCommand::RemoveVariant { variant_id: 1 }),
+        Err(DomainError::VariantConflict(_))
+    ));
+    assert_eq!(
+        decide(Some(&p), &ProductCommand::SetStock { stock: 1, variant_id: Some(9) }),
+        Err(DomainError::VariantNotFound { variant_id: 9 })
+    );
+}
+
+#[test]
+fn prices_are_one_per_currency_and_publishing_needs_one_on_every_variant() {
+    let p = with_sizes();
+    let twice = vec![
+        Money { amount_minor: 1, currency: "EUR".into() },
+        Money { amount_minor: 2, currency: "EUR".into() },
+    ];
+    assert_eq!(
+        decide(Some(&p), &ProductCommand::SetVariantPrices { variant_id: 1, prices: twice }).unwrap_err().field(),
+        Some("prices")
+    );
+    let (p, _) = execute(Some(&p), Uuid::nil(), &ProductCommand::SetVariantPrices { variant_id: 2, prices: vec![] }, t0())
+        .expect("a draft's variant may lose its prices");
+    let err = decide(Some(&p), &ProductCommand::PublishProduct).unwrap_err();
+    assert_eq!(err.field(), Some("price"));
+    assert!(err.to_string().contains("T-M"), "{err}");
+}
+
+#[test]
+fn a_creation_takes_variants_or_the_single_sku_shorthand_not_both() {
+    let mut c = create_cmd();
+    c.variants = vec![sized("T-S", "S")];
+    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("variants"));
+    let mut c = create_cmd();
+    c.sku = None;
+    c.price = None;
+    c.stock = 0;
+    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("sku"));
 }

@@ -1,7 +1,9 @@
 //! Value objects of the product aggregate: money, status and validated text fields.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
+use uuid::Uuid;
 
 use super::error::DomainError;
 
@@ -34,7 +36,7 @@ pub const TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F
 pub const REQUIRED_TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
 
 /// A price in integer minor units (cents) of an ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Money {
     /// Amount in minor units; always > 0 for a price.
     pub amount_minor: i64,
@@ -62,7 +64,7 @@ impl Money {
 }
 
 /// Lifecycle of a product. Only `published` products are visible in default search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductStatus {
     /// Being prepared; not visible to shoppers.
@@ -133,4 +135,76 @@ pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<Stri
         ));
     }
     Ok(value.trim().to_owned())
+}
+
+/// Most variants a product may have.
+pub const VARIANTS_MAX: usize = 100;
+/// Most option values (size, colour, ...) a variant may carry.
+pub const OPTIONS_MAX: usize = 10;
+
+/// The value of a product attribute: text, a number or a yes/no flag. A product type says
+/// which kind each of its attributes takes; an untyped product may use any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum AttributeValue {
+    /// `true` or `false`.
+    Flag(bool),
+    /// A JSON number.
+    Number(serde_json::Number),
+    /// Text, up to 100 characters.
+    Text(String),
+}
+
+impl AttributeValue {
+    /// The value as text, for search keywords and messages.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Flag(b) => b.to_string(),
+            Self::Number(n) => n.to_string(),
+            Self::Text(s) => s.clone(),
+        }
+    }
+}
+
+impl From<&str> for AttributeValue {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_owned())
+    }
+}
+
+/// One sellable variant of a product: its own SKU, option values, prices and stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Variant {
+    /// Id within the product: 1 for the first variant, never reused after a removal.
+    pub id: u32,
+    /// Stock keeping unit, unique in the catalog.
+    pub sku: String,
+    /// Option values that tell this variant from its siblings (e.g. size, colour); every
+    /// variant of a product has the same option names and no two the same values.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// At most one price per currency, ordered by currency code.
+    #[serde(default)]
+    pub prices: Vec<Money>,
+    /// Units in stock, never negative.
+    #[serde(default)]
+    pub stock: i64,
+}
+
+impl Variant {
+    /// This variant's price in `currency`, if it has one.
+    pub fn price_in(&self, currency: &str) -> Option<&Money> {
+        self.prices.iter().find(|m| m.currency == currency)
+    }
+}
+
+/// One category on the way from the root of the category tree to a product's category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CategoryNode {
+    /// Category id.
+    pub id: Uuid,
+    /// URL-safe name, unique among siblings.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
 }

@@ -96,6 +96,8 @@ impl ProductConsumer {
                 traceparent: crate::bus::consumer::header_str(msg, TRACEPARENT)
                     .map(|tp| TraceParent::continue_or_start(Some(tp)).to_string()),
                 expected_version: env.expected_version,
+                // Commands on the topic name no caller yet: the channel is the actor.
+                actor: Some(format!("topic:{}", msg.topic())),
                 events_topic: self.events_topic.clone(),
                 notify: self.notify,
                 // A command names its product id; it may exist already.
