@@ -77,7 +77,7 @@ impl Findings {
     reason = "one argument per compared field, in the table's order"
 )]
 fn canonical(
-    sku: &str,
+    skus: Vec<String>,
     title: &str,
     description: &str,
     category: &str,
@@ -89,7 +89,7 @@ fn canonical(
     version: i64,
 ) -> Value {
     json!({
-        "sku": sku, "title": title, "description": description, "category": category, "brand": brand,
+        "sku": skus, "title": title, "description": description, "category": category, "brand": brand,
         "attributes": attributes, "price_minor": price.0, "currency": price.1, "stock": stock,
         "status": status, "version": version,
     })
@@ -99,20 +99,32 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or_default()
 }
 
+/// A product's variants (its JSON `variants`) as the search document folds them: every SKU,
+/// the first variant's first price, the stock of all.
+fn folded(variants: &Value) -> (Vec<String>, (Option<i64>, Option<String>), i64) {
+    let vs = variants.as_array().cloned().unwrap_or_default();
+    let skus = vs.iter().map(|v| s(v, "sku").to_owned()).collect();
+    let price = &vs.first().cloned().unwrap_or(Value::Null)["prices"][0];
+    let stock = vs.iter().map(|v| v["stock"].as_i64().unwrap_or(-1)).sum();
+    (
+        skus,
+        (price["amount_minor"].as_i64(), price["currency"].as_str().map(str::to_owned)),
+        stock,
+    )
+}
+
 /// A cached product (`d` of the Redis hash, the Product JSON) in canonical form.
 fn from_cache(d: &Value) -> Value {
+    let (skus, price, stock) = folded(&d["variants"]);
     canonical(
-        s(d, "sku"),
+        skus,
         s(d, "title"),
         s(d, "description"),
         s(d, "category"),
         s(d, "brand"),
         d["attributes"].clone(),
-        (
-            d["price"]["amount_minor"].as_i64(),
-            d["price"]["currency"].as_str().map(str::to_owned),
-        ),
-        d["stock"].as_i64().unwrap_or(-1),
+        price,
+        stock,
         s(d, "status"),
         d["version"].as_i64().unwrap_or(-1),
     )
@@ -120,8 +132,12 @@ fn from_cache(d: &Value) -> Value {
 
 /// A search document's `_source` in canonical form.
 fn from_doc(d: &Value) -> Value {
+    let skus = d["sku"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default();
     canonical(
-        s(d, "sku"),
+        skus,
         s(d, "title"),
         s(d, "description"),
         s(d, "category"),
@@ -149,8 +165,8 @@ fn diff_fields(a: &Value, b: &Value) -> String {
 async fn products(db: &tokio_postgres::Client) -> Result<HashMap<Uuid, Value>, String> {
     let rows = db
         .query(
-            "SELECT id::text, sku, title, description, category, brand, attributes::text, price_minor, currency, \
-             stock, status, version FROM products",
+            "SELECT id::text, variants::text, title, description, category, brand, attributes::text, status, version \
+             FROM products",
             &[],
         )
         .await
@@ -159,19 +175,21 @@ async fn products(db: &tokio_postgres::Client) -> Result<HashMap<Uuid, Value>, S
     for r in rows {
         let id: String = r.get(0);
         let attrs: String = r.get(6);
+        let variants: Option<String> = r.get(1);
+        let (skus, price, stock) = folded(&serde_json::from_str(&variants.unwrap_or_default()).unwrap_or(Value::Null));
         out.insert(
             Uuid::parse_str(&id).map_err(|e| e.to_string())?,
             canonical(
-                r.get(1),
+                skus,
                 r.get(2),
                 r.get(3),
                 r.get(4),
                 r.get(5),
                 serde_json::from_str(&attrs).unwrap_or(Value::Null),
-                (r.get(7), r.get(8)),
-                r.get(9),
-                r.get(10),
-                r.get(11),
+                price,
+                stock,
+                r.get(7),
+                r.get(8),
             ),
         );
     }

@@ -89,7 +89,7 @@ async fn concurrent_requests_with_one_key_apply_once() {
         "every 200 is the first response"
     );
     assert_eq!(bodies[0]["version"], 2);
-    assert_eq!(bodies[0]["stock"], 6);
+    assert_eq!(bodies[0]["variants"][0]["stock"], 6);
     assert_eq!(app.env.count(&format!("outbox WHERE aggregate_id = '{id}'")).await, 2);
 }
 

@@ -147,7 +147,7 @@ async fn a_transaction_that_fails_midway_leaves_neither_state_nor_outbox_row() {
         .await
         .expect("json");
     assert_eq!(now["version"], 1);
-    assert_eq!(now["price"]["amount_minor"], 1999);
+    assert_eq!(now["variants"][0]["prices"][0]["amount_minor"], 1999);
     assert_eq!(outbox_rows(&app, id).await.len(), 1);
     assert_eq!(
         app.env
@@ -454,5 +454,5 @@ async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing
     );
     let r = app.get_with_token(&format!("/api/products/{id}")).await;
     let p: Value = r.json().await.expect("json");
-    assert_eq!(p["sku"], "SKU-FRESH-1", "{p}");
+    assert_eq!(p["variants"][0]["sku"], "SKU-FRESH-1", "{p}");
 }

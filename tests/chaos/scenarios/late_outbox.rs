@@ -84,7 +84,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
     p["occurred_at"] = json!(now);
     p["causation_id"] = Value::Null;
     p["state"]["version"] = json!(new_version);
-    p["state"]["stock"] = json!(new_stock);
+    restock(&mut p["state"]["variants"], new_stock);
     p["state"]["updated_at"] = json!(now);
     restock(&mut p["data"], new_stock);
     let mut h: Value = serde_json::from_str(&headers).unwrap_or(json!({}));
