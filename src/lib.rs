@@ -33,6 +33,7 @@ pub mod failure;
 pub mod http;
 pub mod names;
 pub mod ops;
+pub mod schema;
 pub mod search;
 pub mod secret;
 pub mod store;

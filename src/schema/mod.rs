@@ -1,0 +1,3 @@
+//! JSON Schemas of the messages on the wire (events and commands) and the rules for changing them.
+
+pub mod compat;
