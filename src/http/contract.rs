@@ -165,6 +165,10 @@ pub mod problems {
         403 => "The token may see a dry run, not execute",
     );
     problem_set!(
+        /// Documents served by name (`/schemas/...`).
+        NoSuchDocument: 404 => "No such document",
+    );
+    problem_set!(
         /// The console's dead-letter endpoints.
         NoTopic: 404 => "The dead-letter topic does not exist yet",
     );

@@ -33,6 +33,7 @@ pub mod problem;
 pub mod products;
 pub mod rate_limit;
 pub mod routes;
+pub mod schemas;
 pub mod search;
 pub mod server_span;
 pub mod state;

@@ -17,7 +17,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::AppExt;
 
 use super::contract::ApiDoc;
-use super::{commands, console, error, health, products, search, variants, ApiError, BODY_LIMIT_BYTES};
+use super::{commands, console, error, health, products, schemas, search, variants, ApiError, BODY_LIMIT_BYTES};
 
 /// Registers every route on `cfg`, with bodies up to `body_limit` bytes (shared by `serve`
 /// and the tests through `http::run`).
@@ -37,6 +37,7 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut ServiceConfig) {
         .configure(commands::routes)
         .configure(products::routes)
         .configure(variants::routes)
+        .configure(schemas::routes)
         // The console's endpoints before its page scope, which claims the rest of /console.
         .configure(console::api::routes);
     }
