@@ -20,8 +20,10 @@ pub const PRODUCT_COMMAND_GROUP: &str = "product-command-consumer-group";
 pub const PRODUCT_PROJECTION_GROUP: &str = "product-event-projection-group";
 /// Search alias queried by the API; points at `products_vN`.
 pub const PRODUCTS_INDEX_ALIAS: &str = "products";
-/// Redis key prefix of the product read model.
-pub const REDIS_PRODUCT_PREFIX: &str = "product:";
+/// Redis key prefix of the product read model. It names the shape of what it holds (the
+/// product JSON of event schema version 2): entries of an older shape are simply never read,
+/// and expire, instead of being served in the old shape after an upgrade.
+pub const REDIS_PRODUCT_PREFIX: &str = "product:v2:";
 
 /// Names resolved under a namespace prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::auth::{Access, Caller};
 use super::contract::problems;
 use super::{ApiError, AppState};
-use crate::domain::product::{bounded_text, ProductStatus, SHORT_TEXT_MAX_CHARS};
+use crate::domain::product::{bounded_text, ProductStatus, KNOWN_CURRENCIES, SHORT_TEXT_MAX_CHARS};
 use crate::search::query::{self, SearchRequest, SortOrder, MAX_PAGE_SIZE, MAX_WINDOW};
 use crate::search::SearchError;
 
@@ -36,6 +36,11 @@ pub struct SearchParams {
     /// Brand filter.
     #[param(schema_with = super::contract::fields::short_text)]
     pub brand: Option<String>,
+    /// Currency of the price filter and sort (ISO 4217): a product's lowest price in it over
+    /// its variants; only products with a price in it match. Without it, the first variant's
+    /// first price.
+    #[param(schema_with = super::contract::fields::currency)]
+    pub currency: Option<String>,
     /// Minimum price in minor units (inclusive); must not exceed `max_price`.
     pub min_price: Option<i64>,
     /// Maximum price in minor units (inclusive).
@@ -111,10 +116,14 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
         StatusFilter::Archived => Some(ProductStatus::Archived),
     }
     .map(|s| s.as_str().to_owned());
+    if let Some(c) = p.currency.as_deref().filter(|c| !KNOWN_CURRENCIES.contains(c)) {
+        return Err(ApiError::field("currency", format!("unknown ISO 4217 currency {c:?}")));
+    }
     Ok(SearchRequest {
         q,
         category,
         brand,
+        currency: p.currency,
         min_price: p.min_price,
         max_price: p.max_price,
         in_stock: p.in_stock,

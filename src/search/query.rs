@@ -39,6 +39,10 @@ pub struct SearchRequest {
     pub category: Option<String>,
     /// Brand facet filter.
     pub brand: Option<String>,
+    /// The currency prices are filtered and sorted in (a product's lowest price in it over
+    /// its variants); only products with a price in it match. `None`: the first variant's
+    /// first price, whatever its currency (single-currency catalogs).
+    pub currency: Option<String>,
     /// Minimum price (minor units, inclusive).
     pub min_price: Option<i64>,
     /// Maximum price (minor units, inclusive).
@@ -79,6 +83,14 @@ pub fn build(r: &SearchRequest) -> Value {
     if let Some(b) = &r.brand {
         filter.push(json!({ "term": { "brand": b } }));
     }
+    let price_field = match &r.currency {
+        Some(c) => {
+            let field = format!("prices.{c}");
+            filter.push(json!({ "exists": { "field": field } }));
+            field
+        }
+        None => "price_minor".to_owned(),
+    };
     if r.min_price.is_some() || r.max_price.is_some() {
         let mut range = serde_json::Map::new();
         if let Some(v) = r.min_price {
@@ -87,17 +99,17 @@ pub fn build(r: &SearchRequest) -> Value {
         if let Some(v) = r.max_price {
             range.insert("lte".into(), json!(v));
         }
-        filter.push(json!({ "range": { "price_minor": range } }));
+        filter.push(json!({ "range": { price_field.clone(): range } }));
     }
     if r.in_stock == Some(true) {
         filter.push(json!({ "term": { "in_stock": true } }));
     }
     let sort = match (r.sort, must.is_empty()) {
         (SortOrder::PriceAsc, _) => {
-            json!([{ "price_minor": { "order": "asc", "missing": "_last" } }, { "id": "asc" }])
+            json!([{ price_field.clone(): { "order": "asc", "missing": "_last" } }, { "id": "asc" }])
         }
         (SortOrder::PriceDesc, _) => {
-            json!([{ "price_minor": { "order": "desc", "missing": "_last" } }, { "id": "asc" }])
+            json!([{ price_field.clone(): { "order": "desc", "missing": "_last" } }, { "id": "asc" }])
         }
         (SortOrder::Newest, _) | (SortOrder::Relevance, true) => {
             json!([{ "created_at": "desc" }, { "id": "asc" }])
@@ -344,5 +356,20 @@ mod tests {
             Some(&json!(100))
         );
         assert_eq!(body.pointer("/sort/0/price_minor/order"), Some(&json!("asc")));
+    }
+
+    #[test]
+    fn a_currency_filters_and_sorts_by_the_lowest_price_in_it() {
+        let r = SearchRequest {
+            currency: Some("EUR".into()),
+            max_price: Some(500),
+            sort: SortOrder::PriceDesc,
+            size: 20,
+            ..Default::default()
+        };
+        let body = build(&r);
+        assert_eq!(body.pointer("/query/bool/filter/0/exists/field"), Some(&json!("prices.EUR")));
+        assert_eq!(body.pointer("/query/bool/filter/1/range/prices.EUR/lte"), Some(&json!(500)));
+        assert_eq!(body.pointer("/sort/0/prices.EUR/order"), Some(&json!("desc")));
     }
 }

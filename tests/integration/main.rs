@@ -5,6 +5,7 @@ mod browser;
 mod helpers;
 
 mod access;
+mod catalog_v2;
 mod cli;
 mod commands;
 mod compose;
