@@ -2,6 +2,7 @@
 //! outcome in one transaction), the outbox queue used by the relay, and operator audit tables.
 
 pub mod audit_repo;
+pub mod backfill;
 pub mod command_repo;
 pub mod history_repo;
 pub mod idempotency_repo;
