@@ -10,7 +10,7 @@ ROLES := deploy/local/roles
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help up smoke down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration contract bench bench-peer \
+.PHONY: help up smoke down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration schemas contract bench bench-peer \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config rules-check ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
         cluster-up cluster-down test-cluster
@@ -90,6 +90,9 @@ test: ensure-rust ## start the stack (with its secured listeners); unit and inte
 
 # The binary is built the way `cargo test` builds it (dev-dependencies' features unified), so
 # after `make test`'s own tests this builds nothing: one build serves the whole suite.
+schemas: ensure-rust ## regenerate schemas/ (the wire's JSON Schemas) from the types; refuses an incompatible change to the current version
+	UPDATE_SCHEMAS=1 cargo test --locked --lib schema::wire
+
 contract: ensure-rust ## schemathesis against a fresh `serve` and its /openapi.json (all checks, stateful)
 	$(STACK) up
 	cargo test --locked --no-run --test integration
