@@ -188,7 +188,7 @@ impl Catalog {
         once: Once,
     ) -> Result<Result<ExecuteOutcome, StoredResponse>, AppError> {
         let remember = once.remember;
-        let guarded = idempotency_repo::execute_once(
+        let guarded = idempotency_repo::execute_command_once(
             conn,
             &once.scope,
             &once.fingerprint,

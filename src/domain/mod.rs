@@ -1,3 +1,4 @@
 //! Domain logic. Knows nothing of Kafka, HTTP, SQL, Redis or OpenSearch.
 
 pub mod product;
+pub mod product_type;

@@ -20,6 +20,15 @@ use super::products::{if_match, write, Reply};
 use super::{ApiError, AppState};
 use crate::domain::product::{Money, ProductCommand, ProductStatus};
 
+/// The product and variant of a variant's path; a variant id is 1 to 2^31 - 1 (a 422 before
+/// any precondition is looked at).
+fn variant((id, variant_id): (Uuid, i64)) -> Result<(Uuid, u32), ApiError> {
+    match u32::try_from(variant_id) {
+        Ok(v) if (1..=i32::MAX as u32).contains(&v) => Ok((id, v)),
+        _ => Err(ApiError::field("variant_id", "must be between 1 and 2147483647")),
+    }
+}
+
 /// Add a variant: its SKU (unique in the catalog), option values, prices and stock.
 #[utoipa::path(tag = "variants", operation_id = "add_variant", request_body = NewVariantBody,
     params(("id" = Uuid, Path, description = "Product id"), IdempotencyKey, IfMatch),
@@ -41,7 +50,7 @@ pub async fn add_variant(
 
 /// Change a variant's SKU or option values.
 #[utoipa::path(tag = "variants", operation_id = "update_variant", request_body = UpdateVariantBody,
-    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id"),
+    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id", minimum = 1, maximum = 2147483647),
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
@@ -51,11 +60,11 @@ pub async fn update_variant(
     _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(Uuid, u32)>,
+    path: web::Path<(Uuid, i64)>,
     body: JsonBody<UpdateVariantBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let (id, variant_id) = path.into_inner();
+    let (id, variant_id) = variant(path.into_inner())?;
     let command = ProductCommand::UpdateVariant {
         variant_id,
         change: body.into_inner().into(),
@@ -65,7 +74,7 @@ pub async fn update_variant(
 
 /// Remove a variant (a product keeps at least one; its id is never reused).
 #[utoipa::path(tag = "variants", operation_id = "remove_variant",
-    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id"),
+    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id", minimum = 1, maximum = 2147483647),
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::ById, problems::Invalid, problems::Conflicts, problems::Stale),
@@ -75,16 +84,16 @@ pub async fn remove_variant(
     _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(Uuid, u32)>,
+    path: web::Path<(Uuid, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let (id, variant_id) = path.into_inner();
+    let (id, variant_id) = variant(path.into_inner())?;
     write(&state, &req, id, ProductCommand::RemoveVariant { variant_id }, v, Reply::Updated).await
 }
 
 /// Replace a variant's prices: at most one per currency.
 #[utoipa::path(tag = "variants", operation_id = "set_variant_prices", request_body = PricesBody,
-    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id"),
+    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id", minimum = 1, maximum = 2147483647),
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
@@ -94,18 +103,18 @@ pub async fn set_variant_prices(
     _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(Uuid, u32)>,
+    path: web::Path<(Uuid, i64)>,
     body: JsonBody<PricesBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let (id, variant_id) = path.into_inner();
+    let (id, variant_id) = variant(path.into_inner())?;
     let prices = body.into_inner().prices.into_iter().map(Money::from).collect();
     write(&state, &req, id, ProductCommand::SetVariantPrices { variant_id, prices }, v, Reply::Updated).await
 }
 
 /// Change a variant's stock: `{"delta": n}` or `{"set": n}`.
 #[utoipa::path(tag = "variants", operation_id = "change_variant_stock", request_body = StockBody,
-    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id"),
+    params(("id" = Uuid, Path, description = "Product id"), ("variant_id" = u32, Path, description = "Variant id", minimum = 1, maximum = 2147483647),
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
@@ -115,11 +124,11 @@ pub async fn change_variant_stock(
     _auth: WriteAccess,
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(Uuid, u32)>,
+    path: web::Path<(Uuid, i64)>,
     body: JsonBody<StockBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
-    let (id, variant_id) = path.into_inner();
+    let (id, variant_id) = variant(path.into_inner())?;
     let command = match body.into_inner() {
         StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock {
             delta,
@@ -199,7 +208,7 @@ pub struct HistoryPage {
 #[utoipa::path(tag = "variants", operation_id = "product_history",
     params(("id" = Uuid, Path, description = "Product id"), HistoryQuery),
     responses((status = 200, description = "A page of the product's history", body = HistoryPage),
-        problems::Limits, problems::OptionalToken, problems::ById),
+        problems::Limits, problems::OptionalToken, problems::ById, problems::Invalid),
     security((), ("bearer" = [])))]
 #[get("/api/products/{id}/history")]
 pub async fn history(

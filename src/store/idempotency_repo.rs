@@ -13,6 +13,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -49,9 +50,9 @@ pub struct StoredResponse {
 
 /// What happened to a guarded write.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Guarded {
+pub enum Guarded<T = ExecuteOutcome> {
     /// The write ran now; its record was written when the caller asked for one.
-    Executed(ExecuteOutcome),
+    Executed(T),
     /// A live record with the same fingerprint: the first response, nothing ran.
     Replayed(StoredResponse),
     /// A live record with another fingerprint: the key was reused for another request.
@@ -75,29 +76,26 @@ struct Locked {
     locked: bool,
 }
 
-/// Runs `command` unless `scope` already answered it (see the module docs). `remember` maps
-/// the outcome to the response to record, or `None` to record nothing.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the product write's arguments plus the guard's"
-)]
-pub async fn execute_once<F>(
+/// The work a guard runs in its transaction (a product command, a product type change, ...).
+pub type Work<T> =
+    Box<dyn for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static>;
+
+/// Runs `work` unless `scope` already answered it (see the module docs). `remember` maps what
+/// it returned to the response to record, or `None` to record nothing.
+pub async fn execute_once<T, F>(
     conn: &mut AsyncPgConnection,
     scope: &IdempotencyScope,
     fingerprint: &str,
     ttl: Duration,
-    id: Uuid,
-    command: &ProductCommand,
-    opts: &ExecuteOptions,
+    work: Work<T>,
     remember: F,
-) -> Result<Guarded, StoreError>
+) -> Result<Guarded<T>, StoreError>
 where
-    F: FnOnce(&ExecuteOutcome) -> Option<StoredResponse> + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&T) -> Option<StoredResponse> + Send + 'static,
 {
     let scope = scope.clone();
     let fingerprint = fingerprint.to_owned();
-    let command = command.clone();
-    let opts = opts.clone();
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     conn.transaction::<_, StoreError, _>(async move |conn| {
         let lock_name = format!("{}\n{}\n{}", scope.principal, scope.route, scope.key);
@@ -110,62 +108,111 @@ where
             return Ok(Guarded::InFlight);
         }
         let now = Utc::now();
-        let live: Option<Record> = idempotency_keys::table
-            .find((&scope.principal, &scope.route, &scope.key))
-            .filter(idempotency_keys::expires_at.gt(now))
-            .select(Record::as_select())
-            .first(conn)
-            .await
-            .optional()?;
-        if let Some(r) = live {
-            if r.request_fingerprint != fingerprint {
-                return Ok(Guarded::KeyReused);
-            }
-            return Ok(Guarded::Replayed(StoredResponse {
-                status: u16::try_from(r.response_status)
-                    .map_err(|_| StoreError::Corrupt(format!("idempotency record status {}", r.response_status)))?,
-                headers: match r.response_headers {
-                    serde_json::Value::Object(m) => m,
-                    _ => serde_json::Map::new(),
-                },
-                body: r.response_body,
-            }));
+        if let Some(answered) = answered_before(conn, &scope, &fingerprint, now).await? {
+            return Ok(answered);
         }
-        let outcome = product_repo::run_command(conn, id, &command, &opts).await?;
+        let outcome = work(conn).await?;
         if let Some(resp) = remember(&outcome) {
             let expires_at: DateTime<Utc> = now.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC);
-            let status = i16::try_from(resp.status).unwrap_or(i16::MAX);
-            let headers = serde_json::Value::Object(resp.headers);
-            let changes = (
-                idempotency_keys::request_fingerprint.eq(&fingerprint),
-                idempotency_keys::response_status.eq(status),
-                idempotency_keys::response_headers.eq(&headers),
-                idempotency_keys::response_body.eq(&resp.body),
-                idempotency_keys::created_at.eq(now),
-                idempotency_keys::expires_at.eq(expires_at),
-            );
-            // A row under this scope can only be an expired one (the live lookup found none
-            // while holding the scope's lock): replace it.
-            diesel::insert_into(idempotency_keys::table)
-                .values((
-                    idempotency_keys::principal.eq(&scope.principal),
-                    idempotency_keys::route.eq(&scope.route),
-                    idempotency_keys::idempotency_key.eq(&scope.key),
-                    changes,
-                ))
-                .on_conflict((
-                    idempotency_keys::principal,
-                    idempotency_keys::route,
-                    idempotency_keys::idempotency_key,
-                ))
-                .do_update()
-                .set(changes)
-                .execute(conn)
-                .await?;
+            record(conn, &scope, &fingerprint, resp, now, expires_at).await?;
         }
         Ok(Guarded::Executed(outcome))
     })
     .await
+}
+
+/// Runs product `command` unless `scope` already answered it: [`execute_once`] around
+/// `product_repo::run_command`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the product write's arguments plus the guard's"
+)]
+pub async fn execute_command_once<F>(
+    conn: &mut AsyncPgConnection,
+    scope: &IdempotencyScope,
+    fingerprint: &str,
+    ttl: Duration,
+    id: Uuid,
+    command: &ProductCommand,
+    opts: &ExecuteOptions,
+    remember: F,
+) -> Result<Guarded, StoreError>
+where
+    F: FnOnce(&ExecuteOutcome) -> Option<StoredResponse> + Send + 'static,
+{
+    let (command, opts) = (command.clone(), opts.clone());
+    let work: Work<ExecuteOutcome> =
+        Box::new(move |c| Box::pin(async move { product_repo::run_command(c, id, &command, &opts).await }));
+    execute_once(conn, scope, fingerprint, ttl, work, remember).await
+}
+
+/// The live record of `scope`: its response when `fingerprint` matches, `KeyReused` when not.
+async fn answered_before<T>(
+    conn: &mut AsyncPgConnection,
+    scope: &IdempotencyScope,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Guarded<T>>, StoreError> {
+    let live: Option<Record> = idempotency_keys::table
+        .find((&scope.principal, &scope.route, &scope.key))
+        .filter(idempotency_keys::expires_at.gt(now))
+        .select(Record::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(r) = live else { return Ok(None) };
+    if r.request_fingerprint != fingerprint {
+        return Ok(Some(Guarded::KeyReused));
+    }
+    Ok(Some(Guarded::Replayed(StoredResponse {
+        status: u16::try_from(r.response_status)
+            .map_err(|_| StoreError::Corrupt(format!("idempotency record status {}", r.response_status)))?,
+        headers: match r.response_headers {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        },
+        body: r.response_body,
+    })))
+}
+
+/// Records `resp` as the answer of `scope` until `expires_at`.
+async fn record(
+    conn: &mut AsyncPgConnection,
+    scope: &IdempotencyScope,
+    fingerprint: &str,
+    resp: StoredResponse,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let status = i16::try_from(resp.status).unwrap_or(i16::MAX);
+    let headers = serde_json::Value::Object(resp.headers);
+    let changes = (
+        idempotency_keys::request_fingerprint.eq(fingerprint),
+        idempotency_keys::response_status.eq(status),
+        idempotency_keys::response_headers.eq(&headers),
+        idempotency_keys::response_body.eq(&resp.body),
+        idempotency_keys::created_at.eq(now),
+        idempotency_keys::expires_at.eq(expires_at),
+    );
+    // A row under this scope can only be an expired one (the live lookup found none while
+    // holding the scope's lock): replace it.
+    diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::principal.eq(&scope.principal),
+            idempotency_keys::route.eq(&scope.route),
+            idempotency_keys::idempotency_key.eq(&scope.key),
+            changes,
+        ))
+        .on_conflict((
+            idempotency_keys::principal,
+            idempotency_keys::route,
+            idempotency_keys::idempotency_key,
+        ))
+        .do_update()
+        .set(changes)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Deletes up to `limit` expired records; returns how many.
