@@ -68,18 +68,18 @@ pub struct Write {
     pub actor: Option<String>,
 }
 
-/// Builds the answer kept for replays of a write from the product it produced.
-pub type Remember = Box<dyn FnOnce(&Product) -> Option<StoredResponse> + Send>;
+/// Builds the answer kept for replays of a write from what it produced (a product, a type).
+pub type Remember<T = Product> = Box<dyn FnOnce(&T) -> Option<StoredResponse> + Send>;
 
 /// Run a write at most once for a key: who and where (`scope`), what (`fingerprint`), and
 /// what to keep as the answer of a successful first run (`remember`, the edge's own shape).
-pub struct Once {
+pub struct Once<T = Product> {
     /// Caller, route and key.
     pub scope: IdempotencyScope,
     /// Digest of the request; another request with the same key is refused.
     pub fingerprint: String,
     /// The answer to keep for replays, built from the new state.
-    pub remember: Remember,
+    pub remember: Remember<T>,
 }
 
 /// What a write did.

@@ -9,5 +9,6 @@
 //! and failures an [`AppError`] that the edge maps to its own error shape.
 
 pub mod catalog;
+pub mod types;
 
 pub use catalog::{AppError, Catalog, CatalogSettings};

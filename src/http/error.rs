@@ -198,6 +198,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Domain(d) => d.into(),
             StoreError::NotFound => Self::NotFound("product not found".into()),
+            StoreError::Missing(what) => Self::NotFound(what),
+            StoreError::Conflict(why) => Self::StateConflict(why),
             StoreError::VersionConflict { expected, actual } => {
                 Self::PreconditionFailed(format!("product is at version {actual}, not {expected}"))
             }

@@ -30,6 +30,7 @@ pub mod idempotency;
 pub mod json_body;
 pub mod metrics;
 pub mod problem;
+pub mod product_types;
 pub mod products;
 pub mod rate_limit;
 pub mod routes;

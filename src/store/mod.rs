@@ -15,6 +15,7 @@ pub mod pool;
 pub mod product_repo;
 pub mod rebuild_repo;
 pub mod schema;
+pub mod type_repo;
 
 pub use pool::{build_pool, PgConn, PgPool};
 
@@ -47,6 +48,13 @@ pub enum StoreError {
     /// The product does not exist.
     #[error("product not found")]
     NotFound,
+    /// Something else the request names does not exist (a product type, ...).
+    #[error("{0}")]
+    Missing(String),
+    /// The change conflicts with what is stored (a type that exists, products a type change
+    /// would make invalid, ...).
+    #[error("{0}")]
+    Conflict(String),
     /// The aggregate refused the command.
     #[error(transparent)]
     Domain(#[from] DomainError),
@@ -104,6 +112,8 @@ impl Classify for StoreError {
             | Self::VersionConflict { .. }
             | Self::SkuTaken(_)
             | Self::NotFound
+            | Self::Missing(_)
+            | Self::Conflict(_)
             | Self::Domain(_)
             | Self::Corrupt(_) => FailureClass::Permanent,
         }

@@ -209,6 +209,25 @@ pub async fn list(
     q.load(conn).await?.into_iter().map(ProductRow::into_product).collect()
 }
 
+/// Up to `limit` products of type `key` in id order after `after`.
+pub async fn of_type(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Product>, StoreError> {
+    let mut q = products::table
+        .select(ProductRow::as_select())
+        .filter(products::product_type.eq(key))
+        .order(products::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(a) = after {
+        q = q.filter(products::id.gt(a));
+    }
+    q.load(conn).await?.into_iter().map(ProductRow::into_product).collect()
+}
+
 /// Runs `command` against product `id` in one transaction (see the module docs).
 #[tracing::instrument(level = "debug", skip_all, fields(product.id = %id, command.r#type = command.command_type(), command.id = ?opts.command_id))]
 pub async fn run_command(
@@ -247,7 +266,11 @@ async fn execute_in_tx(
         }
     }
     let now = Utc::now();
-    let (next, change) = match product::execute(current.as_ref(), id, command, now) {
+    let decided = match product::execute(current.as_ref(), id, command, now) {
+        Ok((next, change)) => fits_its_type(conn, &next).await?.map(|()| (next, change)),
+        Err(rule) => Err(rule),
+    };
+    let (next, change) = match decided {
         Ok(ok) => ok,
         Err(rule) => {
             if let Some(command_id) = opts.command_id {
@@ -271,6 +294,17 @@ async fn execute_in_tx(
     let envelope = EventEnvelope::new(&change, &next, meta);
     save(conn, command, opts, current.as_ref(), &next, &envelope).await?;
     Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
+}
+
+/// Whether the new state fits its product type (read `FOR SHARE`, see `type_repo`): every
+/// command of a typed product is checked on the state it would leave.
+async fn fits_its_type(conn: &mut AsyncPgConnection, next: &Product) -> Result<Result<(), product::DomainError>, StoreError> {
+    let Some(key) = &next.product_type else { return Ok(Ok(())) };
+    match super::type_repo::for_product(conn, key).await {
+        Ok(t) => Ok(crate::domain::product_type::check(&t, next)),
+        Err(StoreError::Domain(rule)) => Ok(Err(rule)),
+        Err(e) => Err(e),
+    }
 }
 
 /// The recorded outcome of `opts.command_id` when it was processed before (locked, so a

@@ -25,6 +25,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    product_types (key) {
+        key -> Text,
+        name -> Text,
+        attributes -> Jsonb,
+        version -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     product_skus (sku) {
         sku -> Text,
         product_id -> Uuid,

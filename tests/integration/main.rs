@@ -18,6 +18,7 @@ mod kafka_outage;
 mod ops;
 mod otlp;
 mod outbox;
+mod product_types;
 mod products;
 mod projection;
 mod prometheus;
