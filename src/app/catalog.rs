@@ -281,6 +281,21 @@ impl Catalog {
         .await
     }
 
+    /// How the category fan-out writes products: through the outbox like any write, as the
+    /// actor `category-fanout`.
+    pub fn fanout_options(&self) -> ExecuteOptions {
+        ExecuteOptions {
+            command_id: None,
+            correlation_id: None,
+            traceparent: None,
+            actor: Some("category-fanout".into()),
+            expected_version: None,
+            events_topic: self.settings.events_topic.clone(),
+            notify: self.settings.outbox_notify,
+            fresh_id: false,
+        }
+    }
+
     /// Up to `limit` versions of product `id` after version `after`, oldest first.
     pub async fn history(&self, id: Uuid, after: i64, limit: i64) -> Result<Vec<HistoryEntry>, AppError> {
         let mut conn = pool::get(&self.pool).await?;

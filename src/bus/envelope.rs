@@ -162,9 +162,13 @@ impl From<CommandMessage> for ProductCommand {
     }
 }
 
-impl From<ProductCommand> for CommandMessage {
-    fn from(c: ProductCommand) -> Self {
-        match c {
+/// The wire form of a command a client may send; `Err` for the internal ones
+/// (`PlaceInCategory`: its path comes from the category tree, never from a message).
+impl TryFrom<ProductCommand> for CommandMessage {
+    type Error = ProductCommand;
+
+    fn try_from(c: ProductCommand) -> Result<Self, ProductCommand> {
+        Ok(match c {
             ProductCommand::CreateProduct(c) => Self::CreateProduct(c),
             ProductCommand::UpdateProductDetails(u) => Self::UpdateProductDetails(u),
             ProductCommand::ChangePrice { price, variant_id } => Self::ChangePrice { price, variant_id },
@@ -181,7 +185,8 @@ impl From<ProductCommand> for CommandMessage {
             ProductCommand::PublishProduct => Self::PublishProduct,
             ProductCommand::UnpublishProduct => Self::UnpublishProduct,
             ProductCommand::ArchiveProduct => Self::ArchiveProduct,
-        }
+            internal @ ProductCommand::PlaceInCategory { .. } => return Err(internal),
+        })
     }
 }
 
@@ -264,7 +269,7 @@ mod tests {
         let c: CommandMessage = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
         assert_eq!(ProductCommand::from(c), ProductCommand::PublishProduct);
         assert!(serde_json::from_str::<CommandMessage>(r#"{"command_type":"Explode"}"#).is_err());
-        let back = serde_json::to_string(&CommandMessage::from(ProductCommand::SetStock { stock: 4, variant_id: None })).expect("json");
+        let back = serde_json::to_string(&CommandMessage::try_from(ProductCommand::SetStock { stock: 4, variant_id: None }).expect("wire")).expect("json");
         assert_eq!(back, r#"{"command_type":"SetStock","payload":{"stock":4}}"#);
     }
 

@@ -237,7 +237,7 @@ async fn plan(
         None => None,
     };
     let (g, t, parts) = (group.to_owned(), topic.to_owned(), a.partitions.clone());
-    Ok(tokio::task::spawn_blocking(move || -> Result<Vec<PlanRow>, OpsError> {
+    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<PlanRow>, OpsError> {
         match (spec, from_file) {
             (Some(spec), _) => replay::plan(&bootstrap, &g, &t, parts.as_deref(), &spec),
             (None, Some(entries)) => {
@@ -250,8 +250,8 @@ async fn plan(
             (None, None) => Err(OpsError::Refused("give one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime, --by-duration, --from-file".into())),
         }
     })
-    .await?
-    .map_err(refused)?)
+    .await?;
+    rows.map_err(refused)
 }
 
 /// Waits (up to `wait`) for the group to have no active member (`--wait-inactive`).

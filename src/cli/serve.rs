@@ -132,6 +132,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         st.catalog.pool.clone(),
         a.resilience.idempotency_prune_interval(),
     ));
+    // Products follow their category's renames and moves (any `serve` takes a fan-out).
+    tokio::spawn(crate::worker::category_fanout::run(
+        st.catalog.pool.clone(),
+        st.catalog.fanout_options(),
+        std::time::Duration::from_secs(1),
+    ));
     let listener = super::connect::bind("HTTP_BIND", &a.bind)?;
     let metrics_bind = match a.metrics_bind.trim() {
         "" => DEFAULT_METRICS_BIND,

@@ -1,4 +1,5 @@
 //! Domain logic. Knows nothing of Kafka, HTTP, SQL, Redis or OpenSearch.
 
+pub mod category;
 pub mod product;
 pub mod product_type;

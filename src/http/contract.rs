@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "products", description = "Products: create, read, change, publish"),
         (name = "variants", description = "A product's variants (SKU, options, prices per currency, stock) and its change history"),
         (name = "product-types", description = "Product types: the attributes a kind of product has, checked on every write"),
+        (name = "categories", description = "The category tree: products follow a rename or move through their own events"),
         (name = "schemas", description = "JSON Schemas of the events and commands on the wire"),
         (name = "commands", description = "Commands for the write side, through product.commands"),
         (name = "search", description = "Full-text search over published products"),

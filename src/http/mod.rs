@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod bodies;
 pub mod body_timeout;
+pub mod categories;
 pub mod commands;
 pub mod console;
 pub mod contract;

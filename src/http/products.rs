@@ -155,7 +155,11 @@ pub(super) async fn write(
         None => None,
         Some(key) => Some(Once {
             scope: idempotency::scope(req, key),
-            fingerprint: idempotency::fingerprint(req, &crate::bus::envelope::CommandMessage::from(command.clone()))?,
+            fingerprint: idempotency::fingerprint(
+                req,
+                &crate::bus::envelope::CommandMessage::try_from(command.clone())
+                    .map_err(|c| ApiError::Internal(format!("{} has no wire form", c.command_type())))?,
+            )?,
             remember: Box::new(move |p: &Product| write_response(reply, p).ok()),
         }),
     };

@@ -17,7 +17,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::AppExt;
 
 use super::contract::ApiDoc;
-use super::{commands, console, error, health, product_types, products, schemas, search, variants, ApiError, BODY_LIMIT_BYTES};
+use super::{categories, commands, console, error, health, product_types, products, schemas, search, variants, ApiError, BODY_LIMIT_BYTES};
 
 /// Registers every route on `cfg`, with bodies up to `body_limit` bytes (shared by `serve`
 /// and the tests through `http::run`).
@@ -38,6 +38,7 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut ServiceConfig) {
         .configure(products::routes)
         .configure(variants::routes)
         .configure(product_types::routes)
+        .configure(categories::routes)
         .configure(schemas::routes)
         // The console's endpoints before its page scope, which claims the rest of /console.
         .configure(console::api::routes);
@@ -196,7 +197,7 @@ mod tests {
             .iter()
             .filter(|(_, p, _)| p.starts_with("/api/") || p.starts_with("/console/api/"))
             .collect();
-        assert_eq!(api.len(), 28, "every API and console operation is documented");
+        assert_eq!(api.len(), 32, "every API and console operation is documented");
         for (method, path, op) in api {
             let responses = op["responses"].as_object().expect("responses");
             for status in ["401", "429", "503"] {

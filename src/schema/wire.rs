@@ -72,6 +72,7 @@ fn current_data() -> Vec<(&'static str, Value)> {
         ("VariantUpdated", schema_of::<event::VariantUpdated>()),
         ("VariantRemoved", schema_of::<event::VariantRemoved>()),
         ("VariantPricesSet", schema_of::<event::VariantPricesSet>()),
+        ("ProductCategorized", schema_of::<event::ProductCategorized>()),
     ]
 }
 

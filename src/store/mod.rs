@@ -3,6 +3,7 @@
 
 pub mod audit_repo;
 pub mod backfill;
+pub mod category_repo;
 pub mod command_repo;
 pub mod history_repo;
 pub mod idempotency_repo;

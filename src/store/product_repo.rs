@@ -267,7 +267,10 @@ async fn execute_in_tx(
     }
     let now = Utc::now();
     let decided = match product::execute(current.as_ref(), id, command, now) {
-        Ok((next, change)) => fits_its_type(conn, &next).await?.map(|()| (next, change)),
+        Ok((mut next, change)) => {
+            place(conn, command, &mut next).await?;
+            fits_its_type(conn, &next).await?.map(|()| (next, change))
+        }
         Err(rule) => Err(rule),
     };
     let (next, change) = match decided {
@@ -294,6 +297,20 @@ async fn execute_in_tx(
     let envelope = EventEnvelope::new(&change, &next, meta);
     save(conn, command, opts, current.as_ref(), &next, &envelope).await?;
     Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
+}
+
+/// A creation or a category change names the category by slug: the state gets its path in
+/// the category tree (empty when the slug is not in the tree).
+async fn place(conn: &mut AsyncPgConnection, command: &ProductCommand, next: &mut Product) -> Result<(), StoreError> {
+    let names_category = match command {
+        ProductCommand::CreateProduct(_) => true,
+        ProductCommand::UpdateProductDetails(u) => u.category.is_some(),
+        _ => false,
+    };
+    if names_category {
+        next.category_path = super::category_repo::path_of_slug(conn, &next.category).await?;
+    }
+    Ok(())
 }
 
 /// Whether the new state fits its product type (read `FOR SHARE`, see `type_repo`): every
@@ -326,6 +343,12 @@ async fn already_processed(
     Ok(seen
         .filter(|(status, _)| status != "pending")
         .map(|(status, version)| ExecuteOutcome::Duplicate { status, version }))
+}
+
+/// The product row, locked for the rest of the caller's transaction (`None` when there is
+/// none).
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Product>, StoreError> {
+    lock_product(conn, id).await
 }
 
 /// The product row, locked for the rest of the transaction (`None` when there is none).

@@ -25,6 +25,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    categories (id) {
+        id -> Uuid,
+        parent_id -> Nullable<Uuid>,
+        slug -> Text,
+        name -> Text,
+        position -> Int4,
+        version -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    category_fanouts (id) {
+        id -> Int8,
+        category_id -> Uuid,
+        requested_at -> Timestamptz,
+        cursor_id -> Nullable<Uuid>,
+        products_done -> Int8,
+        done_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     product_types (key) {
         key -> Text,
         name -> Text,

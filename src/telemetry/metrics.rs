@@ -113,6 +113,10 @@ metric!(IDEMPOTENCY_KEYS: IntCounterVec = register_int_counter_vec!(
 metric!(IDEMPOTENCY_PRUNED: IntCounter = register_int_counter!(
     "aliexpress_idempotency_pruned_total", "Expired idempotency records deleted"));
 
+metric!(CATEGORY_FANOUT_PRODUCTS: IntCounter = register_int_counter!(
+    "aliexpress_category_fanout_products_total",
+    "Products given a new category path after a category was created, renamed or moved"));
+
 metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "aliexpress_build_info", "Always 1: the version and commit of the running binary", &["version", "git_sha"]));
 

@@ -1,6 +1,7 @@
 //! Long-running loops. Each has a public `process_once` that tests drive directly and a
 //! `run_until_stopped` around it that handles waiting, retries and shutdown.
 
+pub mod category_fanout;
 pub mod commands;
 pub mod engine;
 pub mod outbox_relay;

@@ -6,6 +6,7 @@ mod helpers;
 
 mod access;
 mod catalog_v2;
+mod categories;
 mod cli;
 mod commands;
 mod compose;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::command::{CreateProduct, NewVariant, ProductCommand, UpdateProductDetails};
 use super::error::DomainError;
 use super::event::{
-    ProductArchived, ProductChange, ProductCreated, ProductDetailsUpdated, ProductStatusChanged,
+    ProductArchived, ProductCategorized, ProductChange, ProductCreated, ProductDetailsUpdated, ProductStatusChanged,
 };
 use super::value::{
     bounded_text, required_text, AttributeValue, CategoryNode, Money, ProductStatus, Variant, ATTRIBUTES_MAX,
@@ -118,6 +118,10 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
         ProductCommand::UpdateVariant { variant_id, change } => variants::update(product, *variant_id, change),
         ProductCommand::RemoveVariant { variant_id } => variants::remove(product, *variant_id),
         ProductCommand::SetVariantPrices { variant_id, prices } => variants::set_prices(product, *variant_id, prices),
+        ProductCommand::PlaceInCategory { category, path } => Ok(ProductChange::ProductCategorized(ProductCategorized {
+            category: bounded_text("category", category, SHORT_TEXT_MAX_CHARS)?,
+            category_path: path.clone(),
+        })),
         ProductCommand::PublishProduct => decide_publish(product),
         ProductCommand::UnpublishProduct => {
             if product.status != ProductStatus::Published {
@@ -306,6 +310,10 @@ pub fn evolve(state: Option<Product>, id: Uuid, change: &ProductChange, at: Date
             }
         }
         ProductChange::VariantRemoved(c) => p.variants.retain(|v| v.id != c.variant_id),
+        ProductChange::ProductCategorized(c) => {
+            p.category = c.category.clone();
+            p.category_path = c.category_path.clone();
+        }
         ProductChange::VariantPricesSet(c) => {
             if let Some(v) = p.variant_mut(c.variant_id) {
                 v.prices = c.prices.clone();

@@ -184,6 +184,15 @@ pub enum ProductCommand {
         /// At most one price per currency.
         prices: Vec<Money>,
     },
+    /// Places the product in a category of the tree: its slug and path (root first). Internal:
+    /// the store resolves the path from the tree (on a creation or a category change, and in
+    /// the fan-out after a category is renamed or moved); no client sends it.
+    PlaceInCategory {
+        /// The category's slug.
+        category: String,
+        /// Its path, root first.
+        path: Vec<super::value::CategoryNode>,
+    },
     /// Makes a draft product visible; needs a title and a price on every variant.
     PublishProduct,
     /// Takes a published product back to draft.
@@ -205,6 +214,7 @@ impl ProductCommand {
             Self::UpdateVariant { .. } => "UpdateVariant",
             Self::RemoveVariant { .. } => "RemoveVariant",
             Self::SetVariantPrices { .. } => "SetVariantPrices",
+            Self::PlaceInCategory { .. } => "PlaceInCategory",
             Self::PublishProduct => "PublishProduct",
             Self::UnpublishProduct => "UnpublishProduct",
             Self::ArchiveProduct => "ArchiveProduct",

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::aggregate::Product;
-use super::value::{AttributeValue, Money, ProductStatus, Variant};
+use super::value::{AttributeValue, CategoryNode, Money, ProductStatus, Variant};
 
 /// Schema version of the envelope and of every event type below.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -139,6 +139,16 @@ pub struct VariantPricesSet {
     pub prices: Vec<Money>,
 }
 
+/// The product's place in the category tree changed: a new category, or its category (or an
+/// ancestor) was renamed or moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProductCategorized {
+    /// Category slug.
+    pub category: String,
+    /// The category's path, root first.
+    pub category_path: Vec<CategoryNode>,
+}
+
 /// The change an event records (past tense). Serialized as the change's fields alone: the
 /// envelope's `event_type` names the variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +173,8 @@ pub enum ProductChange {
     VariantRemoved(VariantRemoved),
     /// See [`VariantPricesSet`].
     VariantPricesSet(VariantPricesSet),
+    /// See [`ProductCategorized`].
+    ProductCategorized(ProductCategorized),
 }
 
 /// Stable `event_type` strings of the current schema version; the projection rejects
@@ -179,6 +191,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "VariantUpdated",
     "VariantRemoved",
     "VariantPricesSet",
+    "ProductCategorized",
 ];
 
 impl ProductChange {
@@ -199,6 +212,7 @@ impl ProductChange {
             Self::VariantUpdated(_) => "VariantUpdated",
             Self::VariantRemoved(_) => "VariantRemoved",
             Self::VariantPricesSet(_) => "VariantPricesSet",
+            Self::ProductCategorized(_) => "ProductCategorized",
         }
     }
 
@@ -215,6 +229,7 @@ impl ProductChange {
             Self::VariantUpdated(c) => serde_json::to_value(c),
             Self::VariantRemoved(c) => serde_json::to_value(c),
             Self::VariantPricesSet(c) => serde_json::to_value(c),
+            Self::ProductCategorized(c) => serde_json::to_value(c),
         };
         // Serializing plain data (strings, integers, maps) cannot fail.
         v.unwrap_or(serde_json::Value::Null)

@@ -1,0 +1,2 @@
+DROP TABLE category_fanouts;
+DROP TABLE categories;
