@@ -48,6 +48,12 @@ pub enum Op {
     Unpublish,
     /// POST .../archive.
     Archive,
+    /// POST .../variants (a new size; 409 when the product's variants cannot take it).
+    AddVariant,
+    /// PUT .../variants/1/prices (EUR and USD).
+    VariantPrices,
+    /// POST .../variants/1/stock {"delta"}.
+    VariantStock,
     /// GET /api/products/{id}.
     Get,
     /// GET /api/search.
@@ -87,6 +93,9 @@ const MIX: &[(Op, u32)] = &[
     (Op::Publish, 6),
     (Op::Unpublish, 3),
     (Op::Archive, 2),
+    (Op::AddVariant, 5),
+    (Op::VariantPrices, 4),
+    (Op::VariantStock, 4),
     (Op::Get, 10),
     (Op::Search, 5),
     (Op::Command, 20),
@@ -276,16 +285,40 @@ impl Workload {
         let titles = ["Lamp", "Chair", "Phone case", "Kettle", "Desk", "Cable", "Backpack"];
         let mut command_body = None;
         let req = match op {
-            Op::Create => self.http.post(format!("{}/api/products", self.base)).json(&json!({
+            Op::Create => {
+                let mut body = json!({
+                    "title": format!("{} {}", pick(rng, &titles), rng.random_range(1..1000)),
+                    "description": "made for the chaos suite",
+                    "category": pick(rng, &["electronics", "home", "garden", "toys"]),
+                    "brand": pick(rng, &["Acme", "Globex", "Initech"]),
+                    "attributes": {"colour": pick(rng, &["red", "blue", "green"])},
+                });
+                let price = json!({"amount_minor": rng.random_range(100..100_000), "currency": "USD"});
+                let stock = rng.random_range(0..100);
+                if rng.random_bool(0.5) {
+                    body["sku"] = json!(format!("sku-{}", Uuid::new_v4().simple()));
+                    body["price"] = price;
+                    body["stock"] = json!(stock);
+                } else {
+                    body["variants"] = json!([{"sku": format!("sku-{}", Uuid::new_v4().simple()),
+                        "options": {"size": "M"}, "prices": [price], "stock": stock}]);
+                }
+                self.http.post(format!("{}/api/products", self.base)).json(&body)
+            }
+            Op::AddVariant => self.http.post(p("/variants")).json(&json!({
                 "sku": format!("sku-{}", Uuid::new_v4().simple()),
-                "title": format!("{} {}", pick(rng, &titles), rng.random_range(1..1000)),
-                "description": "made for the chaos suite",
-                "category": pick(rng, &["electronics", "home", "garden", "toys"]),
-                "brand": pick(rng, &["Acme", "Globex", "Initech"]),
-                "attributes": {"colour": pick(rng, &["red", "blue", "green"])},
-                "price": {"amount_minor": rng.random_range(100..100_000), "currency": "USD"},
-                "stock": rng.random_range(0..100),
+                "options": {"size": pick(rng, &["S", "L", "XL"])},
+                "prices": [{"amount_minor": rng.random_range(100..100_000), "currency": "USD"}],
+                "stock": rng.random_range(0..50),
             })),
+            Op::VariantPrices => self.http.put(p("/variants/1/prices")).json(&json!({"prices": [
+                {"amount_minor": rng.random_range(100..100_000), "currency": "EUR"},
+                {"amount_minor": rng.random_range(100..100_000), "currency": "USD"},
+            ]})),
+            Op::VariantStock => self
+                .http
+                .post(p("/variants/1/stock"))
+                .json(&json!({"delta": rng.random_range(1..10)})),
             Op::Details => self.http.patch(p("")).json(&json!({
                 "title": format!("{} {}", pick(rng, &titles), rng.random_range(1..1000)),
                 "description": format!("revision {}", rng.random_range(0..1_000_000)),
@@ -322,7 +355,12 @@ impl Workload {
                     .flatten();
                 let body = dup.unwrap_or_else(|| {
                     op = Op::Command;
-                    let (t, payload) = match rng.random_range(0..4) {
+                    let (t, payload) = match rng.random_range(0..5) {
+                        4 => (
+                            "AddVariant",
+                            json!({"sku": format!("sku-{}", Uuid::new_v4().simple()), "options": {"size": "XXL"},
+                                   "prices": [{"amount_minor": rng.random_range(100..100_000), "currency": "USD"}]}),
+                        ),
                         0 => ("AdjustStock", json!({"delta": rng.random_range(1..10)})),
                         1 => ("SetStock", json!({"stock": rng.random_range(0..500)})),
                         2 => (
