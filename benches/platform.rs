@@ -22,6 +22,9 @@
 //! - mixed: 95 % GET / 5 % POST at a fixed rate near saturation, p50/p99 of each;
 //! - freshness: API write due → visible in the search index, at 100 and 500 writes/s;
 //! - rebuild: `replay --rebuild` of N events vs raw `_bulk` of the same documents;
+//! - category-rename: a category over N products renamed, until every document shows the new
+//!   path (fan-out → events → relay → projection), and write → searchable latency meanwhile vs
+//!   without a rename (`BENCH_RENAME_PRODUCTS`, default 10 000 x scale);
 //! - peer: the relay vs Debezium's outbox EventRouter on Kafka Connect, same rows, same Kafka:
 //!   backlog events/s and publish latency (commit -> record) at a fixed rate
 //!   (benches/platform/debezium_peer.rs; `make bench-peer` runs only this);
@@ -44,6 +47,8 @@
 
 #[path = "platform/api.rs"]
 mod api;
+#[path = "platform/category_rename.rs"]
+mod category_rename;
 #[path = "platform/consumer.rs"]
 mod consumer;
 #[path = "platform/debezium_peer.rs"]
@@ -312,6 +317,7 @@ fn main() {
         section!("mixed", bench_mixed(&mut rows, &cap).await);
         section!("freshness", bench_freshness(&mut rows).await);
         section!("rebuild", bench_rebuild(&mut rows).await);
+        section!("category-rename", category_rename::bench_category_rename(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(
