@@ -422,6 +422,21 @@ async fn a_dead_letter_of_a_version_an_older_binary_did_not_know_is_redriven_aft
     let listed = String::from_utf8_lossy(&bin(&["dlq", "list"]).stdout).into_owned();
     assert_eq!(listed.matches("unsupported_schema_version").count(), 2, "{listed}");
 
+    // The console says how this binary reads each one.
+    let console: Value = app
+        .http
+        .get(app.url("/console/api/dead-letters"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("console")
+        .json()
+        .await
+        .expect("json");
+    let reads: Vec<&str> = console["records"].as_array().expect("records").iter().filter_map(|r| r["reads"].as_str()).collect();
+    assert!(reads.iter().any(|r| r.starts_with("reads as version 2 (ProductCreated v1)")), "{reads:?}");
+    assert!(reads.iter().any(|r| r.starts_with("unsupported_schema_version")), "{reads:?}");
+
     // After the upgrade (this binary knows version 2), redriving succeeds for the version-2
     // record; the version-3 one waits for a binary that knows it and is dead-lettered again.
     let run = bin(&["dlq", "redrive", "--all", "--execute"]);

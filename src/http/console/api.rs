@@ -135,7 +135,7 @@ pub async fn lag(_auth: TokenAccess, state: web::Data<AppState>) -> Result<HttpR
 }
 
 /// Which dead-letter topic: never a topic name from the caller.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DlqTopic {
     /// `dlq.product.events` (the projection's).
@@ -175,6 +175,10 @@ pub struct DeadLetter {
     pub redriven: bool,
     /// The payload as text (lossy UTF-8), cut at [`PAYLOAD_SHOWN_CHARS`].
     pub payload: String,
+    /// For an event: how this binary reads it (any supported schema version, upcast to the
+    /// current one): `reads as version N`, or why it cannot (the reason it would be
+    /// dead-lettered again if redriven now).
+    pub reads: Option<String>,
 }
 
 /// `GET /console/api/dead-letters` answer.
@@ -224,6 +228,10 @@ pub async fn dead_letters(
                 .payload()
                 .map(|p| String::from_utf8_lossy(p).chars().take(PAYLOAD_SHOWN_CHARS).collect())
                 .unwrap_or_default(),
+            reads: (q.topic == DlqTopic::Events).then(|| match crate::bus::envelope::decode_event(m.payload()) {
+                Ok(e) => format!("reads as version {} ({} v{})", e.schema_version, e.event_type, e.aggregate_version),
+                Err(e) => format!("{}: {}", e.class, e.message),
+            }),
         })
         .collect();
     Ok(HttpResponse::Ok().json(DeadLetters {

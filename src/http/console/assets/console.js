@@ -188,7 +188,7 @@
         return el('tr', { class: 'dead-letter', 'data-at': at },
           el('td', {}, r.redriven ? '' : el('input', { type: 'checkbox', value: at, checked: checked.has(at), 'aria-label': `select ${at}` })),
           el('td', {}, at), el('td', {}, r.failed_at), el('td', { class: 'error-class' }, r.error_class),
-          el('td', {}, el('details', {}, el('summary', {}, r.reason.slice(0, 160)), el('pre', {}, r.reason), el('pre', {}, r.payload))),
+          el('td', {}, el('details', {}, el('summary', {}, r.reason.slice(0, 160)), el('pre', {}, r.reason), el('pre', {}, r.payload), r.reads ? el('p', {}, 'this binary: ' + r.reads) : null)),
           el('td', {}, `${r.original_topic}[${r.original_partition}]@${r.original_offset}`), el('td', {}, r.key),
           el('td', {}, r.redriven ? 'redriven' : 'waiting'));
       })),
