@@ -399,4 +399,63 @@ mod tests {
         );
         assert_eq!(body.pointer("/sort/0/prices.EUR/order"), Some(&json!("desc")));
     }
+
+    #[test]
+    fn option_filters_of_one_name_are_alternatives_and_names_all_apply() {
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let r = SearchRequest {
+            options: vec![pair("size", "M"), pair("colour", "red"), pair("size", "L")],
+            attributes: vec![pair("material", "cotton")],
+            category_under: Some("apparel".into()),
+            size: 10,
+            ..Default::default()
+        };
+        let filters = build(&r)["query"]["bool"]["filter"].clone();
+        assert_eq!(
+            filters,
+            json!([{"term": {"category_path": "apparel"}},
+                   {"terms": {"option_values": ["colour=red"]}},
+                   {"terms": {"option_values": ["size=M", "size=L"]}},
+                   {"terms": {"attribute_values": ["material=cotton"]}}])
+        );
+    }
+
+    #[test]
+    fn a_cursor_pages_with_search_after_and_without_facets() {
+        let mut r = SearchRequest {
+            page: 1,
+            size: 37,
+            ..Default::default()
+        };
+        let first = build(&r);
+        assert_eq!(
+            first["sort"],
+            json!([{"created_at": "desc"}, {"id": "asc"}]),
+            "the id tiebreaker"
+        );
+        assert!(first.get("search_after").is_none() && first["aggs"].is_object());
+        r.after = Cursor::from_sort(json!([1_733_000_000_000_i64, "some-id"]));
+        let next = build(&r);
+        assert_eq!(next["search_after"], json!([1_733_000_000_000_i64, "some-id"]));
+        assert!(next.get("from").is_none() && next.get("aggs").is_none());
+    }
+
+    #[test]
+    fn a_full_page_carries_the_cursor_of_its_last_hit() {
+        let r = SearchRequest {
+            page: 1,
+            size: 2,
+            ..Default::default()
+        };
+        let answer = |n: usize| -> SearchAnswer {
+            serde_json::from_value(json!({"hits": {"hits": (0..n).map(|i| json!({"_source": {}, "sort": [i, format!("id-{i}")]})).collect::<Vec<_>>()}}))
+                .expect("answer")
+        };
+        let next = parse(&r, answer(2)).next_after.expect("full page");
+        assert_eq!(
+            Cursor::decode(&next, Primary::Long).expect("decodes").values(),
+            [json!(1), json!("id-1")]
+        );
+        assert_eq!(parse(&r, answer(1)).next_after, None, "a short page is the last");
+    }
 }
