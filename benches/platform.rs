@@ -22,6 +22,10 @@
 //! - mixed: 95 % GET / 5 % POST at a fixed rate near saturation, p50/p99 of each;
 //! - freshness: API write due → visible in the search index, at 100 and 500 writes/s;
 //! - rebuild: `replay --rebuild` of N events vs raw `_bulk` of the same documents;
+//! - search-facets: GET /api/search?q=shirt&currency=EUR with every facet vs the body
+//!   `query::build` makes for it POSTed straight to OpenSearch `_search`, oha, same
+//!   connections; plus the in-process decode + encode of that answer
+//!   (benches/platform/search_facets.rs);
 //! - peer: the relay vs Debezium's outbox EventRouter on Kafka Connect, same rows, same Kafka:
 //!   backlog events/s and publish latency (commit -> record) at a fixed rate
 //!   (benches/platform/debezium_peer.rs; `make bench-peer` runs only this);
@@ -38,9 +42,9 @@
 //!
 //! Layout: this file keeps `main`, the knobs above and the table; each section is a module of
 //! `benches/platform/` (relay, relay_scaling, projection, projection_scaling, api, consumer, get,
-//! mixed, freshness, rebuild, debezium_peer), every row is made by the one builder in `row.rs`
-//! (`Row::new(..).ours(..).baseline(..).goal(..)`), and what the sections share (environment,
-//! roles, HTTP load, Kafka offsets) is in `harness.rs`.
+//! mixed, freshness, rebuild, search_facets, debezium_peer), every row is made by the one
+//! builder in `row.rs` (`Row::new(..).ours(..).baseline(..).goal(..)`), and what the sections
+//! share (environment, roles, HTTP load, Kafka offsets) is in `harness.rs`.
 
 #[path = "platform/api.rs"]
 mod api;
@@ -68,6 +72,8 @@ mod relay;
 mod relay_scaling;
 #[path = "platform/row.rs"]
 mod row;
+#[path = "platform/search_facets.rs"]
+mod search_facets;
 
 use std::time::{Duration, Instant};
 
@@ -312,6 +318,7 @@ fn main() {
         section!("mixed", bench_mixed(&mut rows, &cap).await);
         section!("freshness", bench_freshness(&mut rows).await);
         section!("rebuild", bench_rebuild(&mut rows).await);
+        section!("search-facets", search_facets::bench_search_facets(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(
