@@ -25,6 +25,10 @@
 //! - category-rename: a category over N products renamed, until every document shows the new
 //!   path (fan-out → events → relay → projection), and write → searchable latency meanwhile vs
 //!   without a rename (`BENCH_RENAME_PRODUCTS`, default 10 000 x scale);
+//! - search-facets: GET /api/search?q=shirt&currency=EUR with every facet vs the body
+//!   `query::build` makes for it POSTed straight to OpenSearch `_search`, oha, same
+//!   connections; plus the in-process decode + encode of that answer
+//!   (benches/platform/search_facets.rs);
 //! - peer: the relay vs Debezium's outbox EventRouter on Kafka Connect, same rows, same Kafka:
 //!   backlog events/s and publish latency (commit -> record) at a fixed rate
 //!   (benches/platform/debezium_peer.rs; `make bench-peer` runs only this);
@@ -41,9 +45,9 @@
 //!
 //! Layout: this file keeps `main`, the knobs above and the table; each section is a module of
 //! `benches/platform/` (relay, relay_scaling, projection, projection_scaling, api, consumer, get,
-//! mixed, freshness, rebuild, debezium_peer), every row is made by the one builder in `row.rs`
-//! (`Row::new(..).ours(..).baseline(..).goal(..)`), and what the sections share (environment,
-//! roles, HTTP load, Kafka offsets) is in `harness.rs`.
+//! mixed, freshness, rebuild, search_facets, debezium_peer), every row is made by the one
+//! builder in `row.rs` (`Row::new(..).ours(..).baseline(..).goal(..)`), and what the sections
+//! share (environment, roles, HTTP load, Kafka offsets) is in `harness.rs`.
 
 #[path = "platform/api.rs"]
 mod api;
@@ -73,6 +77,8 @@ mod relay;
 mod relay_scaling;
 #[path = "platform/row.rs"]
 mod row;
+#[path = "platform/search_facets.rs"]
+mod search_facets;
 
 use std::time::{Duration, Instant};
 
@@ -318,6 +324,7 @@ fn main() {
         section!("freshness", bench_freshness(&mut rows).await);
         section!("rebuild", bench_rebuild(&mut rows).await);
         section!("category-rename", category_rename::bench_category_rename(&mut rows).await);
+        section!("search-facets", search_facets::bench_search_facets(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(

@@ -273,6 +273,17 @@ pub(super) struct Oha {
 /// closed loop over `conns` connections when `rate` is None, else open loop at `rate` with
 /// latency correction. Responses other than `expect` count as errors.
 pub(super) fn oha(url: &str, regex: bool, conns: u32, rate: Option<f64>, secs: f64, expect: u16) -> Oha {
+    oha_run(url, regex, conns, rate, secs, expect, &[])
+}
+
+/// oha closed loop over `conns` connections for `secs` against `url`, with `extra` arguments
+/// (`-m POST -T application/json -D body.json`); answers other than 200 count as errors.
+pub(super) fn oha_with(url: &str, conns: u32, secs: f64, extra: &[String]) -> Oha {
+    oha_run(url, false, conns, None, secs, 200, extra)
+}
+
+/// [`oha`] with `extra` arguments before the URL.
+fn oha_run(url: &str, regex: bool, conns: u32, rate: Option<f64>, secs: f64, expect: u16, extra: &[String]) -> Oha {
     let bin = env_or("OHA", &format!("{}/.cache/aliexpress/bin/oha", env_or("HOME", "/root")));
     let mut cmd = Command::new(&bin);
     cmd.args([
@@ -292,6 +303,7 @@ pub(super) fn oha(url: &str, regex: bool, conns: u32, rate: Option<f64>, secs: f
     if regex {
         cmd.arg("--rand-regex-url");
     }
+    cmd.args(extra);
     cmd.arg(url);
     let out = cmd
         .output()

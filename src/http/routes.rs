@@ -197,7 +197,7 @@ mod tests {
             .iter()
             .filter(|(_, p, _)| p.starts_with("/api/") || p.starts_with("/console/api/"))
             .collect();
-        assert_eq!(api.len(), 32, "every API and console operation is documented");
+        assert_eq!(api.len(), 33, "every API and console operation is documented");
         for (method, path, op) in api {
             let responses = op["responses"].as_object().expect("responses");
             for status in ["401", "429", "503"] {
@@ -261,6 +261,46 @@ mod tests {
         assert_eq!(page["schema"]["maximum"], MAX_WINDOW);
         let q = search.iter().find(|p| p["name"] == "q").expect("q");
         assert_eq!(q["schema"]["pattern"], TEXT_PATTERN);
+    }
+
+    #[test]
+    fn search_and_suggest_parameters_carry_the_limits_the_server_checks() {
+        use crate::domain::product::SHORT_TEXT_MAX_CHARS;
+        use crate::http::search::{name_value_pattern, MAX_VALUE_FILTERS};
+        use crate::search::cursor::{CURSOR_PATTERN, MAX_CURSOR_CHARS};
+        use crate::search::suggest::{MAX_PREFIX_CHARS, MAX_SUGGEST_SIZE};
+        let doc = doc();
+        let param = |path: &str, name: &str| -> Value {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
+                .unwrap_or_else(|| panic!("{path} {name}"))
+        };
+        let under = param("/api/search", "category_under");
+        assert_eq!(under["schema"]["pattern"], TEXT_PATTERN);
+        assert_eq!(under["schema"]["maxLength"], SHORT_TEXT_MAX_CHARS);
+        let after = param("/api/search", "after");
+        assert_eq!(after["schema"]["pattern"], CURSOR_PATTERN);
+        assert_eq!(after["schema"]["maxLength"], MAX_CURSOR_CHARS);
+        for name in ["option", "attribute"] {
+            let p = param("/api/search", name);
+            assert_eq!(p["schema"]["items"]["pattern"], name_value_pattern().as_str(), "{name}");
+            assert_eq!(p["schema"]["maxItems"], MAX_VALUE_FILTERS, "{name}");
+            assert!(p["schema"]["description"].is_string(), "{name}");
+        }
+        for p in [&under, &after] {
+            assert!(p["description"].is_string(), "{p}");
+        }
+        let q = param("/api/search/suggest", "q");
+        assert_eq!(
+            (&q["required"], &q["schema"]["pattern"]),
+            (&json!(true), &json!(REQUIRED_TEXT_PATTERN))
+        );
+        assert_eq!(q["schema"]["maxLength"], MAX_PREFIX_CHARS);
+        assert_eq!(
+            param("/api/search/suggest", "size")["schema"]["maximum"],
+            MAX_SUGGEST_SIZE
+        );
     }
 
     #[test]

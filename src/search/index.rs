@@ -47,7 +47,11 @@ impl IndexLayout {
     }
 }
 
-/// Settings and explicit mapping of a products index laid out as `layout`.
+/// Settings and explicit mapping of a products index laid out as `layout`. Fields are only
+/// ever added ([`put_mapping`] adds them to an index an older binary made; a changed type
+/// would need `replay --rebuild`): `option_values` and `attribute_values` (`name=value`
+/// keywords of the option and attribute facets) and `suggest` (completion of titles and
+/// brands, with the product's status as a category context) came with facets and suggest.
 /// `refresh_interval` is explicit: idle shards otherwise stop refreshing after 30 s without
 /// searches. It is dynamic: `PUT <alias>/_settings` changes an existing index's.
 pub fn index_body(layout: IndexLayout) -> Value {
@@ -78,6 +82,10 @@ pub fn index_body(layout: IndexLayout) -> Value {
                 "product_type": { "type": "keyword" },
                 "category_path": { "type": "keyword" },
                 "options": { "type": "flat_object" },
+                "option_values": { "type": "keyword" },
+                "attribute_values": { "type": "keyword" },
+                "suggest": { "type": "completion",
+                             "contexts": [{ "name": "status", "type": "category" }] },
                 "prices": { "properties": price_fields() },
                 "variant_count": { "type": "integer" },
                 "price_minor": { "type": "long" },

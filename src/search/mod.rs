@@ -3,10 +3,13 @@
 
 pub mod bulk;
 pub mod client;
+pub mod cursor;
 pub mod document;
+pub mod facets;
 pub mod index;
 pub mod index_step;
 pub mod query;
+pub mod suggest;
 
 pub use client::{SearchAccess, SearchClient};
 

@@ -1,18 +1,24 @@
 //! The product search query. User text goes into `multi_match` (never query-string syntax),
-//! with fuzziness for typos; filters are exact terms and ranges; facets are terms
-//! aggregations; page size is bounded.
+//! with fuzziness for typos; filters are exact terms and ranges; facets are aggregations
+//! (`facets`); page size is bounded. Pages go by number (`from`, at most [`MAX_WINDOW`]
+//! deep) or after a cursor (`search_after` on the sort values of the last hit, which always
+//! end with the `id` tiebreaker; no depth limit).
 
 use opensearch::SearchParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::client::decode;
+use super::cursor::{Cursor, Primary};
+use super::document::name_value;
+use super::facets::{aggregations, Aggregations, Facets};
 use super::{SearchClient, SearchError};
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE_SIZE: u32 = 100;
-/// Deepest result a client may page to (from + size).
+/// Deepest result a client may page to by page number (from + size); `after` goes deeper.
 pub const MAX_WINDOW: u32 = 10_000;
 
 /// Sort orders.
@@ -37,11 +43,22 @@ pub struct SearchRequest {
     pub q: Option<String>,
     /// Category facet filter.
     pub category: Option<String>,
+    /// Only products in this category or anywhere under it (a slug on their category path).
+    pub category_under: Option<String>,
     /// Brand facet filter.
     pub brand: Option<String>,
+    /// Option filters, `(name, value)`: values of one name are alternatives (size M or L),
+    /// different names all apply (size M and colour red, possibly on different variants).
+    pub options: Vec<(String, String)>,
+    /// Attribute filters, `(name, value as text)`, combined like `options`.
+    pub attributes: Vec<(String, String)>,
+    /// Attribute names to facet on; `None`: every attribute. Product types decide which
+    /// attributes are facets: a caller that knows them passes their facetable attributes.
+    pub facet_attributes: Option<Vec<String>>,
     /// The currency prices are filtered and sorted in (a product's lowest price in it over
-    /// its variants); only products with a price in it match. `None`: the first variant's
-    /// first price, whatever its currency (single-currency catalogs).
+    /// its variants); only products with a price in it match, and the price facet is bucketed
+    /// in it. `None`: the first variant's first price, whatever its currency (single-currency
+    /// catalogs), and no price facet.
     pub currency: Option<String>,
     /// Minimum price (minor units, inclusive).
     pub min_price: Option<i64>,
@@ -53,44 +70,83 @@ pub struct SearchRequest {
     pub status: Option<String>,
     /// Sort order.
     pub sort: SortOrder,
-    /// 1-based page.
+    /// 1-based page (1 when `after` is given).
     pub page: u32,
     /// Page size, 1..=MAX_PAGE_SIZE.
     pub size: u32,
+    /// Deep paging: the hits after this one (`search_after`, no depth limit, no facets).
+    pub after: Option<Cursor>,
 }
 
-/// The OpenSearch query body for `r`.
-pub fn build(r: &SearchRequest) -> Value {
-    let mut must = Vec::new();
-    let mut filter = Vec::new();
-    if let Some(q) = r.q.as_deref().filter(|q| !q.trim().is_empty()) {
-        must.push(json!({
-            "multi_match": {
-                "query": q,
-                "fields": ["title^3", "brand.text^2", "description"],
-                "fuzziness": "AUTO",
-                "prefix_length": 1,
-                "operator": "and"
-            }
-        }));
+impl SearchRequest {
+    /// The free text, when there is any.
+    fn text(&self) -> Option<&str> {
+        self.q.as_deref().filter(|q| !q.trim().is_empty())
     }
+
+    /// The field prices are filtered and sorted by.
+    fn price_field(&self) -> String {
+        match &self.currency {
+            Some(c) => format!("prices.{c}"),
+            None => "price_minor".to_owned(),
+        }
+    }
+
+    /// What the first sort value of this request is (a cursor must match it).
+    pub fn primary(&self) -> Primary {
+        match (self.sort, self.text()) {
+            (SortOrder::Relevance, Some(_)) => Primary::Score,
+            _ => Primary::Long,
+        }
+    }
+
+    /// The sort: the order's own value, then the `id` tiebreaker every cursor relies on.
+    fn sort_clauses(&self) -> Value {
+        let price = self.price_field();
+        match (self.sort, self.primary()) {
+            (SortOrder::PriceAsc, _) => json!([{ price: { "order": "asc", "missing": "_last" } }, { "id": "asc" }]),
+            (SortOrder::PriceDesc, _) => json!([{ price: { "order": "desc", "missing": "_last" } }, { "id": "asc" }]),
+            (_, Primary::Score) => json!(["_score", { "id": "asc" }]),
+            (SortOrder::Newest | SortOrder::Relevance, Primary::Long) => {
+                json!([{ "created_at": "desc" }, { "id": "asc" }])
+            }
+        }
+    }
+}
+
+/// `terms` filters on a `name=value` keyword field: one per name, its values alternatives.
+fn name_value_filters(field: &str, pairs: &[(String, String)]) -> Vec<Value> {
+    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, value) in pairs {
+        by_name.entry(name).or_default().push(name_value(name, value));
+    }
+    by_name
+        .into_values()
+        .map(|keywords| json!({ "terms": { field: keywords } }))
+        .collect()
+}
+
+/// The filters of `r` (exact terms and ranges; they do not score).
+fn filters(r: &SearchRequest) -> Vec<Value> {
+    let mut filter = Vec::new();
     if let Some(s) = &r.status {
         filter.push(json!({ "term": { "status": s } }));
     }
     if let Some(c) = &r.category {
         filter.push(json!({ "term": { "category": c } }));
     }
+    if let Some(c) = &r.category_under {
+        filter.push(json!({ "term": { "category_path": c } }));
+    }
     if let Some(b) = &r.brand {
         filter.push(json!({ "term": { "brand": b } }));
     }
-    let price_field = match &r.currency {
-        Some(c) => {
-            let field = format!("prices.{c}");
-            filter.push(json!({ "exists": { "field": field } }));
-            field
-        }
-        None => "price_minor".to_owned(),
-    };
+    filter.extend(name_value_filters("option_values", &r.options));
+    filter.extend(name_value_filters("attribute_values", &r.attributes));
+    let price_field = r.price_field();
+    if r.currency.is_some() {
+        filter.push(json!({ "exists": { "field": price_field } }));
+    }
     if r.min_price.is_some() || r.max_price.is_some() {
         let mut range = serde_json::Map::new();
         if let Some(v) = r.min_price {
@@ -99,38 +155,50 @@ pub fn build(r: &SearchRequest) -> Value {
         if let Some(v) = r.max_price {
             range.insert("lte".into(), json!(v));
         }
-        filter.push(json!({ "range": { price_field.clone(): range } }));
+        filter.push(json!({ "range": { price_field: range } }));
     }
     if r.in_stock == Some(true) {
         filter.push(json!({ "term": { "in_stock": true } }));
     }
-    let sort = match (r.sort, must.is_empty()) {
-        (SortOrder::PriceAsc, _) => {
-            json!([{ price_field.clone(): { "order": "asc", "missing": "_last" } }, { "id": "asc" }])
-        }
-        (SortOrder::PriceDesc, _) => {
-            json!([{ price_field.clone(): { "order": "desc", "missing": "_last" } }, { "id": "asc" }])
-        }
-        (SortOrder::Newest, _) | (SortOrder::Relevance, true) => {
-            json!([{ "created_at": "desc" }, { "id": "asc" }])
-        }
-        (SortOrder::Relevance, false) => json!(["_score", { "id": "asc" }]),
-    };
-    json!({
-        "from": (r.page.saturating_sub(1)) * r.size,
+    filter
+}
+
+/// The OpenSearch query body for `r`: a page by number (`from`) with facets, or with `after`
+/// the page after a cursor (`search_after`) without them.
+pub fn build(r: &SearchRequest) -> Value {
+    let must: Vec<Value> = r
+        .text()
+        .map(|q| {
+            json!({
+                "multi_match": {
+                    "query": q,
+                    "fields": ["title^3", "brand.text^2", "description"],
+                    "fuzziness": "AUTO",
+                    "prefix_length": 1,
+                    "operator": "and"
+                }
+            })
+        })
+        .into_iter()
+        .collect();
+    let mut body = json!({
         "size": r.size,
         "track_total_hits": true,
-        "query": { "bool": { "must": must, "filter": filter } },
-        "sort": sort,
-        "aggs": {
-            "category": { "terms": { "field": "category", "size": 50 } },
-            "brand": { "terms": { "field": "brand", "size": 50 } }
-        },
+        "query": { "bool": { "must": must, "filter": filters(r) } },
+        "sort": r.sort_clauses(),
         "highlight": {
             "pre_tags": ["<em>"], "post_tags": ["</em>"],
             "fields": { "title": {}, "description": { "fragment_size": 150, "number_of_fragments": 1 } }
         }
-    })
+    });
+    match &r.after {
+        Some(after) => body["search_after"] = json!(after.values()),
+        None => {
+            body["from"] = json!(r.page.saturating_sub(1) * r.size);
+            body["aggs"] = aggregations(r);
+        }
+    }
+    body
 }
 
 /// One hit.
@@ -146,15 +214,6 @@ pub struct SearchHit {
     pub highlight: Value,
 }
 
-/// A facet bucket.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FacetBucket {
-    /// Facet value.
-    pub value: String,
-    /// Matching products.
-    pub count: u64,
-}
-
 /// A page of results.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
@@ -166,17 +225,13 @@ pub struct SearchResponse {
     pub size: u32,
     /// Hits on this page.
     pub hits: Vec<SearchHit>,
-    /// Counts per category and per brand.
+    /// Counts per category, brand, price range, option, attribute and category path (empty
+    /// on pages fetched with `after`).
     pub facets: Facets,
-}
-
-/// Facets of a search.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Facets {
-    /// Per category.
-    pub category: Vec<FacetBucket>,
-    /// Per brand.
-    pub brand: Vec<FacetBucket>,
+    /// The cursor of the next page (pass it as `after`); present when the page is full, so
+    /// there may be more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// A `_search` answer, as far as this code reads it; `S` is the `_source` of a hit.
@@ -186,7 +241,7 @@ pub struct SearchAnswer<S = Value> {
     /// The hits.
     #[serde(default)]
     pub hits: Hits<S>,
-    /// Terms aggregations by name.
+    /// The facet aggregations.
     #[serde(default)]
     pub aggregations: Aggregations,
 }
@@ -228,53 +283,21 @@ pub struct Hit<S> {
     pub sort: Option<Value>,
 }
 
-/// The facet aggregations of [`build`].
-#[derive(Debug, Default, Deserialize)]
-pub struct Aggregations {
-    /// Per category.
-    #[serde(default)]
-    pub category: Option<TermsAggregation>,
-    /// Per brand.
-    #[serde(default)]
-    pub brand: Option<TermsAggregation>,
-}
-
-/// A terms aggregation.
-#[derive(Debug, Default, Deserialize)]
-pub struct TermsAggregation {
-    /// Its buckets.
-    #[serde(default)]
-    pub buckets: Vec<TermsBucket>,
-}
-
-/// One bucket of a [`TermsAggregation`].
-#[derive(Debug, Deserialize)]
-pub struct TermsBucket {
-    /// The term.
-    pub key: String,
-    /// Documents with it.
-    pub doc_count: u64,
-}
-
 /// Reads an OpenSearch answer into a [`SearchResponse`].
 pub fn parse(r: &SearchRequest, answer: SearchAnswer) -> SearchResponse {
-    let buckets = |agg: Option<TermsAggregation>| -> Vec<FacetBucket> {
-        agg.map(|a| a.buckets)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|b| FacetBucket {
-                value: b.key,
-                count: b.doc_count,
-            })
-            .collect()
-    };
+    let hits = answer.hits.hits;
+    let full = r.size > 0 && hits.len() >= r.size as usize;
+    let next_after = hits
+        .last()
+        .filter(|_| full)
+        .and_then(|h| h.sort.clone())
+        .and_then(Cursor::from_sort)
+        .map(|c| c.encode());
     SearchResponse {
         total: answer.hits.total.map_or(0, |t| t.value),
         page: r.page,
         size: r.size,
-        hits: answer
-            .hits
-            .hits
+        hits: hits
             .into_iter()
             .map(|h| SearchHit {
                 product: h.source,
@@ -282,10 +305,8 @@ pub fn parse(r: &SearchRequest, answer: SearchAnswer) -> SearchResponse {
                 highlight: h.highlight.unwrap_or_else(|| json!({})),
             })
             .collect(),
-        facets: Facets {
-            category: buckets(answer.aggregations.category),
-            brand: buckets(answer.aggregations.brand),
-        },
+        facets: Facets::from_aggregations(answer.aggregations),
+        next_after,
     }
 }
 
@@ -368,8 +389,73 @@ mod tests {
             ..Default::default()
         };
         let body = build(&r);
-        assert_eq!(body.pointer("/query/bool/filter/0/exists/field"), Some(&json!("prices.EUR")));
-        assert_eq!(body.pointer("/query/bool/filter/1/range/prices.EUR/lte"), Some(&json!(500)));
+        assert_eq!(
+            body.pointer("/query/bool/filter/0/exists/field"),
+            Some(&json!("prices.EUR"))
+        );
+        assert_eq!(
+            body.pointer("/query/bool/filter/1/range/prices.EUR/lte"),
+            Some(&json!(500))
+        );
         assert_eq!(body.pointer("/sort/0/prices.EUR/order"), Some(&json!("desc")));
+    }
+
+    #[test]
+    fn option_filters_of_one_name_are_alternatives_and_names_all_apply() {
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let r = SearchRequest {
+            options: vec![pair("size", "M"), pair("colour", "red"), pair("size", "L")],
+            attributes: vec![pair("material", "cotton")],
+            category_under: Some("apparel".into()),
+            size: 10,
+            ..Default::default()
+        };
+        let filters = build(&r)["query"]["bool"]["filter"].clone();
+        assert_eq!(
+            filters,
+            json!([{"term": {"category_path": "apparel"}},
+                   {"terms": {"option_values": ["colour=red"]}},
+                   {"terms": {"option_values": ["size=M", "size=L"]}},
+                   {"terms": {"attribute_values": ["material=cotton"]}}])
+        );
+    }
+
+    #[test]
+    fn a_cursor_pages_with_search_after_and_without_facets() {
+        let mut r = SearchRequest {
+            page: 1,
+            size: 37,
+            ..Default::default()
+        };
+        let first = build(&r);
+        assert_eq!(
+            first["sort"],
+            json!([{"created_at": "desc"}, {"id": "asc"}]),
+            "the id tiebreaker"
+        );
+        assert!(first.get("search_after").is_none() && first["aggs"].is_object());
+        r.after = Cursor::from_sort(json!([1_733_000_000_000_i64, "some-id"]));
+        let next = build(&r);
+        assert_eq!(next["search_after"], json!([1_733_000_000_000_i64, "some-id"]));
+        assert!(next.get("from").is_none() && next.get("aggs").is_none());
+    }
+
+    #[test]
+    fn a_full_page_carries_the_cursor_of_its_last_hit() {
+        let r = SearchRequest {
+            page: 1,
+            size: 2,
+            ..Default::default()
+        };
+        let answer = |n: usize| -> SearchAnswer {
+            serde_json::from_value(json!({"hits": {"hits": (0..n).map(|i| json!({"_source": {}, "sort": [i, format!("id-{i}")]})).collect::<Vec<_>>()}}))
+                .expect("answer")
+        };
+        let next = parse(&r, answer(2)).next_after.expect("full page");
+        assert_eq!(
+            Cursor::decode(&next, Primary::Long).expect("decodes").values(),
+            [json!(1), json!("id-1")]
+        );
+        assert_eq!(parse(&r, answer(1)).next_after, None, "a short page is the last");
     }
 }

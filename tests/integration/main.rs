@@ -26,5 +26,6 @@ mod prometheus;
 mod relays;
 mod resilience;
 mod roles;
+mod search_v2;
 mod secure;
 mod trace_context;
