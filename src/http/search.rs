@@ -299,6 +299,28 @@ async fn bounded<T>(state: &AppState, call: impl Future<Output = Result<T, Searc
         })
 }
 
+/// The attributes search counts: those a product type marks as a facet; every attribute while
+/// no type exists (a catalog of free attributes). A database that does not answer costs the
+/// attribute facets' precision, not the search: every attribute then.
+async fn facet_attributes(state: &AppState) -> Option<Vec<String>> {
+    match state.catalog.list_types().await {
+        Ok(types) if !types.is_empty() => {
+            let mut names: Vec<String> = types
+                .iter()
+                .flat_map(|t| t.attributes.iter().filter(|a| a.facet && !a.variant).map(|a| a.name.clone()))
+                .collect();
+            names.sort();
+            names.dedup();
+            Some(names)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "product types unavailable; every attribute is a facet");
+            None
+        }
+    }
+}
+
 /// Full-text search with typo tolerance, filters, facets and highlights. Anonymous callers
 /// search published products; other statuses need a token. Pages go by number (at most
 /// 10000 hits deep) or, for crawlers and feeds, after the `next_after` cursor of the previous
@@ -309,7 +331,8 @@ async fn bounded<T>(state: &AppState, call: impl Future<Output = Result<T, Searc
     security((), ("bearer" = [])))]
 #[get("/api/search")]
 pub async fn search(caller: Caller, state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let r = validate(search_params(req.query_string())?, caller.0)?;
+    let mut r = validate(search_params(req.query_string())?, caller.0)?;
+    r.facet_attributes = facet_attributes(&state).await;
     let alias = state.names.index_alias();
     let bound = state.limits.search_timeout;
     let page = bounded(&state, query::search(&state.search, &alias, &r, bound)).await?;

@@ -143,3 +143,31 @@ async fn a_type_creation_retried_with_its_idempotency_key_answers_the_first_resp
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(app.env.count("product_types").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_counts_the_attributes_a_type_marks_as_facets() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.post("/api/product-types", shirt_type()).await.status(), 201);
+    for (sku, material) in [("FA-1", "cotton"), ("FA-2", "linen"), ("FA-3", "cotton")] {
+        let r = app
+            .post("/api/products", json!({"title": "Shirt", "product_type": "t-shirt",
+                "attributes": {"material": material, "weight": 180, "organic": true},
+                "variants": [{"sku": sku, "options": {"size": "M"}, "prices": [{"amount_minor": 900, "currency": "EUR"}]}]}))
+            .await;
+        let id = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+        assert_eq!(app.post(&format!("/api/products/{id}/publish"), json!({})).await.status(), 200);
+    }
+    app.env.drain_outbox().await;
+    let mut p = app.env.projector(None, None).await;
+    app.env.consume_until_idle(&mut p).await;
+    let found: Value = app.get("/api/search?q=shirt").await.json().await.expect("json");
+    let names: Vec<&str> = found["facets"]["attributes"]
+        .as_array()
+        .expect("attribute facets")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["material", "organic"], "weight is no facet of the type");
+    let material = &found["facets"]["attributes"][0]["values"];
+    assert_eq!(material[0], json!({"value": "cotton", "count": 2}), "{material}");
+}
