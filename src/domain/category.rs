@@ -133,6 +133,22 @@ pub fn decide_change(
     Ok(next)
 }
 
+/// The path (root first) of the category with `slug` among `all` (the whole tree); empty
+/// when there is no such category. Walks at most [`MAX_DEPTH`] parents.
+pub fn path_in(all: &[Category], slug: &str) -> Vec<CategoryNode> {
+    let mut path = Vec::new();
+    let mut at = all.iter().find(|c| c.slug == slug);
+    while let Some(c) = at {
+        if path.len() > MAX_DEPTH {
+            break;
+        }
+        path.push(c.node());
+        at = c.parent_id.and_then(|p| all.iter().find(|x| x.id == p));
+    }
+    path.reverse();
+    path
+}
+
 /// The display form of a path: `Electronics › Audio › Headphones`.
 pub fn display(path: &[CategoryNode]) -> String {
     path.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(" › ")

@@ -321,6 +321,22 @@ async fn facet_attributes(state: &AppState) -> Option<Vec<String>> {
     }
 }
 
+/// Gives each category-path bucket that is a category of the tree its path for display. A
+/// database that does not answer leaves the labels out, not the search.
+async fn label_category_paths(state: &AppState, buckets: &mut [crate::search::facets::FacetBucket]) {
+    if buckets.is_empty() {
+        return;
+    }
+    let Ok(mut conn) = crate::store::pool::get(&state.catalog.pool).await else { return };
+    let Ok(tree) = crate::store::category_repo::list(&mut conn).await else { return };
+    for b in buckets.iter_mut() {
+        let path = crate::domain::category::path_in(&tree, &b.value);
+        if !path.is_empty() {
+            b.path = Some(crate::domain::category::display(&path));
+        }
+    }
+}
+
 /// Full-text search with typo tolerance, filters, facets and highlights. Anonymous callers
 /// search published products; other statuses need a token. Pages go by number (at most
 /// 10000 hits deep) or, for crawlers and feeds, after the `next_after` cursor of the previous
@@ -335,7 +351,8 @@ pub async fn search(caller: Caller, state: web::Data<AppState>, req: HttpRequest
     r.facet_attributes = facet_attributes(&state).await;
     let alias = state.names.index_alias();
     let bound = state.limits.search_timeout;
-    let page = bounded(&state, query::search(&state.search, &alias, &r, bound)).await?;
+    let mut page = bounded(&state, query::search(&state.search, &alias, &r, bound)).await?;
+    label_category_paths(&state, &mut page.facets.category_path).await;
     Ok(HttpResponse::Ok().json(page))
 }
 

@@ -145,6 +145,9 @@ pub struct FacetBucket {
     pub value: String,
     /// Matching products.
     pub count: u64,
+    /// For a category in the tree: its path for display (`Electronics › Audio › Headphones`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A price range in minor units of the requested currency: `from` inclusive, `to` exclusive.
@@ -209,6 +212,7 @@ fn buckets(agg: Option<TermsAggregation>) -> Vec<FacetBucket> {
         .map(|b| FacetBucket {
             value: b.key,
             count: b.doc_count,
+            path: None,
         })
         .collect()
 }
@@ -221,6 +225,7 @@ fn named(agg: Option<TermsAggregation>) -> Vec<NamedFacet> {
             by_name.entry(name.to_owned()).or_default().push(FacetBucket {
                 value: value.to_owned(),
                 count: b.doc_count,
+                path: None,
             });
         }
     }

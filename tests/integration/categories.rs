@@ -90,6 +90,20 @@ async fn a_rename_or_move_reaches_every_product_under_the_category_through_the_p
     assert_eq!(slugs(&app.env.document(&early).await.expect("doc")), vec!["electronics", "sound", "speakers"]);
     let _ = speakers;
 
+    // Search counts products per category on their paths and labels the tree's categories.
+    let published = app.post(&format!("/api/products/{placed}/publish"), json!({})).await;
+    assert_eq!(published.status(), 409, "no price yet: a draft stays a draft");
+    let found: Value = app.get_with_token("/api/search?status=any&category_under=accessories").await.json().await.expect("json");
+    assert_eq!(found["total"], 31, "{found}");
+    let bucket = found["facets"]["category_path"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .find(|b| b["value"] == "headphones")
+        .cloned()
+        .expect("headphones bucket");
+    assert_eq!((bucket["count"].as_u64(), bucket["path"].as_str()), (Some(31), Some("Accessories › Headphones")));
+
     // No cycles, no taken slugs, no missing parents.
     assert_eq!(patch(&app, &accessories, json!({"parent_id": headphones})).await.status(), 422);
     assert_eq!(patch(&app, &electronics, json!({"slug": "sound"})).await.status(), 409);
