@@ -306,7 +306,8 @@ mod tests {
             facets.options[1].values,
             [("M", 5), ("S", 2)].map(|(v, n)| FacetBucket {
                 value: v.into(),
-                count: n
+                count: n,
+                path: None,
             })
         );
         assert_eq!(
