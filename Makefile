@@ -30,7 +30,10 @@ else
 	$(BIN) migrate
 	$(ROLES) up $(BIN)
 	@echo "API: http://127.0.0.1:8000  (health: /health/, OpenAPI: /openapi.json, Swagger UI: /docs/, console: /console/)"
-	@echo "Write token: \$$API_TOKENS, else TOKEN=\$$(cat $${ALIEXPRESS_STATE_DIR:-/var/tmp/aliexpress-stack}/roles/api-token)"
+	@echo "Development token (catalog-admin, operator): \$$API_TOKENS, else TOKEN=\$$(cat $${ALIEXPRESS_STATE_DIR:-/var/tmp/aliexpress-stack}/roles/api-token)"
+	@echo "A seller's token:     curl -s 127.0.0.1:9400/token -H 'content-type: application/json' -d '{\"roles\":[\"seller\"],\"seller\":\"acme\"}'"
+	@echo "An operator's token:  curl -s 127.0.0.1:9400/token -H 'content-type: application/json' -d '{\"roles\":[\"operator\"]}'"
+	@echo "  (the local issuer; use .access_token as Bearer. Machines: aliexpress keys create NAME --role ROLE [--seller S])"
 	@echo "Metrics (never on the API port): serve 127.0.0.1:9463/metrics, relay :9464, command consumer :9465, projection :9466; Prometheus http://127.0.0.1:9090"
 	@echo "Check it answers: make smoke"
 endif

@@ -31,6 +31,7 @@ pub mod config;
 pub mod domain;
 pub mod failure;
 pub mod http;
+pub mod identity;
 pub mod names;
 pub mod ops;
 pub mod schema;

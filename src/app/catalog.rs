@@ -19,6 +19,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::cache::{CachedDocument, ProductCache};
+use crate::domain::access::Scope;
 use crate::domain::product::{self, DomainError, Product, ProductCommand, ProductStatus};
 use crate::store::history_repo::{self, HistoryEntry};
 use crate::store::idempotency_repo::{self, Guarded, IdempotencyScope, StoredResponse};
@@ -66,6 +67,9 @@ pub struct Write {
     pub traceparent: Option<String>,
     /// Who asks (a name or fingerprint, never a secret): on the event and in the history.
     pub actor: Option<String>,
+    /// How far the caller reaches (`domain::access`): a seller's creation is theirs, and
+    /// another seller's product is not found.
+    pub scope: Scope,
 }
 
 /// Builds the answer kept for replays of a write from what it produced (a product, a type).
@@ -108,6 +112,14 @@ impl Found {
             Self::Stored(p) => p.status,
         }
     }
+
+    /// The product's owning seller (who may see it when it is not published).
+    pub fn owner(&self) -> &str {
+        match self {
+            Self::Cached(d) => &d.owner,
+            Self::Stored(p) => &p.owner,
+        }
+    }
 }
 
 /// Why a write or read failed.
@@ -137,7 +149,8 @@ impl Catalog {
     /// Runs `w` (at most once per key with `once`), then writes the new state through to the
     /// cache once the database connection is released.
     #[tracing::instrument(level = "debug", skip_all, fields(product.id = %w.id, command = w.command.command_type()))]
-    pub async fn write(&self, w: Write, once: Option<Once>) -> Result<Written, AppError> {
+    pub async fn write(&self, mut w: Write, once: Option<Once>) -> Result<Written, AppError> {
+        w.scope.stamp_owner(&mut w.command);
         // Input that breaks a rule whatever the product's state is refused before any
         // precondition (expected version, existence) is looked at.
         product::validate(&w.command)?;
@@ -151,6 +164,7 @@ impl Catalog {
             notify: self.settings.outbox_notify,
             // A create runs on an id its caller has just made.
             fresh_id: matches!(w.command, ProductCommand::CreateProduct(_)),
+            scope: w.scope.clone(),
         };
         let outcome = {
             let mut conn = pool::get(&self.pool).await?;
@@ -173,7 +187,9 @@ impl Catalog {
                 }
                 Ok(Written::Applied(Box::new(product)))
             }
-            ExecuteOutcome::Rejected(DomainError::NotCreated) => Err(AppError::NotFound(w.id)),
+            ExecuteOutcome::Rejected(DomainError::NotCreated | DomainError::NotFoundForSeller(_)) => {
+                Err(AppError::NotFound(w.id))
+            }
             ExecuteOutcome::Rejected(rule) => Err(rule.into()),
             ExecuteOutcome::Duplicate { .. } => Err(AppError::AlreadyProcessed),
         }
@@ -293,6 +309,7 @@ impl Catalog {
             events_topic: self.settings.events_topic.clone(),
             notify: self.settings.outbox_notify,
             fresh_id: false,
+            scope: Scope::Any,
         }
     }
 
@@ -307,10 +324,11 @@ impl Catalog {
         &self,
         status: Option<ProductStatus>,
         category: Option<&str>,
+        owner: Option<&str>,
         cursor: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Product>, AppError> {
         let mut conn = pool::get(&self.pool).await?;
-        Ok(product_repo::list(&mut conn, status, category, cursor, limit).await?)
+        Ok(product_repo::list(&mut conn, status, category, owner, cursor, limit).await?)
     }
 }

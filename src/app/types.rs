@@ -58,6 +58,12 @@ impl TypeWrite {
 impl Catalog {
     /// Runs a type write, at most once per key with `once`.
     pub async fn write_type(&self, w: TypeWrite, once: Option<Once<ProductType>>) -> Result<TypeWritten, AppError> {
+        // A definition that breaks a rule on its own is refused before any precondition
+        // (the version, the products of the type) is looked at.
+        let definition = match &w {
+            TypeWrite::Create { definition, .. } | TypeWrite::Change { definition, .. } => definition,
+        };
+        crate::domain::product_type::check_definition(definition)?;
         let mut conn = pool::get(&self.pool).await?;
         let Some(once) = once else {
             return Ok(TypeWritten::Applied(w.work()(&mut conn).await?));

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::domain::access::{Principal, Role, Roles};
 use crate::domain::product::upcast::{upcast, UpcastError};
 use crate::domain::product::{v1, SCHEMA_VERSION};
 use crate::domain::product::{
@@ -26,6 +27,7 @@ pub const COMMAND_TYPES: &[&str] = &[
     "PublishProduct",
     "UnpublishProduct",
     "ArchiveProduct",
+    "TransferOwnership",
 ];
 
 /// A command as sent to `product.commands` (and accepted by `POST /api/commands`).
@@ -48,6 +50,44 @@ pub struct CommandEnvelope {
     /// Optimistic concurrency: apply only at this product version.
     #[serde(default)]
     pub expected_version: Option<i64>,
+    /// Who sends it, as the edge that authenticated them established it: the API stamps its
+    /// caller here (whatever the body said); a producer on `product.commands` states the
+    /// seller it acts for. Absent: a trusted producer, every product in reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<CommandCaller>,
+}
+
+/// The caller of a command on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandCaller {
+    /// Who (a key name, a token subject; never a secret).
+    pub subject: String,
+    /// Their roles.
+    pub roles: Vec<Role>,
+    /// The seller they act for (required with the seller role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller: Option<String>,
+}
+
+impl From<&Principal> for CommandCaller {
+    fn from(p: &Principal) -> Self {
+        Self {
+            subject: p.subject.clone(),
+            roles: p.roles.iter().collect(),
+            seller: p.seller.clone(),
+        }
+    }
+}
+
+impl From<&CommandCaller> for Principal {
+    fn from(c: &CommandCaller) -> Self {
+        Self {
+            subject: c.subject.clone(),
+            roles: Roles::of(&c.roles),
+            seller: c.seller.clone(),
+        }
+    }
 }
 
 /// Why a message could not be decoded (a DLQ error class and message).
@@ -128,6 +168,11 @@ pub enum CommandMessage {
         /// At most one price per currency.
         prices: Vec<Money>,
     },
+    /// See [`ProductCommand::TransferOwnership`].
+    TransferOwnership {
+        /// The new owning seller.
+        owner: String,
+    },
     /// See [`ProductCommand::PublishProduct`].
     PublishProduct,
     /// See [`ProductCommand::UnpublishProduct`].
@@ -155,6 +200,7 @@ impl From<CommandMessage> for ProductCommand {
             },
             CommandMessage::RemoveVariant { variant_id } => Self::RemoveVariant { variant_id },
             CommandMessage::SetVariantPrices { variant_id, prices } => Self::SetVariantPrices { variant_id, prices },
+            CommandMessage::TransferOwnership { owner } => Self::TransferOwnership { owner },
             CommandMessage::PublishProduct => Self::PublishProduct,
             CommandMessage::UnpublishProduct => Self::UnpublishProduct,
             CommandMessage::ArchiveProduct => Self::ArchiveProduct,
@@ -182,6 +228,7 @@ impl TryFrom<ProductCommand> for CommandMessage {
             },
             ProductCommand::RemoveVariant { variant_id } => Self::RemoveVariant { variant_id },
             ProductCommand::SetVariantPrices { variant_id, prices } => Self::SetVariantPrices { variant_id, prices },
+            ProductCommand::TransferOwnership { owner } => Self::TransferOwnership { owner },
             ProductCommand::PublishProduct => Self::PublishProduct,
             ProductCommand::UnpublishProduct => Self::UnpublishProduct,
             ProductCommand::ArchiveProduct => Self::ArchiveProduct,

@@ -35,6 +35,8 @@ pub struct CachedDocument {
     pub version: i64,
     /// Lifecycle status (who may see it).
     pub status: ProductStatus,
+    /// The owning seller (who may see it unpublished).
+    pub owner: String,
     /// The product's JSON, exactly as the writer serialized it.
     pub json: String,
 }
@@ -48,6 +50,11 @@ impl CachedDocument {
             id: Uuid,
             version: i64,
             status: ProductStatus,
+            #[serde(default = "default_owner")]
+            owner: String,
+        }
+        fn default_owner() -> String {
+            crate::domain::product::DEFAULT_OWNER.to_owned()
         }
         let head: Head = serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(e.to_string()))?;
         if head.id != id {
@@ -56,6 +63,7 @@ impl CachedDocument {
         Ok(Self {
             version: head.version,
             status: head.status,
+            owner: head.owner,
             json,
         })
     }

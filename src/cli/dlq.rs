@@ -132,7 +132,15 @@ async fn redrive(
     } else {
         None
     };
-    let done = dlq::redrive(&mut conn, producer.as_ref(), topic, msgs, &selection).await?;
+    let done = dlq::redrive(
+        &mut conn,
+        producer.as_ref(),
+        topic,
+        msgs,
+        &selection,
+        &crate::store::audit_repo::cli_actor(),
+    )
+    .await?;
     let mut n = 0;
     for r in &done {
         match r {

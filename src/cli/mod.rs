@@ -7,7 +7,9 @@
 
 pub mod connect;
 pub mod consumer_groups;
+pub mod dev_issuer;
 pub mod dlq;
+pub mod keys;
 pub mod migrate;
 pub mod outbox;
 pub mod process_outbox;
@@ -76,6 +78,10 @@ pub enum Command {
     Dlq(dlq::Args),
     /// One screen: health, outbox backlog, lag per group, DLQ depth.
     Status(status::Args),
+    /// Named, scoped API keys for machines: create (the secret shown once), list, revoke.
+    Keys(keys::Args),
+    /// A token issuer for local development (loopback only): JWKS, and tokens on request.
+    DevIssuer(dev_issuer::Args),
 }
 
 /// Checks every setting of the command line without connecting anywhere: the connection
@@ -122,6 +128,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ConsumerGroups(a) => consumer_groups::run(&cli.infra, a).await,
         Command::Dlq(a) => dlq::run(&cli.infra, a).await,
         Command::Status(a) => status::run(&cli.infra, a).await,
+        Command::Keys(a) => keys::run(&cli.infra, a).await,
+        Command::DevIssuer(a) => dev_issuer::run(a).await,
     }
 }
 

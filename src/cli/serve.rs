@@ -5,7 +5,8 @@
 //! Every flag is also a variable (`HTTP_BIND`, `HTTP_WORKERS`, `METRICS_BIND`, `OUTBOX_NOTIFY`,
 //! `AUTO_MIGRATE`, and those of `config::http` and `config::resilience`).
 //!
-//! A release build refuses to start without a write token (`API_TOKENS`): one line, exit 2.
+//! Callers authenticate with identity-provider tokens (`OIDC_*`), API keys (`aliexpress keys`)
+//! or, in development, `API_TOKENS`; a bad setting is one line and exit 2.
 
 use std::time::Duration;
 
@@ -52,8 +53,15 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     a.api.validate()?;
     if a.api.write_tokens().iter().any(|t| t == "dev-token") {
         tracing::warn!("API_TOKENS holds the development token `dev-token`; set your own secret outside development");
+    } else if !cfg!(debug_assertions) && !a.api.write_tokens().is_empty() {
+        tracing::warn!("API_TOKENS are for local development: give machines API keys (aliexpress keys create) and people identity-provider tokens");
     }
     let pool = super::connect::database(infra).await?;
+    let identity = crate::identity::Identity {
+        dev_tokens: crate::identity::dev_tokens(&a.api.write_tokens(), &a.api.read_tokens()),
+        keys: crate::identity::KeyRing::start(pool.clone(), a.api.identity.api_key_refresh()).await?,
+        oidc: crate::identity::OidcVerifier::start(&a.api.identity).await?,
+    };
     // Checked once at start-up like every dependency; requests then use the bounded cache.
     super::connect::cache(infra).await?;
     let cache = ProductCache::for_requests(
@@ -90,8 +98,7 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
         },
         names: infra.names(),
         access: AccessControl {
-            write_tokens: a.api.write_tokens(),
-            read_tokens: a.api.read_tokens(),
+            identity,
             rate_limits: std::sync::Arc::new(RateLimits::new(&a.api)),
         },
         limits: RequestLimits {

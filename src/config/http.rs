@@ -4,8 +4,17 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | API_TOKENS | none in release builds; `dev-token` in debug builds | bearer tokens that may write (and read drafts), comma separated; a release build refuses to start without one |
-//! | API_READ_TOKENS | (empty) | bearer tokens that may read unpublished products and commands, not write |
+//! | API_TOKENS | none in release builds; `dev-token` in debug builds | development tokens with the catalog-admin and operator roles, comma separated (production callers use API keys or identity-provider tokens) |
+//! | API_READ_TOKENS | (empty) | development tokens with the reader role |
+//! | OIDC_ISSUER | (unset: no identity-provider tokens) | the issuer (`iss`) of accepted access tokens |
+//! | OIDC_AUDIENCE | `aliexpress-api` | the audience (`aud`) they must carry |
+//! | OIDC_JWKS_URL | `<issuer>/.well-known/jwks.json` | where the issuer's signing keys are |
+//! | OIDC_ROLE_CLAIM | `roles` | claim with the caller's roles (array, or space-separated string) |
+//! | OIDC_SELLER_CLAIM | `seller_id` | claim with the seller a seller acts for |
+//! | OIDC_LEEWAY_SECS | 60 | clock skew allowed on `exp` and `nbf` |
+//! | OIDC_JWKS_REFRESH_SECS | 300 | the keys are fetched again this often |
+//! | OIDC_JWKS_MIN_REFETCH_MS | 10000 | a token with an unknown `kid` makes the keys be fetched again, at most this often |
+//! | API_KEY_REFRESH_MS | 5000 | API keys are read from Postgres this often: a new key works at once, a revoked one stops within this bound |
 //! | RATE_LIMIT_PER_SECOND | 500 | steady requests per second per client IP (then 429 + Retry-After); 0 turns the limit off |
 //! | RATE_LIMIT_BURST | 1000 | requests a client IP may send at once above the steady rate |
 //! | AUTH_FAILURES_PER_MINUTE | 30 | unknown or malformed credentials per client IP per minute before its requests with credentials get 429; 0 turns it off |
@@ -71,6 +80,56 @@ pub struct ApiConfig {
     /// Time a client has to send the request body, in milliseconds; then 408.
     #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub http_body_read_timeout_ms: u64,
+    /// Identity-provider tokens and API keys.
+    #[command(flatten)]
+    pub identity: IdentityConfig,
+}
+
+/// Identity-provider (OAuth 2 / OIDC) access tokens and API keys.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Identity (OIDC tokens, API keys)")]
+pub struct IdentityConfig {
+    /// Issuer (`iss`) of accepted JWT access tokens; unset: none accepted.
+    #[arg(long, env = "OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Audience (`aud`) accepted tokens must carry.
+    #[arg(long, env = "OIDC_AUDIENCE", default_value = "aliexpress-api")]
+    pub oidc_audience: String,
+    /// The issuer's JWKS; default `<issuer>/.well-known/jwks.json`.
+    #[arg(long, env = "OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// Claim holding the caller's roles (an array, or a space-separated string).
+    #[arg(long, env = "OIDC_ROLE_CLAIM", default_value = "roles")]
+    pub oidc_role_claim: String,
+    /// Claim holding the seller a seller acts for.
+    #[arg(long, env = "OIDC_SELLER_CLAIM", default_value = "seller_id")]
+    pub oidc_seller_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "OIDC_LEEWAY_SECS", default_value_t = 60)]
+    pub oidc_leeway_secs: u64,
+    /// The signing keys are fetched again this often, in seconds.
+    #[arg(long, env = "OIDC_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub oidc_jwks_refresh_secs: u64,
+    /// Least time between two fetches of the keys asked for by tokens with an unknown `kid`,
+    /// in milliseconds.
+    #[arg(long, env = "OIDC_JWKS_MIN_REFETCH_MS", default_value_t = 10_000)]
+    pub oidc_jwks_min_refetch_ms: u64,
+    /// API keys are read from Postgres this often, in milliseconds (the bound on a revocation).
+    #[arg(long, env = "API_KEY_REFRESH_MS", default_value_t = 5000)]
+    pub api_key_refresh_ms: u64,
+}
+
+impl IdentityConfig {
+    /// The issuer's JWKS address.
+    pub fn jwks_url(&self) -> Option<String> {
+        let issuer = self.oidc_issuer.as_deref()?.trim_end_matches('/');
+        Some(self.oidc_jwks_url.clone().unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json")))
+    }
+
+    /// How often API keys are reread.
+    pub fn api_key_refresh(&self) -> Duration {
+        Duration::from_millis(self.api_key_refresh_ms.max(100))
+    }
 }
 
 impl Default for ApiConfig {
@@ -85,6 +144,16 @@ impl Default for ApiConfig {
             http_body_limit_bytes: 64 * 1024,
             http_client_request_timeout_ms: 5000,
             http_body_read_timeout_ms: 10_000,
+            identity: IdentityConfig {
+                oidc_audience: "aliexpress-api".into(),
+                oidc_role_claim: "roles".into(),
+                oidc_seller_claim: "seller_id".into(),
+                oidc_leeway_secs: 60,
+                oidc_jwks_refresh_secs: 300,
+                oidc_jwks_min_refetch_ms: 10_000,
+                api_key_refresh_ms: 5000,
+                ..IdentityConfig::default()
+            },
         }
     }
 }
@@ -101,15 +170,10 @@ fn clean(v: &[Secret]) -> Vec<String> {
 }
 
 impl ApiConfig {
-    /// Refuses to run without a write token, with a burst below the steady rate, or with a
-    /// zero bound.
+    /// Refuses a token that is both a write and a read token, a burst below the steady rate,
+    /// or a zero bound. (No development token is fine: callers then use API keys or
+    /// identity-provider tokens.)
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.write_tokens().is_empty() {
-            return Err(ConfigError::new(
-                "API_TOKENS",
-                "no write token configured: set API_TOKENS to one or more secret tokens, comma separated",
-            ));
-        }
         let (writes, reads) = (self.write_tokens(), self.read_tokens());
         // The message never names the token.
         if reads.iter().any(|t| writes.contains(t)) {
@@ -188,10 +252,13 @@ mod tests {
     }
 
     #[test]
-    fn no_write_token_is_refused_naming_api_tokens() {
-        let e = parse(&["--api-tokens", " , "]).validate().unwrap_err();
-        assert_eq!(e.setting, "API_TOKENS");
-        assert!(parse(&["--api-tokens", "s3cret"]).validate().is_ok());
+    fn no_development_token_is_fine_and_the_jwks_defaults_under_the_issuer() {
+        assert!(parse(&["--api-tokens", " , "]).validate().is_ok());
+        assert_eq!(parse(&[]).identity.jwks_url(), None);
+        let a = parse(&["--oidc-issuer", "https://id.example.com/"]);
+        assert_eq!(a.identity.jwks_url().as_deref(), Some("https://id.example.com/.well-known/jwks.json"));
+        assert_eq!(a.identity.oidc_audience, ApiConfig::default().identity.oidc_audience);
+        assert_eq!(a.identity.api_key_refresh(), ApiConfig::default().identity.api_key_refresh());
     }
 
     #[test]

@@ -61,6 +61,19 @@ pub struct CategoryChange {
     pub position: Option<i32>,
 }
 
+/// Checks a change on its own (at least one field; the name and slug well formed), whatever
+/// the category's state; the change with its text fields as they will be stored.
+pub fn check_change(change: &CategoryChange) -> Result<CategoryChange, DomainError> {
+    if change == &CategoryChange::default() {
+        return Err(DomainError::invalid("category", "at least one field must be given"));
+    }
+    Ok(CategoryChange {
+        name: change.name.as_deref().map(|n| required_text("name", n, SHORT_TEXT_MAX_CHARS)).transpose()?,
+        slug: change.slug.as_deref().map(check_slug).transpose()?,
+        ..change.clone()
+    })
+}
+
 /// A slug: 1..=100 of lower-case letters, digits and `-`.
 pub fn check_slug(slug: &str) -> Result<String, DomainError> {
     let s = required_text("slug", slug, SHORT_TEXT_MAX_CHARS)?;
@@ -106,15 +119,13 @@ pub fn decide_change(
     depth_below: usize,
     at: DateTime<Utc>,
 ) -> Result<Category, DomainError> {
-    if change == &CategoryChange::default() {
-        return Err(DomainError::invalid("category", "at least one field must be given"));
-    }
+    let checked = check_change(change)?;
     let mut next = current.clone();
-    if let Some(n) = &change.name {
-        next.name = required_text("name", n, SHORT_TEXT_MAX_CHARS)?;
+    if let Some(n) = checked.name {
+        next.name = n;
     }
-    if let Some(s) = &change.slug {
-        next.slug = check_slug(s)?;
+    if let Some(s) = checked.slug {
+        next.slug = s;
     }
     if let Some(p) = change.parent_id {
         if p == Some(current.id) || new_parent_path.iter().any(|n| n.id == current.id) {

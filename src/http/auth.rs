@@ -1,53 +1,28 @@
-//! Bearer-token checks (RFC 6750 over RFC 9110's `Authorization`).
+//! Bearer credentials (RFC 6750 over RFC 9110's `Authorization`) and the role each endpoint
+//! needs.
 //!
 //! - The scheme name is case-insensitive (`Bearer`, `bearer`, `BEARER`), separated from the
-//!   token by spaces.
-//! - Tokens are compared in constant time: the SHA-256 digests of the presented token and of
-//!   every configured token are compared with `subtle`, all of them, so neither the position of
-//!   the first differing byte, the token's length nor which entry matched shows in the timing.
+//!   token by spaces. The token is an identity provider's JWT, a named API key (`axk_...`) or
+//!   a development token (`identity::Identity`).
 //! - No credentials: anonymous. Malformed or unknown credentials: 401 (with
 //!   `WWW-Authenticate: Bearer`), counted against the client IP's failed-authentication
 //!   budget; once that is spent, requests with credentials from that IP get 429 with
-//!   `Retry-After` (`rate_limit`). A known read-only token on a write: 403.
-//!
-//! What each access may see: anonymous callers only published products (an unpublished one
-//! by id is a 404, so its existence does not leak); read and write tokens everything; only
-//! write tokens may write.
+//!   `Retry-After` (`rate_limit`). A known caller without the role an endpoint needs: 403.
+//! - Every endpoint declares its roles with an extractor listed first, so a caller without
+//!   them is refused before the body is even parsed: [`Needs<R>`] with one of the
+//!   [`Requirement`]s below, or [`Caller`] where anonymous callers are served too. The OpenAPI
+//!   document lists the same roles as the operation's security scopes.
+//! - Object level: what a principal may see and change is `domain::access`'s; another
+//!   seller's product is a 404 (its existence does not leak).
+
+use std::marker::PhantomData;
 
 use actix_web::http::header;
-use actix_web::HttpRequest;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use actix_web::{web, HttpRequest};
+use futures::future::LocalBoxFuture;
 
 use super::{ApiError, AppState};
-
-/// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// No token: published products only.
-    Anonymous,
-    /// Read-only token: every read, unpublished products and commands included.
-    Read,
-    /// Write token: everything.
-    Write,
-}
-
-impl Access {
-    /// Whether this caller may see products that are not published.
-    pub fn sees_unpublished(self) -> bool {
-        self != Self::Anonymous
-    }
-}
-
-/// Whether `token` is one of `set`, in time independent of the values.
-fn matches(token: &[u8], set: &[String]) -> bool {
-    let presented = Sha256::digest(token);
-    set.iter()
-        .fold(subtle::Choice::from(0), |acc, t| {
-            acc | Sha256::digest(t.as_bytes()).ct_eq(&presented)
-        })
-        .into()
-}
+pub use crate::domain::access::{Principal, Role};
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
 fn bearer_token(value: &str) -> Option<&str> {
@@ -56,104 +31,124 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains([' ', '\t'])).then_some(token)
 }
 
-/// Names the caller for the change history and the events: `token:` and the first 12 hex
-/// digits of the SHA-256 of its bearer token (enough to tell configured tokens apart, nothing
-/// to authenticate with); `None` without a token.
-pub fn actor(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = bearer_token(value)?;
-    let digest = hex::encode(Sha256::digest(token.as_bytes()));
-    Some(format!("token:{}", &digest[..12]))
-}
-
-/// Classifies the request's credentials; malformed or unknown credentials are a 401, and a
-/// client that failed too often lately gets a 429 before its credentials are even looked at.
-pub fn access(req: &HttpRequest, state: &AppState) -> Result<Access, ApiError> {
+/// The request's caller (`None`: anonymous); malformed or unknown credentials are a 401, and
+/// a client that failed too often lately gets a 429 before its credentials are looked at.
+pub async fn principal(req: &HttpRequest, state: &AppState) -> Result<Option<Principal>, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Ok(Access::Anonymous);
+        return Ok(None);
     };
     let ip = req.peer_addr().map(|a| a.ip());
     state.access.rate_limits.check_auth(ip)?;
-    let fail = |why: &str| {
+    let fail = |why: String| {
         state.access.rate_limits.auth_failed(ip);
-        ApiError::Unauthorized(why.to_owned())
+        ApiError::Unauthorized(why)
     };
-    let value = value.to_str().map_err(|_| fail("malformed Authorization header"))?;
-    let token = bearer_token(value).ok_or_else(|| fail("Authorization must be 'Bearer <token>'"))?;
-    let token = token.as_bytes();
-    if matches(token, &state.access.write_tokens) {
-        Ok(Access::Write)
-    } else if matches(token, &state.access.read_tokens) {
-        Ok(Access::Read)
+    let value = value.to_str().map_err(|_| fail("malformed Authorization header".into()))?;
+    let token = bearer_token(value).ok_or_else(|| fail("Authorization must be 'Bearer <token>'".into()))?;
+    state.access.identity.principal(token).await.map(Some).map_err(fail)
+}
+
+/// The roles an endpoint needs (any one of them).
+pub trait Requirement {
+    /// Any of these.
+    const ROLES: &'static [Role];
+}
+
+/// Product writes: a seller (their own products) or a catalog admin.
+pub struct ProductWriter;
+impl Requirement for ProductWriter {
+    const ROLES: &'static [Role] = &[Role::Seller, Role::CatalogAdmin];
+}
+
+/// The catalog's structure (product types, the category tree) and transfers.
+pub struct CatalogAdmin;
+impl Requirement for CatalogAdmin {
+    const ROLES: &'static [Role] = &[Role::CatalogAdmin];
+}
+
+/// The ops actions (redrive, retry, ...).
+pub struct Operator;
+impl Requirement for Operator {
+    const ROLES: &'static [Role] = &[Role::Operator];
+}
+
+/// The console's views and dry runs.
+pub struct OpsReader;
+impl Requirement for OpsReader {
+    const ROLES: &'static [Role] = &[Role::Operator, Role::Reader];
+}
+
+/// Any authenticated role (what each sees is decided per object).
+pub struct AnyRole;
+impl Requirement for AnyRole {
+    const ROLES: &'static [Role] = &[Role::Seller, Role::CatalogAdmin, Role::Operator, Role::Reader];
+}
+
+/// Refuses `p` unless it holds one of `roles`.
+pub fn require(p: Option<Principal>, roles: &[Role]) -> Result<Principal, ApiError> {
+    let p = p.ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+    if p.roles.any(roles) {
+        Ok(p)
     } else {
-        Err(fail("unknown bearer token"))
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::Forbidden(format!("this needs the role {}", names.join(" or "))))
     }
 }
 
-/// Requires a write token.
-pub fn require_write(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    match access(req, state)? {
-        Access::Write => Ok(()),
-        Access::Read => Err(ApiError::Forbidden("this token may not write".into())),
-        Access::Anonymous => Err(ApiError::Unauthorized("a bearer token is required to write".into())),
-    }
-}
-
-/// Requires a read or write token.
-pub fn require_token(req: &HttpRequest, state: &AppState) -> Result<Access, ApiError> {
-    match access(req, state)? {
-        Access::Anonymous => Err(ApiError::Unauthorized("a bearer token is required".into())),
-        a => Ok(a),
-    }
-}
-
-fn state(req: &HttpRequest) -> Result<&AppState, ApiError> {
-    req.app_data::<actix_web::web::Data<AppState>>()
-        .map(|d| d.get_ref())
+fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))
 }
 
-/// Extractor that admits only write tokens. Listed before the body extractor, it makes an
-/// anonymous or read-only caller get 401/403 before its body is even parsed.
-pub struct WriteAccess;
+/// Extractor of a caller holding one of `R`'s roles (401 without credentials, 403 without
+/// the role).
+pub struct Needs<R>(pub Principal, PhantomData<R>);
 
-impl actix_web::FromRequest for WriteAccess {
+impl<R: Requirement> actix_web::FromRequest for Needs<R> {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(state(req).and_then(|s| require_write(req, s)).map(|()| WriteAccess))
+        let req = req.clone();
+        Box::pin(async move {
+            let state = app_state(&req)?;
+            let p = principal(&req, &state).await?;
+            require(p, R::ROLES).map(|p| Needs(p, PhantomData))
+        })
     }
 }
 
-/// Extractor of the caller's [`Access`]: anonymous, read or write (malformed or unknown
-/// credentials are a 401).
-pub struct Caller(pub Access);
+/// Extractor of the caller, anonymous included (malformed or unknown credentials are a 401).
+pub struct Caller(pub Option<Principal>);
+
+impl Caller {
+    /// Whether the caller may see a product of `owner` in `status`.
+    pub fn may_see(&self, owner: &str, status: crate::domain::product::ProductStatus) -> bool {
+        match &self.0 {
+            Some(p) => p.may_see(owner, status),
+            None => status == crate::domain::product::ProductStatus::Published,
+        }
+    }
+}
 
 impl actix_web::FromRequest for Caller {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(state(req).and_then(|s| access(req, s)).map(Caller))
-    }
-}
-
-/// Extractor that admits read and write tokens.
-pub struct TokenAccess;
-
-impl actix_web::FromRequest for TokenAccess {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(state(req).and_then(|s| require_token(req, s)).map(|_| TokenAccess))
+        let req = req.clone();
+        Box::pin(async move {
+            let state = app_state(&req)?;
+            principal(&req, &state).await.map(Caller)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::access::Roles;
 
     #[test]
     fn the_scheme_is_case_insensitive_and_the_token_follows_a_space() {
@@ -166,13 +161,14 @@ mod tests {
     }
 
     #[test]
-    fn tokens_match_whatever_their_length_and_position() {
-        let set = vec!["short".to_owned(), "a-much-longer-token".to_owned()];
-        assert!(matches(b"short", &set));
-        assert!(matches(b"a-much-longer-token", &set));
-        assert!(!matches(b"shor", &set));
-        assert!(!matches(b"shortt", &set));
-        assert!(!matches(b"", &set));
-        assert!(!matches(b"short", &[]));
+    fn a_missing_role_is_403_and_no_caller_401() {
+        let reader = Principal {
+            subject: "key:r".into(),
+            roles: Roles::of(&[Role::Reader]),
+            seller: None,
+        };
+        assert!(matches!(require(Some(reader.clone()), ProductWriter::ROLES), Err(ApiError::Forbidden(_))));
+        assert!(matches!(require(None, AnyRole::ROLES), Err(ApiError::Unauthorized(_))));
+        assert_eq!(require(Some(reader.clone()), OpsReader::ROLES).ok(), Some(reader));
     }
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::WriteAccess;
+use super::auth::{CatalogAdmin, Needs};
 use super::bodies::CategoryNodeBody;
 use super::contract::{problems, IfMatch};
 use super::json_body::JsonBody;
@@ -151,9 +151,9 @@ fn tagged(status: actix_web::http::StatusCode, b: &CategoryBody) -> HttpResponse
     responses((status = 201, description = "Created", body = CategoryBody,
             headers(("Location" = String, description = "Its URL"), ("ETag" = String, description = "Its version"))),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts),
-    security(("bearer" = [])))]
+    security(("bearer" = ["catalog-admin"])))]
 #[post("/api/categories")]
-pub async fn create(_auth: WriteAccess, state: web::Data<AppState>, b: JsonBody<NewCategoryBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(_auth: Needs<CatalogAdmin>, state: web::Data<AppState>, b: JsonBody<NewCategoryBody>) -> Result<HttpResponse, ApiError> {
     let b = b.into_inner();
     let mut conn = pool::get(&state.catalog.pool).await?;
     let c = category_repo::create(&mut conn, b.parent_id, &b.slug, &b.name, b.position).await?;
@@ -165,10 +165,10 @@ pub async fn create(_auth: WriteAccess, state: web::Data<AppState>, b: JsonBody<
     params(("id" = Uuid, Path, description = "Category id"), IfMatch),
     responses((status = 200, description = "The category at its new version", body = CategoryBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["catalog-admin"])))]
 #[patch("/api/categories/{id}")]
 pub async fn change(
-    _auth: WriteAccess,
+    _auth: Needs<CatalogAdmin>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -182,6 +182,8 @@ pub async fn change(
         parent_id: b.parent_id,
         position: b.position,
     };
+    // Refused on its own before the version is compared.
+    crate::domain::category::check_change(&change)?;
     let mut conn = pool::get(&state.catalog.pool).await?;
     let c = category_repo::change(&mut conn, *id, expected, &change).await?;
     Ok(tagged(actix_web::http::StatusCode::OK, &body(&mut conn, &c).await?))

@@ -10,7 +10,9 @@ use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder};
 use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use uuid::Uuid;
 
-use super::auth::{TokenAccess, WriteAccess};
+use super::auth::{AnyRole, Needs, ProductWriter};
+use crate::bus::envelope::CommandCaller;
+use crate::domain::access;
 use super::contract::{fields, problems, reference};
 use super::json_body::JsonBody;
 use super::{ApiError, AppState};
@@ -173,10 +175,10 @@ impl utoipa::ToSchema for CommandBody {
         (status = 202, description = "Accepted; poll Location", body = Accepted,
             headers(("Location" = String, description = "Where to poll"))),
         problems::Limits, problems::Writer, problems::Body),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[post("/api/commands")]
 pub async fn submit(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     body: JsonBody<CommandBody>,
@@ -195,6 +197,10 @@ pub async fn submit(
     })?;
     // Refused whatever the product's state: answer now rather than queue a doomed command.
     product::validate(&cmd)?;
+    access::check_command(&auth.0.scope(), None, &cmd)?;
+    // The command carries its caller, as authenticated here (whatever the body said): the
+    // command consumer enforces what that caller may change.
+    env.caller = Some(CommandCaller::from(&auth.0));
     let command_id = *env.command_id.get_or_insert_with(Uuid::now_v7);
     env.correlation_id.get_or_insert_with(Uuid::now_v7);
     let message = serde_json::to_value(&env).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -228,17 +234,27 @@ pub async fn submit(
 #[utoipa::path(tag = "commands", operation_id = "command_status", params(("id" = Uuid, Path, description = "Command id")),
     responses((status = 200, description = "The command's status", body = command_repo::CommandRecord),
         problems::Limits, problems::Token, problems::ById),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin", "operator", "reader"])))]
 #[get("/api/commands/{id}")]
 pub async fn status(
-    _auth: TokenAccess,
+    auth: Needs<AnyRole>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut conn = pool::get(state.pool()).await?;
-    let rec = command_repo::find(&mut conn, *id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("command {id} not found")))?;
+    let missing = || ApiError::NotFound(format!("command {id} not found"));
+    let rec = {
+        let mut conn = pool::get(state.pool()).await?;
+        command_repo::find(&mut conn, *id).await?.ok_or_else(missing)?
+    };
+    // A seller sees the commands of their own products (and of products not created yet).
+    let who = &auth.0;
+    if !who.reads_everything() {
+        if let Some(found) = state.catalog.read(rec.product_id).await? {
+            if !who.owns(found.owner()) {
+                return Err(missing());
+            }
+        }
+    }
     Ok(HttpResponse::Ok().json(rec))
 }
 

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "aliexpress catalog API",
-        description = "Products, commands and search. Errors are RFC 9457 problem+json with a stable `code`. Anonymous callers see published products only; a bearer token (scheme name case-insensitive) reads everything, a write token writes. Every client address is rate limited (429 with Retry-After)."
+        description = "Products, commands and search. Errors are RFC 9457 problem+json with a stable `code`. Anonymous callers see published products only. Callers authenticate with a bearer token (scheme name case-insensitive): an identity provider's access token (`jwt`) or an API key (`bearer`). Each operation names the roles it accepts as its security scopes: `seller` (their own products), `catalog-admin` (every product, product types, the category tree), `operator` (the console and ops actions; changes no product), `reader` (every read). A missing role is 403; another seller's product is 404. Every client address is rate limited (429 with Retry-After)."
     ),
     modifiers(&Security),
     components(schemas(super::error::Problem, super::error::FieldError)),
@@ -36,15 +36,47 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
-/// The `bearer` security scheme every protected operation names.
+/// The security schemes: `bearer` (API keys, development tokens) and `jwt` (an identity
+/// provider's access tokens). Handlers name `bearer` with the roles they accept as scopes;
+/// every such requirement gets a `jwt` alternative with the same roles ([`with_jwt`]).
 pub struct Security;
 
 impl Modify for Security {
     fn modify(&self, doc: &mut openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
         let mut bearer = Http::new(HttpAuthScheme::Bearer);
-        bearer.description = Some("API_TOKENS (write) or API_READ_TOKENS (read)".into());
+        bearer.description = Some(
+            "An API key (`axk_...`, from `aliexpress keys create`: one role, optionally a seller) or, in development, a token of API_TOKENS (catalog-admin and operator) or API_READ_TOKENS (reader)".into(),
+        );
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let mut jwt = Http::new(HttpAuthScheme::Bearer);
+        jwt.bearer_format = Some("JWT".into());
+        jwt.description = Some(
+            "An access token of the configured identity provider (OIDC_ISSUER): RS256 or ES256, with the roles in OIDC_ROLE_CLAIM and the seller in OIDC_SELLER_CLAIM".into(),
+        );
+        components.add_security_scheme("jwt", SecurityScheme::Http(jwt));
+    }
+}
+
+/// Gives every operation's `bearer` requirement a `jwt` alternative with the same roles.
+pub fn with_jwt(doc: &mut openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            let Some(reqs) = op.security.as_mut() else { continue };
+            let json = serde_json::to_value(&*reqs).unwrap_or_default();
+            let roles: Option<Vec<String>> = json.as_array().and_then(|all| {
+                all.iter()
+                    .find_map(|r| r.get("bearer"))
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+            });
+            if let Some(roles) = roles {
+                reqs.push(SecurityRequirement::new("jwt", roles));
+            }
+        }
     }
 }
 
@@ -121,17 +153,21 @@ pub mod problems {
     );
     problem_set!(
         /// Operations open to anonymous callers: a token, when given, must be valid.
-        OptionalToken: 401 => "Malformed or unknown bearer token",
+        OptionalToken:
+        401 => "Malformed or unknown bearer token",
+        403 => "The caller may not see what it asked for (another seller's unpublished products)",
     );
     problem_set!(
-        /// Operations that need a read or write token.
-        Token: 401 => "Missing, malformed or unknown bearer token",
+        /// Operations that need a caller with one of the roles they name.
+        Token:
+        401 => "Missing, malformed or unknown bearer token",
+        403 => "The caller lacks the role this needs",
     );
     problem_set!(
-        /// Operations that need a write token.
+        /// Writes: they need one of the roles they name (and, for a seller, their own product).
         Writer:
         401 => "Missing, malformed or unknown bearer token",
-        403 => "The token may read, not write",
+        403 => "The caller lacks the role this needs",
     );
     problem_set!(
         /// Operations that read a JSON body.
@@ -146,7 +182,7 @@ pub mod problems {
         /// Operations on one resource by id.
         ById:
         400 => "Malformed JSON, a malformed id or an unreadable body",
-        404 => "No such resource (unpublished products are not found without a token)",
+        404 => "No such resource (an unpublished product is not found by callers who may not see it)",
     );
     problem_set!(
         /// Operations with parameters the server validates.
@@ -161,10 +197,10 @@ pub mod problems {
         Stale: 412 => "If-Match does not name the current version",
     );
     problem_set!(
-        /// The console's actions: a read token may see the dry run only.
+        /// The console's actions: a reader may see the dry run only.
         DryRunOnly:
         401 => "Missing, malformed or unknown bearer token",
-        403 => "The token may see a dry run, not execute",
+        403 => "Executing needs the operator role",
     );
     problem_set!(
         /// Documents served by name (`/schemas/...`).
@@ -245,6 +281,21 @@ pub mod fields {
     /// A category or brand.
     pub fn short_text() -> Object {
         text(SHORT_TEXT_MAX_CHARS)
+    }
+
+    /// The values of a one-of attribute: 1 to 200 texts of 1 to 100 characters.
+    pub fn one_of_values() -> utoipa::openapi::schema::Array {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(required_text(SHORT_TEXT_MAX_CHARS))
+            .min_items(Some(1))
+            .max_items(Some(200))
+            .description(Some("The allowed values of `one_of` (1 to 200); only with `one_of`."))
+            .build()
+    }
+
+    /// A seller id.
+    pub fn seller() -> Object {
+        required_text(SHORT_TEXT_MAX_CHARS)
     }
 
     /// A sku.

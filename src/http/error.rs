@@ -158,7 +158,10 @@ impl From<DomainError> for ApiError {
         let detail = e.to_string();
         match &e {
             DomainError::Invalid { .. } => {}
-            DomainError::NotCreated => return Self::NotFound("product not found".into()),
+            DomainError::NotCreated | DomainError::NotFoundForSeller(_) => {
+                return Self::NotFound("product not found".into())
+            }
+            DomainError::NotAllowed(why) => return Self::Forbidden(why.clone()),
             DomainError::VariantNotFound { .. } => return Self::NotFound(detail),
             DomainError::DuplicateSku(_) => return Self::SkuTaken(detail),
             DomainError::VariantConflict(_) => return Self::StateConflict(detail),

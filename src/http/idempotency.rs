@@ -62,15 +62,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The key's scope: who (a digest of the bearer token), which route, which key.
-pub fn scope(req: &HttpRequest, key: String) -> IdempotencyScope {
-    let credentials = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+/// The key's scope: who (a digest of the caller's subject, so a refreshed token of the same
+/// caller replays its writes), which route, which key.
+pub fn scope(req: &HttpRequest, caller: &crate::domain::access::Principal, key: String) -> IdempotencyScope {
     IdempotencyScope {
-        principal: sha256_hex(credentials),
+        principal: sha256_hex(caller.subject.as_bytes()),
         route: format!("{} {}", req.method(), req.path()),
         key,
     }
@@ -156,18 +152,20 @@ mod tests {
     }
 
     #[test]
-    fn the_scope_never_holds_the_token_and_separates_callers_and_routes() {
-        let a = TestRequest::post()
-            .uri("/api/products/1/price")
-            .insert_header((header::AUTHORIZATION, "Bearer secret-a"))
-            .to_http_request();
-        let b = TestRequest::post()
-            .uri("/api/products/1/price")
-            .insert_header((header::AUTHORIZATION, "Bearer secret-b"))
-            .to_http_request();
-        let sa = scope(&a, "k".into());
-        assert!(!sa.principal.contains("secret"));
-        assert_ne!(sa.principal, scope(&b, "k".into()).principal);
+    fn the_scope_never_holds_the_subject_and_separates_callers_and_routes() {
+        use crate::domain::access::{Principal, Roles};
+        let who = |s: &str| Principal {
+            subject: s.into(),
+            roles: Roles::NONE,
+            seller: None,
+        };
+        let a = TestRequest::post().uri("/api/products/1/price").to_http_request();
+        let b = TestRequest::post().uri("/api/products/2/price").to_http_request();
+        let sa = scope(&a, &who("key:seller-a"), "k".into());
+        assert!(!sa.principal.contains("seller-a"));
+        assert_ne!(sa.principal, scope(&a, &who("key:seller-b"), "k".into()).principal);
+        assert_eq!(sa.principal, scope(&b, &who("key:seller-a"), "k".into()).principal);
+        assert_ne!(sa.route, scope(&b, &who("key:seller-a"), "k".into()).route);
         assert_eq!(sa.route, "POST /api/products/1/price");
     }
 

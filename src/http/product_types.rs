@@ -14,7 +14,7 @@ use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::WriteAccess;
+use super::auth::{CatalogAdmin, Needs};
 use super::contract::{problems, IdempotencyKey, IfMatch};
 use super::idempotency::{self, REPLAYED_HEADER};
 use super::json_body::JsonBody;
@@ -55,7 +55,7 @@ pub struct AttributeBody {
     pub unit: Option<String>,
     /// The allowed values of `one_of` (1 to 200); only with `one_of`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_items = 200)]
+    #[schema(schema_with = super::contract::fields::one_of_values)]
     pub values: Option<Vec<String>>,
     /// A product of the type must have it (a variant attribute: every variant must).
     #[serde(default)]
@@ -209,12 +209,18 @@ fn answer(r: &StoredResponse, replayed: bool) -> HttpResponse {
     b.json(&r.body)
 }
 
-async fn write(state: &AppState, req: &HttpRequest, w: TypeWrite, body: &impl Serialize) -> Result<HttpResponse, ApiError> {
+async fn write(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &super::auth::Principal,
+    w: TypeWrite,
+    body: &impl Serialize,
+) -> Result<HttpResponse, ApiError> {
     let created = matches!(w, TypeWrite::Create { .. });
     let once = match idempotency::key(req)? {
         None => None,
         Some(key) => Some(Once {
-            scope: idempotency::scope(req, key),
+            scope: idempotency::scope(req, caller, key),
             fingerprint: idempotency::fingerprint(req, body)?,
             remember: Box::new(move |t: &ProductType| stored(t, created)),
         }),
@@ -234,10 +240,10 @@ async fn write(state: &AppState, req: &HttpRequest, w: TypeWrite, body: &impl Se
     responses((status = 201, description = "Created", body = TypeBody,
             headers(("Location" = String, description = "The type's URL"), ("ETag" = String, description = "Its version"))),
         problems::Limits, problems::Writer, problems::Body, problems::Conflicts),
-    security(("bearer" = [])))]
+    security(("bearer" = ["catalog-admin"])))]
 #[post("/api/product-types")]
 pub async fn create(
-    _auth: WriteAccess,
+    auth: Needs<CatalogAdmin>,
     state: web::Data<AppState>,
     req: HttpRequest,
     body: JsonBody<NewTypeBody>,
@@ -248,7 +254,7 @@ pub async fn create(
         attributes: b.attributes.clone(),
     }
     .into_definition()?;
-    write(&state, &req, TypeWrite::Create { key: b.key.clone(), definition }, &b).await
+    write(&state, &req, &auth.0, TypeWrite::Create { key: b.key.clone(), definition }, &b).await
 }
 
 /// Replace a product type's definition. Refused (409) when a product of the type would no
@@ -257,10 +263,10 @@ pub async fn create(
     params(("key" = String, Path, description = "Type key"), IdempotencyKey, IfMatch),
     responses((status = 200, description = "The type at its new version", body = TypeBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["catalog-admin"])))]
 #[put("/api/product-types/{key}")]
 pub async fn change(
-    _auth: WriteAccess,
+    auth: Needs<CatalogAdmin>,
     state: web::Data<AppState>,
     req: HttpRequest,
     key: web::Path<String>,
@@ -273,7 +279,7 @@ pub async fn change(
         expected,
         definition: b.clone().into_definition()?,
     };
-    write(&state, &req, w, &b).await
+    write(&state, &req, &auth.0, w, &b).await
 }
 
 /// One product type.

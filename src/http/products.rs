@@ -1,7 +1,9 @@
 //! Product endpoints. Anonymous callers read published products only: an unpublished product
 //! by id is a 404 (its existence does not leak), a list without a status shows published
-//! products, and asking for another status needs a token (401). Read and write tokens see
-//! every product; writes need a write token.
+//! products, and asking for another status needs a token (401). Sellers also see and change
+//! their own products (another seller's draft is a 404 to them, on reads and writes alike);
+//! catalog admins, operators and readers see every product; writes need the seller or
+//! catalog-admin role (`domain::access`).
 //!
 //! Each handler declares its route, parameters, bodies and every answer once (its
 //! `#[utoipa::path]` beside actix's route macro; `routes` registers and documents it), turns
@@ -15,7 +17,7 @@ use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::auth::{Caller, WriteAccess};
+use super::auth::{Caller, Needs, Principal, ProductWriter};
 use super::bodies::{
     CreateProductBody, ProductBody, ProductPage, StatusBody, StockBody, StockDelta, StockSet, UpdateDetailsBody,
 };
@@ -43,13 +45,17 @@ pub const MAX_LIST_LIMIT: i64 = 100;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Status filter; anything but `published` needs a token. Without it, anonymous callers
-    /// get published products and token holders every product.
+    /// Status filter; anything but `published` needs a token, and shows a seller their own
+    /// products only. Without it, anonymous callers and sellers get published products, and
+    /// catalog admins, operators and readers every product.
     #[param(inline)]
     pub status: Option<StatusBody>,
     /// Category filter (exact match).
     #[param(schema_with = super::contract::fields::short_text)]
     pub category: Option<String>,
+    /// The owning seller's products only.
+    #[param(schema_with = super::contract::fields::short_text)]
+    pub owner: Option<String>,
     /// Last id of the previous page (its `next_cursor`).
     pub cursor: Option<Uuid>,
     /// Page size.
@@ -137,13 +143,14 @@ fn http_response(r: &StoredResponse, replayed: bool) -> Result<HttpResponse, Api
     Ok(b.json(&r.body))
 }
 
-/// Runs `command` through the catalog for a handler guarded by [`WriteAccess`]: the caller's
+/// Runs `command` through the catalog for a handler guarded by [`Needs<ProductWriter>`](super::auth::Needs): the caller's
 /// trace, correlation id and `Idempotency-Key` in, the write's answer (or its replay) out.
 #[tracing::instrument(level = "debug", skip_all,
     fields(product.id = %id, command = command.command_type(), trace_id = tracing::field::Empty))]
 pub(super) async fn write(
     state: &AppState,
     req: &HttpRequest,
+    caller: &Principal,
     id: Uuid,
     command: ProductCommand,
     expected_version: Option<i64>,
@@ -154,7 +161,7 @@ pub(super) async fn write(
     let once = match idempotency::key(req)? {
         None => None,
         Some(key) => Some(Once {
-            scope: idempotency::scope(req, key),
+            scope: idempotency::scope(req, caller, key),
             fingerprint: idempotency::fingerprint(
                 req,
                 &crate::bus::envelope::CommandMessage::try_from(command.clone())
@@ -169,7 +176,8 @@ pub(super) async fn write(
         expected_version,
         correlation_id: correlation(req).or_else(|| Some(Uuid::now_v7())),
         traceparent: Some(trace.to_string()),
-        actor: super::auth::actor(req),
+        actor: Some(caller.subject.clone()),
+        scope: caller.scope(),
     };
     match state.catalog.write(w, once).await? {
         Written::Replayed(r) => http_response(&r, true),
@@ -190,16 +198,17 @@ pub(super) async fn write(
         (status = 201, description = "Created", body = ProductBody,
             headers(("Location" = String, description = "The product's URL"), ("ETag" = String, description = "Its version"))),
         problems::Limits, problems::Writer, problems::Body, problems::Conflicts),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[post("/api/products")]
 pub async fn create(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     body: JsonBody<CreateProductBody>,
 ) -> Result<HttpResponse, ApiError> {
+    // A seller's product is theirs (the catalog stamps it); a catalog admin's the default seller's.
     let command = ProductCommand::CreateProduct(body.into_inner().into_command(DEFAULT_OWNER));
-    write(&state, &req, Uuid::now_v7(), command, None, Reply::Created).await
+    write(&state, &req, &auth.0, Uuid::now_v7(), command, None, Reply::Created).await
 }
 
 /// Read one product, from Redis or else Postgres (`X-Read-Source` says which). Anonymous
@@ -218,7 +227,7 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
         .catalog
         .read(id)
         .await?
-        .filter(|f| caller.0.sees_unpublished() || f.status() == ProductStatus::Published)
+        .filter(|f| caller.may_see(f.owner(), f.status()))
         .ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
     let (version, source, body) = match found {
         // A cache hit is served as the bytes the writer stored (the same JSON as below).
@@ -247,15 +256,7 @@ pub async fn list(
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = match (q.status.map(ProductStatus::from), caller.0.sees_unpublished()) {
-        (Some(s), false) if s != ProductStatus::Published => {
-            return Err(ApiError::Unauthorized(
-                "listing unpublished products needs a bearer token".into(),
-            ))
-        }
-        (None, false) => Some(ProductStatus::Published),
-        (s, _) => s,
-    };
+    let (status, owner) = visible(&caller, q.status.map(ProductStatus::from), q.owner.clone())?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(ApiError::field(
@@ -269,7 +270,13 @@ pub async fn list(
         .as_deref()
         .map(|c| bounded_text("category", c, SHORT_TEXT_MAX_CHARS))
         .transpose()?;
-    let items = state.catalog.list(status, category.as_deref(), q.cursor, limit).await?;
+    let owner = owner
+        .map(|o| bounded_text("owner", &o, SHORT_TEXT_MAX_CHARS))
+        .transpose()?;
+    let items = state
+        .catalog
+        .list(status, category.as_deref(), owner.as_deref(), q.cursor, limit)
+        .await?;
     let next_cursor = if items.len() as i64 == limit {
         items.last().map(|p| p.id)
     } else {
@@ -279,15 +286,36 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(ProductPage { items, next_cursor }))
 }
 
+/// The status and owner a list may show `caller`: anonymous callers published products only
+/// (another status is a 401); a seller's other statuses are their own products only (another
+/// seller's is a 403); readers of everything what they ask.
+fn visible(
+    caller: &Caller,
+    status: Option<ProductStatus>,
+    owner: Option<String>,
+) -> Result<(Option<ProductStatus>, Option<String>), ApiError> {
+    let published = status.is_none_or(|s| s == ProductStatus::Published);
+    match &caller.0 {
+        Some(p) if p.reads_everything() => Ok((status, owner)),
+        _ if published => Ok((Some(ProductStatus::Published), owner)),
+        None => Err(ApiError::Unauthorized("listing unpublished products needs a bearer token".into())),
+        Some(p) => match (p.seller.as_deref(), owner.as_deref()) {
+            (Some(own), None) if p.roles.has(super::auth::Role::Seller) => Ok((status, Some(own.to_owned()))),
+            (Some(own), Some(o)) if o == own && p.roles.has(super::auth::Role::Seller) => Ok((status, owner)),
+            _ => Err(ApiError::Forbidden("unpublished products of other sellers are not listed to this caller".into())),
+        },
+    }
+}
+
 /// Change descriptive fields (absent fields stay as they are).
 #[utoipa::path(tag = "products", operation_id = "update_product_details", request_body = UpdateDetailsBody,
     params(("id" = Uuid, Path, description = "Product id"), IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[patch("/api/products/{id}")]
 pub async fn update_details(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -295,7 +323,7 @@ pub async fn update_details(
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let command = ProductCommand::UpdateProductDetails(body.into_inner().into());
-    write(&state, &req, *id, command, v, Reply::Updated).await
+    write(&state, &req, &auth.0, *id, command, v, Reply::Updated).await
 }
 
 /// Set the price.
@@ -303,10 +331,10 @@ pub async fn update_details(
     params(("id" = Uuid, Path, description = "Product id"), IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[post("/api/products/{id}/price")]
 pub async fn change_price(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -317,7 +345,7 @@ pub async fn change_price(
         price: Money::from(body.into_inner()),
         variant_id: None,
     };
-    write(&state, &req, *id, command, v, Reply::Updated).await
+    write(&state, &req, &auth.0, *id, command, v, Reply::Updated).await
 }
 
 /// Change the stock: `{"delta": n}` or `{"set": n}`.
@@ -325,10 +353,10 @@ pub async fn change_price(
     params(("id" = Uuid, Path, description = "Product id"), IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[post("/api/products/{id}/stock")]
 pub async fn change_stock(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -342,7 +370,7 @@ pub async fn change_stock(
             variant_id: None,
         },
     };
-    write(&state, &req, *id, command, v, Reply::Updated).await
+    write(&state, &req, &auth.0, *id, command, v, Reply::Updated).await
 }
 
 /// The status changes: publish, unpublish, archive. Each takes `If-Match` and an
@@ -354,16 +382,16 @@ macro_rules! status_change {
             params(("id" = Uuid, Path, description = "Product id"), IdempotencyKey, IfMatch),
             responses((status = 200, description = "The product at its new version", body = ProductBody),
                 problems::Limits, problems::Writer, problems::ById, problems::Invalid, problems::Conflicts, problems::Stale),
-            security(("bearer" = [])))]
+            security(("bearer" = ["seller", "catalog-admin"])))]
         #[post($path)]
         pub async fn $name(
-            _auth: WriteAccess,
+            auth: Needs<ProductWriter>,
             state: web::Data<AppState>,
             req: HttpRequest,
             id: web::Path<Uuid>,
         ) -> Result<HttpResponse, ApiError> {
             let v = if_match(&req)?;
-            write(&state, &req, *id, $command, v, Reply::Updated).await
+            write(&state, &req, &auth.0, *id, $command, v, Reply::Updated).await
         }
     };
 }
@@ -381,6 +409,37 @@ status_change!(
     archive, "/api/products/{id}/archive", "archive_product", ProductCommand::ArchiveProduct
 );
 
+/// The seller a product is transferred to.
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    /// The new owning seller.
+    #[schema(schema_with = super::contract::fields::seller)]
+    pub owner: String,
+}
+
+/// Transfer a product to another seller (catalog admins only): one `ProductTransferred`
+/// event; an ordinary update never changes the owner.
+#[utoipa::path(tag = "products", operation_id = "transfer_product", request_body = TransferBody,
+    params(("id" = Uuid, Path, description = "Product id"), IdempotencyKey, IfMatch),
+    responses((status = 200, description = "The product at its new version", body = ProductBody),
+        problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
+    security(("bearer" = ["catalog-admin"])))]
+#[post("/api/products/{id}/transfer")]
+pub async fn transfer(
+    auth: Needs<super::auth::CatalogAdmin>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+    body: JsonBody<TransferBody>,
+) -> Result<HttpResponse, ApiError> {
+    let v = if_match(&req)?;
+    let command = ProductCommand::TransferOwnership {
+        owner: body.into_inner().owner,
+    };
+    write(&state, &req, &auth.0, *id, command, v, Reply::Updated).await
+}
+
 /// Registers the product endpoints (the document is collected from them).
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(list)
@@ -391,7 +450,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(change_stock)
         .service(publish)
         .service(unpublish)
-        .service(archive);
+        .service(archive)
+        .service(transfer);
 }
 
 #[cfg(test)]

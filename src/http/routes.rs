@@ -58,6 +58,7 @@ pub fn document() -> openapi::OpenApi {
         .openapi(ApiDoc::openapi())
         .configure(configure(BODY_LIMIT_BYTES))
         .split_for_parts();
+    super::contract::with_jwt(&mut doc);
     let mut metrics = MetricsDoc::openapi();
     for item in metrics.paths.paths.values_mut() {
         item.servers = Some(vec![openapi::Server::new("http://127.0.0.1:9463")]);
@@ -197,13 +198,19 @@ mod tests {
             .iter()
             .filter(|(_, p, _)| p.starts_with("/api/") || p.starts_with("/console/api/"))
             .collect();
-        assert_eq!(api.len(), 33, "every API and console operation is documented");
+        assert_eq!(api.len(), 34, "every API and console operation is documented");
         for (method, path, op) in api {
             let responses = op["responses"].as_object().expect("responses");
             for status in ["401", "429", "503"] {
                 assert!(responses.contains_key(status), "{method} {path} lacks {status}");
             }
-            let needs_token = op["security"] == json!([{"bearer": []}]);
+            // A caller with one of the named roles, by API key or identity-provider token alike.
+            let roles = &op["security"][0]["bearer"];
+            let needs_token = roles.as_array().is_some_and(|r| !r.is_empty())
+                && op["security"] == json!([{"bearer": roles}, {"jwt": roles}]);
+            if needs_token {
+                assert!(responses.contains_key("403"), "{method} {path} names roles but no 403");
+            }
             if method != "get" {
                 for status in ["403", "422"] {
                     assert!(responses.contains_key(status), "{method} {path} lacks {status}");
@@ -310,7 +317,10 @@ mod tests {
             let anonymous = op["security"]
                 .as_array()
                 .is_some_and(|s| s.is_empty() || s.contains(&json!({})));
-            let expected = method == "get" && !path.starts_with("/api/commands") && !path.starts_with("/console/api");
+            let expected = method == "get"
+                && !path.starts_with("/api/commands")
+                && !path.starts_with("/console/api")
+                && !path.ends_with("/history");
             assert_eq!(anonymous, expected, "{method} {path}: {}", op["security"]);
         }
     }

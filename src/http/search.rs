@@ -13,7 +13,7 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::future::Future;
 
-use super::auth::{Access, Caller};
+use super::auth::Caller;
 use super::contract::problems;
 use super::{ApiError, AppState};
 use crate::domain::product::{
@@ -100,6 +100,10 @@ pub struct SearchParams {
     /// Brand filter.
     #[param(schema_with = super::contract::fields::short_text)]
     pub brand: Option<String>,
+    /// The owning seller's products only (a seller looking beyond published products sees
+    /// their own only).
+    #[param(schema_with = super::contract::fields::short_text)]
+    pub owner: Option<String>,
     /// Variant option filters: [`OPTION_FILTER_DOC`]. Collected by [`search_params`] (serde
     /// never sees the key).
     #[param(schema_with = option_filters)]
@@ -153,19 +157,26 @@ pub enum StatusFilter {
     Any,
 }
 
-/// The status `filter` asks for (`None`: any), if `access` may ask for it.
-fn status_filter(filter: Option<StatusFilter>, access: Access) -> Result<Option<ProductStatus>, ApiError> {
-    Ok(match filter.unwrap_or(StatusFilter::Published) {
-        StatusFilter::Published => Some(ProductStatus::Published),
-        _ if !access.sees_unpublished() => {
-            return Err(ApiError::Unauthorized(
-                "searching beyond published products needs a bearer token".into(),
-            ))
-        }
+/// The status `filter` asks for (`None`: any) and the owner the caller is then held to: a
+/// seller's search beyond published products covers their own products only (`Some(seller)`);
+/// anonymous callers may not look beyond published products (401).
+fn status_filter(filter: Option<StatusFilter>, caller: &Caller) -> Result<(Option<ProductStatus>, Option<String>), ApiError> {
+    let status = match filter.unwrap_or(StatusFilter::Published) {
+        StatusFilter::Published => return Ok((Some(ProductStatus::Published), None)),
         StatusFilter::Any => None,
         StatusFilter::Draft => Some(ProductStatus::Draft),
         StatusFilter::Archived => Some(ProductStatus::Archived),
-    })
+    };
+    match &caller.0 {
+        None => Err(ApiError::Unauthorized(
+            "searching beyond published products needs a bearer token".into(),
+        )),
+        Some(p) if p.reads_everything() => Ok((status, None)),
+        Some(p) => match (p.roles.has(super::auth::Role::Seller), &p.seller) {
+            (true, Some(own)) => Ok((status, Some(own.clone()))),
+            _ => Err(ApiError::Forbidden("this caller searches published products only".into())),
+        },
+    }
 }
 
 /// Reads the query string: the repeatable keys collected, the rest as [`SearchParams`].
@@ -240,7 +251,7 @@ fn paging(p: &SearchParams) -> Result<(u32, u32), ApiError> {
 }
 
 /// Validates parameters into a [`SearchRequest`] (every attribute is a facet).
-fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> {
+fn validate(p: SearchParams, caller: &Caller) -> Result<SearchRequest, ApiError> {
     let (page, size) = paging(&p)?;
     if let (Some(lo), Some(hi)) = (p.min_price, p.max_price) {
         if lo > hi {
@@ -267,12 +278,21 @@ fn validate(p: SearchParams, access: Access) -> Result<SearchRequest, ApiError> 
         min_price: p.min_price,
         max_price: p.max_price,
         in_stock: p.in_stock,
-        status: status_filter(p.status, access)?.map(|s| s.as_str().to_owned()),
+        status: None,
+        owner: text("owner", p.owner, SHORT_TEXT_MAX_CHARS)?,
         sort: p.sort.unwrap_or_default(),
         page,
         size,
         after: None,
     };
+    let (status, held_to) = status_filter(p.status, caller)?;
+    r.status = status.map(|s| s.as_str().to_owned());
+    if let Some(own) = held_to {
+        if r.owner.as_ref().is_some_and(|o| *o != own) {
+            return Err(ApiError::Forbidden("a seller searches beyond published products among their own only".into()));
+        }
+        r.owner = Some(own);
+    }
     if let Some(after) = p.after {
         r.after = Some(Cursor::decode(&after, r.primary()).map_err(|reason| ApiError::field("after", reason))?);
     }
@@ -347,7 +367,7 @@ async fn label_category_paths(state: &AppState, buckets: &mut [crate::search::fa
     security((), ("bearer" = [])))]
 #[get("/api/search")]
 pub async fn search(caller: Caller, state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let mut r = validate(search_params(req.query_string())?, caller.0)?;
+    let mut r = validate(search_params(req.query_string())?, &caller)?;
     r.facet_attributes = facet_attributes(&state).await;
     let alias = state.names.index_alias();
     let bound = state.limits.search_timeout;
@@ -379,7 +399,7 @@ pub struct SuggestParams {
 }
 
 /// Validates suggest parameters into a [`SuggestRequest`].
-fn validate_suggest(p: SuggestParams, access: Access) -> Result<SuggestRequest, ApiError> {
+fn validate_suggest(p: SuggestParams, caller: &Caller) -> Result<SuggestRequest, ApiError> {
     required_text("q", &p.q, MAX_PREFIX_CHARS)?;
     let size = p.size.unwrap_or(DEFAULT_SUGGEST_SIZE);
     if !(1..=MAX_SUGGEST_SIZE).contains(&size) {
@@ -388,9 +408,11 @@ fn validate_suggest(p: SuggestParams, access: Access) -> Result<SuggestRequest, 
             format!("must be between 1 and {MAX_SUGGEST_SIZE}"),
         ));
     }
-    let statuses = match status_filter(p.status, access)? {
-        Some(s) => vec![s],
-        None => vec![ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived],
+    // Completions do not filter by owner: a seller completes from published products only.
+    let statuses = match status_filter(p.status, caller)? {
+        (_, Some(_)) => return Err(ApiError::Forbidden("a seller completes from published products only".into())),
+        (Some(s), None) => vec![s],
+        (None, None) => vec![ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived],
     };
     Ok(SuggestRequest {
         // Leading blanks are no part of a word; a trailing one ends a word the user typed.
@@ -412,7 +434,7 @@ pub async fn suggest(
     state: web::Data<AppState>,
     params: web::Query<SuggestParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = validate_suggest(params.into_inner(), caller.0)?;
+    let r = validate_suggest(params.into_inner(), &caller)?;
     let alias = state.names.index_alias();
     let bound = state.limits.search_timeout;
     let answer = bounded(&state, completion::suggest(&state.search, &alias, &r, bound)).await?;
@@ -429,7 +451,7 @@ mod tests {
     use super::*;
 
     fn anonymous(query: &str) -> Result<SearchRequest, ApiError> {
-        validate(search_params(query)?, Access::Anonymous)
+        validate(search_params(query)?, &Caller(None))
     }
 
     fn field(e: ApiError) -> String {
@@ -510,19 +532,19 @@ mod tests {
             size: None,
             status: None,
         };
-        let r = validate_suggest(p("  Shi"), Access::Anonymous).expect("valid");
+        let r = validate_suggest(p("  Shi"), &Caller(None)).expect("valid");
         assert_eq!(
             (r.prefix.as_str(), r.size, r.statuses.as_slice()),
             ("Shi", 8, &["published".to_owned()][..])
         );
-        assert!(validate_suggest(p("   "), Access::Anonymous).is_err());
-        assert!(validate_suggest(p(&"a".repeat(101)), Access::Anonymous).is_err());
+        assert!(validate_suggest(p("   "), &Caller(None)).is_err());
+        assert!(validate_suggest(p(&"a".repeat(101)), &Caller(None)).is_err());
         let any = SuggestParams {
             status: Some(StatusFilter::Any),
             ..p("a")
         };
         assert!(matches!(
-            validate_suggest(any, Access::Anonymous),
+            validate_suggest(any, &Caller(None)),
             Err(ApiError::Unauthorized(_))
         ));
     }

@@ -41,13 +41,11 @@ pub struct KafkaHandles {
     pub connection: KafkaConnection,
 }
 
-/// Tokens and rate limits.
+/// Who is calling, and how often.
 #[derive(Clone)]
 pub struct AccessControl {
-    /// Bearer tokens that may write.
-    pub write_tokens: Vec<String>,
-    /// Bearer tokens that may only read admin views.
-    pub read_tokens: Vec<String>,
+    /// Bearer tokens to principals: identity-provider tokens, API keys, development tokens.
+    pub identity: crate::identity::Identity,
     /// Per-client request and failed-authentication limits.
     pub rate_limits: Arc<RateLimits>,
 }

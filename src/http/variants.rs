@@ -4,21 +4,21 @@
 //! `RemoveVariant`, `SetVariantPrices`, `AdjustStock`/`SetStock` naming the variant) and runs
 //! like the product's own writes (`products::write`: `If-Match`, `Idempotency-Key`, outbox,
 //! read-your-writes); each answers with the product at its new version. The history reads
-//! `product_history`, a page at a time; a product an anonymous caller may not see has no
-//! history for them either (404).
+//! `product_history`, a page at a time, for its seller and the readers of everything (catalog
+//! admins, operators, readers); to anyone else the product has no history (404).
 
 use actix_web::{delete, get, patch, post, put, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::{Caller, WriteAccess};
+use super::auth::{AnyRole, Needs, ProductWriter};
 use super::bodies::{NewVariantBody, PricesBody, ProductBody, StockBody, StockDelta, StockSet, UpdateVariantBody};
 use super::contract::{problems, IdempotencyKey, IfMatch};
 use super::json_body::JsonBody;
 use super::products::{if_match, write, Reply};
 use super::{ApiError, AppState};
-use crate::domain::product::{Money, ProductCommand, ProductStatus};
+use crate::domain::product::{Money, ProductCommand};
 
 /// The product and variant of a variant's path; a variant id is 1 to 2^31 - 1 (a 422 before
 /// any precondition is looked at).
@@ -34,10 +34,10 @@ fn variant((id, variant_id): (Uuid, i64)) -> Result<(Uuid, u32), ApiError> {
     params(("id" = Uuid, Path, description = "Product id"), IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[post("/api/products/{id}/variants")]
 pub async fn add_variant(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
@@ -45,7 +45,7 @@ pub async fn add_variant(
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let command = ProductCommand::AddVariant(body.into_inner().into());
-    write(&state, &req, *id, command, v, Reply::Updated).await
+    write(&state, &req, &auth.0, *id, command, v, Reply::Updated).await
 }
 
 /// Change a variant's SKU or option values.
@@ -54,10 +54,10 @@ pub async fn add_variant(
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[patch("/api/products/{id}/variants/{variant_id}")]
 pub async fn update_variant(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(Uuid, i64)>,
@@ -69,7 +69,7 @@ pub async fn update_variant(
         variant_id,
         change: body.into_inner().into(),
     };
-    write(&state, &req, id, command, v, Reply::Updated).await
+    write(&state, &req, &auth.0, id, command, v, Reply::Updated).await
 }
 
 /// Remove a variant (a product keeps at least one; its id is never reused).
@@ -78,17 +78,17 @@ pub async fn update_variant(
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::ById, problems::Invalid, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[delete("/api/products/{id}/variants/{variant_id}")]
 pub async fn remove_variant(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(Uuid, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let (id, variant_id) = variant(path.into_inner())?;
-    write(&state, &req, id, ProductCommand::RemoveVariant { variant_id }, v, Reply::Updated).await
+    write(&state, &req, &auth.0, id, ProductCommand::RemoveVariant { variant_id }, v, Reply::Updated).await
 }
 
 /// Replace a variant's prices: at most one per currency.
@@ -97,10 +97,10 @@ pub async fn remove_variant(
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[put("/api/products/{id}/variants/{variant_id}/prices")]
 pub async fn set_variant_prices(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(Uuid, i64)>,
@@ -109,7 +109,7 @@ pub async fn set_variant_prices(
     let v = if_match(&req)?;
     let (id, variant_id) = variant(path.into_inner())?;
     let prices = body.into_inner().prices.into_iter().map(Money::from).collect();
-    write(&state, &req, id, ProductCommand::SetVariantPrices { variant_id, prices }, v, Reply::Updated).await
+    write(&state, &req, &auth.0, id, ProductCommand::SetVariantPrices { variant_id, prices }, v, Reply::Updated).await
 }
 
 /// Change a variant's stock: `{"delta": n}` or `{"set": n}`.
@@ -118,10 +118,10 @@ pub async fn set_variant_prices(
         IdempotencyKey, IfMatch),
     responses((status = 200, description = "The product at its new version", body = ProductBody),
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts, problems::Stale),
-    security(("bearer" = [])))]
+    security(("bearer" = ["seller", "catalog-admin"])))]
 #[post("/api/products/{id}/variants/{variant_id}/stock")]
 pub async fn change_variant_stock(
-    _auth: WriteAccess,
+    auth: Needs<ProductWriter>,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(Uuid, i64)>,
@@ -139,7 +139,7 @@ pub async fn change_variant_stock(
             variant_id: Some(variant_id),
         },
     };
-    write(&state, &req, id, command, v, Reply::Updated).await
+    write(&state, &req, &auth.0, id, command, v, Reply::Updated).await
 }
 
 /// Largest page of a product's history.
@@ -208,11 +208,11 @@ pub struct HistoryPage {
 #[utoipa::path(tag = "variants", operation_id = "product_history",
     params(("id" = Uuid, Path, description = "Product id"), HistoryQuery),
     responses((status = 200, description = "A page of the product's history", body = HistoryPage),
-        problems::Limits, problems::OptionalToken, problems::ById, problems::Invalid),
-    security((), ("bearer" = [])))]
+        problems::Limits, problems::Token, problems::ById, problems::Invalid),
+    security(("bearer" = ["seller", "catalog-admin", "operator", "reader"])))]
 #[get("/api/products/{id}/history")]
 pub async fn history(
-    caller: Caller,
+    auth: Needs<AnyRole>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
     q: web::Query<HistoryQuery>,
@@ -226,12 +226,13 @@ pub async fn history(
     if cursor < 0 {
         return Err(ApiError::field("cursor", "must be 0 or more"));
     }
-    // Who may see the product may see its history: a draft's is as protected as the draft.
+    // Its seller and the readers of everything; to another seller it does not exist.
+    let who = &auth.0;
     state
         .catalog
         .read(id)
         .await?
-        .filter(|f| caller.0.sees_unpublished() || f.status() == ProductStatus::Published)
+        .filter(|f| who.reads_everything() || who.owns(f.owner()))
         .ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
     let entries = state.catalog.history(id, cursor, limit).await?;
     let next_cursor = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.version)).flatten();

@@ -159,14 +159,15 @@ pub enum Selection {
 }
 
 /// Republishes the selected records of `dlq_topic` (from `msgs`) to their original topics,
-/// skipping those already redriven, and records each one; with no producer it is a dry run
-/// that changes nothing.
+/// skipping those already redriven, and records each one with `actor` (who asked); with no
+/// producer it is a dry run that changes nothing.
 pub async fn redrive(
     conn: &mut diesel_async::AsyncPgConnection,
     producer: Option<&rdkafka::producer::FutureProducer>,
     dlq_topic: &str,
     msgs: &[OwnedMessage],
     selection: &Selection,
+    actor: &str,
 ) -> Result<Vec<Redrive>, OpsError> {
     let done = crate::store::audit_repo::redriven(conn, dlq_topic).await?;
     let mut out = Vec::new();
@@ -191,7 +192,7 @@ pub async fn redrive(
             crate::bus::dlq::republish(p, m, &r.original_topic)
                 .await
                 .map_err(|e| OpsError::Other(format!("republishing {}:{}: {e}", r.partition, r.offset)))?;
-            crate::store::audit_repo::record_redrive(conn, dlq_topic, r.partition, r.offset, &r.original_topic).await?;
+            crate::store::audit_repo::record_redrive(conn, dlq_topic, r.partition, r.offset, &r.original_topic, actor).await?;
             tracing::info!(dlq.partition = r.partition, dlq.offset = r.offset, kafka.topic = %r.original_topic, "dead letter redriven");
         }
         out.push(Redrive::To {

@@ -440,7 +440,7 @@ async fn load_from_postgres(d: &RebuildDeps, new: &str) -> anyhow::Result<()> {
     let mut conn = pool::get(&d.pool).await?;
     let mut cursor: Option<Uuid> = None;
     loop {
-        let page = product_repo::list(&mut conn, None, None, cursor, 1000).await?;
+        let page = product_repo::list(&mut conn, None, None, None, cursor, 1000).await?;
         if page.is_empty() {
             break;
         }

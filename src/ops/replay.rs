@@ -384,7 +384,8 @@ pub async fn record_execution(pool: &crate::store::PgPool, rows: &[PlanRow], mod
         })
         .collect();
     let mut conn = crate::store::pool::get(pool).await?;
-    crate::store::audit_repo::record_offset_moves(&mut conn, &host, mode, &moves).await?;
+    let actor = crate::store::audit_repo::cli_actor();
+    crate::store::audit_repo::record_offset_moves(&mut conn, &host, &actor, mode, &moves).await?;
     for r in rows {
         tracing::info!(group = %r.group, kafka.topic = %r.topic, kafka.partition = r.partition, from = ?r.current, to = r.new, mode, host = %host, "consumer group offsets reset");
     }

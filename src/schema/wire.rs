@@ -73,6 +73,7 @@ fn current_data() -> Vec<(&'static str, Value)> {
         ("VariantRemoved", schema_of::<event::VariantRemoved>()),
         ("VariantPricesSet", schema_of::<event::VariantPricesSet>()),
         ("ProductCategorized", schema_of::<event::ProductCategorized>()),
+        ("ProductTransferred", schema_of::<event::ProductTransferred>()),
     ]
 }
 
@@ -111,6 +112,7 @@ fn command_schema(branch: &Value, defs: &Map<String, Value>, command_type: &str)
         "additionalProperties": false,
         "$defs": defs,
     });
+    embed(&mut s, "caller", schema_of::<crate::bus::envelope::CommandCaller>());
     if let Some(payload) = branch["properties"].get("payload") {
         s["properties"]["payload"] = payload.clone();
         if branch["required"].as_array().is_some_and(|r| r.contains(&json!("payload"))) {

@@ -68,6 +68,8 @@ pub struct SearchRequest {
     pub in_stock: Option<bool>,
     /// Status filter; `None` means all statuses (admin only); default callers pass published.
     pub status: Option<String>,
+    /// The owning seller's products only.
+    pub owner: Option<String>,
     /// Sort order.
     pub sort: SortOrder,
     /// 1-based page (1 when `after` is given).
@@ -140,6 +142,9 @@ fn filters(r: &SearchRequest) -> Vec<Value> {
     }
     if let Some(b) = &r.brand {
         filter.push(json!({ "term": { "brand": b } }));
+    }
+    if let Some(o) = &r.owner {
+        filter.push(json!({ "term": { "owner": o } }));
     }
     filter.extend(name_value_filters("option_values", &r.options));
     filter.extend(name_value_filters("attribute_values", &r.attributes));

@@ -23,10 +23,18 @@ pub struct OffsetMove<'a> {
     pub to: i64,
 }
 
-/// Records offset moves made from `host` in `mode` (for example `to-earliest`).
+/// Who runs an ops tool from the command line: `cli:<user>@<host>`.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("cli:{user}@{host}")
+}
+
+/// Records offset moves made from `host` by `actor` in `mode` (for example `to-earliest`).
 pub async fn record_offset_moves(
     conn: &mut AsyncPgConnection,
     host: &str,
+    actor: &str,
     mode: &str,
     moves: &[OffsetMove<'_>],
 ) -> Result<(), StoreError> {
@@ -40,6 +48,7 @@ pub async fn record_offset_moves(
                 replay_audit::from_offset.eq(m.from),
                 replay_audit::to_offset.eq(m.to),
                 replay_audit::mode.eq(mode),
+                replay_audit::actor.eq(actor),
             ))
             .execute(conn)
             .await?;
@@ -56,13 +65,14 @@ pub async fn redriven(conn: &mut AsyncPgConnection, dlq_topic: &str) -> Result<V
         .await?)
 }
 
-/// Records that the DLQ record at `partition:offset` was republished to `target_topic`.
+/// Records that `actor` republished the DLQ record at `partition:offset` to `target_topic`.
 pub async fn record_redrive(
     conn: &mut AsyncPgConnection,
     dlq_topic: &str,
     partition: i32,
     offset: i64,
     target_topic: &str,
+    actor: &str,
 ) -> Result<(), StoreError> {
     diesel::insert_into(dlq_redrives::table)
         .values((
@@ -70,6 +80,7 @@ pub async fn record_redrive(
             dlq_redrives::kafka_partition.eq(partition),
             dlq_redrives::dlq_offset.eq(offset),
             dlq_redrives::target_topic.eq(target_topic),
+            dlq_redrives::actor.eq(actor),
         ))
         .on_conflict_do_nothing()
         .execute(conn)

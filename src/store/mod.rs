@@ -1,6 +1,7 @@
 //! PostgreSQL adapter: pool and migrations, the product repository (state + outbox + command
 //! outcome in one transaction), the outbox queue used by the relay, and operator audit tables.
 
+pub mod api_key_repo;
 pub mod audit_repo;
 pub mod backfill;
 pub mod category_repo;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::outbox_repo::{event_headers, OUTBOX_NOTIFY_CHANNEL};
 use super::schema::{commands, outbox, product_history, product_skus, products};
 use super::StoreError;
+use crate::domain::access::{self, Scope};
 use crate::domain::product::history::changes;
 use crate::domain::product::{self, EventEnvelope, EventMeta, Money, Product, ProductCommand, ProductStatus, Variant};
 use crate::telemetry::trace_context::TRACEPARENT;
@@ -43,6 +44,9 @@ pub struct ExecuteOptions {
     /// can hold it, so the row is not read and locked first. Were it taken after all, the
     /// INSERT fails on the primary key and nothing is written.
     pub fresh_id: bool,
+    /// How far the caller reaches: another seller's product is refused as missing, and
+    /// operators and readers change none (`domain::access`).
+    pub scope: Scope,
 }
 
 /// What happened to a command.
@@ -189,6 +193,7 @@ pub async fn list(
     conn: &mut AsyncPgConnection,
     status: Option<ProductStatus>,
     category: Option<&str>,
+    owner: Option<&str>,
     cursor: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Product>, StoreError> {
@@ -202,6 +207,9 @@ pub async fn list(
     }
     if let Some(c) = category {
         q = q.filter(products::category.eq(c.to_owned()));
+    }
+    if let Some(o) = owner {
+        q = q.filter(products::owner.eq(o.to_owned()));
     }
     if let Some(c) = cursor {
         q = q.filter(products::id.gt(c));
@@ -266,7 +274,8 @@ async fn execute_in_tx(
         }
     }
     let now = Utc::now();
-    let decided = match product::execute(current.as_ref(), id, command, now) {
+    let allowed = access::check_command(&opts.scope, current.as_ref(), command);
+    let decided = match allowed.and_then(|()| product::execute(current.as_ref(), id, command, now)) {
         Ok((mut next, change)) => {
             place(conn, command, &mut next).await?;
             fits_its_type(conn, &next).await?.map(|()| (next, change))

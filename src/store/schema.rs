@@ -128,6 +128,7 @@ diesel::table! {
         from_offset -> Nullable<Int8>,
         to_offset -> Int8,
         mode -> Text,
+        actor -> Nullable<Text>,
     }
 }
 
@@ -138,6 +139,7 @@ diesel::table! {
         dlq_offset -> Int8,
         target_topic -> Text,
         redriven_at -> Timestamptz,
+        actor -> Nullable<Text>,
     }
 }
 
@@ -167,5 +169,19 @@ diesel::table! {
         response_body -> Jsonb,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Int8,
+        name -> Text,
+        role -> Text,
+        seller -> Nullable<Text>,
+        secret_sha256 -> Bytea,
+        created_at -> Timestamptz,
+        created_by -> Text,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
     }
 }

@@ -384,14 +384,15 @@ async fn metrics_are_not_on_the_api_port_and_custom_methods_share_one_label() {
 }
 
 #[test]
-fn serve_refuses_to_start_without_a_write_token() {
+fn serve_refuses_a_token_that_is_both_a_development_write_and_read_token() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_aliexpress"))
-        .env("API_TOKENS", "")
+        .env("API_TOKENS", "same-secret")
+        .env("API_READ_TOKENS", "same-secret")
         .args(["serve", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("API_TOKENS"), "{err}");
+    assert!(err.contains("API_READ_TOKENS") && !err.contains("same-secret"), "{err}");
 }

@@ -198,8 +198,8 @@ async fn the_history_lists_every_version_with_what_changed_who_and_why() {
         .expect("patch");
     assert_eq!(r.status(), 200);
 
-    // Drafts' history is as protected as drafts.
-    assert_eq!(app.get(&format!("/api/products/{id}/history")).await.status(), 404);
+    // The history is for the product's seller and the readers of everything, not anonymous callers.
+    assert_eq!(app.get(&format!("/api/products/{id}/history")).await.status(), 401);
     let h: Value = app.get_with_token(&format!("/api/products/{id}/history")).await.json().await.expect("json");
     let items = h["items"].as_array().expect("items");
     let types: Vec<&str> = items.iter().filter_map(|e| e["event_type"].as_str()).collect();

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::helpers::{header, TestApp, TestEnv};
 
-fn command_consumer(env: &TestEnv) -> ProductConsumer {
+pub(crate) fn command_consumer(env: &TestEnv) -> ProductConsumer {
     let group = env.names.command_group();
     let c = aliexpress::bus::consumer::build(
         &aliexpress::bus::KafkaConnection::from_settings(&env.infra.kafka).expect("kafka settings"),
@@ -39,7 +39,7 @@ fn command_consumer(env: &TestEnv) -> ProductConsumer {
 }
 
 /// Handles messages one batch of one at a time until `n` outcomes were collected.
-async fn handle(c: &ProductConsumer, n: usize) -> Vec<CommandOutcome> {
+pub(crate) async fn handle(c: &ProductConsumer, n: usize) -> Vec<CommandOutcome> {
     let shutdown = Shutdown::new();
     let mut out = Vec::new();
     for _ in 0..60 {
@@ -58,7 +58,7 @@ async fn handle(c: &ProductConsumer, n: usize) -> Vec<CommandOutcome> {
 
 /// Produces a command message to partition 0 of the commands topic (so tests control order
 /// across products).
-async fn produce_to_partition0(env: &TestEnv, product_id: Uuid, body: Value) -> Uuid {
+pub(crate) async fn produce_to_partition0(env: &TestEnv, product_id: Uuid, body: Value) -> Uuid {
     let command_id = Uuid::now_v7();
     let mut v = body;
     v["command_id"] = json!(command_id);

@@ -439,6 +439,7 @@ async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing
         events_topic: app.env.names.events_topic(),
         notify: false,
         fresh_id: true,
+        scope: aliexpress::domain::access::Scope::Any,
     };
     let mut c = app.env.pool.get().await.expect("conn");
     let first = product_repo::run_command(&mut c, id, &create("SKU-FRESH-1"), &opts)

@@ -82,13 +82,14 @@ async fn the_runbooks_replay_steps_run_with_the_role_commands_while_the_api_serv
         ("ALIEXPRESS_STATE_DIR", state.display().to_string()),
         ("ALIEXPRESS_BIN", env!("CARGO_BIN_EXE_aliexpress").to_owned()),
         ("ALIEXPRESS_API_PORT", api_port.to_string()),
+        ("ALIEXPRESS_ISSUER_PORT", free_port().to_string()),
         ("ALIEXPRESS_METRICS_PORT_BASE", free_port_base().to_string()),
         ("API_TOKENS", TOKEN.to_owned()),
     ]);
     let roles = Roles { env: vars, state };
     roles.run(&["start"]);
     let status = roles.status();
-    for r in ["serve", "outbox-relay", "product-consumer", "product-event-consumer"] {
+    for r in ["issuer", "serve", "outbox-relay", "product-consumer", "product-event-consumer"] {
         assert!(status.contains(&format!("{r} running")), "{status}");
     }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::command::{CreateProduct, NewVariant, ProductCommand, UpdateProductDetails};
 use super::error::DomainError;
 use super::event::{
-    ProductArchived, ProductCategorized, ProductChange, ProductCreated, ProductDetailsUpdated, ProductStatusChanged,
+    ProductArchived, ProductCategorized, ProductChange, ProductTransferred, ProductCreated, ProductDetailsUpdated, ProductStatusChanged,
 };
 use super::value::{
     bounded_text, required_text, AttributeValue, CategoryNode, Money, ProductStatus, Variant, ATTRIBUTES_MAX,
@@ -92,6 +92,7 @@ pub fn validate(command: &ProductCommand) -> Result<(), DomainError> {
         ProductCommand::AddVariant(v) => variants::check_new(v, 0).map(|_| ()),
         ProductCommand::UpdateVariant { change, .. } => variants::check_update(change).map(|_| ()),
         ProductCommand::SetVariantPrices { prices, .. } => variants::check_prices(prices).map(|_| ()),
+        ProductCommand::TransferOwnership { owner } => required_text("owner", owner, SHORT_TEXT_MAX_CHARS).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -122,6 +123,16 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
             category: bounded_text("category", category, SHORT_TEXT_MAX_CHARS)?,
             category_path: path.clone(),
         })),
+        ProductCommand::TransferOwnership { owner } => {
+            let to = required_text("owner", owner, SHORT_TEXT_MAX_CHARS)?;
+            if to == product.owner {
+                return Err(DomainError::invalid("owner", format!("the product already belongs to {to:?}")));
+            }
+            Ok(ProductChange::ProductTransferred(ProductTransferred {
+                from: product.owner.clone(),
+                to,
+            }))
+        }
         ProductCommand::PublishProduct => decide_publish(product),
         ProductCommand::UnpublishProduct => {
             if product.status != ProductStatus::Published {
@@ -310,6 +321,7 @@ pub fn evolve(state: Option<Product>, id: Uuid, change: &ProductChange, at: Date
             }
         }
         ProductChange::VariantRemoved(c) => p.variants.retain(|v| v.id != c.variant_id),
+        ProductChange::ProductTransferred(c) => p.owner = c.to.clone(),
         ProductChange::ProductCategorized(c) => {
             p.category = c.category.clone();
             p.category_path = c.category_path.clone();

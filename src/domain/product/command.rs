@@ -193,6 +193,12 @@ pub enum ProductCommand {
         /// Its path, root first.
         path: Vec<super::value::CategoryNode>,
     },
+    /// Gives the product to another seller (catalog admins only; an ordinary update never
+    /// changes the owner).
+    TransferOwnership {
+        /// The new owning seller.
+        owner: String,
+    },
     /// Makes a draft product visible; needs a title and a price on every variant.
     PublishProduct,
     /// Takes a published product back to draft.
@@ -215,6 +221,7 @@ impl ProductCommand {
             Self::RemoveVariant { .. } => "RemoveVariant",
             Self::SetVariantPrices { .. } => "SetVariantPrices",
             Self::PlaceInCategory { .. } => "PlaceInCategory",
+            Self::TransferOwnership { .. } => "TransferOwnership",
             Self::PublishProduct => "PublishProduct",
             Self::UnpublishProduct => "UnpublishProduct",
             Self::ArchiveProduct => "ArchiveProduct",

@@ -58,6 +58,13 @@ pub enum DomainError {
         /// The requested delta.
         delta: i64,
     },
+    /// The caller acts for a seller that owns no product of this id (another seller's
+    /// product answers like a missing one, so its existence does not leak).
+    #[error("product does not exist for seller {0:?}")]
+    NotFoundForSeller(String),
+    /// The caller's roles do not allow this command.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
 }
 
 impl DomainError {
@@ -94,6 +101,8 @@ impl DomainError {
             Self::DuplicateSku(_) => "sku_taken",
             Self::VariantConflict(_) => "variant_conflict",
             Self::VariantNotFound { .. } => "variant_not_found",
+            Self::NotFoundForSeller(_) => "not_created",
+            Self::NotAllowed(_) => "not_allowed",
         }
     }
 }

@@ -149,6 +149,15 @@ pub struct ProductCategorized {
     pub category_path: Vec<CategoryNode>,
 }
 
+/// The product now belongs to another seller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProductTransferred {
+    /// The seller it belonged to.
+    pub from: String,
+    /// The seller it belongs to now.
+    pub to: String,
+}
+
 /// The change an event records (past tense). Serialized as the change's fields alone: the
 /// envelope's `event_type` names the variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +184,8 @@ pub enum ProductChange {
     VariantPricesSet(VariantPricesSet),
     /// See [`ProductCategorized`].
     ProductCategorized(ProductCategorized),
+    /// See [`ProductTransferred`].
+    ProductTransferred(ProductTransferred),
 }
 
 /// Stable `event_type` strings of the current schema version; the projection rejects
@@ -192,6 +203,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "VariantRemoved",
     "VariantPricesSet",
     "ProductCategorized",
+    "ProductTransferred",
 ];
 
 impl ProductChange {
@@ -213,6 +225,7 @@ impl ProductChange {
             Self::VariantRemoved(_) => "VariantRemoved",
             Self::VariantPricesSet(_) => "VariantPricesSet",
             Self::ProductCategorized(_) => "ProductCategorized",
+            Self::ProductTransferred(_) => "ProductTransferred",
         }
     }
 
@@ -230,6 +243,7 @@ impl ProductChange {
             Self::VariantRemoved(c) => serde_json::to_value(c),
             Self::VariantPricesSet(c) => serde_json::to_value(c),
             Self::ProductCategorized(c) => serde_json::to_value(c),
+            Self::ProductTransferred(c) => serde_json::to_value(c),
         };
         // Serializing plain data (strings, integers, maps) cannot fail.
         v.unwrap_or(serde_json::Value::Null)

@@ -1,17 +1,17 @@
 //! The console's JSON endpoints. Each one calls what the CLI calls: `ops::status` (health,
 //! backlog, dead-letter depth), `ops::lag_history` over `ops::groups::describe` (lag per
 //! partition, verdict, chart), `ops::dlq` (`dlq list`, `dlq redrive`), `ops::outbox`
-//! (`outbox retry`) and the audit table (`replay`'s records). Reads need a token; a dry run
-//! needs a token; executing needs a write token. Kafka's blocking calls run off the runtime.
+//! (`outbox retry`) and the audit table (`replay`'s records). Reads and dry runs need the
+//! operator or reader role; executing needs the operator role. Kafka's blocking calls run off the runtime.
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use rdkafka::message::{Message, OwnedMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{AdditionalProperties, AllOfBuilder, ArrayBuilder, OneOfBuilder};
 use utoipa::openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
 use utoipa::PartialSchema;
 
-use super::super::auth::{self, Access, TokenAccess};
+use super::super::auth::{Needs, OpsReader, Principal, Role};
 use super::super::contract::problems;
 use super::super::json_body::JsonBody;
 use super::super::{ApiError, AppState};
@@ -87,9 +87,9 @@ pub struct Overview {
 /// Health of each dependency, outbox backlog, dead-letter depth, last replays.
 #[utoipa::path(tag = "console", operation_id = "console_overview",
     responses((status = 200, description = "The overview", body = Overview), problems::Limits, problems::Token),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "reader"])))]
 #[get("/console/api/overview")]
-pub async fn overview(_auth: TokenAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn overview(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let d = status_deps(&state);
     let replays = async {
         let mut conn = pool::get(state.pool()).await?;
@@ -127,9 +127,9 @@ pub struct LagAnswer {
 /// columns.
 #[utoipa::path(tag = "console", operation_id = "console_lag",
     responses((status = 200, description = "Lag per group and partition", body = LagAnswer), problems::Limits, problems::Token),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "reader"])))]
 #[get("/console/api/lag")]
-pub async fn lag(_auth: TokenAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn lag(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = lag_history::refresh(&state.lag_history, &state.kafka.connection, &groups(&state)).await;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -205,10 +205,10 @@ async fn read_dlq(state: &AppState, topic: &str) -> Result<Vec<OwnedMessage>, Ap
 #[utoipa::path(tag = "console", operation_id = "console_dead_letters", params(DlqQuery),
     responses((status = 200, description = "Dead letters", body = DeadLetters),
         problems::Limits, problems::Token, problems::Invalid, problems::NoTopic),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "reader"])))]
 #[get("/console/api/dead-letters")]
 pub async fn dead_letters(
-    _auth: TokenAccess,
+    _auth: Needs<OpsReader>,
     state: web::Data<AppState>,
     q: web::Query<DlqQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -285,13 +285,12 @@ pub struct RedriveOutcome {
     pub records: Vec<RedriveItem>,
 }
 
-/// Executing needs a write token; a dry run any token.
-fn require_for(req: &HttpRequest, state: &AppState, execute: bool) -> Result<(), ApiError> {
-    match auth::access(req, state)? {
-        Access::Anonymous => Err(ApiError::Unauthorized("a bearer token is required".into())),
-        Access::Read if execute => Err(ApiError::Forbidden("this token may see a dry run, not execute".into())),
-        _ => Ok(()),
+/// Executing needs the operator role; a dry run any console reader.
+fn require_for(caller: &Principal, execute: bool) -> Result<(), ApiError> {
+    if execute && !caller.roles.has(Role::Operator) {
+        return Err(ApiError::Forbidden("executing needs the operator role".into()));
     }
+    Ok(())
 }
 
 fn parse_at(s: &str) -> Result<(i32, i64), ApiError> {
@@ -305,16 +304,15 @@ fn parse_at(s: &str) -> Result<(i32, i64), ApiError> {
 #[utoipa::path(tag = "console", operation_id = "console_redrive", request_body = RedriveRequest,
     responses((status = 200, description = "The dry run, or what was done", body = RedriveOutcome),
         problems::Limits, problems::DryRunOnly, problems::Body, problems::NoTopic),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "reader"])))]
 #[post("/console/api/dead-letters/redrive")]
 pub async fn redrive(
-    _auth: TokenAccess,
-    req: HttpRequest,
+    auth: Needs<OpsReader>,
     state: web::Data<AppState>,
     body: JsonBody<RedriveRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    require_for(&req, &state, body.execute)?;
+    require_for(&auth.0, body.execute)?;
     let selection = match (body.all, body.offsets.is_empty()) {
         (true, true) => dlq::Selection::All,
         (false, false) => dlq::Selection::Only(body.offsets.iter().map(|s| parse_at(s)).collect::<Result<_, _>>()?),
@@ -324,7 +322,7 @@ pub async fn redrive(
     let msgs = read_dlq(&state, &topic).await?;
     let mut conn = pool::get(state.pool()).await?;
     let producer = body.execute.then_some(&state.kafka.producer);
-    let done = dlq::redrive(&mut conn, producer, &topic, &msgs, &selection).await?;
+    let done = dlq::redrive(&mut conn, producer, &topic, &msgs, &selection, &auth.0.subject).await?;
     let records: Vec<RedriveItem> = done
         .into_iter()
         .map(|r| match r {
@@ -370,9 +368,9 @@ pub struct Parked {
 /// Parked outbox rows with attempts and last error (`aliexpress outbox list --parked`).
 #[utoipa::path(tag = "console", operation_id = "console_parked",
     responses((status = 200, description = "Parked rows", body = Parked), problems::Limits, problems::Token),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "reader"])))]
 #[get("/console/api/outbox/parked")]
-pub async fn parked(_auth: TokenAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn parked(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::get(state.pool()).await?;
     let total = outbox_repo::stats(&mut conn).await?.parked;
     let rows = outbox_repo::list(&mut conn, true, PARKED_SHOWN).await?;
@@ -411,16 +409,15 @@ pub struct RetryAnswer {
 #[utoipa::path(tag = "console", operation_id = "console_retry_parked", request_body = RetryRequest,
     responses((status = 200, description = "The dry run, or what was done", body = RetryAnswer),
         problems::Limits, problems::DryRunOnly, problems::Body),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "reader"])))]
 #[post("/console/api/outbox/retry")]
 pub async fn retry(
-    _auth: TokenAccess,
-    req: HttpRequest,
+    auth: Needs<OpsReader>,
     state: web::Data<AppState>,
     body: JsonBody<RetryRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    require_for(&req, &state, body.execute)?;
+    require_for(&auth.0, body.execute)?;
     let selection = match (body.all_parked, body.ids.is_empty()) {
         (true, true) => outbox::Selection::AllParked,
         (false, false) => outbox::Selection::Ids(body.ids),
@@ -436,7 +433,7 @@ fn execute() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::Boolean)
         .default(Some(false.into()))
-        .description(Some("Act (a write token); otherwise a dry run"))
+        .description(Some("Act (the operator role); otherwise a dry run"))
 }
 
 /// A body of the console's actions: `either` items or `every: true`, never both, with

@@ -73,7 +73,7 @@ impl ProductConsumer {
     }
 
     pub(super) fn decode(&self, msg: &BorrowedMessage<'_>) -> Result<Submitted, DlqReason> {
-        let (env, command) = decode_command(msg.payload()).map_err(|e| DlqReason {
+        let (env, mut command) = decode_command(msg.payload()).map_err(|e| DlqReason {
             stage: "decode",
             class: e.class,
             message: e.message,
@@ -85,6 +85,10 @@ impl ProductConsumer {
             message: "missing field `command_id`".into(),
             attempts: 1,
         })?;
+        // A command that names its caller reaches only what that caller may change; one that
+        // names none comes from a trusted producer (the topic's ACLs decide who may write).
+        let scope = env.caller.as_ref().map_or(Scope::Any, |c| Principal::from(c).scope());
+        scope.stamp_owner(&mut command);
         Ok(Submitted {
             command_id,
             product_id: env.product_id,
@@ -96,12 +100,13 @@ impl ProductConsumer {
                 traceparent: crate::bus::consumer::header_str(msg, TRACEPARENT)
                     .map(|tp| TraceParent::continue_or_start(Some(tp)).to_string()),
                 expected_version: env.expected_version,
-                // Commands on the topic name no caller yet: the channel is the actor.
-                actor: Some(format!("topic:{}", msg.topic())),
+                // The caller's subject, else the channel.
+                actor: Some(env.caller.as_ref().map_or_else(|| format!("topic:{}", msg.topic()), |c| c.subject.clone())),
                 events_topic: self.events_topic.clone(),
                 notify: self.notify,
                 // A command names its product id; it may exist already.
                 fresh_id: false,
+                scope,
             },
         })
     }

@@ -32,6 +32,7 @@ mod handle;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_command;
 use crate::bus::offset_ledger::{self, OffsetLedger};
+use crate::domain::access::{Principal, Scope};
 use crate::domain::product::ProductCommand;
 use crate::failure::{Disposition, Failed, RetryPolicy};
 use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
