@@ -288,7 +288,7 @@ impl CreateProductBody {
 }
 
 /// A field that is present must hold a value: `null` is an error, absence is `None`.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,

@@ -45,19 +45,20 @@ pub struct NewCategoryBody {
 #[serde(deny_unknown_fields)]
 pub struct CategoryChangeBody {
     /// New display name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::bodies::present")]
     #[schema(schema_with = super::contract::fields::sku)]
     pub name: Option<String>,
     /// New slug.
-    #[serde(default)]
-    #[schema(pattern = "^[a-z0-9-]{1,100}$")]
+    #[serde(default, deserialize_with = "super::bodies::present")]
+    #[schema(value_type = String, required = false, pattern = "^[a-z0-9-]{1,100}$")]
     pub slug: Option<String>,
     /// New parent; `null` for a root.
     #[serde(default, deserialize_with = "some")]
     #[schema(nullable)]
     pub parent_id: Option<Option<Uuid>>,
     /// New position.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::bodies::present")]
+    #[schema(value_type = i32, required = false)]
     pub position: Option<i32>,
 }
 
