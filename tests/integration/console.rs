@@ -143,6 +143,12 @@ async fn console_endpoints_need_a_token_and_actions_a_write_token_after_a_dry_ru
     assert_eq!(s, 422, "neither offsets nor all: {bad}");
     let (s, done) = call(&app, reqwest::Method::POST, path, Some(TOKEN), Some(redrive(true))).await;
     assert_eq!((s, done["count"].clone()), (200, json!(1)), "{done}");
+    let who = aliexpress::identity::fingerprint(TOKEN);
+    assert_eq!(
+        app.env.count(&format!("dlq_redrives WHERE actor = '{who}'")).await,
+        1,
+        "the redrive records who asked"
+    );
     let (_, again) = call(&app, reqwest::Method::POST, path, Some(TOKEN), Some(redrive(true))).await;
     assert_eq!(again["count"], 0, "each dead letter is redriven once: {again}");
     let (_, dl) = call(

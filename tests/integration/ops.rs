@@ -81,7 +81,7 @@ async fn replay_dry_run_changes_nothing_and_execute_rewinds_for_a_full_reproject
     let exec = bin(env, &["replay", "--to-earliest", "--execute"]);
     assert!(exec.status.success(), "{}", String::from_utf8_lossy(&exec.stderr));
     assert!(committed(env, &group).await.iter().all(|c| *c == Some(0)));
-    assert_eq!(env.count("replay_audit WHERE mode = 'to-earliest'").await, 3);
+    assert_eq!(env.count("replay_audit WHERE mode = 'to-earliest' AND actor LIKE 'cli:%@%'").await, 3);
 
     let mut p = env.projector(None, None).await;
     let o = env.consume_until_idle(&mut p).await;
@@ -376,6 +376,11 @@ async fn a_dead_letter_redriven_after_a_fix_is_projected_once() {
         stdout(&run).contains("1 record(s) redriven"),
         "{}",
         String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        env.count("dlq_redrives WHERE actor LIKE 'cli:%@%'").await,
+        1,
+        "the command line's redrive records its user and host"
     );
     let again = bin(env, &["dlq", "redrive", "--all", "--execute"]);
     assert!(
