@@ -4,7 +4,7 @@
 //!
 //! Scale-out: the outbox is cut into slices by product id (`store::outbox_slices`); any
 //! number of relays share them, each owning about `slices / relays` through one advisory
-//! lock per slice on the connection it claims with. Relays rebalance between batches (let go
+//! lock per slice on the connection it claims with (the relay's lease: [`lease`]). Relays rebalance between batches (let go
 //! of extras only once the batch in flight is marked; take free slices). A product's rows
 //! all belong to one slice, so one relay at a time sends them. Within a batch, a row that
 //! fails holds back the later rows of the same product, which are re-sent after it, so the
@@ -29,21 +29,24 @@ use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+mod lease;
+
+use lease::SliceLease;
+
 use super::{backoff, Shutdown};
 use crate::bus::producer::{self, ProducerSettings};
 use crate::bus::KafkaConnection;
 use crate::store::outbox_marker::OutboxMarker;
-use crate::store::outbox_slices::{self, Takeover, OUTBOX_SLICES};
-use crate::store::{outbox_listener, outbox_repo, pool, StoreError};
+use crate::store::{outbox_listener, outbox_repo, StoreError};
 use crate::telemetry::metrics::{
     OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED,
-    OUTBOX_PUBLISH_LATENCY, OUTBOX_SLICES_OWNED, OUTBOX_SLICE_TAKEOVERS,
+    OUTBOX_PUBLISH_LATENCY,
 };
 
 /// Relay tuning.
@@ -119,22 +122,14 @@ pub struct BatchOutcome {
     pub held_back: usize,
 }
 
-/// The relay: a connection holding its slices' locks, plus the producer.
+/// The relay: its lease on a share of the slices (the connection holding their locks), plus
+/// the producer.
 pub struct OutboxRelay {
     database_url: String,
     producer: FutureProducer,
     settings: RelaySettings,
-    /// Name in `outbox_slice_owners` and in logs: host, pid namespace, pid, random suffix.
-    owner: String,
-    /// Claims and marks; holds the membership lock and the slice locks.
-    conn: Option<AsyncPgConnection>,
-    /// Slices owned (their locks are held on `conn`).
-    owned: BTreeSet<i16>,
-    /// Slices taken from a lost owner: no producing for them before this instant.
-    fenced_until: HashMap<i16, Instant>,
-    last_rebalance: Option<Instant>,
-    /// The owned slices, for observers (tests, status).
-    owned_tx: tokio::sync::watch::Sender<Vec<i16>>,
+    /// The claim connection and the owned slices.
+    lease: SliceLease,
     rebuild: Option<(KafkaConnection, ProducerSettings)>,
     /// Commits "published" marks on a second connection while the next batch is claimed.
     marker: OutboxMarker,
@@ -166,24 +161,12 @@ fn headers_of(raw: &str) -> OwnedHeaders {
 impl OutboxRelay {
     /// A relay that has not joined yet (see [`try_acquire`](Self::try_acquire)).
     pub fn new(database_url: String, producer: FutureProducer, settings: RelaySettings) -> Self {
-        let owner = format!(
-            "{}:{}:{}:{}",
-            host_name(),
-            pid_namespace(),
-            std::process::id(),
-            &Uuid::new_v4().simple().to_string()[..6]
-        );
         Self {
             marker: OutboxMarker::new(database_url.clone()),
+            lease: SliceLease::new(database_url.clone(), settings.takeover_grace),
             database_url,
             producer,
             settings,
-            owner,
-            conn: None,
-            owned: BTreeSet::new(),
-            fenced_until: HashMap::new(),
-            last_rebalance: None,
-            owned_tx: tokio::sync::watch::channel(Vec::new()).0,
             rebuild: None,
         }
     }
@@ -206,145 +189,33 @@ impl OutboxRelay {
 
     /// True while this relay owns slices.
     pub fn is_active(&self) -> bool {
-        self.conn.is_some() && !self.owned.is_empty()
+        self.lease.is_active()
     }
 
     /// This relay's name (in `outbox_slice_owners` and its logs).
     pub fn owner(&self) -> &str {
-        &self.owner
+        self.lease.owner()
     }
 
     /// The slices this relay owns, as they change.
     pub fn slices(&self) -> tokio::sync::watch::Receiver<Vec<i16>> {
-        self.owned_tx.subscribe()
+        self.lease.slices()
     }
 
     /// How long until every owned slice may be produced for (slices taken from a lost owner
     /// wait out the takeover grace); `None` when none waits.
     pub fn fenced_for(&self) -> Option<Duration> {
-        let now = Instant::now();
-        self.fenced_until.values().filter(|t| **t > now).max().map(|t| *t - now)
+        self.lease.fenced_for()
     }
 
     /// Joins the relays if needed and takes this relay's share of the slices now; true when
     /// it owns at least one.
     pub async fn try_acquire(&mut self) -> Result<bool, StoreError> {
-        if let Err(e) = self.rebalance().await {
-            self.lose_slices();
+        if let Err(e) = self.lease.rebalance(&mut self.marker).await {
+            self.lease.lose();
             return Err(e);
         }
-        Ok(!self.owned.is_empty())
-    }
-
-    /// Forgets the connection and every slice with it (their locks ended with the session,
-    /// or will when the connection drops).
-    fn lose_slices(&mut self) {
-        if self.conn.take().is_some() && !self.owned.is_empty() {
-            tracing::warn!(relay = %self.owner, slices = self.owned.len(), "lost the Postgres session; no longer owns its slices");
-        }
-        self.owned.clear();
-        self.fenced_until.clear();
-        self.last_rebalance = None;
-        self.publish_ownership();
-    }
-
-    fn publish_ownership(&self) {
-        OUTBOX_SLICES_OWNED.set(self.owned.len() as i64);
-        self.owned_tx.send_replace(self.owned.iter().copied().collect());
-    }
-
-    /// Aims at `ceil(slices / live relays)` slices: lets go of extras (once the batch in
-    /// flight is marked) and takes free ones.
-    async fn rebalance(&mut self) -> Result<(), StoreError> {
-        if self.conn.is_none() {
-            let mut conn = pool::connect(&self.database_url, Duration::from_secs(60)).await?;
-            outbox_slices::join(&mut conn).await?;
-            self.conn = Some(conn);
-            self.owned.clear();
-            self.fenced_until.clear();
-        }
-        self.last_rebalance = Some(Instant::now());
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        let relays = outbox_slices::live_relays(conn).await?.max(1);
-        let target = usize::try_from((i64::from(OUTBOX_SLICES) + relays - 1) / relays).unwrap_or(1);
-        let (mut taken, mut released) = (Vec::new(), Vec::new());
-        if self.owned.len() > target {
-            // Nothing of a slice may be in flight when another relay takes it.
-            self.flush().await?;
-            let extras: Vec<i16> = self
-                .owned
-                .iter()
-                .rev()
-                .take(self.owned.len() - target)
-                .copied()
-                .collect();
-            let Some(conn) = self.conn.as_mut() else {
-                return Ok(());
-            };
-            for slice in extras {
-                // Observers see it go before another relay can take it.
-                self.owned.remove(&slice);
-                self.fenced_until.remove(&slice);
-                self.owned_tx.send_replace(self.owned.iter().copied().collect());
-                outbox_slices::release(conn, slice).await?;
-                released.push(slice);
-            }
-        } else if self.owned.len() < target {
-            let held = outbox_slices::held(conn).await?;
-            let free: Vec<i16> = (0..OUTBOX_SLICES).filter(|s| !held.contains(s)).collect();
-            for slice in free {
-                if self.owned.len() >= target {
-                    break;
-                }
-                if let Some(how) = outbox_slices::try_take(conn, slice, &self.owner).await? {
-                    let grace = self.settings.takeover_grace;
-                    Self::took(&mut self.owned, &mut self.fenced_until, grace, slice, how);
-                    taken.push(slice);
-                }
-            }
-        }
-        if !taken.is_empty() && taken.len() == self.owned.len() {
-            tracing::info!(relay = %self.owner, relays, "outbox relay is active (owns {} of {OUTBOX_SLICES} slices)", self.owned.len());
-        }
-        if !taken.is_empty() || !released.is_empty() {
-            let fenced = taken.iter().filter(|s| self.fenced_until.contains_key(s)).count();
-            tracing::info!(
-                relay = %self.owner,
-                relays,
-                owned = self.owned.len(),
-                taken = %ranges(&taken),
-                released = %ranges(&released),
-                waiting_out_grace = fenced,
-                "outbox slices rebalanced"
-            );
-            self.publish_ownership();
-        }
-        Ok(())
-    }
-
-    /// Records a slice just taken (its lock is held on `conn`): owned, and fenced for the
-    /// takeover grace when its previous owner may still be producing. (A function of the
-    /// fields, not `&mut self`: callers hold `conn` borrowed meanwhile.)
-    fn took(
-        owned: &mut BTreeSet<i16>,
-        fenced_until: &mut HashMap<i16, Instant>,
-        grace: Duration,
-        slice: i16,
-        how: Takeover,
-    ) {
-        owned.insert(slice);
-        let label = match how {
-            Takeover::Clean => "clean",
-            // A relay process that is gone cannot produce: no grace.
-            Takeover::FromLostOwner(previous) if process_is_gone(&previous) => "lost_owner_gone",
-            Takeover::FromLostOwner(_) => {
-                fenced_until.insert(slice, Instant::now() + grace);
-                "lost_owner"
-            }
-        };
-        OUTBOX_SLICE_TAKEOVERS.with_label_values(&[label]).inc();
+        Ok(self.lease.owns_any())
     }
 
     /// Takes every slice that no relay holds and that has rows publishable now, beyond this
@@ -357,71 +228,15 @@ impl OutboxRelay {
     /// has finished meanwhile. Slices held by live relays stay theirs. The next rebalance is a
     /// full interval away, so the rows are claimed before an extra can be let go again.
     pub async fn take_unowned_publishable(&mut self) -> Result<usize, StoreError> {
-        let taken = match self.take_unowned_publishable_inner().await {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = self.flush().await;
-                self.lose_slices();
-                return Err(e);
-            }
-        };
-        if !taken.is_empty() {
-            self.last_rebalance = Some(Instant::now());
-            let fenced = taken.iter().filter(|s| self.fenced_until.contains_key(s)).count();
-            tracing::info!(
-                relay = %self.owner,
-                owned = self.owned.len(),
-                taken = %ranges(&taken),
-                waiting_out_grace = fenced,
-                "outbox slices nobody owned had rows to publish; taken"
-            );
-            self.publish_ownership();
-        }
-        Ok(taken.len())
-    }
-
-    async fn take_unowned_publishable_inner(&mut self) -> Result<Vec<i16>, StoreError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(StoreError::Pool("the relay has not joined".into()));
-        };
-        let held = outbox_slices::held(conn).await?;
-        let free: Vec<i16> = (0..OUTBOX_SLICES)
-            .filter(|s| !held.contains(s) && !self.owned.contains(s))
-            .collect();
-        let mut taken = Vec::new();
-        for slice in outbox_repo::publishable_slices(conn, &free).await? {
-            if let Some(how) = outbox_slices::try_take(conn, slice, &self.owner).await? {
-                let grace = self.settings.takeover_grace;
-                Self::took(&mut self.owned, &mut self.fenced_until, grace, slice, how);
-                taken.push(slice);
-            }
-        }
-        Ok(taken)
+        self.lease.take_unowned_publishable(&mut self.marker).await
     }
 
     /// Pending rows no relay may publish yet (retry backoff), for a one-shot run's summary.
     pub async fn waiting_for_retry(&mut self) -> Result<outbox_repo::RetryWait, StoreError> {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.lease.conn() else {
             return Ok(Default::default());
         };
         outbox_repo::waiting_for_retry(conn).await
-    }
-
-    /// The slices to claim from now: owned and not waiting out a takeover grace (`None`
-    /// when that is every slice).
-    fn producible(&mut self) -> Option<Vec<i16>> {
-        let now = Instant::now();
-        self.fenced_until.retain(|_, t| *t > now);
-        if self.fenced_until.is_empty() && self.owned.len() == OUTBOX_SLICES as usize {
-            return None;
-        }
-        Some(
-            self.owned
-                .iter()
-                .filter(|s| !self.fenced_until.contains_key(s))
-                .copied()
-                .collect(),
-        )
     }
 
     /// Waits for the "published" mark in progress, if any; returns the rows it marked.
@@ -432,20 +247,7 @@ impl OutboxRelay {
     /// Lets go of every slice cleanly, after the mark in progress (dropping the connection
     /// would release the locks too, but the next owners would wait out the grace).
     pub async fn release(&mut self) {
-        if let Err(e) = self.flush().await {
-            tracing::warn!(error = %e, "last published mark failed; those rows will be sent again");
-        }
-        if let Some(mut c) = self.conn.take() {
-            let owned = std::mem::take(&mut self.owned);
-            self.publish_ownership();
-            for slice in owned {
-                if let Err(e) = outbox_slices::release(&mut c, slice).await {
-                    tracing::warn!(error = %e, slice, "could not let go of a slice cleanly");
-                    break;
-                }
-            }
-        }
-        self.lose_slices();
+        self.lease.release(&mut self.marker).await;
     }
 
     /// Claims and publishes one batch from the owned slices. Needs
@@ -456,24 +258,21 @@ impl OutboxRelay {
     /// batch is marked before returning. [`flush`](Self::flush) waits for a mark in progress.
     #[tracing::instrument(level = "debug", name = "relay_batch", skip_all)]
     pub async fn process_once(&mut self) -> Result<BatchOutcome, RelayError> {
-        if self.conn.is_none() {
+        if self.lease.conn().is_none() {
             return Err(RelayError::Store(StoreError::Pool("the relay has not joined".into())));
         }
-        if self
-            .last_rebalance
-            .is_none_or(|t| t.elapsed() >= self.settings.rebalance_interval)
-        {
-            if let Err(e) = self.rebalance().await {
+        if self.lease.rebalance_due(self.settings.rebalance_interval) {
+            if let Err(e) = self.lease.rebalance(&mut self.marker).await {
                 let _ = self.flush().await;
-                self.lose_slices();
+                self.lease.lose();
                 return Err(e.into());
             }
         }
-        let slices = self.producible();
+        let slices = self.lease.producible();
         if slices.as_ref().is_some_and(Vec::is_empty) {
             return Ok(BatchOutcome::default());
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.lease.conn() else {
             return Err(RelayError::Store(StoreError::Pool("the relay has not joined".into())));
         };
         let result = Self::publish_batch(
@@ -493,7 +292,7 @@ impl OutboxRelay {
         };
         match &result {
             // The session may be gone, and the slices with it: join again.
-            Err(RelayError::Store(_)) => self.lose_slices(),
+            Err(RelayError::Store(_)) => self.lease.lose(),
             Err(RelayError::Broker(_)) => self.heal_producer(),
             Ok(_) => {}
         }
@@ -504,7 +303,7 @@ impl OutboxRelay {
         // The previous mark must be committed before the next one starts (one marker conn).
         self.flush().await?;
         if (out.claimed as i64) < self.settings.batch_size {
-            if let Some(conn) = self.conn.as_mut() {
+            if let Some(conn) = self.lease.conn() {
                 outbox_repo::mark_published(conn, &delivered).await?;
             }
         } else if !delivered.is_empty() {
@@ -642,7 +441,7 @@ impl OutboxRelay {
 
     /// Refreshes backlog gauges.
     pub async fn update_gauges(&mut self) -> Result<outbox_repo::OutboxStats, StoreError> {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.lease.conn() else {
             return Ok(Default::default());
         };
         let st = outbox_repo::stats(conn).await?;
@@ -723,96 +522,9 @@ impl OutboxRelay {
     }
 }
 
-/// This machine's name, for relay names (`HOSTNAME`, else `/etc/hostname`, else "relay").
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "relay".to_owned())
-}
-
-/// Slices as ranges, e.g. `0-15,32,40-47` (`-` when none).
-fn ranges(slices: &[i16]) -> String {
-    let mut sorted = slices.to_vec();
-    sorted.sort_unstable();
-    let mut out: Vec<String> = Vec::new();
-    let mut iter = sorted.into_iter().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    if out.is_empty() {
-        "-".to_owned()
-    } else {
-        out.join(",")
-    }
-}
-
-/// This process's pid namespace (`/proc/self/ns/pid`, e.g. `pid:[4026531836]`), or "-".
-fn pid_namespace() -> String {
-    std::fs::read_link("/proc/self/ns/pid")
-        .ok()
-        .map(|p| p.to_string_lossy().trim_start_matches("pid:").replace(['[', ']'], ""))
-        .unwrap_or_else(|| "-".to_owned())
-}
-
-/// True when a relay named `owner` ran on this host, in this pid namespace, and its process
-/// no longer exists: it cannot have anything in flight. Anything else (another host or
-/// container, a pid in use again, this very process) counts as possibly alive.
-fn process_is_gone(owner: &str) -> bool {
-    let mut parts = owner.split(':');
-    let (Some(host), Some(ns), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    host == host_name()
-        && ns != "-"
-        && ns == pid_namespace()
-        && pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn name(pid: u32) -> String {
-        format!("{}:{}:{pid}:abcdef", host_name(), pid_namespace())
-    }
-
-    #[test]
-    fn only_a_relay_process_known_to_have_ended_skips_the_grace() {
-        assert!(process_is_gone(&name(u32::MAX)), "no such pid here");
-        assert!(!process_is_gone(&name(std::process::id())), "this process");
-        assert!(!process_is_gone(&name(1)), "a live pid");
-        assert!(
-            !process_is_gone(&format!("elsewhere:{}:{}:abcdef", pid_namespace(), u32::MAX)),
-            "another host"
-        );
-        assert!(
-            !process_is_gone(&format!("{}:1:{}:abcdef", host_name(), u32::MAX)),
-            "another pid namespace"
-        );
-        assert!(!process_is_gone("garbage"));
-    }
-
-    #[test]
-    fn slices_are_logged_as_ranges() {
-        assert_eq!(ranges(&[3, 0, 1, 2, 7, 9, 10]), "0-3,7,9-10");
-        assert_eq!(ranges(&[]), "-");
-    }
 
     #[test]
     fn a_batch_is_bounded_by_half_the_grace() {
