@@ -18,6 +18,7 @@ pub mod run_product_consumer;
 pub mod run_product_event_consumer;
 pub mod serve;
 pub mod status;
+pub mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -78,6 +79,8 @@ pub enum Command {
     Dlq(dlq::Args),
     /// One screen: health, outbox backlog, lag per group, DLQ depth.
     Status(status::Args),
+    /// One product's way through the pipeline, hop by hop, and where it is stuck (exit 0: ok).
+    Trace(trace::Args),
     /// Named, scoped API keys for machines: create (the secret shown once), list, revoke.
     Keys(keys::Args),
     /// A token issuer for local development (loopback only): JWKS, and tokens on request.
@@ -129,6 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(a) => dlq::run(&cli.infra, a).await,
         Command::Status(a) => status::run(&cli.infra, a).await,
         Command::Keys(a) => keys::run(&cli.infra, a).await,
+        Command::Trace(a) => trace::run(&cli.infra, a).await,
         Command::DevIssuer(a) => dev_issuer::run(a).await,
     }
 }

@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod rebuild;
 pub mod replay;
 pub mod status;
+pub mod trace;
 
 /// Failures of operator tools, with wording meant for a terminal.
 #[derive(Debug, thiserror::Error)]

@@ -288,6 +288,51 @@ pub async fn list(conn: &mut AsyncPgConnection, parked: bool, limit: i64) -> Res
     .await?)
 }
 
+/// The outbox row of one product version, as `trace` shows it.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
+pub struct EventRow {
+    /// Outbox id.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// The event's id (its `event_id` header on the topic).
+    #[diesel(sql_type = SqlUuid)]
+    pub event_id: Uuid,
+    /// Topic it goes to.
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    /// Kafka key.
+    #[diesel(sql_type = Text)]
+    pub key: String,
+    /// Committed with the product's write.
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    /// Delivered to Kafka.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub published_at: Option<DateTime<Utc>>,
+    /// Publish attempts that failed.
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    /// Last publish error.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+    /// When it was parked.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub parked_at: Option<DateTime<Utc>>,
+}
+
+/// The outbox row of `aggregate_id` at `version`, if it is still there.
+pub async fn for_version(conn: &mut AsyncPgConnection, aggregate_id: Uuid, version: i64) -> Result<Option<EventRow>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT id, event_id, topic, key, created_at, published_at, attempts, last_error, parked_at \
+         FROM outbox WHERE aggregate_id = $1 AND aggregate_version = $2 ORDER BY id DESC LIMIT 1",
+    )
+    .bind::<SqlUuid, _>(aggregate_id)
+    .bind::<BigInt, _>(version)
+    .get_result(conn)
+    .await
+    .optional()?)
+}
+
 /// Un-parks rows (all parked rows when `ids` is None) so the relay tries them again.
 pub async fn retry_parked(conn: &mut AsyncPgConnection, ids: Option<&[i64]>) -> Result<usize, StoreError> {
     let base = "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = NULL \

@@ -623,3 +623,49 @@ async fn rebuild_swaps_the_alias_with_search_answering_throughout_and_rollback_s
     );
     assert_eq!(env.document(&ids[0]).await.expect("doc")["_source"]["stock"], 9);
 }
+
+/// `trace --json`'s answer and exit code.
+fn trace(env: &TestEnv, id: &str) -> (Value, Option<i32>) {
+    let out = bin(env, &["trace", id, "--json"]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| json!({"stderr": String::from_utf8_lossy(&out.stderr)}));
+    (v, out.status.code())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_names_the_hop_a_product_waits_at_and_says_ok_once_it_is_searchable() {
+    let app = TestApp::spawn().await;
+    let env = &app.env;
+    let p = app.create_product("TRACE-1", "Traced lamp").await;
+    let id = p["id"].as_str().expect("id");
+
+    // Committed with its outbox row, not published yet.
+    let (t, code) = trace(env, id);
+    assert_eq!(code, Some(1), "{t}");
+    assert_eq!(t["verdict"]["state"], "waiting", "{t}");
+    assert!(t["verdict"]["text"].as_str().expect("text").contains("not published yet"), "{t}");
+    let hops: Vec<&str> = t["hops"].as_array().expect("hops").iter().filter_map(|h| h["hop"].as_str()).collect();
+    assert_eq!(&hops[..3], ["write", "postgres", "outbox"], "{t}");
+    assert!(t["hops"][0]["detail"].as_str().expect("detail").contains("ProductCreated by token:"), "{t}");
+
+    // Published: found on its partition by its event id, the projection not past it.
+    assert_eq!(env.drain_outbox().await, 1);
+    let (t, code) = trace(env, id);
+    assert_eq!(code, Some(1));
+    let record = &t["facts"]["record"];
+    assert!(record["offset"].is_i64(), "the record was found: {t}");
+    let waiting = t["verdict"]["text"].as_str().expect("text");
+    assert!(waiting.starts_with(&format!("waiting: partition {} lag", record["partition"])), "{t}");
+
+    // Projected: ok, with the publish delay.
+    let mut projector = env.projector(None, None).await;
+    env.consume_until_idle(&mut projector).await;
+    let (t, code) = trace(env, id);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t["verdict"]["text"].as_str().expect("text").starts_with("ok: searchable at version 1, on Kafka"), "{t}");
+    assert_eq!((t["facts"]["document_version"].as_i64(), t["facts"]["cache_version"].as_i64()), (Some(1), Some(1)));
+
+    // Another id: missing; not an id: a usage error.
+    let (t, code) = trace(env, &uuid::Uuid::now_v7().to_string());
+    assert_eq!((code, t["verdict"]["state"].as_str()), (Some(1), Some("missing")), "{t}");
+    assert_eq!(bin(env, &["trace", "not-an-id"]).status.code(), Some(2));
+}
