@@ -7,6 +7,7 @@
 use actix_web::{get, post, web, HttpResponse};
 use rdkafka::message::{Message, OwnedMessage};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 use utoipa::openapi::schema::{AdditionalProperties, AllOfBuilder, ArrayBuilder, OneOfBuilder};
 use utoipa::openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
 use utoipa::PartialSchema;
@@ -377,6 +378,29 @@ pub async fn parked(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Resu
     Ok(HttpResponse::Ok().json(Parked { total, rows }))
 }
 
+/// One product's way through the pipeline and its verdict (`aliexpress trace --json`: hops,
+/// verdict, facts). Takes about two seconds: the projection's progress is sampled for one.
+#[utoipa::path(tag = "console", operation_id = "console_trace",
+    params(("id" = Uuid, Path, description = "Product id")),
+    responses((status = 200, description = "Hops, verdict (`ok`, `waiting`, `stuck`, `dead-lettered`, `missing`) and facts", body = Object),
+        problems::Limits, problems::Token, problems::ById),
+    security(("bearer" = ["operator", "reader"])))]
+#[get("/console/api/trace/{id}")]
+pub async fn trace(_auth: Needs<OpsReader>, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let deps = crate::ops::trace::TraceDeps {
+        pool: state.pool().clone(),
+        cache: state.cache().clone(),
+        search: state.search.clone(),
+        kafka: state.kafka.connection.clone(),
+        names: state.names.clone(),
+    };
+    let t = crate::ops::trace::trace(&deps, *id).await.map_err(|e| match e {
+        crate::ops::OpsError::Store(s) => ApiError::from(s),
+        other => ApiError::DependencyDown { dependency: "kafka", cause: other.to_string() },
+    })?;
+    Ok(HttpResponse::Ok().json(t))
+}
+
 /// Body of `POST /console/api/outbox/retry`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -512,5 +536,6 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(dead_letters)
         .service(redrive)
         .service(parked)
-        .service(retry);
+        .service(retry)
+        .service(trace);
 }

@@ -255,6 +255,16 @@
       parked);
   };
 
+  // ---------------------------------------------------------------- trace
+  async function trace(id) {
+    $('trace-verdict').textContent = 'Tracing…';
+    const t = await api(`/console/api/trace/${encodeURIComponent(id)}`);
+    $('trace-verdict').textContent = t.verdict.text;
+    $('trace-verdict').className = t.verdict.state === 'ok' ? 'ok' : 'bad';
+    replace('trace', table(['hop', 'at', '+ms#', 'detail'], t.hops.map((h) => el('tr', {},
+      el('td', {}, h.hop), el('td', {}, fmtTime(h.at)), el('td', { class: 'num' }, h.after_ms ?? '-'), el('td', {}, h.detail)))));
+  }
+
   // ---------------------------------------------------------------- wiring
   function start() {
     poll('overview', EVERY_MS.overview, overview);
@@ -273,6 +283,11 @@
     $('dlq-dry-all').addEventListener('click', () => redrivePlan(true));
     $('parked-dry-selected').addEventListener('click', () => retryPlan(false));
     $('parked-dry-all').addEventListener('click', () => retryPlan(true));
+    $('trace-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      const id = $('trace-id').value.trim();
+      if (id) trace(id).catch((err) => { $('trace-verdict').textContent = ''; showError(`trace: ${err.message}`); });
+    });
     setToken(token);
   }
 
