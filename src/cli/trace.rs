@@ -36,7 +36,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         kafka: super::connect::kafka_connection(infra)?,
         names,
     };
-    eprintln!("tracing {id} (about 2 s: the projection's progress is sampled for a second)");
+    eprintln!("tracing {id} (a second more while the projection has not passed it: its rate is sampled)");
     let t = trace::trace(&deps, id).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&t)?);

@@ -333,6 +333,9 @@ pub async fn gather(d: &TraceDeps, id: Uuid) -> Result<Facts, OpsError> {
         unreadable: Vec::new(),
     };
     postgres_facts(d, &mut f).await?;
+    if f.row.is_none() {
+        return Ok(f);
+    }
     kafka_facts(d, &mut f).await;
     f.document_version = match document_version(d, id).await {
         Ok(v) => v,
@@ -399,7 +402,7 @@ async fn kafka_facts(d: &TraceDeps, f: &mut Facts) {
             || groups::partitions(&c, &topic).map(|p| partition_of(&id.to_string(), p.len() as i32)),
             |r| Ok(r.partition),
         )?;
-        let progress = progress(&c, &topic, partition)?;
+        let progress = progress(&c, &topic, partition, record.as_ref().map(|r| r.offset))?;
         let letters = crate::ops::dlq::read_all(&kafka, &names.events_dlq_topic())?
             .iter()
             .map(crate::ops::dlq::DlqRecord::from_message)
@@ -471,18 +474,27 @@ fn find_record(c: &BaseConsumer, o: &EventRow) -> Result<Option<Record>, OpsErro
     Ok(None)
 }
 
-/// The projection group's committed offset on `partition`, sampled twice a second apart for
-/// its rate.
-fn progress(c: &BaseConsumer, topic: &str, partition: i32) -> Result<Progress, OpsError> {
-    let first = groups::committed(c, topic, &[partition])?.get(&partition).copied().flatten();
-    let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
-    let second = groups::committed(c, topic, &[partition])?.get(&partition).copied().flatten();
-    let (_, end) = c.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
-    let rate = match (first, second) {
-        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / t.elapsed().as_secs_f64()),
-        _ => None,
+/// The projection group's committed offset on `partition`; while it has not passed the
+/// record at `waiting_for`, sampled again a second later for its rate (the ETA).
+fn progress(c: &BaseConsumer, topic: &str, partition: i32, waiting_for: Option<i64>) -> Result<Progress, OpsError> {
+    let committed = |c: &BaseConsumer| -> Result<Option<i64>, OpsError> {
+        Ok(groups::committed(c, topic, &[partition])?.get(&partition).copied().flatten())
     };
+    let first = committed(c)?;
+    let waiting = waiting_for.is_some_and(|o| first.is_none_or(|c| c <= o));
+    let (second, rate) = if waiting {
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let second = committed(c)?;
+        let rate = match (first, second) {
+            (Some(a), Some(b)) if b > a => Some((b - a) as f64 / t.elapsed().as_secs_f64()),
+            _ => None,
+        };
+        (second, rate)
+    } else {
+        (first, None)
+    };
+    let (_, end) = c.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
     Ok(Progress { partition, committed: second, end, rate })
 }
 

@@ -379,7 +379,8 @@ pub async fn parked(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Resu
 }
 
 /// One product's way through the pipeline and its verdict (`aliexpress trace --json`: hops,
-/// verdict, facts). Takes about two seconds: the projection's progress is sampled for one.
+/// verdict, facts). A second longer while the projection has not passed the product's record
+/// (its rate is sampled for the ETA).
 #[utoipa::path(tag = "console", operation_id = "console_trace",
     params(("id" = Uuid, Path, description = "Product id")),
     responses((status = 200, description = "Hops, verdict (`ok`, `waiting`, `stuck`, `dead-lettered`, `missing`) and facts", body = Object),
