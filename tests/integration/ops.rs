@@ -669,3 +669,58 @@ async fn trace_names_the_hop_a_product_waits_at_and_says_ok_once_it_is_searchabl
     assert_eq!((code, t["verdict"]["state"].as_str()), (Some(1), Some("missing")), "{t}");
     assert_eq!(bin(env, &["trace", "not-an-id"]).status.code(), Some(2));
 }
+
+/// Runs one SQL statement on the test database.
+async fn sql(env: &TestEnv, statement: &str) {
+    use diesel_async::RunQueryDsl;
+    let mut c = env.pool.get().await.expect("conn");
+    diesel::sql_query(statement).execute(&mut c).await.expect("sql");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_says_stuck_for_a_parked_row_and_a_stale_cache_and_dead_lettered_for_a_refused_event() {
+    let app = TestApp::spawn().await;
+    let env = &app.env;
+    let mut projector = env.projector(None, None).await;
+
+    // A parked outbox row: stuck, with the relay's last error.
+    let parked = app.create_product("TRACE-PARK", "Parked lamp").await;
+    let parked = parked["id"].as_str().expect("id").to_owned();
+    sql(env, &format!(
+        "UPDATE outbox SET parked_at = now(), attempts = 5, last_error = 'Broker: Message size too large' WHERE aggregate_id = '{parked}'"
+    ))
+    .await;
+    let (t, code) = trace(env, &parked);
+    assert_eq!(code, Some(1));
+    let text = t["verdict"]["text"].as_str().expect("text");
+    assert!(text.starts_with("stuck: outbox row") && text.contains("parked after 5 attempts: Broker: Message size too large"), "{t}");
+
+    // An event the projection cannot use: dead-lettered, with its class and offset.
+    let refused = app.create_product("TRACE-DLQ", "Refused lamp").await;
+    let refused = refused["id"].as_str().expect("id").to_owned();
+    sql(env, &format!("UPDATE outbox SET payload = '{{\"not\": \"an event\"}}' WHERE aggregate_id = '{refused}'")).await;
+    // A healthy product beside them, later made stale in Redis.
+    let fine = app.create_product("TRACE-STALE", "Stale lamp").await;
+    let fine = fine["id"].as_str().expect("id").to_owned();
+    let v1 = env.cache().get_document(fine.parse().expect("uuid")).await.expect("redis").expect("cached").json;
+    let r = app.http.patch(app.url(&format!("/api/products/{fine}"))).bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"title": "Fresh lamp"})).send().await.expect("patch");
+    assert_eq!(r.status(), 200);
+    env.drain_outbox().await;
+    env.consume_until_idle(&mut projector).await;
+    let (t, code) = trace(env, &refused);
+    assert_eq!(code, Some(1));
+    let text = t["verdict"]["text"].as_str().expect("text");
+    assert!(text.starts_with("dead-lettered: invalid_envelope at offset"), "{t}");
+
+    // The index current, Redis put back to version 1: stuck past the projection.
+    let (t, code) = trace(env, &fine);
+    assert_eq!(code, Some(0), "healthy before the cache is spoiled: {t}");
+    let mut redis = redis::Client::open(env.infra.redis.url.expose()).expect("redis").get_multiplexed_async_connection().await.expect("conn");
+    let key = env.names.product_cache_key(&fine.parse().expect("uuid"));
+    let _: () = redis::cmd("HSET").arg(&key).arg("d").arg(&v1).arg("v").arg(1).query_async(&mut redis).await.expect("hset");
+    let (t, code) = trace(env, &fine);
+    assert_eq!(code, Some(1));
+    let text = t["verdict"]["text"].as_str().expect("text");
+    assert!(text.starts_with("stuck: the projection passed offset") && text.contains("OpenSearch holds version 2 and Redis 1"), "{t}");
+}
