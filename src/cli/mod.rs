@@ -13,6 +13,7 @@ pub mod keys;
 pub mod migrate;
 pub mod outbox;
 pub mod process_outbox;
+pub mod reconcile;
 pub mod replay;
 pub mod run_product_consumer;
 pub mod run_product_event_consumer;
@@ -81,6 +82,8 @@ pub enum Command {
     Status(status::Args),
     /// One product's way through the pipeline, hop by hop, and where it is stuck (exit 0: ok).
     Trace(trace::Args),
+    /// Compare OpenSearch and Redis with Postgres; --repair re-sends the drifted products.
+    Reconcile(reconcile::Args),
     /// Named, scoped API keys for machines: create (the secret shown once), list, revoke.
     Keys(keys::Args),
     /// A token issuer for local development (loopback only): JWKS, and tokens on request.
@@ -133,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => status::run(&cli.infra, a).await,
         Command::Keys(a) => keys::run(&cli.infra, a).await,
         Command::Trace(a) => trace::run(&cli.infra, a).await,
+        Command::Reconcile(a) => reconcile::run(&cli.infra, a).await,
         Command::DevIssuer(a) => dev_issuer::run(a).await,
     }
 }

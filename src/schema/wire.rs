@@ -74,6 +74,7 @@ fn current_data() -> Vec<(&'static str, Value)> {
         ("VariantPricesSet", schema_of::<event::VariantPricesSet>()),
         ("ProductCategorized", schema_of::<event::ProductCategorized>()),
         ("ProductTransferred", schema_of::<event::ProductTransferred>()),
+        ("ProductSnapshot", schema_of::<event::ProductSnapshot>()),
     ]
 }
 

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod product_repo;
 pub mod rebuild_repo;
 pub mod schema;
+pub mod snapshot_repo;
 pub mod type_repo;
 
 pub use pool::{build_pool, PgConn, PgPool};

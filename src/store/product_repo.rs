@@ -534,7 +534,7 @@ async fn append_history(
 }
 
 /// Appends one event to the outbox (inside the caller's transaction).
-async fn append_outbox(
+pub(super) async fn append_outbox(
     mut conn: &AsyncPgConnection,
     env: &EventEnvelope,
     topic: &str,

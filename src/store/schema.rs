@@ -185,3 +185,15 @@ diesel::table! {
         last_used_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    reconcile_repairs (id) {
+        id -> Int8,
+        repaired_at -> Timestamptz,
+        product_id -> Uuid,
+        version -> Int8,
+        event_id -> Uuid,
+        drift -> Text,
+        actor -> Text,
+    }
+}

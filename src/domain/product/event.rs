@@ -158,6 +158,18 @@ pub struct ProductTransferred {
     pub to: String,
 }
 
+/// Not a change: the product's state at its current version, sent again so the read side can
+/// be repaired (`aliexpress reconcile --repair`). Same version as the last change, so the
+/// projection's version guards keep it from overwriting anything newer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProductSnapshot {
+    /// Why it was sent (for example `reconcile: opensearch missing`).
+    pub reason: String,
+}
+
+/// The `event_type` of [`ProductSnapshot`].
+pub const SNAPSHOT_EVENT_TYPE: &str = "ProductSnapshot";
+
 /// The change an event records (past tense). Serialized as the change's fields alone: the
 /// envelope's `event_type` names the variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +216,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "VariantPricesSet",
     "ProductCategorized",
     "ProductTransferred",
+    SNAPSHOT_EVENT_TYPE,
 ];
 
 impl ProductChange {
@@ -298,6 +311,24 @@ pub struct EventEnvelope {
 }
 
 impl EventEnvelope {
+    /// A snapshot of `state` at its current version (see [`ProductSnapshot`]).
+    pub fn snapshot(state: &Product, meta: EventMeta, reason: &str) -> Self {
+        Self {
+            event_id: meta.event_id,
+            event_type: SNAPSHOT_EVENT_TYPE.to_owned(),
+            schema_version: SCHEMA_VERSION,
+            aggregate_type: AGGREGATE_TYPE.to_owned(),
+            aggregate_id: state.id,
+            aggregate_version: state.version,
+            occurred_at: meta.occurred_at,
+            causation_id: meta.causation_id,
+            correlation_id: meta.correlation_id,
+            actor: meta.actor,
+            data: serde_json::json!({ "reason": reason }),
+            state: state.clone(),
+        }
+    }
+
     /// Wraps a change and the state it produced.
     pub fn new(change: &ProductChange, state: &Product, meta: EventMeta) -> Self {
         Self {
