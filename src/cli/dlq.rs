@@ -1,7 +1,8 @@
 //! `aliexpress dlq`: inspect dead letters and redrive them once the cause is fixed.
 //!
 //! Usage: aliexpress dlq list [--topic T] [--limit N] [--reason CLASS] | dlq show P:O |
-//!        dlq redrive (--offsets P:O,... | --all) [--execute]
+//!        dlq triage [--json] |
+//!        dlq redrive (--offsets P:O,... | --fingerprint F | --all) [--execute]
 
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
@@ -31,6 +32,12 @@ pub enum Action {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Dead letters grouped by cause (fingerprint), largest group first.
+    Triage {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Headers and payload of one record, by PARTITION:OFFSET (or OFFSET on partition 0).
     Show {
         /// PARTITION:OFFSET.
@@ -39,8 +46,11 @@ pub enum Action {
     /// Republish records to their original topic (dry run unless --execute).
     Redrive {
         /// PARTITION:OFFSET list.
-        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["all", "fingerprint"])]
         offsets: Vec<String>,
+        /// Every record of one cause (a fingerprint of `dlq triage`).
+        #[arg(long, conflicts_with = "all")]
+        fingerprint: Option<String>,
         /// Every record not redriven yet.
         #[arg(long)]
         all: bool,
@@ -76,7 +86,29 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                 .ok_or_else(|| super::usage("dlq show", format!("no record at {p}:{o} in {topic}")))?;
             println!("{text}");
         }
-        Action::Redrive { offsets, all, execute } => redrive(infra, &msgs, &topic, &offsets, all, execute).await?,
+        Action::Triage { json } => triage(&msgs, &topic, json)?,
+        Action::Redrive {
+            offsets,
+            fingerprint,
+            all,
+            execute,
+        } => {
+            let offsets = match fingerprint {
+                None => offsets,
+                Some(f) => {
+                    let picked: Vec<String> = msgs
+                        .iter()
+                        .filter(|m| crate::ops::triage::fingerprint_of(m) == f.trim())
+                        .map(|m| format!("{}:{}", rdkafka::Message::partition(m), rdkafka::Message::offset(m)))
+                        .collect();
+                    if picked.is_empty() {
+                        return Err(super::usage("--fingerprint", format!("no dead letter of {topic} has fingerprint {f:?} (see dlq triage)")));
+                    }
+                    picked
+                }
+            };
+            redrive(infra, &msgs, &topic, &offsets, all, execute).await?
+        }
     }
     Ok(())
 }
@@ -108,6 +140,24 @@ fn list(msgs: &[rdkafka::message::OwnedMessage], topic: &str, limit: usize, reas
     println!("{} record(s) in {topic}", recs.len());
 }
 
+/// `dlq triage`: one line per cause.
+fn triage(msgs: &[rdkafka::message::OwnedMessage], topic: &str, json: bool) -> anyhow::Result<()> {
+    let groups = crate::ops::triage::triage(msgs);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+        return Ok(());
+    }
+    println!("{:<12} {:>7} {:>8} {:<10} {:<24} {:<28} {:<28} REASON", "FINGERPRINT", "COUNT", "PRODUCTS", "STAGE", "ERROR-CLASS", "FIRST-SEEN", "LAST-SEEN");
+    for g in &groups {
+        println!(
+            "{:<12} {:>7} {:>8} {:<10} {:<24} {:<28} {:<28} {}",
+            g.fingerprint, g.count, g.products, g.stage, g.error_class, g.first_seen, g.last_seen, g.reason
+        );
+    }
+    println!("{} cause(s), {} record(s) in {topic}; redrive one: dlq redrive --fingerprint F", groups.len(), msgs.len());
+    Ok(())
+}
+
 /// `dlq redrive`: a dry run unless `execute`; each record republished once, ever.
 async fn redrive(
     infra: &InfraConfig,
@@ -118,7 +168,7 @@ async fn redrive(
     execute: bool,
 ) -> anyhow::Result<()> {
     if offsets.is_empty() && !all {
-        return Err(super::usage("dlq redrive", "give --offsets P:O,... or --all"));
+        return Err(super::usage("dlq redrive", "give --offsets P:O,..., --fingerprint F or --all"));
     }
     let selection = if all {
         Selection::All

@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod rebuild;
 pub mod replay;
 pub mod status;
+pub mod triage;
 pub mod trace;
 
 /// Failures of operator tools, with wording meant for a terminal.

@@ -809,3 +809,35 @@ async fn reconcile_finds_a_deleted_document_a_stale_index_version_and_a_stale_ca
     assert_eq!(code, Some(0), "repaired: {after}");
     assert_eq!(env.count("product_history").await, 5, "a snapshot is no new version");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_triage_groups_dead_letters_by_cause_and_redrives_one_cause() {
+    let env = TestEnv::new().await;
+    let topic = env.names.events_topic();
+    // Two letters of one cause (malformed JSON at different places, other products) and one of
+    // another (an unknown event type).
+    let (a, b, c) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    env.produce(&topic, &a.to_string(), b"{\"event_type\": ").await;
+    env.produce(&topic, &b.to_string(), b"{\"event_type\": \"ProductCreated\", \"schema_version\": 2,").await;
+    env.produce(&topic, &c.to_string(), br#"{"event_type": "Nope", "schema_version": 2}"#).await;
+    let mut p = env.projector(None, None).await;
+    assert_eq!(env.consume_until_idle(&mut p).await.dead_lettered, 3);
+
+    let out = bin(&env, &["dlq", "triage", "--json"]);
+    let groups: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let groups = groups.as_array().expect("groups");
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!((groups[0]["count"].as_u64(), groups[0]["products"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(groups[0]["error_class"], "invalid_json");
+    assert!(!groups[0]["reason"].as_str().expect("reason").chars().any(|c| c.is_ascii_digit()), "particulars out: {}", groups[0]);
+    assert_eq!((groups[1]["count"].as_u64(), groups[1]["error_class"].as_str()), (Some(1), Some("unknown_event_type")));
+    let screen = stdout(&bin(&env, &["dlq", "triage"]));
+    assert!(screen.contains("2 cause(s), 3 record(s)"), "{screen}");
+
+    let fp = groups[0]["fingerprint"].as_str().expect("fingerprint");
+    let run = bin(&env, &["dlq", "redrive", "--fingerprint", fp, "--execute"]);
+    assert!(stdout(&run).contains("2 record(s) redriven"), "{}{}", stdout(&run), String::from_utf8_lossy(&run.stderr));
+    let again = bin(&env, &["dlq", "redrive", "--all"]);
+    assert!(stdout(&again).contains("1 record(s) would be redriven"), "the other cause is left: {}", stdout(&again));
+    assert_eq!(bin(&env, &["dlq", "redrive", "--fingerprint", "000000000000"]).status.code(), Some(2));
+}
