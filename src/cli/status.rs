@@ -16,7 +16,8 @@
 //!   "outbox": {"pending", "parked", "oldest_pending_age_secs", "relays": {name: slices},
 //!              "slices_owned"} | null,
 //!   "last_replay": {"executed_at", "group", "mode", "host"} | null,
-//!   "groups": [{"group", "topic", "lag", "members", "verdict"}],
+//!   "groups": [{"group", "topic", "lag", "members", "verdict", "eta_secs"|null, "trend",
+//!               "slowest_partition"|null}],
 //!   "dead_letters": [{"topic", "records"|null}]}`
 
 use std::io::Write;
@@ -143,8 +144,14 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
     }
     println!("== consumer groups");
     for g in &s.groups {
+        let eta = match (g.trend.as_str(), g.eta_secs) {
+            ("catching up", Some(e)) => format!("ETA {e:.0} s (partition {})", g.slowest_partition.map_or("-".into(), |p| p.to_string())),
+            ("caught up", _) => "caught up".to_owned(),
+            ("not catching up", _) => format!("not catching up (partition {})", g.slowest_partition.map_or("-".into(), |p| p.to_string())),
+            _ => "ETA -".to_owned(),
+        };
         println!(
-            "  {:<34} {:<20} lag {:>8}  members {}  {}",
+            "  {:<34} {:<20} lag {:>8}  members {}  {:<6} {eta}",
             g.group, g.topic, g.lag, g.members, g.verdict
         );
     }

@@ -58,6 +58,58 @@ pub struct GroupStatus {
     pub members: usize,
     /// OK, WARN, STALL, STOP or REWIND; or the error.
     pub verdict: String,
+    /// Seconds until the group's slowest partition has caught up at the rate measured
+    /// between the two samples; `None` when unknown or not catching up.
+    pub eta_secs: Option<f64>,
+    /// `caught up`, `catching up`, `not catching up` or `unknown` (a partition with records
+    /// and nothing committed: its lag is unknown, never 0).
+    pub trend: String,
+    /// The partition the ETA waits for.
+    pub slowest_partition: Option<i32>,
+}
+
+/// When a group will have caught up, from two samples `gap` apart: each partition at its own
+/// rate, the group when its slowest partition is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatchUp {
+    /// Seconds, when the group is catching up.
+    pub eta_secs: Option<f64>,
+    /// See [`GroupStatus::trend`].
+    pub trend: &'static str,
+    /// The slowest partition.
+    pub slowest_partition: Option<i32>,
+}
+
+/// The catch-up of a group from two samples `gap` apart.
+pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> CatchUp {
+    let unknown = CatchUp { eta_secs: None, trend: "unknown", slowest_partition: None };
+    // Nothing committed where there is something to read: the lag is not known.
+    if after.iter().any(|r| r.current.is_none() && r.lag > 0) {
+        return unknown;
+    }
+    let total = |rows: &[DescribeRow]| rows.iter().map(|r| r.lag).sum::<i64>();
+    if total(after) == 0 {
+        return CatchUp { eta_secs: Some(0.0), trend: "caught up", slowest_partition: None };
+    }
+    let mut slowest: Option<(f64, i32)> = None;
+    for a in after.iter().filter(|r| r.lag > 0) {
+        let b = before.iter().find(|b| b.partition == a.partition && b.topic == a.topic);
+        let consumed = match (b.and_then(|b| b.current), a.current) {
+            (Some(x), Some(y)) => y - x,
+            _ => return unknown,
+        };
+        if consumed <= 0 {
+            return CatchUp { eta_secs: None, trend: "not catching up", slowest_partition: Some(a.partition) };
+        }
+        let eta = a.lag as f64 / (consumed as f64 / gap.as_secs_f64());
+        if slowest.is_none_or(|(e, _)| eta > e) {
+            slowest = Some((eta, a.partition));
+        }
+    }
+    if total(after) > total(before) {
+        return CatchUp { eta_secs: None, trend: "not catching up", slowest_partition: slowest.map(|s| s.1) };
+    }
+    CatchUp { eta_secs: slowest.map(|s| s.0), trend: "catching up", slowest_partition: slowest.map(|s| s.1) }
 }
 
 /// The outbox backlog.
@@ -225,19 +277,28 @@ pub async fn group_statuses(d: &StatusDeps) -> Vec<GroupStatus> {
         .iter()
         .zip(first.into_iter().zip(second))
         .map(|((group, topic), (a, b))| match (a, b) {
-            (Ok((_, before)), Ok((info, after))) => GroupStatus {
-                group: group.clone(),
-                topic: topic.clone(),
-                lag: after.iter().map(|r| r.lag).sum(),
-                members: info.members.len(),
-                verdict: verdict(&before, &after, info.members.len()).to_owned(),
-            },
+            (Ok((_, before)), Ok((info, after))) => {
+                let c = catch_up(&before, &after, SAMPLE_GAP);
+                GroupStatus {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    lag: after.iter().map(|r| r.lag).sum(),
+                    members: info.members.len(),
+                    verdict: verdict(&before, &after, info.members.len()).to_owned(),
+                    eta_secs: c.eta_secs,
+                    trend: c.trend.to_owned(),
+                    slowest_partition: c.slowest_partition,
+                }
+            }
             (Err(e), _) | (_, Err(e)) => GroupStatus {
                 group: group.clone(),
                 topic: topic.clone(),
                 lag: 0,
                 members: 0,
                 verdict: format!("ERROR: {e}"),
+                eta_secs: None,
+                trend: "unknown".into(),
+                slowest_partition: None,
             },
         })
         .collect()
@@ -288,6 +349,40 @@ fn dlq_depths(kafka: &crate::bus::KafkaConnection, topics: &[String]) -> Vec<Dlq
 mod tests {
     use super::*;
 
+    fn prow(partition: i32, current: Option<i64>, lag: i64) -> DescribeRow {
+        DescribeRow {
+            group: "g".into(),
+            topic: "t".into(),
+            partition,
+            current,
+            log_start: 0,
+            log_end: current.unwrap_or(0) + lag,
+            lag,
+            consumer_id: None,
+            host: None,
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn the_group_catches_up_when_its_slowest_partition_does() {
+        let gap = Duration::from_secs(1);
+        // Partition 0: 100 behind at 50/s (2 s); partition 1: 900 behind at 100/s (9 s).
+        let before = [prow(0, Some(0), 150), prow(1, Some(0), 1000)];
+        let after = [prow(0, Some(50), 100), prow(1, Some(100), 900)];
+        let c = catch_up(&before, &after, gap);
+        assert_eq!((c.trend, c.slowest_partition), ("catching up", Some(1)));
+        assert!((c.eta_secs.expect("eta") - 9.0).abs() < 1e-9);
+        // Lag growing although consumed: not catching up.
+        let growing = [prow(0, Some(50), 300), prow(1, Some(100), 900)];
+        assert_eq!(catch_up(&before, &growing, gap).trend, "not catching up");
+        // A partition with lag that did not move.
+        let stuck = [prow(0, Some(0), 100), prow(1, Some(100), 900)];
+        assert_eq!(catch_up(&before, &stuck, gap), CatchUp { eta_secs: None, trend: "not catching up", slowest_partition: Some(0) });
+        // Nothing committed on a partition: unknown, never 0.
+        assert_eq!(catch_up(&before, &[prow(0, None, 5), prow(1, Some(100), 0)], gap).trend, "unknown");
+        assert_eq!(catch_up(&after, &[prow(0, Some(150), 0), prow(1, Some(1000), 0)], gap).trend, "caught up");
+    }
     fn row(current: Option<i64>, lag: i64) -> DescribeRow {
         DescribeRow {
             group: "g".into(),

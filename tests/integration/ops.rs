@@ -436,6 +436,7 @@ async fn status_json_is_one_object_scripts_can_read_and_a_down_dependency_exits_
     assert_eq!(v["outbox"]["pending"], 0);
     assert_eq!(v["groups"][0]["group"], app.env.names.projection_group());
     assert_eq!(v["groups"][0]["verdict"], "OK");
+    assert_eq!((&v["groups"][0]["trend"], &v["groups"][0]["eta_secs"]), (&json!("caught up"), &json!(0.0)), "{v}");
     assert_eq!(v["dead_letters"].as_array().map(Vec::len), Some(2));
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_aliexpress"))
