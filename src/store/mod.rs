@@ -15,6 +15,7 @@ pub mod outbox_slices;
 pub mod pg_tls;
 pub mod pool;
 pub mod product_repo;
+mod product_row;
 pub mod rebuild_repo;
 pub mod schema;
 pub mod snapshot_repo;
