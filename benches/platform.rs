@@ -323,7 +323,10 @@ fn main() {
         section!("mixed", bench_mixed(&mut rows, &cap).await);
         section!("freshness", bench_freshness(&mut rows).await);
         section!("rebuild", bench_rebuild(&mut rows).await);
-        section!("category-rename", category_rename::bench_category_rename(&mut rows).await);
+        section!(
+            "category-rename",
+            category_rename::bench_category_rename(&mut rows).await
+        );
         section!("search-facets", search_facets::bench_search_facets(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);

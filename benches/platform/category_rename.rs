@@ -18,7 +18,12 @@ async fn count_under(search: &SearchClient, alias: &str, slug: &str) -> u64 {
     let body = json!({"size": 0, "track_total_hits": true, "query": {"term": {"category_path": slug}}});
     let (alias, body) = (alias, &body);
     let resp = search
-        .call(|os| async move { os.search(opensearch::SearchParts::Index(&[alias])).body(body).send().await })
+        .call(|os| async move {
+            os.search(opensearch::SearchParts::Index(&[alias]))
+                .body(body)
+                .send()
+                .await
+        })
         .await;
     match resp {
         Ok(r) => aliexpress::search::client::decode::<Value>(r)
@@ -72,7 +77,12 @@ async fn fill(base: &str, slug: &str, n: usize) -> u64 {
             let _permit = sem.acquire_owned().await;
             let body = json!({"sku": format!("CAT-{i}-{}", uuid::Uuid::new_v4().simple()), "title": "Bench product",
                 "category": slug, "price": {"amount_minor": 100, "currency": "USD"}});
-            let r = http.post(format!("{base}/api/products")).bearer_auth(TOKEN).json(&body).send().await;
+            let r = http
+                .post(format!("{base}/api/products"))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await;
             u64::from(!matches!(r, Ok(r) if r.status() == 201))
         });
     }
@@ -91,7 +101,9 @@ pub(super) async fn bench_category_rename(rows: &mut Vec<Row>) {
     let _proj = spawn_role(&e, &["run-product-event-consumer".into(), "--quiet-events".into()], &[]);
     let search = SearchClient::new(e.infra.opensearch.url.expose(), Duration::from_secs(10)).expect("search");
     let alias = e.names.index_alias();
-    let n: usize = env_or("BENCH_RENAME_PRODUCTS", &format!("{:.0}", 10_000.0 * scale())).parse().unwrap_or(10_000);
+    let n: usize = env_or("BENCH_RENAME_PRODUCTS", &format!("{:.0}", 10_000.0 * scale()))
+        .parse()
+        .unwrap_or(10_000);
     let http = http_client();
     let created: Value = http
         .post(format!("{base}/api/categories"))
@@ -105,8 +117,17 @@ pub(super) async fn bench_category_rename(rows: &mut Vec<Row>) {
         .expect("json");
     let id = created["id"].as_str().expect("category id").to_owned();
     let failed = fill(&base, "bench-lamps", n).await;
-    let placed = until_under(&search, &alias, "bench-lamps", (n as u64) - failed, Duration::from_secs(600)).await;
-    progress(format_args!("category-rename: {n} products placed ({failed} failed) in {placed:?}"));
+    let placed = until_under(
+        &search,
+        &alias,
+        "bench-lamps",
+        (n as u64) - failed,
+        Duration::from_secs(600),
+    )
+    .await;
+    progress(format_args!(
+        "category-rename: {n} products placed ({failed} failed) in {placed:?}"
+    ));
 
     // Freshness without a rename, then with the rename running.
     let (quiet, quiet_failed, _) = freshness_run(&base, &search, &alias, 100.0, 1000).await;
@@ -120,7 +141,14 @@ pub(super) async fn bench_category_rename(rows: &mut Vec<Row>) {
         async {
             let started = tokio::time::Instant::now();
             let ok = rename.send().await.is_ok_and(|r| r.status() == 200);
-            let all = until_under(&search, &alias, "bench-lighting", (n as u64) - failed, Duration::from_secs(900)).await;
+            let all = until_under(
+                &search,
+                &alias,
+                "bench-lighting",
+                (n as u64) - failed,
+                Duration::from_secs(900),
+            )
+            .await;
             (ok, all.map(|_| started.elapsed()))
         },
         fanned
@@ -128,28 +156,40 @@ pub(super) async fn bench_category_rename(rows: &mut Vec<Row>) {
     let (busy, busy_failed, _) = busy;
     let secs = took.1.map_or(f64::NAN, |d| d.as_secs_f64());
     let fan_secs = fanned.map_or(f64::NAN, |d| d.as_secs_f64());
-    progress(format_args!("category-rename: fan-out done in {fan_secs:.1} s, every document moved in {secs:.1} s"));
+    progress(format_args!(
+        "category-rename: fan-out done in {fan_secs:.1} s, every document moved in {secs:.1} s"
+    ));
     rows.push(
-        Row::new(format!("category rename over {n} products: until every document shows the new path"), "s")
-            .ours(secs, (secs, secs))
-            .errors(failed + u64::from(!took.0) + u64::from(took.1.is_none()))
-            .verified(format!(
-                "{n} documents counted under the new slug in the index (term query on category_path), {:.0} products/s; \
+        Row::new(
+            format!("category rename over {n} products: until every document shows the new path"),
+            "s",
+        )
+        .ours(secs, (secs, secs))
+        .errors(failed + u64::from(!took.0) + u64::from(took.1.is_none()))
+        .verified(format!(
+            "{n} documents counted under the new slug in the index (term query on category_path), {:.0} products/s; \
                  the fan-out (one PlaceInCategory command per product in serve, 200 per transaction) finished after \
                  {fan_secs:.1} s, the rest is relay and projection catching up",
-                (n as f64) / secs
-            )),
+            (n as f64) / secs
+        )),
     );
     rows.push(
-        Row::new("freshness @100 writes/s while the rename runs: p50 (baseline: the same without a rename)", "ms")
-            .ours(quantile(&busy, 0.5), (quantile(&busy, 0.5), quantile(&busy, 0.99)))
-            .baseline("no rename p50", quantile(&quiet, 0.5), (quantile(&quiet, 0.5), quantile(&quiet, 0.99)))
-            .errors(quiet_failed + busy_failed)
-            .verified(format!(
-                "ranges are p50-p99; {} and {} writes seen in the index; the rename's events share the relay and \
+        Row::new(
+            "freshness @100 writes/s while the rename runs: p50 (baseline: the same without a rename)",
+            "ms",
+        )
+        .ours(quantile(&busy, 0.5), (quantile(&busy, 0.5), quantile(&busy, 0.99)))
+        .baseline(
+            "no rename p50",
+            quantile(&quiet, 0.5),
+            (quantile(&quiet, 0.5), quantile(&quiet, 0.99)),
+        )
+        .errors(quiet_failed + busy_failed)
+        .verified(format!(
+            "ranges are p50-p99; {} and {} writes seen in the index; the rename's events share the relay and \
                  the projection with them",
-                busy.len(),
-                quiet.len()
-            )),
+            busy.len(),
+            quiet.len()
+        )),
     );
 }

@@ -312,11 +312,24 @@ mod tests {
     fn command_wire_format_is_adjacently_tagged_and_round_trips() {
         let c: CommandMessage =
             serde_json::from_str(r#"{"command_type":"AdjustStock","payload":{"delta":3}}"#).expect("parses");
-        assert_eq!(ProductCommand::from(c), ProductCommand::AdjustStock { delta: 3, variant_id: None });
+        assert_eq!(
+            ProductCommand::from(c),
+            ProductCommand::AdjustStock {
+                delta: 3,
+                variant_id: None
+            }
+        );
         let c: CommandMessage = serde_json::from_str(r#"{"command_type":"PublishProduct"}"#).expect("unit variant");
         assert_eq!(ProductCommand::from(c), ProductCommand::PublishProduct);
         assert!(serde_json::from_str::<CommandMessage>(r#"{"command_type":"Explode"}"#).is_err());
-        let back = serde_json::to_string(&CommandMessage::try_from(ProductCommand::SetStock { stock: 4, variant_id: None }).expect("wire")).expect("json");
+        let back = serde_json::to_string(
+            &CommandMessage::try_from(ProductCommand::SetStock {
+                stock: 4,
+                variant_id: None,
+            })
+            .expect("wire"),
+        )
+        .expect("json");
         assert_eq!(back, r#"{"command_type":"SetStock","payload":{"stock":4}}"#);
     }
 
@@ -327,7 +340,13 @@ mod tests {
             r#"{{"command_id":"{id}","product_id":"{id}","command_type":"AdjustStock","payload":{{"delta":2}}}}"#
         );
         let (_, c) = decode_command(Some(ok.as_bytes())).expect("decodes");
-        assert_eq!(c, ProductCommand::AdjustStock { delta: 2, variant_id: None });
+        assert_eq!(
+            c,
+            ProductCommand::AdjustStock {
+                delta: 2,
+                variant_id: None
+            }
+        );
         assert_eq!(decode_command(Some(b"nope")).unwrap_err().class, "invalid_json");
         assert_eq!(decode_command(Some(b"{}")).unwrap_err().class, "invalid_envelope");
         let unknown = format!(r#"{{"product_id":"{id}","command_type":"Explode"}}"#);

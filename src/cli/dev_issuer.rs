@@ -49,7 +49,11 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<Vec<u8>> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         f.write_all(doc.as_ref())?;
     }
     Ok(doc.as_ref().to_vec())
@@ -100,7 +104,11 @@ async fn discovery(i: web::Data<Issuer>) -> HttpResponse {
 async fn token(i: web::Data<Issuer>, r: web::Json<TokenRequest>) -> HttpResponse {
     let now = jsonwebtoken::get_current_timestamp();
     let ttl = r.ttl_secs.unwrap_or(3600).min(86_400);
-    let sub = r.sub.clone().or_else(|| r.seller.clone()).unwrap_or_else(|| "local-user".into());
+    let sub = r
+        .sub
+        .clone()
+        .or_else(|| r.seller.clone())
+        .unwrap_or_else(|| "local-user".into());
     let mut claims = serde_json::json!({
         "iss": i.url, "aud": i.audience, "sub": sub, "iat": now, "nbf": now, "exp": now + ttl, "roles": r.roles,
     });
@@ -110,7 +118,9 @@ async fn token(i: web::Data<Issuer>, r: web::Json<TokenRequest>) -> HttpResponse
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(KID.into());
     match encode(&header, &claims, &EncodingKey::from_ec_der(&i.der)) {
-        Ok(t) => HttpResponse::Ok().json(serde_json::json!({"access_token": t, "token_type": "Bearer", "expires_in": ttl})),
+        Ok(t) => {
+            HttpResponse::Ok().json(serde_json::json!({"access_token": t, "token_type": "Bearer", "expires_in": ttl}))
+        }
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }
@@ -122,7 +132,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .parse()
         .map_err(|_| super::usage("--bind", format!("{:?} is not an IP:port", a.bind)))?;
     if !addr.ip().is_loopback() {
-        return Err(super::usage("--bind", "the development issuer listens on loopback only"));
+        return Err(super::usage(
+            "--bind",
+            "the development issuer listens on loopback only",
+        ));
     }
     let der = load_or_create_key(&a.key_file)?;
     let issuer = web::Data::new(Issuer {
@@ -132,10 +145,16 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         der,
     });
     tracing::info!(issuer = %issuer.url, "development token issuer listening");
-    HttpServer::new(move || App::new().app_data(issuer.clone()).service(jwks).service(discovery).service(token))
-        .workers(1)
-        .bind(addr)?
-        .run()
-        .await?;
+    HttpServer::new(move || {
+        App::new()
+            .app_data(issuer.clone())
+            .service(jwks)
+            .service(discovery)
+            .service(token)
+    })
+    .workers(1)
+    .bind(addr)?
+    .run()
+    .await?;
     Ok(())
 }

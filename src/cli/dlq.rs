@@ -102,7 +102,10 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                         .map(|m| format!("{}:{}", rdkafka::Message::partition(m), rdkafka::Message::offset(m)))
                         .collect();
                     if picked.is_empty() {
-                        return Err(super::usage("--fingerprint", format!("no dead letter of {topic} has fingerprint {f:?} (see dlq triage)")));
+                        return Err(super::usage(
+                            "--fingerprint",
+                            format!("no dead letter of {topic} has fingerprint {f:?} (see dlq triage)"),
+                        ));
                     }
                     picked
                 }
@@ -147,14 +150,21 @@ fn triage(msgs: &[rdkafka::message::OwnedMessage], topic: &str, json: bool) -> a
         println!("{}", serde_json::to_string_pretty(&groups)?);
         return Ok(());
     }
-    println!("{:<12} {:>7} {:>8} {:<10} {:<24} {:<28} {:<28} REASON", "FINGERPRINT", "COUNT", "PRODUCTS", "STAGE", "ERROR-CLASS", "FIRST-SEEN", "LAST-SEEN");
+    println!(
+        "{:<12} {:>7} {:>8} {:<10} {:<24} {:<28} {:<28} REASON",
+        "FINGERPRINT", "COUNT", "PRODUCTS", "STAGE", "ERROR-CLASS", "FIRST-SEEN", "LAST-SEEN"
+    );
     for g in &groups {
         println!(
             "{:<12} {:>7} {:>8} {:<10} {:<24} {:<28} {:<28} {}",
             g.fingerprint, g.count, g.products, g.stage, g.error_class, g.first_seen, g.last_seen, g.reason
         );
     }
-    println!("{} cause(s), {} record(s) in {topic}; redrive one: dlq redrive --fingerprint F", groups.len(), msgs.len());
+    println!(
+        "{} cause(s), {} record(s) in {topic}; redrive one: dlq redrive --fingerprint F",
+        groups.len(),
+        msgs.len()
+    );
     Ok(())
 }
 
@@ -168,7 +178,10 @@ async fn redrive(
     execute: bool,
 ) -> anyhow::Result<()> {
     if offsets.is_empty() && !all {
-        return Err(super::usage("dlq redrive", "give --offsets P:O,..., --fingerprint F or --all"));
+        return Err(super::usage(
+            "dlq redrive",
+            "give --offsets P:O,..., --fingerprint F or --all",
+        ));
     }
     let selection = if all {
         Selection::All

@@ -56,15 +56,27 @@ pub enum Action {
 
 /// Checks a key's name, role and seller (exit code 2 on a bad one).
 fn check(name: &str, role: &str, seller: Option<&str>) -> anyhow::Result<Role> {
-    let fine = |s: &str| !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    let fine = |s: &str| {
+        !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c))
+    };
     if !fine(name) {
-        return Err(super::usage("NAME", "1 to 100 characters of letters, digits and - _ . : @"));
+        return Err(super::usage(
+            "NAME",
+            "1 to 100 characters of letters, digits and - _ . : @",
+        ));
     }
-    let r = Role::parse(role)
-        .ok_or_else(|| super::usage("--role", format!("{role:?} is not seller, catalog-admin, operator or reader")))?;
+    let r = Role::parse(role).ok_or_else(|| {
+        super::usage(
+            "--role",
+            format!("{role:?} is not seller, catalog-admin, operator or reader"),
+        )
+    })?;
     match (r, seller) {
         (Role::Seller, None) => Err(super::usage("--seller", "a seller key needs --seller")),
-        (Role::Seller, Some(s)) if !fine(s) => Err(super::usage("--seller", "1 to 100 characters of letters, digits and - _ . : @")),
+        (Role::Seller, Some(s)) if !fine(s) => Err(super::usage(
+            "--seller",
+            "1 to 100 characters of letters, digits and - _ . : @",
+        )),
         (Role::Seller, Some(_)) => Ok(r),
         (_, Some(_)) => Err(super::usage("--seller", "only a seller key acts for a seller")),
         (_, None) => Ok(r),
@@ -79,7 +91,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let p = super::connect::database(infra).await?;
     let mut conn = pool::get(&p).await?;
     match a.action {
-        Action::Create { name, role, seller, json } => {
+        Action::Create {
+            name,
+            role,
+            seller,
+            json,
+        } => {
             let secret = new_secret()?;
             let made = api_key_repo::create(
                 &mut conn,
@@ -99,8 +116,15 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::json!({ "key": made, "secret": secret }));
             } else {
-                println!("key {} ({}{}) created; its secret, shown this once:", made.name, made.role,
-                    made.seller.as_deref().map(|s| format!(" of seller {s}")).unwrap_or_default());
+                println!(
+                    "key {} ({}{}) created; its secret, shown this once:",
+                    made.name,
+                    made.role,
+                    made.seller
+                        .as_deref()
+                        .map(|s| format!(" of seller {s}"))
+                        .unwrap_or_default()
+                );
                 println!("{secret}");
             }
         }
@@ -110,11 +134,25 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&keys)?);
                 return Ok(());
             }
-            println!("{:<24} {:<14} {:<16} {:<20} {:<20} {:<20} CREATED-BY", "NAME", "ROLE", "SELLER", "CREATED", "LAST-USED", "REVOKED");
-            let t = |d: Option<chrono::DateTime<chrono::Utc>>| d.map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<24} {:<14} {:<16} {:<20} {:<20} {:<20} CREATED-BY",
+                "NAME", "ROLE", "SELLER", "CREATED", "LAST-USED", "REVOKED"
+            );
+            let t = |d: Option<chrono::DateTime<chrono::Utc>>| {
+                d.map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_else(|| "-".into())
+            };
             for k in keys {
-                println!("{:<24} {:<14} {:<16} {:<20} {:<20} {:<20} {}", k.name, k.role, k.seller.as_deref().unwrap_or("-"),
-                    t(Some(k.created_at)), t(k.last_used_at), t(k.revoked_at), k.created_by);
+                println!(
+                    "{:<24} {:<14} {:<16} {:<20} {:<20} {:<20} {}",
+                    k.name,
+                    k.role,
+                    k.seller.as_deref().unwrap_or("-"),
+                    t(Some(k.created_at)),
+                    t(k.last_used_at),
+                    t(k.revoked_at),
+                    k.created_by
+                );
             }
         }
         Action::Revoke { name } => {
@@ -135,7 +173,13 @@ mod tests {
     fn names_roles_and_sellers_are_checked_before_connecting() {
         assert_eq!(check("ci-bot", "operator", None).ok(), Some(Role::Operator));
         assert_eq!(check("acme-feed", "seller", Some("acme")).ok(), Some(Role::Seller));
-        for (n, r, s) in [("", "reader", None), ("a b", "reader", None), ("x", "admin", None), ("x", "seller", None), ("x", "reader", Some("acme"))] {
+        for (n, r, s) in [
+            ("", "reader", None),
+            ("a b", "reader", None),
+            ("x", "admin", None),
+            ("x", "seller", None),
+            ("x", "reader", Some("acme")),
+        ] {
             assert!(check(n, r, s).is_err(), "{n:?} {r:?} {s:?}");
         }
     }

@@ -30,9 +30,11 @@ async fn backfill(url: &str) -> anyhow::Result<()> {
     let mut conn = pool::connect(url, std::time::Duration::from_secs(30))
         .await
         .context("migrate: connect for the backfill")?;
-    let filled = crate::store::backfill::variants(&mut conn, 1000, |n| println!("backfill: {n} product(s) given their variants"))
-        .await
-        .context("migrate: backfill variants")?;
+    let filled = crate::store::backfill::variants(&mut conn, 1000, |n| {
+        println!("backfill: {n} product(s) given their variants")
+    })
+    .await
+    .context("migrate: backfill variants")?;
     if filled > 0 {
         println!("backfill done: {filled} product(s) given their variants");
     }

@@ -44,7 +44,11 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
     let deps = ReconcileDeps {
         pool: pool::build_pool(infra.database.url.expose(), 2, Duration::from_secs(5))?,
-        cache: crate::cache::ProductCache::new(super::connect::redis_endpoint(infra)?, names.clone(), Duration::from_secs(60))?,
+        cache: crate::cache::ProductCache::new(
+            super::connect::redis_endpoint(infra)?,
+            names.clone(),
+            Duration::from_secs(60),
+        )?,
         search: super::connect::search_client(infra, Duration::from_secs(10))?,
         names,
     };
@@ -55,7 +59,10 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     if a.repair && wanted > a.max_repairs && !a.yes {
         return Err(super::usage(
             "--yes",
-            format!("{wanted} products to repair, over --max-repairs {}: add --yes", a.max_repairs),
+            format!(
+                "{wanted} products to repair, over --max-repairs {}: add --yes",
+                a.max_repairs
+            ),
         ));
     }
     if a.repair {
@@ -64,17 +71,30 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("compared {} products; {} not in Redis (not drift: the cache expires entries)", report.compared, report.absent_from_cache);
+        println!(
+            "compared {} products; {} not in Redis (not drift: the cache expires entries)",
+            report.compared, report.absent_from_cache
+        );
         for (k, n) in &report.counts {
             println!("  {k:<24} {n}");
         }
         for d in report.drift.iter().take(20) {
             let v = |x: Option<i64>| x.map_or("-".into(), |v| v.to_string());
-            println!("  {} {:<10} {:<10} postgres {} store {}", d.product_id, d.store, d.kind, v(d.postgres_version), v(d.store_version));
+            println!(
+                "  {} {:<10} {:<10} postgres {} store {}",
+                d.product_id,
+                d.store,
+                d.kind,
+                v(d.postgres_version),
+                v(d.store_version)
+            );
         }
         match (report.drift.is_empty(), a.repair) {
             (true, _) => println!("no drift"),
-            (false, true) => println!("repaired {} products (snapshot events through the outbox)", report.repaired.len()),
+            (false, true) => println!(
+                "repaired {} products (snapshot events through the outbox)",
+                report.repaired.len()
+            ),
             (false, false) => println!("{wanted} products to repair: run again with --repair"),
         }
     }

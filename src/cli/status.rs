@@ -145,9 +145,15 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
     println!("== consumer groups");
     for g in &s.groups {
         let eta = match (g.trend.as_str(), g.eta_secs) {
-            ("catching up", Some(e)) => format!("ETA {e:.0} s (partition {})", g.slowest_partition.map_or("-".into(), |p| p.to_string())),
+            ("catching up", Some(e)) => format!(
+                "ETA {e:.0} s (partition {})",
+                g.slowest_partition.map_or("-".into(), |p| p.to_string())
+            ),
             ("caught up", _) => "caught up".to_owned(),
-            ("not catching up", _) => format!("not catching up (partition {})", g.slowest_partition.map_or("-".into(), |p| p.to_string())),
+            ("not catching up", _) => format!(
+                "not catching up (partition {})",
+                g.slowest_partition.map_or("-".into(), |p| p.to_string())
+            ),
             _ => "ETA -".to_owned(),
         };
         println!(

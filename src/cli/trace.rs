@@ -31,7 +31,11 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
     let deps = TraceDeps {
         pool: pool::build_pool(infra.database.url.expose(), 2, Duration::from_secs(5))?,
-        cache: crate::cache::ProductCache::new(super::connect::redis_endpoint(infra)?, names.clone(), Duration::from_secs(60))?,
+        cache: crate::cache::ProductCache::new(
+            super::connect::redis_endpoint(infra)?,
+            names.clone(),
+            Duration::from_secs(60),
+        )?,
         search: super::connect::search_client(infra, Duration::from_secs(5))?,
         kafka: super::connect::kafka_connection(infra)?,
         names,
@@ -43,7 +47,8 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     } else {
         println!("{:<11} {:<24} {:>9}  DETAIL", "HOP", "AT", "+MS");
         for h in &t.hops {
-            let at = h.at.map_or("-".into(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+            let at =
+                h.at.map_or("-".into(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
             let after = h.after_ms.map_or("-".into(), |m| m.to_string());
             println!("{:<11} {:<24} {:>9}  {}", h.hop, at, after, h.detail);
         }

@@ -123,7 +123,11 @@ impl IdentityConfig {
     /// The issuer's JWKS address.
     pub fn jwks_url(&self) -> Option<String> {
         let issuer = self.oidc_issuer.as_deref()?.trim_end_matches('/');
-        Some(self.oidc_jwks_url.clone().unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json")))
+        Some(
+            self.oidc_jwks_url
+                .clone()
+                .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json")),
+        )
     }
 
     /// How often API keys are reread.
@@ -256,9 +260,15 @@ mod tests {
         assert!(parse(&["--api-tokens", " , "]).validate().is_ok());
         assert_eq!(parse(&[]).identity.jwks_url(), None);
         let a = parse(&["--oidc-issuer", "https://id.example.com/"]);
-        assert_eq!(a.identity.jwks_url().as_deref(), Some("https://id.example.com/.well-known/jwks.json"));
+        assert_eq!(
+            a.identity.jwks_url().as_deref(),
+            Some("https://id.example.com/.well-known/jwks.json")
+        );
         assert_eq!(a.identity.oidc_audience, ApiConfig::default().identity.oidc_audience);
-        assert_eq!(a.identity.api_key_refresh(), ApiConfig::default().identity.api_key_refresh());
+        assert_eq!(
+            a.identity.api_key_refresh(),
+            ApiConfig::default().identity.api_key_refresh()
+        );
     }
 
     #[test]

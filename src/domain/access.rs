@@ -202,10 +202,16 @@ mod tests {
 
     #[test]
     fn scope_follows_the_strongest_role() {
-        assert_eq!(principal(&[Role::Seller, Role::CatalogAdmin], Some("a")).scope(), Scope::Any);
+        assert_eq!(
+            principal(&[Role::Seller, Role::CatalogAdmin], Some("a")).scope(),
+            Scope::Any
+        );
         assert_eq!(principal(&[Role::Seller], Some("a")).scope(), Scope::Seller("a".into()));
         assert_eq!(principal(&[Role::Seller], None).scope(), Scope::ReadOnly);
-        assert_eq!(principal(&[Role::Operator, Role::Reader], None).scope(), Scope::ReadOnly);
+        assert_eq!(
+            principal(&[Role::Operator, Role::Reader], None).scope(),
+            Scope::ReadOnly
+        );
     }
 
     #[test]

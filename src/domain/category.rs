@@ -68,7 +68,11 @@ pub fn check_change(change: &CategoryChange) -> Result<CategoryChange, DomainErr
         return Err(DomainError::invalid("category", "at least one field must be given"));
     }
     Ok(CategoryChange {
-        name: change.name.as_deref().map(|n| required_text("name", n, SHORT_TEXT_MAX_CHARS)).transpose()?,
+        name: change
+            .name
+            .as_deref()
+            .map(|n| required_text("name", n, SHORT_TEXT_MAX_CHARS))
+            .transpose()?,
         slug: change.slug.as_deref().map(check_slug).transpose()?,
         ..change.clone()
     })
@@ -77,7 +81,10 @@ pub fn check_change(change: &CategoryChange) -> Result<CategoryChange, DomainErr
 /// A slug: 1..=100 of lower-case letters, digits and `-`.
 pub fn check_slug(slug: &str) -> Result<String, DomainError> {
     let s = required_text("slug", slug, SHORT_TEXT_MAX_CHARS)?;
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(DomainError::invalid("slug", "lower-case letters, digits and '-' only"));
     }
     Ok(s)
@@ -94,7 +101,10 @@ pub fn create(
     at: DateTime<Utc>,
 ) -> Result<Category, DomainError> {
     if parent_path.len() >= MAX_DEPTH {
-        return Err(DomainError::invalid("parent_id", format!("a category sits at most {MAX_DEPTH} deep")));
+        return Err(DomainError::invalid(
+            "parent_id",
+            format!("a category sits at most {MAX_DEPTH} deep"),
+        ));
     }
     Ok(Category {
         id,
@@ -129,10 +139,16 @@ pub fn decide_change(
     }
     if let Some(p) = change.parent_id {
         if p == Some(current.id) || new_parent_path.iter().any(|n| n.id == current.id) {
-            return Err(DomainError::invalid("parent_id", "a category cannot move under itself or its descendants"));
+            return Err(DomainError::invalid(
+                "parent_id",
+                "a category cannot move under itself or its descendants",
+            ));
         }
         if new_parent_path.len() + 1 + depth_below > MAX_DEPTH {
-            return Err(DomainError::invalid("parent_id", format!("the tree would be deeper than {MAX_DEPTH}")));
+            return Err(DomainError::invalid(
+                "parent_id",
+                format!("the tree would be deeper than {MAX_DEPTH}"),
+            ));
         }
         next.parent_id = p;
     }
@@ -178,8 +194,16 @@ mod tests {
     }
 
     fn audio() -> Category {
-        create(Uuid::from_u128(2), &[node(1, "electronics")], Some(Uuid::from_u128(1)), "audio", "Audio", 0, Utc::now())
-            .expect("valid")
+        create(
+            Uuid::from_u128(2),
+            &[node(1, "electronics")],
+            Some(Uuid::from_u128(1)),
+            "audio",
+            "Audio",
+            0,
+            Utc::now(),
+        )
+        .expect("valid")
     }
 
     #[test]
@@ -207,6 +231,9 @@ mod tests {
         let deep: Vec<CategoryNode> = (0..MAX_DEPTH as u128).map(|i| node(i + 10, "x")).collect();
         assert!(create(Uuid::nil(), &deep, Some(Uuid::from_u128(19)), "y", "Y", 0, Utc::now()).is_err());
         assert!(decide_change(&audio(), &CategoryChange::default(), &[], 0, Utc::now()).is_err());
-        assert_eq!(display(&[node(1, "electronics"), node(2, "audio")]), "ELECTRONICS › AUDIO");
+        assert_eq!(
+            display(&[node(1, "electronics"), node(2, "audio")]),
+            "ELECTRONICS › AUDIO"
+        );
     }
 }

@@ -95,7 +95,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> DomainError {
 pub fn check_definition(d: &TypeDefinition) -> Result<TypeDefinition, DomainError> {
     let name = required_text("name", &d.name, SHORT_TEXT_MAX_CHARS)?;
     if d.attributes.len() > TYPE_ATTRIBUTES_MAX {
-        return Err(invalid("attributes", format!("at most {TYPE_ATTRIBUTES_MAX} attributes")));
+        return Err(invalid(
+            "attributes",
+            format!("at most {TYPE_ATTRIBUTES_MAX} attributes"),
+        ));
     }
     let mut seen = BTreeSet::new();
     let mut attributes = Vec::with_capacity(d.attributes.len());
@@ -107,7 +110,10 @@ pub fn check_definition(d: &TypeDefinition) -> Result<TypeDefinition, DomainErro
         let kind = match &a.kind {
             AttributeKind::OneOf { values } => {
                 if values.is_empty() || values.len() > ONE_OF_MAX {
-                    return Err(invalid("attributes.values", format!("{n:?} lists 1 to {ONE_OF_MAX} values")));
+                    return Err(invalid(
+                        "attributes.values",
+                        format!("{n:?} lists 1 to {ONE_OF_MAX} values"),
+                    ));
                 }
                 let values = values
                     .iter()
@@ -123,7 +129,11 @@ pub fn check_definition(d: &TypeDefinition) -> Result<TypeDefinition, DomainErro
             },
             k => k.clone(),
         };
-        attributes.push(AttributeDef { name: n, kind, ..a.clone() });
+        attributes.push(AttributeDef {
+            name: n,
+            kind,
+            ..a.clone()
+        });
     }
     Ok(TypeDefinition { name, attributes })
 }
@@ -190,7 +200,10 @@ pub fn check(ty: &ProductType, p: &Product) -> Result<(), DomainError> {
         }
         for d in ty.attributes.iter().filter(|d| d.variant && d.required) {
             if !variant.options.contains_key(&d.name) {
-                return Err(broken(&d.name, format!("variant {} needs it (required by the product type)", variant.sku)));
+                return Err(broken(
+                    &d.name,
+                    format!("variant {} needs it (required by the product type)", variant.sku),
+                ));
             }
         }
     }
@@ -200,7 +213,10 @@ pub fn check(ty: &ProductType, p: &Product) -> Result<(), DomainError> {
 /// A new type from a definition.
 pub fn create(key: &str, d: &TypeDefinition, at: DateTime<Utc>) -> Result<ProductType, DomainError> {
     let key = required_text("key", key, SHORT_TEXT_MAX_CHARS)?;
-    if !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(invalid("key", "lower-case letters, digits and '-' only"));
     }
     let d = check_definition(d)?;
@@ -260,12 +276,17 @@ mod tests {
                 stock: 0,
             })
             .collect();
-        execute(None, Uuid::nil(), &ProductCommand::CreateProduct(c), Utc::now()).expect("created").0
+        execute(None, Uuid::nil(), &ProductCommand::CreateProduct(c), Utc::now())
+            .expect("created")
+            .0
     }
 
     #[test]
     fn a_product_that_fits_its_type_passes() {
-        let p = product(serde_json::json!({"material": "cotton", "weight": 180, "organic": true}), &["S", "M"]);
+        let p = product(
+            serde_json::json!({"material": "cotton", "weight": 180, "organic": true}),
+            &["S", "M"],
+        );
         assert_eq!(check(&shirt_type(), &p), Ok(()));
     }
 
@@ -274,12 +295,36 @@ mod tests {
         let ty = shirt_type();
         for (attrs, sizes, expected) in [
             (serde_json::json!({"weight": 180}), vec!["S"], "material: is required"),
-            (serde_json::json!({"material": "silk"}), vec!["S"], "material: must be one of cotton, linen"),
-            (serde_json::json!({"material": "cotton", "weight": "heavy"}), vec!["S"], "weight: must be a number"),
-            (serde_json::json!({"material": "cotton", "organic": "yes"}), vec!["S"], "organic: must be true or false"),
-            (serde_json::json!({"material": "cotton", "colour": "red"}), vec!["S"], "colour: type t-shirt has no such attribute"),
-            (serde_json::json!({"material": "cotton", "size": "S"}), vec!["S"], "size: varies per variant"),
-            (serde_json::json!({"material": "cotton"}), vec!["XL"], "size: variant X-XL: must be one of S, M, L"),
+            (
+                serde_json::json!({"material": "silk"}),
+                vec!["S"],
+                "material: must be one of cotton, linen",
+            ),
+            (
+                serde_json::json!({"material": "cotton", "weight": "heavy"}),
+                vec!["S"],
+                "weight: must be a number",
+            ),
+            (
+                serde_json::json!({"material": "cotton", "organic": "yes"}),
+                vec!["S"],
+                "organic: must be true or false",
+            ),
+            (
+                serde_json::json!({"material": "cotton", "colour": "red"}),
+                vec!["S"],
+                "colour: type t-shirt has no such attribute",
+            ),
+            (
+                serde_json::json!({"material": "cotton", "size": "S"}),
+                vec!["S"],
+                "size: varies per variant",
+            ),
+            (
+                serde_json::json!({"material": "cotton"}),
+                vec!["XL"],
+                "size: variant X-XL: must be one of S, M, L",
+            ),
         ] {
             let err = check(&ty, &product(attrs, &sizes)).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err} should say {expected}");
@@ -291,8 +336,20 @@ mod tests {
         let twice = TypeDefinition {
             name: "T".into(),
             attributes: vec![
-                AttributeDef { name: "a".into(), kind: AttributeKind::Text, required: false, facet: false, variant: false },
-                AttributeDef { name: "a".into(), kind: AttributeKind::Boolean, required: false, facet: false, variant: false },
+                AttributeDef {
+                    name: "a".into(),
+                    kind: AttributeKind::Text,
+                    required: false,
+                    facet: false,
+                    variant: false,
+                },
+                AttributeDef {
+                    name: "a".into(),
+                    kind: AttributeKind::Boolean,
+                    required: false,
+                    facet: false,
+                    variant: false,
+                },
             ],
         };
         assert!(check_definition(&twice).is_err());
@@ -307,6 +364,14 @@ mod tests {
             }],
         };
         assert!(check_definition(&empty).is_err());
-        assert!(create("Not A Key", &TypeDefinition { name: "T".into(), attributes: vec![] }, Utc::now()).is_err());
+        assert!(create(
+            "Not A Key",
+            &TypeDefinition {
+                name: "T".into(),
+                attributes: vec![]
+            },
+            Utc::now()
+        )
+        .is_err());
     }
 }

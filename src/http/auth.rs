@@ -43,7 +43,9 @@ pub async fn principal(req: &HttpRequest, state: &AppState) -> Result<Option<Pri
         state.access.rate_limits.auth_failed(ip);
         ApiError::Unauthorized(why)
     };
-    let value = value.to_str().map_err(|_| fail("malformed Authorization header".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| fail("malformed Authorization header".into()))?;
     let token = bearer_token(value).ok_or_else(|| fail("Authorization must be 'Bearer <token>'".into()))?;
     state.access.identity.principal(token).await.map(Some).map_err(fail)
 }
@@ -91,7 +93,10 @@ pub fn require(p: Option<Principal>, roles: &[Role]) -> Result<Principal, ApiErr
         Ok(p)
     } else {
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        Err(ApiError::Forbidden(format!("this needs the role {}", names.join(" or "))))
+        Err(ApiError::Forbidden(format!(
+            "this needs the role {}",
+            names.join(" or ")
+        )))
     }
 }
 
@@ -167,7 +172,10 @@ mod tests {
             roles: Roles::of(&[Role::Reader]),
             seller: None,
         };
-        assert!(matches!(require(Some(reader.clone()), ProductWriter::ROLES), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            require(Some(reader.clone()), ProductWriter::ROLES),
+            Err(ApiError::Forbidden(_))
+        ));
         assert!(matches!(require(None, AnyRole::ROLES), Err(ApiError::Unauthorized(_))));
         assert_eq!(require(Some(reader.clone()), OpsReader::ROLES).ok(), Some(reader));
     }

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::contract::fields;
 use crate::domain::product::{
-    AttributeValue, CreateProduct, Money, NewVariant, Product, ProductStatus, UpdateProductDetails, UpdateVariant, Variant,
+    AttributeValue, CreateProduct, Money, NewVariant, Product, ProductStatus, UpdateProductDetails, UpdateVariant,
+    Variant,
 };
 
 /// A price in integer minor units (cents) of an ISO 4217 currency.

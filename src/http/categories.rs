@@ -154,11 +154,18 @@ fn tagged(status: actix_web::http::StatusCode, b: &CategoryBody) -> HttpResponse
         problems::Limits, problems::Writer, problems::Body, problems::ById, problems::Conflicts),
     security(("bearer" = ["catalog-admin"])))]
 #[post("/api/categories")]
-pub async fn create(_auth: Needs<CatalogAdmin>, state: web::Data<AppState>, b: JsonBody<NewCategoryBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    _auth: Needs<CatalogAdmin>,
+    state: web::Data<AppState>,
+    b: JsonBody<NewCategoryBody>,
+) -> Result<HttpResponse, ApiError> {
     let b = b.into_inner();
     let mut conn = pool::get(&state.catalog.pool).await?;
     let c = category_repo::create(&mut conn, b.parent_id, &b.slug, &b.name, b.position).await?;
-    Ok(tagged(actix_web::http::StatusCode::CREATED, &body(&mut conn, &c).await?))
+    Ok(tagged(
+        actix_web::http::StatusCode::CREATED,
+        &body(&mut conn, &c).await?,
+    ))
 }
 
 /// Rename or move a category; every product under it follows (see `fanout`).

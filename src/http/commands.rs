@@ -11,12 +11,12 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use uuid::Uuid;
 
 use super::auth::{AnyRole, Needs, ProductWriter};
-use crate::bus::envelope::CommandCaller;
-use crate::domain::access;
 use super::contract::{fields, problems, reference};
 use super::json_body::JsonBody;
 use super::{ApiError, AppState};
+use crate::bus::envelope::CommandCaller;
 use crate::bus::envelope::{CommandEnvelope, COMMAND_TYPES};
+use crate::domain::access;
 use crate::domain::product::{self, MAX_QUANTITY};
 use crate::store::{command_repo, pool};
 use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};

@@ -62,9 +62,15 @@ impl Modify for Security {
 pub fn with_jwt(doc: &mut openapi::OpenApi) {
     use utoipa::openapi::security::SecurityRequirement;
     for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
-            .into_iter()
-            .flatten()
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
         {
             let Some(reqs) = op.security.as_mut() else { continue };
             let json = serde_json::to_value(&*reqs).unwrap_or_default();
@@ -240,7 +246,7 @@ pub mod fields {
     use utoipa::openapi::{KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type};
 
     use crate::domain::product::{
-        ATTRIBUTES_MAX, OPTIONS_MAX, DESCRIPTION_MAX_CHARS, KNOWN_CURRENCIES, MAX_QUANTITY, REQUIRED_TEXT_PATTERN,
+        ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, KNOWN_CURRENCIES, MAX_QUANTITY, OPTIONS_MAX, REQUIRED_TEXT_PATTERN,
         SHORT_TEXT_MAX_CHARS, TEXT_PATTERN, TITLE_MAX_CHARS,
     };
     use crate::http::idempotency::MAX_KEY_LEN;
@@ -361,10 +367,14 @@ pub mod fields {
     pub fn options() -> Object {
         ObjectBuilder::new()
             .schema_type(Type::Object)
-            .description(Some("Option values (size, colour, ...) that tell a variant from its siblings."))
+            .description(Some(
+                "Option values (size, colour, ...) that tell a variant from its siblings.",
+            ))
             .max_properties(Some(OPTIONS_MAX))
             .property_names(Some(required_text(SHORT_TEXT_MAX_CHARS)))
-            .additional_properties(Some(AdditionalProperties::RefOr(required_text(SHORT_TEXT_MAX_CHARS).into())))
+            .additional_properties(Some(AdditionalProperties::RefOr(
+                required_text(SHORT_TEXT_MAX_CHARS).into(),
+            )))
             .build()
     }
 

@@ -124,7 +124,11 @@ impl TypeDefinitionBody {
     fn into_definition(self) -> Result<TypeDefinition, ApiError> {
         Ok(TypeDefinition {
             name: self.name,
-            attributes: self.attributes.into_iter().map(AttributeBody::into_def).collect::<Result<_, _>>()?,
+            attributes: self
+                .attributes
+                .into_iter()
+                .map(AttributeBody::into_def)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -187,7 +191,10 @@ fn stored(t: &ProductType, created: bool) -> Option<StoredResponse> {
     let mut headers = serde_json::Map::new();
     headers.insert(header::ETAG.as_str().to_owned(), format!("\"{}\"", t.version).into());
     if created {
-        headers.insert(header::LOCATION.as_str().to_owned(), format!("/api/product-types/{}", t.key).into());
+        headers.insert(
+            header::LOCATION.as_str().to_owned(),
+            format!("/api/product-types/{}", t.key).into(),
+        );
     }
     Some(StoredResponse {
         status: if created { 201 } else { 200 },
@@ -254,7 +261,17 @@ pub async fn create(
         attributes: b.attributes.clone(),
     }
     .into_definition()?;
-    write(&state, &req, &auth.0, TypeWrite::Create { key: b.key.clone(), definition }, &b).await
+    write(
+        &state,
+        &req,
+        &auth.0,
+        TypeWrite::Create {
+            key: b.key.clone(),
+            definition,
+        },
+        &b,
+    )
+    .await
 }
 
 /// Replace a product type's definition. Refused (409) when a product of the type would no

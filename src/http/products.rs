@@ -298,11 +298,15 @@ fn visible(
     match &caller.0 {
         Some(p) if p.reads_everything() => Ok((status, owner)),
         _ if published => Ok((Some(ProductStatus::Published), owner)),
-        None => Err(ApiError::Unauthorized("listing unpublished products needs a bearer token".into())),
+        None => Err(ApiError::Unauthorized(
+            "listing unpublished products needs a bearer token".into(),
+        )),
         Some(p) => match (p.seller.as_deref(), owner.as_deref()) {
             (Some(own), None) if p.roles.has(super::auth::Role::Seller) => Ok((status, Some(own.to_owned()))),
             (Some(own), Some(o)) if o == own && p.roles.has(super::auth::Role::Seller) => Ok((status, owner)),
-            _ => Err(ApiError::Forbidden("unpublished products of other sellers are not listed to this caller".into())),
+            _ => Err(ApiError::Forbidden(
+                "unpublished products of other sellers are not listed to this caller".into(),
+            )),
         },
     }
 }
@@ -364,7 +368,10 @@ pub async fn change_stock(
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let command = match body.into_inner() {
-        StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock { delta, variant_id: None },
+        StockBody::Delta(StockDelta { delta }) => ProductCommand::AdjustStock {
+            delta,
+            variant_id: None,
+        },
         StockBody::Set(StockSet { set }) => ProductCommand::SetStock {
             stock: set,
             variant_id: None,

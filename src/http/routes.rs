@@ -17,7 +17,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::AppExt;
 
 use super::contract::ApiDoc;
-use super::{categories, commands, console, error, health, product_types, products, schemas, search, variants, ApiError, BODY_LIMIT_BYTES};
+use super::{
+    categories, commands, console, error, health, product_types, products, schemas, search, variants, ApiError,
+    BODY_LIMIT_BYTES,
+};
 
 /// Registers every route on `cfg`, with bodies up to `body_limit` bytes (shared by `serve`
 /// and the tests through `http::run`).

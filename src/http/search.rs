@@ -160,7 +160,10 @@ pub enum StatusFilter {
 /// The status `filter` asks for (`None`: any) and the owner the caller is then held to: a
 /// seller's search beyond published products covers their own products only (`Some(seller)`);
 /// anonymous callers may not look beyond published products (401).
-fn status_filter(filter: Option<StatusFilter>, caller: &Caller) -> Result<(Option<ProductStatus>, Option<String>), ApiError> {
+fn status_filter(
+    filter: Option<StatusFilter>,
+    caller: &Caller,
+) -> Result<(Option<ProductStatus>, Option<String>), ApiError> {
     let status = match filter.unwrap_or(StatusFilter::Published) {
         StatusFilter::Published => return Ok((Some(ProductStatus::Published), None)),
         StatusFilter::Any => None,
@@ -174,7 +177,9 @@ fn status_filter(filter: Option<StatusFilter>, caller: &Caller) -> Result<(Optio
         Some(p) if p.reads_everything() => Ok((status, None)),
         Some(p) => match (p.roles.has(super::auth::Role::Seller), &p.seller) {
             (true, Some(own)) => Ok((status, Some(own.clone()))),
-            _ => Err(ApiError::Forbidden("this caller searches published products only".into())),
+            _ => Err(ApiError::Forbidden(
+                "this caller searches published products only".into(),
+            )),
         },
     }
 }
@@ -289,7 +294,9 @@ fn validate(p: SearchParams, caller: &Caller) -> Result<SearchRequest, ApiError>
     r.status = status.map(|s| s.as_str().to_owned());
     if let Some(own) = held_to {
         if r.owner.as_ref().is_some_and(|o| *o != own) {
-            return Err(ApiError::Forbidden("a seller searches beyond published products among their own only".into()));
+            return Err(ApiError::Forbidden(
+                "a seller searches beyond published products among their own only".into(),
+            ));
         }
         r.owner = Some(own);
     }
@@ -327,7 +334,12 @@ async fn facet_attributes(state: &AppState) -> Option<Vec<String>> {
         Ok(types) if !types.is_empty() => {
             let mut names: Vec<String> = types
                 .iter()
-                .flat_map(|t| t.attributes.iter().filter(|a| a.facet && !a.variant).map(|a| a.name.clone()))
+                .flat_map(|t| {
+                    t.attributes
+                        .iter()
+                        .filter(|a| a.facet && !a.variant)
+                        .map(|a| a.name.clone())
+                })
                 .collect();
             names.sort();
             names.dedup();
@@ -347,8 +359,12 @@ async fn label_category_paths(state: &AppState, buckets: &mut [crate::search::fa
     if buckets.is_empty() {
         return;
     }
-    let Ok(mut conn) = crate::store::pool::get(&state.catalog.pool).await else { return };
-    let Ok(tree) = crate::store::category_repo::list(&mut conn).await else { return };
+    let Ok(mut conn) = crate::store::pool::get(&state.catalog.pool).await else {
+        return;
+    };
+    let Ok(tree) = crate::store::category_repo::list(&mut conn).await else {
+        return;
+    };
     for b in buckets.iter_mut() {
         let path = crate::domain::category::path_in(&tree, &b.value);
         if !path.is_empty() {
@@ -410,7 +426,11 @@ fn validate_suggest(p: SuggestParams, caller: &Caller) -> Result<SuggestRequest,
     }
     // Completions do not filter by owner: a seller completes from published products only.
     let statuses = match status_filter(p.status, caller)? {
-        (_, Some(_)) => return Err(ApiError::Forbidden("a seller completes from published products only".into())),
+        (_, Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "a seller completes from published products only".into(),
+            ))
+        }
         (Some(s), None) => vec![s],
         (None, None) => vec![ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived],
     };

@@ -88,7 +88,16 @@ pub async fn remove_variant(
 ) -> Result<HttpResponse, ApiError> {
     let v = if_match(&req)?;
     let (id, variant_id) = variant(path.into_inner())?;
-    write(&state, &req, &auth.0, id, ProductCommand::RemoveVariant { variant_id }, v, Reply::Updated).await
+    write(
+        &state,
+        &req,
+        &auth.0,
+        id,
+        ProductCommand::RemoveVariant { variant_id },
+        v,
+        Reply::Updated,
+    )
+    .await
 }
 
 /// Replace a variant's prices: at most one per currency.
@@ -109,7 +118,16 @@ pub async fn set_variant_prices(
     let v = if_match(&req)?;
     let (id, variant_id) = variant(path.into_inner())?;
     let prices = body.into_inner().prices.into_iter().map(Money::from).collect();
-    write(&state, &req, &auth.0, id, ProductCommand::SetVariantPrices { variant_id, prices }, v, Reply::Updated).await
+    write(
+        &state,
+        &req,
+        &auth.0,
+        id,
+        ProductCommand::SetVariantPrices { variant_id, prices },
+        v,
+        Reply::Updated,
+    )
+    .await
 }
 
 /// Change a variant's stock: `{"delta": n}` or `{"set": n}`.
@@ -220,7 +238,10 @@ pub async fn history(
     let id = id.into_inner();
     let limit = q.limit.unwrap_or(20);
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_HISTORY_LIMIT}")));
+        return Err(ApiError::field(
+            "limit",
+            format!("must be between 1 and {MAX_HISTORY_LIMIT}"),
+        ));
     }
     let cursor = q.cursor.unwrap_or(0);
     if cursor < 0 {
@@ -235,7 +256,9 @@ pub async fn history(
         .filter(|f| who.reads_everything() || who.owns(f.owner()))
         .ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
     let entries = state.catalog.history(id, cursor, limit).await?;
-    let next_cursor = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.version)).flatten();
+    let next_cursor = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| e.version))
+        .flatten();
     let items = entries
         .into_iter()
         .map(|e| HistoryEntryBody {

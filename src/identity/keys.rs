@@ -23,7 +23,10 @@ pub const KEY_PREFIX: &str = "axk_";
 pub fn new_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness available"))?;
-    Ok(format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// The digest stored for a secret.
@@ -68,7 +71,13 @@ async fn load(pool: &PgPool, used: &Mutex<HashMap<i64, DateTime<Utc>>>) -> anyho
         .iter()
         .filter_map(|k| {
             let digest: [u8; 32] = k.secret_sha256.as_slice().try_into().ok()?;
-            Some((digest, Entry { id: k.id, principal: principal(k)? }))
+            Some((
+                digest,
+                Entry {
+                    id: k.id,
+                    principal: principal(k)?,
+                },
+            ))
         })
         .collect())
 }

@@ -67,7 +67,11 @@ impl Identity {
             };
         }
         if token.starts_with(keys::KEY_PREFIX) {
-            return self.keys.principal(token).await.ok_or_else(|| "unknown or revoked API key".into());
+            return self
+                .keys
+                .principal(token)
+                .await
+                .ok_or_else(|| "unknown or revoked API key".into());
         }
         dev_principal(&self.dev_tokens, token).ok_or_else(|| "unknown bearer token".into())
     }
@@ -93,11 +97,17 @@ mod tests {
 
     #[test]
     fn development_tokens_match_whatever_their_length_and_position() {
-        let set = dev_tokens(&["short".to_owned(), "a-much-longer-token".to_owned()], &["r".to_owned()]);
+        let set = dev_tokens(
+            &["short".to_owned(), "a-much-longer-token".to_owned()],
+            &["r".to_owned()],
+        );
         let admin = dev_principal(&set, "a-much-longer-token").expect("matches");
         assert!(admin.roles.has(Role::CatalogAdmin) && admin.roles.has(Role::Operator));
         assert_eq!(admin.subject, fingerprint("a-much-longer-token"));
-        assert_eq!(dev_principal(&set, "r").map(|p| p.roles), Some(Roles::of(&[Role::Reader])));
+        assert_eq!(
+            dev_principal(&set, "r").map(|p| p.roles),
+            Some(Roles::of(&[Role::Reader]))
+        );
         for miss in ["shor", "shortt", "", "R"] {
             assert_eq!(dev_principal(&set, miss), None, "{miss:?}");
         }

@@ -68,7 +68,11 @@ pub fn keys_of(set: &JwkSet) -> HashMap<String, (DecodingKey, Algorithm)> {
 async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<Keys> {
     let set: JwkSet = http.get(url).send().await?.error_for_status()?.json().await?;
     let keys = keys_of(&set);
-    tracing::info!(jwks.url = url, keys = keys.len(), "identity-provider signing keys loaded");
+    tracing::info!(
+        jwks.url = url,
+        keys = keys.len(),
+        "identity-provider signing keys loaded"
+    );
     Ok(keys)
 }
 
@@ -96,9 +100,7 @@ impl OidcVerifier {
         let (Some(issuer), Some(url)) = (c.oidc_issuer.clone(), c.jwks_url()) else {
             return Ok(None);
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let initial = fetch(&http, &url).await.unwrap_or_else(|e| {
             tracing::warn!(jwks.url = %url, error = %e, "identity-provider keys not available yet; tokens are refused until they are");
             Keys::new()
@@ -123,7 +125,10 @@ impl OidcVerifier {
     pub async fn verify(&self, token: &str) -> Result<Principal, String> {
         let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         if !ALGORITHMS.contains(&header.alg) {
-            return Err(format!("tokens signed with {:?} are not accepted (RS256 or ES256)", header.alg));
+            return Err(format!(
+                "tokens signed with {:?} are not accepted (RS256 or ES256)",
+                header.alg
+            ));
         }
         let kid = header.kid.ok_or("the token names no key (kid)")?;
         let known = self.keys.current();
@@ -149,8 +154,13 @@ impl OidcVerifier {
         let claims = decode::<Value>(token, &key, &v)
             .map_err(|e| format!("invalid token: {e}"))?
             .claims;
-        let sub = claims.get("sub").and_then(Value::as_str).ok_or("the token has no subject")?;
-        let seller = claim(&claims, &self.seller_claim).and_then(Value::as_str).map(str::to_owned);
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or("the token has no subject")?;
+        let seller = claim(&claims, &self.seller_claim)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let roles: Vec<Role> = roles_of(claim(&claims, &self.role_claim))
             .into_iter()
             .filter(|r| *r != Role::Seller || seller.is_some())
@@ -172,7 +182,10 @@ mod tests {
     fn roles_come_from_arrays_or_space_separated_strings_at_a_dotted_path() {
         let c = json!({"roles": ["seller", "nope"], "realm_access": {"roles": "operator reader"}});
         assert_eq!(roles_of(claim(&c, "roles")), vec![Role::Seller]);
-        assert_eq!(roles_of(claim(&c, "realm_access.roles")), vec![Role::Operator, Role::Reader]);
+        assert_eq!(
+            roles_of(claim(&c, "realm_access.roles")),
+            vec![Role::Operator, Role::Reader]
+        );
         assert!(roles_of(claim(&c, "missing.path")).is_empty());
     }
 

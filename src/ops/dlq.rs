@@ -192,7 +192,8 @@ pub async fn redrive(
             crate::bus::dlq::republish(p, m, &r.original_topic)
                 .await
                 .map_err(|e| OpsError::Other(format!("republishing {}:{}: {e}", r.partition, r.offset)))?;
-            crate::store::audit_repo::record_redrive(conn, dlq_topic, r.partition, r.offset, &r.original_topic, actor).await?;
+            crate::store::audit_repo::record_redrive(conn, dlq_topic, r.partition, r.offset, &r.original_topic, actor)
+                .await?;
             tracing::info!(dlq.partition = r.partition, dlq.offset = r.offset, kafka.topic = %r.original_topic, "dead letter redriven");
         }
         out.push(Redrive::To {

@@ -8,12 +8,12 @@ pub mod dlq;
 pub mod groups;
 pub mod lag_history;
 pub mod outbox;
-pub mod reconcile;
 pub mod rebuild;
+pub mod reconcile;
 pub mod replay;
 pub mod status;
-pub mod triage;
 pub mod trace;
+pub mod triage;
 
 /// Failures of operator tools, with wording meant for a terminal.
 #[derive(Debug, thiserror::Error)]

@@ -129,7 +129,9 @@ async fn documents(d: &ReconcileDeps, ids: &[Uuid]) -> Result<HashMap<Uuid, Valu
         })
         .await
         .map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;
-    let v: Value = crate::search::client::decode(resp).await.map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;
+    let v: Value = crate::search::client::decode(resp)
+        .await
+        .map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;
     Ok(v["docs"]
         .as_array()
         .into_iter()
@@ -177,16 +179,32 @@ async fn compare_chunk(d: &ReconcileDeps, products: &[Product], r: &mut Report) 
         let version = doc.and_then(|d| d["version"].as_i64());
         let same = doc.is_some_and(|d| same_document(d, p));
         if let Some(kind) = compare(p, version, same) {
-            r.drift.push(Drift { store: "opensearch", kind, product_id: p.id, postgres_version: Some(p.version), store_version: version });
+            r.drift.push(Drift {
+                store: "opensearch",
+                kind,
+                product_id: p.id,
+                postgres_version: Some(p.version),
+                store_version: version,
+            });
         }
-        let cached = d.cache.get_document(p.id).await.map_err(|e| OpsError::Other(format!("redis: {e}")))?;
+        let cached = d
+            .cache
+            .get_document(p.id)
+            .await
+            .map_err(|e| OpsError::Other(format!("redis: {e}")))?;
         let Some(c) = cached else {
             r.absent_from_cache += 1;
             continue;
         };
         let same = same_entry(&c.json, p);
         if let Some(kind) = compare(p, Some(c.version), same) {
-            r.drift.push(Drift { store: "redis", kind, product_id: p.id, postgres_version: Some(p.version), store_version: Some(c.version) });
+            r.drift.push(Drift {
+                store: "redis",
+                kind,
+                product_id: p.id,
+                postgres_version: Some(p.version),
+                store_version: Some(c.version),
+            });
         }
     }
     Ok(())
@@ -216,7 +234,8 @@ async fn indexed_ids(d: &ReconcileDeps) -> Result<Vec<Uuid>, OpsError> {
     let mut out = Vec::new();
     let mut after: Option<Value> = None;
     loop {
-        let mut body = json!({ "size": CHUNK, "_source": false, "sort": [{ "id": "asc" }], "query": { "match_all": {} } });
+        let mut body =
+            json!({ "size": CHUNK, "_source": false, "sort": [{ "id": "asc" }], "query": { "match_all": {} } });
         if let Some(a) = &after {
             body["search_after"] = a.clone();
         }
@@ -224,11 +243,18 @@ async fn indexed_ids(d: &ReconcileDeps) -> Result<Vec<Uuid>, OpsError> {
             .search
             .call(|os| {
                 let body = body.clone();
-                async move { os.search(opensearch::SearchParts::Index(&[alias])).body(body).send().await }
+                async move {
+                    os.search(opensearch::SearchParts::Index(&[alias]))
+                        .body(body)
+                        .send()
+                        .await
+                }
             })
             .await
             .map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;
-        let v: Value = crate::search::client::decode(resp).await.map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;
+        let v: Value = crate::search::client::decode(resp)
+            .await
+            .map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;
         let hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
         out.extend(hits.iter().filter_map(|h| h["_id"].as_str()?.parse::<Uuid>().ok()));
         match hits.last() {
@@ -268,7 +294,13 @@ pub async fn check(d: &ReconcileDeps, scope: Scope, progress: &mut dyn FnMut(usi
                 }
             }
             for id in indexed_ids(d).await?.into_iter().filter(|id| !known.contains(id)) {
-                r.drift.push(Drift { store: "opensearch", kind: "extra", product_id: id, postgres_version: None, store_version: None });
+                r.drift.push(Drift {
+                    store: "opensearch",
+                    kind: "extra",
+                    product_id: id,
+                    postgres_version: None,
+                    store_version: None,
+                });
             }
         }
     }
@@ -287,7 +319,10 @@ pub async fn repair(d: &ReconcileDeps, r: &mut Report, actor: &str) -> Result<()
             .filter(|x| x.product_id == id)
             .map(|x| format!("{} {}", x.store, x.kind))
             .collect();
-        if snapshot_repo::emit(&mut conn, id, &topic, &kinds.join(", "), actor).await?.is_some() {
+        if snapshot_repo::emit(&mut conn, id, &topic, &kinds.join(", "), actor)
+            .await?
+            .is_some()
+        {
             r.repaired.push(id);
         }
     }
@@ -301,8 +336,13 @@ mod tests {
 
     #[test]
     fn an_entry_is_missing_stale_newer_mismatched_or_equal() {
-        let (p, _) = execute(None, Uuid::nil(), &ProductCommand::CreateProduct(CreateProduct::simple("A-1", "Lamp", None, 1)), chrono::Utc::now())
-            .expect("created");
+        let (p, _) = execute(
+            None,
+            Uuid::nil(),
+            &ProductCommand::CreateProduct(CreateProduct::simple("A-1", "Lamp", None, 1)),
+            chrono::Utc::now(),
+        )
+        .expect("created");
         assert_eq!(compare(&p, None, false), Some("missing"));
         assert_eq!(compare(&p, Some(0), true), Some("stale"));
         assert_eq!(compare(&p, Some(2), true), Some("newer"));
@@ -313,9 +353,19 @@ mod tests {
     #[test]
     fn each_drifted_product_is_repaired_once_and_extras_never() {
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let drift = |store, kind, id| Drift { store, kind, product_id: id, postgres_version: Some(1), store_version: None };
+        let drift = |store, kind, id| Drift {
+            store,
+            kind,
+            product_id: id,
+            postgres_version: Some(1),
+            store_version: None,
+        };
         let mut r = Report {
-            drift: vec![drift("opensearch", "missing", a), drift("redis", "stale", a), drift("opensearch", "extra", b)],
+            drift: vec![
+                drift("opensearch", "missing", a),
+                drift("redis", "stale", a),
+                drift("opensearch", "extra", b),
+            ],
             ..Default::default()
         };
         r.count();

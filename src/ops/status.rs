@@ -82,14 +82,22 @@ pub struct CatchUp {
 
 /// The catch-up of a group from two samples `gap` apart.
 pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> CatchUp {
-    let unknown = CatchUp { eta_secs: None, trend: "unknown", slowest_partition: None };
+    let unknown = CatchUp {
+        eta_secs: None,
+        trend: "unknown",
+        slowest_partition: None,
+    };
     // Nothing committed where there is something to read: the lag is not known.
     if after.iter().any(|r| r.current.is_none() && r.lag > 0) {
         return unknown;
     }
     let total = |rows: &[DescribeRow]| rows.iter().map(|r| r.lag).sum::<i64>();
     if total(after) == 0 {
-        return CatchUp { eta_secs: Some(0.0), trend: "caught up", slowest_partition: None };
+        return CatchUp {
+            eta_secs: Some(0.0),
+            trend: "caught up",
+            slowest_partition: None,
+        };
     }
     let mut slowest: Option<(f64, i32)> = None;
     for a in after.iter().filter(|r| r.lag > 0) {
@@ -99,7 +107,11 @@ pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) ->
             _ => return unknown,
         };
         if consumed <= 0 {
-            return CatchUp { eta_secs: None, trend: "not catching up", slowest_partition: Some(a.partition) };
+            return CatchUp {
+                eta_secs: None,
+                trend: "not catching up",
+                slowest_partition: Some(a.partition),
+            };
         }
         let eta = a.lag as f64 / (consumed as f64 / gap.as_secs_f64());
         if slowest.is_none_or(|(e, _)| eta > e) {
@@ -107,9 +119,17 @@ pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) ->
         }
     }
     if total(after) > total(before) {
-        return CatchUp { eta_secs: None, trend: "not catching up", slowest_partition: slowest.map(|s| s.1) };
+        return CatchUp {
+            eta_secs: None,
+            trend: "not catching up",
+            slowest_partition: slowest.map(|s| s.1),
+        };
     }
-    CatchUp { eta_secs: slowest.map(|s| s.0), trend: "catching up", slowest_partition: slowest.map(|s| s.1) }
+    CatchUp {
+        eta_secs: slowest.map(|s| s.0),
+        trend: "catching up",
+        slowest_partition: slowest.map(|s| s.1),
+    }
 }
 
 /// The outbox backlog.
@@ -378,10 +398,23 @@ mod tests {
         assert_eq!(catch_up(&before, &growing, gap).trend, "not catching up");
         // A partition with lag that did not move.
         let stuck = [prow(0, Some(0), 100), prow(1, Some(100), 900)];
-        assert_eq!(catch_up(&before, &stuck, gap), CatchUp { eta_secs: None, trend: "not catching up", slowest_partition: Some(0) });
+        assert_eq!(
+            catch_up(&before, &stuck, gap),
+            CatchUp {
+                eta_secs: None,
+                trend: "not catching up",
+                slowest_partition: Some(0)
+            }
+        );
         // Nothing committed on a partition: unknown, never 0.
-        assert_eq!(catch_up(&before, &[prow(0, None, 5), prow(1, Some(100), 0)], gap).trend, "unknown");
-        assert_eq!(catch_up(&after, &[prow(0, Some(150), 0), prow(1, Some(1000), 0)], gap).trend, "caught up");
+        assert_eq!(
+            catch_up(&before, &[prow(0, None, 5), prow(1, Some(100), 0)], gap).trend,
+            "unknown"
+        );
+        assert_eq!(
+            catch_up(&after, &[prow(0, Some(150), 0), prow(1, Some(1000), 0)], gap).trend,
+            "caught up"
+        );
     }
     fn row(current: Option<i64>, lag: i64) -> DescribeRow {
         DescribeRow {

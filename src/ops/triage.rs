@@ -88,7 +88,11 @@ pub fn fingerprint(stage: &str, class: &str, normalized_reason: &str) -> String 
 /// The fingerprint of one dead letter.
 pub fn fingerprint_of(m: &OwnedMessage) -> String {
     let h = |n| header_str(m, n).unwrap_or("");
-    fingerprint(h(dlq_headers::STAGE), h(dlq_headers::ERROR_CLASS), &normalize(h(dlq_headers::ERROR_MESSAGE)))
+    fingerprint(
+        h(dlq_headers::STAGE),
+        h(dlq_headers::ERROR_CLASS),
+        &normalize(h(dlq_headers::ERROR_MESSAGE)),
+    )
 }
 
 /// The groups of `msgs`, largest first.
@@ -96,7 +100,11 @@ pub fn triage(msgs: &[OwnedMessage]) -> Vec<Group> {
     let mut groups: BTreeMap<String, (Group, BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     for m in msgs {
         let h = |n| header_str(m, n).unwrap_or("").to_owned();
-        let (stage, class, reason) = (h(dlq_headers::STAGE), h(dlq_headers::ERROR_CLASS), normalize(&h(dlq_headers::ERROR_MESSAGE)));
+        let (stage, class, reason) = (
+            h(dlq_headers::STAGE),
+            h(dlq_headers::ERROR_CLASS),
+            normalize(&h(dlq_headers::ERROR_MESSAGE)),
+        );
         let fp = fingerprint(&stage, &class, &reason);
         let at = h(dlq_headers::FAILED_AT);
         let (g, keys, versions) = groups.entry(fp.clone()).or_insert_with(|| {
@@ -125,7 +133,11 @@ pub fn triage(msgs: &[OwnedMessage]) -> Vec<Group> {
         if at > g.last_seen {
             g.last_seen = at;
         }
-        keys.insert(m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default());
+        keys.insert(
+            m.key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+        );
         versions.insert(h(dlq_headers::APP_VERSION));
     }
     let mut out: Vec<Group> = groups
@@ -150,16 +162,35 @@ mod tests {
             normalize("state id/version do not match: 01a2496d-c4da-7293-87ba-07a26ee2c3cf at 12"),
             "state id/version do not match: <id> at <n>"
         );
-        assert_eq!(normalize("expected value at line 1 column 5"), "expected value at line <n> column <n>");
+        assert_eq!(
+            normalize("expected value at line 1 column 5"),
+            "expected value at line <n> column <n>"
+        );
         assert_eq!(normalize("unknown event_type \"Nope\""), "unknown event_type \"Nope\"");
-        assert_eq!(normalize("v2 schema"), "v<n> schema", "digits inside a word are a number too");
+        assert_eq!(
+            normalize("v2 schema"),
+            "v<n> schema",
+            "digits inside a word are a number too"
+        );
     }
 
     #[test]
     fn one_cause_is_one_fingerprint_whatever_it_hit() {
-        let a = fingerprint("decode", "invalid_json", &normalize("expected value at line 1 column 5"));
-        let b = fingerprint("decode", "invalid_json", &normalize("expected value at line 3 column 17"));
-        let c = fingerprint("index", "invalid_json", &normalize("expected value at line 3 column 17"));
+        let a = fingerprint(
+            "decode",
+            "invalid_json",
+            &normalize("expected value at line 1 column 5"),
+        );
+        let b = fingerprint(
+            "decode",
+            "invalid_json",
+            &normalize("expected value at line 3 column 17"),
+        );
+        let c = fingerprint(
+            "index",
+            "invalid_json",
+            &normalize("expected value at line 3 column 17"),
+        );
         assert_eq!(a, b);
         assert_ne!(a, c, "another stage is another cause");
         assert_eq!(a.len(), 12);

@@ -116,7 +116,10 @@ fn command_schema(branch: &Value, defs: &Map<String, Value>, command_type: &str)
     embed(&mut s, "caller", schema_of::<crate::bus::envelope::CommandCaller>());
     if let Some(payload) = branch["properties"].get("payload") {
         s["properties"]["payload"] = payload.clone();
-        if branch["required"].as_array().is_some_and(|r| r.contains(&json!("payload"))) {
+        if branch["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("payload")))
+        {
             s["required"] = json!(["product_id", "command_type", "payload"]);
         }
     }
@@ -202,7 +205,11 @@ mod tests {
                         "{} is not backward compatible with the committed schema; make it a new schema \
                          version (docs/EVENTS.md, \"Evolving an event\"):\n  {}",
                         f.path,
-                        breaking.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+                        breaking
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n  ")
                     ));
                     continue;
                 }
@@ -215,7 +222,10 @@ mod tests {
                 std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
                 std::fs::write(&p, render(&f.schema)).expect("write");
             } else {
-                problems.push(format!("{} differs from the types: run `make schemas` and commit", f.path));
+                problems.push(format!(
+                    "{} differs from the types: run `make schemas` and commit",
+                    f.path
+                ));
             }
         }
         assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -238,8 +248,14 @@ mod tests {
         assert!(!breaking_changes(&old, &retyped).is_empty(), "a changed type");
         let mut required = old.clone();
         required["properties"]["actor"] = json!({ "type": "string" });
-        required["required"].as_array_mut().expect("required").push(json!("actor"));
-        assert!(!breaking_changes(&old, &required).is_empty(), "an optional field made required");
+        required["required"]
+            .as_array_mut()
+            .expect("required")
+            .push(json!("actor"));
+        assert!(
+            !breaking_changes(&old, &required).is_empty(),
+            "an optional field made required"
+        );
     }
 
     #[test]

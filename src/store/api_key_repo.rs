@@ -83,7 +83,10 @@ pub async fn create(conn: &mut AsyncPgConnection, k: &NewKey<'_>) -> Result<ApiK
 
 /// Every key, newest first (revoked ones with `all`).
 pub async fn list(conn: &mut AsyncPgConnection, all: bool) -> Result<Vec<ApiKey>, StoreError> {
-    let mut q = api_keys::table.select(ApiKey::as_select()).order(api_keys::id.desc()).into_boxed();
+    let mut q = api_keys::table
+        .select(ApiKey::as_select())
+        .order(api_keys::id.desc())
+        .into_boxed();
     if !all {
         q = q.filter(api_keys::revoked_at.is_null());
     }

@@ -25,8 +25,12 @@ pub struct OffsetMove<'a> {
 
 /// Who runs an ops tool from the command line: `cli:<user>@<host>`.
 pub fn cli_actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     format!("cli:{user}@{host}")
 }
 

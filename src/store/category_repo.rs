@@ -136,7 +136,11 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Categ
 /// Every category, parents before children among siblings by position.
 pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<Category>, StoreError> {
     Ok(categories::table
-        .order((categories::parent_id.asc().nulls_first(), categories::position.asc(), categories::slug.asc()))
+        .order((
+            categories::parent_id.asc().nulls_first(),
+            categories::position.asc(),
+            categories::slug.asc(),
+        ))
         .select(CategoryRow::as_select())
         .load(conn)
         .await?
@@ -188,7 +192,15 @@ pub async fn create(
                 path => path,
             },
         };
-        let c = category::create(Uuid::now_v7(), &parent_path, parent_id, &slug, &name, position, Utc::now())?;
+        let c = category::create(
+            Uuid::now_v7(),
+            &parent_path,
+            parent_id,
+            &slug,
+            &name,
+            position,
+            Utc::now(),
+        )?;
         diesel::insert_into(categories::table)
             .values(CategoryRow::from(&c))
             .execute(conn)

@@ -71,20 +71,22 @@ pub async fn page(
         .load(conn)
         .await?;
     rows.into_iter()
-        .map(|(version, event_id, event_type, occurred_at, actor, causation_id, correlation_id, status, changes)| {
-            let changes = serde_json::from_value(changes)
-                .map_err(|e| StoreError::Corrupt(format!("history of {id} version {version}: {e}")))?;
-            Ok(HistoryEntry {
-                version,
-                event_id,
-                event_type,
-                occurred_at,
-                actor,
-                causation_id,
-                correlation_id,
-                status,
-                changes,
-            })
-        })
+        .map(
+            |(version, event_id, event_type, occurred_at, actor, causation_id, correlation_id, status, changes)| {
+                let changes = serde_json::from_value(changes)
+                    .map_err(|e| StoreError::Corrupt(format!("history of {id} version {version}: {e}")))?;
+                Ok(HistoryEntry {
+                    version,
+                    event_id,
+                    event_type,
+                    occurred_at,
+                    actor,
+                    causation_id,
+                    correlation_id,
+                    status,
+                    changes,
+                })
+            },
+        )
         .collect()
 }

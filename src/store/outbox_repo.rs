@@ -321,7 +321,11 @@ pub struct EventRow {
 }
 
 /// The outbox row of `aggregate_id` at `version`, if it is still there.
-pub async fn for_version(conn: &mut AsyncPgConnection, aggregate_id: Uuid, version: i64) -> Result<Option<EventRow>, StoreError> {
+pub async fn for_version(
+    conn: &mut AsyncPgConnection,
+    aggregate_id: Uuid,
+    version: i64,
+) -> Result<Option<EventRow>, StoreError> {
     Ok(diesel::sql_query(
         "SELECT id, event_id, topic, key, created_at, published_at, attempts, last_error, parked_at \
          FROM outbox WHERE aggregate_id = $1 AND aggregate_version = $2 ORDER BY id DESC LIMIT 1",

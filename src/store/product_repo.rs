@@ -14,8 +14,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::outbox_repo::{event_headers, OUTBOX_NOTIFY_CHANNEL};
-use super::schema::{commands, outbox, product_history, product_skus, products};
 use super::product_row::ProductRow;
+use super::schema::{commands, outbox, product_history, product_skus, products};
 use super::StoreError;
 use crate::domain::access::{self, Scope};
 use crate::domain::product::history::changes;
@@ -228,8 +228,13 @@ async fn place(conn: &mut AsyncPgConnection, command: &ProductCommand, next: &mu
 
 /// Whether the new state fits its product type (read `FOR SHARE`, see `type_repo`): every
 /// command of a typed product is checked on the state it would leave.
-async fn fits_its_type(conn: &mut AsyncPgConnection, next: &Product) -> Result<Result<(), product::DomainError>, StoreError> {
-    let Some(key) = &next.product_type else { return Ok(Ok(())) };
+async fn fits_its_type(
+    conn: &mut AsyncPgConnection,
+    next: &Product,
+) -> Result<Result<(), product::DomainError>, StoreError> {
+    let Some(key) = &next.product_type else {
+        return Ok(Ok(()));
+    };
     match super::type_repo::for_product(conn, key).await {
         Ok(t) => Ok(crate::domain::product_type::check(&t, next)),
         Err(StoreError::Domain(rule)) => Ok(Err(rule)),
@@ -334,8 +339,14 @@ async fn save(
         }
         Ok::<_, StoreError>(())
     };
-    let (written, skus, appended, history, recorded, woken) =
-        futures::join!(product_write, skus_write, outbox_write, history_write, outcome_write, wake_relay);
+    let (written, skus, appended, history, recorded, woken) = futures::join!(
+        product_write,
+        skus_write,
+        outbox_write,
+        history_write,
+        outcome_write,
+        wake_relay
+    );
     match written {
         Ok(1) => {}
         Ok(_) => {
@@ -401,10 +412,18 @@ async fn write_skus(mut conn: &AsyncPgConnection, current: Option<&Product>, nex
             )
         })
         .collect();
-    match diesel::insert_into(product_skus::table).values(&rows).execute(&mut conn).await {
+    match diesel::insert_into(product_skus::table)
+        .values(&rows)
+        .execute(&mut conn)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Err(StoreError::SkuTaken(
-            claimed.into_iter().map(|(sku, _, _)| sku).collect::<Vec<_>>().join(", "),
+            claimed
+                .into_iter()
+                .map(|(sku, _, _)| sku)
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
         Err(e) => Err(e.into()),
     }

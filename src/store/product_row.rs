@@ -64,11 +64,13 @@ impl ProductRow {
     }
 
     pub(super) fn into_product(self) -> Result<Product, StoreError> {
-        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("product {} {what}: {e}", self.id));
+        let corrupt =
+            |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("product {} {what}: {e}", self.id));
         let status = ProductStatus::parse(&self.status)
             .ok_or_else(|| StoreError::Corrupt(format!("product {} has status {:?}", self.id, self.status)))?;
         let attributes = serde_json::from_value(self.attributes.clone()).map_err(|e| corrupt("attributes", e))?;
-        let category_path = serde_json::from_value(self.category_path.clone()).map_err(|e| corrupt("category_path", e))?;
+        let category_path =
+            serde_json::from_value(self.category_path.clone()).map_err(|e| corrupt("category_path", e))?;
         // Not backfilled yet (a row from before catalog v2): its single variant is the legacy columns.
         let variants: Vec<Variant> = match &self.variants {
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| corrupt("variants", e))?,
@@ -106,4 +108,3 @@ impl ProductRow {
         })
     }
 }
-

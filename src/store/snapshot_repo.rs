@@ -14,32 +14,38 @@ use crate::domain::product::{EventEnvelope, EventMeta};
 
 /// Sends product `id` again at its current version for `drift` (one outbox row and one audit
 /// row, in one transaction); its version, or `None` when there is no such product.
-pub async fn emit(conn: &mut AsyncPgConnection, id: Uuid, topic: &str, drift: &str, actor: &str) -> Result<Option<i64>, StoreError> {
+pub async fn emit(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    topic: &str,
+    drift: &str,
+    actor: &str,
+) -> Result<Option<i64>, StoreError> {
     let (topic, drift, actor) = (topic.to_owned(), drift.to_owned(), actor.to_owned());
     conn.transaction::<_, StoreError, _>(async move |tx| {
-            let Some(p) = product_repo::lock(tx, id).await? else {
-                return Ok(None);
-            };
-            let meta = EventMeta {
-                event_id: Uuid::now_v7(),
-                causation_id: None,
-                correlation_id: None,
-                occurred_at: Utc::now(),
-                actor: Some(actor.clone()),
-            };
-            let env = EventEnvelope::snapshot(&p, meta, &format!("reconcile: {drift}"));
-            product_repo::append_outbox(tx, &env, &topic, None).await?;
-            diesel::insert_into(reconcile_repairs::table)
-                .values((
-                    reconcile_repairs::product_id.eq(id),
-                    reconcile_repairs::version.eq(p.version),
-                    reconcile_repairs::event_id.eq(env.event_id),
-                    reconcile_repairs::drift.eq(&drift),
-                    reconcile_repairs::actor.eq(&actor),
-                ))
-                .execute(tx)
-                .await?;
-            Ok(Some(p.version))
+        let Some(p) = product_repo::lock(tx, id).await? else {
+            return Ok(None);
+        };
+        let meta = EventMeta {
+            event_id: Uuid::now_v7(),
+            causation_id: None,
+            correlation_id: None,
+            occurred_at: Utc::now(),
+            actor: Some(actor.clone()),
+        };
+        let env = EventEnvelope::snapshot(&p, meta, &format!("reconcile: {drift}"));
+        product_repo::append_outbox(tx, &env, &topic, None).await?;
+        diesel::insert_into(reconcile_repairs::table)
+            .values((
+                reconcile_repairs::product_id.eq(id),
+                reconcile_repairs::version.eq(p.version),
+                reconcile_repairs::event_id.eq(env.event_id),
+                reconcile_repairs::drift.eq(&drift),
+                reconcile_repairs::actor.eq(&actor),
+            ))
+            .execute(tx)
+            .await?;
+        Ok(Some(p.version))
     })
     .await
 }

@@ -36,7 +36,10 @@ pub struct Batch {
 
 /// Where a product belongs now: its category's current slug and path (by the category's id
 /// when it has a path, else by its slug). `None`: nowhere in the tree.
-async fn belongs(conn: &mut AsyncPgConnection, p: &Product) -> Result<Option<(String, Vec<crate::domain::product::CategoryNode>)>, StoreError> {
+async fn belongs(
+    conn: &mut AsyncPgConnection,
+    p: &Product,
+) -> Result<Option<(String, Vec<crate::domain::product::CategoryNode>)>, StoreError> {
     let path = match p.category_path.last() {
         Some(leaf) => category_repo::path_of(conn, leaf.id).await?,
         None => category_repo::path_of_slug(conn, &p.category).await?,
@@ -77,8 +80,12 @@ pub async fn process_once(conn: &mut AsyncPgConnection, opts: &ExecuteOptions) -
 
 /// Locks product `id`, and gives it its current path when that differs; whether it did.
 async fn place(conn: &mut AsyncPgConnection, id: Uuid, opts: &ExecuteOptions) -> Result<bool, StoreError> {
-    let Some(p) = product_repo::lock(conn, id).await? else { return Ok(false) };
-    let Some((category, path)) = belongs(conn, &p).await? else { return Ok(false) };
+    let Some(p) = product_repo::lock(conn, id).await? else {
+        return Ok(false);
+    };
+    let Some((category, path)) = belongs(conn, &p).await? else {
+        return Ok(false);
+    };
     if p.category == category && p.category_path == path {
         return Ok(false);
     }

@@ -108,7 +108,10 @@ fn folded(variants: &Value) -> (Vec<String>, (Option<i64>, Option<String>), i64)
     let stock = vs.iter().map(|v| v["stock"].as_i64().unwrap_or(-1)).sum();
     (
         skus,
-        (price["amount_minor"].as_i64(), price["currency"].as_str().map(str::to_owned)),
+        (
+            price["amount_minor"].as_i64(),
+            price["currency"].as_str().map(str::to_owned),
+        ),
         stock,
     )
 }

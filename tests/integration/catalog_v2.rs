@@ -52,13 +52,21 @@ async fn variants_keep_their_skus_options_prices_and_stock_apart() {
 
     // Add L; change its stock and prices; rename its SKU; remove M.
     let r = app
-        .post(&format!("/api/products/{id}/variants"), json!({"sku": "TEE-L", "options": {"size": "L"}, "prices": [eur(1700)]}))
+        .post(
+            &format!("/api/products/{id}/variants"),
+            json!({"sku": "TEE-L", "options": {"size": "L"}, "prices": [eur(1700)]}),
+        )
         .await;
     assert_eq!(r.status(), 200);
-    let r = app.post(&format!("/api/products/{id}/variants/3/stock"), json!({"delta": 4})).await;
+    let r = app
+        .post(&format!("/api/products/{id}/variants/3/stock"), json!({"delta": 4}))
+        .await;
     let after: Value = r.json().await.expect("json");
     assert_eq!(after["variants"][2]["stock"], 4);
-    assert_eq!(after["variants"][0]["stock"], 3, "the other variants' stock is untouched");
+    assert_eq!(
+        after["variants"][0]["stock"], 3,
+        "the other variants' stock is untouched"
+    );
     let put = app
         .http
         .put(app.url(&format!("/api/products/{id}/variants/3/prices")))
@@ -68,7 +76,10 @@ async fn variants_keep_their_skus_options_prices_and_stock_apart() {
         .await
         .expect("put");
     let after: Value = put.json().await.expect("json");
-    assert_eq!(after["variants"][2]["prices"], json!([eur(1800), {"amount_minor": 2000, "currency": "GBP"}]));
+    assert_eq!(
+        after["variants"][2]["prices"],
+        json!([eur(1800), {"amount_minor": 2000, "currency": "GBP"}])
+    );
     let patch = app
         .http
         .patch(app.url(&format!("/api/products/{id}/variants/3")))
@@ -86,25 +97,42 @@ async fn variants_keep_their_skus_options_prices_and_stock_apart() {
         .await
         .expect("delete");
     let after: Value = del.json().await.expect("json");
-    let skus: Vec<&str> = after["variants"].as_array().expect("variants").iter().filter_map(|v| v["sku"].as_str()).collect();
+    let skus: Vec<&str> = after["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .filter_map(|v| v["sku"].as_str())
+        .collect();
     assert_eq!(skus, vec!["TEE-S", "TEE-LARGE"]);
 
     // The freed and renamed SKUs are free for other products; the ones in use are not.
     let other = app.create_product("TEE-M", "Reuses the removed variant's SKU").await;
     assert_eq!(other["variants"][0]["sku"], "TEE-M");
-    let taken = app.post("/api/products", json!({"sku": "TEE-LARGE", "title": "Clash"})).await;
+    let taken = app
+        .post("/api/products", json!({"sku": "TEE-LARGE", "title": "Clash"}))
+        .await;
     assert_eq!(taken.status(), 409);
     let problem: Value = taken.json().await.expect("problem");
     assert_eq!(problem["code"], "sku_taken");
 
     // Option values are unique in the product; an unknown variant is a 404; the last variant stays.
     let same = app
-        .post(&format!("/api/products/{id}/variants"), json!({"sku": "TEE-S2", "options": {"size": "S"}, "prices": [eur(1)]}))
+        .post(
+            &format!("/api/products/{id}/variants"),
+            json!({"sku": "TEE-S2", "options": {"size": "S"}, "prices": [eur(1)]}),
+        )
         .await;
     assert_eq!(same.status(), 409);
-    let missing = app.post(&format!("/api/products/{id}/variants/9/stock"), json!({"set": 1})).await;
+    let missing = app
+        .post(&format!("/api/products/{id}/variants/9/stock"), json!({"set": 1}))
+        .await;
     assert_eq!(missing.status(), 404);
-    let bad = app.post(&format!("/api/products/{id}/variants"), json!({"sku": "TEE-X", "options": {"size": "XL"}, "prices": [eur(1), eur(2)]})).await;
+    let bad = app
+        .post(
+            &format!("/api/products/{id}/variants"),
+            json!({"sku": "TEE-X", "options": {"size": "XL"}, "prices": [eur(1), eur(2)]}),
+        )
+        .await;
     assert_eq!(bad.status(), 422, "one price per currency");
     let oid = other["id"].as_str().expect("id");
     let last = app
@@ -143,7 +171,11 @@ async fn concurrent_commands_claiming_one_sku_let_exactly_one_through() {
     });
     let statuses = futures::future::join_all(renames).await;
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), ids.len() - 1, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        ids.len() - 1,
+        "{statuses:?}"
+    );
     assert_eq!(app.env.count("product_skus WHERE sku = 'THE-ONE'").await, 1);
 }
 
@@ -160,16 +192,52 @@ async fn search_filters_and_sorts_by_the_price_in_the_currency_asked_for() {
     app.env.consume_until_idle(&mut p).await;
 
     let ids = |v: &Value| -> Vec<String> {
-        v["hits"].as_array().expect("hits").iter().map(|h| h["product"]["id"].as_str().unwrap_or_default().to_owned()).collect()
+        v["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| h["product"]["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
     };
-    let eur: Value = app.get("/api/search?currency=EUR&sort=price_asc").await.json().await.expect("json");
-    assert_eq!(ids(&eur), vec![shirt["id"].as_str().expect("id").to_owned()], "only products priced in EUR");
-    let cheap: Value = app.get("/api/search?currency=EUR&max_price=1500").await.json().await.expect("json");
-    assert_eq!(cheap["total"], 1, "the lowest EUR price of the variants (1500) is in range");
-    let none: Value = app.get("/api/search?currency=EUR&max_price=1400").await.json().await.expect("json");
+    let eur: Value = app
+        .get("/api/search?currency=EUR&sort=price_asc")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        ids(&eur),
+        vec![shirt["id"].as_str().expect("id").to_owned()],
+        "only products priced in EUR"
+    );
+    let cheap: Value = app
+        .get("/api/search?currency=EUR&max_price=1500")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        cheap["total"], 1,
+        "the lowest EUR price of the variants (1500) is in range"
+    );
+    let none: Value = app
+        .get("/api/search?currency=EUR&max_price=1400")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(none["total"], 0);
-    let usd_sorted: Value = app.get("/api/search?currency=USD&sort=price_desc").await.json().await.expect("json");
-    assert_eq!(ids(&usd_sorted), vec![uid.to_owned(), shirt["id"].as_str().expect("id").to_owned()], "1999 before 1700");
+    let usd_sorted: Value = app
+        .get("/api/search?currency=USD&sort=price_desc")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        ids(&usd_sorted),
+        vec![uid.to_owned(), shirt["id"].as_str().expect("id").to_owned()],
+        "1999 before 1700"
+    );
     assert_eq!(app.get("/api/search?currency=XXX").await.status(), 422);
     let doc = app.env.document(shirt["id"].as_str().expect("id")).await.expect("doc");
     assert_eq!(doc["_source"]["sku"], json!(["CUR-S", "CUR-M"]));
@@ -182,10 +250,17 @@ async fn the_history_lists_every_version_with_what_changed_who_and_why() {
     let app = TestApp::spawn().await;
     let p = app.create_product("HIS-1", "Desk").await;
     let id = p["id"].as_str().expect("id").to_owned();
-    app.post(&format!("/api/products/{id}/price"), json!({"amount_minor": 2999, "currency": "USD"})).await;
+    app.post(
+        &format!("/api/products/{id}/price"),
+        json!({"amount_minor": 2999, "currency": "USD"}),
+    )
+    .await;
     app.post(&format!("/api/products/{id}/stock"), json!({"set": 9})).await;
-    app.post(&format!("/api/products/{id}/variants"), json!({"sku": "HIS-2", "options": {}, "prices": [eur(5)]}))
-        .await; // 409: two variants without options; not a version
+    app.post(
+        &format!("/api/products/{id}/variants"),
+        json!({"sku": "HIS-2", "options": {}, "prices": [eur(5)]}),
+    )
+    .await; // 409: two variants without options; not a version
     let correlation = Uuid::now_v7();
     let r = app
         .http
@@ -200,22 +275,55 @@ async fn the_history_lists_every_version_with_what_changed_who_and_why() {
 
     // The history is for the product's seller and the readers of everything, not anonymous callers.
     assert_eq!(app.get(&format!("/api/products/{id}/history")).await.status(), 401);
-    let h: Value = app.get_with_token(&format!("/api/products/{id}/history")).await.json().await.expect("json");
+    let h: Value = app
+        .get_with_token(&format!("/api/products/{id}/history"))
+        .await
+        .json()
+        .await
+        .expect("json");
     let items = h["items"].as_array().expect("items");
     let types: Vec<&str> = items.iter().filter_map(|e| e["event_type"].as_str()).collect();
-    assert_eq!(types, vec!["ProductCreated", "ProductPriceChanged", "ProductStockAdjusted", "ProductDetailsUpdated"]);
-    assert_eq!(items.iter().map(|e| e["version"].as_i64().unwrap_or(0)).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        types,
+        vec![
+            "ProductCreated",
+            "ProductPriceChanged",
+            "ProductStockAdjusted",
+            "ProductDetailsUpdated"
+        ]
+    );
+    assert_eq!(
+        items
+            .iter()
+            .map(|e| e["version"].as_i64().unwrap_or(0))
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     let price = &items[1]["changes"][0];
     assert_eq!(price["field"], "variants[1].prices");
     assert_eq!(price["before"], json!([{"amount_minor": 1999, "currency": "USD"}]));
     assert_eq!(price["after"], json!([{"amount_minor": 2999, "currency": "USD"}]));
-    assert_eq!(items[2]["changes"], json!([{"field": "variants[1].stock", "before": 5, "after": 9}]));
-    assert_eq!(items[3]["changes"], json!([{"field": "title", "before": "Desk", "after": "Standing desk"}]));
+    assert_eq!(
+        items[2]["changes"],
+        json!([{"field": "variants[1].stock", "before": 5, "after": 9}])
+    );
+    assert_eq!(
+        items[3]["changes"],
+        json!([{"field": "title", "before": "Desk", "after": "Standing desk"}])
+    );
     assert_eq!(items[3]["correlation_id"], correlation.to_string());
     let actor = items[0]["actor"].as_str().expect("actor");
-    assert!(actor.starts_with("token:") && !actor.contains(TOKEN), "a name, never the token: {actor}");
+    assert!(
+        actor.starts_with("token:") && !actor.contains(TOKEN),
+        "a name, never the token: {actor}"
+    );
     // Paginated by version.
-    let first: Value = app.get_with_token(&format!("/api/products/{id}/history?limit=3")).await.json().await.expect("json");
+    let first: Value = app
+        .get_with_token(&format!("/api/products/{id}/history?limit=3"))
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(first["next_cursor"], 3);
     let rest: Value = app
         .get_with_token(&format!("/api/products/{id}/history?limit=3&cursor=3"))
@@ -225,16 +333,35 @@ async fn the_history_lists_every_version_with_what_changed_who_and_why() {
         .expect("json");
     assert_eq!(rest["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(rest["next_cursor"], Value::Null);
-    assert_eq!(app.get_with_token(&format!("/api/products/{id}/history?limit=0")).await.status(), 422);
-    assert_eq!(app.get_with_token(&format!("/api/products/{}/history", Uuid::now_v7())).await.status(), 404);
+    assert_eq!(
+        app.get_with_token(&format!("/api/products/{id}/history?limit=0"))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.get_with_token(&format!("/api/products/{}/history", Uuid::now_v7()))
+            .await
+            .status(),
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_serves_the_committed_schemas() {
     let app = TestApp::spawn().await;
     let index: Value = app.get("/schemas/").await.json().await.expect("json");
-    let paths: Vec<&str> = index["schemas"].as_array().expect("schemas").iter().filter_map(Value::as_str).collect();
-    for p in ["events/v1/ProductCreated.json", "events/v2/VariantAdded.json", "commands/AddVariant.json"] {
+    let paths: Vec<&str> = index["schemas"]
+        .as_array()
+        .expect("schemas")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for p in [
+        "events/v1/ProductCreated.json",
+        "events/v2/VariantAdded.json",
+        "commands/AddVariant.json",
+    ] {
         assert!(paths.contains(&p), "{p} in {paths:?}");
     }
     for p in paths {
@@ -242,7 +369,8 @@ async fn serve_serves_the_committed_schemas() {
         assert_eq!(r.status(), 200, "{p}");
         assert_eq!(r.headers()["content-type"], "application/schema+json");
         let served = r.text().await.expect("text");
-        let committed = std::fs::read_to_string(format!("{}/schemas/{p}", env!("CARGO_MANIFEST_DIR"))).expect("committed");
+        let committed =
+            std::fs::read_to_string(format!("{}/schemas/{p}", env!("CARGO_MANIFEST_DIR"))).expect("committed");
         assert_eq!(served, committed, "{p}");
     }
     assert_eq!(app.get("/schemas/events/v9/Nope.json").await.status(), 404);
@@ -251,7 +379,9 @@ async fn serve_serves_the_committed_schemas() {
 /// The events of a version-2 history of one product: single variant, one currency, text
 /// attributes (what version 1 could say too).
 fn history(id: Uuid, n: usize) -> Vec<EventEnvelope> {
-    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z").expect("t").to_utc();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
+        .expect("t")
+        .to_utc();
     let mut create = CreateProduct::simple(&format!("MIX-{id}"), "Mixed lamp", None, 2);
     create.category = "lighting".into();
     create.attributes = [("colour".to_owned(), "red".into())].into();
@@ -261,15 +391,27 @@ fn history(id: Uuid, n: usize) -> Vec<EventEnvelope> {
     };
     let cmds = [
         ProductCommand::CreateProduct(create),
-        ProductCommand::ChangePrice { price: usd(1999), variant_id: None },
-        ProductCommand::AdjustStock { delta: 5, variant_id: None },
+        ProductCommand::ChangePrice {
+            price: usd(1999),
+            variant_id: None,
+        },
+        ProductCommand::AdjustStock {
+            delta: 5,
+            variant_id: None,
+        },
         ProductCommand::PublishProduct,
         ProductCommand::UpdateProductDetails(UpdateProductDetails {
             title: Some("Mixed lamp, brass".into()),
             ..Default::default()
         }),
-        ProductCommand::ChangePrice { price: usd(2499), variant_id: None },
-        ProductCommand::SetStock { stock: 1, variant_id: None },
+        ProductCommand::ChangePrice {
+            price: usd(2499),
+            variant_id: None,
+        },
+        ProductCommand::SetStock {
+            stock: 1,
+            variant_id: None,
+        },
     ];
     let mut state = None;
     let mut out = Vec::new();
@@ -334,10 +476,24 @@ async fn a_topic_of_version_1_and_2_events_replayed_from_the_earliest_offset_pro
     for (k, id) in ids.iter().enumerate() {
         for (i, e) in history(*id, 7).iter().enumerate() {
             let old = k == 0 || (k == 1 && i < 3);
-            let payload = if old { as_v1(e) } else { serde_json::to_value(e).expect("json") };
-            mixed.produce(&mixed.names.events_topic(), &id.to_string(), payload.to_string().as_bytes()).await;
-            pure.produce(&pure.names.events_topic(), &id.to_string(), serde_json::to_vec(e).expect("json").as_slice())
+            let payload = if old {
+                as_v1(e)
+            } else {
+                serde_json::to_value(e).expect("json")
+            };
+            mixed
+                .produce(
+                    &mixed.names.events_topic(),
+                    &id.to_string(),
+                    payload.to_string().as_bytes(),
+                )
                 .await;
+            pure.produce(
+                &pure.names.events_topic(),
+                &id.to_string(),
+                serde_json::to_vec(e).expect("json").as_slice(),
+            )
+            .await;
         }
     }
     let mut pm = mixed.projector(None, None).await;
@@ -386,9 +542,12 @@ async fn a_dead_letter_of_a_version_an_older_binary_did_not_know_is_redriven_aft
 
     // A version-1 projection (before the upgrade) read the version-2 event and dead-lettered
     // it as such a binary does, then moved on.
-    let msgs = env.read_topic(&env.names.events_topic(), 1, Duration::from_secs(30)).await;
+    let msgs = env
+        .read_topic(&env.names.events_topic(), 1, Duration::from_secs(30))
+        .await;
     let event = msgs.iter().find(|m| m.key() == Some(id.as_bytes())).expect("the event");
-    let producer = aliexpress::bus::producer::build(&crate::helpers::kafka(&env.infra), &Default::default()).expect("producer");
+    let producer =
+        aliexpress::bus::producer::build(&crate::helpers::kafka(&env.infra), &Default::default()).expect("producer");
     DlqWriter::new(producer, env.names.events_dlq_topic(), env.names.projection_group())
         .send(
             event,
@@ -415,7 +574,8 @@ async fn a_dead_letter_of_a_version_an_older_binary_did_not_know_is_redriven_aft
     // same class, not guessed at.
     let mut v3: Value = serde_json::from_slice(event.payload().expect("payload")).expect("json");
     v3["schema_version"] = json!(3);
-    env.produce(&env.names.events_topic(), &id, v3.to_string().as_bytes()).await;
+    env.produce(&env.names.events_topic(), &id, v3.to_string().as_bytes())
+        .await;
     let mut p = env.projector(None, None).await;
     let o = env.consume_until_idle(&mut p).await;
     assert_eq!((o.received, o.dead_lettered), (1, 1), "{o:?}");
@@ -433,9 +593,22 @@ async fn a_dead_letter_of_a_version_an_older_binary_did_not_know_is_redriven_aft
         .json()
         .await
         .expect("json");
-    let reads: Vec<&str> = console["records"].as_array().expect("records").iter().filter_map(|r| r["reads"].as_str()).collect();
-    assert!(reads.iter().any(|r| r.starts_with("reads as version 2 (ProductCreated v1)")), "{reads:?}");
-    assert!(reads.iter().any(|r| r.starts_with("unsupported_schema_version")), "{reads:?}");
+    let reads: Vec<&str> = console["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["reads"].as_str())
+        .collect();
+    assert!(
+        reads
+            .iter()
+            .any(|r| r.starts_with("reads as version 2 (ProductCreated v1)")),
+        "{reads:?}"
+    );
+    assert!(
+        reads.iter().any(|r| r.starts_with("unsupported_schema_version")),
+        "{reads:?}"
+    );
 
     // After the upgrade (this binary knows version 2), redriving succeeds for the version-2
     // record; the version-3 one waits for a binary that knows it and is dead-lettered again.
@@ -460,15 +633,21 @@ async fn an_existing_catalog_migrates_to_v2_in_place_and_older_writers_stay_cohe
     let env = &app.env;
     let url = env.infra.database.url.expose().to_owned();
     // Back to the schema before catalog v2, with a product a version-1 binary wrote.
-    let conn = aliexpress::store::pool::connect(&url, Duration::from_secs(60)).await.expect("conn");
+    let conn = aliexpress::store::pool::connect(&url, Duration::from_secs(60))
+        .await
+        .expect("conn");
     let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
     let v2 = diesel::migration::MigrationVersion::from("20261206000001");
     while harness.applied_migrations().expect("applied").contains(&v2) {
-        harness.revert_last_migration(aliexpress::store::pool::MIGRATIONS).expect("revert");
+        harness
+            .revert_last_migration(aliexpress::store::pool::MIGRATIONS)
+            .expect("revert");
     }
     drop(harness);
     let old = Uuid::now_v7();
-    let mut c = aliexpress::store::pool::connect(&url, Duration::from_secs(60)).await.expect("conn");
+    let mut c = aliexpress::store::pool::connect(&url, Duration::from_secs(60))
+        .await
+        .expect("conn");
     diesel::sql_query(format!(
         "INSERT INTO products (id, sku, title, price_minor, currency, stock, status, version, created_at, updated_at) \
          VALUES ('{old}', 'OLD-1', 'Old lamp', 1500, 'EUR', 4, 'published', 3, now(), now())"
@@ -490,14 +669,29 @@ async fn an_existing_catalog_migrates_to_v2_in_place_and_older_writers_stay_cohe
     let out = bin(&["migrate"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("20261206000001") && text.contains("1 product(s) given their variants"), "{text}");
+    assert!(
+        text.contains("20261206000001") && text.contains("1 product(s) given their variants"),
+        "{text}"
+    );
     assert_eq!(file().await, before, "adding the columns did not rewrite products");
     assert!(String::from_utf8_lossy(&bin(&["migrate"]).stdout).contains("up to date"));
-    assert_eq!(env.count(&format!("product_skus WHERE sku = 'OLD-1' AND product_id = '{old}'")).await, 1);
+    assert_eq!(
+        env.count(&format!("product_skus WHERE sku = 'OLD-1' AND product_id = '{old}'"))
+            .await,
+        1
+    );
 
     // The migrated product reads as one variant, owned by the default seller.
-    let p: Value = app.get(&format!("/api/products/{old}")).await.json().await.expect("json");
-    assert_eq!(p["variants"], json!([{"id": 1, "sku": "OLD-1", "options": {}, "prices": [eur(1500)], "stock": 4}]));
+    let p: Value = app
+        .get(&format!("/api/products/{old}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        p["variants"],
+        json!([{"id": 1, "sku": "OLD-1", "options": {}, "prices": [eur(1500)], "stock": 4}])
+    );
     assert_eq!((p["owner"].as_str(), p["version"].as_i64()), (Some("default"), Some(3)));
 
     // A version-1 binary still running during the rollout: its writes reach the variants.
@@ -513,11 +707,20 @@ async fn an_existing_catalog_migrates_to_v2_in_place_and_older_writers_stay_cohe
     .execute(&mut c)
     .await
     .expect("an old binary's create");
-    let r = app.post(&format!("/api/products/{old}/stock"), json!({"delta": 1})).await;
+    let r = app
+        .post(&format!("/api/products/{old}/stock"), json!({"delta": 1}))
+        .await;
     let p: Value = r.json().await.expect("json");
     assert_eq!(p["variants"][0]["stock"], 10, "{p}");
-    let f: Value = app.get_with_token(&format!("/api/products/{fresh}")).await.json().await.expect("json");
+    let f: Value = app
+        .get_with_token(&format!("/api/products/{fresh}"))
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(f["variants"][0]["sku"], "OLD-2");
-    let clash = app.post("/api/products", json!({"sku": "OLD-2", "title": "Clash"})).await;
+    let clash = app
+        .post("/api/products", json!({"sku": "OLD-2", "title": "Clash"}))
+        .await;
     assert_eq!(clash.status(), 409, "the old writer's SKU is claimed in the catalog");
 }

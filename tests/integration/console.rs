@@ -412,12 +412,29 @@ async fn the_console_traces_a_product_as_the_command_line_does() {
     let (s, t) = call(&app, reqwest::Method::GET, &path, Some(READ_TOKEN), None).await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["verdict"]["state"], "waiting", "committed, no relay ran: {t}");
-    assert!(t["verdict"]["text"].as_str().expect("text").contains("not published yet"), "{t}");
+    assert!(
+        t["verdict"]["text"]
+            .as_str()
+            .expect("text")
+            .contains("not published yet"),
+        "{t}"
+    );
     assert_eq!(t["hops"][0]["hop"], "write", "{t}");
     app.env.drain_outbox().await;
     let (_, t) = call(&app, reqwest::Method::GET, &path, Some(READ_TOKEN), None).await;
     assert!(t["facts"]["record"]["offset"].is_i64(), "published and found: {t}");
-    assert_eq!(call(&app, reqwest::Method::GET, "/console/api/trace/not-a-uuid", Some(READ_TOKEN), None).await.0, 400);
+    assert_eq!(
+        call(
+            &app,
+            reqwest::Method::GET,
+            "/console/api/trace/not-a-uuid",
+            Some(READ_TOKEN),
+            None
+        )
+        .await
+        .0,
+        400
+    );
     let page = app.get("/console/").await.text().await.expect("page");
     assert!(page.contains("id=\"trace-form\""), "the console has the trace panel");
 }

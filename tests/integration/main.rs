@@ -27,6 +27,6 @@ mod relays;
 mod resilience;
 mod roles;
 mod search_v2;
-mod sellers;
 mod secure;
+mod sellers;
 mod trace_context;

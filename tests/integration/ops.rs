@@ -81,7 +81,11 @@ async fn replay_dry_run_changes_nothing_and_execute_rewinds_for_a_full_reproject
     let exec = bin(env, &["replay", "--to-earliest", "--execute"]);
     assert!(exec.status.success(), "{}", String::from_utf8_lossy(&exec.stderr));
     assert!(committed(env, &group).await.iter().all(|c| *c == Some(0)));
-    assert_eq!(env.count("replay_audit WHERE mode = 'to-earliest' AND actor LIKE 'cli:%@%'").await, 3);
+    assert_eq!(
+        env.count("replay_audit WHERE mode = 'to-earliest' AND actor LIKE 'cli:%@%'")
+            .await,
+        3
+    );
 
     let mut p = env.projector(None, None).await;
     let o = env.consume_until_idle(&mut p).await;
@@ -436,7 +440,11 @@ async fn status_json_is_one_object_scripts_can_read_and_a_down_dependency_exits_
     assert_eq!(v["outbox"]["pending"], 0);
     assert_eq!(v["groups"][0]["group"], app.env.names.projection_group());
     assert_eq!(v["groups"][0]["verdict"], "OK");
-    assert_eq!((&v["groups"][0]["trend"], &v["groups"][0]["eta_secs"]), (&json!("caught up"), &json!(0.0)), "{v}");
+    assert_eq!(
+        (&v["groups"][0]["trend"], &v["groups"][0]["eta_secs"]),
+        (&json!("caught up"), &json!(0.0)),
+        "{v}"
+    );
     assert_eq!(v["dead_letters"].as_array().map(Vec::len), Some(2));
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_aliexpress"))
@@ -628,7 +636,8 @@ async fn rebuild_swaps_the_alias_with_search_answering_throughout_and_rollback_s
 /// `trace --json`'s answer and exit code.
 fn trace(env: &TestEnv, id: &str) -> (Value, Option<i32>) {
     let out = bin(env, &["trace", id, "--json"]);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| json!({"stderr": String::from_utf8_lossy(&out.stderr)}));
+    let v =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| json!({"stderr": String::from_utf8_lossy(&out.stderr)}));
     (v, out.status.code())
 }
 
@@ -643,10 +652,27 @@ async fn trace_names_the_hop_a_product_waits_at_and_says_ok_once_it_is_searchabl
     let (t, code) = trace(env, id);
     assert_eq!(code, Some(1), "{t}");
     assert_eq!(t["verdict"]["state"], "waiting", "{t}");
-    assert!(t["verdict"]["text"].as_str().expect("text").contains("not published yet"), "{t}");
-    let hops: Vec<&str> = t["hops"].as_array().expect("hops").iter().filter_map(|h| h["hop"].as_str()).collect();
+    assert!(
+        t["verdict"]["text"]
+            .as_str()
+            .expect("text")
+            .contains("not published yet"),
+        "{t}"
+    );
+    let hops: Vec<&str> = t["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .filter_map(|h| h["hop"].as_str())
+        .collect();
     assert_eq!(&hops[..3], ["write", "postgres", "outbox"], "{t}");
-    assert!(t["hops"][0]["detail"].as_str().expect("detail").contains("ProductCreated by token:"), "{t}");
+    assert!(
+        t["hops"][0]["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("ProductCreated by token:"),
+        "{t}"
+    );
 
     // Published: found on its partition by its event id, the projection not past it.
     assert_eq!(env.drain_outbox().await, 1);
@@ -655,19 +681,38 @@ async fn trace_names_the_hop_a_product_waits_at_and_says_ok_once_it_is_searchabl
     let record = &t["facts"]["record"];
     assert!(record["offset"].is_i64(), "the record was found: {t}");
     let waiting = t["verdict"]["text"].as_str().expect("text");
-    assert!(waiting.starts_with(&format!("waiting: partition {} lag", record["partition"])), "{t}");
+    assert!(
+        waiting.starts_with(&format!("waiting: partition {} lag", record["partition"])),
+        "{t}"
+    );
 
     // Projected: ok, with the publish delay.
     let mut projector = env.projector(None, None).await;
     env.consume_until_idle(&mut projector).await;
     let (t, code) = trace(env, id);
     assert_eq!(code, Some(0), "{t}");
-    assert!(t["verdict"]["text"].as_str().expect("text").starts_with("ok: searchable at version 1, on Kafka"), "{t}");
-    assert_eq!((t["facts"]["document_version"].as_i64(), t["facts"]["cache_version"].as_i64()), (Some(1), Some(1)));
+    assert!(
+        t["verdict"]["text"]
+            .as_str()
+            .expect("text")
+            .starts_with("ok: searchable at version 1, on Kafka"),
+        "{t}"
+    );
+    assert_eq!(
+        (
+            t["facts"]["document_version"].as_i64(),
+            t["facts"]["cache_version"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
 
     // Another id: missing; not an id: a usage error.
     let (t, code) = trace(env, &uuid::Uuid::now_v7().to_string());
-    assert_eq!((code, t["verdict"]["state"].as_str()), (Some(1), Some("missing")), "{t}");
+    assert_eq!(
+        (code, t["verdict"]["state"].as_str()),
+        (Some(1), Some("missing")),
+        "{t}"
+    );
     assert_eq!(bin(env, &["trace", "not-an-id"]).status.code(), Some(2));
 }
 
@@ -694,18 +739,38 @@ async fn trace_says_stuck_for_a_parked_row_and_a_stale_cache_and_dead_lettered_f
     let (t, code) = trace(env, &parked);
     assert_eq!(code, Some(1));
     let text = t["verdict"]["text"].as_str().expect("text");
-    assert!(text.starts_with("stuck: outbox row") && text.contains("parked after 5 attempts: Broker: Message size too large"), "{t}");
+    assert!(
+        text.starts_with("stuck: outbox row")
+            && text.contains("parked after 5 attempts: Broker: Message size too large"),
+        "{t}"
+    );
 
     // An event the projection cannot use: dead-lettered, with its class and offset.
     let refused = app.create_product("TRACE-DLQ", "Refused lamp").await;
     let refused = refused["id"].as_str().expect("id").to_owned();
-    sql(env, &format!("UPDATE outbox SET payload = '{{\"not\": \"an event\"}}' WHERE aggregate_id = '{refused}'")).await;
+    sql(
+        env,
+        &format!("UPDATE outbox SET payload = '{{\"not\": \"an event\"}}' WHERE aggregate_id = '{refused}'"),
+    )
+    .await;
     // A healthy product beside them, later made stale in Redis.
     let fine = app.create_product("TRACE-STALE", "Stale lamp").await;
     let fine = fine["id"].as_str().expect("id").to_owned();
-    let v1 = env.cache().get_document(fine.parse().expect("uuid")).await.expect("redis").expect("cached").json;
-    let r = app.http.patch(app.url(&format!("/api/products/{fine}"))).bearer_auth(crate::helpers::TOKEN)
-        .json(&json!({"title": "Fresh lamp"})).send().await.expect("patch");
+    let v1 = env
+        .cache()
+        .get_document(fine.parse().expect("uuid"))
+        .await
+        .expect("redis")
+        .expect("cached")
+        .json;
+    let r = app
+        .http
+        .patch(app.url(&format!("/api/products/{fine}")))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"title": "Fresh lamp"}))
+        .send()
+        .await
+        .expect("patch");
     assert_eq!(r.status(), 200);
     env.drain_outbox().await;
     env.consume_until_idle(&mut projector).await;
@@ -717,13 +782,29 @@ async fn trace_says_stuck_for_a_parked_row_and_a_stale_cache_and_dead_lettered_f
     // The index current, Redis put back to version 1: stuck past the projection.
     let (t, code) = trace(env, &fine);
     assert_eq!(code, Some(0), "healthy before the cache is spoiled: {t}");
-    let mut redis = redis::Client::open(env.infra.redis.url.expose()).expect("redis").get_multiplexed_async_connection().await.expect("conn");
+    let mut redis = redis::Client::open(env.infra.redis.url.expose())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
     let key = env.names.product_cache_key(&fine.parse().expect("uuid"));
-    let _: () = redis::cmd("HSET").arg(&key).arg("d").arg(&v1).arg("v").arg(1).query_async(&mut redis).await.expect("hset");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg(&v1)
+        .arg("v")
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .expect("hset");
     let (t, code) = trace(env, &fine);
     assert_eq!(code, Some(1));
     let text = t["verdict"]["text"].as_str().expect("text");
-    assert!(text.starts_with("stuck: the projection passed offset") && text.contains("OpenSearch holds version 2 and Redis 1"), "{t}");
+    assert!(
+        text.starts_with("stuck: the projection passed offset")
+            && text.contains("OpenSearch holds version 2 and Redis 1"),
+        "{t}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -737,9 +818,21 @@ async fn reconcile_finds_a_deleted_document_a_stale_index_version_and_a_stale_ca
         ids.push(p["id"].as_str().expect("id").to_owned());
     }
     // The fourth product at version 2, its cache entry kept at version 1 below.
-    let old = env.cache().get_document(ids[3].parse().expect("uuid")).await.expect("redis").expect("cached").json;
-    let r = app.http.patch(app.url(&format!("/api/products/{}", ids[3]))).bearer_auth(crate::helpers::TOKEN)
-        .json(&json!({"title": "Brighter lamp"})).send().await.expect("patch");
+    let old = env
+        .cache()
+        .get_document(ids[3].parse().expect("uuid"))
+        .await
+        .expect("redis")
+        .expect("cached")
+        .json;
+    let r = app
+        .http
+        .patch(app.url(&format!("/api/products/{}", ids[3])))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"title": "Brighter lamp"}))
+        .send()
+        .await
+        .expect("patch");
     assert_eq!(r.status(), 200);
     env.drain_outbox().await;
     env.consume_until_idle(&mut projector).await;
@@ -747,11 +840,16 @@ async fn reconcile_finds_a_deleted_document_a_stale_index_version_and_a_stale_ca
         let mut a = vec!["reconcile", "--json"];
         a.extend_from_slice(args);
         let out = bin(env, &a);
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| json!({"stderr": String::from_utf8_lossy(&out.stderr)}));
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| json!({"stderr": String::from_utf8_lossy(&out.stderr)}));
         (report, out.status.code())
     };
     let (clean, code) = run(&["--all"]);
-    assert_eq!((code, clean["drift"].as_array().map(Vec::len)), (Some(0), Some(0)), "a clean run finds nothing: {clean}");
+    assert_eq!(
+        (code, clean["drift"].as_array().map(Vec::len)),
+        (Some(0), Some(0)),
+        "a clean run finds nothing: {clean}"
+    );
     assert_eq!(clean["compared"], 4);
 
     // Drift: a document deleted, a document holding an older state, a cache entry put back.
@@ -764,7 +862,11 @@ async fn reconcile_finds_a_deleted_document_a_stale_index_version_and_a_stale_ca
     let (a, i0) = (alias.as_str(), ids[0].as_str());
     let r = search
         .call(|os| async move {
-            os.delete(opensearch::DeleteParts::IndexId(a, i0)).version(1).version_type(VersionType::ExternalGte).send().await
+            os.delete(opensearch::DeleteParts::IndexId(a, i0))
+                .version(1)
+                .version_type(VersionType::ExternalGte)
+                .send()
+                .await
         })
         .await
         .expect("delete");
@@ -775,19 +877,47 @@ async fn reconcile_finds_a_deleted_document_a_stale_index_version_and_a_stale_ca
     let r = search
         .call(|os| {
             let d = doc.clone();
-            async move { os.index(opensearch::IndexParts::IndexId(a, i1)).version(1).version_type(VersionType::ExternalGte).body(d).send().await }
+            async move {
+                os.index(opensearch::IndexParts::IndexId(a, i1))
+                    .version(1)
+                    .version_type(VersionType::ExternalGte)
+                    .body(d)
+                    .send()
+                    .await
+            }
         })
         .await
         .expect("index");
     assert!(r.status_code().is_success(), "index: {}", r.status_code());
-    let mut redis = redis::Client::open(env.infra.redis.url.expose()).expect("redis").get_multiplexed_async_connection().await.expect("conn");
+    let mut redis = redis::Client::open(env.infra.redis.url.expose())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
     let key = env.names.product_cache_key(&ids[3].parse().expect("uuid"));
-    let _: () = redis::cmd("HSET").arg(&key).arg("d").arg(&old).arg("v").arg(1).query_async(&mut redis).await.expect("hset");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg(&old)
+        .arg("v")
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .expect("hset");
 
     let (found, code) = run(&["--all"]);
     assert_eq!(code, Some(1), "{found}");
-    let drift: Vec<(String, String, String)> = found["drift"].as_array().expect("drift").iter()
-        .map(|d| (d["product_id"].as_str().unwrap_or("").to_owned(), d["store"].as_str().unwrap_or("").to_owned(), d["kind"].as_str().unwrap_or("").to_owned()))
+    let drift: Vec<(String, String, String)> = found["drift"]
+        .as_array()
+        .expect("drift")
+        .iter()
+        .map(|d| {
+            (
+                d["product_id"].as_str().unwrap_or("").to_owned(),
+                d["store"].as_str().unwrap_or("").to_owned(),
+                d["kind"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     let mut expected = vec![
         (ids[0].clone(), "opensearch".to_owned(), "missing".to_owned()),
@@ -819,8 +949,18 @@ async fn dlq_triage_groups_dead_letters_by_cause_and_redrives_one_cause() {
     // another (an unknown event type).
     let (a, b, c) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     env.produce(&topic, &a.to_string(), b"{\"event_type\": ").await;
-    env.produce(&topic, &b.to_string(), b"{\"event_type\": \"ProductCreated\", \"schema_version\": 2,").await;
-    env.produce(&topic, &c.to_string(), br#"{"event_type": "Nope", "schema_version": 2}"#).await;
+    env.produce(
+        &topic,
+        &b.to_string(),
+        b"{\"event_type\": \"ProductCreated\", \"schema_version\": 2,",
+    )
+    .await;
+    env.produce(
+        &topic,
+        &c.to_string(),
+        br#"{"event_type": "Nope", "schema_version": 2}"#,
+    )
+    .await;
     let mut p = env.projector(None, None).await;
     assert_eq!(env.consume_until_idle(&mut p).await.dead_lettered, 3);
 
@@ -828,17 +968,45 @@ async fn dlq_triage_groups_dead_letters_by_cause_and_redrives_one_cause() {
     let groups: Value = serde_json::from_slice(&out.stdout).expect("json");
     let groups = groups.as_array().expect("groups");
     assert_eq!(groups.len(), 2, "{groups:?}");
-    assert_eq!((groups[0]["count"].as_u64(), groups[0]["products"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (groups[0]["count"].as_u64(), groups[0]["products"].as_u64()),
+        (Some(2), Some(2))
+    );
     assert_eq!(groups[0]["error_class"], "invalid_json");
-    assert!(!groups[0]["reason"].as_str().expect("reason").chars().any(|c| c.is_ascii_digit()), "particulars out: {}", groups[0]);
-    assert_eq!((groups[1]["count"].as_u64(), groups[1]["error_class"].as_str()), (Some(1), Some("unknown_event_type")));
+    assert!(
+        !groups[0]["reason"]
+            .as_str()
+            .expect("reason")
+            .chars()
+            .any(|c| c.is_ascii_digit()),
+        "particulars out: {}",
+        groups[0]
+    );
+    assert_eq!(
+        (groups[1]["count"].as_u64(), groups[1]["error_class"].as_str()),
+        (Some(1), Some("unknown_event_type"))
+    );
     let screen = stdout(&bin(&env, &["dlq", "triage"]));
     assert!(screen.contains("2 cause(s), 3 record(s)"), "{screen}");
 
     let fp = groups[0]["fingerprint"].as_str().expect("fingerprint");
     let run = bin(&env, &["dlq", "redrive", "--fingerprint", fp, "--execute"]);
-    assert!(stdout(&run).contains("2 record(s) redriven"), "{}{}", stdout(&run), String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout(&run).contains("2 record(s) redriven"),
+        "{}{}",
+        stdout(&run),
+        String::from_utf8_lossy(&run.stderr)
+    );
     let again = bin(&env, &["dlq", "redrive", "--all"]);
-    assert!(stdout(&again).contains("1 record(s) would be redriven"), "the other cause is left: {}", stdout(&again));
-    assert_eq!(bin(&env, &["dlq", "redrive", "--fingerprint", "000000000000"]).status.code(), Some(2));
+    assert!(
+        stdout(&again).contains("1 record(s) would be redriven"),
+        "the other cause is left: {}",
+        stdout(&again)
+    );
+    assert_eq!(
+        bin(&env, &["dlq", "redrive", "--fingerprint", "000000000000"])
+            .status
+            .code(),
+        Some(2)
+    );
 }

@@ -89,7 +89,13 @@ async fn the_runbooks_replay_steps_run_with_the_role_commands_while_the_api_serv
     let roles = Roles { env: vars, state };
     roles.run(&["start"]);
     let status = roles.status();
-    for r in ["issuer", "serve", "outbox-relay", "product-consumer", "product-event-consumer"] {
+    for r in [
+        "issuer",
+        "serve",
+        "outbox-relay",
+        "product-consumer",
+        "product-event-consumer",
+    ] {
         assert!(status.contains(&format!("{r} running")), "{status}");
     }
 

@@ -136,7 +136,9 @@ async fn app_trusting(jwks: &Jwks) -> TestApp {
         api_key_refresh_ms: 300,
     };
     let oidc = OidcVerifier::start(&config).await.expect("verifier");
-    let keys = KeyRing::start(env.pool.clone(), Duration::from_millis(300)).await.expect("key ring");
+    let keys = KeyRing::start(env.pool.clone(), Duration::from_millis(300))
+        .await
+        .expect("key ring");
     TestApp::spawn_on(env, move |s| {
         s.access.identity.oidc = oidc;
         s.access.identity.keys = keys;
@@ -150,7 +152,9 @@ async fn app_trusting(jwks: &Jwks) -> TestApp {
 }
 
 async fn call(app: &TestApp, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> reqwest::Response {
-    let mut r = app.http.request(method.to_uppercase().parse().expect("method"), app.url(path));
+    let mut r = app
+        .http
+        .request(method.to_uppercase().parse().expect("method"), app.url(path));
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
@@ -173,14 +177,19 @@ async fn every_endpoint_refuses_callers_without_its_roles_and_admits_those_with_
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("item") {
-            let Some(security) = op["security"].as_array() else { continue };
+            let Some(security) = op["security"].as_array() else {
+                continue;
+            };
             // Operations open to anonymous callers decide per object (tested below).
             if security.is_empty() || security.iter().any(|r| r.as_object().is_some_and(|o| o.is_empty())) {
                 continue;
             }
             let roles: Vec<String> = serde_json::from_value(security[0]["bearer"].clone()).expect("bearer roles");
             assert!(!roles.is_empty(), "{method} {path} names no role");
-            assert_eq!(security[1]["jwt"], security[0]["bearer"], "{method} {path}: the jwt alternative has other roles");
+            assert_eq!(
+                security[1]["jwt"], security[0]["bearer"],
+                "{method} {path}: the jwt alternative has other roles"
+            );
             let others: Vec<&str> = ["seller", "catalog-admin", "operator", "reader"]
                 .into_iter()
                 .filter(|r| !roles.iter().any(|x| x == r))
@@ -199,7 +208,11 @@ async fn every_endpoint_refuses_callers_without_its_roles_and_admits_those_with_
             for role in &roles {
                 let with = sign(&key, &claims(&jwks, "someone", &[role], Some("nobody")));
                 let r = call(&app, method, &target, Some(&with), body.clone()).await;
-                assert!(![401, 403].contains(&r.status().as_u16()), "{method} {path} as {role}: {}", r.status());
+                assert!(
+                    ![401, 403].contains(&r.status().as_u16()),
+                    "{method} {path} as {role}: {}",
+                    r.status()
+                );
             }
             checked += 1;
         }
@@ -226,61 +239,168 @@ async fn sellers_see_and_change_only_their_own_products_until_an_admin_transfers
     let other = [
         ("GET", format!("/api/products/{id}"), None),
         ("GET", format!("/api/products/{id}/history"), None),
-        ("PATCH", format!("/api/products/{id}"), Some(json!({"title": "Mine now"}))),
-        ("POST", format!("/api/products/{id}/price"), Some(json!({"amount_minor": 1, "currency": "EUR"}))),
+        (
+            "PATCH",
+            format!("/api/products/{id}"),
+            Some(json!({"title": "Mine now"})),
+        ),
+        (
+            "POST",
+            format!("/api/products/{id}/price"),
+            Some(json!({"amount_minor": 1, "currency": "EUR"})),
+        ),
         ("POST", format!("/api/products/{id}/stock"), Some(json!({"set": 0}))),
         ("POST", format!("/api/products/{id}/publish"), None),
         ("POST", format!("/api/products/{id}/archive"), None),
-        ("POST", format!("/api/products/{id}/variants"), Some(json!({"sku": "GLOBEX-X", "options": {"size": "M"}}))),
-        ("PUT", format!("/api/products/{id}/variants/1/prices"), Some(json!({"prices": [{"amount_minor": 5, "currency": "EUR"}]}))),
+        (
+            "POST",
+            format!("/api/products/{id}/variants"),
+            Some(json!({"sku": "GLOBEX-X", "options": {"size": "M"}})),
+        ),
+        (
+            "PUT",
+            format!("/api/products/{id}/variants/1/prices"),
+            Some(json!({"prices": [{"amount_minor": 5, "currency": "EUR"}]})),
+        ),
     ];
     for (m, path, body) in &other {
         let r = call(&app, m, path, Some(&globex), body.clone()).await;
         assert_eq!(r.status(), 404, "{m} {path} by another seller");
     }
-    let r = call(&app, "POST", "/api/products/{id}/transfer".replace("{id}", &id).as_str(), Some(&globex), Some(json!({"owner": "globex"}))).await;
+    let r = call(
+        &app,
+        "POST",
+        "/api/products/{id}/transfer".replace("{id}", &id).as_str(),
+        Some(&globex),
+        Some(json!({"owner": "globex"})),
+    )
+    .await;
     assert_eq!(r.status(), 403, "a seller may not transfer");
     let r = call(&app, "GET", "/api/products?status=draft", Some(&globex), None).await;
     let listed: Value = r.json().await.expect("json");
-    assert!(listed["items"].as_array().expect("items").is_empty(), "another seller's drafts are not listed");
-    let r = call(&app, "GET", "/api/products?status=draft&owner=acme", Some(&globex), None).await;
+    assert!(
+        listed["items"].as_array().expect("items").is_empty(),
+        "another seller's drafts are not listed"
+    );
+    let r = call(
+        &app,
+        "GET",
+        "/api/products?status=draft&owner=acme",
+        Some(&globex),
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 403);
     let r = call(&app, "GET", "/api/products?status=draft", Some(&acme), None).await;
     let listed: Value = r.json().await.expect("json");
-    assert_eq!(listed["items"].as_array().expect("items").len(), 1, "the seller lists their own draft");
+    assert_eq!(
+        listed["items"].as_array().expect("items").len(),
+        1,
+        "the seller lists their own draft"
+    );
 
     // The owner changes it; once published everyone reads it, still nobody else writes it.
-    for (m, path) in [("PATCH", format!("/api/products/{id}")), ("POST", format!("/api/products/{id}/publish"))] {
+    for (m, path) in [
+        ("PATCH", format!("/api/products/{id}")),
+        ("POST", format!("/api/products/{id}/publish")),
+    ] {
         let body = (m == "PATCH").then(|| json!({"title": "Acme lamp"}));
         let r = call(&app, m, &path, Some(&acme), body).await;
         assert_eq!(r.status(), 200, "{m} {path} by its seller");
     }
-    assert_eq!(call(&app, "GET", &format!("/api/products/{id}"), Some(&globex), None).await.status(), 200);
-    assert_eq!(call(&app, "GET", &format!("/api/products/{id}"), None, None).await.status(), 200);
-    let r = call(&app, "POST", &format!("/api/products/{id}/unpublish"), Some(&globex), None).await;
+    assert_eq!(
+        call(&app, "GET", &format!("/api/products/{id}"), Some(&globex), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(&app, "GET", &format!("/api/products/{id}"), None, None)
+            .await
+            .status(),
+        200
+    );
+    let r = call(
+        &app,
+        "POST",
+        &format!("/api/products/{id}/unpublish"),
+        Some(&globex),
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 404);
 
     // A catalog admin transfers it: now globex's, and acme's writes are refused.
-    let r = call(&app, "POST", &format!("/api/products/{id}/transfer"), Some(&admin), Some(json!({"owner": "globex"}))).await;
+    let r = call(
+        &app,
+        "POST",
+        &format!("/api/products/{id}/transfer"),
+        Some(&admin),
+        Some(json!({"owner": "globex"})),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    let r = call(&app, "POST", &format!("/api/products/{id}/unpublish"), Some(&acme), None).await;
+    let r = call(
+        &app,
+        "POST",
+        &format!("/api/products/{id}/unpublish"),
+        Some(&acme),
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 404);
-    let r = call(&app, "POST", &format!("/api/products/{id}/unpublish"), Some(&globex), None).await;
+    let r = call(
+        &app,
+        "POST",
+        &format!("/api/products/{id}/unpublish"),
+        Some(&globex),
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let r = call(&app, "GET", &format!("/api/products/{id}/history"), Some(&globex), None).await;
     assert_eq!(r.status(), 200);
     let h: Value = r.json().await.expect("history");
     let items = h["items"].as_array().expect("items");
     let actors: Vec<&str> = items.iter().filter_map(|e| e["actor"].as_str()).collect();
-    assert_eq!(actors, ["jwt:alice", "jwt:alice", "jwt:alice", "jwt:carol", "jwt:bob"], "every write names its caller");
-    let transfer = items.iter().find(|e| e["event_type"] == "ProductTransferred").expect("the transfer");
-    let owner = transfer["changes"].as_array().expect("changes").iter().find(|c| c["field"] == "owner").expect("owner change");
+    assert_eq!(
+        actors,
+        ["jwt:alice", "jwt:alice", "jwt:alice", "jwt:carol", "jwt:bob"],
+        "every write names its caller"
+    );
+    let transfer = items
+        .iter()
+        .find(|e| e["event_type"] == "ProductTransferred")
+        .expect("the transfer");
+    let owner = transfer["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["field"] == "owner")
+        .expect("owner change");
     assert_eq!((&owner["before"], &owner["after"]), (&json!("acme"), &json!("globex")));
-    assert_eq!(call(&app, "GET", &format!("/api/products/{id}/history"), Some(&acme), None).await.status(), 404);
+    assert_eq!(
+        call(&app, "GET", &format!("/api/products/{id}/history"), Some(&acme), None)
+            .await
+            .status(),
+        404
+    );
     // Operators read everything and change no product.
     let operator = sign(&key, &claims(&jwks, "olga", &["operator"], None));
-    assert_eq!(call(&app, "GET", &format!("/api/products/{id}"), Some(&operator), None).await.status(), 200);
-    let r = call(&app, "POST", &format!("/api/products/{id}/publish"), Some(&operator), None).await;
+    assert_eq!(
+        call(&app, "GET", &format!("/api/products/{id}"), Some(&operator), None)
+            .await
+            .status(),
+        200
+    );
+    let r = call(
+        &app,
+        "POST",
+        &format!("/api/products/{id}/publish"),
+        Some(&operator),
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 403);
 }
 
@@ -291,7 +411,11 @@ async fn commands_carry_their_caller_and_another_sellers_product_is_rejected_wit
     let app = app_trusting(&jwks).await;
     let acme = sign(&key, &claims(&jwks, "alice", &["seller"], Some("acme")));
     let r = call(&app, "POST", "/api/products", Some(&acme), Some(new_product("CMD-1"))).await;
-    let id: Uuid = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").parse().expect("uuid");
+    let id: Uuid = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
 
     // Straight onto product.commands, naming another seller: rejected, nothing changes.
     let caller = json!({"subject": "key:globex-feed", "roles": ["seller"], "seller": "globex"});
@@ -311,8 +435,15 @@ async fn commands_carry_their_caller_and_another_sellers_product_is_rejected_wit
     let rec: Value = r.json().await.expect("record");
     assert_eq!(rec["status"], "rejected");
     assert!(rec["reason"].as_str().expect("reason").contains("globex"), "{rec}");
-    let p: Value = call(&app, "GET", &format!("/api/products/{id}"), Some(&acme), None).await.json().await.expect("p");
-    assert_eq!((p["version"].as_i64(), p["variants"][0]["stock"].as_i64()), (Some(1), Some(3)));
+    let p: Value = call(&app, "GET", &format!("/api/products/{id}"), Some(&acme), None)
+        .await
+        .json()
+        .await
+        .expect("p");
+    assert_eq!(
+        (p["version"].as_i64(), p["variants"][0]["stock"].as_i64()),
+        (Some(1), Some(3))
+    );
 
     // Through the API, the caller is stamped whatever the body claims: the owner's applies.
     let r = call(
@@ -320,8 +451,10 @@ async fn commands_carry_their_caller_and_another_sellers_product_is_rejected_wit
         "POST",
         "/api/commands",
         Some(&acme),
-        Some(json!({"product_id": id, "command_type": "SetStock", "payload": {"stock": 7},
-                    "caller": {"subject": "forged", "roles": ["catalog-admin"]}})),
+        Some(
+            json!({"product_id": id, "command_type": "SetStock", "payload": {"stock": 7},
+                    "caller": {"subject": "forged", "roles": ["catalog-admin"]}}),
+        ),
     )
     .await;
     assert_eq!(r.status(), 202);
@@ -334,7 +467,10 @@ async fn commands_carry_their_caller_and_another_sellers_product_is_rejected_wit
     assert_eq!(h["items"][1]["actor"], "jwt:alice", "the API's caller, not the body's");
     // A seller may not queue a transfer; an operator no command at all.
     let t = json!({"product_id": id, "command_type": "TransferOwnership", "payload": {"owner": "acme2"}});
-    assert_eq!(call(&app, "POST", "/api/commands", Some(&acme), Some(t)).await.status(), 403);
+    assert_eq!(
+        call(&app, "POST", "/api/commands", Some(&acme), Some(t)).await.status(),
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,14 +496,20 @@ async fn tokens_are_checked_for_issuer_audience_time_algorithm_key_and_signature
     let refused: Vec<(&str, String)> = vec![
         ("expired", sign(&es, &with("exp", json!(now - 600)))),
         ("not yet valid", sign(&es, &with("nbf", json!(now + 600)))),
-        ("wrong issuer", sign(&es, &with("iss", json!("https://evil.example.com")))),
+        (
+            "wrong issuer",
+            sign(&es, &with("iss", json!("https://evil.example.com"))),
+        ),
         ("wrong audience", sign(&es, &with("aud", json!("another-api")))),
         ("unknown kid", sign(&stranger, &good)),
-        ("no subject", sign(&es, &{
-            let mut c = good.clone();
-            c.as_object_mut().expect("object").remove("sub");
-            c
-        })),
+        (
+            "no subject",
+            sign(&es, &{
+                let mut c = good.clone();
+                c.as_object_mut().expect("object").remove("sub");
+                c
+            }),
+        ),
         ("alg none", {
             let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
             format!("{}.{}.", b64(json!({"alg": "none", "kid": "ec-1"})), b64(good.clone()))
@@ -384,7 +526,8 @@ async fn tokens_are_checked_for_issuer_audience_time_algorithm_key_and_signature
         ("tampered", {
             let t = sign(&es, &good);
             let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
-            parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(with("roles", json!(["catalog-admin"])).to_string());
+            parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(with("roles", json!(["catalog-admin"])).to_string());
             parts.join(".")
         }),
     ];
@@ -401,14 +544,22 @@ async fn a_rotated_signing_key_is_picked_up_without_a_restart() {
     let probe = format!("/api/commands/{}", Uuid::now_v7());
     let c = claims(&jwks, "r", &["reader"], None);
     let token = sign(&new, &c);
-    assert_eq!(call(&app, "GET", &probe, Some(&token), None).await.status(), 401, "not served yet");
+    assert_eq!(
+        call(&app, "GET", &probe, Some(&token), None).await.status(),
+        401,
+        "not served yet"
+    );
     jwks.rotate(&[&new]);
     let picked_up = wait_until(Duration::from_secs(10), || async {
         call(&app, "GET", &probe, Some(&token), None).await.status() == 404
     })
     .await;
     assert!(picked_up, "the new key was not fetched on its unknown kid");
-    assert_eq!(call(&app, "GET", &probe, Some(&sign(&old, &c)), None).await.status(), 401, "the retired key is gone");
+    assert_eq!(
+        call(&app, "GET", &probe, Some(&sign(&old, &c)), None).await.status(),
+        401,
+        "the retired key is gone"
+    );
 }
 
 fn cli(env: &TestEnv, args: &[&str]) -> std::process::Output {
@@ -423,7 +574,19 @@ fn cli(env: &TestEnv, args: &[&str]) -> std::process::Output {
 async fn api_keys_work_at_once_are_named_in_the_history_and_stop_soon_after_revocation() {
     let jwks = Jwks::serve(&[]).await;
     let app = app_trusting(&jwks).await;
-    let out = cli(&app.env, &["keys", "create", "acme-feed", "--role", "seller", "--seller", "acme", "--json"]);
+    let out = cli(
+        &app.env,
+        &[
+            "keys",
+            "create",
+            "acme-feed",
+            "--role",
+            "seller",
+            "--seller",
+            "acme",
+            "--json",
+        ],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let made: Value = serde_json::from_slice(&out.stdout).expect("json");
     let secret = made["secret"].as_str().expect("secret").to_owned();
@@ -439,7 +602,11 @@ async fn api_keys_work_at_once_are_named_in_the_history_and_stop_soon_after_revo
     let p: Value = r.json().await.expect("json");
     assert_eq!(p["owner"], "acme");
     let id = p["id"].as_str().expect("id");
-    let h: Value = call(&app, "GET", &format!("/api/products/{id}/history"), Some(&secret), None).await.json().await.expect("h");
+    let h: Value = call(&app, "GET", &format!("/api/products/{id}/history"), Some(&secret), None)
+        .await
+        .json()
+        .await
+        .expect("h");
     assert_eq!(h["items"][0]["actor"], "key:acme-feed");
     let listed = cli(&app.env, &["keys", "list", "--json"]);
     let stdout = String::from_utf8_lossy(&listed.stdout);
@@ -455,10 +622,21 @@ async fn api_keys_work_at_once_are_named_in_the_history_and_stop_soon_after_revo
     assert!(out.status.success());
     let started = std::time::Instant::now();
     let refused = wait_until(Duration::from_secs(5), || async {
-        call(&app, "GET", &format!("/api/products/{id}/history"), Some(&secret), None).await.status() == 401
+        call(&app, "GET", &format!("/api/products/{id}/history"), Some(&secret), None)
+            .await
+            .status()
+            == 401
     })
     .await;
     assert!(refused, "a revoked key still works");
-    assert!(started.elapsed() < Duration::from_secs(2), "refused after {:?}, over the 300 ms refresh", started.elapsed());
-    assert_eq!(cli(&app.env, &["keys", "revoke", "acme-feed"]).status.code(), Some(2), "nothing live to revoke");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused after {:?}, over the 300 ms refresh",
+        started.elapsed()
+    );
+    assert_eq!(
+        cli(&app.env, &["keys", "revoke", "acme-feed"]).status.code(),
+        Some(2),
+        "nothing live to revoke"
+    );
 }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::command::{CreateProduct, NewVariant, ProductCommand, UpdateProductDetails};
 use super::error::DomainError;
 use super::event::{
-    ProductArchived, ProductCategorized, ProductChange, ProductTransferred, ProductCreated, ProductDetailsUpdated, ProductStatusChanged,
+    ProductArchived, ProductCategorized, ProductChange, ProductCreated, ProductDetailsUpdated, ProductStatusChanged,
+    ProductTransferred,
 };
 use super::value::{
     bounded_text, required_text, AttributeValue, CategoryNode, Money, ProductStatus, Variant, ATTRIBUTES_MAX,
@@ -119,14 +120,19 @@ pub fn decide(state: Option<&Product>, command: &ProductCommand) -> Result<Produ
         ProductCommand::UpdateVariant { variant_id, change } => variants::update(product, *variant_id, change),
         ProductCommand::RemoveVariant { variant_id } => variants::remove(product, *variant_id),
         ProductCommand::SetVariantPrices { variant_id, prices } => variants::set_prices(product, *variant_id, prices),
-        ProductCommand::PlaceInCategory { category, path } => Ok(ProductChange::ProductCategorized(ProductCategorized {
-            category: bounded_text("category", category, SHORT_TEXT_MAX_CHARS)?,
-            category_path: path.clone(),
-        })),
+        ProductCommand::PlaceInCategory { category, path } => {
+            Ok(ProductChange::ProductCategorized(ProductCategorized {
+                category: bounded_text("category", category, SHORT_TEXT_MAX_CHARS)?,
+                category_path: path.clone(),
+            }))
+        }
         ProductCommand::TransferOwnership { owner } => {
             let to = required_text("owner", owner, SHORT_TEXT_MAX_CHARS)?;
             if to == product.owner {
-                return Err(DomainError::invalid("owner", format!("the product already belongs to {to:?}")));
+                return Err(DomainError::invalid(
+                    "owner",
+                    format!("the product already belongs to {to:?}"),
+                ));
             }
             Ok(ProductChange::ProductTransferred(ProductTransferred {
                 from: product.owner.clone(),
@@ -164,7 +170,10 @@ fn decide_publish(product: &Product) -> Result<ProductChange, DomainError> {
         let reason = if product.variants.len() == 1 {
             "a product needs a price to be published".to_owned()
         } else {
-            format!("every variant needs a price to be published; variant {} ({}) has none", v.id, v.sku)
+            format!(
+                "every variant needs a price to be published; variant {} ({}) has none",
+                v.id, v.sku
+            )
         };
         return Err(DomainError::Incomplete { field: "price", reason });
     }
@@ -253,9 +262,7 @@ fn decide_details(u: &UpdateProductDetails) -> Result<ProductDetailsUpdated, Dom
     })
 }
 
-fn check_attributes(
-    a: &BTreeMap<String, AttributeValue>,
-) -> Result<BTreeMap<String, AttributeValue>, DomainError> {
+fn check_attributes(a: &BTreeMap<String, AttributeValue>) -> Result<BTreeMap<String, AttributeValue>, DomainError> {
     if a.len() > ATTRIBUTES_MAX {
         return Err(DomainError::invalid(
             "attributes",

@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn a_creation_lists_every_field_from_nothing() {
-        let p = run(None, ProductCommand::CreateProduct(CreateProduct::simple("A-1", "Lamp", None, 2)));
+        let p = run(
+            None,
+            ProductCommand::CreateProduct(CreateProduct::simple("A-1", "Lamp", None, 2)),
+        );
         let c = changes(None, &p);
         let title = c.iter().find(|f| f.field == "title").expect("title");
         assert_eq!((&title.before, &title.after), (&Value::Null, &json!("Lamp")));
@@ -111,8 +114,17 @@ mod tests {
 
     #[test]
     fn a_variant_change_names_the_variant_and_field() {
-        let p = run(None, ProductCommand::CreateProduct(CreateProduct::simple("A-1", "Lamp", None, 2)));
-        let q = run(Some(&p), ProductCommand::SetStock { stock: 7, variant_id: None });
+        let p = run(
+            None,
+            ProductCommand::CreateProduct(CreateProduct::simple("A-1", "Lamp", None, 2)),
+        );
+        let q = run(
+            Some(&p),
+            ProductCommand::SetStock {
+                stock: 7,
+                variant_id: None,
+            },
+        );
         assert_eq!(
             changes(Some(&p), &q),
             vec![FieldChange {
@@ -136,7 +148,10 @@ mod tests {
             ProductCommand::AddVariant(NewVariant {
                 sku: "A-2".into(),
                 options: [("size".to_string(), "M".to_string())].into(),
-                prices: vec![Money { amount_minor: 5, currency: "EUR".into() }],
+                prices: vec![Money {
+                    amount_minor: 5,
+                    currency: "EUR".into(),
+                }],
                 stock: 0,
             }),
         );

@@ -21,7 +21,9 @@ pub use aggregate::{decide, evolve, execute, validate, Product};
 pub use command::{CreateProduct, NewVariant, ProductCommand, UpdateProductDetails, UpdateVariant, DEFAULT_OWNER};
 pub use error::DomainError;
 pub use event::{EventEnvelope, EventMeta, ProductChange, EVENT_TYPES, SCHEMA_VERSION};
-pub use value::{bounded_text, required_text, AttributeValue, CategoryNode, Money, ProductStatus, Variant, SHORT_TEXT_MAX_CHARS};
+pub use value::{
+    bounded_text, required_text, AttributeValue, CategoryNode, Money, ProductStatus, Variant, SHORT_TEXT_MAX_CHARS,
+};
 pub use value::{
     ATTRIBUTES_MAX, DESCRIPTION_MAX_CHARS, KNOWN_CURRENCIES, MAX_QUANTITY, OPTIONS_MAX, REQUIRED_TEXT_PATTERN,
     TEXT_PATTERN, TITLE_MAX_CHARS, VARIANTS_MAX,

@@ -1,7 +1,7 @@
 //! Given events / When command / Then change or error.
 
-use super::*;
 use super::event;
+use super::*;
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -89,10 +89,22 @@ fn validate_refuses_what_no_state_could_accept_and_nothing_else() {
         ..Default::default()
     });
     assert_eq!(validate(&bad_title).unwrap_err().field(), Some("title"));
-    assert!(validate(&ProductCommand::SetStock { stock: -1, variant_id: None }).is_err());
-    assert!(validate(&ProductCommand::AdjustStock { delta: 0, variant_id: None }).is_err());
+    assert!(validate(&ProductCommand::SetStock {
+        stock: -1,
+        variant_id: None
+    })
+    .is_err());
+    assert!(validate(&ProductCommand::AdjustStock {
+        delta: 0,
+        variant_id: None
+    })
+    .is_err());
     assert!(
-        validate(&ProductCommand::AdjustStock { delta: -100, variant_id: None }).is_ok(),
+        validate(&ProductCommand::AdjustStock {
+            delta: -100,
+            variant_id: None
+        })
+        .is_ok(),
         "depends on the state"
     );
     assert!(validate(&ProductCommand::PublishProduct).is_ok());
@@ -209,7 +221,11 @@ fn change_price_records_old_and_new() {
         })
     );
     // A price per currency: the USD price stays beside the new EUR one.
-    let prices: Vec<(&str, i64)> = p.variants[0].prices.iter().map(|m| (m.currency.as_str(), m.amount_minor)).collect();
+    let prices: Vec<(&str, i64)> = p.variants[0]
+        .prices
+        .iter()
+        .map(|m| (m.currency.as_str(), m.amount_minor))
+        .collect();
     assert_eq!(prices, vec![("EUR", 2500), ("USD", 1999)]);
 }
 
@@ -233,7 +249,13 @@ fn negative_price_is_rejected() {
 fn adjust_stock_never_goes_below_zero() {
     let s = given(&created());
     assert_eq!(
-        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: -6, variant_id: None }),
+        decide(
+            s.as_ref(),
+            &ProductCommand::AdjustStock {
+                delta: -6,
+                variant_id: None
+            }
+        ),
         Err(DomainError::InsufficientStock {
             available: 5,
             delta: -6
@@ -242,15 +264,24 @@ fn adjust_stock_never_goes_below_zero() {
     let (p, _) = execute(
         s.as_ref(),
         Uuid::nil(),
-        &ProductCommand::AdjustStock { delta: -5, variant_id: None },
+        &ProductCommand::AdjustStock {
+            delta: -5,
+            variant_id: None,
+        },
         t0(),
     )
     .expect("ok");
     assert_eq!(stock(&p), 0);
     assert_eq!(
-        decide(s.as_ref(), &ProductCommand::AdjustStock { delta: 0, variant_id: None })
-            .unwrap_err()
-            .field(),
+        decide(
+            s.as_ref(),
+            &ProductCommand::AdjustStock {
+                delta: 0,
+                variant_id: None
+            }
+        )
+        .unwrap_err()
+        .field(),
         Some("delta")
     );
 }
@@ -258,7 +289,16 @@ fn adjust_stock_never_goes_below_zero() {
 #[test]
 fn set_stock_emits_the_delta() {
     let s = given(&created());
-    let (p, change) = execute(s.as_ref(), Uuid::nil(), &ProductCommand::SetStock { stock: 2, variant_id: None }, t0()).expect("ok");
+    let (p, change) = execute(
+        s.as_ref(),
+        Uuid::nil(),
+        &ProductCommand::SetStock {
+            stock: 2,
+            variant_id: None,
+        },
+        t0(),
+    )
+    .expect("ok");
     assert_eq!(
         change,
         ProductChange::ProductStockAdjusted(event::ProductStockAdjusted {
@@ -269,9 +309,15 @@ fn set_stock_emits_the_delta() {
     );
     assert_eq!(stock(&p), 2);
     assert_eq!(
-        decide(s.as_ref(), &ProductCommand::SetStock { stock: -1, variant_id: None })
-            .unwrap_err()
-            .field(),
+        decide(
+            s.as_ref(),
+            &ProductCommand::SetStock {
+                stock: -1,
+                variant_id: None
+            }
+        )
+        .unwrap_err()
+        .field(),
         Some("stock")
     );
 }
@@ -310,7 +356,10 @@ fn archived_product_accepts_no_further_change() {
     for c in [
         ProductCommand::PublishProduct,
         ProductCommand::ArchiveProduct,
-        ProductCommand::AdjustStock { delta: 1, variant_id: None },
+        ProductCommand::AdjustStock {
+            delta: 1,
+            variant_id: None,
+        },
         ProductCommand::ChangePrice {
             price: Money {
                 amount_minor: 1,
@@ -357,18 +406,28 @@ fn any_command() -> impl Strategy<Value = ProductCommand> {
                 variant_id: None,
             }
         }),
-        (-20i64..20, prop::option::of(1u32..4)).prop_map(|(delta, variant_id)| ProductCommand::AdjustStock { delta, variant_id }),
-        (-5i64..50).prop_map(|stock| ProductCommand::SetStock { stock, variant_id: None }),
+        (-20i64..20, prop::option::of(1u32..4))
+            .prop_map(|(delta, variant_id)| ProductCommand::AdjustStock { delta, variant_id }),
+        (-5i64..50).prop_map(|stock| ProductCommand::SetStock {
+            stock,
+            variant_id: None
+        }),
         ("[A-C]", prop::sample::select(vec!["S", "M", "L"]), 0i64..3).prop_map(|(sku, size, stock)| {
             ProductCommand::AddVariant(NewVariant {
                 sku: format!("V-{sku}"),
                 options: [("size".to_string(), size.to_string())].into(),
-                prices: vec![Money { amount_minor: 100, currency: "EUR".into() }],
+                prices: vec![Money {
+                    amount_minor: 100,
+                    currency: "EUR".into(),
+                }],
                 stock,
             })
         }),
         (1u32..4).prop_map(|variant_id| ProductCommand::RemoveVariant { variant_id }),
-        (1u32..4).prop_map(|variant_id| ProductCommand::SetVariantPrices { variant_id, prices: vec![] }),
+        (1u32..4).prop_map(|variant_id| ProductCommand::SetVariantPrices {
+            variant_id,
+            prices: vec![]
+        }),
         Just(ProductCommand::PublishProduct),
         Just(ProductCommand::UnpublishProduct),
         Just(ProductCommand::ArchiveProduct),
@@ -429,8 +488,20 @@ fn with_sizes() -> Product {
 fn variants_get_ids_in_order_and_the_next_id_is_never_reused() {
     let p = with_sizes();
     assert_eq!(p.variants.iter().map(|v| v.id).collect::<Vec<_>>(), vec![1, 2]);
-    let (p, _) = execute(Some(&p), Uuid::nil(), &ProductCommand::RemoveVariant { variant_id: 2 }, t0()).expect("removed");
-    let (p, change) = execute(Some(&p), Uuid::nil(), &ProductCommand::AddVariant(sized("T-L", "L")), t0()).expect("added");
+    let (p, _) = execute(
+        Some(&p),
+        Uuid::nil(),
+        &ProductCommand::RemoveVariant { variant_id: 2 },
+        t0(),
+    )
+    .expect("removed");
+    let (p, change) = execute(
+        Some(&p),
+        Uuid::nil(),
+        &ProductCommand::AddVariant(sized("T-L", "L")),
+        t0(),
+    )
+    .expect("added");
     assert_eq!(change.event_type(), "VariantAdded");
     assert_eq!(p.variants.last().map(|v| v.id), Some(3), "id 2 is not given again");
 }
@@ -470,7 +541,13 @@ fn a_product_keeps_its_last_variant_and_commands_name_existing_ones() {
         Err(DomainError::VariantConflict(_))
     ));
     assert_eq!(
-        decide(Some(&p), &ProductCommand::SetStock { stock: 1, variant_id: Some(9) }),
+        decide(
+            Some(&p),
+            &ProductCommand::SetStock {
+                stock: 1,
+                variant_id: Some(9)
+            }
+        ),
         Err(DomainError::VariantNotFound { variant_id: 9 })
     );
 }
@@ -479,15 +556,37 @@ fn a_product_keeps_its_last_variant_and_commands_name_existing_ones() {
 fn prices_are_one_per_currency_and_publishing_needs_one_on_every_variant() {
     let p = with_sizes();
     let twice = vec![
-        Money { amount_minor: 1, currency: "EUR".into() },
-        Money { amount_minor: 2, currency: "EUR".into() },
+        Money {
+            amount_minor: 1,
+            currency: "EUR".into(),
+        },
+        Money {
+            amount_minor: 2,
+            currency: "EUR".into(),
+        },
     ];
     assert_eq!(
-        decide(Some(&p), &ProductCommand::SetVariantPrices { variant_id: 1, prices: twice }).unwrap_err().field(),
+        decide(
+            Some(&p),
+            &ProductCommand::SetVariantPrices {
+                variant_id: 1,
+                prices: twice
+            }
+        )
+        .unwrap_err()
+        .field(),
         Some("prices")
     );
-    let (p, _) = execute(Some(&p), Uuid::nil(), &ProductCommand::SetVariantPrices { variant_id: 2, prices: vec![] }, t0())
-        .expect("a draft's variant may lose its prices");
+    let (p, _) = execute(
+        Some(&p),
+        Uuid::nil(),
+        &ProductCommand::SetVariantPrices {
+            variant_id: 2,
+            prices: vec![],
+        },
+        t0(),
+    )
+    .expect("a draft's variant may lose its prices");
     let err = decide(Some(&p), &ProductCommand::PublishProduct).unwrap_err();
     assert_eq!(err.field(), Some("price"));
     assert!(err.to_string().contains("T-M"), "{err}");
@@ -497,10 +596,16 @@ fn prices_are_one_per_currency_and_publishing_needs_one_on_every_variant() {
 fn a_creation_takes_variants_or_the_single_sku_shorthand_not_both() {
     let mut c = create_cmd();
     c.variants = vec![sized("T-S", "S")];
-    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("variants"));
+    assert_eq!(
+        decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(),
+        Some("variants")
+    );
     let mut c = create_cmd();
     c.sku = None;
     c.price = None;
     c.stock = 0;
-    assert_eq!(decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(), Some("sku"));
+    assert_eq!(
+        decide(None, &ProductCommand::CreateProduct(c)).unwrap_err().field(),
+        Some("sku")
+    );
 }

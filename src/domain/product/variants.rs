@@ -88,7 +88,10 @@ pub(super) fn check_new(v: &NewVariant, id: u32) -> Result<Variant, DomainError>
 /// A variant change checked on its own.
 pub(super) fn check_update(u: &UpdateVariant) -> Result<UpdateVariant, DomainError> {
     if u.sku.is_none() && u.options.is_none() {
-        return Err(DomainError::invalid("variant", "at least one of sku and options must be given"));
+        return Err(DomainError::invalid(
+            "variant",
+            "at least one of sku and options must be given",
+        ));
     }
     Ok(UpdateVariant {
         sku: u
@@ -139,7 +142,9 @@ pub(super) fn check_fits(others: &[Variant], candidate: &Variant) -> Result<(), 
 /// The variant a command acts on: the one it names, or the first.
 fn target(product: &Product, variant_id: Option<u32>) -> Result<&Variant, DomainError> {
     match variant_id {
-        Some(id) => product.variant(id).ok_or(DomainError::VariantNotFound { variant_id: id }),
+        Some(id) => product
+            .variant(id)
+            .ok_or(DomainError::VariantNotFound { variant_id: id }),
         None => product
             .first_variant()
             .ok_or(DomainError::VariantNotFound { variant_id: 0 }),
@@ -223,7 +228,12 @@ pub(super) fn update(product: &Product, variant_id: u32, u: &UpdateVariant) -> R
     if let Some(options) = &u.options {
         next.options = options.clone();
     }
-    let others: Vec<Variant> = product.variants.iter().filter(|o| o.id != variant_id).cloned().collect();
+    let others: Vec<Variant> = product
+        .variants
+        .iter()
+        .filter(|o| o.id != variant_id)
+        .cloned()
+        .collect();
     check_fits(&others, &next)?;
     Ok(ProductChange::VariantUpdated(VariantUpdated {
         variant_id,

@@ -7,10 +7,10 @@
 use actix_web::{get, post, web, HttpResponse};
 use rdkafka::message::{Message, OwnedMessage};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 use utoipa::openapi::schema::{AdditionalProperties, AllOfBuilder, ArrayBuilder, OneOfBuilder};
 use utoipa::openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
 use utoipa::PartialSchema;
+use uuid::Uuid;
 
 use super::super::auth::{Needs, OpsReader, Principal, Role};
 use super::super::contract::problems;
@@ -230,7 +230,10 @@ pub async fn dead_letters(
                 .map(|p| String::from_utf8_lossy(p).chars().take(PAYLOAD_SHOWN_CHARS).collect())
                 .unwrap_or_default(),
             reads: (q.topic == DlqTopic::Events).then(|| match crate::bus::envelope::decode_event(m.payload()) {
-                Ok(e) => format!("reads as version {} ({} v{})", e.schema_version, e.event_type, e.aggregate_version),
+                Ok(e) => format!(
+                    "reads as version {} ({} v{})",
+                    e.schema_version, e.event_type, e.aggregate_version
+                ),
                 Err(e) => format!("{}: {}", e.class, e.message),
             }),
         })
@@ -387,7 +390,11 @@ pub async fn parked(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Resu
         problems::Limits, problems::Token, problems::ById),
     security(("bearer" = ["operator", "reader"])))]
 #[get("/console/api/trace/{id}")]
-pub async fn trace(_auth: Needs<OpsReader>, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+pub async fn trace(
+    _auth: Needs<OpsReader>,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
     let deps = crate::ops::trace::TraceDeps {
         pool: state.pool().clone(),
         cache: state.cache().clone(),
@@ -397,7 +404,10 @@ pub async fn trace(_auth: Needs<OpsReader>, state: web::Data<AppState>, id: web:
     };
     let t = crate::ops::trace::trace(&deps, *id).await.map_err(|e| match e {
         crate::ops::OpsError::Store(s) => ApiError::from(s),
-        other => ApiError::DependencyDown { dependency: "kafka", cause: other.to_string() },
+        other => ApiError::DependencyDown {
+            dependency: "kafka",
+            cause: other.to_string(),
+        },
     })?;
     Ok(HttpResponse::Ok().json(t))
 }

@@ -9,7 +9,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use super::{partition_of, DeadLetter, Facts, Progress, Record, TraceDeps, Written, CALL_TIMEOUT, HISTORY_SHOWN, SCAN_LIMIT};
+use super::{
+    partition_of, DeadLetter, Facts, Progress, Record, TraceDeps, Written, CALL_TIMEOUT, HISTORY_SHOWN, SCAN_LIMIT,
+};
 use crate::ops::{groups, OpsError};
 use crate::store::outbox_repo::{self, EventRow};
 use crate::store::{audit_repo, history_repo, pool, product_repo};
@@ -75,8 +77,17 @@ async fn postgres_facts(d: &TraceDeps, f: &mut Facts) -> Result<(), OpsError> {
         .await?
         .into_iter()
         .filter(|m| m.executed_at >= since && m.group == d.names.projection_group())
-        .map(|m| format!("{} {} partition {} moved {} -> {} ({})", m.executed_at.format("%Y-%m-%dT%H:%M:%SZ"), m.mode, m.partition,
-            m.from_offset.map_or("none".into(), |o| o.to_string()), m.to_offset, m.host))
+        .map(|m| {
+            format!(
+                "{} {} partition {} moved {} -> {} ({})",
+                m.executed_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                m.mode,
+                m.partition,
+                m.from_offset.map_or("none".into(), |o| o.to_string()),
+                m.to_offset,
+                m.host
+            )
+        })
         .collect();
     Ok(())
 }
@@ -94,7 +105,9 @@ async fn kafka_facts(d: &TraceDeps, f: &mut Facts) {
             Some(o) if o.published_at.is_some() => find_record(&c, o)?,
             _ => None,
         };
-        let topic = outbox.as_ref().map_or_else(|| names.events_topic(), |o| o.topic.clone());
+        let topic = outbox
+            .as_ref()
+            .map_or_else(|| names.events_topic(), |o| o.topic.clone());
         let partition = record.as_ref().map_or_else(
             || groups::partitions(&c, &topic).map(|p| partition_of(&id.to_string(), p.len() as i32)),
             |r| Ok(r.partition),
@@ -157,12 +170,19 @@ fn find_record(c: &BaseConsumer, o: &EventRow) -> Result<Option<Record>, OpsErro
     let deadline = Instant::now() + CALL_TIMEOUT;
     let mut read = 0;
     while read < SCAN_LIMIT && Instant::now() < deadline {
-        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let m = m?;
         read += 1;
         if crate::bus::consumer::header_str(&m, outbox_repo::event_headers::EVENT_ID) == Some(event_id.as_str()) {
             let at = m.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
-            return Ok(Some(Record { topic: o.topic.clone(), partition, offset: m.offset(), at }));
+            return Ok(Some(Record {
+                topic: o.topic.clone(),
+                partition,
+                offset: m.offset(),
+                at,
+            }));
         }
         if m.offset() + 1 >= end {
             break;
@@ -175,7 +195,10 @@ fn find_record(c: &BaseConsumer, o: &EventRow) -> Result<Option<Record>, OpsErro
 /// record at `waiting_for`, sampled again a second later for its rate (the ETA).
 fn progress(c: &BaseConsumer, topic: &str, partition: i32, waiting_for: Option<i64>) -> Result<Progress, OpsError> {
     let committed = |c: &BaseConsumer| -> Result<Option<i64>, OpsError> {
-        Ok(groups::committed(c, topic, &[partition])?.get(&partition).copied().flatten())
+        Ok(groups::committed(c, topic, &[partition])?
+            .get(&partition)
+            .copied()
+            .flatten())
     };
     let first = committed(c)?;
     let waiting = waiting_for.is_some_and(|o| first.is_none_or(|c| c <= o));
@@ -192,7 +215,12 @@ fn progress(c: &BaseConsumer, topic: &str, partition: i32, waiting_for: Option<i
         (first, None)
     };
     let (_, end) = c.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
-    Ok(Progress { partition, committed: second, end, rate })
+    Ok(Progress {
+        partition,
+        committed: second,
+        end,
+        rate,
+    })
 }
 
 async fn document_version(d: &TraceDeps, id: Uuid) -> Result<Option<i64>, crate::search::SearchError> {
@@ -209,4 +237,3 @@ async fn document_version(d: &TraceDeps, id: Uuid) -> Result<Option<i64>, crate:
     let v: serde_json::Value = crate::search::client::decode(resp).await?;
     Ok(v["_source"]["version"].as_i64())
 }
-

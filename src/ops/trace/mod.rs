@@ -157,7 +157,10 @@ pub struct Verdict {
 
 impl Verdict {
     fn new(state: &'static str, text: impl Into<String>) -> Self {
-        Self { state, text: text.into() }
+        Self {
+            state,
+            text: text.into(),
+        }
     }
 
     /// Exit code of `trace`: 0 for ok.
@@ -200,33 +203,62 @@ pub fn verdict(f: &Facts) -> Verdict {
     let cached = f.cache_version.is_none_or(|v| v >= version);
     if indexed && cached {
         let lead = match (&f.outbox, &f.record) {
-            (Some(o), Some(r)) => r.at.map(|at| format!(", on Kafka {} ms after its commit", ms(o.created_at, at))),
+            (Some(o), Some(r)) => {
+                r.at.map(|at| format!(", on Kafka {} ms after its commit", ms(o.created_at, at)))
+            }
             _ => None,
         };
-        return Verdict::new("ok", format!("ok: searchable at version {version}{}", lead.unwrap_or_default()));
+        return Verdict::new(
+            "ok",
+            format!("ok: searchable at version {version}{}", lead.unwrap_or_default()),
+        );
     }
     if let Some(dl) = f.dead_letters.iter().rev().find(|d| !d.redriven) {
         return Verdict::new(
             "dead-lettered",
-            format!("dead-lettered: {} at offset {}:{} ({})", dl.class, dl.partition, dl.offset, dl.reason),
+            format!(
+                "dead-lettered: {} at offset {}:{} ({})",
+                dl.class, dl.partition, dl.offset, dl.reason
+            ),
         );
     }
     let Some(o) = &f.outbox else {
-        return Verdict::new("stuck", format!("stuck: no outbox row for version {version} (pruned, or written around the outbox)"));
+        return Verdict::new(
+            "stuck",
+            format!("stuck: no outbox row for version {version} (pruned, or written around the outbox)"),
+        );
     };
     if o.parked_at.is_some() {
         return Verdict::new(
             "stuck",
-            format!("stuck: outbox row {} parked after {} attempts: {}", o.id, o.attempts, o.last_error.as_deref().unwrap_or("no error recorded")),
+            format!(
+                "stuck: outbox row {} parked after {} attempts: {}",
+                o.id,
+                o.attempts,
+                o.last_error.as_deref().unwrap_or("no error recorded")
+            ),
         );
     }
     if o.published_at.is_none() {
-        let why = o.last_error.as_deref().map(|e| format!(", last error: {e}")).unwrap_or_default();
-        return Verdict::new("waiting", format!("waiting: outbox row {} not published yet ({} failed attempts{why})", o.id, o.attempts));
+        let why = o
+            .last_error
+            .as_deref()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default();
+        return Verdict::new(
+            "waiting",
+            format!(
+                "waiting: outbox row {} not published yet ({} failed attempts{why})",
+                o.id, o.attempts
+            ),
+        );
     }
     let Some(r) = &f.record else {
         let why = f.unreadable.first().map(|u| format!(" ({u})")).unwrap_or_default();
-        return Verdict::new("stuck", format!("stuck: published, but the record was not found on {}{why}", o.topic));
+        return Verdict::new(
+            "stuck",
+            format!("stuck: published, but the record was not found on {}{why}", o.topic),
+        );
     };
     match &f.progress {
         Some(p) if p.committed.is_none_or(|c| c <= r.offset) => {
@@ -237,9 +269,21 @@ pub fn verdict(f: &Facts) -> Verdict {
                 .filter(|r| *r > 0.0)
                 .map(|rate| format!(", ETA {:.0} s", ahead as f64 / rate))
                 .unwrap_or_else(|| ", not moving".into());
-            Verdict::new("waiting", format!("waiting: partition {} lag {lag}, record at offset {}{eta}", r.partition, r.offset))
+            Verdict::new(
+                "waiting",
+                format!(
+                    "waiting: partition {} lag {lag}, record at offset {}{eta}",
+                    r.partition, r.offset
+                ),
+            )
         }
-        None => Verdict::new("stuck", format!("stuck: the projection group's offsets could not be read ({})", f.unreadable.join("; "))),
+        None => Verdict::new(
+            "stuck",
+            format!(
+                "stuck: the projection group's offsets could not be read ({})",
+                f.unreadable.join("; ")
+            ),
+        ),
         Some(_) => Verdict::new(
             "stuck",
             format!(
@@ -262,12 +306,21 @@ pub fn hops(f: &Facts) -> Vec<Hop> {
             (Some(p), Some(a)) => Some(ms(p, a)),
             _ => None,
         };
-        out.push(Hop { hop, at, after_ms, detail });
+        out.push(Hop {
+            hop,
+            at,
+            after_ms,
+            detail,
+        });
     };
     for w in &f.history {
         let who = w.actor.as_deref().unwrap_or("-");
         let corr = w.correlation_id.map_or("-".into(), |c| c.to_string());
-        push("write", Some(w.at), format!("version {} {} by {who} (correlation {corr})", w.version, w.event_type));
+        push(
+            "write",
+            Some(w.at),
+            format!("version {} {} by {who} (correlation {corr})", w.version, w.event_type),
+        );
     }
     match &f.row {
         Some((v, status, at)) => push("postgres", Some(*at), format!("row at version {v}, {status}")),
@@ -276,7 +329,11 @@ pub fn hops(f: &Facts) -> Vec<Hop> {
     match &f.outbox {
         Some(o) => {
             let state = match (o.published_at, o.parked_at) {
-                (_, Some(_)) => format!("parked after {} attempts: {}", o.attempts, o.last_error.as_deref().unwrap_or("-")),
+                (_, Some(_)) => format!(
+                    "parked after {} attempts: {}",
+                    o.attempts,
+                    o.last_error.as_deref().unwrap_or("-")
+                ),
                 (Some(_), _) => format!("published ({} failed attempts before)", o.attempts),
                 (None, None) => format!("pending ({} failed attempts)", o.attempts),
             };
@@ -288,27 +345,51 @@ pub fn hops(f: &Facts) -> Vec<Hop> {
         None => push("outbox", None, "no row for the current version".into()),
     }
     match &f.record {
-        Some(r) => push("kafka", r.at, format!("{} partition {} offset {}", r.topic, r.partition, r.offset)),
+        Some(r) => push(
+            "kafka",
+            r.at,
+            format!("{} partition {} offset {}", r.topic, r.partition, r.offset),
+        ),
         None => push("kafka", None, "record not found".into()),
     }
     if let Some(p) = &f.progress {
-        let passed = f.record.as_ref().is_some_and(|r| p.committed.is_some_and(|c| c > r.offset));
+        let passed = f
+            .record
+            .as_ref()
+            .is_some_and(|r| p.committed.is_some_and(|c| c > r.offset));
         let committed = p.committed.map_or("none".into(), |c| c.to_string());
-        push("projection", None, format!(
-            "group committed {committed} of {} on partition {}: {}",
-            p.end,
-            p.partition,
-            if passed { "past the record" } else { "not past the record yet" }
-        ));
+        push(
+            "projection",
+            None,
+            format!(
+                "group committed {committed} of {} on partition {}: {}",
+                p.end,
+                p.partition,
+                if passed {
+                    "past the record"
+                } else {
+                    "not past the record yet"
+                }
+            ),
+        );
     }
     let v = |x: Option<i64>| x.map_or("absent".into(), |v| format!("version {v}"));
     push("opensearch", None, format!("document {}", v(f.document_version)));
     push("redis", None, format!("entry {}", v(f.cache_version)));
     for d in &f.dead_letters {
-        push("dlq", None, format!(
-            "{}:{} {} at {}{}: {}",
-            d.partition, d.offset, d.class, d.failed_at, if d.redriven { " (redriven)" } else { "" }, d.reason
-        ));
+        push(
+            "dlq",
+            None,
+            format!(
+                "{}:{} {} at {}{}: {}",
+                d.partition,
+                d.offset,
+                d.class,
+                d.failed_at,
+                if d.redriven { " (redriven)" } else { "" },
+                d.reason
+            ),
+        );
     }
     for r in &f.replays {
         push("replay", None, r.clone());
@@ -351,8 +432,18 @@ mod tests {
                 last_error: None,
                 parked_at: None,
             }),
-            record: Some(Record { topic: "product.events".into(), partition: 2, offset: 40, at: Some(at(1)) }),
-            progress: Some(Progress { partition: 2, committed: Some(41), end: 41, rate: None }),
+            record: Some(Record {
+                topic: "product.events".into(),
+                partition: 2,
+                offset: 40,
+                at: Some(at(1)),
+            }),
+            progress: Some(Progress {
+                partition: 2,
+                committed: Some(41),
+                end: 41,
+                rate: None,
+            }),
             document_version: Some(3),
             cache_version: Some(3),
             dead_letters: vec![],
@@ -376,19 +467,41 @@ mod tests {
     fn the_first_hop_that_did_not_happen_names_the_verdict() {
         let mut f = facts();
         f.document_version = Some(2);
-        f.progress = Some(Progress { partition: 2, committed: Some(30), end: 5390, rate: Some(2.75) });
-        assert_eq!(verdict(&f).text, "waiting: partition 2 lag 5360, record at offset 40, ETA 4 s");
-        f.progress = Some(Progress { partition: 2, committed: Some(41), end: 41, rate: None });
-        assert!(verdict(&f).text.starts_with("stuck: the projection passed offset 2:40"), "{:?}", verdict(&f));
+        f.progress = Some(Progress {
+            partition: 2,
+            committed: Some(30),
+            end: 5390,
+            rate: Some(2.75),
+        });
+        assert_eq!(
+            verdict(&f).text,
+            "waiting: partition 2 lag 5360, record at offset 40, ETA 4 s"
+        );
+        f.progress = Some(Progress {
+            partition: 2,
+            committed: Some(41),
+            end: 41,
+            rate: None,
+        });
+        assert!(
+            verdict(&f).text.starts_with("stuck: the projection passed offset 2:40"),
+            "{:?}",
+            verdict(&f)
+        );
         f.record = None;
-        assert!(verdict(&f).text.starts_with("stuck: published, but the record was not found"));
+        assert!(verdict(&f)
+            .text
+            .starts_with("stuck: published, but the record was not found"));
         let o = f.outbox.as_mut().expect("row");
         o.published_at = None;
         o.attempts = 2;
         o.last_error = Some("Message size too large".into());
         assert_eq!(verdict(&f).state, "waiting");
         f.outbox.as_mut().expect("row").parked_at = Some(at(9));
-        assert_eq!(verdict(&f).text, "stuck: outbox row 7 parked after 2 attempts: Message size too large");
+        assert_eq!(
+            verdict(&f).text,
+            "stuck: outbox row 7 parked after 2 attempts: Message size too large"
+        );
         f.dead_letters.push(DeadLetter {
             partition: 0,
             offset: 1233,
@@ -397,7 +510,10 @@ mod tests {
             failed_at: "-".into(),
             redriven: false,
         });
-        assert_eq!(verdict(&f).text, "dead-lettered: invalid_state at offset 0:1233 (state id/version do not match)");
+        assert_eq!(
+            verdict(&f).text,
+            "dead-lettered: invalid_state at offset 0:1233 (state id/version do not match)"
+        );
         f.row = None;
         assert_eq!(verdict(&f).state, "missing");
         assert_eq!(verdict(&f).exit_code(), 1);
@@ -407,7 +523,18 @@ mod tests {
     fn hops_carry_the_delay_from_the_previous_timed_hop() {
         let h = hops(&facts());
         let names: Vec<&str> = h.iter().map(|h| h.hop).collect();
-        assert_eq!(names, ["postgres", "outbox", "relay", "kafka", "projection", "opensearch", "redis"]);
+        assert_eq!(
+            names,
+            [
+                "postgres",
+                "outbox",
+                "relay",
+                "kafka",
+                "projection",
+                "opensearch",
+                "redis"
+            ]
+        );
         assert_eq!(h[2].after_ms, Some(1000), "published a second after the commit");
         assert_eq!(h[3].after_ms, Some(0));
         assert!(h[4].detail.contains("past the record"));

@@ -101,7 +101,11 @@ impl ProductConsumer {
                     .map(|tp| TraceParent::continue_or_start(Some(tp)).to_string()),
                 expected_version: env.expected_version,
                 // The caller's subject, else the channel.
-                actor: Some(env.caller.as_ref().map_or_else(|| format!("topic:{}", msg.topic()), |c| c.subject.clone())),
+                actor: Some(
+                    env.caller
+                        .as_ref()
+                        .map_or_else(|| format!("topic:{}", msg.topic()), |c| c.subject.clone()),
+                ),
                 events_topic: self.events_topic.clone(),
                 notify: self.notify,
                 // A command names its product id; it may exist already.

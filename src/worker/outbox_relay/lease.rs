@@ -174,7 +174,13 @@ impl SliceLease {
 
     /// Lets go of the highest owned slices until `target` are left.
     async fn release_extras(&mut self, target: usize) -> Result<Vec<i16>, StoreError> {
-        let extras: Vec<i16> = self.owned.iter().rev().take(self.owned.len() - target).copied().collect();
+        let extras: Vec<i16> = self
+            .owned
+            .iter()
+            .rev()
+            .take(self.owned.len() - target)
+            .copied()
+            .collect();
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Vec::new());
         };
@@ -276,7 +282,13 @@ impl SliceLease {
 /// Records a slice just taken (its lock is held): owned, and fenced for the takeover grace
 /// when its previous owner may still be producing. (A function of the fields: callers hold
 /// the connection borrowed meanwhile.)
-fn took(owned: &mut BTreeSet<i16>, fenced_until: &mut HashMap<i16, Instant>, grace: Duration, slice: i16, how: Takeover) {
+fn took(
+    owned: &mut BTreeSet<i16>,
+    fenced_until: &mut HashMap<i16, Instant>,
+    grace: Duration,
+    slice: i16,
+    how: Takeover,
+) {
     owned.insert(slice);
     let label = match how {
         Takeover::Clean => "clean",
@@ -386,10 +398,26 @@ mod tests {
         let (mut owned, mut fenced) = (BTreeSet::new(), HashMap::new());
         let grace = Duration::from_secs(5);
         took(&mut owned, &mut fenced, grace, 1, Takeover::Clean);
-        took(&mut owned, &mut fenced, grace, 2, Takeover::FromLostOwner(name(u32::MAX)));
-        took(&mut owned, &mut fenced, grace, 3, Takeover::FromLostOwner(name(std::process::id())));
+        took(
+            &mut owned,
+            &mut fenced,
+            grace,
+            2,
+            Takeover::FromLostOwner(name(u32::MAX)),
+        );
+        took(
+            &mut owned,
+            &mut fenced,
+            grace,
+            3,
+            Takeover::FromLostOwner(name(std::process::id())),
+        );
         assert_eq!(owned.into_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert_eq!(fenced.keys().copied().collect::<Vec<_>>(), vec![3], "only a possibly live owner's slice waits");
+        assert_eq!(
+            fenced.keys().copied().collect::<Vec<_>>(),
+            vec![3],
+            "only a possibly live owner's slice waits"
+        );
     }
 
     #[test]
