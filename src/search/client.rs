@@ -164,6 +164,29 @@ impl SearchClient {
         }
     }
 
+    /// Runs the `_search` `body` against `index` (an alias) within `timeout`; `None` when the
+    /// index does not exist (yet), else the decoded answer (a refusal is an error).
+    pub async fn search_in<T: DeserializeOwned>(
+        &self,
+        index: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Option<T>, SearchError> {
+        let resp = self
+            .call(|os| async move {
+                os.search(opensearch::SearchParts::Index(&[index]))
+                    .body(body)
+                    .request_timeout(timeout)
+                    .send()
+                    .await
+            })
+            .await?;
+        if resp.status_code().as_u16() == 404 {
+            return Ok(None);
+        }
+        decode(resp).await.map(Some)
+    }
+
     /// The client's timeout for one request.
     pub fn timeout(&self) -> Duration {
         self.timeout

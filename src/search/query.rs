@@ -4,13 +4,11 @@
 //! deep) or after a cursor (`search_after` on the sort values of the last hit, which always
 //! end with the `id` tiebreaker; no depth limit).
 
-use opensearch::SearchParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::client::decode;
 use super::cursor::{Cursor, Primary};
 use super::document::name_value;
 use super::facets::{aggregations, Aggregations, Facets};
@@ -323,20 +321,8 @@ pub async fn search(
     r: &SearchRequest,
     timeout: Duration,
 ) -> Result<SearchResponse, SearchError> {
-    let body = &build(r);
-    let resp = client
-        .call(|os| async move {
-            os.search(SearchParts::Index(&[index]))
-                .body(body)
-                .request_timeout(timeout)
-                .send()
-                .await
-        })
-        .await?;
-    if resp.status_code().as_u16() == 404 {
-        return Ok(parse(r, SearchAnswer::default()));
-    }
-    Ok(parse(r, decode(resp).await?))
+    let answer = client.search_in(index, &build(r), timeout).await?;
+    Ok(parse(r, answer.unwrap_or_default()))
 }
 
 #[cfg(test)]

@@ -4,14 +4,12 @@
 //! status for a token holder who asks. Completions match the start of a title or a brand
 //! (after lower-casing), are deduplicated by text, and name one product each.
 
-use opensearch::SearchParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::client::decode;
 use super::{SearchClient, SearchError};
 
 /// Most completions a client may ask for.
@@ -122,20 +120,10 @@ pub async fn suggest(
     r: &SuggestRequest,
     timeout: Duration,
 ) -> Result<SuggestResponse, SearchError> {
-    let body = &build(r);
-    let resp = client
-        .call(|os| async move {
-            os.search(SearchParts::Index(&[index]))
-                .body(body)
-                .request_timeout(timeout)
-                .send()
-                .await
-        })
-        .await?;
-    if resp.status_code().as_u16() == 404 {
-        return Ok(SuggestResponse::default());
+    match client.search_in(index, &build(r), timeout).await? {
+        None => Ok(SuggestResponse::default()),
+        Some(answer) => Ok(parse(r, answer)),
     }
-    Ok(parse(r, decode(resp).await?))
 }
 
 #[cfg(test)]
