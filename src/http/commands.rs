@@ -185,7 +185,7 @@ pub async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     let trace = TraceParent::continue_or_start(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
     let mut env = body.into_inner().0;
-    let cmd = env.command().map_err(|e| {
+    let mut cmd = env.command().map_err(|e| {
         ApiError::field(
             if e.class == "unknown_command_type" {
                 "command_type"
@@ -197,7 +197,11 @@ pub async fn submit(
     })?;
     // Refused whatever the product's state: answer now rather than queue a doomed command.
     product::validate(&cmd)?;
-    access::check_command(&auth.0.scope(), None, &cmd)?;
+    // What the command consumer will check on the row, checked now where it needs no row
+    // (a seller's creation is theirs: the consumer stamps the owner the same way).
+    let scope = auth.0.scope();
+    scope.stamp_owner(&mut cmd);
+    access::check_command(&scope, None, &cmd)?;
     // The command carries its caller, as authenticated here (whatever the body said): the
     // command consumer enforces what that caller may change.
     env.caller = Some(CommandCaller::from(&auth.0));

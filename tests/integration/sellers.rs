@@ -465,10 +465,43 @@ async fn commands_carry_their_caller_and_another_sellers_product_is_rejected_wit
     let r = call(&app, "GET", &format!("/api/products/{id}/history"), Some(&acme), None).await;
     let h: Value = r.json().await.expect("history");
     assert_eq!(h["items"][1]["actor"], "jwt:alice", "the API's caller, not the body's");
+    // A seller's creation through the command topic is theirs.
+    let fresh = Uuid::now_v7();
+    let r = call(
+        &app,
+        "POST",
+        "/api/commands",
+        Some(&acme),
+        Some(json!({"product_id": fresh, "command_type": "CreateProduct", "payload": {"sku": "CMD-2", "title": "Queued lamp"}})),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        app.env.drain_outbox().await,
+        2,
+        "the command and the stock change's event"
+    );
+    let outcomes = handle(&consumer, 1).await;
+    assert!(matches!(outcomes[0], CommandOutcome::Applied(1)), "{outcomes:?}");
+    let created: Value = call(&app, "GET", &format!("/api/products/{fresh}"), Some(&acme), None)
+        .await
+        .json()
+        .await
+        .expect("p");
+    assert_eq!(created["owner"], "acme");
     // A seller may not queue a transfer; an operator no command at all.
     let t = json!({"product_id": id, "command_type": "TransferOwnership", "payload": {"owner": "acme2"}});
     assert_eq!(
-        call(&app, "POST", "/api/commands", Some(&acme), Some(t)).await.status(),
+        call(&app, "POST", "/api/commands", Some(&acme), Some(t.clone()))
+            .await
+            .status(),
+        403
+    );
+    let operator = sign(&key, &claims(&jwks, "olga", &["operator"], None));
+    assert_eq!(
+        call(&app, "POST", "/api/commands", Some(&operator), Some(t))
+            .await
+            .status(),
         403
     );
 }
