@@ -347,30 +347,35 @@ async fn save(
         outcome_write,
         wake_relay
     );
-    match written {
-        Ok(1) => {}
-        Ok(_) => {
-            // Unreachable while the row is locked FOR UPDATE; kept as a guard.
-            return Err(StoreError::VersionConflict {
-                expected: next.version - 1,
-                actual: -1,
-            });
-        }
-        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
-            if info.constraint_name() == Some("products_sku_key") =>
-        {
-            return Err(StoreError::SkuTaken(
-                next.first_variant().map(|v| v.sku.clone()).unwrap_or_default(),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    product_written(written, next)?;
     skus?;
     appended?;
     history?;
     recorded?;
     woken?;
     Ok(())
+}
+
+/// The product write's result: one row, or why not (a taken sku is `SkuTaken`).
+fn product_written(written: Result<usize, DieselError>, next: &Product) -> Result<(), StoreError> {
+    match written {
+        Ok(1) => Ok(()),
+        Ok(_) => {
+            // Unreachable while the row is locked FOR UPDATE; kept as a guard.
+            Err(StoreError::VersionConflict {
+                expected: next.version - 1,
+                actual: -1,
+            })
+        }
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+            if info.constraint_name() == Some("products_sku_key") =>
+        {
+            Err(StoreError::SkuTaken(
+                next.first_variant().map(|v| v.sku.clone()).unwrap_or_default(),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Keeps `product_skus` (every variant's SKU, unique in the catalog) in step with the

@@ -16,6 +16,8 @@ mod variants;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod variant_tests;
 
 pub use aggregate::{decide, evolve, execute, validate, Product};
 pub use command::{CreateProduct, NewVariant, ProductCommand, UpdateProductDetails, UpdateVariant, DEFAULT_OWNER};

@@ -253,6 +253,11 @@ pub fn verdict(f: &Facts) -> Verdict {
             ),
         );
     }
+    after_publish(f, o, version)
+}
+
+/// The verdict of a published row: where its record is, and whether the projection passed it.
+fn after_publish(f: &Facts, o: &EventRow, version: i64) -> Verdict {
     let Some(r) = &f.record else {
         let why = f.unreadable.first().map(|u| format!(" ({u})")).unwrap_or_default();
         return Verdict::new(
@@ -297,10 +302,15 @@ pub fn verdict(f: &Facts) -> Verdict {
     }
 }
 
+/// A hop before its delay is known: name, time, detail.
+type RawHop = (&'static str, Option<DateTime<Utc>>, String);
+
 /// One line per hop, each with the delay from the previous hop that has a time.
 pub fn hops(f: &Facts) -> Vec<Hop> {
-    let mut out: Vec<Hop> = Vec::new();
-    let mut push = |hop: &'static str, at: Option<DateTime<Utc>>, detail: String| {
+    let mut raw = write_hops(f);
+    raw.extend(read_side_hops(f));
+    let mut out: Vec<Hop> = Vec::with_capacity(raw.len());
+    for (hop, at, detail) in raw {
         let prev = out.iter().rev().find_map(|h| h.at);
         let after_ms = match (prev, at) {
             (Some(p), Some(a)) => Some(ms(p, a)),
@@ -312,20 +322,29 @@ pub fn hops(f: &Facts) -> Vec<Hop> {
             after_ms,
             detail,
         });
-    };
-    for w in &f.history {
-        let who = w.actor.as_deref().unwrap_or("-");
-        let corr = w.correlation_id.map_or("-".into(), |c| c.to_string());
-        push(
-            "write",
-            Some(w.at),
-            format!("version {} {} by {who} (correlation {corr})", w.version, w.event_type),
-        );
     }
-    match &f.row {
-        Some((v, status, at)) => push("postgres", Some(*at), format!("row at version {v}, {status}")),
-        None => push("postgres", None, "no row".into()),
-    }
+    out
+}
+
+/// The writes, the row, the outbox row, the relay's mark and the Kafka record.
+fn write_hops(f: &Facts) -> Vec<RawHop> {
+    let mut out: Vec<RawHop> = f
+        .history
+        .iter()
+        .map(|w| {
+            let who = w.actor.as_deref().unwrap_or("-");
+            let corr = w.correlation_id.map_or("-".into(), |c| c.to_string());
+            (
+                "write",
+                Some(w.at),
+                format!("version {} {} by {who} (correlation {corr})", w.version, w.event_type),
+            )
+        })
+        .collect();
+    out.push(match &f.row {
+        Some((v, status, at)) => ("postgres", Some(*at), format!("row at version {v}, {status}")),
+        None => ("postgres", None, "no row".into()),
+    });
     match &f.outbox {
         Some(o) => {
             let state = match (o.published_at, o.parked_at) {
@@ -337,63 +356,62 @@ pub fn hops(f: &Facts) -> Vec<Hop> {
                 (Some(_), _) => format!("published ({} failed attempts before)", o.attempts),
                 (None, None) => format!("pending ({} failed attempts)", o.attempts),
             };
-            push("outbox", Some(o.created_at), format!("row {} {state}", o.id));
+            out.push(("outbox", Some(o.created_at), format!("row {} {state}", o.id)));
             if let Some(p) = o.published_at {
-                push("relay", Some(p), format!("marked published to {}", o.topic));
+                out.push(("relay", Some(p), format!("marked published to {}", o.topic)));
             }
         }
-        None => push("outbox", None, "no row for the current version".into()),
+        None => out.push(("outbox", None, "no row for the current version".into())),
     }
-    match &f.record {
-        Some(r) => push(
+    out.push(match &f.record {
+        Some(r) => (
             "kafka",
             r.at,
             format!("{} partition {} offset {}", r.topic, r.partition, r.offset),
         ),
-        None => push("kafka", None, "record not found".into()),
-    }
+        None => ("kafka", None, "record not found".into()),
+    });
+    out
+}
+
+/// The projection's progress, the stores it writes, dead letters and replays.
+fn read_side_hops(f: &Facts) -> Vec<RawHop> {
+    let mut out: Vec<RawHop> = Vec::new();
     if let Some(p) = &f.progress {
         let passed = f
             .record
             .as_ref()
             .is_some_and(|r| p.committed.is_some_and(|c| c > r.offset));
         let committed = p.committed.map_or("none".into(), |c| c.to_string());
-        push(
+        let where_ = if passed {
+            "past the record"
+        } else {
+            "not past the record yet"
+        };
+        out.push((
             "projection",
             None,
             format!(
-                "group committed {committed} of {} on partition {}: {}",
-                p.end,
-                p.partition,
-                if passed {
-                    "past the record"
-                } else {
-                    "not past the record yet"
-                }
+                "group committed {committed} of {} on partition {}: {where_}",
+                p.end, p.partition
             ),
-        );
+        ));
     }
     let v = |x: Option<i64>| x.map_or("absent".into(), |v| format!("version {v}"));
-    push("opensearch", None, format!("document {}", v(f.document_version)));
-    push("redis", None, format!("entry {}", v(f.cache_version)));
+    out.push(("opensearch", None, format!("document {}", v(f.document_version))));
+    out.push(("redis", None, format!("entry {}", v(f.cache_version))));
     for d in &f.dead_letters {
-        push(
+        let redriven = if d.redriven { " (redriven)" } else { "" };
+        out.push((
             "dlq",
             None,
             format!(
-                "{}:{} {} at {}{}: {}",
-                d.partition,
-                d.offset,
-                d.class,
-                d.failed_at,
-                if d.redriven { " (redriven)" } else { "" },
-                d.reason
+                "{}:{} {} at {}{redriven}: {}",
+                d.partition, d.offset, d.class, d.failed_at, d.reason
             ),
-        );
+        ));
     }
-    for r in &f.replays {
-        push("replay", None, r.clone());
-    }
+    out.extend(f.replays.iter().map(|r| ("replay", None, r.clone())));
     out
 }
 
