@@ -162,3 +162,17 @@ pub async fn subscribed_consumer(
     .await?;
     Ok(crate::bus::consumer::subscribed(&kafka, group, topic)?)
 }
+
+/// The clients the operations commands (`status`, `trace`, `reconcile`) read the stores with:
+/// a small Postgres pool, the Redis cache (no write-through guard) and OpenSearch bounded by
+/// `search_timeout`.
+pub fn ops_clients(
+    infra: &InfraConfig,
+    search_timeout: Duration,
+) -> anyhow::Result<(PgPool, ProductCache, SearchClient)> {
+    Ok((
+        pool::build_pool(infra.database.url.expose(), 2, Duration::from_secs(5))?,
+        ProductCache::new(redis_endpoint(infra)?, infra.names(), Duration::from_secs(60))?,
+        search_client(infra, search_timeout)?,
+    ))
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::InfraConfig;
 use crate::ops::reconcile::{self, ReconcileDeps, Scope};
-use crate::store::{audit_repo, pool};
+use crate::store::audit_repo;
 
 /// Flags of `reconcile`.
 #[derive(Debug, clap::Args)]
@@ -42,14 +42,11 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         return Err(super::usage("--sample", "must be at least 1"));
     }
     let names = infra.names();
+    let (pool, cache, search) = super::connect::ops_clients(infra, Duration::from_secs(10))?;
     let deps = ReconcileDeps {
-        pool: pool::build_pool(infra.database.url.expose(), 2, Duration::from_secs(5))?,
-        cache: crate::cache::ProductCache::new(
-            super::connect::redis_endpoint(infra)?,
-            names.clone(),
-            Duration::from_secs(60),
-        )?,
-        search: super::connect::search_client(infra, Duration::from_secs(10))?,
+        pool,
+        cache,
+        search,
         names,
     };
     let scope = if a.all { Scope::All } else { Scope::Sample(a.sample) };

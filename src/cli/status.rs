@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use crate::config::InfraConfig;
 use crate::ops::status::{self, Status, StatusDeps};
-use crate::store::pool;
 
 /// Flags of `status`.
 #[derive(Debug, clap::Args)]
@@ -41,15 +40,12 @@ pub struct Args {
 /// Prints the status once, or every `--watch` seconds.
 pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let names = infra.names();
+    let (pool, cache, search) = super::connect::ops_clients(infra, status::PROBE_TIMEOUT)?;
     let deps = StatusDeps {
-        pool: pool::build_pool(infra.database.url.expose(), 2, Duration::from_secs(5))?,
-        cache: crate::cache::ProductCache::new(
-            super::connect::redis_endpoint(infra)?,
-            names.clone(),
-            Duration::from_secs(60),
-        )?,
+        pool,
+        cache,
         producer: crate::bus::producer::build(&super::connect::kafka_connection(infra)?, &Default::default())?,
-        search: super::connect::search_client(infra, status::PROBE_TIMEOUT)?,
+        search,
         kafka: super::connect::kafka_connection(infra)?,
         groups: vec![
             (names.projection_group(), names.events_topic()),

@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use crate::config::InfraConfig;
 use crate::ops::trace::{self, TraceDeps};
-use crate::store::pool;
 
 /// Flags of `trace`.
 #[derive(Debug, clap::Args)]
@@ -29,14 +28,11 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     let id = Uuid::parse_str(a.product_id.trim())
         .map_err(|_| super::usage("PRODUCT_ID", format!("{:?} is not a product id (a UUID)", a.product_id)))?;
     let names = infra.names();
+    let (pool, cache, search) = super::connect::ops_clients(infra, Duration::from_secs(5))?;
     let deps = TraceDeps {
-        pool: pool::build_pool(infra.database.url.expose(), 2, Duration::from_secs(5))?,
-        cache: crate::cache::ProductCache::new(
-            super::connect::redis_endpoint(infra)?,
-            names.clone(),
-            Duration::from_secs(60),
-        )?,
-        search: super::connect::search_client(infra, Duration::from_secs(5))?,
+        pool,
+        cache,
+        search,
         kafka: super::connect::kafka_connection(infra)?,
         names,
     };

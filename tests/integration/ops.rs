@@ -716,6 +716,26 @@ async fn trace_names_the_hop_a_product_waits_at_and_says_ok_once_it_is_searchabl
     assert_eq!(bin(env, &["trace", "not-an-id"]).status.code(), Some(2));
 }
 
+/// Puts product `id`'s cache entry back to `json` at version 1, behind the cache's versioned
+/// write script (a stale entry, as a lost write leaves it).
+async fn put_back_in_cache(env: &TestEnv, id: &str, json: &str) {
+    let mut redis = redis::Client::open(env.infra.redis.url.expose())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let key = env.names.product_cache_key(&id.parse().expect("uuid"));
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg(json)
+        .arg("v")
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .expect("hset");
+}
+
 /// Runs one SQL statement on the test database.
 async fn sql(env: &TestEnv, statement: &str) {
     use diesel_async::RunQueryDsl;
@@ -782,21 +802,7 @@ async fn trace_says_stuck_for_a_parked_row_and_a_stale_cache_and_dead_lettered_f
     // The index current, Redis put back to version 1: stuck past the projection.
     let (t, code) = trace(env, &fine);
     assert_eq!(code, Some(0), "healthy before the cache is spoiled: {t}");
-    let mut redis = redis::Client::open(env.infra.redis.url.expose())
-        .expect("redis")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
-    let key = env.names.product_cache_key(&fine.parse().expect("uuid"));
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("d")
-        .arg(&v1)
-        .arg("v")
-        .arg(1)
-        .query_async(&mut redis)
-        .await
-        .expect("hset");
+    put_back_in_cache(env, &fine, &v1).await;
     let (t, code) = trace(env, &fine);
     assert_eq!(code, Some(1));
     let text = t["verdict"]["text"].as_str().expect("text");
@@ -889,21 +895,7 @@ async fn reconcile_finds_a_deleted_document_a_stale_index_version_and_a_stale_ca
         .await
         .expect("index");
     assert!(r.status_code().is_success(), "index: {}", r.status_code());
-    let mut redis = redis::Client::open(env.infra.redis.url.expose())
-        .expect("redis")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
-    let key = env.names.product_cache_key(&ids[3].parse().expect("uuid"));
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("d")
-        .arg(&old)
-        .arg("v")
-        .arg(1)
-        .query_async(&mut redis)
-        .await
-        .expect("hset");
+    put_back_in_cache(env, &ids[3], &old).await;
 
     let (found, code) = run(&["--all"]);
     assert_eq!(code, Some(1), "{found}");

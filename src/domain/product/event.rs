@@ -313,27 +313,23 @@ pub struct EventEnvelope {
 impl EventEnvelope {
     /// A snapshot of `state` at its current version (see [`ProductSnapshot`]).
     pub fn snapshot(state: &Product, meta: EventMeta, reason: &str) -> Self {
-        Self {
-            event_id: meta.event_id,
-            event_type: SNAPSHOT_EVENT_TYPE.to_owned(),
-            schema_version: SCHEMA_VERSION,
-            aggregate_type: AGGREGATE_TYPE.to_owned(),
-            aggregate_id: state.id,
-            aggregate_version: state.version,
-            occurred_at: meta.occurred_at,
-            causation_id: meta.causation_id,
-            correlation_id: meta.correlation_id,
-            actor: meta.actor,
-            data: serde_json::json!({ "reason": reason }),
-            state: state.clone(),
-        }
+        Self::of(
+            SNAPSHOT_EVENT_TYPE,
+            serde_json::json!({ "reason": reason }),
+            state,
+            meta,
+        )
     }
 
     /// Wraps a change and the state it produced.
     pub fn new(change: &ProductChange, state: &Product, meta: EventMeta) -> Self {
+        Self::of(change.event_type(), change.data(), state, meta)
+    }
+
+    fn of(event_type: &str, data: serde_json::Value, state: &Product, meta: EventMeta) -> Self {
         Self {
             event_id: meta.event_id,
-            event_type: change.event_type().to_owned(),
+            event_type: event_type.to_owned(),
             schema_version: SCHEMA_VERSION,
             aggregate_type: AGGREGATE_TYPE.to_owned(),
             aggregate_id: state.id,
@@ -342,7 +338,7 @@ impl EventEnvelope {
             causation_id: meta.causation_id,
             correlation_id: meta.correlation_id,
             actor: meta.actor,
-            data: change.data(),
+            data,
             state: state.clone(),
         }
     }
