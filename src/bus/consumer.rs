@@ -5,16 +5,21 @@
 //! Lag is exported once per group and partition: each process reports only the partitions
 //! currently assigned to it, and drops the series of those it no longer owns, so N members of
 //! a group export one series per partition between them (two, briefly, while a partition
-//! changes hands: dashboards and alerts take `max by (group, topic, partition)`).
+//! changes hands: dashboards and alerts take `max by (group, topic, partition)`). The same
+//! holds for `aliexpress_consumer_catch_up_seconds`, the partition's ETA from two exports (see
+//! [`super::catch_up`]); `max by (group)` of it is when the group will have caught up.
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
+use super::catch_up;
 use super::producer::base_config;
 use super::{BusError, KafkaConnection};
-use crate::telemetry::metrics::{CONSUMER_COMMITTED_OFFSET, CONSUMER_LAG, CONSUMER_LAG_SECONDS};
+use crate::telemetry::metrics::{
+    CONSUMER_CATCH_UP_SECONDS, CONSUMER_COMMITTED_OFFSET, CONSUMER_LAG, CONSUMER_LAG_SECONDS,
+};
 
 /// Builds a consumer in `group` with `enable.auto.offset.store=false`.
 pub fn build(kafka: &KafkaConnection, group: &str) -> Result<StreamConsumer, BusError> {
@@ -206,6 +211,42 @@ pub const LAG_EXPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound of each broker call of a lag export.
 pub const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The previous export of each (group, topic, partition): when, committed offset, lag.
+type Previous = std::collections::HashMap<(String, String, i32), (std::time::Instant, Option<i64>, i64)>;
+static PREVIOUS_EXPORT: std::sync::LazyLock<std::sync::Mutex<Previous>> = std::sync::LazyLock::new(Default::default);
+
+/// Sets `aliexpress_consumer_catch_up_seconds` of a partition from this export and the one
+/// before: its ETA while catching up, 0 when caught up, +Inf when not catching up, and no
+/// series while unknown (nothing committed, or no earlier export).
+fn publish_catch_up(labels: &[&str; 3], l: &PartitionLag) {
+    let now = std::time::Instant::now();
+    let key = (labels[0].to_owned(), labels[1].to_owned(), l.partition);
+    let before = PREVIOUS_EXPORT
+        .lock()
+        .map(|mut m| m.insert(key, (now, l.committed, l.lag)))
+        .unwrap_or_default();
+    let c = match before {
+        Some((at, committed_before, lag_before)) => catch_up::partition(
+            l.partition,
+            catch_up::Observation {
+                committed_before,
+                lag_before,
+                committed_now: l.committed,
+                lag_now: l.lag,
+            },
+            (now - at).as_secs_f64(),
+        ),
+        None => return,
+    };
+    match (c.trend, c.eta_secs) {
+        (_, Some(eta)) => CONSUMER_CATCH_UP_SECONDS.with_label_values(labels).set(eta),
+        (catch_up::NOT_CATCHING_UP, None) => CONSUMER_CATCH_UP_SECONDS.with_label_values(labels).set(f64::INFINITY),
+        _ => {
+            let _ = CONSUMER_CATCH_UP_SECONDS.remove_label_values(labels);
+        }
+    }
+}
+
 /// Exports `lags` (the partitions this process owns) as `group`'s series for `topic` and
 /// removes this process's series of `group` and `topic` for any other partition.
 pub fn publish_lag(group: &str, topic: &str, lags: &[PartitionLag]) {
@@ -213,6 +254,7 @@ pub fn publish_lag(group: &str, topic: &str, lags: &[PartitionLag]) {
     for (l, partition) in lags.iter().zip(&owned) {
         let labels = [group, topic, partition.as_str()];
         CONSUMER_LAG.with_label_values(&labels).set(l.lag);
+        publish_catch_up(&labels, l);
         match l.committed {
             Some(c) => CONSUMER_COMMITTED_OFFSET.with_label_values(&labels).set(c),
             None => {
@@ -227,9 +269,11 @@ pub fn publish_lag(group: &str, topic: &str, lags: &[PartitionLag]) {
             }
         }
     }
-    for p in exported_partitions(&*CONSUMER_LAG_SECONDS, group, topic) {
-        if !owned.contains(&p) {
-            let _ = CONSUMER_LAG_SECONDS.remove_label_values(&[group, topic, &p]);
+    for vec in [&*CONSUMER_LAG_SECONDS, &*CONSUMER_CATCH_UP_SECONDS] {
+        for p in exported_partitions(vec, group, topic) {
+            if !owned.contains(&p) {
+                let _ = vec.remove_label_values(&[group, topic, &p]);
+            }
         }
     }
 }
@@ -302,5 +346,27 @@ mod tests {
         // None assigned: nothing exported.
         publish_lag(group, "t.lag", &[]);
         assert!(series(group).is_empty());
+    }
+
+    #[test]
+    fn the_catch_up_eta_follows_two_exports_and_leaves_with_the_partition() {
+        let (group, topic) = ("catch-up-export-test-group", "t.lag");
+        let eta = |p: &str| {
+            exported_partitions(&*CONSUMER_CATCH_UP_SECONDS, group, topic)
+                .contains(&p.to_owned())
+                .then(|| CONSUMER_CATCH_UP_SECONDS.with_label_values(&[group, topic, p]).get())
+        };
+        publish_lag(group, topic, &[lag(0, 100, Some(0)), lag(1, 5, None)]);
+        assert_eq!(eta("0"), None, "one export: no rate yet");
+        publish_lag(group, topic, &[lag(0, 50, Some(60)), lag(1, 5, None)]);
+        let e = eta("0").expect("an eta after two exports");
+        assert!(e.is_finite() && e > 0.0, "{e}");
+        assert_eq!(eta("1"), None, "nothing committed: unknown, no series");
+        publish_lag(group, topic, &[lag(0, 80, Some(60))]);
+        assert_eq!(eta("0"), Some(f64::INFINITY), "lag grew: not catching up");
+        publish_lag(group, topic, &[lag(0, 0, Some(140))]);
+        assert_eq!(eta("0"), Some(0.0));
+        publish_lag(group, topic, &[]);
+        assert_eq!(eta("0"), None);
     }
 }

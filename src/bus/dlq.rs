@@ -119,13 +119,28 @@ impl DlqWriter {
     }
 }
 
+/// Header a redrive adds to the record it republishes: how many times this record has been
+/// redriven (1 the first time). It travels with the record; if it fails again, its new dead
+/// letter carries it, so `dlq triage` counts letters that already failed after a redrive and
+/// nothing redrives them by itself (exactly one new dead letter per failed redrive, no loop).
+pub const REDRIVE_COUNT: &str = "redrive.count";
+
 /// Republishes the original message of a DLQ record to `topic`: same key, value and headers
 /// without the `dlq.*` ones. Returns once the broker acknowledged it.
-pub async fn republish<M: Message>(producer: &FutureProducer, m: &M, topic: &str) -> Result<(), BusError> {
+///
+/// Adds [`REDRIVE_COUNT`] (one more than the record had) and returns where the copy landed
+/// (partition, offset).
+pub async fn republish<M: Message>(producer: &FutureProducer, m: &M, topic: &str) -> Result<(i32, i64), BusError> {
     let mut headers = OwnedHeaders::new();
+    let mut count = 0u32;
     if let Some(hs) = m.headers() {
         for x in hs.iter() {
-            if !x.key.starts_with("dlq.") {
+            if x.key == REDRIVE_COUNT {
+                count = x
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0);
+            } else if !x.key.starts_with("dlq.") {
                 headers = headers.insert(Header {
                     key: x.key,
                     value: x.value,
@@ -133,6 +148,11 @@ pub async fn republish<M: Message>(producer: &FutureProducer, m: &M, topic: &str
             }
         }
     }
+    let count = (count + 1).to_string();
+    headers = headers.insert(Header {
+        key: REDRIVE_COUNT,
+        value: Some(count.as_bytes()),
+    });
     let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
     if let Some(k) = m.key() {
         rec = rec.key(k);
@@ -143,8 +163,8 @@ pub async fn republish<M: Message>(producer: &FutureProducer, m: &M, topic: &str
     producer
         .send(rec, Duration::from_secs(30))
         .await
-        .map_err(|(e, _)| BusError::Kafka(e))?;
-    Ok(())
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| BusError::Kafka(e))
 }
 
 fn truncate(s: &str, max: usize) -> String {

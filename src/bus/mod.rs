@@ -3,6 +3,7 @@
 //! reconnecting; every blocking admin call here runs off the async runtime with a timeout.
 
 pub mod admin;
+pub mod catch_up;
 pub mod connection;
 pub mod consumer;
 pub mod dlq;

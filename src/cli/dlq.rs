@@ -2,12 +2,13 @@
 //!
 //! Usage: aliexpress dlq list [--topic T] [--limit N] [--reason CLASS] | dlq show P:O |
 //!        dlq triage [--json] |
-//!        dlq redrive (--offsets P:O,... | --fingerprint F | --all) [--execute]
+//!        dlq redrive (--offsets P:O,... | --fingerprint F | --all) [--execute [--canary N]]
 
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::ops::dlq::{self, DlqRecord, Redrive, Selection};
 use crate::store::pool;
+use rdkafka::Message;
 
 /// Flags of `dlq`.
 #[derive(Debug, clap::Args)]
@@ -57,6 +58,13 @@ pub enum Action {
         /// Actually republish.
         #[arg(long)]
         execute: bool,
+        /// With --execute: redrive the first N, wait until their consumer group has consumed
+        /// them, and stop (exit 1) if any was dead-lettered again; otherwise redrive the rest.
+        #[arg(long, default_value_t = 0)]
+        canary: usize,
+        /// Longest wait for the canaries to be consumed.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        canary_timeout: std::time::Duration,
     },
 }
 
@@ -92,6 +100,8 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
             fingerprint,
             all,
             execute,
+            canary,
+            canary_timeout,
         } => {
             let offsets = match fingerprint {
                 None => offsets,
@@ -110,7 +120,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
                     picked
                 }
             };
-            redrive(infra, &msgs, &topic, &offsets, all, execute).await?
+            let how = How {
+                execute,
+                canary,
+                canary_timeout,
+            };
+            redrive(infra, &msgs, &topic, &offsets, all, how).await?
         }
     }
     Ok(())
@@ -151,31 +166,49 @@ fn triage(msgs: &[rdkafka::message::OwnedMessage], topic: &str, json: bool) -> a
         return Ok(());
     }
     println!(
-        "{:<12} {:>7} {:>8} {:<10} {:<24} {:<28} {:<28} REASON",
-        "FINGERPRINT", "COUNT", "PRODUCTS", "STAGE", "ERROR-CLASS", "FIRST-SEEN", "LAST-SEEN"
+        "{:<12} {:>7} {:>8} {:>9} {:<10} {:<24} {:<28} {:<28} {:<10} REASON",
+        "FINGERPRINT", "COUNT", "PRODUCTS", "REDRIVEN", "STAGE", "ERROR-CLASS", "FIRST-SEEN", "LAST-SEEN", "VERSIONS"
     );
     for g in &groups {
         println!(
-            "{:<12} {:>7} {:>8} {:<10} {:<24} {:<28} {:<28} {}",
-            g.fingerprint, g.count, g.products, g.stage, g.error_class, g.first_seen, g.last_seen, g.reason
+            "{:<12} {:>7} {:>8} {:>9} {:<10} {:<24} {:<28} {:<28} {:<10} {}",
+            g.fingerprint,
+            g.count,
+            g.products,
+            g.failed_after_redrive,
+            g.stage,
+            g.error_class,
+            g.first_seen,
+            g.last_seen,
+            g.app_versions.join(","),
+            g.reason
         );
     }
     println!(
-        "{} cause(s), {} record(s) in {topic}; redrive one: dlq redrive --fingerprint F",
+        "{} cause(s), {} record(s) in {topic}; REDRIVEN: failed again after a redrive; redrive one cause: \
+         dlq redrive --fingerprint F --execute [--canary 5]",
         groups.len(),
         msgs.len()
     );
     Ok(())
 }
 
-/// `dlq redrive`: a dry run unless `execute`; each record republished once, ever.
+/// How `dlq redrive` republishes.
+struct How {
+    execute: bool,
+    canary: usize,
+    canary_timeout: std::time::Duration,
+}
+
+/// `dlq redrive`: a dry run unless `execute`; each record republished once, ever; with a
+/// canary, the first `canary` records first, and the rest only if none failed again.
 async fn redrive(
     infra: &InfraConfig,
     msgs: &[rdkafka::message::OwnedMessage],
     topic: &str,
     offsets: &[String],
     all: bool,
-    execute: bool,
+    how: How,
 ) -> anyhow::Result<()> {
     if offsets.is_empty() && !all {
         return Err(super::usage(
@@ -183,29 +216,52 @@ async fn redrive(
             "give --offsets P:O,..., --fingerprint F or --all",
         ));
     }
-    let selection = if all {
-        Selection::All
-    } else {
-        Selection::Only(offsets.iter().map(|s| parse_at(s)).collect::<anyhow::Result<_>>()?)
-    };
+    if how.canary > 0 && !how.execute {
+        return Err(super::usage("--canary", "a canary redrives records: add --execute"));
+    }
     let p = super::connect::database(infra).await?;
     let mut conn = pool::get(&p).await?;
-    let producer = if execute {
+    let done = crate::store::audit_repo::redriven(&mut conn, topic).await?;
+    let mut wanted: Vec<(i32, i64)> = if all {
+        msgs.iter().map(|m| (m.partition(), m.offset())).collect()
+    } else {
+        offsets.iter().map(|s| parse_at(s)).collect::<anyhow::Result<_>>()?
+    };
+    wanted.retain(|at| !done.contains(at));
+    let producer = if how.execute {
         Some(super::connect::kafka(infra, &ProducerSettings::default()).await?)
     } else {
         None
     };
-    let done = dlq::redrive(
-        &mut conn,
-        producer.as_ref(),
-        topic,
-        msgs,
-        &selection,
-        &crate::store::audit_repo::cli_actor(),
-    )
-    .await?;
+    let actor = crate::store::audit_repo::cli_actor();
     let mut n = 0;
-    for r in &done {
+    if how.canary > 0 && wanted.len() > how.canary {
+        let rest = wanted.split_off(how.canary);
+        let dlq_ends = {
+            let (b, t) = (super::connect::kafka_connection(infra)?, topic.to_owned());
+            tokio::task::spawn_blocking(move || dlq::log_ends(&b, &t)).await??
+        };
+        let sel = Selection::Only(wanted);
+        let canaries = dlq::redrive(&mut conn, producer.as_ref(), topic, msgs, &sel, &actor).await?;
+        n += print_redriven(&canaries, true);
+        canary_verdict(infra, topic, &canaries, dlq_ends, how.canary_timeout).await?;
+        wanted = rest;
+    }
+    let sel = Selection::Only(wanted);
+    let out = dlq::redrive(&mut conn, producer.as_ref(), topic, msgs, &sel, &actor).await?;
+    n += print_redriven(&out, how.execute);
+    if how.execute {
+        println!("{n} record(s) redriven.");
+    } else {
+        println!("Dry run: {n} record(s) would be redriven. Add --execute to republish.");
+    }
+    Ok(())
+}
+
+/// One line per record; how many were (or would be) republished.
+fn print_redriven(done: &[Redrive], execute: bool) -> usize {
+    let mut n = 0;
+    for r in done {
         match r {
             Redrive::NoOriginalTopic { partition, offset } => {
                 eprintln!("skipping {partition}:{offset}: no original topic header");
@@ -216,6 +272,7 @@ async fn redrive(
                 topic,
                 key,
                 error_class,
+                ..
             } => {
                 n += 1;
                 if execute {
@@ -226,10 +283,68 @@ async fn redrive(
             }
         }
     }
-    if execute {
-        println!("{n} record(s) redriven.");
+    n
+}
+
+/// Waits for the canaries' consumer group and fails (exit 1) if any canary was dead-lettered
+/// again or was not consumed in time.
+async fn canary_verdict(
+    infra: &InfraConfig,
+    dlq_topic: &str,
+    canaries: &[Redrive],
+    dlq_ends: std::collections::HashMap<i32, i64>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let names = infra.names();
+    let landed: Vec<(String, i32, i64)> = canaries
+        .iter()
+        .filter_map(|r| match r {
+            Redrive::To {
+                topic,
+                delivered: Some((p, o)),
+                ..
+            } => Some((topic.clone(), *p, *o)),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = landed.first() else {
+        return Ok(());
+    };
+    let group = if first.0 == names.events_topic() {
+        names.projection_group()
+    } else if first.0 == names.commands_topic() {
+        names.command_group()
     } else {
-        println!("Dry run: {n} record(s) would be redriven. Add --execute to republish.");
+        anyhow::bail!(
+            "no consumer group of this platform reads {}: cannot watch the canaries",
+            first.0
+        )
+    };
+    println!(
+        "canary: {} record(s) redriven; waiting for {group} to consume them...",
+        landed.len()
+    );
+    let (b, t) = (super::connect::kafka_connection(infra)?, dlq_topic.to_owned());
+    let outcome =
+        tokio::task::spawn_blocking(move || dlq::await_canaries(&b, &group, &landed, &t, &dlq_ends, timeout)).await??;
+    match outcome {
+        dlq::CanaryOutcome::Passed => {
+            println!("canary passed: none dead-lettered again; redriving the rest");
+            Ok(())
+        }
+        dlq::CanaryOutcome::FailedAgain(failed) => {
+            for (p, o, reason) in &failed {
+                println!("canary failed again: dead letter {p}:{o}: {reason}");
+            }
+            anyhow::bail!(
+                "canary failed: {} of {} dead-lettered again; nothing else redriven (the cause is not fixed)",
+                failed.len(),
+                canaries.len()
+            )
+        }
+        dlq::CanaryOutcome::NotConsumed => anyhow::bail!(
+            "canary: not consumed within {}; nothing else redriven (is the consumer running? aliexpress status)",
+            humantime::format_duration(timeout)
+        ),
     }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `aliexpress run-product-event-consumer`: the read-side projection into OpenSearch and Redis.
 //!
 //! Usage: aliexpress run-product-event-consumer [--batch-size 500] [--metrics-bind 127.0.0.1:9466]
+//! [--reconcile-every 60s --reconcile-sample 200]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use std::time::Duration;
 use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
+use crate::ops::reconcile::ReconcileDeps;
 use crate::search::index;
+use crate::worker::drift_watch::DriftWatch;
 use crate::worker::projection::{ProductEventConsumer, ProjectionSettings};
 use crate::worker::Shutdown;
 
@@ -38,6 +41,17 @@ pub struct Args {
     /// name --metrics-addr / METRICS_ADDR still works.)
     #[arg(long, visible_alias = "metrics-addr", env = "METRICS_BIND")]
     pub metrics_bind: Option<String>,
+    /// Compare a sample of products with OpenSearch and Redis this often (e.g. 60s) and export
+    /// the drift as aliexpress_reconcile_drift; 0s: never (the default; `make up` turns it on).
+    #[arg(long, env = "RECONCILE_EVERY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub reconcile_every: Duration,
+    /// Products each scheduled drift check compares.
+    #[arg(long, env = "RECONCILE_SAMPLE", default_value_t = 200, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub reconcile_sample: i64,
+    /// Wait before a second look at what differed (a product written a moment ago is not
+    /// projected yet: only what still differs is drift).
+    #[arg(long, env = "RECONCILE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reconcile_grace: Duration,
 }
 
 /// Runs the projection until SIGINT/SIGTERM.
@@ -75,5 +89,20 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     );
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
+    if !a.reconcile_every.is_zero() {
+        let (pool, cache, search) = super::connect::ops_clients(infra, Duration::from_secs(10))?;
+        let deps = ReconcileDeps {
+            pool,
+            cache,
+            search,
+            names: names.clone(),
+        };
+        let watch = DriftWatch {
+            every: a.reconcile_every,
+            sample: a.reconcile_sample,
+            grace: a.reconcile_grace,
+        };
+        tokio::spawn(watch.run(deps, shutdown.clone()));
+    }
     p.run_until_stopped(&names.events_topic(), shutdown).await
 }

@@ -16,13 +16,17 @@
 //!   "outbox": {"pending", "parked", "oldest_pending_age_secs", "relays": {name: slices},
 //!              "slices_owned"} | null,
 //!   "last_replay": {"executed_at", "group", "mode", "host"} | null,
+//!   "last_reconcile": {"ran_at", "host", "compared", "absent_from_cache", "drift": {"store/kind": n},
+//!                      "examples": [...]} | null,
 //!   "groups": [{"group", "topic", "lag", "members", "verdict", "eta_secs"|null, "trend",
-//!               "slowest_partition"|null}],
+//!               "slowest_partition"|null, "partitions": [{"partition", "lag"|null,
+//!               "rate_per_sec"|null, "eta_secs"|null, "trend"}]}],
 //!   "dead_letters": [{"topic", "records"|null}]}`
 
 use std::io::Write;
 use std::time::Duration;
 
+use crate::bus::catch_up::render_eta;
 use crate::config::InfraConfig;
 use crate::ops::status::{self, Status, StatusDeps};
 
@@ -138,6 +142,21 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
         Some(r) => println!("  {} group {} {} from {}", r.executed_at, r.group, r.mode, r.host),
         None => println!("  none recorded"),
     }
+    println!("== drift (the projection's scheduled check)");
+    match &s.last_reconcile {
+        Some(r) => {
+            let drift = r
+                .drift
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+            let drift = drift.filter(|d| !d.is_empty()).unwrap_or_else(|| "none".into());
+            println!(
+                "  {} on {}: {} products compared, drift: {drift}",
+                r.ran_at, r.host, r.compared
+            );
+        }
+        None => println!("  no run recorded (run-product-event-consumer --reconcile-every 60s turns it on)"),
+    }
     println!("== consumer groups");
     for g in &s.groups {
         let eta = match (g.trend.as_str(), g.eta_secs) {
@@ -156,6 +175,19 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
             "  {:<34} {:<20} lag {:>8}  members {}  {:<6} {eta}",
             g.group, g.topic, g.lag, g.members, g.verdict
         );
+        let behind: Vec<String> = g
+            .partitions
+            .iter()
+            .filter(|p| p.lag != Some(0))
+            .take(8)
+            .map(|p| {
+                let lag = p.lag.map_or("-".into(), |l| l.to_string());
+                format!("{}:{lag} {}", p.partition, render_eta(p.eta_secs))
+            })
+            .collect();
+        if !behind.is_empty() {
+            println!("    behind (partition:lag eta): {}", behind.join("  "));
+        }
     }
     println!("== dead letters");
     for d in &s.dead_letters {

@@ -139,6 +139,8 @@ pub enum Redrive {
         key: String,
         /// Error class.
         error_class: String,
+        /// Where the copy landed (partition, offset); none in a dry run.
+        delivered: Option<(i32, i64)>,
     },
     /// Skipped: the record names no original topic.
     NoOriginalTopic {
@@ -188,10 +190,13 @@ pub async fn redrive(
             });
             continue;
         }
+        let mut delivered = None;
         if let Some(p) = producer {
-            crate::bus::dlq::republish(p, m, &r.original_topic)
-                .await
-                .map_err(|e| OpsError::Other(format!("republishing {}:{}: {e}", r.partition, r.offset)))?;
+            delivered = Some(
+                crate::bus::dlq::republish(p, m, &r.original_topic)
+                    .await
+                    .map_err(|e| OpsError::Other(format!("republishing {}:{}: {e}", r.partition, r.offset)))?,
+            );
             crate::store::audit_repo::record_redrive(conn, dlq_topic, r.partition, r.offset, &r.original_topic, actor)
                 .await?;
             tracing::info!(dlq.partition = r.partition, dlq.offset = r.offset, kafka.topic = %r.original_topic, "dead letter redriven");
@@ -202,7 +207,77 @@ pub async fn redrive(
             topic: r.original_topic,
             key: r.key,
             error_class: r.error_class,
+            delivered,
         });
+    }
+    Ok(out)
+}
+
+/// How a canary redrive ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryOutcome {
+    /// The group committed past every canary and none was dead-lettered again.
+    Passed,
+    /// These dead letters (DLQ partition, offset, reason) are canaries that failed again.
+    FailedAgain(Vec<(i32, i64, String)>),
+    /// The group had not committed past every canary by the deadline.
+    NotConsumed,
+}
+
+/// Waits until `group` has committed past every record of `canaries` (topic, partition,
+/// offset where the copy landed; a consumer commits past a record only after its effect or its
+/// dead letter is durable), then reads `dlq_topic` from `dlq_ends` (its log ends before the
+/// redrive) for dead letters of those records. Bounded by `deadline`. Blocking.
+pub fn await_canaries(
+    kafka: &KafkaConnection,
+    group: &str,
+    canaries: &[(String, i32, i64)],
+    dlq_topic: &str,
+    dlq_ends: &std::collections::HashMap<i32, i64>,
+    deadline: Duration,
+) -> Result<CanaryOutcome, OpsError> {
+    let until = Instant::now() + deadline;
+    let c = groups::client(kafka, group)?;
+    loop {
+        let mut all = true;
+        for (topic, p, o) in canaries {
+            let committed = groups::committed(&c, topic, &[*p])?;
+            if committed.get(p).copied().flatten().is_none_or(|c| c <= *o) {
+                all = false;
+            }
+        }
+        if all {
+            break;
+        }
+        if Instant::now() >= until {
+            return Ok(CanaryOutcome::NotConsumed);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let failed: Vec<(i32, i64, String)> = read_all(kafka, dlq_topic)?
+        .iter()
+        .filter(|m| dlq_ends.get(&m.partition()).is_none_or(|end| m.offset() >= *end))
+        .map(DlqRecord::from_message)
+        .filter(|r| {
+            canaries.iter().any(|(t, p, o)| {
+                r.original_topic == *t && r.original_partition == p.to_string() && r.original_offset == o.to_string()
+            })
+        })
+        .map(|r| (r.partition, r.offset, r.reason))
+        .collect();
+    Ok(if failed.is_empty() {
+        CanaryOutcome::Passed
+    } else {
+        CanaryOutcome::FailedAgain(failed)
+    })
+}
+
+/// Log end offset of each partition of `topic`. Blocking.
+pub fn log_ends(kafka: &KafkaConnection, topic: &str) -> Result<std::collections::HashMap<i32, i64>, OpsError> {
+    let c: BaseConsumer = base_config(kafka).set("group.id", "aliexpress-dlq-reader").create()?;
+    let mut out = std::collections::HashMap::new();
+    for p in groups::partitions(&c, topic)? {
+        out.insert(p, c.fetch_watermarks(topic, p, CALL_TIMEOUT)?.1);
     }
     Ok(out)
 }

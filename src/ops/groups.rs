@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::OpsError;
+use crate::bus::catch_up::{render_eta, GroupCatchUp, CATCHING_UP, NOT_CATCHING_UP, UNKNOWN};
 use crate::bus::producer::base_config;
 use crate::bus::KafkaConnection;
 
@@ -231,8 +232,9 @@ pub fn describe(
     Ok((info, rows))
 }
 
-/// Renders describe rows like Apache Kafka's tool.
-pub fn render(info: &GroupInfo, rows: &[DescribeRow]) -> String {
+/// Renders describe rows like Apache Kafka's tool, with an `ETA` column and a catch-up line
+/// per topic when `catch_up` (from an earlier sample) is given.
+pub fn render(info: &GroupInfo, rows: &[DescribeRow], catch_up: Option<&[(String, GroupCatchUp)]>) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     if info.members.is_empty() {
@@ -240,13 +242,21 @@ pub fn render(info: &GroupInfo, rows: &[DescribeRow]) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<34} {:<28} {:>9} {:>15} {:>15} {:>8} {:<40} {:<16} CLIENT-ID",
-        "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST"
+        "{:<34} {:<28} {:>9} {:>15} {:>15} {:>8} {:<40} {:<16} {:<32} ETA",
+        "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST", "CLIENT-ID"
     );
+    let of_topic = |t: &str| {
+        catch_up
+            .and_then(|c| c.iter().find(|(topic, _)| topic == t))
+            .map(|(_, g)| g)
+    };
     for r in rows {
+        let eta = of_topic(&r.topic)
+            .and_then(|g| g.partitions.iter().find(|p| p.partition == r.partition))
+            .map_or("-".to_owned(), |p| render_eta(p.eta_secs));
         let _ = writeln!(
             s,
-            "{:<34} {:<28} {:>9} {:>15} {:>15} {:>8} {:<40} {:<16} {}",
+            "{:<34} {:<28} {:>9} {:>15} {:>15} {:>8} {:<40} {:<16} {:<32} {eta}",
             r.group,
             r.topic,
             r.partition,
@@ -258,7 +268,33 @@ pub fn render(info: &GroupInfo, rows: &[DescribeRow]) -> String {
             r.client_id.as_deref().unwrap_or("-")
         );
     }
+    for (topic, g) in catch_up.unwrap_or_default() {
+        let slowest = g.slowest_partition.map_or("-".to_owned(), |p| p.to_string());
+        let line = match g.trend {
+            CATCHING_UP => format!(
+                "catching up, ETA {} (slowest partition {slowest})",
+                render_eta(g.eta_secs)
+            ),
+            NOT_CATCHING_UP => format!("not catching up (partition {slowest})"),
+            UNKNOWN => format!("ETA unknown (partition {slowest}: nothing committed, or no earlier sample)"),
+            t => t.to_owned(),
+        };
+        let _ = writeln!(s, "\n{topic}: {line}");
+    }
     s
+}
+
+/// Each topic's catch-up between two describes of the same group `gap` apart.
+pub fn catch_up_by_topic(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> Vec<(String, GroupCatchUp)> {
+    let mut topics: Vec<&str> = after.iter().map(|r| r.topic.as_str()).collect();
+    topics.dedup();
+    topics
+        .into_iter()
+        .map(|t| {
+            let of = |rows: &[DescribeRow]| rows.iter().filter(|r| r.topic == t).cloned().collect::<Vec<_>>();
+            (t.to_owned(), super::status::catch_up(&of(before), &of(after), gap))
+        })
+        .collect()
 }
 
 #[cfg(test)]

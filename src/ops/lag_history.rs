@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::groups::{self, DescribeRow};
 use super::status::{self, SAMPLE_GAP};
+use crate::bus::catch_up::GroupCatchUp;
 use crate::bus::KafkaConnection;
 
 /// How long samples are kept.
@@ -110,6 +111,9 @@ pub struct GroupLag {
     pub verdict: String,
     /// Per partition: committed offset, log end, lag and owner.
     pub partitions: Vec<DescribeRow>,
+    /// When the group will have caught up (per partition too), against the baseline sample;
+    /// `None` without one.
+    pub catch_up: Option<GroupCatchUp>,
     /// Why the group could not be described.
     pub error: Option<String>,
 }
@@ -203,12 +207,17 @@ impl LagHistory {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let verdict = match (&g.error, before.and_then(|b| b.groups.get(i))) {
+                let baseline = before
+                    .and_then(|b| b.groups.get(i).map(|bg| (b.at, bg)))
+                    .filter(|(_, bg)| bg.error.is_none() && g.error.is_none());
+                let verdict = match (&g.error, baseline) {
                     (Some(_), _) => "ERROR".to_owned(),
-                    (None, Some(b)) if b.error.is_none() => status::verdict(&b.rows, &g.rows, g.members).to_owned(),
+                    (None, Some((_, b))) => status::verdict(&b.rows, &g.rows, g.members).to_owned(),
                     // No baseline: only what one sample can tell.
                     (None, _) => status::verdict(&g.rows, &g.rows, g.members).to_owned(),
                 };
+                let catch_up = baseline
+                    .map(|(at, b)| status::catch_up(&b.rows, &g.rows, (latest.at - at).to_std().unwrap_or_default()));
                 GroupLag {
                     group: g.group.clone(),
                     topic: g.topic.clone(),
@@ -217,6 +226,7 @@ impl LagHistory {
                     lag: g.lag(),
                     verdict,
                     partitions: g.rows.clone(),
+                    catch_up,
                     error: g.error.clone(),
                 }
             })

@@ -97,6 +97,18 @@ impl Report {
             .collect()
     }
 
+    /// Keeps only the drift `later` (a second look at the same products) still sees, of the
+    /// same store and kind: what was in flight the first time is not drift.
+    pub fn confirm(&mut self, later: &Report) {
+        self.drift.retain(|d| {
+            later
+                .drift
+                .iter()
+                .any(|l| l.product_id == d.product_id && l.store == d.store && l.kind == d.kind)
+        });
+        self.count();
+    }
+
     fn count(&mut self) {
         self.counts.clear();
         for d in &self.drift {
@@ -265,22 +277,19 @@ async fn indexed_ids(d: &ReconcileDeps) -> Result<Vec<Uuid>, OpsError> {
 }
 
 /// Compares the products `scope` names with OpenSearch and Redis.
-pub async fn check(d: &ReconcileDeps, scope: Scope, progress: &mut dyn FnMut(usize)) -> Result<Report, OpsError> {
+pub async fn check(
+    d: &ReconcileDeps,
+    scope: Scope,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<Report, OpsError> {
     let mut r = Report::default();
-    let mut conn = pool::get(&d.pool).await?;
     match scope {
         Scope::Sample(n) => {
             let ids = sample_ids(d, n).await?;
-            for chunk in ids.chunks(CHUNK) {
-                let mut products = Vec::with_capacity(chunk.len());
-                for id in chunk {
-                    products.extend(product_repo::find(&mut conn, *id).await?);
-                }
-                compare_chunk(d, &products, &mut r).await?;
-                progress(r.compared);
-            }
+            return check_ids(d, &ids, progress).await;
         }
         Scope::All => {
+            let mut conn = pool::get(&d.pool).await?;
             let mut cursor = None;
             let mut known = HashSet::new();
             loop {
@@ -303,6 +312,26 @@ pub async fn check(d: &ReconcileDeps, scope: Scope, progress: &mut dyn FnMut(usi
                 });
             }
         }
+    }
+    r.count();
+    Ok(r)
+}
+
+/// Compares the products `ids` (those that exist) with OpenSearch and Redis.
+pub async fn check_ids(
+    d: &ReconcileDeps,
+    ids: &[Uuid],
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<Report, OpsError> {
+    let mut r = Report::default();
+    let mut conn = pool::get(&d.pool).await?;
+    for chunk in ids.chunks(CHUNK) {
+        let mut products = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            products.extend(product_repo::find(&mut conn, *id).await?);
+        }
+        compare_chunk(d, &products, &mut r).await?;
+        progress(r.compared);
     }
     r.count();
     Ok(r)

@@ -5,8 +5,10 @@
 use std::time::{Duration, Instant};
 
 use super::groups::{self, DescribeRow};
+use crate::bus::catch_up::{GroupCatchUp, Observation, PartitionCatchUp};
 use crate::cache::ProductCache;
 use crate::search::SearchClient;
+use crate::store::reconcile_run_repo::{self, ReconcileRun};
 use crate::store::{audit_repo, outbox_repo, outbox_slices, pool, PgPool};
 
 /// How long one health probe may take.
@@ -66,70 +68,27 @@ pub struct GroupStatus {
     pub trend: String,
     /// The partition the ETA waits for.
     pub slowest_partition: Option<i32>,
+    /// Each partition's lag, rate, ETA and trend.
+    pub partitions: Vec<PartitionCatchUp>,
 }
 
-/// When a group will have caught up, from two samples `gap` apart: each partition at its own
-/// rate, the group when its slowest partition is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatchUp {
-    /// Seconds, when the group is catching up.
-    pub eta_secs: Option<f64>,
-    /// See [`GroupStatus::trend`].
-    pub trend: &'static str,
-    /// The slowest partition.
-    pub slowest_partition: Option<i32>,
-}
-
-/// The catch-up of a group from two samples `gap` apart.
-pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> CatchUp {
-    let unknown = CatchUp {
-        eta_secs: None,
-        trend: "unknown",
-        slowest_partition: None,
-    };
-    // Nothing committed where there is something to read: the lag is not known.
-    if after.iter().any(|r| r.current.is_none() && r.lag > 0) {
-        return unknown;
-    }
-    let total = |rows: &[DescribeRow]| rows.iter().map(|r| r.lag).sum::<i64>();
-    if total(after) == 0 {
-        return CatchUp {
-            eta_secs: Some(0.0),
-            trend: "caught up",
-            slowest_partition: None,
-        };
-    }
-    let mut slowest: Option<(f64, i32)> = None;
-    for a in after.iter().filter(|r| r.lag > 0) {
-        let b = before.iter().find(|b| b.partition == a.partition && b.topic == a.topic);
-        let consumed = match (b.and_then(|b| b.current), a.current) {
-            (Some(x), Some(y)) => y - x,
-            _ => return unknown,
-        };
-        if consumed <= 0 {
-            return CatchUp {
-                eta_secs: None,
-                trend: "not catching up",
-                slowest_partition: Some(a.partition),
+/// When a group will have caught up, from two samples `gap` apart: each partition at the rate
+/// its lag drained, the group when its slowest partition is (see [`crate::bus::catch_up`]).
+pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> GroupCatchUp {
+    let partitions = after
+        .iter()
+        .map(|a| {
+            let b = before.iter().find(|b| b.partition == a.partition && b.topic == a.topic);
+            let o = Observation {
+                committed_before: b.and_then(|b| b.current),
+                lag_before: b.map_or(a.lag, |b| b.lag),
+                committed_now: a.current,
+                lag_now: a.lag,
             };
-        }
-        let eta = a.lag as f64 / (consumed as f64 / gap.as_secs_f64());
-        if slowest.is_none_or(|(e, _)| eta > e) {
-            slowest = Some((eta, a.partition));
-        }
-    }
-    if total(after) > total(before) {
-        return CatchUp {
-            eta_secs: None,
-            trend: "not catching up",
-            slowest_partition: slowest.map(|s| s.1),
-        };
-    }
-    CatchUp {
-        eta_secs: slowest.map(|s| s.0),
-        trend: "catching up",
-        slowest_partition: slowest.map(|s| s.1),
-    }
+            crate::bus::catch_up::partition(a.partition, o, gap.as_secs_f64())
+        })
+        .collect();
+    crate::bus::catch_up::group(partitions)
 }
 
 /// The outbox backlog.
@@ -182,6 +141,8 @@ pub struct Status {
     pub groups: Vec<GroupStatus>,
     /// Dead letters.
     pub dead_letters: Vec<DlqDepth>,
+    /// The projection's last scheduled drift check (None: never ran, or Postgres is down).
+    pub last_reconcile: Option<ReconcileRun>,
 }
 
 impl Status {
@@ -233,15 +194,30 @@ async fn check<T, E: std::fmt::Display>(
 
 /// Probes everything once (takes about [`SAMPLE_GAP`] plus the probes).
 pub async fn gather(d: &StatusDeps) -> Status {
-    let (health, (outbox, last_replay), groups, dead_letters) =
-        tokio::join!(health(d), backlog(d), group_statuses(d), dead_letters(d));
+    let (health, (outbox, last_replay), groups, dead_letters, last_reconcile) = tokio::join!(
+        health(d),
+        backlog(d),
+        group_statuses(d),
+        dead_letters(d),
+        last_reconcile(&d.pool)
+    );
     Status {
         health,
         outbox,
         last_replay,
         groups,
         dead_letters,
+        last_reconcile,
     }
+}
+
+/// The projection's last scheduled drift check, if any (None when Postgres does not answer).
+pub async fn last_reconcile(pool: &PgPool) -> Option<ReconcileRun> {
+    let probe = async {
+        let mut conn = pool::get(pool).await?;
+        reconcile_run_repo::latest(&mut conn).await
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe).await.ok()?.ok().flatten()
 }
 
 /// Health of each dependency (database, redis, kafka, opensearch), probed concurrently.
@@ -308,6 +284,7 @@ pub async fn group_statuses(d: &StatusDeps) -> Vec<GroupStatus> {
                     eta_secs: c.eta_secs,
                     trend: c.trend.to_owned(),
                     slowest_partition: c.slowest_partition,
+                    partitions: c.partitions,
                 }
             }
             (Err(e), _) | (_, Err(e)) => GroupStatus {
@@ -319,6 +296,7 @@ pub async fn group_statuses(d: &StatusDeps) -> Vec<GroupStatus> {
                 eta_secs: None,
                 trend: "unknown".into(),
                 slowest_partition: None,
+                partitions: Vec::new(),
             },
         })
         .collect()
@@ -397,15 +375,13 @@ mod tests {
         let growing = [prow(0, Some(50), 300), prow(1, Some(100), 900)];
         assert_eq!(catch_up(&before, &growing, gap).trend, "not catching up");
         // A partition with lag that did not move.
-        let stuck = [prow(0, Some(0), 100), prow(1, Some(100), 900)];
+        let stuck = [prow(0, Some(0), 150), prow(1, Some(100), 900)];
+        let c = catch_up(&before, &stuck, gap);
         assert_eq!(
-            catch_up(&before, &stuck, gap),
-            CatchUp {
-                eta_secs: None,
-                trend: "not catching up",
-                slowest_partition: Some(0)
-            }
+            (c.eta_secs, c.trend, c.slowest_partition),
+            (None, "not catching up", Some(0))
         );
+        assert_eq!(c.partitions.len(), 2);
         // Nothing committed on a partition: unknown, never 0.
         assert_eq!(
             catch_up(&before, &[prow(0, None, 5), prow(1, Some(100), 0)], gap).trend,

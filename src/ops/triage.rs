@@ -4,7 +4,8 @@
 //! and its reason with the particulars taken out (ids, hex strings and numbers become `<id>`
 //! and `<n>`), so 3 000 letters of one bug are one line with a count, first and last seen,
 //! the products affected and the binary versions that wrote them. `dlq redrive --fingerprint
-//! F` redrives one group.
+//! F` redrives one group (`--canary N` first tries N); letters that already failed after a
+//! redrive are counted per group.
 
 use rdkafka::message::{Message, OwnedMessage};
 use serde::Serialize;
@@ -35,6 +36,8 @@ pub struct Group {
     pub products: usize,
     /// Versions of the binaries that dead-lettered them.
     pub app_versions: Vec<String>,
+    /// Records that failed again after a redrive (they carry `redrive.count`).
+    pub failed_after_redrive: usize,
     /// (partition, offset) of each record.
     pub records: Vec<(i32, i64)>,
 }
@@ -119,6 +122,7 @@ pub fn triage(msgs: &[OwnedMessage]) -> Vec<Group> {
                     last_seen: at.clone(),
                     products: 0,
                     app_versions: Vec::new(),
+                    failed_after_redrive: 0,
                     records: Vec::new(),
                 },
                 BTreeSet::new(),
@@ -127,6 +131,9 @@ pub fn triage(msgs: &[OwnedMessage]) -> Vec<Group> {
         });
         g.count += 1;
         g.records.push((m.partition(), m.offset()));
+        if header_str(m, crate::bus::dlq::REDRIVE_COUNT).is_some() {
+            g.failed_after_redrive += 1;
+        }
         if at < g.first_seen {
             g.first_seen = at.clone();
         }

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod product_repo;
 mod product_row;
 pub mod rebuild_repo;
+pub mod reconcile_run_repo;
 pub mod schema;
 pub mod snapshot_repo;
 pub mod type_repo;

@@ -197,3 +197,15 @@ diesel::table! {
         actor -> Text,
     }
 }
+
+diesel::table! {
+    reconcile_runs (id) {
+        id -> Int8,
+        ran_at -> Timestamptz,
+        host -> Text,
+        compared -> Int4,
+        absent_from_cache -> Int4,
+        drift -> Jsonb,
+        examples -> Jsonb,
+    }
+}

@@ -88,8 +88,23 @@ metric!(CONSUMER_LAG: IntGaugeVec = register_int_gauge_vec!(
     &["group", "topic", "partition"]));
 metric!(CONSUMER_COMMITTED_OFFSET: IntGaugeVec = register_int_gauge_vec!(
     "aliexpress_consumer_committed_offset", "Committed offset of a partition this process is assigned", &["group", "topic", "partition"]));
+metric!(CONSUMER_CATCH_UP_SECONDS: GaugeVec = register_gauge_vec!(
+    "aliexpress_consumer_catch_up_seconds",
+    "Seconds until this partition's lag is zero at the rate it drained between the last two lag exports (0 caught up, +Inf not catching up, absent unknown)",
+    &["group", "topic", "partition"]));
 metric!(CONSUMER_LAG_SECONDS: GaugeVec = register_gauge_vec!(
     "aliexpress_consumer_lag_seconds", "Now minus occurred_at of the last applied event", &["group", "topic", "partition"]));
+
+metric!(RECONCILE_DRIFT: IntGaugeVec = register_int_gauge_vec!(
+    "aliexpress_reconcile_drift",
+    "Entries the projection's last scheduled drift check confirmed differ from Postgres, by store (opensearch, redis) and kind (missing, stale, newer, mismatched)",
+    &["store", "kind"]));
+metric!(RECONCILE_COMPARED: IntGauge = register_int_gauge!(
+    "aliexpress_reconcile_compared_products", "Products the last scheduled drift check compared"));
+metric!(RECONCILE_LAST_RUN: Gauge = register_gauge!(
+    "aliexpress_reconcile_last_run_timestamp_seconds", "When the last scheduled drift check finished (Unix seconds)"));
+metric!(RECONCILE_FAILURES: IntCounter = register_int_counter!(
+    "aliexpress_reconcile_failures_total", "Scheduled drift checks that could not finish (a store did not answer)"));
 
 metric!(CACHE_BREAKER_STATE: IntGauge = register_int_gauge!(
     "aliexpress_cache_breaker_state", "Redis circuit breaker of the API: 0 closed, 1 open, 2 half-open"));

@@ -3,6 +3,7 @@
 
 pub mod category_fanout;
 pub mod commands;
+pub mod drift_watch;
 pub mod engine;
 pub mod outbox_relay;
 pub mod projection;

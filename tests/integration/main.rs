@@ -17,6 +17,7 @@ mod health;
 mod idempotency;
 mod kafka_outage;
 mod ops;
+mod ops_watch;
 mod otlp;
 mod outbox;
 mod product_types;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{wait_until, TestApp, TestEnv};
 
-fn bin(env: &TestEnv, args: &[&str]) -> std::process::Output {
+pub(crate) fn bin(env: &TestEnv, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_aliexpress"))
         .args(args)
         .envs(env.bin_env())

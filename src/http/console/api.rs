@@ -22,6 +22,7 @@ use crate::ops::{lag_history, outbox, OpsError};
 use crate::store::audit_repo::{self, RecordedMove};
 use crate::store::outbox_repo::{self, OutboxRowInfo};
 use crate::store::pool;
+use crate::store::reconcile_run_repo::ReconcileRun;
 
 /// Replays listed on the console.
 pub const REPLAYS_SHOWN: i64 = 20;
@@ -83,6 +84,9 @@ pub struct Overview {
     /// The last partition moves of `replay --execute`, newest first.
     #[schema(value_type = Vec<Object>)]
     pub replays: Vec<RecordedMove>,
+    /// The projection's last scheduled drift check: products compared, drift by store/kind.
+    #[schema(value_type = Option<Object>)]
+    pub last_reconcile: Option<ReconcileRun>,
 }
 
 /// Health of each dependency, outbox backlog, dead-letter depth, last replays.
@@ -96,11 +100,12 @@ pub async fn overview(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Re
         let mut conn = pool::get(state.pool()).await?;
         audit_repo::recent_offset_moves(&mut conn, REPLAYS_SHOWN).await
     };
-    let (health, (outbox, _), depths, replays) = tokio::join!(
+    let (health, (outbox, _), depths, replays, last_reconcile) = tokio::join!(
         status::health(&d),
         status::backlog(&d),
         status::dead_letters(&d),
-        replays
+        replays,
+        status::last_reconcile(state.pool())
     );
     Ok(HttpResponse::Ok().json(Overview {
         health,
@@ -108,6 +113,7 @@ pub async fn overview(_auth: Needs<OpsReader>, state: web::Data<AppState>) -> Re
         dead_letters: depths,
         // The health panel already says when Postgres is down.
         replays: replays.unwrap_or_default(),
+        last_reconcile,
     }))
 }
 
@@ -191,6 +197,9 @@ pub struct DeadLetters {
     pub total: usize,
     /// The newest [`DEAD_LETTERS_SHOWN`], oldest first.
     pub records: Vec<DeadLetter>,
+    /// Every record grouped by cause (`aliexpress dlq triage`), largest group first.
+    #[schema(value_type = Vec<Object>)]
+    pub triage: Vec<crate::ops::triage::Group>,
 }
 
 async fn read_dlq(state: &AppState, topic: &str) -> Result<Vec<OwnedMessage>, ApiError> {
@@ -242,6 +251,7 @@ pub async fn dead_letters(
         topic,
         total: msgs.len(),
         records,
+        triage: crate::ops::triage::triage(&msgs),
     }))
 }
 
@@ -336,6 +346,7 @@ pub async fn redrive(
                 topic,
                 key,
                 error_class,
+                ..
             } => RedriveItem {
                 partition,
                 offset,

@@ -118,6 +118,16 @@
         el('td', { class: 'num' }, r.partition), el('td', { class: 'num' }, r.from_offset ?? '-'),
         el('td', { class: 'num' }, r.to_offset), el('td', {}, r.mode), el('td', {}, r.host))))
       : el('p', { class: 'empty' }, 'No replay recorded.'));
+    const r = o.last_reconcile;
+    const drifted = r ? Object.entries(r.drift) : [];
+    replace('drift', !r ? el('p', { class: 'empty' }, 'No scheduled check recorded (run-product-event-consumer --reconcile-every).') :
+      el('div', {},
+        el('p', { id: 'drift-summary', class: drifted.length ? 'bad' : 'ok' },
+          drifted.length ? `drift: ${drifted.map(([k, n]) => `${k} ${n}`).join(', ')}` : 'no drift',
+          el('span', { class: 'muted' }, ` (${r.compared} products, ${fmtTime(r.ran_at)}, ${r.host})`)),
+        r.examples.length ? table(['store', 'kind', 'product', 'postgres#', 'store#'], r.examples.map((d) => el('tr', {},
+          el('td', {}, d.store), el('td', {}, d.kind), el('td', {}, el('code', {}, d.product_id)),
+          el('td', { class: 'num' }, d.postgres_version ?? '-'), el('td', { class: 'num' }, d.store_version ?? '-')))) : ''));
     const depth = Object.fromEntries(o.dead_letters.map((d) => [d.topic, d.records]));
     for (const opt of $('dlq-topic').options) {
       const topic = [...Object.keys(depth)].find((t) => t.endsWith(`dlq.product.${opt.value}`));
@@ -126,19 +136,40 @@
   }
 
   // ---------------------------------------------------------------- groups and chart
+  // An ETA in words: '-' when unknown, never 0 for a lag nobody knows.
+  function etaText(secs) {
+    if (secs === null || secs === undefined) return '-';
+    if (secs < 120) return `${Math.round(secs)} s`;
+    if (secs < 7200) return `${Math.round(secs / 60)} min`;
+    return `${(secs / 3600).toFixed(1)} h`;
+  }
+
+  function catchUpText(c) {
+    if (!c) return 'ETA -';
+    if (c.trend === 'catching up') return `catching up, ETA ${etaText(c.eta_secs)} (partition ${c.slowest_partition})`;
+    if (c.trend === 'not catching up') return `not catching up (partition ${c.slowest_partition})`;
+    if (c.trend === 'caught up') return 'caught up';
+    return 'ETA -';
+  }
+
   async function lag() {
     const v = await api('/console/api/lag');
+    const partitionEta = (g, p) => {
+      const c = g.catch_up && g.catch_up.partitions.find((x) => x.partition === p.partition);
+      return c ? etaText(c.eta_secs) : '-';
+    };
     replace('groups', v.groups.map((g) => el('div', { class: 'group', 'data-group': g.group },
       el('h3', {}, el('span', {}, g.group), el('span', { class: 'muted' }, g.topic),
         el('span', {}, 'lag ', el('b', { class: 'group-lag' }, g.lag)),
         el('span', {}, `members ${g.members}`), el('span', { class: 'muted' }, g.state || ''),
-        el('span', { class: `verdict verdict-${g.verdict}` }, g.verdict)),
+        el('span', { class: `verdict verdict-${g.verdict}` }, g.verdict),
+        el('span', { class: 'group-eta' }, catchUpText(g.catch_up))),
       g.error ? el('p', { class: 'bad' }, g.error) :
-        g.partitions.length ? table(['partition#', 'committed#', 'log end#', 'lag#', 'consumer', 'host'],
+        g.partitions.length ? table(['partition#', 'committed#', 'log end#', 'lag#', 'eta#', 'consumer', 'host'],
           g.partitions.map((p) => el('tr', { 'data-partition': p.partition },
             el('td', { class: 'num' }, p.partition), el('td', { class: 'num' }, p.current ?? '-'),
             el('td', { class: 'num' }, p.log_end), el('td', { class: 'num partition-lag' }, p.lag),
-            el('td', {}, p.client_id || '-'), el('td', {}, p.host || '-'))))
+            el('td', { class: 'num partition-eta' }, partitionEta(g, p)), el('td', {}, p.client_id || '-'), el('td', {}, p.host || '-'))))
           : el('p', { class: 'empty' }, 'No committed offsets and no members yet.'))));
     const h = v.history;
     draw('lag-chart', h.at, h.series.map((s) => ({ label: s.group, values: s.lag })), 'messages');
@@ -181,6 +212,13 @@
     const topic = $('dlq-topic').value;
     const d = await api(`/console/api/dead-letters?topic=${encodeURIComponent(topic)}`);
     const checked = new Set([...document.querySelectorAll('#dead-letters input:checked')].map((c) => c.value));
+    replace('dlq-triage', d.triage.length ? table(['fingerprint', 'count#', 'products#', 'failed after redrive#', 'stage', 'class', 'first seen', 'last seen', 'reason', ''],
+      d.triage.map((g) => el('tr', { class: 'cause', 'data-fingerprint': g.fingerprint },
+        el('td', {}, el('code', {}, g.fingerprint)), el('td', { class: 'num cause-count' }, g.count), el('td', { class: 'num' }, g.products),
+        el('td', { class: 'num' }, g.failed_after_redrive), el('td', {}, g.stage), el('td', { class: 'error-class' }, g.error_class),
+        el('td', {}, g.first_seen), el('td', {}, g.last_seen), el('td', {}, g.reason.slice(0, 160)),
+        el('td', {}, el('button', { type: 'button', class: 'cause-dry-run', onclick: () => redriveCause(g) }, 'Dry run: redrive this cause')))))
+      : el('p', { class: 'empty' }, 'No causes.'));
     replace('dead-letters', d.records.length ? [
       el('p', { class: 'muted' }, `${d.total} record(s) in ${d.topic}; the newest ${d.records.length} shown.`),
       table(['', 'at', 'failed at', 'class', 'reason', 'original', 'key', 'state'], d.records.slice().reverse().map((r) => {
@@ -193,6 +231,15 @@
           el('td', {}, r.redriven ? 'redriven' : 'waiting'));
       })),
     ] : el('p', { class: 'empty' }, `No dead letters in ${d.topic}.`));
+  }
+
+  // A dry run of one cause's records (a fingerprint of the triage table).
+  function redriveCause(g) {
+    const offsets = g.records.map(([p, o]) => `${p}:${o}`);
+    plan('dlq-plan', '/console/api/dead-letters/redrive', { topic: $('dlq-topic').value, offsets, all: false },
+      (r) => [`${r.count} record(s) of cause ${g.fingerprint} (${g.error_class}).`,
+        `With a canary first (stops if one fails again): aliexpress dlq redrive --fingerprint ${g.fingerprint} --execute --canary 5`],
+      deadLetters).catch((e) => showError(e.message));
   }
 
   function selected(id) {
