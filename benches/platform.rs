@@ -25,6 +25,10 @@
 //! - category-rename: a category over N products renamed, until every document shows the new
 //!   path (fan-out → events → relay → projection), and write → searchable latency meanwhile vs
 //!   without a rename (`BENCH_RENAME_PRODUCTS`, default 10 000 x scale);
+//! - ops-load: write → searchable at 100 writes/s while `replay --rebuild --max-rate R` and
+//!   `reconcile --all` run (and the projection's drift check every 5 s) vs the same without them
+//!   (`BENCH_OPS_PRODUCTS`, default 10 000 x scale; `BENCH_REBUILD_MAX_RATE`, default 1 000;
+//!   benches/platform/ops_load.rs);
 //! - search-facets: GET /api/search?q=shirt&currency=EUR with every facet vs the body
 //!   `query::build` makes for it POSTed straight to OpenSearch `_search`, oha, same
 //!   connections; plus the in-process decode + encode of that answer
@@ -65,6 +69,8 @@ mod get;
 mod harness;
 #[path = "platform/mixed.rs"]
 mod mixed;
+#[path = "platform/ops_load.rs"]
+mod ops_load;
 #[path = "platform/projection.rs"]
 mod projection;
 #[path = "platform/projection_scaling.rs"]
@@ -328,6 +334,7 @@ fn main() {
             category_rename::bench_category_rename(&mut rows).await
         );
         section!("search-facets", search_facets::bench_search_facets(&mut rows).await);
+        section!("ops-load", ops_load::bench_ops_load(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(

@@ -14,7 +14,7 @@ use super::row::{quantile, Row};
 use super::{env_or, progress, scale};
 
 /// Documents whose `category_path` holds `slug`.
-async fn count_under(search: &SearchClient, alias: &str, slug: &str) -> u64 {
+pub(super) async fn count_under(search: &SearchClient, alias: &str, slug: &str) -> u64 {
     let body = json!({"size": 0, "track_total_hits": true, "query": {"term": {"category_path": slug}}});
     let (alias, body) = (alias, &body);
     let resp = search
@@ -36,7 +36,13 @@ async fn count_under(search: &SearchClient, alias: &str, slug: &str) -> u64 {
 }
 
 /// Waits until `n` documents are under `slug`; the time it took, or `None` past `limit`.
-async fn until_under(search: &SearchClient, alias: &str, slug: &str, n: u64, limit: Duration) -> Option<Duration> {
+pub(super) async fn until_under(
+    search: &SearchClient,
+    alias: &str,
+    slug: &str,
+    n: u64,
+    limit: Duration,
+) -> Option<Duration> {
     let start = tokio::time::Instant::now();
     while start.elapsed() < limit {
         if count_under(search, alias, slug).await >= n {
@@ -67,7 +73,7 @@ async fn fanout_done(http: &reqwest::Client, base: &str, id: &str) -> Option<Dur
 }
 
 /// Creates `n` products in category `slug` over 16 connections; how many failed.
-async fn fill(base: &str, slug: &str, n: usize) -> u64 {
+pub(super) async fn fill(base: &str, slug: &str, n: usize) -> u64 {
     let http = http_client();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
     let mut tasks = tokio::task::JoinSet::new();

@@ -4,6 +4,12 @@
 //! Usage: aliexpress replay [--group G] [--topic T] (--to-earliest | --to-latest | --to-offset N |
 //!        --shift-by N | --to-datetime T | --by-duration PnDTnHnMnS | --from-file F)
 //!        [--partitions 0,2] [--export F] [--execute] [--wait-inactive 60s]
+//!        [--impact-sample 200] [--assume-rate N]
+//!        | --rebuild [--from-postgres] [--max-rate N] | --rollback
+//!
+//! The dry run also says what the replay would do: per partition the records re-read and read
+//! in all, how many documents a sample of them would change, and the ETA at a measured rate
+//! (`ops::replay_impact`).
 
 use anyhow::Context;
 use std::time::{Duration, Instant};
@@ -52,6 +58,14 @@ pub struct Args {
     /// Write the plan as CSV.
     #[arg(long, help_heading = APPLY)]
     pub export: Option<std::path::PathBuf>,
+    /// Records of the replayed range the dry run reads, projects in memory and compares with
+    /// the index to say how many documents would change (0: skip).
+    #[arg(long, default_value_t = 200, help_heading = APPLY)]
+    pub impact_sample: usize,
+    /// Records per second the dry run's ETA assumes (default: the group's rate measured now,
+    /// when it is consuming with lag).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = APPLY)]
+    pub assume_rate: Option<u32>,
     /// Wait this long for the group to become inactive before refusing, e.g. 60s.
     #[arg(long, value_parser = humantime::parse_duration, help_heading = APPLY)]
     pub wait_inactive: Option<Duration>,
@@ -67,6 +81,10 @@ pub struct Args {
     /// With --rebuild: give up when count and checksum do not match Postgres in this time.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, help_heading = REBUILD)]
     pub verify_timeout: Duration,
+    /// With --rebuild: write at most N events (documents, from Postgres) per second, so live
+    /// writes stay fresh while it runs (see docs/RUNBOOK.md for the measured bound).
+    #[arg(long, requires = "rebuild", value_parser = clap::value_parser!(u32).range(1..), help_heading = REBUILD)]
+    pub max_rate: Option<u32>,
     /// Point the alias back at the index the last rebuild replaced.
     #[arg(long, help_heading = REBUILD)]
     pub rollback: bool,
@@ -150,6 +168,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         println!("Plan written to {}", f.display());
     }
     if !a.execute {
+        if topic == names.events_topic() && a.impact_sample > 0 {
+            print!(
+                "{}",
+                crate::ops::replay_impact::render(&impact(infra, &a, &group, &topic, &rows).await?)
+            );
+        }
         println!("Dry run: nothing changed. {n} already-consumed events would be reprojected. Add --execute to apply.");
         return Ok(());
     }
@@ -175,6 +199,34 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dry run's impact: a sample compared with the index, and the ETA.
+async fn impact(
+    infra: &InfraConfig,
+    a: &Args,
+    group: &str,
+    topic: &str,
+    rows: &[PlanRow],
+) -> anyhow::Result<crate::ops::replay_impact::Impact> {
+    use crate::ops::replay_impact as ri;
+    let kafka = super::connect::kafka_connection(infra)?;
+    let (k, r, n) = (kafka.clone(), rows.to_vec(), a.impact_sample);
+    eprintln!("reading a sample of {n} record(s) of the replayed range...");
+    let records = tokio::task::spawn_blocking(move || ri::read_sample(&k, &r, n)).await??;
+    let search = super::connect::search_client(infra, Duration::from_secs(10))?;
+    let found = ri::compare(&search, &infra.names().index_alias(), rows, &records).await?;
+    let rate = match a.assume_rate {
+        Some(r) => Some((f64::from(r), "--assume-rate".to_owned())),
+        None => {
+            let (g, t) = (group.to_owned(), topic.to_owned());
+            let gap = Duration::from_secs(2);
+            tokio::task::spawn_blocking(move || ri::live_rate(&kafka, &g, &t, gap))
+                .await?
+                .map(|r| (r, format!("{group}'s rate now, measured over 2 s")))
+        }
+    };
+    Ok(ri::with_rate(found, rate))
+}
+
 /// `--rebuild` (a fresh index, the alias swapped) or `--rollback` (the alias swapped back).
 async fn rebuild_or_rollback(infra: &InfraConfig, a: &Args) -> anyhow::Result<()> {
     let d = rebuild_deps(infra).await?;
@@ -187,6 +239,7 @@ async fn rebuild_or_rollback(infra: &InfraConfig, a: &Args) -> anyhow::Result<()
         from_postgres: a.from_postgres,
         grace: a.grace,
         verify_timeout: a.verify_timeout,
+        max_rate: a.max_rate,
     };
     let r = crate::ops::rebuild::rebuild(&d, &o, &RebuildBar::default())
         .await

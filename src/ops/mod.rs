@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod rebuild;
 pub mod reconcile;
 pub mod replay;
+pub mod replay_impact;
 pub mod status;
 pub mod trace;
 pub mod triage;

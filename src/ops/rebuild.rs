@@ -118,6 +118,37 @@ pub struct RebuildOptions {
     pub grace: Duration,
     /// Give up if count and checksum do not match within this time.
     pub verify_timeout: Duration,
+    /// Most events (or, from Postgres, documents) per second the rebuild writes, so live
+    /// writes keep their freshness while it runs; `None`: as fast as it can.
+    pub max_rate: Option<u32>,
+}
+
+/// Keeps a loop at or under `rate` items per second: after `done` items it waits until the
+/// time those items are due at that rate.
+struct Pace {
+    start: Instant,
+    rate: Option<u32>,
+}
+
+impl Pace {
+    fn new(rate: Option<u32>) -> Self {
+        Self {
+            start: Instant::now(),
+            rate: rate.filter(|r| *r > 0),
+        }
+    }
+
+    /// Items per batch that make about ten batches a second at the rate (at most `max`).
+    fn batch(&self, max: usize) -> usize {
+        self.rate.map_or(max, |r| (r as usize / 10).clamp(1, max))
+    }
+
+    async fn after(&self, done: u64) {
+        if let Some(r) = self.rate {
+            let due = self.start + Duration::from_secs_f64(done as f64 / f64::from(r));
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
 }
 
 /// Outcome of a rebuild.
@@ -317,10 +348,11 @@ async fn build_and_swap(
     } = plan;
     let (alias, old, new, topic, group, source) = (*alias, *old, *new, *topic, *group, *source);
     let total: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
+    let pace = Pace::new(o.max_rate);
     if source == RebuildSource::Postgres {
         // Start the topic consumer at the snapshot point, then load the current state.
         commit_at(d, group, topic, marks).await?;
-        load_from_postgres(d, new).await?;
+        load_from_postgres(d, new, &pace).await?;
     }
     let c = consumer::build(&d.kafka, group)?;
     c.subscribe(&[topic])?;
@@ -332,7 +364,7 @@ async fn build_and_swap(
         DlqWriter::new(d.producer.clone(), names.events_dlq_topic(), group.to_owned()),
         group.to_owned(),
         ProjectionSettings {
-            batch_size: 1000,
+            batch_size: pace.batch(1000),
             batch_wait: Duration::from_millis(50),
             log_each_event: false,
             ..Default::default()
@@ -344,7 +376,7 @@ async fn build_and_swap(
         (source == RebuildSource::Topic).then(|| u64::try_from(total).unwrap_or(0)),
     );
     if source == RebuildSource::Topic {
-        replay_topic(&mut projector, total, progress, &shutdown).await?;
+        replay_topic(&mut projector, total, progress, &pace, &shutdown).await?;
     }
     // Caught up with the snapshot: now wait until count and checksum match Postgres.
     let docs = until_matching(d, &mut projector, new, o.verify_timeout, progress, &shutdown).await?;
@@ -385,6 +417,7 @@ async fn replay_topic(
     projector: &mut ProductEventConsumer,
     total: i64,
     progress: &dyn RebuildProgress,
+    pace: &Pace,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let mut seen: i64 = 0;
@@ -396,6 +429,7 @@ async fn replay_topic(
         let done = out.received - out.unfinished;
         seen += done as i64;
         progress.advance(done as u64);
+        pace.after(seen as u64).await;
     }
     Ok(())
 }
@@ -436,11 +470,12 @@ async fn until_matching(
     }
 }
 
-async fn load_from_postgres(d: &RebuildDeps, new: &str) -> anyhow::Result<()> {
+async fn load_from_postgres(d: &RebuildDeps, new: &str, pace: &Pace) -> anyhow::Result<()> {
     let mut conn = pool::get(&d.pool).await?;
     let mut cursor: Option<Uuid> = None;
+    let (page_size, mut loaded) = (pace.batch(1000), 0u64);
     loop {
-        let page = product_repo::list(&mut conn, None, None, None, cursor, 1000).await?;
+        let page = product_repo::list(&mut conn, None, None, None, cursor, page_size as i64).await?;
         if page.is_empty() {
             break;
         }
@@ -454,6 +489,8 @@ async fn load_from_postgres(d: &RebuildDeps, new: &str) -> anyhow::Result<()> {
             .collect();
         index_items(&d.search, new, &items).await?;
         cursor = page.last().map(|p| p.id);
+        loaded += page.len() as u64;
+        pace.after(loaded).await;
     }
     Ok(())
 }
@@ -478,4 +515,30 @@ pub async fn rollback(d: &RebuildDeps) -> anyhow::Result<(String, String)> {
     rebuild_repo::finish(&mut c, run.id, "rolled_back", run.documents).await?;
     tracing::info!(alias = %alias, from = ?current, to = %old, "alias rolled back");
     Ok((current.unwrap_or_default(), old))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_capped_pace_waits_until_the_items_are_due_and_an_uncapped_one_never() {
+        let capped = Pace::new(Some(100));
+        assert_eq!(
+            (
+                capped.batch(1000),
+                Pace::new(Some(5)).batch(1000),
+                Pace::new(None).batch(1000)
+            ),
+            (10, 1, 1000)
+        );
+        capped.after(20).await;
+        assert!(
+            capped.start.elapsed() >= Duration::from_millis(200),
+            "20 items at 100/s take 200 ms"
+        );
+        let free = Pace::new(None);
+        free.after(1_000_000).await;
+        assert!(free.start.elapsed() < Duration::from_secs(1));
+    }
 }

@@ -130,11 +130,17 @@ pub fn compare(p: &Product, store_version: Option<i64>, same_content: bool) -> O
 
 /// The documents OpenSearch holds for `ids` (absent ones left out).
 async fn documents(d: &ReconcileDeps, ids: &[Uuid]) -> Result<HashMap<Uuid, Value>, OpsError> {
-    let alias = d.names.index_alias();
-    let alias = alias.as_str();
+    indexed_documents(&d.search, &d.names.index_alias(), ids).await
+}
+
+/// The documents `alias` holds for `ids` (absent ones left out), by id.
+pub async fn indexed_documents(
+    search: &SearchClient,
+    alias: &str,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Value>, OpsError> {
     let body = json!({ "ids": ids });
-    let resp = d
-        .search
+    let resp = search
         .call(|os| {
             let body = body.clone();
             async move { os.mget(opensearch::MgetParts::Index(alias)).body(body).send().await }
@@ -159,7 +165,7 @@ async fn documents(d: &ReconcileDeps, ids: &[Uuid]) -> Result<HashMap<Uuid, Valu
 const TIMESTAMPS: [&str; 2] = ["created_at", "updated_at"];
 
 /// Whether the document `doc` is the one the projection makes of `p` (timestamps aside).
-fn same_document(doc: &Value, p: &Product) -> bool {
+pub fn same_document(doc: &Value, p: &Product) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(o) = v.as_object_mut() {

@@ -38,7 +38,7 @@ async fn committed(env: &TestEnv, group: &str) -> Vec<Option<i64>> {
 }
 
 /// A catalog projected once; returns the app and its product ids.
-async fn projected_catalog(n: usize) -> (TestApp, Vec<String>) {
+pub(crate) async fn projected_catalog(n: usize) -> (TestApp, Vec<String>) {
     let app = TestApp::spawn().await;
     let mut ids = Vec::new();
     for i in 0..n {

@@ -260,3 +260,73 @@ async fn a_canary_that_fails_again_stops_the_redrive_with_one_new_dead_letter_an
         "a canary without --execute is a usage error"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_replay_dry_run_says_what_the_execute_then_does() {
+    let (app, ids) = crate::ops::projected_catalog(6).await;
+    let env = &app.env;
+    // One document lost: the only one a full replay changes.
+    let lost = env.document(&ids[0]).await.expect("doc");
+    let (alias, id, version) = (
+        env.names.index_alias(),
+        ids[0].clone(),
+        lost["_version"].as_i64().expect("version"),
+    );
+    let r = env
+        .search()
+        .call(|os| {
+            let (a, i) = (alias.clone(), id.clone());
+            async move {
+                os.delete(opensearch::DeleteParts::IndexId(&a, &i))
+                    .version(version)
+                    .version_type(opensearch::params::VersionType::ExternalGte)
+                    .send()
+                    .await
+            }
+        })
+        .await
+        .expect("delete");
+    assert!(r.status_code().is_success());
+    let mut before = Vec::new();
+    for id in &ids {
+        before.push(env.document(id).await.map(|d| d["_source"].clone()));
+    }
+
+    let dry = text(&bin(
+        env,
+        &[
+            "replay",
+            "--to-earliest",
+            "--impact-sample",
+            "1000",
+            "--assume-rate",
+            "100",
+        ],
+    ));
+    assert!(
+        dry.contains("Sample: 12 record(s) of 6 product(s) projected and compared with the index: 2 would change a document (16.7%), 1 document(s) in all."),
+        "created and published, six products; both events of the lost one: {dry}"
+    );
+    assert!(
+        dry.contains("ETA: 12 record(s) in <1s at 100 records/s (--assume-rate)"),
+        "{dry}"
+    );
+    let re_read: i64 = dry
+        .lines()
+        .skip_while(|l| !l.contains("RE-READ"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("Sample"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(re_read, 12, "{dry}");
+
+    let out = bin(env, &["replay", "--to-earliest", "--execute"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut p = env.projector(None, None).await;
+    assert_eq!(env.consume_until_idle(&mut p).await.received as i64, re_read);
+    let mut changed = 0;
+    for (id, b) in ids.iter().zip(&before) {
+        changed += usize::from(env.document(id).await.map(|d| d["_source"].clone()) != *b);
+    }
+    assert_eq!(changed, 1, "the dry run's one document, and only it");
+}
