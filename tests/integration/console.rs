@@ -1,7 +1,7 @@
 //! The operations console at /console/: its JSON endpoints (tokens, dry runs, actions) and
-//! the page itself in a real headless chromium (no console errors, each group's lag, a dead
-//! letter after poison, a chart that moves), which also writes the screenshots in
-//! docs/screenshots/.
+//! the page itself in a real headless chromium (no console errors, each group's lag and
+//! catch-up, the drift check, a dead letter after poison and its cause, a product's trace, a
+//! chart that moves), which also writes the screenshots in docs/screenshots/.
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -214,12 +214,32 @@ async fn the_console_in_a_browser_shows_each_groups_lag_a_dead_letter_and_a_movi
     let app = TestApp::spawn().await;
     let env = &app.env;
     // A projected catalog, then 4 events the projection has not read yet: lag 4.
+    let mut ids = Vec::new();
     for i in 0..3 {
-        app.create_product(&format!("CONSOLE-{i}"), "Console lamp").await;
+        let c = app.create_product(&format!("CONSOLE-{i}"), "Console lamp").await;
+        ids.push(c["id"].as_str().expect("id").to_owned());
     }
     env.drain_outbox().await;
     let mut p = env.projector(None, None).await;
     env.consume_until_idle(&mut p).await;
+    // One document lost, found by the projection's drift check (run here once).
+    crate::ops_watch::lose_document(env, &ids[0], 1).await;
+    let deps = aliexpress::ops::reconcile::ReconcileDeps {
+        pool: env.pool.clone(),
+        cache: env.cache(),
+        search: env.search(),
+        names: env.names.clone(),
+    };
+    let check = aliexpress::worker::drift_watch::DriftWatch {
+        every: Duration::from_secs(3600),
+        sample: 100,
+        grace: Duration::from_millis(500),
+    };
+    check
+        .once(&deps, &aliexpress::worker::Shutdown::new())
+        .await
+        .expect("drift check")
+        .expect("ran");
     for i in 3..7 {
         app.create_product(&format!("CONSOLE-{i}"), "Console lamp").await;
     }
@@ -300,6 +320,23 @@ async fn the_console_in_a_browser_shows_each_groups_lag_a_dead_letter_and_a_movi
         )
         .await;
 
+    browser
+        .wait_for(
+            "the projection is not catching up (4 behind, nobody consuming)",
+            Duration::from_secs(20),
+            &format!(
+                "(document.querySelector('#groups [data-group=\"{projection}\"] .group-eta') || {{}}).textContent?.startsWith('not catching up')"
+            ),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the drift panel shows the lost document",
+            Duration::from_secs(20),
+            "(document.getElementById('drift-summary') || {}).textContent?.startsWith('drift: opensearch/missing 1')",
+        )
+        .await;
+
     // The chart gets new points as samples arrive.
     let points = "Number(document.getElementById('lag-chart').dataset.points)";
     let before = browser
@@ -336,12 +373,42 @@ async fn the_console_in_a_browser_shows_each_groups_lag_a_dead_letter_and_a_movi
             "[...document.querySelectorAll('#dead-letters tr.dead-letter .error-class')].some(c => c.textContent === 'invalid_json')",
         )
         .await;
+    browser
+        .wait_for(
+            "the dead letter's cause shows in the triage table",
+            Duration::from_secs(30),
+            "[...document.querySelectorAll('#dlq-triage tr.cause')].some(r => r.querySelector('.error-class').textContent === 'invalid_json' && r.querySelector('.cause-count').textContent === '1')",
+        )
+        .await;
     // The projection caught up meanwhile (it read the poison after the 4 events).
     browser
         .wait_for(
             "the projection caught up",
             Duration::from_secs(20),
             &format!("{} === '0'", lag_of(&projection)),
+        )
+        .await;
+    browser
+        .wait_for(
+            "its catch-up says so",
+            Duration::from_secs(20),
+            &format!(
+                "(document.querySelector('#groups [data-group=\"{projection}\"] .group-eta') || {{}}).textContent === 'caught up'"
+            ),
+        )
+        .await;
+    // A product's trace, from the page's form.
+    browser
+        .eval(&format!(
+            "document.getElementById('trace-id').value = '{}'; document.getElementById('trace-form').requestSubmit(); true",
+            ids[1]
+        ))
+        .await;
+    browser
+        .wait_for(
+            "the trace ends in its verdict",
+            Duration::from_secs(20),
+            "document.getElementById('trace-verdict').className === 'ok' && document.getElementById('trace-verdict').textContent.startsWith('ok: searchable') && document.querySelectorAll('#trace tr').length > 4",
         )
         .await;
     // A redrive is a dry run first; a read token cannot execute it.

@@ -133,6 +133,27 @@ async fn describe_gives_an_eta_while_a_throttled_consumer_catches_up_and_says_wh
     assert!(screen.contains(&format!("{topic}: not catching up")), "{screen}");
 }
 
+/// Deletes product `id`'s document as a lost write would (on the projection's version line, at
+/// `version`).
+pub(crate) async fn lose_document(env: &TestEnv, id: &str, version: i64) {
+    let (alias, id) = (env.names.index_alias(), id.to_owned());
+    let r = env
+        .search()
+        .call(|os| {
+            let (a, i) = (alias.clone(), id.clone());
+            async move {
+                os.delete(opensearch::DeleteParts::IndexId(&a, &i))
+                    .version(version)
+                    .version_type(opensearch::params::VersionType::ExternalGte)
+                    .send()
+                    .await
+            }
+        })
+        .await
+        .expect("delete");
+    assert!(r.status_code().is_success(), "delete: {}", r.status_code());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_scheduled_drift_check_reports_only_what_still_differs_and_status_shows_it() {
     let app = TestApp::spawn().await;
@@ -165,22 +186,7 @@ async fn the_scheduled_drift_check_reports_only_what_still_differs_and_status_sh
 
     // One document lost for good; one product written but not projected yet (in flight: it is
     // projected during the grace period, so it is no drift).
-    let (alias, lost) = (env.names.index_alias(), ids[0].clone());
-    let r = env
-        .search()
-        .call(|os| {
-            let (a, i) = (alias.clone(), lost.clone());
-            async move {
-                os.delete(opensearch::DeleteParts::IndexId(&a, &i))
-                    .version(1)
-                    .version_type(opensearch::params::VersionType::ExternalGte)
-                    .send()
-                    .await
-            }
-        })
-        .await
-        .expect("delete");
-    assert!(r.status_code().is_success());
+    lose_document(env, &ids[0], 1).await;
     let late = app.create_product("WATCH-LATE", "Late lamp").await;
     env.drain_outbox().await;
     let d = deps();
@@ -267,26 +273,7 @@ async fn the_replay_dry_run_says_what_the_execute_then_does() {
     let env = &app.env;
     // One document lost: the only one a full replay changes.
     let lost = env.document(&ids[0]).await.expect("doc");
-    let (alias, id, version) = (
-        env.names.index_alias(),
-        ids[0].clone(),
-        lost["_version"].as_i64().expect("version"),
-    );
-    let r = env
-        .search()
-        .call(|os| {
-            let (a, i) = (alias.clone(), id.clone());
-            async move {
-                os.delete(opensearch::DeleteParts::IndexId(&a, &i))
-                    .version(version)
-                    .version_type(opensearch::params::VersionType::ExternalGte)
-                    .send()
-                    .await
-            }
-        })
-        .await
-        .expect("delete");
-    assert!(r.status_code().is_success());
+    lose_document(env, &ids[0], lost["_version"].as_i64().expect("version")).await;
     let mut before = Vec::new();
     for id in &ids {
         before.push(env.document(id).await.map(|d| d["_source"].clone()));
