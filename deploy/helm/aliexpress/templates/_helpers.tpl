@@ -96,7 +96,7 @@ compares them with that file.
 - key: projection
   component: projection
   args: [run-product-event-consumer]
-  uses: [redis, kafka, opensearch]
+  uses: [database, redis, kafka, opensearch]
   drainSeconds: 40
   topic: product.events
   defaultGroup: product-event-projection-group
