@@ -51,35 +51,6 @@ fn integral_numbers(v: &mut Value) {
     }
 }
 
-/// The dotted path (`body.payload.price`) of the first key or string value holding a NUL
-/// character, at any depth: PostgreSQL's text and jsonb cannot hold one, so a body with one is
-/// refused here, naming where, rather than failing in the database.
-fn first_nul(v: &Value, path: &mut String) -> Option<String> {
-    match v {
-        Value::String(s) if s.contains('\0') => Some(path.clone()),
-        Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            let found = first_nul(v, path);
-            path.truncate(len);
-            found
-        }),
-        Value::Object(m) => m.iter().find_map(|(k, v)| {
-            let len = path.len();
-            path.push('.');
-            path.push_str(&k.replace('\0', "\\u0000"));
-            let found = if k.contains('\0') {
-                Some(path.clone())
-            } else {
-                first_nul(v, path)
-            };
-            path.truncate(len);
-            found
-        }),
-        _ => None,
-    }
-}
-
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
@@ -88,7 +59,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let raw = web::Json::<Value>::from_request(req, payload);
         Box::pin(async move {
             let mut v = raw.await?.into_inner();
-            if let Some(field) = first_nul(&v, &mut "body".to_owned()) {
+            if let Some(field) = crate::schema::text::first_nul(&v, "body") {
                 return Err(ApiError::Validation {
                     detail: format!("invalid {field}: must not contain the NUL character (U+0000)"),
                     errors: vec![FieldError {
@@ -117,21 +88,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn a_nul_is_found_in_keys_and_values_at_any_depth() {
-        let at = |v: Value| first_nul(&v, &mut "body".to_owned());
-        assert_eq!(at(json!({"title": "lamp", "n": [1, "x"]})), None);
-        assert_eq!(at(json!({"title": "a\u{0}b"})).as_deref(), Some("body.title"));
-        assert_eq!(
-            at(json!({"payload": {"price": {"\u{0}x": 1, "currency": "EUR"}}})).as_deref(),
-            Some("body.payload.price.\\u0000x")
-        );
-        assert_eq!(
-            at(json!({"a": [{"b": ["ok", "no\u{0}"]}]})).as_deref(),
-            Some("body.a[0].b[1]")
-        );
-    }
 
     #[test]
     fn integral_floats_become_integers_and_others_stay() {

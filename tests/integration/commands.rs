@@ -338,6 +338,25 @@ async fn a_command_with_a_nul_byte_is_refused_at_the_api_and_rejected_by_the_con
     assert_eq!(status, "rejected");
     assert!(reason.is_some_and(|r| r.contains("title")));
     assert_eq!(command_status(env, good).await.expect("recorded").0, "applied");
+
+    // A NUL in a key no field reads (the price's): rejected too, naming it; nothing applied.
+    let hidden = produce_to_partition0(
+        env,
+        id,
+        json!({"command_type": "ChangePrice", "payload": {"price": {"\u{0}x": 1, "amount_minor": 5, "currency": "EUR"}}}),
+    )
+    .await;
+    let out = handle(&c, 1).await;
+    assert!(
+        matches!(&out[0], CommandOutcome::Rejected(r) if r.contains("payload.price.\\u0000x") && r.contains("U+0000")),
+        "{out:?}"
+    );
+    assert_eq!(command_status(env, hidden).await.expect("recorded").0, "rejected");
+    assert_eq!(
+        env.count("product_history").await,
+        2,
+        "created and the stock set: no price change"
+    );
 }
 
 /// A NUL anywhere in a body, in a key or a value at any depth, is a 422 naming where (it used to

@@ -33,13 +33,22 @@ impl ProductConsumer {
                 return self.dead_letter(msg, &reason, shutdown).await;
             }
         };
-        let executed = self
-            .retry
-            .run(shutdown.token(), "command", || async {
-                let mut conn = pool::get(&self.pool).await?;
-                product_repo::run_command(&mut conn, s.product_id, &s.command, &s.opts).await
-            })
-            .await;
+        let executed = match &s.nul_at {
+            Some(path) => Err(Failed::Permanent(StoreError::Domain(
+                crate::domain::product::DomainError::Invalid {
+                    field: "payload",
+                    reason: format!("{path} must not contain the NUL character (U+0000)"),
+                },
+            ))),
+            None => {
+                self.retry
+                    .run(shutdown.token(), "command", || async {
+                        let mut conn = pool::get(&self.pool).await?;
+                        product_repo::run_command(&mut conn, s.product_id, &s.command, &s.opts).await
+                    })
+                    .await
+            }
+        };
         let outcome = match executed {
             Ok(ExecuteOutcome::Applied(a)) => CommandOutcome::Applied(a.0.version),
             Ok(ExecuteOutcome::Rejected(rule)) => CommandOutcome::Rejected(rule.to_string()),
@@ -89,7 +98,12 @@ impl ProductConsumer {
         // names none comes from a trusted producer (the topic's ACLs decide who may write).
         let scope = env.caller.as_ref().map_or(Scope::Any, |c| Principal::from(c).scope());
         scope.stamp_owner(&mut command);
+        let nul_at = env
+            .payload
+            .as_ref()
+            .and_then(|p| crate::schema::text::first_nul(p, "payload"));
         Ok(Submitted {
+            nul_at,
             command_id,
             product_id: env.product_id,
             command,

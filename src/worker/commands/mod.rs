@@ -97,6 +97,9 @@ struct Submitted {
     product_id: Uuid,
     command: ProductCommand,
     opts: ExecuteOptions,
+    /// Where the message's payload holds a NUL (PostgreSQL cannot store one), even in a key no
+    /// field reads: the command is rejected naming it.
+    nul_at: Option<String>,
 }
 
 impl ProductConsumer {
