@@ -105,6 +105,11 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
             health_timeout: Duration::from_secs(1),
             search_timeout: a.resilience.search_timeout(),
             body_read_timeout: a.api.body_read_timeout(),
+            deadline: a.api.request_deadline(),
+            admission: crate::http::admission::Admission::new(
+                a.api.http_max_in_flight,
+                a.api.http_max_in_flight_per_worker,
+            ),
         },
         lag_history: Default::default(),
     })
@@ -124,6 +129,11 @@ fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Res
             pool: pool::from_settings(&settings)?,
             cache: st.catalog.cache.with_own_pool()?,
             settings: st.catalog.settings.clone(),
+        },
+        // The process's bound is shared; each worker gets a bound of its own.
+        limits: RequestLimits {
+            admission: st.limits.admission.for_worker(),
+            ..st.limits.clone()
         },
         ..st.clone()
     })

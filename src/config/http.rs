@@ -21,6 +21,9 @@
 //! | HTTP_BODY_LIMIT_BYTES | 65536 | largest request body (then 413 problem+json) |
 //! | HTTP_CLIENT_REQUEST_TIMEOUT_MS | 5000 | time a client has to send the request head (then 408) |
 //! | HTTP_BODY_READ_TIMEOUT_MS | 10000 | time a client has to send the request body (then 408 problem+json) |
+//! | HTTP_REQUEST_DEADLINE_MS | 5000 | time a request's work may take once admitted (a stalled database): then 503 `dependency_unavailable` with `Retry-After`; 0 turns it off |
+//! | HTTP_MAX_IN_FLIGHT | 1024 | requests in progress in the whole process; past it, 503 `overloaded` with `Retry-After` at once (health, metrics, the console and docs are never shed) |
+//! | HTTP_MAX_IN_FLIGHT_PER_WORKER | 256 | the same bound for each HTTP worker |
 //!
 //! The client IP is the TCP peer address: behind a proxy or load balancer every client shares
 //! the proxy's address, so size the limits for it (or turn them off and limit at the proxy).
@@ -80,6 +83,16 @@ pub struct ApiConfig {
     /// Time a client has to send the request body, in milliseconds; then 408.
     #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub http_body_read_timeout_ms: u64,
+    /// Time a request's work may take once admitted, in milliseconds; then 503 with
+    /// Retry-After (a write says it may have been committed). 0: no deadline.
+    #[arg(long, env = "HTTP_REQUEST_DEADLINE_MS", default_value_t = 5000)]
+    pub http_request_deadline_ms: u64,
+    /// Requests in progress in the whole process; past it, 503 at once.
+    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub http_max_in_flight: usize,
+    /// Requests in progress in each HTTP worker; past it, 503 at once.
+    #[arg(long, env = "HTTP_MAX_IN_FLIGHT_PER_WORKER", default_value_t = 256)]
+    pub http_max_in_flight_per_worker: usize,
     /// Identity-provider tokens and API keys.
     #[command(flatten)]
     pub identity: IdentityConfig,
@@ -148,6 +161,9 @@ impl Default for ApiConfig {
             http_body_limit_bytes: 64 * 1024,
             http_client_request_timeout_ms: 5000,
             http_body_read_timeout_ms: 10_000,
+            http_request_deadline_ms: 5000,
+            http_max_in_flight: 1024,
+            http_max_in_flight_per_worker: 256,
             identity: IdentityConfig {
                 oidc_audience: "aliexpress-api".into(),
                 oidc_role_claim: "roles".into(),
@@ -189,10 +205,15 @@ impl ApiConfig {
         if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
             return Err(ConfigError::new("RATE_LIMIT_BURST", "must be at least 1"));
         }
-        let positive: [(&'static str, u64); 3] = [
+        let positive: [(&'static str, u64); 5] = [
             ("HTTP_BODY_LIMIT_BYTES", self.http_body_limit_bytes as u64),
             ("HTTP_CLIENT_REQUEST_TIMEOUT_MS", self.http_client_request_timeout_ms),
             ("HTTP_BODY_READ_TIMEOUT_MS", self.http_body_read_timeout_ms),
+            ("HTTP_MAX_IN_FLIGHT", self.http_max_in_flight as u64),
+            (
+                "HTTP_MAX_IN_FLIGHT_PER_WORKER",
+                self.http_max_in_flight_per_worker as u64,
+            ),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((setting, _)) => Err(ConfigError::new(setting, "must be at least 1")),
@@ -218,6 +239,11 @@ impl ApiConfig {
     /// Time to receive a request body.
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.http_body_read_timeout_ms)
+    }
+
+    /// `HTTP_REQUEST_DEADLINE_MS` (`None` when 0).
+    pub fn request_deadline(&self) -> Option<Duration> {
+        (self.http_request_deadline_ms > 0).then(|| Duration::from_millis(self.http_request_deadline_ms))
     }
 }
 

@@ -105,6 +105,21 @@ pub enum ApiError {
         /// What failed, for the log.
         cause: String,
     },
+    /// The request's deadline (`HTTP_REQUEST_DEADLINE_MS`) passed before its work was done
+    /// (a stalled database, typically); a write may have been committed.
+    #[error("no answer within the request's deadline of {deadline_ms} ms{}", if *.write {
+        "; the write may have been committed: repeat it with the same Idempotency-Key to learn its outcome"
+    } else { "" })]
+    DeadlineExceeded {
+        /// The deadline.
+        deadline_ms: u128,
+        /// Whether the request could change something.
+        write: bool,
+    },
+    /// The server is at its bound of requests in flight (`HTTP_MAX_IN_FLIGHT`, per worker
+    /// `HTTP_MAX_IN_FLIGHT_PER_WORKER`): refused at once.
+    #[error("the server is at its bound of {0} requests in flight; retry after Retry-After")]
+    Overloaded(usize),
     /// Anything else; the cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -131,7 +146,10 @@ impl ApiError {
             Self::TooManyRequests { .. } => ProblemCode::RateLimited,
             Self::Unauthorized(_) => ProblemCode::Unauthorized,
             Self::Forbidden(_) => ProblemCode::Forbidden,
-            Self::Unavailable(_) | Self::DependencyDown { .. } => ProblemCode::DependencyUnavailable,
+            Self::Unavailable(_) | Self::DependencyDown { .. } | Self::DeadlineExceeded { .. } => {
+                ProblemCode::DependencyUnavailable
+            }
+            Self::Overloaded(_) => ProblemCode::Overloaded,
             Self::Internal(_) => ProblemCode::Internal,
         }
     }
@@ -449,6 +467,15 @@ mod tests {
                 "dependency_unavailable",
                 503,
             ),
+            (
+                ApiError::DeadlineExceeded {
+                    deadline_ms: 5000,
+                    write: true,
+                },
+                "dependency_unavailable",
+                503,
+            ),
+            (ApiError::Overloaded(512), "overloaded", 503),
             (
                 ApiError::DependencyDown {
                     dependency: "search",

@@ -18,6 +18,7 @@
 //! within `HTTP_BODY_READ_TIMEOUT_MS` (`body_timeout`), 413 past `HTTP_BODY_LIMIT_BYTES` and
 //! 429 with `Retry-After` past a per-client rate limit (`rate_limit`).
 
+pub mod admission;
 pub mod auth;
 pub mod bodies;
 pub mod body_timeout;
@@ -118,7 +119,8 @@ fn docs() -> actix_web::Scope<
 
 /// Starts the API on `listener`; the returned server runs until stopped. Middleware, outermost
 /// first: the request's server span (`server_span`), request metrics, security headers, the
-/// per-client rate limit, the body read bound.
+/// per-client rate limit, admission (load shedding and the request's deadline, `admission`),
+/// the body read bound.
 ///
 /// `states` holds one state per worker, each with its own connection pools (`serve` builds
 /// them): a connection is then opened, driven and awaited on its worker's thread, instead of
@@ -144,6 +146,7 @@ pub fn run(
             .unwrap_or_else(|| shared.clone());
         App::new()
             .wrap(actix_web::middleware::from_fn(body_timeout::bound_body))
+            .wrap(actix_web::middleware::from_fn(admission::admit))
             .wrap(actix_web::middleware::from_fn(rate_limit::limit_requests))
             .wrap(security_headers())
             .wrap(actix_web::middleware::from_fn(metrics::record))

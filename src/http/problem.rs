@@ -57,13 +57,16 @@ pub enum ProblemCode {
     RateLimited,
     /// 500: an unexpected failure; the cause is in the server's log.
     Internal,
-    /// 503: a dependency (database, search, command bus) is unavailable (see `Retry-After`).
+    /// 503: a dependency (database, search, command bus) is unavailable or did not answer
+    /// within the request's deadline (see `Retry-After`).
     DependencyUnavailable,
+    /// 503: the server is at its bound of requests in flight; shed at once (see `Retry-After`).
+    Overloaded,
 }
 
 impl ProblemCode {
     /// Every code, in status order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::MalformedJson,
         Self::MalformedRequest,
         Self::Unauthorized,
@@ -83,6 +86,7 @@ impl ProblemCode {
         Self::RateLimited,
         Self::Internal,
         Self::DependencyUnavailable,
+        Self::Overloaded,
     ];
 
     /// The code as sent (`snake_case`).
@@ -107,6 +111,7 @@ impl ProblemCode {
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
             Self::DependencyUnavailable => "dependency_unavailable",
+            Self::Overloaded => "overloaded",
         }
     }
 
@@ -128,7 +133,7 @@ impl ProblemCode {
             Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DependencyUnavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -159,6 +164,8 @@ impl ProblemCode {
             Self::CommandAlreadyProcessed => "Command already processed",
             Self::ValidationFailed => "Validation failed",
             Self::IdempotencyKeyReused => "Idempotency key reused",
+            Self::DependencyUnavailable => "Dependency unavailable",
+            Self::Overloaded => "Server at capacity",
             other => other.status().canonical_reason().unwrap_or("Error"),
         }
     }

@@ -59,6 +59,10 @@ pub struct RequestLimits {
     pub search_timeout: Duration,
     /// Bound of reading a request body (`HTTP_BODY_READ_TIMEOUT_MS`).
     pub body_read_timeout: Duration,
+    /// Bound of a request's work once admitted (`HTTP_REQUEST_DEADLINE_MS`); `None`: none.
+    pub deadline: Option<Duration>,
+    /// Bounds of the requests in flight (`HTTP_MAX_IN_FLIGHT`, per worker too).
+    pub admission: super::admission::Admission,
 }
 
 impl AppState {

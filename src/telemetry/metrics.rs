@@ -95,6 +95,16 @@ metric!(CONSUMER_CATCH_UP_SECONDS: GaugeVec = register_gauge_vec!(
 metric!(CONSUMER_LAG_SECONDS: GaugeVec = register_gauge_vec!(
     "aliexpress_consumer_lag_seconds", "Now minus occurred_at of the last applied event", &["group", "topic", "partition"]));
 
+metric!(HTTP_SHED: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_http_shed_total",
+    "Requests answered 503 overloaded at once because the bound of requests in flight was reached, by bound (process, worker)",
+    &["bound"]));
+metric!(HTTP_DEADLINE_EXCEEDED: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_http_deadline_exceeded_total",
+    "Requests answered 503 because their work outlasted HTTP_REQUEST_DEADLINE_MS, by kind (read, write)",
+    &["kind"]));
+metric!(HTTP_IN_FLIGHT: IntGauge = register_int_gauge!(
+    "aliexpress_http_requests_in_flight", "Admitted API requests in progress (health, metrics, console and docs not counted)"));
 metric!(RECONCILE_DRIFT: IntGaugeVec = register_int_gauge_vec!(
     "aliexpress_reconcile_drift",
     "Entries the projection's last scheduled drift check confirmed differ from Postgres, by store (opensearch, redis) and kind (missing, stale, newer, mismatched)",

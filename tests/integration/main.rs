@@ -5,6 +5,7 @@ mod browser;
 mod helpers;
 
 mod access;
+mod admission;
 mod catalog_v2;
 mod categories;
 mod cli;
