@@ -96,10 +96,30 @@ test: ensure-rust ## start the stack (with its secured listeners); unit and inte
 schemas: ensure-rust ## regenerate schemas/ (the wire's JSON Schemas) from the types; refuses an incompatible change to the current version
 	UPDATE_SCHEMAS=1 cargo test --locked --lib schema::wire
 
-contract: ensure-rust ## schemathesis against a fresh `serve` and its /openapi.json (all checks, stateful)
+contract: ensure-rust ## schemathesis against a fresh `serve` and its /openapi.json (all checks, stateful), at two seeds
 	$(STACK) up
 	cargo test --locked --no-run --test integration
-	deploy/local/schemathesis $(DEBUG_BIN)
+	CONTRACT_SEED=20261128 deploy/local/schemathesis $(DEBUG_BIN)
+	CONTRACT_SEED=7 CONTRACT_MAX_EXAMPLES=150 deploy/local/schemathesis $(DEBUG_BIN)
+
+contract-long: ensure-rust ## by hand: schemathesis at a third seed with 1 000 cases per operation and phase (about 20 minutes)
+	$(STACK) up
+	cargo test --locked --no-run --test integration
+	CONTRACT_SEED=$${CONTRACT_SEED:-424242} CONTRACT_MAX_EXAMPLES=$${CONTRACT_MAX_EXAMPLES:-1000} deploy/local/schemathesis $(DEBUG_BIN)
+
+# Fuzzing: cargo-fuzz (libFuzzer) on the nightly toolchain, its own workspace in fuzz/ and its
+# own target folder; the committed corpora are replayed on stable by `make test` (src/fuzzing.rs).
+FUZZ_SECS ?= 60
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/aliexpress/fuzz-target
+fuzz: ## coverage-guided fuzzing of every decoder (cargo-fuzz, nightly): each target for FUZZ_SECS (60) on fuzz/corpus; runs and crashes in the target folder
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@mkdir -p $(FUZZ_TARGET_DIR)
+	@for t in $$(CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz list); do \
+	  echo "== fuzz $$t ($(FUZZ_SECS) s)"; \
+	  CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1 2>&1 \
+	    | tee $(FUZZ_TARGET_DIR)/$$t.log | grep -E "Done [0-9]+ runs|stat::number_of_executed_units|SUMMARY|panicked" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 # The chaos suite's own stack: same script, its own state folder and ports, so faults (SIGSTOP,
 # kill -9, restarts) never touch the default stack other work runs on.

@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod failure;
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod names;

@@ -35,6 +35,21 @@ pub mod dlq_headers {
     pub const FAILED_AT: &str = "dlq.failed.at";
     /// Version of the binary that dead-lettered it.
     pub const APP_VERSION: &str = "dlq.app.version";
+    /// Every context header, plus the redrive count a redriven record carries.
+    pub const ALL: [&str; 12] = [
+        ORIGINAL_TOPIC,
+        ORIGINAL_PARTITION,
+        ORIGINAL_OFFSET,
+        ORIGINAL_TIMESTAMP,
+        CONSUMER_GROUP,
+        STAGE,
+        ERROR_CLASS,
+        ERROR_MESSAGE,
+        ATTEMPTS,
+        FAILED_AT,
+        APP_VERSION,
+        super::REDRIVE_COUNT,
+    ];
 }
 
 /// Why a message is dead-lettered.

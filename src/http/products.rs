@@ -69,7 +69,7 @@ fn version_tag(version: i64) -> String {
 }
 
 /// Parses `If-Match: "N"` (also bare N or W/"N").
-pub(super) fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+pub fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
     let Some(v) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
