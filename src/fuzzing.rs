@@ -12,8 +12,11 @@ use crate::bus::envelope::{decode_command, decode_event};
 use crate::search::cursor::{Cursor, Primary};
 use crate::telemetry::trace_context::TraceParent;
 
+/// A target's check: panics when a property breaks.
+pub type Check = fn(&[u8]);
+
 /// The targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("decode_event", event),
     ("decode_command", command),
     ("dlq_record", dlq_record),
