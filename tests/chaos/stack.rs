@@ -225,6 +225,23 @@ impl Stack {
         }
     }
 
+    /// `signal` to the service and every process under it (PostgreSQL's backends are children
+    /// of its postmaster: stopping only the postmaster leaves the sessions answering).
+    pub fn signal_tree(&self, s: Service, signal: &str) -> Result<u32, String> {
+        let pid = self.signal(s, signal)?;
+        let mut todo = vec![pid];
+        while let Some(parent) = todo.pop() {
+            for child in children(parent) {
+                let _ = Command::new("kill")
+                    .arg(format!("-{signal}"))
+                    .arg(child.to_string())
+                    .status();
+                todo.push(child);
+            }
+        }
+        Ok(pid)
+    }
+
     /// kill -9 the service and wait until its pid is gone.
     pub async fn kill9(&self, s: Service) -> Result<(), String> {
         let pid = self.signal(s, "KILL")?;
@@ -329,4 +346,23 @@ impl Stack {
             }
         )
     }
+}
+
+/// The pids whose parent is `pid` (from /proc/*/stat).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                // The command name (field 2) is in parentheses and may hold spaces: ppid is the
+                // second field after its closing one.
+                st.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
 }

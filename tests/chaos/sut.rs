@@ -311,6 +311,9 @@ impl Sut {
             ("OPENSEARCH_URL", self.stack.opensearch_url.clone()),
             ("ALIEXPRESS_NAMESPACE", self.ns.clone()),
             ("API_TOKENS", TOKEN.into()),
+            // Under the suite's request bound (workload::REQUEST_BOUND, 5 s): a request the API
+            // cuts at its deadline is a 503 with Retry-After, not a hang.
+            ("HTTP_REQUEST_DEADLINE_MS", "3000".into()),
             ("HTTP_BIND", self.http_bind.clone()),
             ("METRICS_BIND", self.metrics_bind.clone()),
             ("LOG_FORMAT", "pretty".into()),

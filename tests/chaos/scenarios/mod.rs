@@ -188,6 +188,18 @@ pub const ALL: &[Scenario] = &[
         fault: Fault::Stop(Service::Redis, 20),
     },
     Scenario {
+        name: "stop-postgres",
+        about: "SIGSTOP PostgreSQL and every backend 15 s, then SIGCONT",
+        short: false,
+        fault: Fault::Stop(Service::Postgres, 15),
+    },
+    Scenario {
+        name: "stop-kafka",
+        about: "SIGSTOP the broker 25 s, then SIGCONT",
+        short: false,
+        fault: Fault::Stop(Service::Kafka, 25),
+    },
+    Scenario {
         name: "redis-restart",
         about: "kill -9 Redis, start it again empty",
         short: false,
@@ -268,7 +280,7 @@ struct Resume<'a>(&'a Stack, Service);
 
 impl Drop for Resume<'_> {
     fn drop(&mut self) {
-        let _ = self.0.signal(self.1, "CONT");
+        let _ = self.0.signal_tree(self.1, "CONT");
     }
 }
 
