@@ -23,14 +23,18 @@ async fn timed(e: &super::harness::Env, args: &[&str]) -> (bool, f64, String) {
     tokio::task::spawn_blocking(move || {
         let t = Instant::now();
         let out = Command::new(bin())
-            .args(args)
+            .args(&args)
             .envs(vars)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
             .expect("runs");
-        if !out.status.success() && out.status.code() != Some(1) {
-            eprintln!("ops-load: {}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            eprintln!(
+                "ops-load: {args:?} exited {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         (
             out.status.success(),
