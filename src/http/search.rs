@@ -326,11 +326,20 @@ async fn bounded<T>(state: &AppState, call: impl Future<Output = Result<T, Searc
         })
 }
 
+/// How long search waits on Postgres for what only decorates an answer (the facet attributes,
+/// the category paths' labels): a stalled database costs those, not the search.
+const DECORATION_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The attributes search counts: those a product type marks as a facet; every attribute while
-/// no type exists (a catalog of free attributes). A database that does not answer costs the
-/// attribute facets' precision, not the search: every attribute then.
+/// no type exists (a catalog of free attributes). A database that does not answer (within
+/// [`DECORATION_BOUND`]) costs the attribute facets' precision, not the search: every attribute
+/// then.
 async fn facet_attributes(state: &AppState) -> Option<Vec<String>> {
-    match state.catalog.list_types().await {
+    let Ok(types) = tokio::time::timeout(DECORATION_BOUND, state.catalog.list_types()).await else {
+        tracing::debug!("product types: no answer in time; every attribute is a facet");
+        return None;
+    };
+    match types {
         Ok(types) if !types.is_empty() => {
             let mut names: Vec<String> = types
                 .iter()
@@ -354,15 +363,18 @@ async fn facet_attributes(state: &AppState) -> Option<Vec<String>> {
 }
 
 /// Gives each category-path bucket that is a category of the tree its path for display. A
-/// database that does not answer leaves the labels out, not the search.
+/// database that does not answer (within [`DECORATION_BOUND`]) leaves the labels out, not the
+/// search.
 async fn label_category_paths(state: &AppState, buckets: &mut [crate::search::facets::FacetBucket]) {
     if buckets.is_empty() {
         return;
     }
-    let Ok(mut conn) = crate::store::pool::get(&state.catalog.pool).await else {
-        return;
-    };
-    let Ok(tree) = crate::store::category_repo::list(&mut conn).await else {
+    let tree = tokio::time::timeout(DECORATION_BOUND, async {
+        let mut conn = crate::store::pool::get(&state.catalog.pool).await.ok()?;
+        crate::store::category_repo::list(&mut conn).await.ok()
+    })
+    .await;
+    let Ok(Some(tree)) = tree else {
         return;
     };
     for b in buckets.iter_mut() {

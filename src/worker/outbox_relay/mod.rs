@@ -460,7 +460,9 @@ impl OutboxRelay {
             wake.clone(),
             shutdown.token().clone(),
         ));
-        let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10), 0, 0);
+        // At most ~2 s between attempts (plus jitter): a broker back from a stall is used within
+        // seconds (the chaos scenario stop-kafka), and a down one costs an attempt per few seconds.
+        let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2), 0, 0);
         let mut delays = policy.backoff();
         let mut last_gauges = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_triggered() {
