@@ -10,7 +10,7 @@ ROLES := deploy/local/roles
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help up smoke down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration schemas contract bench bench-peer \
+.PHONY: help up smoke down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration schemas contract contract-long fuzz bench bench-peer \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config rules-check ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
         cluster-up cluster-down test-cluster
