@@ -29,6 +29,9 @@
 //!   `reconcile --all` run (and the projection's drift check every 5 s) vs the same without them
 //!   (`BENCH_OPS_PRODUCTS`, default 10 000 x scale; `BENCH_REBUILD_MAX_RATE`, default 1 000;
 //!   benches/platform/ops_load.rs);
+//! - overload: creates open loop at 2x and 4x the capacity measured first, for
+//!   `BENCH_OVERLOAD_SECS` (60 x scale): accepted p99 vs the shed answers' p99, nothing
+//!   acknowledged lost, the 10 s after at half the capacity (benches/platform/overload.rs);
 //! - search-facets: GET /api/search?q=shirt&currency=EUR with every facet vs the body
 //!   `query::build` makes for it POSTed straight to OpenSearch `_search`, oha, same
 //!   connections; plus the in-process decode + encode of that answer
@@ -71,6 +74,8 @@ mod harness;
 mod mixed;
 #[path = "platform/ops_load.rs"]
 mod ops_load;
+#[path = "platform/overload.rs"]
+mod overload;
 #[path = "platform/projection.rs"]
 mod projection;
 #[path = "platform/projection_scaling.rs"]
@@ -335,6 +340,7 @@ fn main() {
         );
         section!("search-facets", search_facets::bench_search_facets(&mut rows).await);
         section!("ops-load", ops_load::bench_ops_load(&mut rows).await);
+        section!("overload", overload::bench_overload(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(

@@ -22,8 +22,8 @@
 //! | HTTP_CLIENT_REQUEST_TIMEOUT_MS | 5000 | time a client has to send the request head (then 408) |
 //! | HTTP_BODY_READ_TIMEOUT_MS | 10000 | time a client has to send the request body (then 408 problem+json) |
 //! | HTTP_REQUEST_DEADLINE_MS | 5000 | time a request's work may take once admitted (a stalled database): then 503 `dependency_unavailable` with `Retry-After`; 0 turns it off |
-//! | HTTP_MAX_IN_FLIGHT | 1024 | requests in progress in the whole process; past it, 503 `overloaded` with `Retry-After` at once (health, metrics, the console and docs are never shed) |
-//! | HTTP_MAX_IN_FLIGHT_PER_WORKER | 256 | the same bound for each HTTP worker |
+//! | HTTP_MAX_IN_FLIGHT | 256 | requests in progress in the whole process; past it, 503 `overloaded` with `Retry-After` at once (health, metrics, the console and docs are never shed) |
+//! | HTTP_MAX_IN_FLIGHT_PER_WORKER | 64 | the same bound for each HTTP worker |
 //!
 //! The client IP is the TCP peer address: behind a proxy or load balancer every client shares
 //! the proxy's address, so size the limits for it (or turn them off and limit at the proxy).
@@ -88,10 +88,10 @@ pub struct ApiConfig {
     #[arg(long, env = "HTTP_REQUEST_DEADLINE_MS", default_value_t = 5000)]
     pub http_request_deadline_ms: u64,
     /// Requests in progress in the whole process; past it, 503 at once.
-    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 256)]
     pub http_max_in_flight: usize,
     /// Requests in progress in each HTTP worker; past it, 503 at once.
-    #[arg(long, env = "HTTP_MAX_IN_FLIGHT_PER_WORKER", default_value_t = 256)]
+    #[arg(long, env = "HTTP_MAX_IN_FLIGHT_PER_WORKER", default_value_t = 64)]
     pub http_max_in_flight_per_worker: usize,
     /// Identity-provider tokens and API keys.
     #[command(flatten)]
@@ -162,8 +162,8 @@ impl Default for ApiConfig {
             http_client_request_timeout_ms: 5000,
             http_body_read_timeout_ms: 10_000,
             http_request_deadline_ms: 5000,
-            http_max_in_flight: 1024,
-            http_max_in_flight_per_worker: 256,
+            http_max_in_flight: 256,
+            http_max_in_flight_per_worker: 64,
             identity: IdentityConfig {
                 oidc_audience: "aliexpress-api".into(),
                 oidc_role_claim: "roles".into(),
