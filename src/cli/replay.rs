@@ -169,10 +169,12 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     }
     if !a.execute {
         if topic == names.events_topic() && a.impact_sample > 0 {
-            print!(
-                "{}",
-                crate::ops::replay_impact::render(&impact(infra, &a, &group, &topic, &rows).await?)
-            );
+            // What the replay would do is advice: a store that cannot say is named, and the
+            // plan above stands.
+            match impact(infra, &a, &group, &topic, &rows).await {
+                Ok(i) => print!("{}", crate::ops::replay_impact::render(&i)),
+                Err(e) => println!("\nImpact: unavailable ({e:#}); the plan above is unchanged."),
+            }
         }
         println!("Dry run: nothing changed. {n} already-consumed events would be reprojected. Add --execute to apply.");
         return Ok(());

@@ -142,6 +142,20 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
         Some(r) => println!("  {} group {} {} from {}", r.executed_at, r.group, r.mode, r.host),
         None => println!("  none recorded"),
     }
+    print_drift(s);
+    print_groups(s);
+    println!("== dead letters");
+    for d in &s.dead_letters {
+        match d.records {
+            Some(n) => println!("  {:<34} {n} record(s)", d.topic),
+            None => println!("  {:<34} unavailable", d.topic),
+        }
+    }
+    Ok(())
+}
+
+/// The `== drift` section: the projection's last scheduled check.
+fn print_drift(s: &Status) {
     println!("== drift (the projection's scheduled check)");
     match &s.last_reconcile {
         Some(r) => {
@@ -157,6 +171,11 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
         }
         None => println!("  no run recorded (run-product-event-consumer --reconcile-every 60s turns it on)"),
     }
+}
+
+/// The `== consumer groups` section: lag, verdict and catch-up of each group, and the
+/// partitions still behind.
+fn print_groups(s: &Status) {
     println!("== consumer groups");
     for g in &s.groups {
         let eta = match (g.trend.as_str(), g.eta_secs) {
@@ -189,12 +208,4 @@ fn print(s: &Status, json: bool) -> anyhow::Result<()> {
             println!("    behind (partition:lag eta): {}", behind.join("  "));
         }
     }
-    println!("== dead letters");
-    for d in &s.dead_letters {
-        match d.records {
-            Some(n) => println!("  {:<34} {n} record(s)", d.topic),
-            None => println!("  {:<34} unavailable", d.topic),
-        }
-    }
-    Ok(())
 }

@@ -147,6 +147,10 @@ pub async fn indexed_documents(
         })
         .await
         .map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;
+    // No index yet: no documents.
+    if resp.status_code().as_u16() == 404 {
+        return Ok(HashMap::new());
+    }
     let v: Value = crate::search::client::decode(resp)
         .await
         .map_err(|e| OpsError::Other(format!("opensearch: {e}")))?;

@@ -86,6 +86,9 @@ const TRANSIENT_MESSAGES: &[&str] = &[
     "too many clients",
     "out of shared memory",
     "server closed",
+    // statement_timeout or lock_timeout: the statement was cancelled and its transaction rolled
+    // back, nothing applied; the database was too slow, not the request wrong (a 503, not 500).
+    "canceling statement",
 ];
 
 impl Classify for StoreError {
