@@ -145,6 +145,9 @@ mod tests {
         assert!(db(K::Unknown, "terminating connection due to administrator command").is_transient());
         assert!(db(K::Unknown, "the database system is shutting down").is_transient());
         assert!(StoreError::Pool("timed out".into()).is_transient());
+        // A statement the server cancelled (statement_timeout, lock_timeout): rolled back.
+        assert!(db(K::Unknown, "canceling statement due to statement timeout").is_transient());
+        assert!(db(K::Unknown, "canceling statement due to lock timeout").is_transient());
     }
 
     #[test]
