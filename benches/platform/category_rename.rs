@@ -72,6 +72,21 @@ async fn fanout_done(http: &reqwest::Client, base: &str, id: &str) -> Option<Dur
     None
 }
 
+/// Creates a root category; its id.
+pub(super) async fn create_category(base: &str, slug: &str, name: &str) -> String {
+    let created: Value = http_client()
+        .post(format!("{base}/api/categories"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"slug": slug, "name": name}))
+        .send()
+        .await
+        .expect("create category")
+        .json()
+        .await
+        .expect("json");
+    created["id"].as_str().expect("category id").to_owned()
+}
+
 /// Creates `n` products in category `slug` over 16 connections; how many failed.
 pub(super) async fn fill(base: &str, slug: &str, n: usize) -> u64 {
     let http = http_client();
@@ -111,17 +126,7 @@ pub(super) async fn bench_category_rename(rows: &mut Vec<Row>) {
         .parse()
         .unwrap_or(10_000);
     let http = http_client();
-    let created: Value = http
-        .post(format!("{base}/api/categories"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"slug": "bench-lamps", "name": "Lamps"}))
-        .send()
-        .await
-        .expect("create category")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("category id").to_owned();
+    let id = create_category(&base, "bench-lamps", "Lamps").await;
     let failed = fill(&base, "bench-lamps", n).await;
     let placed = until_under(
         &search,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aliexpress::search::SearchClient;
 use serde_json::{json, Value};
 
-use super::category_rename::{fill, until_under};
+use super::category_rename::{create_category, fill, until_under};
 use super::freshness::freshness_run;
 use super::harness::{bin, bin_env, fresh_env, http_client, serve, spawn_role, TOKEN};
 use super::row::{quantile, Row};
@@ -66,17 +66,7 @@ pub(super) async fn bench_ops_load(rows: &mut Vec<Row>) {
         .parse()
         .unwrap_or(10_000);
     let max_rate: u32 = env_or("BENCH_REBUILD_MAX_RATE", "1000").parse().unwrap_or(1000);
-    let created: Value = http_client()
-        .post(format!("{base}/api/categories"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"slug": "bench-ops", "name": "Ops"}))
-        .send()
-        .await
-        .expect("create category")
-        .json()
-        .await
-        .expect("json");
-    assert!(created["id"].is_string(), "category: {created}");
+    create_category(&base, "bench-ops", "Ops").await;
     let failed = fill(&base, "bench-ops", n).await;
     let placed = until_under(
         &search,
