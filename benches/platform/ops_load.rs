@@ -9,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aliexpress::search::SearchClient;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::category_rename::{create_category, fill, until_under};
 use super::freshness::freshness_run;
-use super::harness::{bin, bin_env, fresh_env, http_client, serve, spawn_role, TOKEN};
+use super::harness::{bin, bin_env, fresh_env, serve, spawn_role};
 use super::row::{quantile, Row};
 use super::{env_or, progress, scale};
 
