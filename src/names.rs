@@ -73,6 +73,10 @@ impl Names {
     pub fn index_version(&self, n: u32) -> String {
         format!("{}_v{n}", self.index_alias())
     }
+    /// The prefix of every cached product's key.
+    pub fn product_cache_key_prefix(&self) -> String {
+        format!("{}{REDIS_PRODUCT_PREFIX}", self.ns)
+    }
     /// Redis key of a cached product.
     pub fn product_cache_key(&self, id: &uuid::Uuid) -> String {
         format!("{}{REDIS_PRODUCT_PREFIX}{id}", self.ns)

@@ -384,6 +384,32 @@ impl ProductCache {
         r
     }
 
+    /// Removes every cached product of this namespace (after Postgres was restored from
+    /// backup); returns how many. SCAN and UNLINK in batches: Redis is never blocked.
+    pub async fn clear_products(&self) -> Result<u64, CacheError> {
+        let mut c = self.conn().await?;
+        let pattern = format!("{}*", self.names.product_cache_key_prefix());
+        let (mut cursor, mut cleared) = (0u64, 0u64);
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut *c)
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut *c).await?;
+                cleared += n;
+            }
+            if next == 0 {
+                return Ok(cleared);
+            }
+            cursor = next;
+        }
+    }
+
     /// Removes a cached product (used when a write-through failed half way).
     pub async fn evict(&self, id: Uuid) -> Result<(), CacheError> {
         self.bounded("evict", async {

@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod keys;
 pub mod migrate;
 pub mod outbox;
+pub mod post_restore;
 pub mod process_outbox;
 pub mod reconcile;
 pub mod replay;
@@ -84,6 +85,14 @@ pub enum Command {
     Trace(trace::Args),
     /// Compare OpenSearch and Redis with Postgres; --repair re-sends the drifted products.
     Reconcile(reconcile::Args),
+    /// After Postgres was restored from backup: bring search and the cache back to it.
+    ///
+    /// Finds the events on product.events the restored database does not hold (published
+    /// after the restore point), moves each product that still exists past its lost versions
+    /// (a snapshot event), fences the projection's group at the topic's end, clears the
+    /// cached products and rebuilds the index from Postgres. Dry run without --execute; with
+    /// it, the projection must be stopped. docs/RUNBOOK.md, "Restoring Postgres".
+    PostRestore(post_restore::Args),
     /// Named, scoped API keys for machines: create (the secret shown once), list, revoke.
     Keys(keys::Args),
     /// A token issuer for local development (loopback only): JWKS, and tokens on request.
@@ -137,6 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(a) => keys::run(&cli.infra, a).await,
         Command::Trace(a) => trace::run(&cli.infra, a).await,
         Command::Reconcile(a) => reconcile::run(&cli.infra, a).await,
+        Command::PostRestore(a) => post_restore::run(&cli.infra, a).await,
         Command::DevIssuer(a) => dev_issuer::run(a).await,
     }
 }

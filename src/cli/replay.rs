@@ -102,7 +102,7 @@ fn refused(e: OpsError) -> anyhow::Error {
     }
 }
 
-async fn rebuild_deps(infra: &InfraConfig) -> anyhow::Result<crate::ops::rebuild::RebuildDeps> {
+pub(super) async fn rebuild_deps(infra: &InfraConfig) -> anyhow::Result<crate::ops::rebuild::RebuildDeps> {
     Ok(crate::ops::rebuild::RebuildDeps {
         infra: infra.clone(),
         kafka: super::connect::kafka_connection(infra)?,
@@ -115,7 +115,7 @@ async fn rebuild_deps(infra: &InfraConfig) -> anyhow::Result<crate::ops::rebuild
 
 /// A rebuild's progress as a bar on stderr (a spinner when the total is not known).
 #[derive(Default)]
-struct RebuildBar(std::sync::OnceLock<indicatif::ProgressBar>);
+pub(super) struct RebuildBar(std::sync::OnceLock<indicatif::ProgressBar>);
 
 impl crate::ops::rebuild::RebuildProgress for RebuildBar {
     fn start(&self, index: &str, events: Option<u64>) {
@@ -143,7 +143,7 @@ impl crate::ops::rebuild::RebuildProgress for RebuildBar {
     }
 }
 
-fn refused_any(e: anyhow::Error) -> anyhow::Error {
+pub(super) fn refused_any(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<OpsError>() {
         Ok(o) => refused(o),
         Err(e) => e,
@@ -178,6 +178,14 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         }
         println!("Dry run: nothing changed. {n} already-consumed events would be reprojected. Add --execute to apply.");
         return Ok(());
+    }
+    if topic == names.events_topic() {
+        let p = super::connect::database(infra).await?;
+        let mut c = p.get().await?;
+        let fence = crate::store::restore_repo::latest(&mut c, &topic).await?;
+        if let Some(refusal) = fence.and_then(|f| crate::ops::post_restore::crosses_fence(&f, &rows)) {
+            return Err(super::usage("replay", refusal));
+        }
     }
     if let Some(wait) = a.wait_inactive {
         wait_inactive(infra, &group, wait).await?;

@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod groups;
 pub mod lag_history;
 pub mod outbox;
+pub mod post_restore;
 pub mod rebuild;
 pub mod reconcile;
 pub mod replay;

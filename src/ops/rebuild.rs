@@ -252,7 +252,15 @@ pub async fn rebuild(
     let topic = names.events_topic();
     let group = format!("{}.rebuild.{new}", names.projection_group());
     let marks = watermarks(d, &topic).await?;
-    let source = if o.from_postgres || marks.iter().any(|(_, lo, _)| *lo > 0) {
+    // After a restore that left events of vanished products on the topic, the topic's history
+    // is not the truth any more (ops::post_restore).
+    let fenced = {
+        let mut c = d.pool.get().await?;
+        crate::store::restore_repo::latest(&mut c, &topic)
+            .await?
+            .is_some_and(|f| f.vanished_count() > 0)
+    };
+    let source = if o.from_postgres || fenced || marks.iter().any(|(_, lo, _)| *lo > 0) {
         RebuildSource::Postgres
     } else {
         RebuildSource::Topic

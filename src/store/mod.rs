@@ -18,6 +18,7 @@ pub mod product_repo;
 mod product_row;
 pub mod rebuild_repo;
 pub mod reconcile_run_repo;
+pub mod restore_repo;
 pub mod schema;
 pub mod snapshot_repo;
 pub mod type_repo;

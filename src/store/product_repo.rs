@@ -436,7 +436,7 @@ async fn write_skus(mut conn: &AsyncPgConnection, current: Option<&Product>, nex
 
 /// Appends the version to the product's change history: the event, who asked, and the
 /// fields that changed.
-async fn append_history(
+pub(super) async fn append_history(
     mut conn: &AsyncPgConnection,
     current: Option<&Product>,
     next: &Product,

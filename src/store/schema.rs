@@ -199,6 +199,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    restore_fences (id) {
+        id -> Int8,
+        created_at -> Timestamptz,
+        horizon -> Nullable<Timestamptz>,
+        scanned_from -> Timestamptz,
+        topic -> Text,
+        offsets -> Jsonb,
+        lost_events -> Int4,
+        advanced -> Jsonb,
+        vanished -> Jsonb,
+        actor -> Text,
+    }
+}
+
+diesel::table! {
     reconcile_runs (id) {
         id -> Int8,
         ran_at -> Timestamptz,

@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod compose;
 mod console;
+mod disaster;
 mod docs;
 mod durability;
 mod health;
