@@ -13,7 +13,7 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 .PHONY: help up smoke down restart observe-up-build stack-up stack-up-secure stack-down status build release test unit integration schemas contract contract-long fuzz bench bench-peer \
         migrate serve process-outbox process-outbox-follow run-product-consumer run-product-event-consumer \
         fmt lint compose-config rules-check ensure-rust chaos chaos-stack-up chaos-stack-down helm-check \
-        cluster-up cluster-down test-cluster
+        cluster-up cluster-down test-cluster backup restore
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -72,6 +72,18 @@ stack-up-secure: ## start the infrastructure with its TLS/SASL listeners too (wr
 
 stack-down: ## stop only the infrastructure (native)
 	$(STACK) down
+
+backup: ## a base backup of the local stack's Postgres now (the stack also takes one every 6 h and archives WAL continuously)
+	$(STACK) backup
+
+# TO=2026-12-06T10:15:00Z restores to that time; without it, to the latest point (nothing
+# acknowledged is lost: the WAL archive is synchronous). docs/RUNBOOK.md, "Restoring Postgres".
+restore: ensure-rust ## restore Postgres from backup (TO=time, else the latest point) and bring search and the cache back to it; the roles are stopped meanwhile
+	@test -x $(BIN) || $(MAKE) release
+	-$(ROLES) down
+	$(STACK) restore $(if $(TO),--to $(TO))
+	$(BIN) post-restore --execute
+	$(ROLES) up $(BIN)
 
 status: ensure-rust ## one screen: health, backlog, lag, DLQ
 	$(BIN) status

@@ -32,6 +32,10 @@
 //! - overload: creates open loop at 2x and 4x the capacity measured first, for
 //!   `BENCH_OVERLOAD_SECS` (60 x scale): accepted p99 vs the shed answers' p99, nothing
 //!   acknowledged lost, the 10 s after at half the capacity (benches/platform/overload.rs);
+//! - disaster: N products, a base backup, N/10 more, the data directory destroyed, restored to
+//!   the latest point on a Postgres of the row's own; RPO (acknowledged writes missing) and the
+//!   time of the restore and of `post-restore` (`BENCH_DISASTER_PRODUCTS`, default 100 000 x
+//!   scale; benches/platform/disaster.rs);
 //! - search-facets: GET /api/search?q=shirt&currency=EUR with every facet vs the body
 //!   `query::build` makes for it POSTed straight to OpenSearch `_search`, oha, same
 //!   connections; plus the in-process decode + encode of that answer
@@ -80,6 +84,8 @@ mod overload;
 mod projection;
 #[path = "platform/projection_scaling.rs"]
 mod projection_scaling;
+#[path = "platform/disaster.rs"]
+mod disaster;
 #[path = "platform/rebuild.rs"]
 mod rebuild;
 #[path = "platform/relay.rs"]
@@ -341,6 +347,7 @@ fn main() {
         section!("search-facets", search_facets::bench_search_facets(&mut rows).await);
         section!("ops-load", ops_load::bench_ops_load(&mut rows).await);
         section!("overload", overload::bench_overload(&mut rows).await);
+        section!("disaster", disaster::bench_disaster(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(

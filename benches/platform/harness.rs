@@ -42,16 +42,21 @@ pub(super) async fn fresh_env(tag: &str) -> Env {
         "DATABASE_URL",
         "postgres://aliexpress:aliexpress@127.0.0.1:5432/aliexpress",
     );
+    fresh_env_on(tag, &base).await
+}
+
+/// Like [`fresh_env`], with the database made on the Postgres of `base` (an admin URL).
+pub(super) async fn fresh_env_on(tag: &str, base: &str) -> Env {
     let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let db = format!("aliexpress_bench_{tag}_{id}");
-    let mut admin_conn = pool::connect(&base, Duration::from_secs(600))
+    let mut admin_conn = pool::connect(base, Duration::from_secs(600))
         .await
         .expect("postgres up (make up)");
     diesel::sql_query(format!("CREATE DATABASE \"{db}\""))
         .execute(&mut admin_conn)
         .await
         .expect("create db");
-    let mut u = url::Url::parse(&base).expect("url");
+    let mut u = url::Url::parse(base).expect("url");
     u.set_path(&format!("/{db}"));
     // Plain TCP on both sides of every row: the stack's Postgres offers TLS once started with
     // --secure, which `prefer` (ours, libpq's pgbench, Debezium) would take and the baseline's

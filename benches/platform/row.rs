@@ -62,7 +62,7 @@ impl Row {
     }
 
     pub(super) fn ratio(&self) -> Option<f64> {
-        (self.baseline > 0.0 && self.unit != "ms").then(|| self.ours / self.baseline)
+        (self.baseline > 0.0 && self.unit != "ms" && self.unit != "s").then(|| self.ours / self.baseline)
     }
 }
 
