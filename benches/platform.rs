@@ -68,6 +68,8 @@ mod category_rename;
 mod consumer;
 #[path = "platform/debezium_peer.rs"]
 mod debezium_peer;
+#[path = "platform/disaster.rs"]
+mod disaster;
 #[path = "platform/freshness.rs"]
 mod freshness;
 #[path = "platform/get.rs"]
@@ -84,8 +86,6 @@ mod overload;
 mod projection;
 #[path = "platform/projection_scaling.rs"]
 mod projection_scaling;
-#[path = "platform/disaster.rs"]
-mod disaster;
 #[path = "platform/rebuild.rs"]
 mod rebuild;
 #[path = "platform/relay.rs"]

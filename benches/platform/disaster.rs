@@ -101,7 +101,10 @@ pub(super) async fn bench_disaster(rows: &mut Vec<Row>) {
         .unwrap_or(100_000);
     let before: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
     let after: Vec<uuid::Uuid> = (0..n / 10).map(|_| uuid::Uuid::now_v7()).collect();
-    progress(format_args!("disaster: {n} products, a base backup, {} more", after.len()));
+    progress(format_args!(
+        "disaster: {n} products, a base backup, {} more",
+        after.len()
+    ));
     insert(&url, &before, 1000).await;
     let t = Instant::now();
     pg.stack(&["backup"]);
@@ -146,10 +149,13 @@ pub(super) async fn bench_disaster(rows: &mut Vec<Row>) {
             )),
     );
     rows.push(
-        Row::new("disaster: read side back (post-restore: scan, fence, rebuild from Postgres)", "s")
-            .ours(read_side, (read_side, read_side))
-            .goal("RTO stated")
-            .errors(errors + (acknowledged - docs as i64).unsigned_abs())
-            .verified(format!("{docs} documents behind the alias for {found} products")),
+        Row::new(
+            "disaster: read side back (post-restore: scan, fence, rebuild from Postgres)",
+            "s",
+        )
+        .ours(read_side, (read_side, read_side))
+        .goal("RTO stated")
+        .errors(errors + (acknowledged - docs as i64).unsigned_abs())
+        .verified(format!("{docs} documents behind the alias for {found} products")),
     );
 }
