@@ -303,6 +303,15 @@ impl Sut {
 
     /// Environment of every child process.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        // The cluster profile runs five JVMs (3 brokers, 2 OpenSearch nodes) beside the roles on
+        // the same 2 cores: there a search took over 2 s before any fault (a 503 the scenario,
+        // where nothing may fail, counted against the broker it had not killed yet). Its API
+        // gets bounds that still answer within the suite's 5 s, so what fails is the fault's.
+        let (deadline, search) = if self.stack.cluster {
+            ("4500", "4000")
+        } else {
+            ("3000", "2000")
+        };
         vec![
             ("DATABASE_URL", self.db_url.clone()),
             ("DATABASE_POOL_SIZE", "8".into()),
@@ -313,7 +322,8 @@ impl Sut {
             ("API_TOKENS", TOKEN.into()),
             // Under the suite's request bound (workload::REQUEST_BOUND, 5 s): a request the API
             // cuts at its deadline is a 503 with Retry-After, not a hang.
-            ("HTTP_REQUEST_DEADLINE_MS", "3000".into()),
+            ("HTTP_REQUEST_DEADLINE_MS", deadline.into()),
+            ("SEARCH_REQUEST_TIMEOUT_MS", search.into()),
             ("HTTP_BIND", self.http_bind.clone()),
             ("METRICS_BIND", self.metrics_bind.clone()),
             ("LOG_FORMAT", "pretty".into()),

@@ -16,7 +16,8 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
         if clean { "SIGTERM" } else { "had to be killed" }
     ));
     let (ok, out) = sut
-        .command(&["replay", "--to-earliest", "--execute", "--wait-inactive", "30s"])
+        // The projection is a static member: its session (45 s) outlives the stopped process.
+        .command(&["replay", "--to-earliest", "--execute", "--wait-inactive", "60s"])
         .await?;
     ctx.log(format!(
         "replay --to-earliest --execute: {}",
