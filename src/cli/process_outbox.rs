@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
 use crate::store::outbox_repo;
-use crate::worker::outbox_relay::{OutboxRelay, RelayError, RelaySettings};
+use crate::worker::outbox_relay::{DriveError, OutboxRelay, RelaySettings, Tally, Until};
 use crate::worker::Shutdown;
 
 /// Flags of `process-outbox`.
@@ -123,15 +123,6 @@ fn parse_grace(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// What a one-shot run did.
-#[derive(Debug, Default)]
-struct Tally {
-    published: usize,
-    batches: usize,
-    failed: usize,
-    parked: usize,
-}
-
 /// Joins the relays and publishes what is pending (see the module docs), then prints a summary.
 async fn one_shot(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> anyhow::Result<()> {
     if !join(relay, a, shutdown).await? {
@@ -178,64 +169,25 @@ async fn join(relay: &mut OutboxRelay, a: &Args, shutdown: &Shutdown) -> anyhow:
     Ok(true)
 }
 
-/// Publishes batches until this run's slices (and any slice left free with publishable rows)
-/// have nothing to claim; Kafka refusing every batch for `--broker-timeout` is an error.
+/// Publishes until this run's slices (and any slice left free with publishable rows) have
+/// nothing to claim: the relay's own loop, until drained; Kafka refusing every batch for
+/// `--broker-timeout` is an error.
 async fn publish_until_done(
     relay: &mut OutboxRelay,
     a: &Args,
     shutdown: &Shutdown,
     bar: &ProgressBar,
 ) -> anyhow::Result<Tally> {
-    let mut t = Tally::default();
-    let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(5), 0, 0);
-    let mut delays = policy.backoff();
-    let mut last_progress = Instant::now();
-    while !shutdown.is_triggered() {
-        match relay.process_once().await {
-            Ok(o) if o.claimed == 0 => {
-                delays = policy.backoff();
-                // Slices taken from a relay that died holding them wait out the grace.
-                if let Some(wait) = relay.fenced_for() {
-                    shutdown.sleep(wait).await;
-                    continue;
-                }
-                // Done with its own slices; a slice let go of meanwhile by another relay
-                // (which may have finished too) is this run's to publish before it exits.
-                let taken = relay
-                    .take_unowned_publishable()
-                    .await
-                    .context("taking the outbox slices left free")?;
-                if taken == 0 {
-                    break;
-                }
-            }
-            Ok(o) => {
-                delays = policy.backoff();
-                t.batches += 1;
-                t.published += o.published;
-                t.failed += o.failed;
-                t.parked += o.parked;
-                bar.inc(o.published as u64);
-                if o.published > 0 {
-                    last_progress = Instant::now();
-                }
-            }
-            Err(RelayError::Broker(e)) => {
-                if last_progress.elapsed() > a.broker_timeout {
-                    anyhow::bail!(
-                        "Kafka refused every batch for {}: {e}; {} events published, the rest stay pending",
-                        humantime::format_duration(a.broker_timeout),
-                        t.published
-                    );
-                }
-                let d = delays.next().unwrap_or(policy.max_delay);
-                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Kafka unavailable; retrying");
-                shutdown.sleep(d).await;
-            }
-            Err(RelayError::Store(e)) => return Err(anyhow::Error::new(e).context("publishing the outbox")),
-        }
-    }
-    Ok(t)
+    let until = Until::Drained {
+        broker_timeout: a.broker_timeout,
+    };
+    relay
+        .drive(until, shutdown, &mut |o| bar.inc(o.published as u64))
+        .await
+        .map_err(|e| match e {
+            DriveError::Store(e) => anyhow::Error::new(e).context("publishing the outbox"),
+            refused => anyhow::Error::new(refused),
+        })
 }
 
 /// Prints what the run published, what waits for a retry or is parked, and what other relays

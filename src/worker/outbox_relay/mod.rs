@@ -30,12 +30,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
+mod drive;
 mod lease;
+
+pub use drive::{DriveError, Tally, Until};
 
 use lease::SliceLease;
 
@@ -43,7 +44,7 @@ use super::{backoff, Shutdown};
 use crate::bus::producer::{self, ProducerSettings};
 use crate::bus::KafkaConnection;
 use crate::store::outbox_marker::OutboxMarker;
-use crate::store::{outbox_listener, outbox_repo, StoreError};
+use crate::store::{outbox_repo, StoreError};
 use crate::telemetry::metrics::{
     OUTBOX_BATCH_SIZE, OUTBOX_ERRORS, OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED,
     OUTBOX_PUBLISH_LATENCY,
@@ -454,70 +455,19 @@ impl OutboxRelay {
     /// Daemon loop: publish while there is work, otherwise wait for NOTIFY or the poll
     /// interval; stand by while other relays own every slice; survive outages of both sides.
     pub async fn run_until_stopped(&mut self, shutdown: Shutdown) {
-        let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(outbox_listener::listen(
-            self.database_url.clone(),
-            wake.clone(),
-            shutdown.token().clone(),
-        ));
-        // At most ~2 s between attempts (plus jitter): a broker back from a stall is used within
-        // seconds (the chaos scenario stop-kafka), and a down one costs an attempt per few seconds.
-        let policy = crate::failure::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2), 0, 0);
-        let mut delays = policy.backoff();
-        let mut last_gauges = Instant::now() - Duration::from_secs(60);
-        while !shutdown.is_triggered() {
-            if !self.is_active() {
-                match self.try_acquire().await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::debug!("other relays own every slice; standing by");
-                        shutdown.sleep(self.settings.rebalance_interval).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        let d = delays.next().unwrap_or(policy.max_delay);
-                        tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot reach PostgreSQL; retrying");
-                        shutdown.sleep(d).await;
-                        continue;
-                    }
-                }
+        let mut log = |o: &BatchOutcome| {
+            if o.published > 0 || o.failed > 0 {
+                tracing::info!(
+                    published = o.published,
+                    failed = o.failed,
+                    parked = o.parked,
+                    held_back = o.held_back,
+                    "outbox batch published"
+                );
             }
-            if last_gauges.elapsed() > Duration::from_secs(5) {
-                let _ = self.update_gauges().await;
-                last_gauges = Instant::now();
-            }
-            match self.process_once().await {
-                Ok(o) => {
-                    delays = policy.backoff();
-                    if o.published > 0 || o.failed > 0 {
-                        tracing::info!(
-                            published = o.published,
-                            failed = o.failed,
-                            parked = o.parked,
-                            held_back = o.held_back,
-                            "outbox batch published"
-                        );
-                    }
-                    if o.claimed as i64 >= self.settings.batch_size {
-                        continue;
-                    }
-                    let idle = self
-                        .fenced_for()
-                        .map_or(self.settings.poll_interval, |f| f.min(self.settings.poll_interval));
-                    tokio::select! {
-                        () = wake.notified() => {}
-                        () = tokio::time::sleep(idle) => {}
-                        () = shutdown.wait() => {}
-                    }
-                }
-                Err(e) => {
-                    let d = delays.next().unwrap_or(policy.max_delay);
-                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "outbox batch failed; nothing marked, will retry");
-                    shutdown.sleep(d).await;
-                }
-            }
-        }
-        listener.abort();
+        };
+        // Following, the drive ends only at shutdown and never with an error.
+        let _ = self.drive(Until::Stopped, &shutdown, &mut log).await;
         let _ = self.producer.flush(Duration::from_secs(10));
         self.release().await;
         tracing::info!("outbox relay stopped");
