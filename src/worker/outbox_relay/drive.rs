@@ -92,21 +92,8 @@ impl OutboxRelay {
             if shutdown.is_triggered() {
                 break Ok(());
             }
-            if follow && !self.is_active() {
-                match self.try_acquire().await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::debug!("other relays own every slice; standing by");
-                        shutdown.sleep(self.settings.rebalance_interval).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        let d = delays.next().unwrap_or(policy.max_delay);
-                        tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot reach PostgreSQL; retrying");
-                        shutdown.sleep(d).await;
-                        continue;
-                    }
-                }
+            if follow && !self.is_active() && !self.join_or_wait(shutdown, &mut delays, policy.max_delay).await {
+                continue;
             }
             if follow && last_gauges.elapsed() > Duration::from_secs(5) {
                 let _ = self.update_gauges().await;
@@ -147,6 +134,30 @@ impl OutboxRelay {
             l.abort();
         }
         ended.map(|()| tally)
+    }
+
+    /// Following and owning no slice: joins (true), or waits (other relays own every slice, or
+    /// Postgres cannot be reached: backed off) and says false.
+    async fn join_or_wait(
+        &mut self,
+        shutdown: &Shutdown,
+        delays: &mut (impl Iterator<Item = Duration> + Send),
+        max: Duration,
+    ) -> bool {
+        match self.try_acquire().await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::debug!("other relays own every slice; standing by");
+                shutdown.sleep(self.settings.rebalance_interval).await;
+                false
+            }
+            Err(e) => {
+                let d = delays.next().unwrap_or(max);
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot reach PostgreSQL; retrying");
+                shutdown.sleep(d).await;
+                false
+            }
+        }
     }
 
     /// After a batch: go on at once (a full batch, or any rows one-shot), wait (following:
