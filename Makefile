@@ -82,6 +82,7 @@ restore: ensure-rust ## restore Postgres from backup (TO=time, else the latest p
 	@test -x $(BIN) || $(MAKE) release
 	-$(ROLES) down
 	$(STACK) restore $(if $(TO),--to $(TO))
+	$(BIN) migrate
 	$(BIN) post-restore --execute
 	$(ROLES) up $(BIN)
 
