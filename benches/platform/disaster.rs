@@ -14,7 +14,7 @@ use aliexpress::search::SearchClient;
 use aliexpress::store::pool;
 use diesel_async::RunQueryDsl;
 
-use super::harness::{bin, bin_env, fresh_env_on};
+use super::harness::{bin, bin_env, free_port, fresh_env_on, seed_products};
 use super::projection::doc_count;
 use super::row::Row;
 use super::{env_or, progress, scale};
@@ -53,22 +53,6 @@ impl Drop for Drill {
     }
 }
 
-/// Inserts `ids` as products in transactions of `per_tx` rows; each commit is acknowledged
-/// only once the archive has its WAL.
-async fn insert(url: &str, ids: &[uuid::Uuid], per_tx: usize) {
-    let mut c = pool::connect(url, Duration::from_secs(600)).await.expect("conn");
-    for part in ids.chunks(per_tx) {
-        diesel::sql_query(
-            "INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) \
-             SELECT id, 'SKU-' || id, 'Wireless ergonomic mouse', '', '', '', '{}', 1000, 'USD', 11, 'published', 1, now(), now() FROM unnest($1) id",
-        )
-        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(part.to_vec())
-        .execute(&mut c)
-        .await
-        .expect("insert products");
-    }
-}
-
 async fn count(url: &str) -> i64 {
     #[derive(diesel::QueryableByName)]
     struct N {
@@ -84,10 +68,7 @@ async fn count(url: &str) -> i64 {
 }
 
 pub(super) async fn bench_disaster(rows: &mut Vec<Row>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let pg = Drill {
         state: PathBuf::from("/var/tmp/aliexpress-drill-bench"),
         port,
@@ -105,11 +86,11 @@ pub(super) async fn bench_disaster(rows: &mut Vec<Row>) {
         "disaster: {n} products, a base backup, {} more",
         after.len()
     ));
-    insert(&url, &before, 1000).await;
+    seed_products(&url, &before, 1, 1000).await;
     let t = Instant::now();
     pg.stack(&["backup"]);
     let backup = t.elapsed().as_secs_f64();
-    insert(&url, &after, 10).await;
+    seed_products(&url, &after, 1, 10).await;
     let acknowledged = (before.len() + after.len()) as i64;
 
     let data = pg.state.join("postgres/data");

@@ -143,6 +143,23 @@ pub(super) fn spawn_role(e: &Env, args: &[String], extra_env: &[(&str, String)])
 }
 
 /// A free loopback port (bound then released).
+/// Inserts `ids` as published products at `version`, `per_tx` rows per transaction (each
+/// commit one acknowledged write).
+pub(super) async fn seed_products(url: &str, ids: &[uuid::Uuid], version: i64, per_tx: usize) {
+    let mut c = pool::connect(url, Duration::from_secs(600)).await.expect("conn");
+    for part in ids.chunks(per_tx) {
+        diesel::sql_query(
+            "INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) \
+             SELECT id, 'SKU-' || id, 'Wireless ergonomic mouse', '', '', '', '{}', 1000, 'USD', 11, 'published', $2, now(), now() FROM unnest($1) id",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(part.to_vec())
+        .bind::<diesel::sql_types::BigInt, _>(version)
+        .execute(&mut c)
+        .await
+        .expect("seed products");
+    }
+}
+
 pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

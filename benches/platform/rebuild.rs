@@ -4,10 +4,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aliexpress::search::{index, SearchClient};
-use aliexpress::store::pool;
-use diesel_async::RunQueryDsl;
 
-use super::harness::{bin, bin_env, fresh_env};
+use super::harness::{bin, bin_env, fresh_env, seed_products};
 use super::projection::{doc_count, produce_events, raw_bulk};
 use super::row::{summary, Row};
 use super::{env_or, progress, runs, scale};
@@ -28,20 +26,8 @@ pub(super) async fn bench_rebuild(rows: &mut Vec<Row>) {
     ));
     let envs = produce_events(&e, &e.names.events_topic(), n / 4).await;
     let ids: Vec<uuid::Uuid> = envs[..n / 4].iter().map(|ev| ev.aggregate_id).collect();
-    let mut c = pool::connect(e.infra.database.url.expose(), Duration::from_secs(600))
-        .await
-        .expect("conn");
     // Postgres holds the state the events end in: the rebuild checks (id, version) against it.
-    for part in ids.chunks(10_000) {
-        diesel::sql_query(
-            "INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at) \
-             SELECT id, 'SKU-' || id, 'Wireless ergonomic mouse', '', '', '', '{}', 1000, 'USD', 11, 'published', 4, now(), now() FROM unnest($1) id",
-        )
-        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(part.to_vec())
-        .execute(&mut c)
-        .await
-        .expect("seed products");
-    }
+    seed_products(e.infra.database.url.expose(), &ids, 4, 10_000).await;
     let search = SearchClient::new(e.infra.opensearch.url.expose(), Duration::from_secs(60)).expect("search");
     let alias = e.names.index_alias();
     let (mut ours, mut raw, mut errors) = (Vec::new(), Vec::new(), 0);
