@@ -31,7 +31,6 @@ use uuid::Uuid;
 use super::rebuild::RebuildDeps;
 use super::replay::{self, PlanRow, ResetSpec};
 use super::OpsError;
-use crate::bus::producer::base_config;
 use crate::bus::KafkaConnection;
 use crate::store::restore_repo::{self, Fence};
 
@@ -164,11 +163,7 @@ fn read_ranges(
     rows: &[PlanRow],
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(Vec<SeenEvent>, u64, u64), OpsError> {
-    let c: BaseConsumer = base_config(kafka)
-        .set("group.id", "aliexpress-post-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+    let c: BaseConsumer = super::groups::client(kafka, "aliexpress-post-restore")?;
     let mut tpl = TopicPartitionList::new();
     let mut todo: HashMap<i32, i64> = HashMap::new();
     for r in rows.iter().filter(|r| r.new < r.log_end) {

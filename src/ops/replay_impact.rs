@@ -19,7 +19,6 @@ use uuid::Uuid;
 
 use super::replay::PlanRow;
 use super::{reconcile, OpsError};
-use crate::bus::producer::base_config;
 use crate::bus::KafkaConnection;
 use crate::domain::product::EventEnvelope;
 use crate::search::SearchClient;
@@ -111,11 +110,7 @@ fn read_at(c: &BaseConsumer, topic: &str, partition: i32, offsets: &[i64]) -> Re
 
 /// Reads a sample of about `sample` records of the plan's ranges. Blocking.
 pub fn read_sample(kafka: &KafkaConnection, rows: &[PlanRow], sample: usize) -> Result<Vec<(i32, Vec<u8>)>, OpsError> {
-    let c: BaseConsumer = base_config(kafka)
-        .set("group.id", "aliexpress-replay-impact")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+    let c: BaseConsumer = super::groups::client(kafka, "aliexpress-replay-impact")?;
     let mut out = Vec::new();
     for (r, k) in rows.iter().zip(shares(rows, sample)) {
         for payload in read_at(&c, &r.topic, r.partition, &spread(r.new, r.log_end, k))? {

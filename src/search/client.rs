@@ -159,7 +159,7 @@ impl SearchClient {
                 Err(e) if tries < self.nodes && refused(&e) => {
                     tracing::warn!(error = %e, "an OpenSearch node refused the connection; trying the next");
                 }
-                Err(e) => return Err(SearchError::Transport(with_causes(&e))),
+                Err(e) => return Err(SearchError::Transport(crate::failure::with_causes(&e))),
             }
         }
     }
@@ -275,22 +275,6 @@ pub struct ErrorCause {
 
 /// True when the error is a connection the node refused or reset before the request went
 /// out (found in the error's sources).
-/// The error and its causes (`error sending request ...: operation timed out`): the transport's
-/// own message names the URL but not why.
-fn with_causes(e: &opensearch::Error) -> String {
-    let mut out = e.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        let cause = s.to_string();
-        if !out.contains(&cause) {
-            out.push_str(": ");
-            out.push_str(&cause);
-        }
-        source = s.source();
-    }
-    out
-}
-
 fn refused(e: &opensearch::Error) -> bool {
     use std::io::ErrorKind as K;
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);

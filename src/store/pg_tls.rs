@@ -222,23 +222,8 @@ pub async fn establish(url: &str) -> diesel::ConnectionResult<AsyncPgConnection>
     let (client, conn) = config
         .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
         .await
-        .map_err(|e| ConnectionError::BadConnection(describe(&e)))?;
+        .map_err(|e| ConnectionError::BadConnection(crate::failure::with_causes(&e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, conn).await
-}
-
-/// tokio-postgres's error with its source chain (the TLS reason sits in the source).
-fn describe(e: &tokio_postgres::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = c.source();
-    }
-    s
 }
 
 /// verify-ca: the chain must lead to a trusted root; the name is not checked.
