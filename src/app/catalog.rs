@@ -3,7 +3,7 @@
 //! A write ([`Catalog::write`]) checks the command against the rules that hold whatever the
 //! product's state (so bad input is refused before any precondition is looked at), runs it
 //! through the aggregate and commits the new state, its event, the command's outcome and the
-//! outbox row in one transaction (`store::product_repo`), at most once per idempotency key
+//! outbox row in one transaction (`app::execute`), at most once per idempotency key
 //! when the caller gives one (`store::idempotency_repo`: the key's record commits with the
 //! write). Once the Postgres connection is back in the pool, the new state is written through
 //! to Redis so a read right after sees that version or a later one; Redis never fails a write
@@ -18,13 +18,14 @@
 use std::time::Duration;
 use uuid::Uuid;
 
+use super::execute::{self, ExecuteOptions, ExecuteOutcome};
 use crate::cache::{CachedDocument, ProductCache};
 use crate::domain::access::Scope;
 use crate::domain::product::{self, DomainError, Product, ProductCommand, ProductStatus};
 use crate::store::history_repo::{self, HistoryEntry};
-use crate::store::idempotency_repo::{self, Guarded, IdempotencyScope, StoredResponse};
+use crate::store::idempotency_repo::{self, Guarded, IdempotencyScope, StoredResponse, Work};
 use crate::store::pool::{self, PgPool};
-use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
+use crate::store::product_repo;
 use crate::store::StoreError;
 use crate::telemetry::metrics;
 
@@ -169,7 +170,7 @@ impl Catalog {
         let outcome = {
             let mut conn = pool::get(&self.pool).await?;
             match once {
-                None => product_repo::run_command(&mut conn, w.id, &w.command, &opts).await?,
+                None => execute::run_command(&mut conn, w.id, &w.command, &opts).await?,
                 Some(once) => match self.once(&mut conn, &w, &opts, once).await? {
                     Ok(outcome) => outcome,
                     Err(replayed) => return Ok(Written::Replayed(replayed)),
@@ -204,14 +205,16 @@ impl Catalog {
         once: Once,
     ) -> Result<Result<ExecuteOutcome, StoredResponse>, AppError> {
         let remember = once.remember;
-        let guarded = idempotency_repo::execute_command_once(
+        let (id, command, run_opts) = (w.id, w.command.clone(), opts.clone());
+        // Inside the guard's transaction (no savepoint: a failure rolls back both).
+        let work: Work<ExecuteOutcome> =
+            Box::new(move |c| Box::pin(async move { execute::decide_and_save(c, id, &command, &run_opts).await }));
+        let guarded = idempotency_repo::execute_once(
             conn,
             &once.scope,
             &once.fingerprint,
             self.settings.idempotency_ttl,
-            w.id,
-            &w.command,
-            opts,
+            work,
             move |o: &ExecuteOutcome| match o {
                 ExecuteOutcome::Applied(applied) => remember(&applied.0),
                 _ => None,

@@ -9,6 +9,8 @@
 //! and failures an [`AppError`] that the edge maps to its own error shape.
 
 pub mod catalog;
+pub mod execute;
 pub mod types;
 
 pub use catalog::{AppError, Catalog, CatalogSettings};
+pub use execute::{ExecuteOptions, ExecuteOutcome};

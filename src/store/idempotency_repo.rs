@@ -5,7 +5,7 @@
 //! [`execute_once`] opens the transaction, takes a transaction-scoped advisory lock on the
 //! key's scope (another holder means the first request is still in flight: `InFlight`), looks
 //! for a live record (same fingerprint: `Replayed`; another: `KeyReused`), and otherwise runs
-//! `product_repo::execute` inside it (a savepoint) and writes the record when the caller says
+//! the caller's work inside it (a product command, a type change) and writes the record when the caller says
 //! the outcome is to be remembered. Only outcomes the caller chooses are stored; a request that
 //! failed applied nothing, so its retry runs again. Expired records are ignored, replaced on
 //! reuse and deleted by [`prune_expired`].
@@ -15,12 +15,9 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use std::time::Duration;
-use uuid::Uuid;
 
-use super::product_repo::{self, ExecuteOptions, ExecuteOutcome};
 use super::schema::idempotency_keys;
 use super::StoreError;
-use crate::domain::product::ProductCommand;
 
 /// Namespace (first key) of the two-key advisory locks taken on idempotency scopes, apart
 /// from every other advisory lock of the platform.
@@ -50,7 +47,7 @@ pub struct StoredResponse {
 
 /// What happened to a guarded write.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Guarded<T = ExecuteOutcome> {
+pub enum Guarded<T> {
     /// The write ran now; its record was written when the caller asked for one.
     Executed(T),
     /// A live record with the same fingerprint: the first response, nothing ran.
@@ -119,31 +116,6 @@ where
         Ok(Guarded::Executed(outcome))
     })
     .await
-}
-
-/// Runs product `command` unless `scope` already answered it: [`execute_once`] around
-/// `product_repo::run_command`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the product write's arguments plus the guard's"
-)]
-pub async fn execute_command_once<F>(
-    conn: &mut AsyncPgConnection,
-    scope: &IdempotencyScope,
-    fingerprint: &str,
-    ttl: Duration,
-    id: Uuid,
-    command: &ProductCommand,
-    opts: &ExecuteOptions,
-    remember: F,
-) -> Result<Guarded, StoreError>
-where
-    F: FnOnce(&ExecuteOutcome) -> Option<StoredResponse> + Send + 'static,
-{
-    let (command, opts) = (command.clone(), opts.clone());
-    let work: Work<ExecuteOutcome> =
-        Box::new(move |c| Box::pin(async move { product_repo::run_command(c, id, &command, &opts).await }));
-    execute_once(conn, scope, fingerprint, ttl, work, remember).await
 }
 
 /// The live record of `scope`: its response when `fingerprint` matches, `KeyReused` when not.

@@ -1,69 +1,52 @@
-//! The product repository: load, decide, save, all in one transaction.
+//! The product repository: product rows read and locked, and a new version saved with
+//! everything that goes with it, inside the caller's transaction. The decision between the
+//! load and the save is the application's (`app::execute`); nothing here runs a rule.
 //!
-//! `run_command` locks the product row (`SELECT ... FOR UPDATE`; not for an id the API's create
-//! has just made), runs the command through the aggregate, then writes the new state guarded by
-//! its version, appends the event to the outbox, records the command outcome and NOTIFYs the
-//! relay, those four pipelined in one round trip, then commits. Either everything is written or nothing: no
-//! event without state, no state without event. A redelivered command id is answered from the
-//! `commands` table without running again.
+//! [`save`] writes the new state guarded by its version, the variants' SKUs, the history
+//! entry, the event into the outbox, the command's outcome and the relay's NOTIFY, pipelined
+//! in one round trip. [`already_processed`] answers a redelivered command id from the
+//! `commands` table.
 
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::outbox_repo::{event_headers, OUTBOX_NOTIFY_CHANNEL};
 use super::product_row::ProductRow;
 use super::schema::{commands, outbox, product_history, product_skus, products};
 use super::StoreError;
-use crate::domain::access::{self, Scope};
 use crate::domain::product::history::changes;
-use crate::domain::product::{self, EventEnvelope, EventMeta, Product, ProductCommand, ProductStatus, Variant};
+use crate::domain::product::{EventEnvelope, Product, ProductStatus, Variant};
 use crate::telemetry::trace_context::TRACEPARENT;
 
-/// How a command is to be executed.
-#[derive(Debug, Clone)]
-pub struct ExecuteOptions {
-    /// Idempotency key; recorded with the outcome.
-    pub command_id: Option<Uuid>,
-    /// Correlation id stamped on the event.
-    pub correlation_id: Option<Uuid>,
-    /// W3C `traceparent` stored as the event's header, as the caller made it (the caller's
-    /// span is the event's parent).
-    pub traceparent: Option<String>,
-    /// Optimistic concurrency: fail with a conflict unless the product is at this version.
-    pub expected_version: Option<i64>,
-    /// Topic recorded on the outbox row.
-    pub events_topic: String,
-    /// Send a NOTIFY wake-up to the relay at commit.
-    pub notify: bool,
-    /// Who asks (a token's or key's name, a subject, or the channel; never a secret): stamped
-    /// on the event and the product's history.
-    pub actor: Option<String>,
-    /// The product id was made for this command (the API's create, a fresh UUIDv7): no row
-    /// can hold it, so the row is not read and locked first. Were it taken after all, the
-    /// INSERT fails on the primary key and nothing is written.
-    pub fresh_id: bool,
-    /// How far the caller reaches: another seller's product is refused as missing, and
-    /// operators and readers change none (`domain::access`).
-    pub scope: Scope,
+/// A command id's recorded outcome (see [`already_processed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    /// `applied` or `rejected`.
+    pub status: String,
+    /// Version it produced, when applied.
+    pub version: Option<i64>,
 }
 
-/// What happened to a command.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExecuteOutcome {
-    /// Applied now; the new state and its event.
-    Applied(Box<(Product, EventEnvelope)>),
-    /// Refused by the aggregate (recorded when a command id was given).
-    Rejected(product::DomainError),
-    /// The command id was already processed; nothing ran.
-    Duplicate {
-        /// `applied` or `rejected`.
-        status: String,
-        /// Version it produced, when applied.
-        version: Option<i64>,
-    },
+/// A new version to write (see [`save`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    /// The state it follows (`None` for a creation).
+    pub current: Option<&'a Product>,
+    /// The new state.
+    pub next: &'a Product,
+    /// Its event, appended to the outbox and the history.
+    pub event: &'a EventEnvelope,
+    /// The command id and type whose outcome is recorded, when the caller gave an id.
+    pub command: Option<(Uuid, &'a str)>,
+    /// Topic recorded on the outbox row.
+    pub topic: &'a str,
+    /// The caller's W3C `traceparent`, stored as the event's header.
+    pub traceparent: Option<&'a str>,
+    /// Send a NOTIFY wake-up to the relay at commit.
+    pub notify: bool,
 }
 
 #[derive(Insertable)]
@@ -140,117 +123,12 @@ pub async fn of_type(
     q.load(conn).await?.into_iter().map(ProductRow::into_product).collect()
 }
 
-/// Runs `command` against product `id` in one transaction (see the module docs).
-#[tracing::instrument(level = "debug", skip_all, fields(product.id = %id, command.r#type = command.command_type(), command.id = ?opts.command_id))]
-pub async fn run_command(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    command: &ProductCommand,
-    opts: &ExecuteOptions,
-) -> Result<ExecuteOutcome, StoreError> {
-    let command = command.clone();
-    let opts = opts.clone();
-    conn.transaction::<_, StoreError, _>(async move |conn| execute_in_tx(conn, id, &command, &opts).await)
-        .await
-}
-
-/// Inside the transaction: a command id seen before answers as a duplicate; otherwise the row
-/// is locked and read, the expected version checked, the aggregate decides, and the new state,
-/// its event, the command's outcome and the relay's wake-up are written together.
-async fn execute_in_tx(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    command: &ProductCommand,
-    opts: &ExecuteOptions,
-) -> Result<ExecuteOutcome, StoreError> {
-    if let Some(done) = already_processed(conn, opts).await? {
-        return Ok(done);
-    }
-    let current = if opts.fresh_id {
-        None
-    } else {
-        lock_product(conn, id).await?
-    };
-    if let Some(expected) = opts.expected_version {
-        let actual = current.as_ref().map_or(0, |p| p.version);
-        if actual != expected {
-            return Err(StoreError::VersionConflict { expected, actual });
-        }
-    }
-    let now = Utc::now();
-    let allowed = access::check_command(&opts.scope, current.as_ref(), command);
-    let decided = match allowed.and_then(|()| product::execute(current.as_ref(), id, command, now)) {
-        Ok((mut next, change)) => {
-            place(conn, command, &mut next).await?;
-            fits_its_type(conn, &next).await?.map(|()| (next, change))
-        }
-        Err(rule) => Err(rule),
-    };
-    let (next, change) = match decided {
-        Ok(ok) => ok,
-        Err(rule) => {
-            if let Some(command_id) = opts.command_id {
-                let command = CommandRef {
-                    command_id,
-                    product_id: id,
-                    command_type: command.command_type(),
-                };
-                record_outcome(conn, &command, Outcome::Rejected(&rule.to_string())).await?;
-            }
-            return Ok(ExecuteOutcome::Rejected(rule));
-        }
-    };
-    let meta = EventMeta {
-        event_id: Uuid::now_v7(),
-        causation_id: opts.command_id,
-        correlation_id: opts.correlation_id,
-        occurred_at: now,
-        actor: opts.actor.clone(),
-    };
-    let envelope = EventEnvelope::new(&change, &next, meta);
-    save(conn, command, opts, current.as_ref(), &next, &envelope).await?;
-    Ok(ExecuteOutcome::Applied(Box::new((next, envelope))))
-}
-
-/// A creation or a category change names the category by slug: the state gets its path in
-/// the category tree (empty when the slug is not in the tree).
-async fn place(conn: &mut AsyncPgConnection, command: &ProductCommand, next: &mut Product) -> Result<(), StoreError> {
-    let names_category = match command {
-        ProductCommand::CreateProduct(_) => true,
-        ProductCommand::UpdateProductDetails(u) => u.category.is_some(),
-        _ => false,
-    };
-    if names_category {
-        next.category_path = super::category_repo::path_of_slug(conn, &next.category).await?;
-    }
-    Ok(())
-}
-
-/// Whether the new state fits its product type (read `FOR SHARE`, see `type_repo`): every
-/// command of a typed product is checked on the state it would leave.
-async fn fits_its_type(
-    conn: &mut AsyncPgConnection,
-    next: &Product,
-) -> Result<Result<(), product::DomainError>, StoreError> {
-    let Some(key) = &next.product_type else {
-        return Ok(Ok(()));
-    };
-    match super::type_repo::for_product(conn, key).await {
-        Ok(t) => Ok(crate::domain::product_type::check(&t, next)),
-        Err(StoreError::Domain(rule)) => Ok(Err(rule)),
-        Err(e) => Err(e),
-    }
-}
-
-/// The recorded outcome of `opts.command_id` when it was processed before (locked, so a
+/// The recorded outcome of `command_id` when it was processed before (locked, so a
 /// concurrent delivery of the same command waits for this one).
-async fn already_processed(
+pub async fn already_processed(
     conn: &mut AsyncPgConnection,
-    opts: &ExecuteOptions,
-) -> Result<Option<ExecuteOutcome>, StoreError> {
-    let Some(command_id) = opts.command_id else {
-        return Ok(None);
-    };
+    command_id: Uuid,
+) -> Result<Option<Processed>, StoreError> {
     let seen: Option<(String, Option<i64>)> = commands::table
         .find(command_id)
         .select((commands::status, commands::result_version))
@@ -260,17 +138,12 @@ async fn already_processed(
         .optional()?;
     Ok(seen
         .filter(|(status, _)| status != "pending")
-        .map(|(status, version)| ExecuteOutcome::Duplicate { status, version }))
+        .map(|(status, version)| Processed { status, version }))
 }
 
 /// The product row, locked for the rest of the caller's transaction (`None` when there is
 /// none).
 pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Product>, StoreError> {
-    lock_product(conn, id).await
-}
-
-/// The product row, locked for the rest of the transaction (`None` when there is none).
-async fn lock_product(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Product>, StoreError> {
     products::table
         .find(id)
         .select(ProductRow::as_select())
@@ -287,14 +160,13 @@ async fn lock_product(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<P
 /// transaction: sent together (pipelined), one round trip instead of one each. Postgres still
 /// runs them in order, and once one fails the rest fail with the transaction; the product
 /// write's result is looked at first (a taken sku is `SkuTaken`).
-async fn save(
-    conn: &mut AsyncPgConnection,
-    command: &ProductCommand,
-    opts: &ExecuteOptions,
-    current: Option<&Product>,
-    next: &Product,
-    envelope: &EventEnvelope,
-) -> Result<(), StoreError> {
+pub async fn save(conn: &mut AsyncPgConnection, v: &NewVersion<'_>) -> Result<(), StoreError> {
+    let NewVersion {
+        current,
+        next,
+        event: envelope,
+        ..
+    } = *v;
     let id = next.id;
     let row = ProductRow::from_product(next);
     let shared: &AsyncPgConnection = conn;
@@ -315,15 +187,15 @@ async fn save(
         }
     };
     let skus_write = write_skus(shared, current, next);
-    let outbox_write = append_outbox(shared, envelope, &opts.events_topic, opts.traceparent.as_deref());
+    let outbox_write = append_outbox(shared, envelope, v.topic, v.traceparent);
     let history_write = append_history(shared, current, next, envelope);
     let outcome_write = async {
-        match opts.command_id {
-            Some(command_id) => {
+        match v.command {
+            Some((command_id, command_type)) => {
                 let command = CommandRef {
                     command_id,
                     product_id: id,
-                    command_type: command.command_type(),
+                    command_type,
                 };
                 record_outcome(shared, &command, Outcome::Applied { version: next.version }).await
             }
@@ -331,7 +203,7 @@ async fn save(
         }
     };
     let wake_relay = async {
-        if opts.notify {
+        if v.notify {
             let mut c = shared;
             diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
                 .execute(&mut c)

@@ -15,8 +15,9 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::app::execute::{self, ExecuteOptions, ExecuteOutcome};
 use crate::domain::product::{Product, ProductCommand};
-use crate::store::product_repo::{self, ExecuteOptions};
+use crate::store::product_repo;
 use crate::store::{category_repo, pool, PgPool, StoreError};
 use crate::telemetry::metrics;
 
@@ -91,8 +92,8 @@ async fn place(conn: &mut AsyncPgConnection, id: Uuid, opts: &ExecuteOptions) ->
     }
     let command = ProductCommand::PlaceInCategory { category, path };
     let placed = matches!(
-        product_repo::run_command(conn, id, &command, opts).await?,
-        product_repo::ExecuteOutcome::Applied(_)
+        execute::run_command(conn, id, &command, opts).await?,
+        ExecuteOutcome::Applied(_)
     );
     if placed {
         metrics::CATEGORY_FANOUT_PRODUCTS.inc();

@@ -415,8 +415,8 @@ async fn the_openapi_document_lists_the_handlers() {
 /// row, the product unchanged).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing() {
+    use aliexpress::app::execute::{run_command, ExecuteOptions, ExecuteOutcome};
     use aliexpress::domain::product::{CreateProduct, Money, ProductCommand};
-    use aliexpress::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
     let app = TestApp::spawn().await;
     let id = uuid::Uuid::now_v7();
     let create = |sku: &str| {
@@ -442,11 +442,11 @@ async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing
         scope: aliexpress::domain::access::Scope::Any,
     };
     let mut c = app.env.pool.get().await.expect("conn");
-    let first = product_repo::run_command(&mut c, id, &create("SKU-FRESH-1"), &opts)
+    let first = run_command(&mut c, id, &create("SKU-FRESH-1"), &opts)
         .await
         .expect("first create");
     assert!(matches!(first, ExecuteOutcome::Applied(_)), "{first:?}");
-    let again = product_repo::run_command(&mut c, id, &create("SKU-FRESH-2"), &opts).await;
+    let again = run_command(&mut c, id, &create("SKU-FRESH-2"), &opts).await;
     assert!(again.is_err(), "a second create on the same id must fail: {again:?}");
     drop(c);
     assert_eq!(

@@ -44,7 +44,7 @@ impl ProductConsumer {
                 self.retry
                     .run(shutdown.token(), "command", || async {
                         let mut conn = pool::get(&self.pool).await?;
-                        product_repo::run_command(&mut conn, s.product_id, &s.command, &s.opts).await
+                        crate::app::execute::run_command(&mut conn, s.product_id, &s.command, &s.opts).await
                     })
                     .await
             }

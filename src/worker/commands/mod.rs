@@ -29,13 +29,14 @@ use uuid::Uuid;
 use crate::worker::Shutdown;
 
 mod handle;
+use crate::app::execute::{ExecuteOptions, ExecuteOutcome};
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_command;
 use crate::bus::offset_ledger::{self, OffsetLedger};
 use crate::domain::access::{Principal, Scope};
 use crate::domain::product::ProductCommand;
 use crate::failure::{Disposition, Failed, RetryPolicy};
-use crate::store::product_repo::{self, ExecuteOptions, ExecuteOutcome};
+use crate::store::product_repo;
 use crate::store::{pool, PgPool, StoreError};
 use crate::telemetry::metrics::COMMANDS_PROCESSED;
 
