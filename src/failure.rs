@@ -168,6 +168,14 @@ impl RetryPolicy {
     }
 }
 
+/// The delay before attempt `attempt + 1` of work whose attempts are counted where it is
+/// stored (an outbox row's `attempts`): `base * 2^attempt`, at most `max`. Deterministic, so a
+/// stored row's next attempt time is a function of its count; the in-process schedules
+/// ([`RetryPolicy::backoff`]) add jitter instead.
+pub fn delay_for_attempt(base: Duration, max: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(max)
+}
+
 /// Sleeps `d` unless `cancel` fires first; true when cancelled.
 pub async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
@@ -179,6 +187,15 @@ pub async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_attempt_count_doubles_the_delay_then_caps() {
+        let b = Duration::from_millis(100);
+        let m = Duration::from_secs(5);
+        assert_eq!(delay_for_attempt(b, m, 0), b);
+        assert_eq!(delay_for_attempt(b, m, 3), Duration::from_millis(800));
+        assert_eq!(delay_for_attempt(b, m, 30), m);
+    }
 
     #[test]
     fn an_error_reads_with_each_cause_once() {

@@ -202,26 +202,6 @@ where
     }
 }
 
-/// Runs [`export_lag`] every [`LAG_EXPORT_INTERVAL`] until the returned task is aborted: for a
-/// consumer role whose loop does not export lag itself (the command consumer).
-pub fn spawn_lag_exporter<O, C>(
-    owner: std::sync::Arc<O>,
-    consumer_of: fn(&O) -> &C,
-    group: String,
-    topic: String,
-) -> tokio::task::JoinHandle<()>
-where
-    O: Send + Sync + 'static,
-    C: Consumer + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            export_lag(owner.clone(), consumer_of, &group, &topic).await;
-            tokio::time::sleep(LAG_EXPORT_INTERVAL).await;
-        }
-    })
-}
-
 /// How often a consumer role exports its lag.
 pub const LAG_EXPORT_INTERVAL: Duration = Duration::from_secs(5);
 

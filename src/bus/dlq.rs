@@ -79,6 +79,11 @@ impl DlqWriter {
         Self { producer, topic, group }
     }
 
+    /// The consumer group the writer dead-letters for.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
     /// Sends `msg` to the DLQ with `reason`; returns once the broker acknowledged it.
     pub async fn send<M: Message>(&self, msg: &M, reason: &DlqReason) -> Result<(), BusError> {
         let mut headers = OwnedHeaders::new();

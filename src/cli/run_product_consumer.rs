@@ -2,8 +2,6 @@
 //!
 //! Usage: aliexpress run-product-consumer [--metrics-bind 127.0.0.1:9465]
 
-use std::sync::Arc;
-
 use crate::bus::dlq::DlqWriter;
 use crate::bus::producer::ProducerSettings;
 use crate::config::InfraConfig;
@@ -37,24 +35,17 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
     crate::telemetry::metrics::COMMANDS_PROCESSED
         .with_label_values(&["applied"])
         .inc_by(0);
-    let worker = Arc::new(ProductConsumer::new(
+    let worker = ProductConsumer::new(
         c,
         pool,
         DlqWriter::new(producer, names.commands_dlq_topic(), group.clone()),
         names.events_topic(),
         a.outbox_notify,
         RetryPolicy::default(),
-    ));
-    // Lag of the partitions this member owns (`aliexpress_consumer_lag_messages`).
-    let lag = crate::bus::consumer::spawn_lag_exporter(
-        worker.clone(),
-        |w: &ProductConsumer| &w.consumer,
-        group,
-        names.commands_topic(),
     );
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
-    let result = worker.run_until_stopped(shutdown).await;
-    lag.abort();
-    result
+    // Lag of the partitions this member owns (`aliexpress_consumer_lag_messages`) is exported
+    // by the engine's dispatcher.
+    worker.run_until_stopped(&names.commands_topic(), shutdown).await
 }

@@ -278,8 +278,20 @@ pub async fn check(
     let mut f = Findings::default();
     let db = pg(&sut.db_url).await?;
     let pg_products = products(&db).await?;
+    let (events, causes) = check_outbox(&db, &mut f).await?;
+    check_acked(acked, &pg_products, &events, &mut f);
+    check_commands(&db, commands, &causes, &mut f).await?;
+    check_search(sut, &pg_products, &mut f).await?;
+    check_cache(sut, &pg_products, &mut f).await?;
+    check_kafka(sut, expect, &mut f).await?;
+    Ok(f)
+}
 
-    // Outbox: which (product, version) exist, duplicates, unfinished rows.
+/// Events in the outbox per (product, version), and per causing command id.
+type OutboxEvents = (HashMap<(Uuid, i64), usize>, HashMap<String, usize>);
+
+/// The outbox: which (product, version) exist, duplicates, unfinished rows.
+async fn check_outbox(db: &tokio_postgres::Client, f: &mut Findings) -> Result<OutboxEvents, String> {
     let rows = db
         .query(
             "SELECT aggregate_id::text, aggregate_version, payload->>'causation_id', published_at IS NOT NULL, \
@@ -329,8 +341,16 @@ pub async fn check(
             f.note("dup", format!("command {c} caused {n} events"));
         }
     }
+    Ok((events, causes))
+}
 
-    // Acknowledged writes.
+/// Every acknowledged write is in Postgres and the outbox.
+fn check_acked(
+    acked: &HashMap<Uuid, Vec<i64>>,
+    pg_products: &HashMap<Uuid, Value>,
+    events: &HashMap<(Uuid, i64), usize>,
+    f: &mut Findings,
+) {
     for (id, versions) in acked {
         let current = pg_products.get(id).and_then(|p| p["version"].as_i64()).unwrap_or(0);
         for v in versions {
@@ -346,8 +366,15 @@ pub async fn check(
             }
         }
     }
+}
 
-    // Commands.
+/// Every command ended applied (with exactly one event) or rejected.
+async fn check_commands(
+    db: &tokio_postgres::Client,
+    commands: &HashSet<Uuid>,
+    causes: &HashMap<String, usize>,
+    f: &mut Findings,
+) -> Result<(), String> {
     let ids: Vec<String> = commands.iter().map(Uuid::to_string).collect();
     let rows = db
         .query(
@@ -377,8 +404,11 @@ pub async fn check(
             }
         }
     }
+    Ok(())
+}
 
-    // OpenSearch.
+/// OpenSearch holds every product as Postgres has it.
+async fn check_search(sut: &Sut, pg_products: &HashMap<Uuid, Value>, f: &mut Findings) -> Result<(), String> {
     let http = reqwest::Client::new();
     let alias = sut.names.index_alias();
     let os = &sut.stack.opensearch_url;
@@ -405,7 +435,7 @@ pub async fn check(
             .filter_map(|h| Some((Uuid::parse_str(h["_id"].as_str()?).ok()?, h["_source"].clone())))
             .collect()
     };
-    for (id, p) in &pg_products {
+    for (id, p) in pg_products {
         let pv = p["version"].as_i64().unwrap_or(0);
         match docs.get(id).map(from_doc) {
             None => {
@@ -426,8 +456,11 @@ pub async fn check(
         f.newer += 1;
         f.note("newer", format!("document {id} has no product in postgres"));
     }
+    Ok(())
+}
 
-    // Redis.
+/// Redis holds no product other than Postgres has it (misses are allowed).
+async fn check_cache(sut: &Sut, pg_products: &HashMap<Uuid, Value>, f: &mut Findings) -> Result<(), String> {
     let client = redis::Client::open(sut.stack.redis_url.as_str()).map_err(|e| e.to_string())?;
     let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
         .await
@@ -472,8 +505,11 @@ pub async fn check(
             ids.len()
         ));
     }
+    Ok(())
+}
 
-    // Kafka: lag of both groups, DLQ depth.
+/// Kafka: lag of both groups, and DLQ depth against what the scenario expects.
+async fn check_kafka(sut: &Sut, expect: Expect, f: &mut Findings) -> Result<(), String> {
     let bootstrap = sut.stack.kafka.clone();
     let names = sut.names.clone();
     let kafka = tokio::task::spawn_blocking(move || -> Result<(i64, i64, i64, i64), String> {
@@ -501,5 +537,5 @@ pub async fn check(
             ),
         );
     }
-    Ok(f)
+    Ok(())
 }

@@ -285,8 +285,8 @@ async fn with_opensearch_unreachable_nothing_is_dead_lettered_or_committed_and_a
     let ids = catalog(&app).await;
     let env = &app.env;
     let mut down = env.projector(None, Some("http://127.0.0.1:1")).await;
-    down.settings.retries = 2;
-    down.settings.retry_base = Duration::from_millis(10);
+    down.projection_mut().settings.retries = 2;
+    down.projection_mut().settings.retry_base = Duration::from_millis(10);
     let shutdown = Shutdown::new();
     // A batch holds what the partitions have fetched so far: on a loaded machine the first
     // ones may hold only some of the 7. Every batch must be left unfinished (retried, never
@@ -351,8 +351,9 @@ async fn with_redis_unreachable_search_keeps_up_and_the_cache_catches_up_before_
     let ids = catalog(&app).await;
     let env = &app.env;
     let mut p = env.projector(None, None).await;
-    p.cache = aliexpress::cache::ProductCache::new("redis://127.0.0.1:1", env.names.clone(), Duration::from_secs(60))
-        .expect("cache");
+    p.projection_mut().cache =
+        aliexpress::cache::ProductCache::new("redis://127.0.0.1:1", env.names.clone(), Duration::from_secs(60))
+            .expect("cache");
     let shutdown = Shutdown::new();
     let mut total = ProjectionOutcome::default();
     for _ in 0..20 {
@@ -391,7 +392,7 @@ async fn with_redis_unreachable_search_keeps_up_and_the_cache_catches_up_before_
     for id in &ids {
         env.cache().evict(id.parse().expect("uuid")).await.expect("evict");
     }
-    p.cache = env.cache();
+    p.projection_mut().cache = env.cache();
     let mut done = false;
     for _ in 0..30 {
         p.process_once(Duration::from_millis(200), &shutdown)
@@ -544,11 +545,11 @@ async fn a_partition_that_cannot_finish_a_message_does_not_hold_the_others() {
     let projector = |template: ProductEventConsumer, retry: Duration| {
         ProductEventConsumer::new(
             template.consumer.clone(),
-            template.search.clone(),
-            template.index.clone(),
-            template.cache.clone(),
-            template.dlq.clone(),
-            template.group.clone(),
+            template.projection().search.clone(),
+            template.projection().index.clone(),
+            template.projection().cache.clone(),
+            template.projection().dlq.clone(),
+            template.projection().group.clone(),
             ProjectionSettings {
                 batch_size: 200,
                 batch_wait: Duration::from_millis(50),
@@ -705,11 +706,11 @@ async fn a_pipeline_slower_than_its_partition_pauses_it_and_resumes_without_losi
     t.consumer.subscribe(&[&narrow]).expect("subscribe");
     let p = ProductEventConsumer::new(
         t.consumer.clone(),
-        t.search.clone(),
-        t.index.clone(),
-        t.cache.clone(),
-        t.dlq.clone(),
-        t.group.clone(),
+        t.projection().search.clone(),
+        t.projection().index.clone(),
+        t.projection().cache.clone(),
+        t.projection().dlq.clone(),
+        t.projection().group.clone(),
         ProjectionSettings {
             batch_size: 1,
             batch_wait: Duration::from_millis(1),

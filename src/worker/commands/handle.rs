@@ -4,9 +4,9 @@
 
 use super::*;
 
-impl ProductConsumer {
+impl Commands {
     /// Handles one message in a span of its own that continues the message's trace.
-    pub(super) async fn handle(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
+    pub(super) async fn handle_one(&self, msg: &OwnedMessage, shutdown: &Shutdown) -> CommandOutcome {
         // OpenTelemetry messaging conventions (see `bus::span`).
         let span = tracing::info_span!(
             "command",
@@ -24,7 +24,7 @@ impl ProductConsumer {
         tracing::Instrument::instrument(self.handle_in_span(msg, shutdown), span).await
     }
 
-    pub(super) async fn handle_in_span(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> CommandOutcome {
+    pub(super) async fn handle_in_span(&self, msg: &OwnedMessage, shutdown: &Shutdown) -> CommandOutcome {
         let s = match self.decode(msg) {
             Ok(s) => s,
             Err(reason) => {
@@ -81,7 +81,7 @@ impl ProductConsumer {
         outcome
     }
 
-    pub(super) fn decode(&self, msg: &BorrowedMessage<'_>) -> Result<Submitted, DlqReason> {
+    pub(super) fn decode(&self, msg: &OwnedMessage) -> Result<Submitted, DlqReason> {
         let (env, mut command) = decode_command(msg.payload()).map_err(|e| DlqReason {
             stage: "decode",
             class: e.class,
@@ -134,7 +134,7 @@ impl ProductConsumer {
     /// connection is never taken for a bad command), then recorded as a rejection.
     pub(super) async fn reject(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &OwnedMessage,
         s: &Submitted,
         err: &StoreError,
         shutdown: &Shutdown,
@@ -181,7 +181,7 @@ impl ProductConsumer {
 
     pub(super) async fn dead_letter(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &OwnedMessage,
         reason: &DlqReason,
         shutdown: &Shutdown,
     ) -> CommandOutcome {

@@ -9,30 +9,34 @@
 //!   `GET /api/commands/{id}` and the consumer moves on at once;
 //! - *dead-lettered*: undecodable, sent to `dlq.product.commands` with the reason headers;
 //! - *unfinished*: a transient failure (database or broker down) outlasted its bounded
-//!   retries, or shutdown came. Its offset is not stored, and each partition with an
-//!   unfinished message is sought back to the first one, so it is delivered again after a
-//!   backoff: nothing is ever committed past it.
+//!   retries, or shutdown came. Its offset is not stored; it heads its lane's next batch
+//!   after a backoff (or, the partition revoked, goes to its next owner): nothing is ever
+//!   committed past it.
 //!
-//! Batches: commands of different products run concurrently on the pool; one product's
-//! commands run in offset order, and stop at the first unfinished one.
+//! The commands are a [`Handler`] of the consumer engine (`worker::engine`), run by a [`Lane`]
+//! per assigned partition ([`Dispatcher`]): the lane keeps the offset ledger, the unfinished
+//! messages (they head the next batch; nothing is stored past them) and the backoff between
+//! batches. Within a batch, commands of different products run concurrently on the pool; one
+//! product's commands run in offset order and stop at the first unfinished one.
 
 use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::Offset;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Message, OwnedMessage};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use uuid::Uuid;
 
+use crate::worker::engine::{Dispatcher, Handler, HandlerLanes, Lane, LaneSettings};
 use crate::worker::Shutdown;
 
 mod handle;
 use crate::app::execute::{ExecuteOptions, ExecuteOutcome};
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_command;
-use crate::bus::offset_ledger::{self, OffsetLedger};
+use crate::bus::offset_ledger::OffsetLedger;
 use crate::domain::access::{Principal, Scope};
 use crate::domain::product::ProductCommand;
 use crate::failure::{Disposition, Failed, RetryPolicy};
@@ -43,10 +47,9 @@ use crate::telemetry::metrics::COMMANDS_PROCESSED;
 /// Most commands handled per batch (different products run concurrently on the pool).
 pub const COMMAND_BATCH: usize = 64;
 
-/// Dependencies of the command consumer.
-pub struct ProductConsumer {
-    /// Subscribed consumer.
-    pub consumer: StreamConsumer,
+/// The command consumer's work on a batch: the [`Handler`] each lane runs.
+#[derive(Clone)]
+pub struct Commands {
     /// Postgres pool.
     pub pool: PgPool,
     /// Dead-letter writer for `dlq.product.commands`.
@@ -57,8 +60,18 @@ pub struct ProductConsumer {
     pub notify: bool,
     /// Retry bounds for transient and ambiguous failures.
     pub retry: RetryPolicy,
-    /// Which delivered offsets are finished: how far each partition may be stored.
-    ledger: std::sync::Mutex<OffsetLedger>,
+    /// What the last batch did, per message (read by [`ProductConsumer::process_batch`]).
+    last: Vec<CommandOutcome>,
+}
+
+/// The command consumer over a subscribed consumer: one lane of [`Commands`].
+pub struct ProductConsumer {
+    /// Subscribed consumer.
+    pub consumer: Arc<StreamConsumer>,
+    /// Driven batch by batch by [`process_batch`](Self::process_batch).
+    lane: tokio::sync::Mutex<Lane<Commands>>,
+    /// Consumer group (for the lag metrics).
+    group: String,
 }
 
 /// What happened to one message.
@@ -103,41 +116,10 @@ struct Submitted {
     nul_at: Option<String>,
 }
 
-impl ProductConsumer {
-    /// A command consumer over a subscribed consumer.
-    pub fn new(
-        consumer: StreamConsumer,
-        pool: PgPool,
-        dlq: DlqWriter,
-        events_topic: String,
-        notify: bool,
-        retry: RetryPolicy,
-    ) -> Self {
-        Self {
-            consumer,
-            pool,
-            dlq,
-            events_topic,
-            notify,
-            retry,
-            ledger: std::sync::Mutex::new(OffsetLedger::new()),
-        }
-    }
-
-    /// Receives up to `max` messages (waiting up to `wait` for the first) and handles them:
-    /// messages with the same key (product) one after another in offset order, different
-    /// products concurrently. Per partition, the offset is stored up to the message before
-    /// the first unfinished one, and the partition is sought back to that message.
-    pub async fn process_batch(
-        &self,
-        max: usize,
-        wait: Duration,
-        shutdown: &Shutdown,
-    ) -> Result<Vec<CommandOutcome>, anyhow::Error> {
-        let msgs = self.receive(max, wait).await;
-        if msgs.is_empty() {
-            return Ok(Vec::new());
-        }
+impl Commands {
+    /// Runs the batch: messages with the same key (product) one after another in offset
+    /// order, stopping at the first unfinished one; different products concurrently.
+    async fn run_batch(&self, msgs: &[OwnedMessage], shutdown: &Shutdown) -> Vec<CommandOutcome> {
         // Group by key, keeping each group's arrival (offset) order.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut by_key: HashMap<Option<&[u8]>, usize> = HashMap::new();
@@ -148,11 +130,10 @@ impl ProductConsumer {
             });
             groups[g].push(i);
         }
-        let msgs_ref = &msgs;
         let done = join_all(groups.iter().map(|g| async move {
             let mut out = Vec::with_capacity(g.len());
             for &i in g {
-                let o = self.handle(&msgs_ref[i], shutdown).await;
+                let o = self.handle_one(&msgs[i], shutdown).await;
                 let stop = !o.finished();
                 out.push((i, o));
                 if stop {
@@ -166,99 +147,94 @@ impl ProductConsumer {
         for (i, o) in done.into_iter().flatten() {
             outcomes[i] = o;
         }
-        self.store_or_rewind(&msgs, &outcomes);
-        Ok(outcomes)
+        outcomes
     }
+}
 
-    /// Up to `max` messages; consumer errors (brokers unreachable) are logged and polling goes
-    /// on, so an outage's queued errors cost nothing once the brokers are back.
-    async fn receive(&self, max: usize, wait: Duration) -> Vec<BorrowedMessage<'_>> {
-        let mut msgs = Vec::with_capacity(max);
-        let first_deadline = tokio::time::Instant::now() + wait;
-        while msgs.is_empty() {
-            match tokio::time::timeout_at(first_deadline, self.consumer.recv()).await {
-                Err(_) => return msgs,
-                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
-                Ok(Ok(m)) => msgs.push(m),
-            }
+impl Handler for Commands {
+    async fn handle<'a>(
+        &'a mut self,
+        batch: &'a [OwnedMessage],
+        done: &'a mut [bool],
+        _ledger: &'a mut OffsetLedger,
+        shutdown: &'a Shutdown,
+    ) -> anyhow::Result<()> {
+        let outcomes = self.run_batch(batch, shutdown).await;
+        for (d, o) in done.iter_mut().zip(&outcomes) {
+            *d = o.finished();
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
-        while msgs.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => msgs.push(m),
-                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
-                Err(_) => break,
-            }
-        }
-        msgs
-    }
-
-    /// Marks the finished messages in the ledger and stores what it says is safe (per
-    /// partition, up to the message before the first unfinished one); seeks partitions with an
-    /// unfinished message back to it.
-    fn store_or_rewind(&self, msgs: &[BorrowedMessage<'_>], outcomes: &[CommandOutcome]) {
-        let mut first_unfinished: HashMap<(&str, i32), i64> = HashMap::new();
-        {
-            let mut ledger = self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for m in msgs {
-                ledger.deliver(m.topic(), m.partition(), m.offset());
-            }
-            for (m, o) in msgs.iter().zip(outcomes) {
-                if o.finished() {
-                    ledger.finish(m.topic(), m.partition(), m.offset());
-                } else {
-                    let e = first_unfinished.entry((m.topic(), m.partition())).or_insert(m.offset());
-                    *e = (*e).min(m.offset());
-                }
-            }
-            offset_ledger::store_safe(&self.consumer, &mut ledger);
-        }
-        for ((topic, partition), offset) in first_unfinished {
-            tracing::info!(
-                kafka.partition = partition,
-                kafka.offset = offset,
-                "rewinding to the first unfinished command"
-            );
-            if let Err(e) = self
-                .consumer
-                .seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5))
-            {
-                // Revoked meanwhile: the new owner starts from the committed offset, which is
-                // not past this message.
-                tracing::warn!(kafka.partition = partition, kafka.offset = offset, error = %e, "seek back failed");
-            }
-        }
-    }
-
-    /// Consumes until shutdown, then commits stored offsets and leaves the group. After a batch
-    /// that left messages unfinished, waits a growing, jittered delay before polling again.
-    pub async fn run_until_stopped(&self, shutdown: Shutdown) -> Result<(), anyhow::Error> {
-        tracing::info!("Product consumer started");
-        let mut backoff = self.retry.backoff();
-        while !shutdown.is_triggered() {
-            if let Some(e) = crate::bus::consumer::fatal_error(&self.consumer) {
-                anyhow::bail!("the Kafka consumer hit a fatal error ({e}); exiting so the role is started again");
-            }
-            // Not raced against shutdown: the batch in hand is finished, then committed.
-            let outcomes = self
-                .process_batch(COMMAND_BATCH, Duration::from_millis(500), &shutdown)
-                .await?;
-            if outcomes.contains(&CommandOutcome::Unfinished) {
-                let d = backoff.next().unwrap_or(self.retry.max_delay);
-                tracing::warn!(
-                    retry_in_ms = d.as_millis() as u64,
-                    "commands left unfinished; backing off"
-                );
-                shutdown.sleep(d).await;
-            } else {
-                backoff = self.retry.backoff();
-            }
-        }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit (nothing stored?)");
-        }
-        self.consumer.unsubscribe();
-        tracing::info!("Product consumer stopped");
+        self.last = outcomes;
         Ok(())
+    }
+}
+
+impl ProductConsumer {
+    /// A command consumer over a subscribed consumer.
+    pub fn new(
+        consumer: StreamConsumer,
+        pool: PgPool,
+        dlq: DlqWriter,
+        events_topic: String,
+        notify: bool,
+        retry: RetryPolicy,
+    ) -> Self {
+        let consumer = Arc::new(consumer);
+        let group = dlq.group().to_owned();
+        let commands = Commands {
+            pool,
+            dlq,
+            events_topic,
+            notify,
+            retry: retry.clone(),
+            last: Vec::new(),
+        };
+        let settings = LaneSettings {
+            batch_size: COMMAND_BATCH,
+            batch_wait: Duration::from_millis(5),
+            retry,
+        };
+        Self {
+            lane: tokio::sync::Mutex::new(Lane::new(commands, consumer.clone(), settings)),
+            consumer,
+            group,
+        }
+    }
+
+    /// Receives up to `max` new messages (waiting up to `wait` for the first; the unfinished
+    /// ones of the last batch head it) from the consumer read as one stream, and handles
+    /// them. The outcomes are in the batch's order.
+    pub async fn process_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<Vec<CommandOutcome>, anyhow::Error> {
+        let mut lane = self.lane.lock().await;
+        lane.handler.last.clear();
+        lane.poll(max, wait, shutdown).await?;
+        Ok(std::mem::take(&mut lane.handler.last))
+    }
+
+    /// Consumes `topic` until shutdown with one lane per assigned partition (see
+    /// [`Dispatcher`]), then commits stored offsets and leaves the group.
+    pub async fn run_until_stopped(self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
+        tracing::info!("Product consumer started");
+        let lane = self.lane.into_inner();
+        let template = lane.handler;
+        let lanes = HandlerLanes {
+            consumer: self.consumer.clone(),
+            settings: LaneSettings {
+                batch_size: COMMAND_BATCH,
+                batch_wait: Duration::from_millis(5),
+                retry: template.retry.clone(),
+            },
+            group: self.group,
+            make: move || template.clone(),
+        };
+        let result = Dispatcher::new(lanes, self.consumer, COMMAND_BATCH)
+            .run(topic, shutdown)
+            .await;
+        tracing::info!("Product consumer stopped");
+        result
     }
 }

@@ -2,8 +2,9 @@
 //! `run-product-event-consumer`.
 //!
 //! A single task polls the consumer (so the process stays in its group) and hands each
-//! message to its partition's lane, a task running [`Lanes::run_lane`] (for the projection,
-//! the stages of `worker::projection`) over a bounded queue. Partitions therefore never wait for each
+//! message to its partition's lane, a task running [`Lanes::run_lane`] over a bounded queue:
+//! for both consumers a [`Lane`] (the one run loop: ledger, unfinished messages, backoff)
+//! around their [`Handler`] (the projection's stages, the command consumer's commands). Partitions therefore never wait for each
 //! other: one whose index writes are slow, or whose message cannot be dead-lettered yet, backs
 //! off alone while the others go on. Order within a partition (and so per product, the key)
 //! is kept: one pipeline per partition, messages in offset order.
@@ -33,6 +34,9 @@ use futures::future::BoxFuture;
 use super::Shutdown;
 use crate::telemetry::metrics::{PROJECTION_PARTITIONS_PAUSED, PROJECTION_PARTITION_PAUSES, PROJECTION_PIPELINES};
 
+pub mod lane;
+pub use lane::{Handler, Lane, LaneSettings, Processed};
+
 type Partition = (String, i32);
 
 /// What the engine runs in each partition's lane.
@@ -46,8 +50,41 @@ pub trait Lanes: Send + Sync + 'static {
     fn update_lag<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, ()>;
 }
 
+/// Lanes of one kind of [`Handler`]: each partition's lane gets a handler from `make`, stores
+/// its offsets in `consumer`, and the lag of `group` is exported for the dispatcher.
+pub struct HandlerLanes<F> {
+    /// A new handler for a partition's lane.
+    pub make: F,
+    /// The consumer the dispatcher polls.
+    pub consumer: Arc<StreamConsumer>,
+    /// Each lane's batch bounds and backoff.
+    pub settings: LaneSettings,
+    /// Consumer group (for the lag metrics).
+    pub group: String,
+}
+
+impl<H, F> Lanes for HandlerLanes<F>
+where
+    H: Handler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    fn run_lane(&self, rx: mpsc::Receiver<OwnedMessage>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
+        let lane = lane::Lane::new((self.make)(), self.consumer.clone(), self.settings.clone());
+        Box::pin(lane.run(rx, shutdown))
+    }
+
+    fn update_lag<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(crate::bus::consumer::export_lag(
+            self.consumer.clone(),
+            |c| c,
+            &self.group,
+            topic,
+        ))
+    }
+}
+
 /// A running lane and what waits to enter its queue.
-struct Lane {
+struct Running {
     tx: mpsc::Sender<OwnedMessage>,
     task: JoinHandle<anyhow::Result<()>>,
     /// Messages that found the queue full, in offset order; the partition is paused meanwhile.
@@ -58,7 +95,7 @@ struct Lane {
 pub struct Dispatcher<L: Lanes> {
     template: L,
     consumer: Arc<StreamConsumer>,
-    lanes: HashMap<Partition, Lane>,
+    lanes: HashMap<Partition, Running>,
     /// Pipelines of partitions no longer assigned, finishing their batch.
     retiring: HashMap<Partition, JoinHandle<anyhow::Result<()>>>,
     /// Partitions revoked while paused here: resumed if they are assigned again (a pause can
@@ -188,7 +225,7 @@ impl<L: Lanes> Dispatcher<L> {
         PROJECTION_PARTITIONS_PAUSED.set(i64::try_from(paused).unwrap_or(i64::MAX));
     }
 
-    fn start(&mut self, key: &Partition) -> Lane {
+    fn start(&mut self, key: &Partition) -> Running {
         if let Some(old) = self.retiring.remove(key) {
             // Assigned back while its last pipeline still works: that one stops now; it never
             // stored past what it finished, so the new one loses nothing.
@@ -200,7 +237,7 @@ impl<L: Lanes> Dispatcher<L> {
         let task = tokio::spawn(tracing::Instrument::instrument(lane, span));
         tracing::info!(kafka.topic = %key.0, kafka.partition = key.1, "partition pipeline started");
         PROJECTION_PIPELINES.inc();
-        Lane {
+        Running {
             tx,
             task,
             held: VecDeque::new(),

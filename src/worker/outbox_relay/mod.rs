@@ -40,7 +40,7 @@ pub use drive::{DriveError, Tally, Until};
 
 use lease::SliceLease;
 
-use super::{backoff, Shutdown};
+use super::Shutdown;
 use crate::bus::producer::{self, ProducerSettings};
 use crate::bus::KafkaConnection;
 use crate::store::outbox_marker::OutboxMarker;
@@ -419,7 +419,11 @@ impl OutboxRelay {
                 Err(e) => {
                     blocked.insert(row.aggregate_id);
                     if is_row_error(&e) {
-                        let delay = backoff(s.retry_base, s.retry_max, u32::try_from(row.attempts).unwrap_or(0));
+                        let delay = crate::failure::delay_for_attempt(
+                            s.retry_base,
+                            s.retry_max,
+                            u32::try_from(row.attempts).unwrap_or(0),
+                        );
                         let parked =
                             outbox_repo::mark_failed(conn, row.id, &e.to_string(), delay, s.max_attempts).await?;
                         out.failed += 1;

@@ -14,12 +14,12 @@
 //!   of times (partitions paused, the consumer still polled so it stays in the group); if
 //!   still failing, the message is unfinished: not committed past, its partition sought back.
 //!
-//! `run-product-event-consumer` runs one such pipeline per assigned partition
-//! ([`Dispatcher`](crate::worker::engine::Dispatcher)): partitions do not
-//! wait for each other, and a pipeline keeps its unfinished messages and retries them
-//! (instead of seeking back) while its partition is paused once its queue is full.
-//! [`process_once`](ProductEventConsumer::process_once) reads the consumer as one stream
-//! (a rebuild, tests) and seeks back instead.
+//! The stages are a [`Handler`] of the consumer engine (`worker::engine`): its [`Lane`] keeps
+//! the offset ledger, the unfinished messages (they head the next batch, never sought past)
+//! and the backoff; `run-product-event-consumer` runs one lane per assigned partition
+//! ([`Dispatcher`]), so partitions do not wait for each other.
+//! [`process_once`](ProductEventConsumer::process_once) drives one lane over the consumer
+//! read as one stream (a rebuild, tests): the same stages, the same lane.
 //!
 //! Redis is a cache and never holds the index back: states Redis could not take are kept
 //! (the newest per product, bounded) and written as soon as it answers again, while
@@ -29,23 +29,18 @@
 
 use crate::telemetry::trace_context::{TraceParent, TRACEPARENT};
 use chrono::Utc;
-use futures::future::BoxFuture;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::Offset;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::Duration;
 
-use crate::worker::engine::{Dispatcher, Lanes};
+use crate::worker::engine::{Dispatcher, Handler, HandlerLanes, Lane, LaneSettings};
 use crate::worker::Shutdown;
 
-mod feed;
 mod stages;
 use crate::bus::dlq::{DlqReason, DlqWriter};
 use crate::bus::envelope::decode_event;
-use crate::bus::offset_ledger::{self, OffsetLedger};
+use crate::bus::offset_ledger::OffsetLedger;
 use crate::cache::deferred::{DeferredWrites, Entry as DeferredEntry};
 use crate::cache::ProductCache;
 use crate::domain::product::EventEnvelope;
@@ -109,6 +104,14 @@ impl ProjectionSettings {
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::new(self.retry_base, self.retry_max, self.retries, 2)
     }
+
+    fn lane(&self) -> LaneSettings {
+        LaneSettings {
+            batch_size: self.batch_size,
+            batch_wait: self.batch_wait,
+            retry: self.retry_policy(),
+        }
+    }
 }
 
 /// What one batch did.
@@ -137,24 +140,8 @@ struct Decoded {
     trace: Option<TraceParent>,
 }
 
-/// Where a projector's messages come from.
-enum Feed {
-    /// The consumer itself, every assigned partition in one stream. Unfinished messages are
-    /// sought back to and delivered again.
-    Consumer,
-    /// One partition's messages, handed over by the partition dispatcher. Unfinished messages
-    /// stay in `carry` and head the next batch (no seek: the dispatcher owns the stream).
-    Partition {
-        rx: mpsc::Receiver<OwnedMessage>,
-        /// The dispatcher closed the queue (partition revoked, or shutdown) and it is empty.
-        closed: bool,
-    },
-}
-
-/// Dependencies of the projection.
-pub struct ProductEventConsumer {
-    /// Subscribed consumer.
-    pub consumer: Arc<StreamConsumer>,
+/// The projection's stages: the [`Handler`] each lane runs.
+pub struct Projection {
     /// OpenSearch.
     pub search: SearchClient,
     /// Index or alias written to.
@@ -167,18 +154,130 @@ pub struct ProductEventConsumer {
     pub group: String,
     /// Tuning.
     pub settings: ProjectionSettings,
-    retry: RetryPolicy,
-    /// Shared by a process's pipelines when `max_concurrent_bulks` is set.
+    /// Shared by a process's lanes when `max_concurrent_bulks` is set.
     bulk_permits: Option<Arc<tokio::sync::Semaphore>>,
-    feed: Feed,
-    /// Messages received while paused (or left unfinished by a partition pipeline), processed
-    /// in the next batch.
-    carry: Vec<OwnedMessage>,
     /// Redis writes waiting for Redis, newest state per product.
     deferred: DeferredWrites,
-    /// Which delivered offsets are finished or held by a deferred Redis write: how far each
-    /// partition may be stored.
-    ledger: OffsetLedger,
+    /// What the last batch did (read by [`ProductEventConsumer::process_once`]).
+    last: ProjectionOutcome,
+}
+
+impl Projection {
+    /// The stages over these dependencies.
+    pub fn new(
+        search: SearchClient,
+        index: String,
+        cache: ProductCache,
+        dlq: DlqWriter,
+        group: String,
+        settings: ProjectionSettings,
+    ) -> Self {
+        Self {
+            search,
+            index,
+            cache,
+            dlq,
+            group,
+            deferred: DeferredWrites::new(settings.retry_policy()),
+            bulk_permits: (settings.max_concurrent_bulks > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_bulks))),
+            settings,
+            last: ProjectionOutcome::default(),
+        }
+    }
+
+    /// Stages with the same dependencies (and bulk permits) for another lane, nothing waiting.
+    fn for_another_lane(&self) -> Self {
+        Self {
+            search: self.search.clone(),
+            index: self.index.clone(),
+            cache: self.cache.clone(),
+            dlq: self.dlq.clone(),
+            group: self.group.clone(),
+            settings: self.settings.clone(),
+            bulk_permits: self.bulk_permits.clone(),
+            deferred: DeferredWrites::new(self.settings.retry_policy()),
+            last: ProjectionOutcome::default(),
+        }
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.settings.retry_policy()
+    }
+
+    /// One batch through the stages: decode → index beside the Redis writes → what finished.
+    async fn project(
+        &mut self,
+        batch: &[OwnedMessage],
+        finished: &mut [bool],
+        ledger: &mut OffsetLedger,
+        shutdown: &Shutdown,
+    ) -> ProjectionOutcome {
+        let mut out = ProjectionOutcome {
+            received: batch.len(),
+            ..Default::default()
+        };
+        PROJECTION_BATCH_SIZE.observe(batch.len() as f64);
+        let events = self.decode(batch, finished, &mut out, shutdown).await;
+        // Redis is written while OpenSearch indexes: the two stores are independent (each
+        // keeps only the newest version), and nothing is stored before both are done.
+        self.fold_for_cache(batch, &events, &mut out, ledger);
+        let put = self.deferred.put(&self.cache, false);
+        let (_indexed, put) = tokio::join!(self.index(batch, events, finished, &mut out, shutdown), async move {
+            match put {
+                Some(put) => Some(put.await),
+                None => None,
+            }
+        });
+        if let Some((taken, result)) = put {
+            let (gaps, written) = self.deferred.after_put(taken, result);
+            out.gaps += gaps;
+            release(ledger, &written);
+        }
+        out.unfinished = finished.iter().filter(|f| !**f).count();
+        PROJECTION_UNFINISHED.inc_by(out.unfinished as u64);
+        out
+    }
+}
+
+impl Handler for Projection {
+    async fn handle<'a>(
+        &'a mut self,
+        batch: &'a [OwnedMessage],
+        done: &'a mut [bool],
+        ledger: &'a mut OffsetLedger,
+        shutdown: &'a Shutdown,
+    ) -> anyhow::Result<()> {
+        self.last = self.project(batch, done, ledger, shutdown).await;
+        Ok(())
+    }
+
+    async fn before_batch<'a>(&'a mut self, ledger: &'a mut OffsetLedger) -> bool {
+        self.flush_deferred(false, ledger).await;
+        // Redis has been away for long: hold the stream rather than grow without bound.
+        self.deferred.len() < self.settings.max_deferred_cache
+    }
+
+    async fn on_stop<'a>(&'a mut self, ledger: &'a mut OffsetLedger) {
+        self.flush_deferred(true, ledger).await;
+        // Whatever still waits for Redis is delivered again to the partition's next owner
+        // (its offsets stay held, so they are not stored).
+        self.deferred.clear();
+    }
+}
+
+/// Releases the offsets held by deferred writes Redis took.
+fn release(ledger: &mut OffsetLedger, written: &[DeferredEntry]) {
+    for e in written {
+        ledger.release(&e.topic, e.partition, e.first_offset);
+    }
+}
+
+/// The projection over a subscribed consumer: one lane of [`Projection`] stages.
+pub struct ProductEventConsumer {
+    /// Subscribed consumer.
+    pub consumer: Arc<StreamConsumer>,
+    lane: Lane<Projection>,
 }
 
 impl ProductEventConsumer {
@@ -192,203 +291,69 @@ impl ProductEventConsumer {
         group: String,
         settings: ProjectionSettings,
     ) -> Self {
-        let retry = settings.retry_policy();
+        let lane_settings = settings.lane();
+        let stages = Projection::new(search, index, cache, dlq, group, settings);
         Self {
+            lane: Lane::new(stages, consumer.clone(), lane_settings),
             consumer,
-            search,
-            index,
-            cache,
-            dlq,
-            group,
-            deferred: DeferredWrites::new(retry.clone()),
-            retry,
-            bulk_permits: (settings.max_concurrent_bulks > 0)
-                .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_bulks))),
-            settings,
-            feed: Feed::Consumer,
-            carry: Vec::new(),
-            ledger: OffsetLedger::new(),
         }
     }
 
-    /// A pipeline with this projector's dependencies fed by `rx` (one partition's messages).
-    fn partition_pipeline(&self, rx: mpsc::Receiver<OwnedMessage>) -> Self {
-        let mut p = Self::new(
-            self.consumer.clone(),
-            self.search.clone(),
-            self.index.clone(),
-            self.cache.clone(),
-            self.dlq.clone(),
-            self.group.clone(),
-            self.settings.clone(),
-        );
-        p.feed = Feed::Partition { rx, closed: false };
-        p.bulk_permits.clone_from(&self.bulk_permits);
-        p
+    /// The stages (their dependencies and settings).
+    pub fn projection(&self) -> &Projection {
+        &self.lane.handler
+    }
+
+    /// The stages, to change a dependency or setting.
+    pub fn projection_mut(&mut self) -> &mut Projection {
+        &mut self.lane.handler
     }
 
     /// Products whose Redis write is waiting for Redis.
     pub fn deferred_cache_writes(&self) -> usize {
-        self.deferred.len()
+        self.lane.handler.deferred.len()
     }
 
-    /// Receives one batch (waiting up to `wait` for its first message) and projects it.
+    /// Receives one batch from the consumer read as one stream (waiting up to `wait` for its
+    /// first message; messages left unfinished by the last batch head it) and projects it.
     pub async fn process_once(
         &mut self,
         wait: Duration,
         shutdown: &Shutdown,
     ) -> Result<ProjectionOutcome, anyhow::Error> {
-        self.flush_deferred(false).await;
-        if self.deferred.len() >= self.settings.max_deferred_cache {
-            // Redis has been away for long: hold the stream rather than grow without bound.
-            shutdown.sleep(wait).await;
-            return Ok(ProjectionOutcome::default());
-        }
-        let batch = self.collect_batch(wait).await;
-        let mut out = ProjectionOutcome {
-            received: batch.len(),
-            ..Default::default()
-        };
-        if batch.is_empty() {
-            return Ok(out);
-        }
-        PROJECTION_BATCH_SIZE.observe(batch.len() as f64);
-        for m in &batch {
-            self.ledger.deliver(m.topic(), m.partition(), m.offset());
-        }
-        let mut finished = vec![false; batch.len()];
-        let events = self.decode(&batch, &mut finished, &mut out, shutdown).await;
-        // Redis is written while OpenSearch indexes: the two stores are independent (each
-        // keeps only the newest version), and nothing is committed before both are done.
-        self.fold_for_cache(&batch, &events, &mut out);
-        let put = self.deferred.put(&self.cache, false);
-        let (_indexed, put) = tokio::join!(
-            self.index(&batch, events, &mut finished, &mut out, shutdown),
-            async move {
-                match put {
-                    Some(put) => Some(put.await),
-                    None => None,
-                }
-            }
-        );
-        if let Some((taken, result)) = put {
-            let (gaps, written) = self.deferred.after_put(taken, result);
-            out.gaps += gaps;
-            self.release(&written);
-        }
-        out.unfinished = finished.iter().filter(|f| !**f).count();
-        PROJECTION_UNFINISHED.inc_by(out.unfinished as u64);
-        self.commit(&batch, &finished);
+        self.lane.handler.last = ProjectionOutcome::default();
+        let batch_size = self.lane.handler.settings.batch_size;
+        let p = self.lane.poll(batch_size, wait, shutdown).await?;
+        let mut out = self.lane.handler.last;
+        out.received = p.received;
+        out.unfinished = p.unfinished;
         Ok(out)
-    }
-
-    /// Stage 4: marks the finished messages in the ledger; a partition pipeline keeps its
-    /// unfinished messages to head its next batch, a projector reading the consumer seeks
-    /// their partitions back to the first of them (dropping carried messages past it). Then
-    /// stores offsets (see [`store_progress`](Self::store_progress)).
-    #[tracing::instrument(level = "debug", name = "commit", skip_all)]
-    fn commit(&mut self, batch: &[OwnedMessage], finished: &[bool]) {
-        let mut unfinished: HashMap<(String, i32), i64> = HashMap::new();
-        for (m, f) in batch.iter().zip(finished) {
-            if *f {
-                self.ledger.finish(m.topic(), m.partition(), m.offset());
-            } else {
-                let e = unfinished
-                    .entry((m.topic().to_owned(), m.partition()))
-                    .or_insert(m.offset());
-                *e = (*e).min(m.offset());
-            }
-        }
-        if matches!(self.feed, Feed::Partition { .. }) && !unfinished.is_empty() {
-            // Kept and tried again first in the next batch; what follows it in the partition
-            // is finished (or kept too), so nothing needs delivering again.
-            let mut kept: Vec<OwnedMessage> = batch
-                .iter()
-                .zip(finished)
-                .filter(|(_, f)| !**f)
-                .map(|(m, _)| m.clone())
-                .collect();
-            kept.append(&mut self.carry);
-            self.carry = kept;
-        } else {
-            for ((topic, partition), offset) in unfinished {
-                self.carry
-                    .retain(|m| !(m.topic() == topic && m.partition() == partition && m.offset() >= offset));
-                if let Err(e) = self
-                    .consumer
-                    .seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5))
-                {
-                    // Revoked meanwhile: the new owner starts from the committed offset, which
-                    // is not past this message.
-                    tracing::warn!(kafka.partition = partition, kafka.offset = offset, error = %e, "seek back failed");
-                }
-            }
-        }
-        self.store_progress();
-    }
-
-    /// Stores, per assigned partition, what the ledger says is safe: never past an unfinished
-    /// message or one whose Redis write is still deferred.
-    fn store_progress(&mut self) {
-        offset_ledger::store_safe(&*self.consumer, &mut self.ledger);
     }
 
     /// Publishes consumer lag of the partitions assigned to this process as metrics (see
     /// [`export_lag`](crate::bus::consumer::export_lag)).
     pub async fn update_lag(&self, topic: &str) {
-        crate::bus::consumer::export_lag(self.consumer.clone(), |c| c, &self.group, topic).await;
+        let group = &self.lane.handler.group;
+        crate::bus::consumer::export_lag(self.consumer.clone(), |c| c, group, topic).await;
     }
 
-    /// Consumes until shutdown with one pipeline per assigned partition (see
-    /// [`Dispatcher`](crate::worker::engine::Dispatcher)); commits what was
-    /// stored and leaves the group.
+    /// Consumes until shutdown with one lane per assigned partition (see [`Dispatcher`]);
+    /// commits what was stored and leaves the group.
     pub async fn run_until_stopped(self, topic: &str, shutdown: Shutdown) -> Result<(), anyhow::Error> {
-        tracing::info!(topic, group = %self.group, index = %self.index,
+        let template = self.lane.handler;
+        tracing::info!(topic, group = %template.group, index = %template.index,
             "Product Event Consumer started and polling Kafka...");
-        let (consumer, batch_size) = (self.consumer.clone(), self.settings.batch_size);
-        let result = Dispatcher::new(self, consumer, batch_size).run(topic, shutdown).await;
+        let lanes = HandlerLanes {
+            consumer: self.consumer.clone(),
+            settings: template.settings.lane(),
+            group: template.group.clone(),
+            make: move || template.for_another_lane(),
+        };
+        let batch_size = lanes.settings.batch_size;
+        let result = Dispatcher::new(lanes, self.consumer, batch_size)
+            .run(topic, shutdown)
+            .await;
         tracing::info!("Product Event Consumer stopped");
         result
-    }
-
-    /// A partition pipeline's loop: batches from its queue until the queue is closed and
-    /// drained or shutdown fires. After a batch that left messages unfinished, waits a
-    /// growing, jittered delay (its queue fills meanwhile and the partition is paused); then
-    /// writes what waits for Redis and stores its progress.
-    async fn run_partition(mut self, shutdown: Shutdown) -> Result<(), anyhow::Error> {
-        let mut backoff = self.retry.backoff();
-        while !shutdown.is_triggered() {
-            let out = self.process_once(Duration::from_millis(500), &shutdown).await?;
-            if self.feed_closed() && (out.received == 0 || out.unfinished > 0) {
-                // Revoked (or shutting down): what is unfinished goes to the next owner.
-                break;
-            }
-            if out.unfinished > 0 {
-                let d = backoff.next().unwrap_or(self.settings.retry_max);
-                tracing::warn!(
-                    unfinished = out.unfinished,
-                    retry_in_ms = d.as_millis() as u64,
-                    "events left unfinished; backing off"
-                );
-                shutdown.sleep(d).await;
-            } else if out.received > 0 {
-                backoff = self.retry.backoff();
-            }
-        }
-        self.flush_deferred(true).await;
-        self.store_progress();
-        // Whatever still waits for Redis is delivered again to the partition's next owner.
-        self.deferred.clear();
-        Ok(())
-    }
-}
-
-impl Lanes for ProductEventConsumer {
-    fn run_lane(&self, rx: mpsc::Receiver<OwnedMessage>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(self.partition_pipeline(rx).run_partition(shutdown))
-    }
-
-    fn update_lag<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(ProductEventConsumer::update_lag(self, topic))
     }
 }

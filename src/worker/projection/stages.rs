@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl ProductEventConsumer {
+impl Projection {
     /// Stage 1: decode; poison goes to the DLQ.
     #[tracing::instrument(level = "debug", name = "decode", skip_all, fields(batch.size = batch.len()))]
     pub(super) async fn decode(
@@ -54,7 +54,7 @@ impl ProductEventConsumer {
         let mut todo: Vec<Decoded> = events;
         let mut indexed = Vec::with_capacity(todo.len());
         let mut rejected: Vec<(Decoded, String)> = Vec::new();
-        let mut delays = self.retry.backoff();
+        let mut delays = self.retry().backoff();
         let mut attempt = 0usize;
         let mut one_by_one = false;
         while !todo.is_empty() {
@@ -75,17 +75,12 @@ impl ProductEventConsumer {
                 tracing::warn!(events = todo.len(), "index still failing; events left unfinished");
                 break;
             }
-            if attempt == 0 {
-                self.set_paused(true);
-            }
             attempt += 1;
             let d = delays.next().unwrap_or(self.settings.retry_max);
-            if self.wait_polling(d, shutdown).await {
+            // The lane's queue fills meanwhile and the dispatcher pauses the partition.
+            if shutdown.sleep(d).await {
                 break;
             }
-        }
-        if attempt > 0 {
-            self.set_paused(false);
         }
         let attempts = u32::try_from(attempt + 1).unwrap_or(u32::MAX);
         self.dead_letter_rejected(batch, rejected, attempts, finished, out, shutdown)
@@ -149,7 +144,13 @@ impl ProductEventConsumer {
     /// batch is indexed; if Redis does not answer they wait, and the index goes on. An event
     /// the index refuses (dead-lettered) is still a valid state of its product: it is cached.
     #[tracing::instrument(level = "debug", name = "cache", skip_all, fields(events = events.len()))]
-    pub(super) fn fold_for_cache(&mut self, batch: &[OwnedMessage], events: &[Decoded], out: &mut ProjectionOutcome) {
+    pub(super) fn fold_for_cache(
+        &mut self,
+        batch: &[OwnedMessage],
+        events: &[Decoded],
+        out: &mut ProjectionOutcome,
+        ledger: &mut OffsetLedger,
+    ) {
         let now = Utc::now();
         for d in events {
             let m = &batch[d.at];
@@ -167,29 +168,19 @@ impl ProductEventConsumer {
             }
             if let Some(o) = folded.hold {
                 // Its partition is not stored past this offset until Redis took the state.
-                self.ledger.hold(m.topic(), m.partition(), o);
+                ledger.hold(m.topic(), m.partition(), o);
             }
             if let Some(o) = folded.release {
-                self.ledger.release(m.topic(), m.partition(), o);
+                ledger.release(m.topic(), m.partition(), o);
             }
-        }
-    }
-
-    /// Releases the offsets held by deferred writes Redis took, and stores what that allows.
-    pub(super) fn release(&mut self, written: &[DeferredEntry]) {
-        for e in written {
-            self.ledger.release(&e.topic, e.partition, e.first_offset);
-        }
-        if !written.is_empty() {
-            self.store_progress();
         }
     }
 
     /// Writes the deferred states to Redis unless a recent failure says to wait (`force`
     /// tries anyway). Returns the version gaps seen.
-    pub(super) async fn flush_deferred(&mut self, force: bool) -> usize {
+    pub(super) async fn flush_deferred(&mut self, force: bool, ledger: &mut OffsetLedger) -> usize {
         let (gaps, written) = self.deferred.flush(&self.cache, force).await;
-        self.release(&written);
+        release(ledger, &written);
         gaps
     }
 
@@ -203,7 +194,7 @@ impl ProductEventConsumer {
     ) -> bool {
         let dlq = self.dlq.clone();
         match self
-            .retry
+            .retry()
             .run(shutdown.token(), "DLQ write", || dlq.send(m, reason))
             .await
         {
