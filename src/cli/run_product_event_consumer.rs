@@ -27,6 +27,10 @@ pub struct Args {
     /// Longest wait to fill a batch, e.g. 100ms.
     #[arg(long, env = "PROJECTION_BATCH_WAIT", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub batch_wait: Duration,
+    /// At less than a full batch, refresh the index at most this often so that writes are
+    /// searchable within about this long (0: the index's refresh interval alone), e.g. 100ms.
+    #[arg(long, env = "PROJECTION_REFRESH_EVERY", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub refresh_every: Duration,
     /// Index or alias to write (default: the products alias).
     #[arg(long, env = "PROJECTION_INDEX")]
     pub index: Option<String>,
@@ -76,6 +80,7 @@ pub async fn run(infra: &InfraConfig, a: Args) -> anyhow::Result<()> {
         batch_wait: a.batch_wait,
         log_each_event: !a.quiet_events,
         max_concurrent_bulks: a.max_concurrent_bulks,
+        refresh_every: a.refresh_every,
         ..Default::default()
     };
     let p = ProductEventConsumer::new(

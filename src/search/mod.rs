@@ -9,6 +9,7 @@ pub mod facets;
 pub mod index;
 pub mod index_step;
 pub mod query;
+pub mod refresher;
 pub mod suggest;
 
 pub use client::{SearchAccess, SearchClient};

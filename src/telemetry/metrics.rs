@@ -69,6 +69,9 @@ metric!(PROJECTION_BULK_DURATION: Histogram = register_histogram!(
     "aliexpress_projection_bulk_duration_seconds", "OpenSearch bulk request latency", LATENCY_BUCKETS.to_vec()));
 metric!(PROJECTION_BATCH_SIZE: Histogram = register_histogram!(
     "aliexpress_projection_batch_size", "Events per projection batch", BATCH_BUCKETS.to_vec()));
+metric!(PROJECTION_REFRESHES: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_projection_refreshes_total",
+    "Index refreshes the projection asked for after writes at less than a full batch (result: ok, failed)", &["result"]));
 metric!(PROJECTION_VERSION_GAPS: IntCounter = register_int_counter!(
     "aliexpress_projection_version_gaps_total", "Events whose version skipped past stored version + 1"));
 metric!(PROJECTION_CACHE_DEFERRED: IntGauge = register_int_gauge!(

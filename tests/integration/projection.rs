@@ -137,6 +137,53 @@ async fn events_become_documents_with_the_right_state_and_search_finds_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn writes_at_less_than_a_full_batch_are_searchable_though_the_index_never_refreshes_itself() {
+    let app = TestApp::spawn().await;
+    let ids = catalog(&app).await;
+    let env = &app.env;
+    let mut p = env.projector(None, None).await;
+    // The index does not refresh by itself: only the projection's refresher
+    // (`search::refresher`, 100 ms by default) can make these writes searchable.
+    let os = env.infra.opensearch.url.expose().trim_end_matches('/').to_owned();
+    let alias = env.names.index_alias();
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{os}/{alias}/_settings"))
+        .json(&json!({"index": {"refresh_interval": "-1"}}))
+        .send()
+        .await
+        .expect("settings");
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+    let shutdown = Shutdown::new();
+    let mut received = 0;
+    for _ in 0..20 {
+        let o = p.process_once(Duration::from_secs(2), &shutdown).await.expect("batch");
+        assert!(o.received < 200, "a batch below the batch size: {o:?}");
+        received += o.received - o.unfinished;
+        if received >= 7 {
+            break;
+        }
+    }
+    assert_eq!(received, 7, "the catalog's events projected");
+    let found = || async {
+        let v: Value = http
+            .post(format!("{os}/{alias}/_search"))
+            .json(&json!({"size": 0, "track_total_hits": true, "query": {"ids": {"values": ids}}}))
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
+        v["hits"]["total"]["value"].as_u64() == Some(3)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), found).await,
+        "the projection refreshed the index after writing less than a full batch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn replayed_and_reordered_events_leave_the_same_documents_and_replays_rewrite_them() {
     let app = TestApp::spawn().await;
     let ids = catalog(&app).await;

@@ -48,6 +48,7 @@ use crate::failure::RetryPolicy;
 use crate::search::bulk::{BulkItem, ItemResult};
 use crate::search::document::product_document;
 use crate::search::index_step::{BulkAnswer, IndexStep};
+use crate::search::refresher::Refresher;
 use crate::search::SearchClient;
 use crate::telemetry::metrics::{
     CONSUMER_LAG_SECONDS, PROJECTION_BATCH_SIZE, PROJECTION_EVENTS, PROJECTION_UNFINISHED,
@@ -78,6 +79,10 @@ pub struct ProjectionSettings {
     /// Most bulk requests one process has in flight at once, across its partition pipelines
     /// (0: one per pipeline). Bounds what one process asks of OpenSearch's write queue.
     pub max_concurrent_bulks: usize,
+    /// At less than a full batch, ask OpenSearch to refresh at most this often, so that writes
+    /// are searchable within about this long while the projection keeps up (zero: the index's
+    /// `refresh_interval` alone). See `search::refresher`.
+    pub refresh_every: Duration,
     /// Benchmark only (0 in production): added to every bulk request, a modelled round trip
     /// to a remote cluster, so that benchmarks can measure scaling that this machine's cores
     /// do not bound.
@@ -95,6 +100,7 @@ impl Default for ProjectionSettings {
             max_deferred_cache: 100_000,
             log_each_event: true,
             max_concurrent_bulks: 0,
+            refresh_every: Duration::from_millis(100),
             modelled_bulk_latency: Duration::ZERO,
         }
     }
@@ -158,6 +164,8 @@ pub struct Projection {
     bulk_permits: Option<Arc<tokio::sync::Semaphore>>,
     /// Redis writes waiting for Redis, newest state per product.
     deferred: DeferredWrites,
+    /// Refreshes the index after writes at less than a full batch (shared by the lanes).
+    refresher: Option<Refresher>,
     /// What the last batch did (read by [`ProductEventConsumer::process_once`]).
     last: ProjectionOutcome,
 }
@@ -173,6 +181,7 @@ impl Projection {
         settings: ProjectionSettings,
     ) -> Self {
         Self {
+            refresher: Refresher::new(search.clone(), index.clone(), settings.refresh_every),
             search,
             index,
             cache,
@@ -197,6 +206,7 @@ impl Projection {
             settings: self.settings.clone(),
             bulk_permits: self.bulk_permits.clone(),
             deferred: DeferredWrites::new(self.settings.retry_policy()),
+            refresher: self.refresher.clone(),
             last: ProjectionOutcome::default(),
         }
     }
@@ -229,6 +239,9 @@ impl Projection {
                 None => None,
             }
         });
+        if let Some(r) = &self.refresher {
+            r.after_batch(out.applied, batch.len() >= self.settings.batch_size);
+        }
         if let Some((taken, result)) = put {
             let (gaps, written) = self.deferred.after_put(taken, result);
             out.gaps += gaps;
