@@ -284,6 +284,25 @@ pub fn render(info: &GroupInfo, rows: &[DescribeRow], catch_up: Option<&[(String
     s
 }
 
+/// When a group will have caught up, from two samples `gap` apart: each partition at the rate
+/// its lag drained, the group when its slowest partition is (see [`crate::bus::catch_up`]).
+pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> GroupCatchUp {
+    let partitions = after
+        .iter()
+        .map(|a| {
+            let b = before.iter().find(|b| b.partition == a.partition && b.topic == a.topic);
+            let o = crate::bus::catch_up::Observation {
+                committed_before: b.and_then(|b| b.current),
+                lag_before: b.map_or(a.lag, |b| b.lag),
+                committed_now: a.current,
+                lag_now: a.lag,
+            };
+            crate::bus::catch_up::partition(a.partition, o, gap.as_secs_f64())
+        })
+        .collect();
+    crate::bus::catch_up::group(partitions)
+}
+
 /// Each topic's catch-up between two describes of the same group `gap` apart.
 pub fn catch_up_by_topic(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> Vec<(String, GroupCatchUp)> {
     let mut topics: Vec<&str> = after.iter().map(|r| r.topic.as_str()).collect();
@@ -292,7 +311,7 @@ pub fn catch_up_by_topic(before: &[DescribeRow], after: &[DescribeRow], gap: Dur
         .into_iter()
         .map(|t| {
             let of = |rows: &[DescribeRow]| rows.iter().filter(|r| r.topic == t).cloned().collect::<Vec<_>>();
-            (t.to_owned(), super::status::catch_up(&of(before), &of(after), gap))
+            (t.to_owned(), catch_up(&of(before), &of(after), gap))
         })
         .collect()
 }

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+pub use super::groups::catch_up;
 use super::groups::{self, DescribeRow};
-use crate::bus::catch_up::{GroupCatchUp, Observation, PartitionCatchUp};
+use crate::bus::catch_up::PartitionCatchUp;
 use crate::cache::ProductCache;
 use crate::search::SearchClient;
 use crate::store::reconcile_run_repo::{self, ReconcileRun};
@@ -70,25 +71,6 @@ pub struct GroupStatus {
     pub slowest_partition: Option<i32>,
     /// Each partition's lag, rate, ETA and trend.
     pub partitions: Vec<PartitionCatchUp>,
-}
-
-/// When a group will have caught up, from two samples `gap` apart: each partition at the rate
-/// its lag drained, the group when its slowest partition is (see [`crate::bus::catch_up`]).
-pub fn catch_up(before: &[DescribeRow], after: &[DescribeRow], gap: Duration) -> GroupCatchUp {
-    let partitions = after
-        .iter()
-        .map(|a| {
-            let b = before.iter().find(|b| b.partition == a.partition && b.topic == a.topic);
-            let o = Observation {
-                committed_before: b.and_then(|b| b.current),
-                lag_before: b.map_or(a.lag, |b| b.lag),
-                committed_now: a.current,
-                lag_now: a.lag,
-            };
-            crate::bus::catch_up::partition(a.partition, o, gap.as_secs_f64())
-        })
-        .collect();
-    crate::bus::catch_up::group(partitions)
 }
 
 /// The outbox backlog.

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::document::split_name_value;
-use super::query::SearchRequest;
+use super::request::SearchRequest;
 
 /// Most buckets of a terms facet over `name=value` keywords or category slugs.
 pub const TERMS_SIZE: u32 = 500;

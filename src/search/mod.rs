@@ -10,6 +10,7 @@ pub mod index;
 pub mod index_step;
 pub mod query;
 pub mod refresher;
+pub mod request;
 pub mod suggest;
 
 pub use client::{SearchAccess, SearchClient};
