@@ -177,6 +177,7 @@ unit: ensure-rust ## unit tests only (no services)
 bench: ensure-rust ## benchmarks against the real stack; prints a table
 	$(STACK) up
 	$(STACK) jars debezium >/dev/null
+	$(STACK) jars opensearch-sink >/dev/null
 	cargo build --locked --release
 	bash bench/run.sh $(BIN)
 

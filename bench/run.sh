@@ -2,7 +2,7 @@
 # Runs the platform benchmark (benches/platform.rs) with the release binary it drives.
 # Usage: bench/run.sh [RELEASE_BINARY]
 # Knobs (see benches/platform.rs): BENCH_SCALE=0.1 BENCH_RUNS=1 BENCH_SECS=3 for a quick run;
-# BENCH_ONLY=relay,projection,api,consumer,get,mixed,freshness,rebuild,search-facets,peer,relay-scaling,projection-scaling,
+# BENCH_ONLY=relay,projection,api,consumer,get,mixed,freshness,rebuild,category-rename,search-facets,ops-load,overload,disaster,peer,read-peer,relay-scaling,projection-scaling,
 # redis-checkout (the A/B of the Redis pool's checkout check, bench/redis_checkout_ab.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -43,6 +43,9 @@
 //! - peer: the relay vs Debezium's outbox EventRouter on Kafka Connect, same rows, same Kafka:
 //!   backlog events/s and publish latency (commit -> record) at a fixed rate
 //!   (benches/platform/debezium_peer.rs; `make bench-peer` runs only this);
+//! - read-peer: the projection vs Kafka Connect with an OpenSearch sink (Camel Kafka Connector's
+//!   HTTP sink; Aiven's is not on Maven Central), same events, same topic: backlog events/s and
+//!   event due -> searchable at `BENCH_PEER_RATE` (benches/platform/read_peer.rs);
 //! - relay-scaling: 2 and 4 relays vs 2 and 4 times one relay (modelled round trip);
 //! - projection-scaling: 2 and 3 projection consumers vs 2 and 3 times one, and one
 //!   consumer's partition pipelines (modelled round trip; benches/platform/projection_scaling.rs).
@@ -54,6 +57,12 @@
 //! BENCH_FRESH_BATCH_WAIT (projection batch wait for the freshness row; default: shipped),
 //! BENCH_PEER_RATE (writes/s of the peer's latency runs, default 500).
 //!
+//! Pictures (benches/platform/charts.rs, plotters, SVG): the freshness distribution at each rate
+//! and setting, throughput ours / baseline per row, and events/s against the number of relays
+//! and projection consumers, written beside report.json once the table is printed (and copied
+//! into docs/bench/ with `BENCH_PICTURES_TO_DOCS=1`); a section that did not run has no picture.
+//! The freshness row also reads each role's peak RSS (VmHWM) over its 500 writes/s runs.
+//!
 //! Layout: this file keeps `main`, the knobs above and the table; each section is a module of
 //! `benches/platform/` (relay, relay_scaling, projection, projection_scaling, api, consumer, get,
 //! mixed, freshness, rebuild, search_facets, debezium_peer), every row is made by the one
@@ -62,8 +71,14 @@
 
 #[path = "platform/api.rs"]
 mod api;
+#[path = "platform/append_times.rs"]
+mod append_times;
 #[path = "platform/category_rename.rs"]
 mod category_rename;
+#[path = "platform/charts.rs"]
+mod charts;
+#[path = "platform/connect.rs"]
+mod connect;
 #[path = "platform/consumer.rs"]
 mod consumer;
 #[path = "platform/debezium_peer.rs"]
@@ -86,6 +101,8 @@ mod overload;
 mod projection;
 #[path = "platform/projection_scaling.rs"]
 mod projection_scaling;
+#[path = "platform/read_peer.rs"]
+mod read_peer;
 #[path = "platform/rebuild.rs"]
 mod rebuild;
 #[path = "platform/relay.rs"]
@@ -264,7 +281,7 @@ fn print_table(m: &serde_json::Value, rows: &[Row]) {
         "", "", "", "", "", "", "", ""
     );
     let fmt = |v: f64, r: (f64, f64), unit: &str| {
-        if unit == "ms" {
+        if unit == "ms" || unit == "MiB" {
             format!("{v:.1} [{:.1}-{:.1}]", r.0, r.1)
         } else {
             format!("{v:.0} [{:.0}-{:.0}]", r.0, r.1)
@@ -349,6 +366,7 @@ fn main() {
         section!("overload", overload::bench_overload(&mut rows).await);
         section!("disaster", disaster::bench_disaster(&mut rows).await);
         section!("peer", debezium_peer::bench_debezium_peer(&mut rows).await);
+        section!("read-peer", read_peer::bench_read_peer(&mut rows).await);
         section!("relay-scaling", bench_relay_scaling(&mut rows).await);
         section!(
             "projection-scaling",
@@ -373,6 +391,10 @@ fn main() {
         match std::fs::write(&path, serde_json::to_vec_pretty(&report).unwrap_or_default()) {
             Ok(()) => println!("report: {}", path.display()),
             Err(e) => eprintln!("could not write {}: {e}", path.display()),
+        }
+        // Pictures beside the report (and into docs/bench/ with BENCH_PICTURES_TO_DOCS=1).
+        for p in charts::draw(&rows, &dir) {
+            println!("picture: {}", p.display());
         }
     });
 }

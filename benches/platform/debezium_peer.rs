@@ -26,25 +26,19 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aliexpress::bus::producer;
 use aliexpress::bus::KafkaConnection;
 use aliexpress::store::outbox_repo::OUTBOX_NOTIFY_CHANNEL;
 use aliexpress::store::pool;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 
-use super::harness::{
-    bin, bin_env, free_port, fresh_env, offsets_reader, open_loop, spawn_role, watermarks, Env, Role,
-};
+use super::append_times;
+use super::connect::ConnectStandalone;
+use super::harness::{bin, bin_env, fresh_env, offsets_reader, open_loop, spawn_role, watermarks, Env};
 use super::relay::seed_outbox_sql;
 use super::row::{quantile, summary, Row};
 use super::{env_or, progress, runs, scale, secs};
 
-const PARTITIONS: i32 = 6;
 const SLOT: &str = "aliexpress_bench_peer";
 const PUBLICATION: &str = "aliexpress_bench_peer";
 
@@ -71,78 +65,9 @@ fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A topic whose records carry the broker's append time.
-async fn timed_topic(kafka: &KafkaConnection, name: &str) {
-    let admin: AdminClient<DefaultClientContext> = producer::base_config(kafka).create().expect("admin");
-    let topic =
-        NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime");
-    let r = admin
-        .create_topics(
-            [&topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .expect("create topic");
-    for t in r {
-        if let Err((n, e)) = t {
-            assert!(
-                e == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                "topic {n}: {e}"
-            );
-        }
-    }
-}
-
-/// Records (key, append time in ms) of `topic` from `from` up to the watermarks now.
+/// Records (key, append time in ms) of `side`'s topic from `from` up to the watermarks now.
 async fn records(side: &Side, from: &[i64]) -> Vec<(String, i64)> {
-    let (kafka, topic) = (side.kafka(), side.topic.as_str());
-    let to = watermarks(&side.reader, topic).await;
-    let (k, t, from) = (kafka.clone(), topic.to_owned(), from.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = producer::base_config(&k)
-            .set("group.id", "aliexpress-bench-peer")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        let mut left = 0;
-        for (p, (a, b)) in (0i32..).zip(from.iter().zip(&to)) {
-            if b > a {
-                tpl.add_partition_offset(&t, p, Offset::Offset(*a)).expect("offset");
-                left += b - a;
-            }
-        }
-        let mut out = Vec::with_capacity(usize::try_from(left).unwrap_or(0));
-        if left == 0 {
-            return out;
-        }
-        c.assign(&tpl).expect("assign");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while left > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "read {} records of {topic}; {left} left",
-                out.len(),
-                topic = t
-            );
-            let Some(m) = c.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let m = m.expect("record");
-            if m.offset() >= to[m.partition() as usize] {
-                continue;
-            }
-            left -= 1;
-            let ts = match m.timestamp() {
-                rdkafka::Timestamp::LogAppendTime(ms) => ms,
-                other => panic!("{t}: expected LogAppendTime, got {other:?}"),
-            };
-            out.push((String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), ts));
-        }
-        out
-    })
-    .await
-    .expect("join")
+    append_times::records(&side.kafka(), &side.reader, &side.topic, from).await
 }
 
 /// Waits until `side`'s topic holds `n` more records than `from`; false at the deadline.
@@ -160,46 +85,13 @@ async fn wait_for_records(side: &Side, from: &[i64], n: i64, within: Duration) -
     }
 }
 
-/// Events/s from the broker's append times: the records after the first 10 % over the time
-/// from the one at 10 % to the last.
-fn backlog_rate(recs: &[(String, i64)]) -> f64 {
-    let mut ts: Vec<i64> = recs.iter().map(|r| r.1).collect();
-    ts.sort_unstable();
-    if ts.len() < 10 {
-        return 0.0;
-    }
-    let first = ts.len() / 10;
-    let span_ms = (ts[ts.len() - 1] - ts[first]).max(1) as f64;
-    (ts.len() - 1 - first) as f64 / (span_ms / 1000.0)
-}
-
 /// Kafka Connect standalone running the Debezium connector; stopped when dropped.
-struct Connect {
-    _child: Role,
-    dir: std::path::PathBuf,
-}
+struct Connect(ConnectStandalone);
 
 impl Connect {
     /// Starts Connect for `e`'s database, streaming slot `SLOT` to `topic`.
     fn start(e: &Env, topic: &str, poll_interval_ms: Option<u64>) -> Self {
-        let dir = std::env::temp_dir().join(format!("aliexpress-bench-connect-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("connect dir");
         let db = debezium_url(e.infra.database.url.expose());
-        let worker = format!(
-            "bootstrap.servers={bootstrap}\n\
-             key.converter=org.apache.kafka.connect.storage.StringConverter\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n\
-             offset.storage.file.filename={dir}/offsets\n\
-             offset.flush.interval.ms=1000\n\
-             listeners=http://127.0.0.1:{port}\n\
-             plugin.discovery=only_scan\n\
-             producer.compression.type=lz4\n\
-             producer.linger.ms=5\n\
-             producer.acks=all\n",
-            bootstrap = e.infra.kafka.bootstrap_servers,
-            dir = dir.display(),
-            port = free_port(),
-        );
         let mut connector = format!(
             "name=outbox-peer\n\
              connector.class=io.debezium.connector.postgresql.PostgresConnector\n\
@@ -240,51 +132,19 @@ impl Connect {
         if let Some(ms) = poll_interval_ms {
             connector.push_str(&format!("poll.interval.ms={ms}\n"));
         }
-        let log4j = "rootLogger.level=WARN\nrootLogger.appenderRef.out.ref=OUT\n\
-                     appender.out.type=Console\nappender.out.name=OUT\n\
-                     appender.out.layout.type=PatternLayout\nappender.out.layout.pattern=%d %-5p %c{1} %m%n\n";
-        for (f, text) in [
-            ("worker.properties", worker.as_str()),
-            ("connector.properties", connector.as_str()),
-            ("log4j2.properties", log4j),
-        ] {
-            std::fs::write(dir.join(f), text).expect("connect config");
-        }
-        let log = std::fs::File::create(dir.join("connect.log")).expect("connect log");
-        let child = Command::new("java")
-            .args([
-                "-Xms512m",
-                "-Xmx1g",
-                &format!("-Dlog4j2.configurationFile={}", dir.join("log4j2.properties").display()),
-                "-cp",
-                &connect_libs(),
-                "org.apache.kafka.connect.cli.ConnectStandalone",
-            ])
-            .arg(dir.join("worker.properties"))
-            .arg(dir.join("connector.properties"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("java runs Kafka Connect (deploy/local/stack jars debezium)");
-        Self {
-            _child: Role(child),
-            dir,
-        }
+        // The same producer compression, linger and acks as ours.
+        let producer = "producer.compression.type=lz4\nproducer.linger.ms=5\nproducer.acks=all\n";
+        Self(ConnectStandalone::start(
+            e,
+            &connect_libs(),
+            "debezium",
+            producer,
+            &connector,
+        ))
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("connect.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Connect {
-    fn drop(&mut self) {
-        // `_child` is stopped after this (fields drop after the body); the folder can go.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        self.0.log_tail()
     }
 }
 
@@ -300,7 +160,7 @@ impl Side {
     async fn new(tag: &str, debezium: bool) -> Self {
         let e = fresh_env(tag).await;
         let topic = format!("{}{tag}", e.names.events_topic());
-        timed_topic(
+        append_times::timed_topic(
             &aliexpress::bus::KafkaConnection::from_settings(&e.infra.kafka).expect("kafka settings"),
             &topic,
         )
@@ -429,7 +289,7 @@ async fn backlog_run(side: &Side, n: i64) -> (f64, usize, usize) {
         .map(|r| r.0.as_str())
         .collect::<std::collections::HashSet<_>>()
         .len();
-    (backlog_rate(&recs), recs.len(), distinct)
+    (append_times::backlog_rate(&recs), recs.len(), distinct)
 }
 
 /// Latencies (ms, commit → append) of one fixed-rate run, and the writes that failed.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aliexpress::search::SearchClient;
 use serde_json::json;
 
-use super::harness::{create, fresh_env, http_client, serve, spawn_role};
+use super::harness::{bin, create, fresh_env, http_client, serve, spawn_role, Role};
 use super::row::{quantile, summary, Row};
 use super::{env_or, progress, runs, scale};
 
@@ -147,13 +147,18 @@ pub(super) async fn bench_freshness(rows: &mut Vec<Row>) {
 pub(super) async fn freshness_variant(rows: &mut Vec<Row>, refresh_ms: u64, wait: Option<String>) {
     let e = fresh_env("fresh").await;
     let refresh = [("OPENSEARCH_REFRESH_INTERVAL_MS", refresh_ms.to_string())];
-    let (_api, base) = serve(&e, &refresh).await;
-    let _relay = spawn_role(&e, &["process-outbox".into(), "--follow".into()], &[]);
+    let (api, base) = serve(&e, &refresh).await;
+    let relay = spawn_role(&e, &["process-outbox".into(), "--follow".into()], &[]);
     let mut proj_args = vec!["run-product-event-consumer".to_owned(), "--quiet-events".into()];
     if let Some(w) = &wait {
         proj_args.extend(["--batch-wait".into(), w.clone()]);
     }
-    let _proj = spawn_role(&e, &proj_args, &refresh);
+    let proj = spawn_role(&e, &proj_args, &refresh);
+    let roles = [
+        ("serve", &api),
+        ("process-outbox", &relay),
+        ("run-product-event-consumer", &proj),
+    ];
     let search = SearchClient::new(e.infra.opensearch.url.expose(), Duration::from_secs(10)).expect("search");
     let alias = e.names.index_alias();
     let writes: usize = env_or("BENCH_FRESH_WRITES", &format!("{:.0}", (2000.0 * scale()).max(200.0)))
@@ -165,8 +170,12 @@ pub(super) async fn freshness_variant(rows: &mut Vec<Row>, refresh_ms: u64, wait
     for rate in [100.0, 500.0] {
         let (mut p50, mut p99, mut max, mut n, mut errors) = (Vec::new(), Vec::new(), Vec::new(), 0, 0);
         let (mut acc50, mut acc99) = (Vec::new(), Vec::new());
+        let mut all = Vec::new();
+        // Peak RSS of each role over the 500 writes/s runs: the high-water mark is reset first.
+        let reset = rate == 500.0 && roles.iter().all(|(_, r)| r.reset_peak_rss());
         for run in 0..runs() {
             let (s, f, a) = freshness_run(&base, &search, &alias, rate, writes).await;
+            all.extend_from_slice(&s);
             acc50.push(quantile(&a, 0.5));
             acc99.push(quantile(&a, 0.99));
             n += s.len();
@@ -186,6 +195,12 @@ pub(super) async fn freshness_variant(rows: &mut Vec<Row>, refresh_ms: u64, wait
         let (b, br) = summary(p99);
         let (m, mr) = summary(max);
         let (acc50, acc99) = (summary(acc50).0, summary(acc99).0);
+        all.sort_by(f64::total_cmp);
+        let (peaks, rss_rows) = if rate == 500.0 {
+            peak_rss(&roles, reset, refresh_ms, wait.as_deref())
+        } else {
+            Default::default()
+        };
         rows.push(Row::new(format!(
                 "freshness @{rate:.0} writes/s, refresh {refresh_ms} ms, batch wait {}: p50 (max {m:.0} [{:.0}-{:.0}])",
                 wait.as_deref().unwrap_or("100ms"),
@@ -199,8 +214,55 @@ pub(super) async fn freshness_variant(rows: &mut Vec<Row>, refresh_ms: u64, wait
 .verified(format!(
                 "{n} writes seen in the index (≥ {writes} per run asked), {errors} failed or unseen in 30 s; one ids poll / 20 ms; \
                  of which due -> 201 from the API p50 {acc50:.0} ms, p99 {acc99:.0} ms; \
-                 projection batch wait {}; refresh_interval {refresh_ms} ms",
+                 projection batch wait {}; refresh_interval {refresh_ms} ms{peaks}",
                 wait.as_deref().unwrap_or("shipped (100ms)")
-            )));
+            ))
+.samples(all));
+        rows.extend(rss_rows);
     }
+}
+
+/// Reads each role's peak RSS (`VmHWM`) at the end of the 500 writes/s runs, before the roles
+/// stop: the text for the freshness row's `verified` and, with the shipped settings (refresh
+/// 1 s), one row per role.
+fn peak_rss(roles: &[(&'static str, &Role)], reset: bool, refresh_ms: u64, wait: Option<&str>) -> (String, Vec<Row>) {
+    let mut rows = Vec::new();
+    let since = if reset {
+        "over the 500/s runs (VmHWM reset before them)"
+    } else {
+        "since start (VmHWM; the reset was refused)"
+    };
+    let mut text = format!("; peak RSS {since}:");
+    for (name, role) in roles {
+        let binary = role.is_the_binary();
+        let peak = role.peak_rss_kib();
+        let mib = peak.map_or(0.0, |kib| kib as f64 / 1024.0);
+        match peak {
+            Some(_) => text.push_str(&format!(" {name} {mib:.1} MiB;")),
+            None => text.push_str(&format!(" {name} (pid {}) gone;", role.pid())),
+        }
+        if refresh_ms == 1000 {
+            rows.push(
+                Row::new(
+                    format!(
+                        "peak RSS {name} @500 writes/s, refresh {refresh_ms} ms, batch wait {}",
+                        wait.unwrap_or("100ms")
+                    ),
+                    "MiB",
+                )
+                .ours(mib, (mib, mib))
+                .goal("<= 64 MiB")
+                .errors(u64::from(!binary || peak.is_none()))
+                .verified(format!(
+                    "VmHWM of /proc/{pid}/status {since}, read before the role stopped; \
+                     /proc/{pid}/exe {} the bench's binary ({}), spawned directly (no shell)",
+                    if binary { "is" } else { "is NOT" },
+                    bin(),
+                    pid = role.pid()
+                )),
+            );
+        }
+    }
+    text.pop();
+    (text, rows)
 }

@@ -129,6 +129,37 @@ impl Drop for Role {
     }
 }
 
+impl Role {
+    /// The child's process id: the binary itself ([`spawn_role`] runs it with no shell between).
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// True when the child's `/proc/<pid>/exe` is the binary the bench runs ([`bin`]).
+    pub(super) fn is_the_binary(&self) -> bool {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid()));
+        let want = std::fs::canonicalize(bin());
+        matches!((exe, want), (Ok(a), Ok(b)) if a == b)
+    }
+
+    /// Resets the child's peak resident set (`VmHWM`) to its current one (`5` written to
+    /// `/proc/<pid>/clear_refs`, Linux 4.0 and later); false when that was refused.
+    pub(super) fn reset_peak_rss(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").is_ok()
+    }
+
+    /// The child's peak resident set (`VmHWM` of `/proc/<pid>/status`) in KiB, since it started
+    /// or since the last [`Role::reset_peak_rss`]; None once it has exited.
+    pub(super) fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
 pub(super) fn spawn_role(e: &Env, args: &[String], extra_env: &[(&str, String)]) -> Role {
     Role(
         Command::new(bin())

@@ -15,6 +15,10 @@ pub(super) struct Row {
     /// Failed requests / operations over all runs (both sides).
     pub(super) errors: u64,
     pub(super) verified: String,
+    /// The per-sample values the figure was taken from (the freshness rows: every write's due
+    /// -> searchable latency in ms, all runs), for the pictures (charts.rs); not in report.json.
+    #[serde(skip)]
+    pub(super) samples: Vec<f64>,
 }
 
 impl Row {
@@ -58,6 +62,12 @@ impl Row {
     /// What was counted to check the work was done.
     pub(super) fn verified(mut self, verified: impl Into<String>) -> Self {
         self.verified = verified.into();
+        self
+    }
+
+    /// The per-sample values behind the figure, for the pictures (charts.rs).
+    pub(super) fn samples(mut self, samples: Vec<f64>) -> Self {
+        self.samples = samples;
         self
     }
 
