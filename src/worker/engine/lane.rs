@@ -103,11 +103,6 @@ impl<H: Handler> Lane<H> {
         }
     }
 
-    /// Messages left unfinished, waiting to head the next batch.
-    pub fn unfinished(&self) -> usize {
-        self.carry.len()
-    }
-
     /// One batch: the unfinished messages first, then `more`, through the handler; the finished
     /// ones marked in the ledger, the rest kept; then what the ledger allows is stored.
     pub async fn process(&mut self, more: Vec<OwnedMessage>, shutdown: &Shutdown) -> anyhow::Result<Processed> {

@@ -163,7 +163,7 @@ impl<L: Lanes> Dispatcher<L> {
                 self.retire_revoked();
                 last_assignment = Instant::now();
             }
-            if last_lag.elapsed() > Duration::from_secs(5) {
+            if last_lag.elapsed() > crate::bus::consumer::LAG_EXPORT_INTERVAL {
                 self.template.update_lag(topic).await;
                 last_lag = Instant::now();
             }
