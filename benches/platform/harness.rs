@@ -427,3 +427,28 @@ pub(super) struct Capacity {
     pub(super) creates_per_sec: Option<f64>,
     pub(super) get_hit_per_sec: Option<f64>,
 }
+
+/// Produces `records` (key, payload) to `topic`, at most 50 000 awaiting their delivery at once;
+/// returns once every one is acknowledged.
+pub(super) async fn produce_keyed(
+    p: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) {
+    let mut futs = Vec::with_capacity(50_000);
+    for (key, payload) in records {
+        futs.push(
+            p.send_result(rdkafka::producer::FutureRecord::to(topic).key(&key).payload(&payload))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        if futs.len() >= 50_000 {
+            for f in futs.drain(..) {
+                f.await.expect("delivered").expect("ok");
+            }
+        }
+    }
+    for f in futs {
+        f.await.expect("delivered").expect("ok");
+    }
+}

@@ -11,7 +11,6 @@ use aliexpress::search::{bulk, document, index, SearchClient};
 use aliexpress::worker::projection::{ProductEventConsumer, ProjectionSettings};
 use aliexpress::worker::Shutdown;
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureRecord;
 
 use super::harness::{fresh_env, Env};
 use super::row::{summary, Row};
@@ -80,24 +79,10 @@ pub(super) async fn produce_events(e: &Env, topic: &str, products: usize) -> Vec
             envs.push(envelope(*id, v, "Wireless ergonomic mouse"));
         }
     }
-    let mut futs = Vec::with_capacity(50_000);
-    for ev in &envs {
-        let payload = serde_json::to_vec(ev).expect("json");
-        let key = ev.aggregate_id.to_string();
-        futs.push(
-            p.send_result(FutureRecord::to(topic).key(&key).payload(&payload))
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-        if futs.len() >= 50_000 {
-            for f in futs.drain(..) {
-                f.await.expect("delivered").expect("ok");
-            }
-        }
-    }
-    for f in futs {
-        f.await.expect("delivered").expect("ok");
-    }
+    let records = envs
+        .iter()
+        .map(|ev| (ev.aggregate_id.to_string(), serde_json::to_vec(ev).expect("json")));
+    super::harness::produce_keyed(&p, topic, records).await;
     envs
 }
 

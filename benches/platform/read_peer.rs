@@ -288,24 +288,11 @@ fn event_bytes(id: uuid::Uuid) -> Vec<u8> {
 
 /// Produces one `ProductPublished` event for each of `n` new products, keyed by product id.
 async fn produce_backlog(p: &FutureProducer, topic: &str, n: usize) {
-    let mut futs = Vec::with_capacity(n.min(50_000));
-    for _ in 0..n {
+    let records = (0..n).map(|_| {
         let id = uuid::Uuid::new_v4();
-        let (key, payload) = (id.to_string(), event_bytes(id));
-        futs.push(
-            p.send_result(FutureRecord::to(topic).key(&key).payload(&payload))
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-        if futs.len() >= 50_000 {
-            for f in futs.drain(..) {
-                f.await.expect("delivered").expect("ok");
-            }
-        }
-    }
-    for f in futs {
-        f.await.expect("delivered").expect("ok");
-    }
+        (id.to_string(), event_bytes(id))
+    });
+    super::harness::produce_keyed(p, topic, records).await;
 }
 
 /// What one backlog run measured.
