@@ -226,11 +226,18 @@ NOTIFY aliexpress_outbox;
 COMMIT;
 ";
 
-/// pgbench `-T secs` of `sql` over `clients` connections; (tps, failed transactions).
-pub(super) fn pgbench(url: &str, clients: u32, secs: f64, sql: &str) -> (f64, u64) {
-    let script = std::env::temp_dir().join(format!("aliexpress-pgbench-{}.sql", std::process::id()));
-    std::fs::write(&script, sql).expect("script");
-    let out = Command::new("pgbench")
+/// pgbench (`-n -M prepared`, `clients` connections on up to 2 threads, `-T secs`) of the
+/// script at `script` against `url`, with `extra` arguments, run in `dir`.
+fn run_pgbench(
+    url: &str,
+    clients: u32,
+    secs: f64,
+    script: &std::path::Path,
+    extra: &[&str],
+    dir: &std::path::Path,
+) -> std::process::Output {
+    Command::new("pgbench")
+        .current_dir(dir)
         .args([
             "-n",
             "-M",
@@ -239,14 +246,21 @@ pub(super) fn pgbench(url: &str, clients: u32, secs: f64, sql: &str) -> (f64, u6
             &clients.to_string(),
             "-j",
             &clients.min(2).to_string(),
-            "-T",
-            &(secs.ceil() as u64).to_string(),
-            "-f",
-            &script.to_string_lossy(),
-            url,
         ])
+        .args(["-T", &(secs.ceil() as u64).to_string()])
+        .args(extra)
+        .arg("-f")
+        .arg(script)
+        .arg(url)
         .output()
-        .expect("pgbench runs (postgresql-contrib)");
+        .expect("pgbench runs (postgresql-contrib)")
+}
+
+/// pgbench `-T secs` of `sql` over `clients` connections; (tps, failed transactions).
+pub(super) fn pgbench(url: &str, clients: u32, secs: f64, sql: &str) -> (f64, u64) {
+    let script = std::env::temp_dir().join(format!("aliexpress-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&script, sql).expect("script");
+    let out = run_pgbench(url, clients, secs, &script, &[], &std::env::temp_dir());
     let text = String::from_utf8_lossy(&out.stdout);
     let tps = text
         .lines()
@@ -262,6 +276,40 @@ pub(super) fn pgbench(url: &str, clients: u32, secs: f64, sql: &str) -> (f64, u6
         .and_then(|s| s.parse().ok())
         .unwrap_or(u64::from(!out.status.success()));
     (tps, failed)
+}
+
+/// pgbench of `sql` open loop at `rate` transactions/s over `clients` connections for `secs`:
+/// (p50, p99, transactions logged, failed), each latency from when the transaction was due
+/// (pgbench's `-R` schedule: its lag plus its time, from the per-transaction log).
+pub(super) fn pgbench_latency(url: &str, clients: u32, rate: f64, secs: f64, sql: &str) -> (f64, f64, usize, u64) {
+    let dir = std::env::temp_dir().join(format!("aliexpress-pgbench-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let script = dir.join("tx.sql");
+    std::fs::write(&script, sql).expect("script");
+    let rate = format!("{rate:.0}");
+    let out = run_pgbench(url, clients, secs, &script, &["-R", &rate, "-l"], &dir);
+    // Lines: client, transaction, time (us), script, epoch, us, schedule lag (us).
+    let mut ms: Vec<f64> = std::fs::read_dir(&dir)
+        .expect("log dir")
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with("pgbench_log"))
+        .flat_map(|f| {
+            std::fs::read_to_string(f.path())
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| {
+            let f: Vec<f64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (f.len() >= 7).then(|| (f[2] + f[6]) / 1000.0)
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let _ = std::fs::remove_dir_all(&dir);
+    let failed = u64::from(!out.status.success());
+    (quantile(&ms, 0.5), quantile(&ms, 0.99), ms.len(), failed)
 }
 
 pub(super) async fn bench_api(rows: &mut Vec<Row>, cap: &mut Capacity) {
@@ -315,6 +363,7 @@ pub(super) async fn bench_api(rows: &mut Vec<Row>, cap: &mut Capacity) {
     let rate = (o / 2.0).max(10.0);
     let http = http_client();
     let (mut p50, mut p99, mut p999, mut errs, mut n) = (Vec::new(), Vec::new(), Vec::new(), 0, 0);
+    let (mut sql99, mut sql50, mut sql_n, mut sql_err) = (Vec::new(), Vec::new(), 0, 0);
     for run in 0..runs() {
         let s = open_loop(rate, 1.0, secs, |_| {
             let (http, base) = (http.clone(), base.clone());
@@ -327,8 +376,13 @@ pub(super) async fn bench_api(rows: &mut Vec<Row>, cap: &mut Capacity) {
         p50.push(quantile(&s.ok, 0.5));
         p99.push(quantile(&s.ok, 0.99));
         p999.push(quantile(&s.ok, 0.999));
+        let (b50, b99, bn, bf) = pgbench_latency(e.infra.database.url.expose(), clients as u32, rate, secs, PG_SAME_TX);
+        sql50.push(b50);
+        sql99.push(b99);
+        sql_n += bn;
+        sql_err += bf;
         progress(format_args!(
-            "api latency run {run} @{rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms",
+            "api latency run {run} @{rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms; the same SQL (pgbench -R): p50 {b50:.1}, p99 {b99:.1} ms",
             p50[run], p99[run]
         ));
     }
@@ -345,5 +399,25 @@ pub(super) async fn bench_api(rows: &mut Vec<Row>, cap: &mut Capacity) {
         .goal("p99 <= 25")
         .errors(errs)
         .verified(format!("{n} 201s timed from when each was due, {errs} failures")),
+    );
+    // Where the time goes: the same statements at the same rate, without HTTP, Redis or us.
+    let (s99, s99r) = summary(sql99);
+    let (s50, _) = summary(sql50);
+    rows.push(
+        Row::new(
+            format!("API create p99 @{rate:.0}/s vs the same SQL alone at that rate"),
+            "ms",
+        )
+        .ours(a, ar)
+        .baseline(
+            format!("pgbench -R, same statements + NOTIFY, {clients} conns: p99 (p50 {s50:.1})"),
+            s99,
+            s99r,
+        )
+        .goal("(info)")
+        .errors(sql_err)
+        .verified(format!(
+            "{sql_n} pgbench transactions, each from when it was due (schedule lag + time)"
+        )),
     );
 }

@@ -14,7 +14,7 @@
 use deadpool::managed::Timeouts;
 use deadpool::Runtime;
 
-use super::redis_pool::{RedisConn, RedisEndpoint, RedisManager, RedisPool};
+use super::redis_pool::{RedisConn, RedisEndpoint, RedisManager, RedisPool, SharedConnection};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -165,6 +165,8 @@ fn pool_of(manager: RedisManager, max_size: usize, timeouts: Timeouts) -> Result
 #[derive(Clone)]
 pub struct ProductCache {
     pool: RedisPool,
+    /// Reads share one multiplexed connection (pipelined); writes and scripts use the pool.
+    reads: Arc<SharedConnection>,
     names: Names,
     ttl: Duration,
     timeout: Duration,
@@ -221,8 +223,10 @@ impl ProductCache {
             create: bound,
             recycle: bound,
         };
+        let manager = RedisManager::new(endpoint)?;
         Ok(Self {
-            pool: pool_of(RedisManager::new(endpoint)?, 16, timeouts)?,
+            reads: Arc::new(SharedConnection::new(manager.clone())),
+            pool: pool_of(manager, 16, timeouts)?,
             names,
             ttl,
             timeout,
@@ -234,6 +238,7 @@ impl ProductCache {
     /// whose connections open where they are first used (one per HTTP worker in `serve`).
     pub fn with_own_pool(&self) -> Result<Self, CacheError> {
         Ok(Self {
+            reads: Arc::new(SharedConnection::new(self.pool.manager().clone())),
             pool: pool_of(
                 self.pool.manager().clone(),
                 self.pool.status().max_size,
@@ -324,11 +329,9 @@ impl ProductCache {
 
     async fn get_raw(&self, id: Uuid) -> Result<Option<CachedDocument>, CacheError> {
         self.bounded("get", async {
-            let mut c = self.conn().await?;
-            let doc: Option<String> = redis::cmd("HGET")
-                .arg(self.names.product_cache_key(&id))
-                .arg("d")
-                .query_async(&mut *c)
+            let doc: Option<String> = self
+                .reads
+                .query(redis::cmd("HGET").arg(self.names.product_cache_key(&id)).arg("d"))
                 .await?;
             doc.map(|json| CachedDocument::read(id, json)).transpose()
         })

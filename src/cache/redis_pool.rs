@@ -200,6 +200,91 @@ impl PooledConnection {
     }
 }
 
+/// One multiplexed connection that concurrent commands share: a worker's cache reads travel
+/// on it pipelined (commands queued while one is being written go out in the same write, and
+/// Redis answers them in one), instead of one pooled connection, write and read each.
+/// Measured on GET by id from the cache (docs/BENCHMARKS.md). Opened on first use; a command
+/// that fails at the transport level or is abandoned unanswered (a timeout) drops it, and the
+/// next command opens a new one.
+pub struct SharedConnection {
+    manager: RedisManager,
+    slot: Arc<std::sync::Mutex<Slot>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Bumped whenever a connection is dropped, so a late failure does not drop its successor.
+    generation: u64,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl SharedConnection {
+    /// A connection to `manager`'s endpoint, opened on first use.
+    pub fn new(manager: RedisManager) -> Self {
+        Self {
+            manager,
+            slot: Arc::default(),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        // The slot is a plain value swapped whole; a panic elsewhere cannot corrupt it.
+        self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn checkout(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        {
+            let s = self.slot();
+            if let Some(c) = &s.conn {
+                return Ok((s.generation, c.clone()));
+            }
+        }
+        let opened = managed::Manager::create(&*self.manager.inner).await?;
+        let mut s = self.slot();
+        // Another command may have opened one meanwhile: keep the first.
+        let c = s.conn.get_or_insert(opened).clone();
+        Ok((s.generation, c))
+    }
+
+    /// Sends `cmd` and reads its answer as `T`.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        let (generation, mut conn) = self.checkout().await?;
+        let mut guard = DiscardUnlessAnswered {
+            shared: self,
+            generation,
+            armed: true,
+        };
+        let result = conn.send_packed_command(cmd).await;
+        guard.armed = !answered(&result);
+        drop(guard);
+        Ok(redis::from_redis_value(result?)?)
+    }
+
+    fn discard(&self, generation: u64) {
+        let mut s = self.slot();
+        if s.generation == generation {
+            s.conn = None;
+            s.generation += 1;
+        }
+    }
+}
+
+/// Drops the shared connection of `generation` unless disarmed: a command abandoned mid-way
+/// (its future dropped by a timeout) leaves a connection whose state is unknown.
+struct DiscardUnlessAnswered<'a> {
+    shared: &'a SharedConnection,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for DiscardUnlessAnswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.discard(self.generation);
+        }
+    }
+}
+
 /// Marks the connection failed unless the command it guards ends with an answer (an error
 /// reply from the server is an answer; I/O errors and a future dropped mid-way are not).
 struct Settle<'a> {
@@ -209,10 +294,16 @@ struct Settle<'a> {
 
 impl Settle<'_> {
     fn record<T>(mut self, result: &RedisResult<T>) {
-        self.answered = match result {
-            Ok(_) => true,
-            Err(e) => !(e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()),
-        };
+        self.answered = answered(result);
+    }
+}
+
+/// True when `result` is the server's answer (an error reply is one; I/O errors, a dropped
+/// connection and a timeout are not).
+fn answered<T>(result: &RedisResult<T>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(e) => !(e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()),
     }
 }
 

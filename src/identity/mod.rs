@@ -17,13 +17,16 @@ pub use oidc::OidcVerifier;
 /// Every way a bearer token is recognised.
 #[derive(Clone)]
 pub struct Identity {
-    /// Development tokens with their principals (compared in constant time).
-    pub dev_tokens: Vec<(String, Principal)>,
+    /// Development tokens' SHA-256 digests with their principals (compared in constant time).
+    pub dev_tokens: Vec<(TokenDigest, Principal)>,
     /// Named API keys.
     pub keys: KeyRing,
     /// Identity-provider tokens, when an issuer is configured.
     pub oidc: Option<OidcVerifier>,
 }
+
+/// A development token's SHA-256 digest, computed once when the tokens are read.
+pub type TokenDigest = [u8; 32];
 
 /// Names a development token for the history and the logs: `token:` and the first 12 hex
 /// digits of its SHA-256 (enough to tell tokens apart, nothing to authenticate with).
@@ -34,10 +37,10 @@ pub fn fingerprint(token: &str) -> String {
 
 /// The principals of the development tokens: write tokens are catalog admins and operators,
 /// read tokens readers.
-pub fn dev_tokens(write: &[String], read: &[String]) -> Vec<(String, Principal)> {
+pub fn dev_tokens(write: &[String], read: &[String]) -> Vec<(TokenDigest, Principal)> {
     let with = |t: &String, roles: &[Role]| {
         (
-            t.clone(),
+            Sha256::digest(t.as_bytes()).into(),
             Principal {
                 subject: fingerprint(t),
                 roles: Roles::of(roles),
@@ -80,11 +83,11 @@ impl Identity {
 /// The development token's principal: every token is compared (their SHA-256 digests, with
 /// `subtle`), so neither the first differing byte, the length nor which entry matched shows
 /// in the timing.
-fn dev_principal(tokens: &[(String, Principal)], token: &str) -> Option<Principal> {
-    let presented = Sha256::digest(token.as_bytes());
+fn dev_principal(tokens: &[(TokenDigest, Principal)], token: &str) -> Option<Principal> {
+    let presented: TokenDigest = Sha256::digest(token.as_bytes()).into();
     let mut found = None;
     for (t, p) in tokens {
-        if bool::from(Sha256::digest(t.as_bytes()).ct_eq(&presented)) {
+        if bool::from(t.ct_eq(&presented)) {
             found = Some(p.clone());
         }
     }

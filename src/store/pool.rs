@@ -4,9 +4,17 @@
 //! stuck query fails instead of hanging a worker. Every connection (pooled, LISTEN, advisory
 //! lock, migrations) is opened by [`pg_tls::establish`], which applies the URL's `sslmode`,
 //! `sslrootcert`, `sslcert` and `sslkey` as libpq does.
+//!
+//! Checking a connection out costs no round trip unless it sat idle: diesel-async's manager
+//! runs `SELECT 1` on every checkout (`RecyclingMethod::Verified`), one more round trip than
+//! the query itself for a GET by id. [`PgManager`] checks a connection idle for longer than
+//! [`IDLE_VERIFY_AFTER`] that way (a peer that went away silently), and any other only for
+//! being broken (its transaction manager, or a client whose connection task has ended: a
+//! server that closed it or an I/O error), which costs nothing. Measured on GET by id from
+//! Postgres and API creates (docs/BENCHMARKS.md).
 
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use deadpool::managed::{self, Metrics, RecycleResult};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod};
 use diesel_async::{AsyncMigrationHarness, AsyncPgConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
@@ -19,9 +27,59 @@ use crate::config::DatabaseSettings;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Pool of async Postgres connections.
-pub type PgPool = Pool<AsyncPgConnection>;
+pub type PgPool = managed::Pool<PgManager>;
 /// A connection checked out of [`PgPool`].
-pub type PgConn = Object<AsyncPgConnection>;
+pub type PgConn = managed::Object<PgManager>;
+
+/// A pooled connection idle for longer than this is verified (`SELECT 1`) before reuse.
+pub const IDLE_VERIFY_AFTER: Duration = Duration::from_secs(10);
+
+/// Opens connections through diesel-async's manager and checks them as the module docs say.
+pub struct PgManager {
+    /// Checks for a broken connection only.
+    fast: AsyncDieselConnectionManager<AsyncPgConnection>,
+    /// Also runs `SELECT 1`.
+    verified: AsyncDieselConnectionManager<AsyncPgConnection>,
+}
+
+impl PgManager {
+    fn new(url: &str) -> Self {
+        let with = |method| {
+            let mut config = ManagerConfig::default();
+            config.custom_setup = Box::new(|url| pg_tls::establish(url).boxed());
+            config.recycling_method = method;
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config)
+        };
+        Self {
+            fast: with(RecyclingMethod::Fast),
+            verified: with(RecyclingMethod::Verified),
+        }
+    }
+}
+
+impl std::fmt::Debug for PgManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgManager")
+    }
+}
+
+impl managed::Manager for PgManager {
+    type Type = AsyncPgConnection;
+    type Error = PoolError;
+
+    async fn create(&self) -> Result<AsyncPgConnection, PoolError> {
+        managed::Manager::create(&self.fast).await
+    }
+
+    async fn recycle(&self, conn: &mut AsyncPgConnection, metrics: &Metrics) -> RecycleResult<PoolError> {
+        let checker = if metrics.last_used() < IDLE_VERIFY_AFTER {
+            &self.fast
+        } else {
+            &self.verified
+        };
+        managed::Manager::recycle(checker, conn, metrics).await
+    }
+}
 
 /// `url` with `statement_timeout` added to its `options` parameter.
 pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
@@ -38,13 +96,8 @@ pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
 /// gauges (`aliexpress_pool_*{pool="postgres"}`) follow it while it lives.
 pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
     pg_tls::PgTarget::parse(url).map_err(|e| StoreError::Pool(e.to_string()))?;
-    let mut config = ManagerConfig::default();
-    config.custom_setup = Box::new(|url| pg_tls::establish(url).boxed());
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        url_with_statement_timeout(url, statement_timeout),
-        config,
-    );
-    let pool = Pool::builder(manager)
+    let manager = PgManager::new(&url_with_statement_timeout(url, statement_timeout));
+    let pool = managed::Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))

@@ -381,3 +381,45 @@ async fn a_redis_connection_is_reused_after_an_error_reply_and_replaced_after_an
         "the connection is replaced after an abandoned command"
     );
 }
+
+/// The cache's reads share one multiplexed connection, which must leave by itself once it
+/// cannot be trusted: an error reply keeps it, a command abandoned before its answer does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shared_read_connection_stays_after_an_error_reply_and_is_replaced_after_an_abandoned_command() {
+    use aliexpress::cache::redis_pool::{RedisManager, SharedConnection};
+    let env = crate::helpers::TestEnv::new().await;
+    let manager =
+        RedisManager::new(&aliexpress::cache::RedisEndpoint::from_settings(&env.infra.redis).expect("redis settings"))
+            .expect("manager");
+    let shared = SharedConnection::new(manager);
+    let client_id = || async {
+        shared
+            .query::<i64>(redis::cmd("CLIENT").arg("ID"))
+            .await
+            .expect("CLIENT ID")
+    };
+    let first = client_id().await;
+    assert_eq!(client_id().await, first, "commands share one connection");
+
+    let reply = shared
+        .query::<i64>(redis::cmd("INCR").arg("no-such-command-arity").arg("x"))
+        .await;
+    assert!(reply.is_err(), "INCR with two arguments is an error reply");
+    assert_eq!(client_id().await, first, "the connection stays after an error reply");
+
+    // BLPOP on an empty key waits its 2 s; the caller gives up after 50 ms.
+    let key = env.names.product_cache_key(&uuid::Uuid::now_v7());
+    let mut blpop = redis::cmd("BLPOP");
+    blpop.arg(key).arg(2);
+    let waited = tokio::time::timeout(
+        Duration::from_millis(50),
+        shared.query::<Option<(String, String)>>(&blpop),
+    )
+    .await;
+    assert!(waited.is_err(), "BLPOP was abandoned");
+    assert_ne!(
+        client_id().await,
+        first,
+        "the connection is replaced after an abandoned command"
+    );
+}
