@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, env = "OUTBOX_FOLLOW")]
     pub follow: bool,
     /// Rows per batch.
-    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=50_000))]
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=50_000))]
     pub batch_size: i64,
     /// Producer linger.ms.
     #[arg(long, env = "OUTBOX_LINGER_MS", default_value_t = 5)]

@@ -84,7 +84,7 @@ impl RelaySettings {
 impl Default for RelaySettings {
     fn default() -> Self {
         Self {
-            batch_size: 1000,
+            batch_size: 5000,
             max_attempts: 10,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
