@@ -1,13 +1,12 @@
 //! freshness: API write due -> visible in the search index, at 100 and 500 writes/s.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aliexpress::search::SearchClient;
 use serde_json::json;
 
-use super::harness::{bin, create, fresh_env, http_client, serve, spawn_role, Role};
+use super::harness::{bin, create, fresh_env, http_client, note_seen, serve, spawn_role, Pending, Role};
 use super::row::{quantile, summary, Row};
 use super::{env_or, progress, runs, scale};
 
@@ -23,7 +22,6 @@ pub(super) async fn freshness_run(
     rate: f64,
     writes: usize,
 ) -> (Vec<f64>, u64, Vec<f64>) {
-    type Pending = Arc<Mutex<BTreeMap<uuid::Uuid, tokio::time::Instant>>>;
     let pending: Pending = Default::default();
     let accepted: Arc<Mutex<Vec<f64>>> = Default::default();
     let seen: Arc<Mutex<Vec<f64>>> = Default::default();
@@ -69,18 +67,8 @@ pub(super) async fn freshness_run(
                         Ok(resp) => aliexpress::search::client::decode::<serde_json::Value>(resp).await.ok(),
                         Err(_) => None,
                     };
-                    if let Some(v) = found {
-                        let now = tokio::time::Instant::now();
-                        let mut p = pending.lock().expect("pending");
-                        let mut s = seen.lock().expect("seen");
-                        for h in v["hits"]["hits"].as_array().into_iter().flatten() {
-                            if let Some(id) = h["_id"].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok()) {
-                                if let Some(due) = p.remove(&id) {
-                                    s.push((now - due).as_secs_f64() * 1000.0);
-                                    last_progress = now;
-                                }
-                            }
-                        }
+                    if found.is_some_and(|v| note_seen(&v, &pending, &seen)) {
+                        last_progress = tokio::time::Instant::now();
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await; // the poll period

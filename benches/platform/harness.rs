@@ -452,3 +452,24 @@ pub(super) async fn produce_keyed(
         f.await.expect("delivered").expect("ok");
     }
 }
+
+/// Ids written (or produced) and not yet seen in the index, with when each was due.
+pub(super) type Pending = Arc<Mutex<BTreeMap<uuid::Uuid, tokio::time::Instant>>>;
+
+/// Moves every id among the hits of an `ids` search answer `v` from `pending` to `seen` (its
+/// due → seen time in ms); true when one moved.
+pub(super) fn note_seen(v: &serde_json::Value, pending: &Pending, seen: &Mutex<Vec<f64>>) -> bool {
+    let now = tokio::time::Instant::now();
+    let mut p = pending.lock().expect("pending");
+    let mut s = seen.lock().expect("seen");
+    let mut moved = false;
+    for h in v["hits"]["hits"].as_array().into_iter().flatten() {
+        if let Some(id) = h["_id"].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok()) {
+            if let Some(due) = p.remove(&id) {
+                s.push((now - due).as_secs_f64() * 1000.0);
+                moved = true;
+            }
+        }
+    }
+    moved
+}

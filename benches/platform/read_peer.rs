@@ -36,7 +36,6 @@
 //!   (one every 20 ms, as the freshness row, for the 2 000 longest-waiting ids) that first
 //!   shows it, p50/p99/max.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,7 +48,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 use super::connect::ConnectStandalone;
-use super::harness::{fresh_env, spawn_role, Env, Role};
+use super::harness::{fresh_env, note_seen, spawn_role, Env, Pending, Role};
 use super::projection::envelope;
 use super::row::{quantile, summary, Row};
 use super::{env_or, progress, runs, scale, secs};
@@ -369,7 +368,6 @@ async fn latency_run(os: &Os, side: Side, run: usize, rate: f64) -> (Vec<f64>, u
     let consumer = Consumer::start(side, &e, os, &idx, &format!("{}readpeer-lat", e.infra.namespace));
     let p = producer::build(&kafka(&e), &ProducerSettings::default()).expect("producer");
 
-    type Pending = Arc<Mutex<BTreeMap<uuid::Uuid, tokio::time::Instant>>>;
     let pending: Pending = Default::default();
     let seen: Arc<Mutex<Vec<f64>>> = Default::default();
     let failed = Arc::new(AtomicU64::new(0));
@@ -430,16 +428,8 @@ async fn latency_run(os: &Os, side: Side, run: usize, rate: f64) -> (Vec<f64>, u
                         .await;
                     if let Ok(resp) = r {
                         if let Ok(v) = resp.json::<Value>().await {
-                            let now = tokio::time::Instant::now();
-                            let mut p = pending.lock().expect("pending");
-                            let mut s = seen.lock().expect("seen");
-                            for h in v["hits"]["hits"].as_array().into_iter().flatten() {
-                                if let Some(id) = h["_id"].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok()) {
-                                    if let Some(due) = p.remove(&id) {
-                                        s.push((now - due).as_secs_f64() * 1000.0);
-                                        last_progress = now;
-                                    }
-                                }
+                            if note_seen(&v, &pending, &seen) {
+                                last_progress = tokio::time::Instant::now();
                             }
                         }
                     }
