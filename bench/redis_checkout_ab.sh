@@ -3,7 +3,9 @@
 # one `serve` binary: A = REDIS_CHECKOUT_CHECK=idle (shipped: a connection is checked only
 # after 10 s unused) and B = always (deadpool-redis's UNWATCH + PING on every checkout). Same
 # database, same Redis, same oha load (closed loop, CONNS connections, SECS seconds), RUNS
-# rounds interleaved A/B, B/A, ... Part of `make bench` (BENCH_ONLY=redis-checkout alone);
+# rounds interleaved A/B, B/A, ... Opt-in: BENCH_ONLY=redis-checkout make bench. Since cache
+# reads share one multiplexed connection per worker (no checkout), a hit is served the same way
+# on both sides; the setting now affects the pool's writes-through and read-through puts only;
 # results: docs/BENCHMARKS.md. Needs the local stack and oha (deploy/local/oha).
 # Usage: bench/redis_checkout_ab.sh BINARY     (knobs: SECS=10 CONNS=16 RUNS=3)
 set -euo pipefail

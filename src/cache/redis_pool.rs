@@ -14,7 +14,8 @@
 //! `REDIS_CHECKOUT_CHECK=always` is B, debug builds, 16 connections, 10 s,
 //! 6 interleaved rounds each, 6 December 2026, docs/BENCHMARKS.md): this pool 2 912 req/s
 //! median [2 458–3 496], p50 4.2 ms; with deadpool-redis's check on every checkout 2 302 req/s
-//! [1 951–3 525], p50 5.6 ms. About 20 % fewer reads is well above the 5 % that would make the
+//! [1 951–3 525], p50 5.6 ms. (Cache reads have since moved to [`SharedConnection`], which
+//! checks nothing out; the pool serves the writes-through and the read-through puts.) About 20 % fewer reads is well above the 5 % that would make the
 //! PING free, so [`RedisManager`] wraps deadpool-redis's manager (which creates the
 //! connections and checks an idle one) and decides when to check. A [`PooledConnection`]
 //! remembers whether a command on it failed at the transport level (I/O error, dropped
