@@ -14,14 +14,16 @@
 //! `REDIS_CHECKOUT_CHECK=always` is B, debug builds, 16 connections, 10 s,
 //! 6 interleaved rounds each, 6 December 2026, docs/BENCHMARKS.md): this pool 2 912 req/s
 //! median [2 458–3 496], p50 4.2 ms; with deadpool-redis's check on every checkout 2 302 req/s
-//! [1 951–3 525], p50 5.6 ms. (Cache reads have since moved to [`SharedConnection`], which
-//! checks nothing out; the pool serves the writes-through and the read-through puts.) About 20 % fewer reads is well above the 5 % that would make the
+//! [1 951–3 525], p50 5.6 ms. About 20 % fewer reads is well above the 5 % that would make the
 //! PING free, so [`RedisManager`] wraps deadpool-redis's manager (which creates the
 //! connections and checks an idle one) and decides when to check. A [`PooledConnection`]
 //! remembers whether a command on it failed at the transport level (I/O error, dropped
 //! connection, a command abandoned by a timeout before its answer) and is then discarded
 //! instead of handed out again; a connection idle longer than [`IDLE_PING_AFTER`] gets
 //! deadpool-redis's check before reuse, which finds a peer that went away silently.
+//!
+//! Cache reads have since moved to a [`SharedConnection`] per worker, which checks nothing out;
+//! the pool serves the writes-through, the read-through puts and the projection's writes.
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -203,13 +205,13 @@ impl PooledConnection {
 
 /// One multiplexed connection that concurrent commands share: a worker's cache reads travel
 /// on it pipelined (commands queued while one is being written go out in the same write, and
-/// Redis answers them in one), instead of one pooled connection, write and read each.
-/// Measured on GET by id from the cache (docs/BENCHMARKS.md). Opened on first use; a command
+/// Redis answers them in one), instead of one pooled connection, write and read each (under
+/// load about 0.7 writes to Redis per read: docs/BENCHMARKS.md). Opened on first use; a command
 /// that fails at the transport level or is abandoned unanswered (a timeout) drops it, and the
 /// next command opens a new one.
 pub struct SharedConnection {
     manager: RedisManager,
-    slot: Arc<std::sync::Mutex<Slot>>,
+    slot: std::sync::Mutex<Slot>,
 }
 
 #[derive(Default)]
@@ -224,7 +226,7 @@ impl SharedConnection {
     pub fn new(manager: RedisManager) -> Self {
         Self {
             manager,
-            slot: Arc::default(),
+            slot: std::sync::Mutex::default(),
         }
     }
 
