@@ -19,6 +19,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::execute::{self, ExecuteOptions, ExecuteOutcome};
+use super::recent::Recent;
 use crate::cache::{CachedDocument, ProductCache};
 use crate::domain::access::Scope;
 use crate::domain::product::{self, DomainError, Product, ProductCommand, ProductStatus};
@@ -51,6 +52,25 @@ pub struct Catalog {
     pub cache: ProductCache,
     /// Settings.
     pub settings: CatalogSettings,
+    /// What decorates a search, kept briefly; shared by every worker of the process.
+    pub decorations: std::sync::Arc<Decorations>,
+}
+
+/// The product types and the category tree, as a search reads them (see [`Recent`]).
+pub struct Decorations {
+    /// Every product type, by key.
+    pub types: Recent<Vec<crate::domain::product_type::ProductType>>,
+    /// Every category.
+    pub categories: Recent<Vec<crate::domain::category::Category>>,
+}
+
+impl Default for Decorations {
+    fn default() -> Self {
+        Self {
+            types: Recent::new(super::recent::DECORATION_TTL),
+            categories: Recent::new(super::recent::DECORATION_TTL),
+        }
+    }
 }
 
 /// A command for one product, with what the caller knows of it.

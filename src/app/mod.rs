@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod execute;
+pub mod recent;
 pub mod types;
 
 pub use catalog::{AppError, Catalog, CatalogSettings};

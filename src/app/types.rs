@@ -1,10 +1,14 @@
 //! Product types for a caller: create and change (at most once per idempotency key, with
-//! optimistic concurrency), read and list. The rules are `domain::product_type`'s; whether
+//! optimistic concurrency), read and list; and what decorates a search (the types and the
+//! category tree, kept briefly). The rules are `domain::product_type`'s; whether
 //! the products of a type still fit a change is `store::type_repo`'s to find out.
 
+use std::sync::Arc;
+
+use crate::domain::category::Category;
 use crate::domain::product_type::{ProductType, TypeDefinition};
 use crate::store::idempotency_repo::{self, Guarded, StoredResponse, Work};
-use crate::store::{pool, type_repo};
+use crate::store::{category_repo, pool, type_repo};
 
 use super::catalog::{AppError, Catalog, Once};
 
@@ -66,7 +70,9 @@ impl Catalog {
         crate::domain::product_type::check_definition(definition)?;
         let mut conn = pool::get(&self.pool).await?;
         let Some(once) = once else {
-            return Ok(TypeWritten::Applied(w.work()(&mut conn).await?));
+            let written = w.work()(&mut conn).await;
+            self.decorations.types.forget();
+            return Ok(TypeWritten::Applied(written?));
         };
         let guarded = idempotency_repo::execute_once(
             &mut conn,
@@ -76,8 +82,10 @@ impl Catalog {
             w.work(),
             once.remember,
         )
-        .await?;
-        match guarded {
+        .await;
+        // Forgotten whatever the outcome: a write that failed late may still have committed.
+        self.decorations.types.forget();
+        match guarded? {
             Guarded::Executed(t) => Ok(TypeWritten::Applied(t)),
             Guarded::Replayed(r) => Ok(TypeWritten::Replayed(r)),
             Guarded::KeyReused => Err(AppError::KeyReused),
@@ -95,5 +103,28 @@ impl Catalog {
     pub async fn list_types(&self) -> Result<Vec<ProductType>, AppError> {
         let mut conn = pool::get(&self.pool).await?;
         Ok(type_repo::list(&mut conn).await?)
+    }
+
+    /// Every type, as read at most [`DECORATION_TTL`](super::recent::DECORATION_TTL) ago (a
+    /// type written through this process shows at once): for what only decorates an answer.
+    pub async fn recent_types(&self) -> Result<Arc<Vec<ProductType>>, AppError> {
+        self.decorations.types.get_or_load(|| self.list_types()).await
+    }
+
+    /// Every category, as read at most [`DECORATION_TTL`](super::recent::DECORATION_TTL) ago
+    /// (call [`categories_changed`](Self::categories_changed) after a change).
+    pub async fn recent_categories(&self) -> Result<Arc<Vec<Category>>, AppError> {
+        self.decorations
+            .categories
+            .get_or_load(|| async {
+                let mut conn = pool::get(&self.pool).await?;
+                Ok(category_repo::list(&mut conn).await?)
+            })
+            .await
+    }
+
+    /// Forgets the category tree read last: a category was created or changed.
+    pub fn categories_changed(&self) {
+        self.decorations.categories.forget();
     }
 }

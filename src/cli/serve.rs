@@ -90,6 +90,7 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
                 idempotency_ttl: a.resilience.idempotency_ttl(),
                 read_retry_budget: a.resilience.database_read_retry(),
             },
+            decorations: Default::default(),
         },
         search,
         kafka: KafkaHandles {
@@ -129,6 +130,7 @@ fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Res
             pool: pool::from_settings(&settings)?,
             cache: st.catalog.cache.with_own_pool()?,
             settings: st.catalog.settings.clone(),
+            decorations: st.catalog.decorations.clone(),
         },
         // The process's bound is shared; each worker gets a bound of its own.
         limits: RequestLimits {

@@ -161,7 +161,9 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let b = b.into_inner();
     let mut conn = pool::get(&state.catalog.pool).await?;
-    let c = category_repo::create(&mut conn, b.parent_id, &b.slug, &b.name, b.position).await?;
+    let c = category_repo::create(&mut conn, b.parent_id, &b.slug, &b.name, b.position).await;
+    state.catalog.categories_changed();
+    let c = c?;
     Ok(tagged(
         actix_web::http::StatusCode::CREATED,
         &body(&mut conn, &c).await?,
@@ -193,7 +195,9 @@ pub async fn change(
     // Refused on its own before the version is compared.
     crate::domain::category::check_change(&change)?;
     let mut conn = pool::get(&state.catalog.pool).await?;
-    let c = category_repo::change(&mut conn, *id, expected, &change).await?;
+    let c = category_repo::change(&mut conn, *id, expected, &change).await;
+    state.catalog.categories_changed();
+    let c = c?;
     Ok(tagged(actix_web::http::StatusCode::OK, &body(&mut conn, &c).await?))
 }
 

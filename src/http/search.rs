@@ -335,7 +335,7 @@ const DECORATION_BOUND: std::time::Duration = std::time::Duration::from_millis(5
 /// [`DECORATION_BOUND`]) costs the attribute facets' precision, not the search: every attribute
 /// then.
 async fn facet_attributes(state: &AppState) -> Option<Vec<String>> {
-    let Ok(types) = tokio::time::timeout(DECORATION_BOUND, state.catalog.list_types()).await else {
+    let Ok(types) = tokio::time::timeout(DECORATION_BOUND, state.catalog.recent_types()).await else {
         tracing::debug!("product types: no answer in time; every attribute is a facet");
         return None;
     };
@@ -369,12 +369,8 @@ async fn label_category_paths(state: &AppState, buckets: &mut [crate::search::fa
     if buckets.is_empty() {
         return;
     }
-    let tree = tokio::time::timeout(DECORATION_BOUND, async {
-        let mut conn = crate::store::pool::get(&state.catalog.pool).await.ok()?;
-        crate::store::category_repo::list(&mut conn).await.ok()
-    })
-    .await;
-    let Ok(Some(tree)) = tree else {
+    let tree = tokio::time::timeout(DECORATION_BOUND, state.catalog.recent_categories()).await;
+    let Ok(Ok(tree)) = tree else {
         return;
     };
     for b in buckets.iter_mut() {

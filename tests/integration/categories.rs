@@ -62,6 +62,15 @@ fn slugs(doc: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A search of every status under the accessories.
+async fn under_accessories(app: &TestApp) -> Value {
+    app.get_with_token("/api/search?status=any&category_under=accessories")
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rename_or_move_reaches_every_product_under_the_category_through_the_pipeline() {
     let app = TestApp::spawn().await;
@@ -145,12 +154,7 @@ async fn a_rename_or_move_reaches_every_product_under_the_category_through_the_p
     // Search counts products per category on their paths and labels the tree's categories.
     let published = app.post(&format!("/api/products/{placed}/publish"), json!({})).await;
     assert_eq!(published.status(), 409, "no price yet: a draft stays a draft");
-    let found: Value = app
-        .get_with_token("/api/search?status=any&category_under=accessories")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let found = under_accessories(&app).await;
     assert_eq!(found["total"], 31, "{found}");
     let bucket = found["facets"]["category_path"]
         .as_array()
@@ -163,6 +167,16 @@ async fn a_rename_or_move_reaches_every_product_under_the_category_through_the_p
         (bucket["count"].as_u64(), bucket["path"].as_str()),
         (Some(31), Some("Accessories › Headphones"))
     );
+    // The labels come from the tree as it is now: a rename shows in the very next search.
+    assert_eq!(patch(&app, &accessories, json!({"name": "Gear"})).await.status(), 200);
+    let found = under_accessories(&app).await;
+    let labels: Vec<&str> = found["facets"]["category_path"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .filter_map(|b| b["path"].as_str())
+        .collect();
+    assert!(labels.contains(&"Gear › Headphones"), "{labels:?}");
 
     // No cycles, no taken slugs, no missing parents.
     assert_eq!(

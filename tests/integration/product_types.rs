@@ -235,14 +235,31 @@ async fn search_counts_the_attributes_a_type_marks_as_facets() {
     app.env.drain_outbox().await;
     let mut p = app.env.projector(None, None).await;
     app.env.consume_until_idle(&mut p).await;
+    assert_eq!(
+        facet_names(&app).await,
+        vec!["material", "organic"],
+        "weight is no facet of the type"
+    );
     let found: Value = app.get("/api/search?q=shirt").await.json().await.expect("json");
-    let names: Vec<&str> = found["facets"]["attributes"]
+    let material = &found["facets"]["attributes"][0]["values"];
+    assert_eq!(material[0], json!({"value": "cotton", "count": 2}), "{material}");
+
+    // A type change shows in the very next search.
+    let mut weighed = shirt_type();
+    weighed["attributes"][1]["facet"] = json!(true);
+    weighed.as_object_mut().expect("object").remove("key");
+    let r = put(&app, "/api/product-types/t-shirt", weighed, Some("\"1\"")).await;
+    assert_eq!(r.status(), 200, "{}", reason(r).await);
+    assert_eq!(facet_names(&app).await, vec!["material", "organic", "weight"]);
+}
+
+/// The names of the attribute facets of a search for shirts.
+async fn facet_names(app: &TestApp) -> Vec<String> {
+    let found: Value = app.get("/api/search?q=shirt").await.json().await.expect("json");
+    found["facets"]["attributes"]
         .as_array()
         .expect("attribute facets")
         .iter()
-        .filter_map(|f| f["name"].as_str())
-        .collect();
-    assert_eq!(names, vec!["material", "organic"], "weight is no facet of the type");
-    let material = &found["facets"]["attributes"][0]["values"];
-    assert_eq!(material[0], json!({"value": "cotton", "count": 2}), "{material}");
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .collect()
 }
