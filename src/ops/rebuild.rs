@@ -375,6 +375,8 @@ async fn build_and_swap(
             batch_size: pace.batch(1000),
             batch_wait: Duration::from_millis(50),
             log_each_event: false,
+            // Nobody searches the new index before the swap; the check refreshes it itself.
+            refresh_every: Duration::ZERO,
             ..Default::default()
         },
     );
