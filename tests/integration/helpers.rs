@@ -721,3 +721,21 @@ fn test_resources_are_stale_once_their_run_is_over_or_old() {
     )));
     assert!(!is_stale("products"), "not a test name");
 }
+
+/// `n` consecutive free ports for processes a test stops and starts again on the same ports,
+/// as their base, below the kernel's ephemeral range: a port in that range can become the local
+/// port of any outgoing connection on the box while its process is down (seen: a restarted
+/// role's metrics port taken, "Address already in use").
+pub fn restartable_ports(n: u16) -> u16 {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = u128::from(ephemeral_low.saturating_sub(10_000 + n).max(1));
+    loop {
+        let base = 10_000 + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}

@@ -15,14 +15,6 @@ struct Broker {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 impl Broker {
     fn libs() -> String {
         let state = std::env::var("ALIEXPRESS_STATE_DIR").unwrap_or_else(|_| "/var/tmp/aliexpress-stack".into());
@@ -32,7 +24,9 @@ impl Broker {
     fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("aliexpress-broker-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let (port, ctl) = (free_port(), free_port());
+        // The broker is stopped and started again on the same ports.
+        let port = crate::helpers::restartable_ports(2);
+        let ctl = port + 1;
         let props = format!(
             "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.bootstrap.servers=127.0.0.1:{ctl}\n\
              listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctl}\n\

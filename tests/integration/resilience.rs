@@ -30,7 +30,8 @@ struct PrivateRedis {
 impl PrivateRedis {
     async fn start() -> Self {
         let mut r = Self {
-            port: free_port(),
+            // Restarted on the same port by the tests.
+            port: crate::helpers::restartable_ports(1),
             child: None,
         };
         r.spawn().await;

@@ -10,23 +10,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{wait_until, TestEnv, TOKEN};
+use crate::helpers::{restartable_ports, wait_until, TestEnv, TOKEN};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
-}
-
-/// Four consecutive free ports (the roles' metrics ports), as their base.
-fn free_port_base() -> u16 {
-    loop {
-        let base = free_port();
-        if base < 60000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
 }
 
 struct Roles {
@@ -83,7 +73,7 @@ async fn the_runbooks_replay_steps_run_with_the_role_commands_while_the_api_serv
         ("ALIEXPRESS_BIN", env!("CARGO_BIN_EXE_aliexpress").to_owned()),
         ("ALIEXPRESS_API_PORT", api_port.to_string()),
         ("ALIEXPRESS_ISSUER_PORT", free_port().to_string()),
-        ("ALIEXPRESS_METRICS_PORT_BASE", free_port_base().to_string()),
+        ("ALIEXPRESS_METRICS_PORT_BASE", restartable_ports(4).to_string()),
         ("API_TOKENS", TOKEN.to_owned()),
     ]);
     let roles = Roles { env: vars, state };
