@@ -10,6 +10,8 @@ export ALIEXPRESS_BIN="${1:-${CARGO_TARGET_DIR:-target}/release/aliexpress}"
 # oha (open-loop HTTP load) from crates.io into ~/.cache/aliexpress/bin, built once.
 OHA="$(deploy/local/oha)"
 export OHA
+# No scheduled base backup of the stack's Postgres while this measures (one now if due).
+deploy/local/stack backup --hold $$ >/dev/null 2>&1 || true
 if [[ ${BENCH_ONLY:-} != redis-checkout ]]; then
   cargo bench --locked --bench platform
 fi
