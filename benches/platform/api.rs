@@ -103,7 +103,7 @@ pub(super) async fn same_work(e: &Env, work: Work, clients: usize, warm: f64, se
                 .expect("prepare");
             let outbox = client
                 .prepare("INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) \
-                          VALUES ($1::text::uuid, 'product', $2::text::uuid, $3, $4, $5, $6, $7, $8::text::jsonb, $9::text::jsonb)")
+                          VALUES ($1::text::uuid, 'product', $2::text::uuid, $3, $4, $5, $6, $7, $8::text::json, $9::text::json)")
                 .await
                 .expect("prepare");
             let outcome = client
@@ -220,7 +220,7 @@ BEGIN;
 INSERT INTO products (id, sku, title, description, category, brand, attributes, price_minor, currency, stock, status, version, created_at, updated_at, owner, category_path, variants, next_variant_id) VALUES (md5('p' || :k)::uuid, ('b-' || :k), 'Bench product', repeat('x', 300), '', '', '{}', 100, 'USD', 0, 'draft', 1, now(), now(), 'default', '[]', jsonb_build_array(jsonb_build_object('id', 1, 'sku', ('b-' || :k), 'options', '{}'::jsonb, 'prices', jsonb_build_array(jsonb_build_object('amount_minor', 100, 'currency', 'USD')), 'stock', 0)), 2);
 INSERT INTO product_skus (sku, product_id, variant_id) VALUES (('b-' || :k), md5('p' || :k)::uuid, 1);
 INSERT INTO product_history (product_id, version, event_id, event_type, occurred_at, actor, status, changes) VALUES (md5('p' || :k)::uuid, 1, gen_random_uuid(), 'ProductCreated', now(), 'token:0123456789ab', 'draft', jsonb_build_array(jsonb_build_object('field', 'title', 'before', NULL, 'after', 'Bench product')));
-INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) VALUES (gen_random_uuid(), 'product', gen_random_uuid(), 1, 't', 'k', 'ProductCreated', 1, jsonb_build_object('pad', repeat('x', 900)), '{}');
+INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, schema_version, payload, headers) VALUES (gen_random_uuid(), 'product', gen_random_uuid(), 1, 't', 'k', 'ProductCreated', 1, json_build_object('pad', repeat('x', 900)), '{}');
 NOTIFY aliexpress_outbox;
 \\endpipeline
 COMMIT;

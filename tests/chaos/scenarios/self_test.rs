@@ -210,7 +210,7 @@ async fn corrupt_outbox(
     db.execute(
         "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, \
          schema_version, payload, headers, published_at) SELECT gen_random_uuid(), aggregate_type, aggregate_id, \
-         aggregate_version, topic, key, event_type, schema_version, jsonb_set(payload, '{causation_id}', 'null'), headers, now() \
+         aggregate_version, topic, key, event_type, schema_version, jsonb_set(payload::jsonb, '{causation_id}', 'null'), headers, now() \
          FROM outbox WHERE aggregate_id = $1::text::uuid ORDER BY id LIMIT 1",
         &[&ids[4].to_string()],
     )
@@ -220,7 +220,7 @@ async fn corrupt_outbox(
     db.execute(
         "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_version, topic, key, event_type, \
          schema_version, payload, headers) SELECT gen_random_uuid(), aggregate_type, aggregate_id, 100000, topic, key, \
-         event_type, schema_version, jsonb_set(payload, '{causation_id}', 'null'), headers \
+         event_type, schema_version, jsonb_set(payload::jsonb, '{causation_id}', 'null'), headers \
          FROM outbox WHERE aggregate_id = $1::text::uuid ORDER BY id LIMIT 1",
         &[&ids[4].to_string()],
     )
