@@ -73,7 +73,7 @@ stack-up-secure: ## start the infrastructure with its TLS/SASL listeners too (wr
 stack-down: ## stop only the infrastructure (native)
 	$(STACK) down
 
-backup: ## a base backup of the local stack's Postgres now (the stack also takes one every 6 h and archives WAL continuously)
+backup: ## a base backup of the local stack's Postgres now (the stack also takes one every 6 h or 2 GiB of WAL and archives WAL continuously)
 	$(STACK) backup
 
 # TO=2026-12-06T10:15:00Z restores to that time; without it, to the latest point (nothing
