@@ -201,7 +201,13 @@ pub(super) fn free_port() -> u16 {
 /// `serve` with the shipped defaults (2 workers, NOTIFY on) plus `extra_env`; returns the role
 /// and its base URL once /health/live answers.
 pub(super) async fn serve(e: &Env, extra_env: &[(&str, String)]) -> (Role, String) {
-    let port = free_port();
+    let (role, base, _) = serve_with_metrics(e, extra_env).await;
+    (role, base)
+}
+
+/// [`serve`], and the URL of its Prometheus metrics.
+pub(super) async fn serve_with_metrics(e: &Env, extra_env: &[(&str, String)]) -> (Role, String, String) {
+    let (port, metrics_port) = (free_port(), free_port());
     let role = spawn_role(
         e,
         &[
@@ -209,7 +215,7 @@ pub(super) async fn serve(e: &Env, extra_env: &[(&str, String)]) -> (Role, Strin
             "--bind".into(),
             format!("127.0.0.1:{port}"),
             "--metrics-bind".into(),
-            "127.0.0.1:0".into(),
+            format!("127.0.0.1:{metrics_port}"),
         ],
         extra_env,
     );
@@ -225,7 +231,7 @@ pub(super) async fn serve(e: &Env, extra_env: &[(&str, String)]) -> (Role, Strin
         assert!(Instant::now() < deadline, "serve answers /health/live");
         tokio::time::sleep(Duration::from_millis(100)).await; // polling for start-up
     }
-    (role, base)
+    (role, base, format!("http://127.0.0.1:{metrics_port}/metrics"))
 }
 
 /// A client with a connection pool large enough for open-loop bursts.

@@ -8,10 +8,12 @@
 
 pub mod breaker;
 pub mod deferred;
+pub mod near;
 pub mod product_cache;
 pub mod redis_pool;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
+pub use near::NearSettings;
 pub use product_cache::{CachedDocument, ProductCache, RequestBounds};
 pub use redis_pool::RedisEndpoint;
 

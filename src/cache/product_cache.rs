@@ -10,10 +10,15 @@
 //! cached copy older than that version is not served (the read goes to Postgres), so a Redis
 //! that comes back having missed writes never answers stale reads from this process. Other
 //! processes rely on the projection, which rewrites every version it consumes.
+//!
+//! On the request path, when the endpoint has one, a near cache (`cache::near`) in front of
+//! Redis answers repeated reads of a product without a round trip; Redis's invalidations on the
+//! tracked read connection keep it right, and this process's writes empty their keys.
 
 use deadpool::managed::Timeouts;
 use deadpool::Runtime;
 
+use super::near::{Invalidations, NearCache};
 use super::redis_pool::{RedisConn, RedisEndpoint, RedisManager, RedisPool, SharedConnection};
 use std::collections::HashMap;
 use std::future::Future;
@@ -128,6 +133,19 @@ return {1, cur, pv}
 
 static PUT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(PUT_IF_NEWER));
 
+/// A worker's read connection: tracked, feeding `near`, when there is one.
+fn reads_on(manager: &RedisManager, near: Option<&Arc<NearCache<CachedDocument>>>) -> SharedConnection {
+    match near {
+        Some(near) => SharedConnection::tracked(manager.clone(), near.clone() as Arc<dyn Invalidations>),
+        None => SharedConnection::new(manager.clone()),
+    }
+}
+
+static NEAR_HITS: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| metrics::CACHE_NEAR_READS.with_label_values(&["hit"]));
+static NEAR_MISSES: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| metrics::CACHE_NEAR_READS.with_label_values(&["miss"]));
+
 /// Who writes: the projection records the versions it saw, the API's write-through does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writer {
@@ -167,6 +185,8 @@ pub struct ProductCache {
     pool: RedisPool,
     /// Reads share one multiplexed connection (pipelined); writes and scripts use the pool.
     reads: Arc<SharedConnection>,
+    /// The request path's copies of recently read products (shared by every worker's clone).
+    near: Option<Arc<NearCache<CachedDocument>>>,
     names: Names,
     ttl: Duration,
     timeout: Duration,
@@ -224,8 +244,13 @@ impl ProductCache {
             recycle: bound,
         };
         let manager = RedisManager::new(endpoint)?;
+        let near = guard
+            .as_ref()
+            .and(endpoint.near_cache())
+            .map(|settings| Arc::new(NearCache::new(settings)));
         Ok(Self {
-            reads: Arc::new(SharedConnection::new(manager.clone())),
+            reads: Arc::new(reads_on(&manager, near.as_ref())),
+            near,
             pool: pool_of(manager, 16, timeouts)?,
             names,
             ttl,
@@ -238,7 +263,8 @@ impl ProductCache {
     /// whose connections open where they are first used (one per HTTP worker in `serve`).
     pub fn with_own_pool(&self) -> Result<Self, CacheError> {
         Ok(Self {
-            reads: Arc::new(SharedConnection::new(self.pool.manager().clone())),
+            reads: Arc::new(reads_on(self.pool.manager(), self.near.as_ref())),
+            near: self.near.clone(),
             pool: pool_of(
                 self.pool.manager().clone(),
                 self.pool.status().max_size,
@@ -249,6 +275,21 @@ impl ProductCache {
             timeout: self.timeout,
             guard: self.guard.clone(),
         })
+    }
+
+    /// Products held by the near cache; `None` when it is off (not asked for, or the server
+    /// refused client tracking).
+    pub fn near_entries(&self) -> Option<usize> {
+        self.near.as_ref().filter(|_| self.reads.is_tracked()).map(|n| n.len())
+    }
+
+    /// Drops `products` from the near cache, so this process next reads them from Redis.
+    fn forget_near(&self, products: &[&Product]) {
+        if let Some(near) = &self.near {
+            for p in products {
+                near.invalidate(self.names.product_cache_key(&p.id).as_bytes());
+            }
+        }
     }
 
     async fn conn(&self) -> Result<RedisConn, CacheError> {
@@ -328,12 +369,35 @@ impl ProductCache {
     }
 
     async fn get_raw(&self, id: Uuid) -> Result<Option<CachedDocument>, CacheError> {
+        let key = self.names.product_cache_key(&id);
+        let near = self.near.as_ref().filter(|_| self.reads.is_tracked());
+        if let Some(near) = near {
+            if let Some(d) = near.get(key.as_bytes()) {
+                NEAR_HITS.inc();
+                return Ok(Some(d));
+            }
+            NEAR_MISSES.inc();
+        }
         self.bounded("get", async {
-            let doc: Option<String> = self
-                .reads
-                .query(redis::cmd("HGET").arg(self.names.product_cache_key(&id)).arg("d"))
-                .await?;
-            doc.map(|json| CachedDocument::read(id, json)).transpose()
+            let Some(near) = near else {
+                let doc: Option<String> = self.reads.query(redis::cmd("HGET").arg(&key).arg("d")).await?;
+                return doc.map(|json| CachedDocument::read(id, json)).transpose();
+            };
+            // The ticket is taken before the read is sent (and after the connection is open,
+            // which empties the near cache): an invalidation meanwhile refuses the read.
+            self.reads.ready().await?;
+            let ticket = near.ticket();
+            let mut pipe = redis::pipe();
+            pipe.cmd("HGET").arg(&key).arg("d").cmd("PTTL").arg(&key);
+            let (doc, pttl): (Option<String>, i64) = self.reads.query_pipeline(&pipe).await?;
+            let doc = doc.map(|json| CachedDocument::read(id, json)).transpose()?;
+            if let Some(d) = &doc {
+                // PTTL is -1 for a key without expiry: the near cache's own bound applies.
+                let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
+                near.insert(key.as_bytes(), d.clone(), ttl, ticket);
+                metrics::CACHE_NEAR_ENTRIES.set(near.len() as i64);
+            }
+            Ok(doc)
         })
         .await
     }
@@ -343,32 +407,37 @@ impl ProductCache {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        self.bounded("put", async {
-            let mut c = self.conn().await?;
-            let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-            // The script body travels once per round trip (SCRIPT LOAD), then EVALSHA per product.
-            let mut pipe = redis::pipe();
-            pipe.load_script(&PUT_SCRIPT).ignore();
-            for p in products {
-                let doc = serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
-                let mut inv = PUT_SCRIPT.key(self.names.product_cache_key(&p.id));
-                inv.arg(p.version)
-                    .arg(doc)
-                    .arg(ttl_ms)
-                    .arg(if writer == Writer::Projection { "1" } else { "0" });
-                pipe.invoke_script(&inv);
-            }
-            let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut *c).await?;
-            Ok(raw
-                .into_iter()
-                .map(|(applied, cached, projected)| PutOutcome {
-                    applied: applied == 1,
-                    cached,
-                    projected,
-                })
-                .collect())
-        })
-        .await
+        let written = self
+            .bounded("put", async {
+                let mut c = self.conn().await?;
+                let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+                // The script body travels once per round trip (SCRIPT LOAD), then EVALSHA per product.
+                let mut pipe = redis::pipe();
+                pipe.load_script(&PUT_SCRIPT).ignore();
+                for p in products {
+                    let doc = serde_json::to_string(p).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+                    let mut inv = PUT_SCRIPT.key(self.names.product_cache_key(&p.id));
+                    inv.arg(p.version)
+                        .arg(doc)
+                        .arg(ttl_ms)
+                        .arg(if writer == Writer::Projection { "1" } else { "0" });
+                    pipe.invoke_script(&inv);
+                }
+                let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut *c).await?;
+                Ok(raw
+                    .into_iter()
+                    .map(|(applied, cached, projected)| PutOutcome {
+                        applied: applied == 1,
+                        cached,
+                        projected,
+                    })
+                    .collect())
+            })
+            .await;
+        // Written or not (a timed-out or failed write may still land), this process's copies
+        // of these products are older than Redis's now.
+        self.forget_near(products);
+        written
     }
 
     /// Writes one product if newer-or-equal (API write-through and read-through). On the

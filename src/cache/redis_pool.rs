@@ -24,15 +24,25 @@
 //!
 //! Cache reads have since moved to a [`SharedConnection`] per worker, which checks nothing out;
 //! the pool serves the writes-through, the read-through puts and the projection's writes.
+//! On the request path that connection is **tracked** (RESP3, `CLIENT TRACKING ON`): Redis
+//! pushes an invalidation for every key it read that changes, and the near cache
+//! (`cache::near`) drops it. A server that refuses RESP3 or tracking gets a plain connection
+//! and no near cache (logged once).
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates, Value};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisError,
+    RedisFuture, RedisResult, TlsCertificates, Value,
+};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::near::{Invalidations, NearSettings};
 use crate::config::RedisSettings;
+use crate::telemetry::metrics;
 use crate::tls::TlsError;
 
 /// A pooled connection unused for longer than this is PINGed before it is handed out again.
@@ -50,6 +60,8 @@ pub struct RedisEndpoint {
     ca_pem: Option<Vec<u8>>,
     /// Check every connection on checkout, not only an idle one.
     check_always: bool,
+    /// The request path's near cache (`None`: off).
+    near: Option<NearSettings>,
 }
 
 impl RedisEndpoint {
@@ -59,6 +71,7 @@ impl RedisEndpoint {
             url: url.to_owned(),
             ca_pem: None,
             check_always: false,
+            near: None,
         }
     }
 
@@ -68,7 +81,20 @@ impl RedisEndpoint {
         let ca = settings.ca_file.as_deref().map(crate::tls::read_ca_pem).transpose()?;
         Ok(Self::new(settings.url.expose())
             .with_ca_pem(ca)
-            .with_check_on_every_checkout(settings.checkout_check == "always"))
+            .with_check_on_every_checkout(settings.checkout_check == "always")
+            .with_near_cache(settings.near_cache()))
+    }
+
+    /// Gives the request path a near cache of `near` (`None`: off); see `cache::near`.
+    #[must_use]
+    pub fn with_near_cache(mut self, near: Option<NearSettings>) -> Self {
+        self.near = near;
+        self
+    }
+
+    /// The near cache the request path gets, if any.
+    pub fn near_cache(&self) -> Option<NearSettings> {
+        self.near
     }
 
     /// Checks every connection (UNWATCH + PING) before it is handed out, not only one idle for
@@ -132,6 +158,7 @@ impl fmt::Debug for RedisEndpoint {
             .field("url", &self.redacted())
             .field("custom_ca", &self.ca_pem.is_some())
             .field("check_always", &self.check_always)
+            .field("near", &self.near)
             .finish()
     }
 }
@@ -143,6 +170,8 @@ pub struct RedisManager {
     /// deadpool-redis's manager over the endpoint's `ConnectionInfo` (TLS parameters and a
     /// custom CA included): it opens the connections and PINGs an idle one.
     inner: Arc<deadpool_redis::Manager>,
+    /// The endpoint's connection parameters, for tracked connections.
+    info: Arc<ConnectionInfo>,
     /// Check on every checkout (`REDIS_CHECKOUT_CHECK=always`), not only after
     /// [`IDLE_PING_AFTER`].
     check_always: bool,
@@ -153,9 +182,50 @@ impl RedisManager {
     pub fn new(endpoint: &RedisEndpoint) -> RedisResult<Self> {
         let info = endpoint.client()?.get_connection_info().clone();
         Ok(Self {
-            inner: Arc::new(deadpool_redis::Manager::new(info)?),
+            inner: Arc::new(deadpool_redis::Manager::new(info.clone())?),
+            info: Arc::new(info),
             check_always: endpoint.check_always,
         })
+    }
+
+    /// A RESP3 connection with `CLIENT TRACKING ON` whose invalidations go to `to` (and a
+    /// closed connection empties it).
+    async fn open_tracked(&self, to: Arc<dyn Invalidations>) -> RedisResult<MultiplexedConnection> {
+        let info = (*self.info).clone();
+        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(resp3))?;
+        let config = AsyncConnectionConfig::new().set_push_sender(move |push: PushInfo| {
+            deliver(&*to, push);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+}
+
+/// Hands a tracked connection's push to `to`: the keys of an invalidation; everything after a
+/// flush (an invalidation without keys) or when the connection closed.
+fn deliver(to: &dyn Invalidations, push: PushInfo) {
+    match push.kind {
+        PushKind::Invalidate => match push.data.first() {
+            Some(Value::Array(keys)) => {
+                for key in keys {
+                    match key {
+                        Value::BulkString(k) => to.invalidate(k),
+                        _ => to.invalidate_all(),
+                    }
+                }
+                metrics::CACHE_NEAR_INVALIDATIONS.inc_by(keys.len() as u64);
+            }
+            _ => to.invalidate_all(),
+        },
+        PushKind::Disconnection => to.invalidate_all(),
+        _ => {}
     }
 }
 
@@ -212,6 +282,10 @@ impl PooledConnection {
 pub struct SharedConnection {
     manager: RedisManager,
     slot: std::sync::Mutex<Slot>,
+    /// Where a tracked connection's invalidations go (`None`: a plain connection).
+    tracking: Option<Arc<dyn Invalidations>>,
+    /// The server refused RESP3 or tracking: plain connections from then on.
+    refused_tracking: AtomicBool,
 }
 
 #[derive(Default)]
@@ -227,7 +301,23 @@ impl SharedConnection {
         Self {
             manager,
             slot: std::sync::Mutex::default(),
+            tracking: None,
+            refused_tracking: AtomicBool::new(false),
         }
+    }
+
+    /// A tracked connection to `manager`'s endpoint, opened on first use, whose invalidations
+    /// go to `to`; `to` is emptied whenever a connection is opened or dropped.
+    pub fn tracked(manager: RedisManager, to: Arc<dyn Invalidations>) -> Self {
+        Self {
+            tracking: Some(to),
+            ..Self::new(manager)
+        }
+    }
+
+    /// True while reads travel on a tracked connection (or will, once one is opened).
+    pub fn is_tracked(&self) -> bool {
+        self.tracking.is_some() && !self.refused_tracking.load(Ordering::Relaxed)
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
@@ -242,25 +332,69 @@ impl SharedConnection {
                 return Ok((s.generation, c.clone()));
             }
         }
-        let opened = managed::Manager::create(&*self.manager.inner).await?;
+        let opened = self.open().await?;
         let mut s = self.slot();
         // Another command may have opened one meanwhile: keep the first.
         let c = s.conn.get_or_insert(opened).clone();
         Ok((s.generation, c))
     }
 
+    async fn open(&self) -> RedisResult<MultiplexedConnection> {
+        let Some(to) = self.tracking.as_ref().filter(|_| self.is_tracked()) else {
+            return managed::Manager::create(&*self.manager.inner).await;
+        };
+        match self.manager.open_tracked(to.clone()).await {
+            Ok(conn) => {
+                // Entries read on a connection before this one have lost their invalidations.
+                to.invalidate_all();
+                Ok(conn)
+            }
+            // The server answered, and said no (no RESP3, no CLIENT TRACKING for this user).
+            Err(e) if !is_transport(&e) => {
+                self.refused_tracking.store(true, Ordering::Relaxed);
+                tracing::warn!(error = %e, "redis refused client tracking (RESP3, CLIENT TRACKING ON): the near cache is off");
+                managed::Manager::create(&*self.manager.inner).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the connection unless open: a near-cache read takes its ticket after this, as
+    /// opening a tracked connection empties the near cache.
+    pub async fn ready(&self) -> RedisResult<()> {
+        self.checkout().await.map(drop)
+    }
+
     /// Sends `cmd` and reads its answer as `T`.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        let (generation, mut conn) = self.checkout().await?;
+        self.on_connection(|mut conn| async move { conn.send_packed_command(cmd).await })
+            .await
+            .and_then(|v| Ok(redis::from_redis_value(v)?))
+    }
+
+    /// Sends `pipe` in one write and reads its answers as `T`.
+    pub async fn query_pipeline<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<T> {
+        self.on_connection(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs `call` on the connection; a call that does not end with the server's answer drops
+    /// it (and empties the near cache it fed).
+    async fn on_connection<T, F, Fut>(&self, call: F) -> RedisResult<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let (generation, conn) = self.checkout().await?;
         let mut guard = DiscardUnlessAnswered {
             shared: self,
             generation,
             armed: true,
         };
-        let result = conn.send_packed_command(cmd).await;
+        let result = call(conn).await;
         guard.armed = !answered(&result);
         drop(guard);
-        Ok(redis::from_redis_value(result?)?)
+        result
     }
 
     fn discard(&self, generation: u64) {
@@ -268,6 +402,9 @@ impl SharedConnection {
         if s.generation == generation {
             s.conn = None;
             s.generation += 1;
+            if let Some(to) = &self.tracking {
+                to.invalidate_all();
+            }
         }
     }
 }
@@ -304,10 +441,12 @@ impl Settle<'_> {
 /// True when `result` is the server's answer (an error reply is one; I/O errors, a dropped
 /// connection and a timeout are not).
 fn answered<T>(result: &RedisResult<T>) -> bool {
-    match result {
-        Ok(_) => true,
-        Err(e) => !(e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()),
-    }
+    result.as_ref().err().is_none_or(|e| !is_transport(e))
+}
+
+/// An I/O error, a dropped connection or a timeout: no answer came from the server.
+fn is_transport(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
 }
 
 impl Drop for Settle<'_> {

@@ -6,6 +6,8 @@
 //! | REDIS_URL | redis://:aliexpress@127.0.0.1:6379 | the server; `rediss://` for TLS, `redis://user:pass@...` for an ACL user |
 //! | REDIS_CA_FILE | (system roots) | PEM file of the CA(s) trusted for `rediss://` |
 //! | REDIS_CACHE_TTL_SECS | 86400 | time to live of a cached product |
+//! | REDIS_NEAR_CACHE_ENTRIES | 4096 | products `serve` keeps in process in front of Redis, kept right by Redis's invalidations (client-side caching, RESP3); 0 turns it off |
+//! | REDIS_NEAR_CACHE_MAX_AGE_MS | 2000 | longest a near-cache copy is served without asking Redis again (the bound if invalidations stop without the connection closing) |
 //! | REDIS_CHECKOUT_CHECK | idle | when a pooled connection is checked before reuse: `idle` (after 10 s unused) or `always` (every checkout, one more round trip) |
 //!
 //! `serve` bounds its Redis calls with [`RequestBounds`], read from `REDIS_REQUEST_TIMEOUT_MS`,
@@ -70,6 +72,28 @@ pub struct RedisSettings {
         value_parser = ["idle", "always"]
     )]
     pub checkout_check: String,
+    /// Products serve keeps in process in front of Redis (client-side caching: Redis pushes
+    /// an invalidation when one changes); 0 turns the near cache off.
+    #[arg(
+        id = "redis_near_cache_entries",
+        value_name = "REDIS_NEAR_CACHE_ENTRIES",
+        long = "redis-near-cache-entries",
+        env = "REDIS_NEAR_CACHE_ENTRIES",
+        global = true,
+        default_value_t = 4096
+    )]
+    pub near_cache_entries: usize,
+    /// Longest a near-cache copy is served without asking Redis again, in milliseconds.
+    #[arg(
+        id = "redis_near_cache_max_age_ms",
+        value_name = "REDIS_NEAR_CACHE_MAX_AGE_MS",
+        long = "redis-near-cache-max-age-ms",
+        env = "REDIS_NEAR_CACHE_MAX_AGE_MS",
+        global = true,
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
+    )]
+    pub near_cache_max_age_ms: u64,
 }
 
 impl Default for RedisSettings {
@@ -80,6 +104,8 @@ impl Default for RedisSettings {
             ca_file: None,
             cache_ttl_secs: 86_400,
             checkout_check: "idle".into(),
+            near_cache_entries: 4096,
+            near_cache_max_age_ms: 2000,
         }
     }
 }
@@ -100,6 +126,14 @@ impl RedisSettings {
     /// Time to live of a cached product.
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    /// The API's near cache (`None` when `REDIS_NEAR_CACHE_ENTRIES` is 0).
+    pub fn near_cache(&self) -> Option<crate::cache::near::NearSettings> {
+        std::num::NonZeroUsize::new(self.near_cache_entries).map(|entries| crate::cache::near::NearSettings {
+            entries,
+            max_age: Duration::from_millis(self.near_cache_max_age_ms),
+        })
     }
 }
 

@@ -130,6 +130,15 @@ metric!(CACHE_REQUEST_FAILURES: IntCounterVec = register_int_counter_vec!(
 metric!(CACHE_MISSED_WRITES: IntGauge = register_int_gauge!(
     "aliexpress_cache_missed_writes_pending",
     "Products whose write-through failed and whose cached entry is not trusted until refreshed"));
+metric!(CACHE_NEAR_READS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_cache_near_reads_total",
+    "Cache reads of the API answered by the in-process near cache (hit) or sent to Redis (miss)",
+    &["result"]));
+metric!(CACHE_NEAR_INVALIDATIONS: IntCounter = register_int_counter!(
+    "aliexpress_cache_near_invalidations_total",
+    "Keys Redis said changed, on the API's tracked read connections (client-side caching)"));
+metric!(CACHE_NEAR_ENTRIES: IntGauge = register_int_gauge!(
+    "aliexpress_cache_near_entries", "Products held by the API's near cache"));
 metric!(HTTP_UNAVAILABLE: IntCounterVec = register_int_counter_vec!(
     "aliexpress_http_unavailable_total", "503 answers by the dependency that was unavailable", &["dependency"]));
 metric!(HTTP_RATE_LIMITED: IntCounterVec = register_int_counter_vec!(

@@ -18,6 +18,7 @@ mod durability;
 mod health;
 mod idempotency;
 mod kafka_outage;
+mod near_cache;
 mod ops;
 mod ops_watch;
 mod otlp;

@@ -22,13 +22,13 @@ fn free_port() -> u16 {
 }
 
 /// A `redis-server` of this test only, controlled by its pid; killed on drop.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let mut r = Self {
             // Restarted on the same port by the tests.
             port: crate::helpers::restartable_ports(1),
@@ -38,7 +38,7 @@ impl PrivateRedis {
         r
     }
 
-    async fn spawn(&mut self) {
+    pub(crate) async fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
             .args(["--bind", "127.0.0.1"])
@@ -61,7 +61,7 @@ impl PrivateRedis {
         assert!(up, "private redis on port {} answers PING", self.port);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -75,15 +75,15 @@ impl PrivateRedis {
         assert!(ok, "kill {sig} {pid}");
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.signal("-STOP");
     }
 
-    fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.signal("-CONT");
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
             let _ = c.kill();
@@ -98,10 +98,11 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// The cache the API gets for `url`: the same constructor `serve` uses.
-fn api_cache(url: &str, names: &Names) -> ProductCache {
+/// The cache the API gets for `url`: the same constructor `serve` uses, with `serve`'s near
+/// cache.
+pub(crate) fn api_cache(url: &str, names: &Names) -> ProductCache {
     ProductCache::for_requests(
-        url,
+        aliexpress::cache::RedisEndpoint::new(url).with_near_cache(Some(aliexpress::cache::NearSettings::default())),
         names.clone(),
         Duration::from_secs(3600),
         aliexpress::cache::RequestBounds::default(),
@@ -109,7 +110,7 @@ fn api_cache(url: &str, names: &Names) -> ProductCache {
     .expect("lazy cache")
 }
 
-async fn app_on_redis(redis: &PrivateRedis) -> TestApp {
+pub(crate) async fn app_on_redis(redis: &PrivateRedis) -> TestApp {
     let url = redis.url();
     TestApp::spawn_with(move |s| s.catalog.cache = api_cache(&url, &s.names)).await
 }
