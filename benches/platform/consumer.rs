@@ -115,7 +115,7 @@ pub(super) async fn bench_consumer(rows: &mut Vec<Row>) {
             "commands/s",
         )
         .ours(o, or)
-        .baseline(format!("same statements (NOTIFY), {conns} conns"), s, sr)
+        .baseline(format!("same statements (wake-up after commit), {conns} conns"), s, sr)
         .goal("(info)")
         .errors(errors)
         .verified(verified),

@@ -12,7 +12,7 @@
 //!   created, so it streams them from the WAL); events/s between the append times of the
 //!   records at 10 % and at 100 % (the first 10 % are the warm-up: JVM, connections,
 //!   batches filling), checked against the number of records on the topic.
-//! - Publish latency: one-row transactions (INSERT + the write path's NOTIFY) at a fixed rate,
+//! - Publish latency: one-row transactions (INSERT, then the write path's wake-up) at a fixed rate,
 //!   open loop over 8 connections, while the publisher runs: commit returned → record
 //!   appended, per row, p50/p99/max.
 //!
@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aliexpress::bus::KafkaConnection;
-use aliexpress::store::outbox_repo::OUTBOX_NOTIFY_CHANNEL;
+use aliexpress::store::outbox_repo::WAKE_RELAYS_SQL;
 use aliexpress::store::pool;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use rdkafka::consumer::BaseConsumer;
@@ -315,7 +315,7 @@ async fn latency_run(side: &Side, rate: f64, poll_interval_ms: Option<u64>) -> (
              VALUES (gen_random_uuid(), 'product', '{key}', 1, '{topic}', '{key}', 'ProductStockAdjusted', 1, \
                      jsonb_build_object('aggregate_id', '{key}'::uuid, 'aggregate_version', 1, 'pad', '{pad}'), \
                      jsonb_build_object('event_type', 'ProductStockAdjusted', 'aggregate_version', '1')); \
-             NOTIFY {OUTBOX_NOTIFY_CHANNEL}; COMMIT;"
+             COMMIT; {WAKE_RELAYS_SQL};"
         )
     };
     {

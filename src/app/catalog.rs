@@ -192,7 +192,10 @@ impl Catalog {
             match once {
                 None => execute::run_command(&mut conn, w.id, &w.command, &opts).await?,
                 Some(once) => match self.once(&mut conn, &w, &opts, once).await? {
-                    Ok(outcome) => outcome,
+                    Ok(outcome) => {
+                        execute::wake_relays_after(&mut conn, &opts, &outcome).await;
+                        outcome
+                    }
                     Err(replayed) => return Ok(Written::Replayed(replayed)),
                 },
             }

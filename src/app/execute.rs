@@ -11,7 +11,9 @@
 //!    the product type's rules, [`product_type::check`]);
 //! 4. a refusal is recorded for the command id; an accepted change becomes an event
 //!    ([`EventEnvelope::new`]) and `product_repo::save` writes state, SKUs, history, outbox
-//!    row, outcome and the relay's NOTIFY together.
+//!    row and outcome together;
+//! 5. once committed, the relays are woken ([`wake_relays_after`]: a NOTIFY of its own, outside
+//!    the write's commit).
 //!
 //! Either everything is written or nothing: no event without state, no state without event.
 //! The repository runs no rule; the domain touches no SQL.
@@ -24,7 +26,7 @@ use crate::domain::access::{self, Scope};
 use crate::domain::product::{self, EventEnvelope, EventMeta, Product, ProductCommand};
 use crate::domain::product_type;
 use crate::store::product_repo::{self, NewVersion, Processed};
-use crate::store::{category_repo, type_repo, StoreError};
+use crate::store::{category_repo, outbox_repo, type_repo, StoreError};
 
 /// How a command is to be executed.
 #[derive(Debug, Clone)]
@@ -40,7 +42,7 @@ pub struct ExecuteOptions {
     pub expected_version: Option<i64>,
     /// Topic recorded on the outbox row.
     pub events_topic: String,
-    /// Send a NOTIFY wake-up to the relay at commit.
+    /// Wake the relays once an event is committed ([`wake_relays_after`]).
     pub notify: bool,
     /// Who asks (a token's or key's name, a subject, or the channel; never a secret): stamped
     /// on the event and the product's history.
@@ -79,9 +81,20 @@ pub async fn run_command(
     opts: &ExecuteOptions,
 ) -> Result<ExecuteOutcome, StoreError> {
     let command = command.clone();
-    let opts = opts.clone();
-    conn.transaction::<_, StoreError, _>(async move |conn| decide_and_save(conn, id, &command, &opts).await)
-        .await
+    let run_opts = opts.clone();
+    let outcome = conn
+        .transaction::<_, StoreError, _>(async move |conn| decide_and_save(conn, id, &command, &run_opts).await)
+        .await?;
+    wake_relays_after(conn, opts, &outcome).await;
+    Ok(outcome)
+}
+
+/// Once `outcome` is committed: wakes the relays when it put an event in the outbox and
+/// `opts` asks for it (`outbox_repo::wake_relays`).
+pub async fn wake_relays_after(conn: &mut AsyncPgConnection, opts: &ExecuteOptions, outcome: &ExecuteOutcome) {
+    if opts.notify && matches!(outcome, ExecuteOutcome::Applied(_)) {
+        outbox_repo::wake_relays(conn).await;
+    }
 }
 
 /// Inside the caller's transaction: steps 1–4 of the module docs.
@@ -135,7 +148,6 @@ pub async fn decide_and_save(
             command: opts.command_id.map(|c| (c, command.command_type())),
             topic: &opts.events_topic,
             traceparent: opts.traceparent.as_deref(),
-            notify: opts.notify,
         },
     )
     .await?;

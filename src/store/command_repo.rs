@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::outbox_repo::{command_headers, OUTBOX_NOTIFY_CHANNEL};
+use super::outbox_repo::command_headers;
 use super::schema::{commands, outbox};
 use super::StoreError;
 
@@ -26,7 +26,7 @@ pub struct Submission<'a> {
     pub message: serde_json::Value,
     /// Topic to publish to (`product.commands` under the namespace).
     pub topic: &'a str,
-    /// NOTIFY the relay at commit.
+    /// Wake the relays once committed (`outbox_repo::wake_relays`).
     pub notify: bool,
     /// W3C `traceparent` sent with the command (the consumer continues it into the event).
     pub traceparent: Option<String>,
@@ -38,42 +38,43 @@ pub struct Submission<'a> {
 pub async fn submit(conn: &mut AsyncPgConnection, s: &Submission<'_>) -> Result<CommandRecord, StoreError> {
     use diesel_async::AsyncConnection;
     let s = s.clone();
-    conn.transaction::<_, StoreError, _>(async move |conn| {
-        insert_pending(conn, s.command_id, s.product_id, s.command_type).await?;
-        let mut headers = serde_json::json!({
-            command_headers::COMMAND_ID: s.command_id.to_string(),
-            command_headers::COMMAND_TYPE: s.command_type,
-        });
-        if let Some(tp) = &s.traceparent {
-            headers[crate::telemetry::trace_context::TRACEPARENT] = serde_json::Value::String(tp.clone());
-        }
-        diesel::insert_into(outbox::table)
-            .values((
-                outbox::event_id.eq(s.command_id),
-                outbox::aggregate_type.eq("product"),
-                outbox::aggregate_id.eq(s.product_id),
-                outbox::aggregate_version.eq(0_i64),
-                outbox::topic.eq(s.topic),
-                outbox::key.eq(s.product_id.to_string()),
-                outbox::event_type.eq(s.command_type),
-                outbox::schema_version.eq(1),
-                outbox::payload.eq(&s.message),
-                outbox::headers.eq(headers),
-            ))
-            .on_conflict(outbox::event_id)
-            .do_nothing()
-            .execute(conn)
-            .await?;
-        if s.notify {
-            diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
+    let notify = s.notify;
+    let stored = conn
+        .transaction::<_, StoreError, _>(async move |conn| {
+            insert_pending(conn, s.command_id, s.product_id, s.command_type).await?;
+            let mut headers = serde_json::json!({
+                command_headers::COMMAND_ID: s.command_id.to_string(),
+                command_headers::COMMAND_TYPE: s.command_type,
+            });
+            if let Some(tp) = &s.traceparent {
+                headers[crate::telemetry::trace_context::TRACEPARENT] = serde_json::Value::String(tp.clone());
+            }
+            diesel::insert_into(outbox::table)
+                .values((
+                    outbox::event_id.eq(s.command_id),
+                    outbox::aggregate_type.eq("product"),
+                    outbox::aggregate_id.eq(s.product_id),
+                    outbox::aggregate_version.eq(0_i64),
+                    outbox::topic.eq(s.topic),
+                    outbox::key.eq(s.product_id.to_string()),
+                    outbox::event_type.eq(s.command_type),
+                    outbox::schema_version.eq(1),
+                    outbox::payload.eq(&s.message),
+                    outbox::headers.eq(headers),
+                ))
+                .on_conflict(outbox::event_id)
+                .do_nothing()
                 .execute(conn)
                 .await?;
-        }
-        find(conn, s.command_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("command {} vanished", s.command_id)))
-    })
-    .await
+            find(conn, s.command_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("command {} vanished", s.command_id)))
+        })
+        .await?;
+    if notify {
+        super::outbox_repo::wake_relays(conn).await;
+    }
+    Ok(stored)
 }
 
 /// A command's status as stored.

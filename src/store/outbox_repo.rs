@@ -19,6 +19,26 @@ use super::StoreError;
 /// the write paths NOTIFY after appending rows).
 pub const OUTBOX_NOTIFY_CHANNEL: &str = "aliexpress_outbox";
 
+/// The statement of [`wake_relays`]: the NOTIFY, and `synchronous_commit` off for its own
+/// transaction.
+pub const WAKE_RELAYS_SQL: &str =
+    "SELECT set_config('synchronous_commit', 'off', true), pg_notify('aliexpress_outbox', '')";
+
+/// Wakes the relays: a NOTIFY on [`OUTBOX_NOTIFY_CHANNEL`], sent once the write it announces
+/// has committed, in a transaction of its own that does not wait for its WAL flush
+/// (`synchronous_commit` off for it alone: a hint needs no durability). A NOTIFY inside the
+/// write would take Postgres's database-wide notify lock at that commit and hold it through
+/// the commit's flush and the synchronous standby's, so writes from every connection would
+/// commit one at a time (docs/ARCHITECTURE.md, "NOTIFY as a hint"); here the lock is held
+/// for the microseconds of a commit that waits for nothing. Best effort: a wake-up that is not
+/// sent is covered by the relays' poll.
+pub async fn wake_relays(conn: &mut AsyncPgConnection) {
+    let sent = diesel::sql_query(WAKE_RELAYS_SQL).execute(conn).await;
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "relay wake-up not sent; the relays' poll covers it");
+    }
+}
+
 /// Kafka header names written into the `headers` column of every product event row; the relay
 /// sends them as the message's headers unchanged (see docs/EVENTS.md).
 pub mod event_headers {
@@ -363,4 +383,15 @@ pub async fn prune_published(conn: &mut AsyncPgConnection, age: Duration, batch:
     .bind::<BigInt, _>(batch)
     .execute(conn)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wake_up_notifies_the_channel_the_relays_listen_on_without_waiting_for_its_flush() {
+        assert!(WAKE_RELAYS_SQL.contains(&format!("pg_notify('{OUTBOX_NOTIFY_CHANNEL}', '')")));
+        assert!(WAKE_RELAYS_SQL.contains("set_config('synchronous_commit', 'off', true)"));
+    }
 }

@@ -13,7 +13,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::outbox_repo::{event_headers, OUTBOX_NOTIFY_CHANNEL};
+use super::outbox_repo::event_headers;
 use super::product_row::ProductRow;
 use super::schema::{commands, outbox, product_history, product_skus, products};
 use super::StoreError;
@@ -45,8 +45,6 @@ pub struct NewVersion<'a> {
     pub topic: &'a str,
     /// The caller's W3C `traceparent`, stored as the event's header.
     pub traceparent: Option<&'a str>,
-    /// Send a NOTIFY wake-up to the relay at commit.
-    pub notify: bool,
 }
 
 #[derive(Insertable)]
@@ -155,8 +153,8 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Produ
         .transpose()
 }
 
-/// Writes the new state (guarded by the previous version), the event into the outbox, the
-/// command's outcome and the NOTIFY. The writes are independent statements of one
+/// Writes the new state (guarded by the previous version), the event into the outbox and the
+/// command's outcome (the relays' wake-up follows the commit: `outbox_repo::wake_relays`). The writes are independent statements of one
 /// transaction: sent together (pipelined), one round trip instead of one each. Postgres still
 /// runs them in order, and once one fails the rest fail with the transaction; the product
 /// write's result is looked at first (a taken sku is `SkuTaken`).
@@ -202,29 +200,13 @@ pub async fn save(conn: &mut AsyncPgConnection, v: &NewVersion<'_>) -> Result<()
             None => Ok(()),
         }
     };
-    let wake_relay = async {
-        if v.notify {
-            let mut c = shared;
-            diesel::sql_query(format!("NOTIFY {OUTBOX_NOTIFY_CHANNEL}"))
-                .execute(&mut c)
-                .await?;
-        }
-        Ok::<_, StoreError>(())
-    };
-    let (written, skus, appended, history, recorded, woken) = futures::join!(
-        product_write,
-        skus_write,
-        outbox_write,
-        history_write,
-        outcome_write,
-        wake_relay
-    );
+    let (written, skus, appended, history, recorded) =
+        futures::join!(product_write, skus_write, outbox_write, history_write, outcome_write);
     product_written(written, next)?;
     skus?;
     appended?;
     history?;
     recorded?;
-    woken?;
     Ok(())
 }
 

@@ -437,3 +437,38 @@ async fn pruning_deletes_only_old_published_rows() {
     );
     assert_eq!(env.count("outbox").await, 2, "pending rows are kept");
 }
+
+/// A write wakes the relays once it committed, in a transaction of its own
+/// (`outbox_repo::wake_relays`): a LISTEN connection is woken, and the row that woke it is
+/// there to claim.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_committed_write_wakes_the_relays_and_its_row_is_there_to_claim() {
+    use std::sync::Arc;
+    let app = TestApp::spawn().await;
+    let env = &app.env;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(aliexpress::store::outbox_listener::listen(
+        env.infra.database.url.expose().to_owned(),
+        wake.clone(),
+        cancel.clone(),
+    ));
+    let listening = crate::helpers::wait_until(Duration::from_secs(10), || async {
+        env.count("pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'")
+            .await
+            == 1
+    })
+    .await;
+    assert!(listening, "the listener LISTENs");
+    assert_eq!(env.count("outbox WHERE published_at IS NULL").await, 0);
+
+    app.create_product("WAKE-1", "Woken lamp").await;
+    let woken = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+    assert!(woken.is_ok(), "no wake-up within 5 s of a committed write");
+    assert_eq!(
+        env.count("outbox WHERE published_at IS NULL").await,
+        1,
+        "the woken relay finds the write's row"
+    );
+    cancel.cancel();
+}
