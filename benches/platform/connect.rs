@@ -76,7 +76,9 @@ impl ConnectStandalone {
 
 impl Drop for ConnectStandalone {
     fn drop(&mut self) {
-        // `child` is stopped after this (fields drop after the body); the folder can go.
+        // Stopped first: a graceful stop flushes the connector's offsets into the folder, and
+        // with the folder gone it hung on the missing file (run Q's peer rows, 7 December).
+        self.child.stop();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

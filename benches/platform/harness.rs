@@ -124,12 +124,29 @@ pub(super) struct Role(pub(super) std::process::Child);
 
 impl Drop for Role {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
+        self.stop();
     }
 }
 
 impl Role {
+    /// Stops the process: SIGTERM, and SIGKILL if it has not exited 10 s later (a JVM whose
+    /// graceful stop hangs once held a whole run).
+    pub(super) fn stop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50)); // polling for the child's exit
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
     /// The child's process id: the binary itself ([`spawn_role`] runs it with no shell between).
     pub(super) fn pid(&self) -> u32 {
         self.0.id()
