@@ -138,7 +138,7 @@ metric!(CACHE_NEAR_INVALIDATIONS: IntCounter = register_int_counter!(
     "aliexpress_cache_near_invalidations_total",
     "Keys Redis said changed, on the API's tracked read connections (client-side caching)"));
 metric!(CACHE_NEAR_ENTRIES: IntGauge = register_int_gauge!(
-    "aliexpress_cache_near_entries", "Products held by the API's near cache"));
+    "aliexpress_cache_near_entries", "Products held by the API's near cache, as of its last fill"));
 metric!(HTTP_UNAVAILABLE: IntCounterVec = register_int_counter_vec!(
     "aliexpress_http_unavailable_total", "503 answers by the dependency that was unavailable", &["dependency"]));
 metric!(HTTP_RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
