@@ -14,13 +14,21 @@
 //! connection within `read_retry_budget`; when the cache only ran out of its short bound and
 //! the database is unavailable too, the cache gets a second look before the caller sees an
 //! error. A product read from the database is written back to the cache.
+//!
+//! Reads from Postgres and writes to Redis (write-throughs and read-throughs) are batched
+//! per worker ([`super::batcher`]): the callers waiting while one is in flight go together in
+//! the next, one query or one round trip for all of them.
 
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+use super::batcher::{BatchError, Batcher};
 use super::execute::{self, ExecuteOptions, ExecuteOutcome};
 use super::recent::Recent;
-use crate::cache::{CachedDocument, ProductCache};
+use crate::cache::product_cache::PutOutcome;
+use crate::cache::{CacheError, CachedDocument, ProductCache};
 use crate::domain::access::Scope;
 use crate::domain::product::{self, DomainError, Product, ProductCommand, ProductStatus};
 use crate::store::history_repo::{self, HistoryEntry};
@@ -43,17 +51,34 @@ pub struct CatalogSettings {
     pub read_retry_budget: Duration,
 }
 
-/// The catalog's stores and settings; cheap to clone (pools are handles).
+/// Batched reads of products from Postgres, by id.
+pub type Lookups = Batcher<Uuid, Option<Product>, Arc<StoreError>>;
+/// Batched writes of products to Redis.
+pub type Fills = Batcher<Arc<Product>, Result<PutOutcome, Arc<CacheError>>, Infallible>;
+
+/// Most products one batched read or Redis write takes.
+pub const MAX_BATCH: usize = 64;
+/// Batched reads (or Redis writes) one worker runs at a time.
+pub const BATCHES_IN_FLIGHT: usize = 2;
+
+/// The catalog's stores and settings; cheap to clone (pools are handles). Build it with
+/// [`Catalog::new`], once per worker (its batches use the worker's pools).
 #[derive(Clone)]
 pub struct Catalog {
-    /// Postgres: products, outbox, command outcomes, idempotency records.
-    pub pool: PgPool,
-    /// Redis read model (bounded, behind a breaker).
-    pub cache: ProductCache,
+    /// Postgres: products, outbox, command outcomes, idempotency records ([`Catalog::pool`];
+    /// another one through [`Catalog::with_pool`], which batches on it).
+    pub(crate) pool: PgPool,
+    /// Redis read model, bounded, behind a breaker ([`Catalog::cache`]; another one through
+    /// [`Catalog::with_cache`]).
+    pub(crate) cache: ProductCache,
     /// Settings.
     pub settings: CatalogSettings,
     /// What decorates a search, kept briefly; shared by every worker of the process.
-    pub decorations: std::sync::Arc<Decorations>,
+    pub decorations: Arc<Decorations>,
+    /// Reads from Postgres of [`Catalog::read`], batched.
+    lookups: Arc<Lookups>,
+    /// Write-throughs and read-throughs to Redis, batched.
+    fills: Arc<Fills>,
 }
 
 /// The product types and the category tree, as a search reads them (see [`Recent`]).
@@ -167,6 +192,63 @@ pub enum AppError {
 }
 
 impl Catalog {
+    /// The catalog on `pool` and `cache`, with batches of its own.
+    pub fn new(pool: PgPool, cache: ProductCache, settings: CatalogSettings, decorations: Arc<Decorations>) -> Self {
+        let lookups = lookups(pool.clone(), settings.read_retry_budget);
+        let fills = fills(cache.clone());
+        Self {
+            pool,
+            cache,
+            settings,
+            decorations,
+            lookups,
+            fills,
+        }
+    }
+
+    /// The Postgres pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The Redis read model.
+    pub fn cache(&self) -> &ProductCache {
+        &self.cache
+    }
+
+    /// The same catalog on `pool` (its batched reads too).
+    pub fn with_pool(&self, pool: PgPool) -> Self {
+        Self::new(
+            pool,
+            self.cache.clone(),
+            self.settings.clone(),
+            self.decorations.clone(),
+        )
+    }
+
+    /// The same catalog on `cache` (its batched writes too).
+    pub fn with_cache(&self, cache: ProductCache) -> Self {
+        Self::new(
+            self.pool.clone(),
+            cache,
+            self.settings.clone(),
+            self.decorations.clone(),
+        )
+    }
+
+    /// Writes `product` through to the cache, batched with other callers' (see
+    /// [`ProductCache::put_all`]), and gives it back.
+    async fn fill(&self, product: Product) -> (Product, Result<PutOutcome, Arc<CacheError>>) {
+        let product = Arc::new(product);
+        let outcome = match self.fills.call(product.clone()).await {
+            Ok(outcome) => outcome,
+            Err(BatchError::Failed(never)) => match never {},
+            Err(BatchError::Abandoned) => Err(Arc::new(CacheError::Corrupt("the cache write was abandoned".into()))),
+        };
+        // The batch has let go of its copy by now.
+        (Arc::unwrap_or_clone(product), outcome)
+    }
+
     /// Runs `w` (at most once per key with `once`), then writes the new state through to the
     /// cache once the database connection is released.
     #[tracing::instrument(level = "debug", skip_all, fields(product.id = %w.id, command = w.command.command_type()))]
@@ -204,7 +286,8 @@ impl Catalog {
         match outcome {
             ExecuteOutcome::Applied(applied) => {
                 let (product, _event) = *applied;
-                if let Err(e) = self.cache.put(&product).await {
+                let (product, outcome) = self.fill(product).await;
+                if let Err(e) = outcome {
                     // Bounded and behind the breaker; the entry is marked stale in this
                     // process and the projection rewrites it. The breaker logs state changes.
                     tracing::debug!(product.id = %w.id, error = %e, "cache write-through skipped");
@@ -292,35 +375,16 @@ impl Catalog {
             Err(e) => return Err(e.into()),
         };
         let Some(p) = found else { return Ok(None) };
-        let _ = self.cache.put(&p).await;
+        let (p, _) = self.fill(p).await;
         Ok(Some(Found::Stored(Box::new(p))))
     }
 
-    /// Reads a product from Postgres. A read that lost its connection (session terminated
-    /// under it, or a new connection closed while being set up) runs again, a few times with
-    /// a short jittered pause, while the read is younger than the budget: a read has no effect
-    /// to repeat, and the pool verifies the connection it hands out next. A failure that took
-    /// its time (a pool or statement timeout) is not repeated: it has already waited its bound.
+    /// Reads a product from Postgres, in a batch with the reads waiting beside it.
     async fn find(&self, id: Uuid) -> Result<Option<Product>, StoreError> {
-        use backon::Retryable;
-        let started = std::time::Instant::now();
-        let budget = self.settings.read_retry_budget;
-        let read = || async {
-            let mut conn = pool::get(&self.pool).await?;
-            product_repo::find(&mut conn, id).await
-        };
-        read.retry(
-            backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(40))
-                .with_max_times(8)
-                .with_jitter(),
-        )
-        .when(|e: &StoreError| e.is_transient() && started.elapsed() < budget)
-        .notify(|e, pause| {
-            tracing::debug!(product.id = %id, error = %e, retry_in_ms = pause.as_millis() as u64,
-                "database read lost its connection; reading again");
+        self.lookups.call(id).await.map_err(|e| match e {
+            BatchError::Failed(e) => StoreError::Shared(e),
+            BatchError::Abandoned => StoreError::Pool("the batched read was abandoned".into()),
         })
-        .await
     }
 
     /// How the category fan-out writes products: through the outbox like any write, as the
@@ -357,4 +421,65 @@ impl Catalog {
         let mut conn = pool::get(&self.pool).await?;
         Ok(product_repo::list(&mut conn, status, category, owner, cursor, limit).await?)
     }
+}
+
+/// Reads of products from `pool`, batched. A batch that lost its connection (session
+/// terminated under it, or a new connection closed while being set up) runs again, a few
+/// times with a short jittered pause, while it is younger than `budget`: a read has no effect
+/// to repeat, and the pool verifies the connection it hands out next. A failure that took its
+/// time (a pool or statement timeout) is not repeated: it has already waited its bound.
+fn lookups(pool: PgPool, budget: Duration) -> Arc<Lookups> {
+    Batcher::new(
+        MAX_BATCH,
+        BATCHES_IN_FLIGHT,
+        Box::new(move |ids: Vec<Uuid>| {
+            metrics::CATALOG_BATCH_SIZE
+                .with_label_values(&["postgres_read"])
+                .observe(ids.len() as f64);
+            let pool = pool.clone();
+            Box::pin(async move { find_many(&pool, &ids, budget).await.map_err(Arc::new) })
+        }),
+    )
+}
+
+async fn find_many(pool: &PgPool, ids: &[Uuid], budget: Duration) -> Result<Vec<Option<Product>>, StoreError> {
+    use backon::Retryable;
+    let started = std::time::Instant::now();
+    let read = || async {
+        let mut conn = pool::get(pool).await?;
+        product_repo::find_many(&mut conn, ids).await
+    };
+    read.retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(40))
+            .with_max_times(8)
+            .with_jitter(),
+    )
+    .when(|e: &StoreError| e.is_transient() && started.elapsed() < budget)
+    .notify(|e, pause| {
+        tracing::debug!(products = ids.len(), error = %e, retry_in_ms = pause.as_millis() as u64,
+            "database read lost its connection; reading again");
+    })
+    .await
+}
+
+/// Writes of products to `cache`, batched: one round trip for the batch, an outcome each.
+fn fills(cache: ProductCache) -> Arc<Fills> {
+    Batcher::new(
+        MAX_BATCH,
+        BATCHES_IN_FLIGHT,
+        Box::new(move |products: Vec<Arc<Product>>| {
+            metrics::CATALOG_BATCH_SIZE
+                .with_label_values(&["redis_write"])
+                .observe(products.len() as f64);
+            let cache = cache.clone();
+            Box::pin(async move {
+                let refs: Vec<&Product> = products.iter().map(|p| &**p).collect();
+                Ok(match cache.put_all(&refs).await {
+                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(Arc::new(e)); products.len()],
+                })
+            })
+        }),
+    )
 }

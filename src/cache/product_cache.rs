@@ -409,7 +409,6 @@ impl ProductCache {
         }
         let written = self
             .bounded("put", async {
-                let mut c = self.conn().await?;
                 let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
                 // The script body travels once per round trip (SCRIPT LOAD), then EVALSHA per product.
                 let mut pipe = redis::pipe();
@@ -423,7 +422,7 @@ impl ProductCache {
                         .arg(if writer == Writer::Projection { "1" } else { "0" });
                     pipe.invoke_script(&inv);
                 }
-                let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut *c).await?;
+                let raw: Vec<(i64, i64, i64)> = pipe.query_async(&mut *self.conn().await?).await?;
                 Ok(raw
                     .into_iter()
                     .map(|(applied, cached, projected)| PutOutcome {
@@ -443,14 +442,25 @@ impl ProductCache {
     /// Writes one product if newer-or-equal (API write-through and read-through). On the
     /// request path a failure remembers the product as a missed write.
     pub async fn put(&self, product: &Product) -> Result<PutOutcome, CacheError> {
-        let r = self.put_many(&[product], Writer::WriteThrough).await.and_then(|mut v| {
+        self.put_all(&[product]).await.and_then(|mut v| {
             v.pop()
                 .ok_or_else(|| CacheError::Corrupt("empty pipeline reply".into()))
-        });
+        })
+    }
+
+    /// Writes each of `products` if newer-or-equal (API write-through and read-through), in
+    /// one round trip; outcomes in input order. On the request path a failure remembers each
+    /// product as a missed write.
+    pub async fn put_all(&self, products: &[&Product]) -> Result<Vec<PutOutcome>, CacheError> {
+        let r = self.put_many(products, Writer::WriteThrough).await;
         if let Some(g) = &self.guard {
             match &r {
-                Ok(o) => g.refreshed(product.id, if o.applied { product.version } else { o.cached }),
-                Err(_) => g.note_missed(product.id, product.version),
+                Ok(outcomes) => {
+                    for (p, o) in products.iter().zip(outcomes) {
+                        g.refreshed(p.id, if o.applied { p.version } else { o.cached });
+                    }
+                }
+                Err(_) => products.iter().for_each(|p| g.note_missed(p.id, p.version)),
             }
         }
         r

@@ -81,17 +81,17 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
     .await?;
     let search = super::connect::search(infra).await?;
     Ok(AppState {
-        catalog: Catalog {
+        catalog: Catalog::new(
             pool,
             cache,
-            settings: CatalogSettings {
+            CatalogSettings {
                 events_topic: infra.names().events_topic(),
                 outbox_notify: a.outbox_notify,
                 idempotency_ttl: a.resilience.idempotency_ttl(),
                 read_retry_budget: a.resilience.database_read_retry(),
             },
-            decorations: Default::default(),
-        },
+            Default::default(),
+        ),
         search,
         kafka: KafkaHandles {
             producer,
@@ -126,12 +126,12 @@ fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Res
         ..infra.database.clone()
     };
     Ok(AppState {
-        catalog: Catalog {
-            pool: pool::from_settings(&settings)?,
-            cache: st.catalog.cache.with_own_pool()?,
-            settings: st.catalog.settings.clone(),
-            decorations: st.catalog.decorations.clone(),
-        },
+        catalog: Catalog::new(
+            pool::from_settings(&settings)?,
+            st.catalog.cache.with_own_pool()?,
+            st.catalog.settings.clone(),
+            st.catalog.decorations.clone(),
+        ),
         // The process's bound is shared; each worker gets a bound of its own.
         limits: RequestLimits {
             admission: st.limits.admission.for_worker(),

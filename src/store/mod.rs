@@ -67,6 +67,10 @@ pub enum StoreError {
     /// Stored data could not be decoded (a bug or manual edit).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// One failure shared by the callers of a batched read (`app::batcher`); it classifies
+    /// as the failure itself.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 impl StoreError {
@@ -116,6 +120,7 @@ impl Classify for StoreError {
                 _ => FailureClass::Permanent,
             },
             Self::Query(Error::BrokenTransactionManager) => FailureClass::Transient,
+            Self::Shared(e) => e.failure_class(),
             Self::Query(_)
             | Self::Migration(_)
             | Self::VersionConflict { .. }
@@ -160,5 +165,16 @@ mod tests {
         assert_eq!(db(K::CheckViolation, "check").failure_class(), FailureClass::Permanent);
         assert_eq!(db(K::UniqueViolation, "dup").failure_class(), FailureClass::Permanent);
         assert_eq!(StoreError::NotFound.failure_class(), FailureClass::Permanent);
+    }
+
+    #[test]
+    fn a_shared_failure_classifies_as_the_failure_itself() {
+        let shared = |e| StoreError::Shared(std::sync::Arc::new(e));
+        assert!(shared(StoreError::Pool("timed out".into())).is_transient());
+        assert_eq!(shared(StoreError::NotFound).failure_class(), FailureClass::Permanent);
+        assert_eq!(
+            shared(StoreError::Pool("timed out".into())).to_string(),
+            "database unavailable: timed out"
+        );
     }
 }

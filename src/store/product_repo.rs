@@ -73,6 +73,33 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Produ
     row.map(ProductRow::into_product).transpose()
 }
 
+/// Loads the products `ids` name in one query: one answer per id, in their order (`None` for
+/// an id with no product; an id named twice is answered twice).
+pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<Vec<Option<Product>>, StoreError> {
+    let rows: Vec<ProductRow> = products::table
+        .filter(products::id.eq_any(ids))
+        .select(ProductRow::as_select())
+        .load(conn)
+        .await?;
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let p = row.into_product()?;
+        found.insert(p.id, p);
+    }
+    // The last time an id is named takes its product; an earlier time, a copy.
+    Ok(ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            if ids[i + 1..].contains(id) {
+                found.get(id).cloned()
+            } else {
+                found.remove(id)
+            }
+        })
+        .collect())
+}
+
 /// One page of products in id order, after `cursor`, optionally filtered.
 pub async fn list(
     conn: &mut AsyncPgConnection,

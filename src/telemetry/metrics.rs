@@ -39,6 +39,11 @@ metric!(HTTP_DURATION: HistogramVec = register_histogram_vec!(
     "aliexpress_http_request_duration_seconds", "HTTP request latency by method, route and status",
     &["method", "route", "status"], LATENCY_BUCKETS.to_vec()));
 
+metric!(CATALOG_BATCH_SIZE: HistogramVec = register_histogram_vec!(
+    "aliexpress_catalog_batch_size",
+    "Products per batched read from Postgres (postgres_read) or write to Redis (redis_write) of the API",
+    &["batch"], vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]));
+
 metric!(OUTBOX_PENDING: IntGauge = register_int_gauge!(
     "aliexpress_outbox_pending_rows", "Outbox rows not yet published and not parked"));
 metric!(OUTBOX_PARKED: IntGauge = register_int_gauge!(

@@ -45,7 +45,7 @@ async fn product(app: &TestApp, sku: &str, category: &str) -> String {
 /// Runs the fan-outs, publishes the outbox and projects it.
 async fn settle(app: &TestApp) {
     let opts = app.state.catalog.fanout_options();
-    category_fanout::run_until_idle(&app.state.catalog.pool, &opts)
+    category_fanout::run_until_idle(app.state.catalog.pool(), &opts)
         .await
         .expect("fan-out");
     app.env.drain_outbox().await;

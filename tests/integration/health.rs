@@ -32,8 +32,9 @@ async fn health_is_ok_with_every_dependency_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn health_answers_503_quickly_when_redis_is_unreachable() {
     let app = TestApp::spawn_with(|s| {
-        s.catalog.cache =
-            ProductCache::new("redis://127.0.0.1:1", s.names.clone(), Duration::from_secs(60)).expect("lazy cache");
+        s.catalog = s.catalog.with_cache(
+            ProductCache::new("redis://127.0.0.1:1", s.names.clone(), Duration::from_secs(60)).expect("lazy cache"),
+        );
     })
     .await;
     let started = Instant::now();
@@ -75,12 +76,14 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
 #[tokio::test(flavor = "multi_thread")]
 async fn not_ready_when_postgres_is_unreachable() {
     let app = TestApp::spawn_with(|s| {
-        s.catalog.pool = aliexpress::store::build_pool(
-            "postgres://aliexpress:aliexpress@127.0.0.1:1/none",
-            2,
-            Duration::from_secs(1),
-        )
-        .expect("lazy pool");
+        s.catalog = s.catalog.with_pool(
+            aliexpress::store::build_pool(
+                "postgres://aliexpress:aliexpress@127.0.0.1:1/none",
+                2,
+                Duration::from_secs(1),
+            )
+            .expect("lazy pool"),
+        );
     })
     .await;
     let r = app.get("/health/ready").await;

@@ -184,6 +184,70 @@ async fn two_concurrent_updates_with_the_same_version_one_wins_one_gets_412() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reads_from_the_database_each_answer_their_own_product() {
+    // Batched reads (one query for the reads waiting together) answer each caller with the
+    // product it asked for, the same product to each of its callers, and a 404 to an unknown
+    // id, whatever batch they share.
+    let app = TestApp::spawn().await;
+    // 40 reads: within the admission bound (64 in flight).
+    let ids: Vec<uuid::Uuid> = (0..12).map(|_| uuid::Uuid::now_v7()).collect();
+    let values: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "('{id}', 'BATCH-{i}', 'Lamp {i}', {}, 'EUR', {i}, 'published', 1, now(), now())",
+                100 + i
+            )
+        })
+        .collect();
+    let mut conn = aliexpress::store::pool::get(app.state.catalog.pool())
+        .await
+        .expect("conn");
+    // Written to Postgres only: never cached, so every first read goes to the database.
+    diesel::sql_query(format!(
+        "INSERT INTO products (id, sku, title, price_minor, currency, stock, status, version, created_at, updated_at) VALUES {}",
+        values.join(", ")
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("seed");
+    drop(conn);
+    let unknown: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::now_v7()).collect();
+    let asked: Vec<(Option<usize>, uuid::Uuid)> = (0..3)
+        .flat_map(|_| ids.iter().enumerate().map(|(i, id)| (Some(i), *id)))
+        .chain(unknown.iter().map(|id| (None, *id)))
+        .collect();
+    let paths: Vec<String> = asked.iter().map(|(_, id)| format!("/api/products/{id}")).collect();
+    let answers = join_all(paths.iter().map(|p| app.get(p))).await;
+    let mut from_database = 0;
+    for ((i, id), r) in asked.iter().zip(answers) {
+        let Some(i) = i else {
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "unknown {id}");
+            continue;
+        };
+        let status = r.status();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "product {i}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        from_database += usize::from(r.headers()["x-read-source"] == "database");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(
+            (body["id"].as_str(), body["title"].as_str()),
+            (Some(id.to_string().as_str()), Some(format!("Lamp {i}").as_str())),
+            "the answer to a read of product {i}"
+        );
+    }
+    assert!(
+        from_database >= ids.len(),
+        "each product's first read came from the database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_get_right_after_a_write_sees_that_version_or_later() {
     let app = TestApp::spawn().await;
     let p = app.create_product("SKU-R", "Desk").await;

@@ -112,7 +112,7 @@ pub(crate) fn api_cache(url: &str, names: &Names) -> ProductCache {
 
 pub(crate) async fn app_on_redis(redis: &PrivateRedis) -> TestApp {
     let url = redis.url();
-    TestApp::spawn_with(move |s| s.catalog.cache = api_cache(&url, &s.names)).await
+    TestApp::spawn_with(move |s| s.catalog = s.catalog.with_cache(api_cache(&url, &s.names))).await
 }
 
 fn product_body(sku: &str) -> Value {
@@ -283,12 +283,14 @@ async fn with_opensearch_hung_search_answers_503_with_retry_after_within_its_bou
 async fn with_postgres_unreachable_reads_and_writes_answer_503_with_retry_after() {
     let closed = free_port();
     let app = TestApp::spawn_with(move |s| {
-        s.catalog.pool = aliexpress::store::build_pool(
-            &format!("postgres://aliexpress:aliexpress@127.0.0.1:{closed}/aliexpress"),
-            2,
-            Duration::from_secs(5),
-        )
-        .expect("lazy pool");
+        s.catalog = s.catalog.with_pool(
+            aliexpress::store::build_pool(
+                &format!("postgres://aliexpress:aliexpress@127.0.0.1:{closed}/aliexpress"),
+                2,
+                Duration::from_secs(5),
+            )
+            .expect("lazy pool"),
+        );
     })
     .await;
     let missing = uuid::Uuid::new_v4();
