@@ -336,10 +336,11 @@ pub async fn check_ids(
     let mut r = Report::default();
     let mut conn = pool::get(&d.pool).await?;
     for chunk in ids.chunks(CHUNK) {
-        let mut products = Vec::with_capacity(chunk.len());
-        for id in chunk {
-            products.extend(product_repo::find(&mut conn, *id).await?);
-        }
+        let products: Vec<_> = product_repo::find_many(&mut conn, chunk)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         compare_chunk(d, &products, &mut r).await?;
         progress(r.compared);
     }
