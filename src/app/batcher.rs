@@ -181,24 +181,29 @@ mod tests {
         )
     }
 
+    type Doubler = Arc<Batcher<u32, u32, String>>;
+
+    /// `b.call(i)` on a task of its own.
+    fn spawn_call(b: &Doubler, i: u32) -> tokio::task::JoinHandle<Result<u32, BatchError<String>>> {
+        let b = b.clone();
+        tokio::spawn(async move { b.call(i).await })
+    }
+
+    /// Waits until a batch is running and has taken every waiting item.
+    async fn until_taken(b: &Doubler) {
+        while b.lock().running == 0 || !b.lock().waiting.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn an_idle_batcher_runs_a_call_at_once_and_callers_arriving_meanwhile_share_batches() {
         let (gate, sizes) = (Arc::new(Semaphore::new(0)), Arc::new(Mutex::new(Vec::new())));
         let b = doubler(gate.clone(), sizes.clone(), 1);
-        let first = tokio::spawn({
-            let b = b.clone();
-            async move { b.call(1).await }
-        });
+        let first = spawn_call(&b, 1);
         // The first call's batch took it alone; ten more queue behind it.
-        while b.lock().running == 0 || !b.lock().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
-        let rest: Vec<_> = (2..12)
-            .map(|i| {
-                let b = b.clone();
-                tokio::spawn(async move { b.call(i).await })
-            })
-            .collect();
+        until_taken(&b).await;
+        let rest: Vec<_> = (2..12).map(|i| spawn_call(&b, i)).collect();
         while b.lock().waiting.len() < 10 {
             tokio::task::yield_now().await;
         }
@@ -223,17 +228,9 @@ mod tests {
     async fn a_panicking_batch_abandons_its_callers_and_the_waiting_ones_and_the_batcher_goes_on() {
         let (gate, sizes) = (Arc::new(Semaphore::new(0)), Arc::new(Mutex::new(Vec::new())));
         let b = doubler(gate.clone(), sizes, 1);
-        let doomed = tokio::spawn({
-            let b = b.clone();
-            async move { b.call(99).await }
-        });
-        while b.lock().running == 0 || !b.lock().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
-        let waiting = tokio::spawn({
-            let b = b.clone();
-            async move { b.call(3).await }
-        });
+        let doomed = spawn_call(&b, 99);
+        until_taken(&b).await;
+        let waiting = spawn_call(&b, 3);
         while b.lock().waiting.is_empty() {
             tokio::task::yield_now().await;
         }
@@ -248,18 +245,10 @@ mod tests {
     async fn a_caller_that_goes_away_does_not_stop_its_batch() {
         let (gate, sizes) = (Arc::new(Semaphore::new(0)), Arc::new(Mutex::new(Vec::new())));
         let b = doubler(gate.clone(), sizes.clone(), 1);
-        let gone = tokio::spawn({
-            let b = b.clone();
-            async move { b.call(1).await }
-        });
-        while b.lock().running == 0 || !b.lock().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        let gone = spawn_call(&b, 1);
+        until_taken(&b).await;
         gone.abort();
-        let stays = tokio::spawn({
-            let b = b.clone();
-            async move { b.call(2).await }
-        });
+        let stays = spawn_call(&b, 2);
         while b.lock().waiting.is_empty() {
             tokio::task::yield_now().await;
         }
@@ -277,12 +266,7 @@ mod tests {
         let (gate, sizes) = (Arc::new(Semaphore::new(100)), Arc::new(Mutex::new(Vec::new())));
         let b = doubler(gate, sizes.clone(), 2);
         // Spawned together on this one thread: every call is queued before the batch task runs.
-        let calls: Vec<_> = (1..=3)
-            .map(|i| {
-                let b = b.clone();
-                tokio::spawn(async move { b.call(i).await })
-            })
-            .collect();
+        let calls: Vec<_> = (1..=3).map(|i| spawn_call(&b, i)).collect();
         for (i, h) in (1..=3).zip(calls) {
             assert_eq!(h.await.unwrap(), Ok(i * 2));
         }

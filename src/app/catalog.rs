@@ -243,7 +243,11 @@ impl Catalog {
         let outcome = match self.fills.call(product.clone()).await {
             Ok(outcome) => outcome,
             Err(BatchError::Failed(never)) => match never {},
-            Err(BatchError::Abandoned) => Err(Arc::new(CacheError::Corrupt("the cache write was abandoned".into()))),
+            Err(BatchError::Abandoned) => {
+                // Written or not: remembered like any failed write-through.
+                self.cache.note_missed(&product);
+                Err(Arc::new(CacheError::Corrupt("the cache write was abandoned".into())))
+            }
         };
         // The batch has let go of its copy by now.
         (Arc::unwrap_or_clone(product), outcome)

@@ -448,6 +448,14 @@ impl ProductCache {
         })
     }
 
+    /// Remembers `product` as a write this process may have missed (see the module docs): on
+    /// the request path, a cached copy older than it reads as absent.
+    pub fn note_missed(&self, product: &Product) {
+        if let Some(g) = &self.guard {
+            g.note_missed(product.id, product.version);
+        }
+    }
+
     /// Writes each of `products` if newer-or-equal (API write-through and read-through), in
     /// one round trip; outcomes in input order. On the request path a failure remembers each
     /// product as a missed write.
