@@ -10,6 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::outbox_repo::command_headers;
+use super::prepared::cached;
 use super::schema::{commands, outbox};
 use super::StoreError;
 
@@ -49,23 +50,25 @@ pub async fn submit(conn: &mut AsyncPgConnection, s: &Submission<'_>) -> Result<
             if let Some(tp) = &s.traceparent {
                 headers[crate::telemetry::trace_context::TRACEPARENT] = serde_json::Value::String(tp.clone());
             }
-            diesel::insert_into(outbox::table)
-                .values((
-                    outbox::event_id.eq(s.command_id),
-                    outbox::aggregate_type.eq("product"),
-                    outbox::aggregate_id.eq(s.product_id),
-                    outbox::aggregate_version.eq(0_i64),
-                    outbox::topic.eq(s.topic),
-                    outbox::key.eq(s.product_id.to_string()),
-                    outbox::event_type.eq(s.command_type),
-                    outbox::schema_version.eq(1),
-                    outbox::payload.eq(&s.message),
-                    outbox::headers.eq(headers),
-                ))
-                .on_conflict(outbox::event_id)
-                .do_nothing()
-                .execute(conn)
-                .await?;
+            cached(
+                diesel::insert_into(outbox::table)
+                    .values((
+                        outbox::event_id.eq(s.command_id),
+                        outbox::aggregate_type.eq("product"),
+                        outbox::aggregate_id.eq(s.product_id),
+                        outbox::aggregate_version.eq(0_i64),
+                        outbox::topic.eq(s.topic),
+                        outbox::key.eq(s.product_id.to_string()),
+                        outbox::event_type.eq(s.command_type),
+                        outbox::schema_version.eq(1),
+                        outbox::payload.eq(&s.message),
+                        outbox::headers.eq(headers),
+                    ))
+                    .on_conflict(outbox::event_id)
+                    .do_nothing(),
+            )
+            .execute(conn)
+            .await?;
             find(conn, s.command_id)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("command {} vanished", s.command_id)))
@@ -106,16 +109,18 @@ pub async fn insert_pending(
     product_id: Uuid,
     command_type: &str,
 ) -> Result<(), StoreError> {
-    diesel::insert_into(commands::table)
-        .values((
-            commands::command_id.eq(command_id),
-            commands::product_id.eq(product_id),
-            commands::command_type.eq(command_type),
-            commands::status.eq("pending"),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
+    cached(
+        diesel::insert_into(commands::table)
+            .values((
+                commands::command_id.eq(command_id),
+                commands::product_id.eq(product_id),
+                commands::command_type.eq(command_type),
+                commands::status.eq("pending"),
+            ))
+            .on_conflict_do_nothing(),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

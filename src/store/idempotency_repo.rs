@@ -16,6 +16,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use std::time::Duration;
 
+use super::prepared::cached;
 use super::schema::idempotency_keys;
 use super::StoreError;
 
@@ -96,11 +97,13 @@ where
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     conn.transaction::<_, StoreError, _>(async move |conn| {
         let lock_name = format!("{}\n{}\n{}", scope.principal, scope.route, scope.key);
-        let lock: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS locked")
-            .bind::<diesel::sql_types::Integer, _>(LOCK_NAMESPACE)
-            .bind::<diesel::sql_types::Text, _>(&lock_name)
-            .get_result(conn)
-            .await?;
+        let lock: Locked = cached(
+            diesel::sql_query("SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS locked")
+                .bind::<diesel::sql_types::Integer, _>(LOCK_NAMESPACE)
+                .bind::<diesel::sql_types::Text, _>(&lock_name),
+        )
+        .get_result(conn)
+        .await?;
         if !lock.locked {
             return Ok(Guarded::InFlight);
         }
@@ -168,22 +171,24 @@ async fn record(
     );
     // A row under this scope can only be an expired one (the live lookup found none while
     // holding the scope's lock): replace it.
-    diesel::insert_into(idempotency_keys::table)
-        .values((
-            idempotency_keys::principal.eq(&scope.principal),
-            idempotency_keys::route.eq(&scope.route),
-            idempotency_keys::idempotency_key.eq(&scope.key),
-            changes,
-        ))
-        .on_conflict((
-            idempotency_keys::principal,
-            idempotency_keys::route,
-            idempotency_keys::idempotency_key,
-        ))
-        .do_update()
-        .set(changes)
-        .execute(conn)
-        .await?;
+    cached(
+        diesel::insert_into(idempotency_keys::table)
+            .values((
+                idempotency_keys::principal.eq(&scope.principal),
+                idempotency_keys::route.eq(&scope.route),
+                idempotency_keys::idempotency_key.eq(&scope.key),
+                changes,
+            ))
+            .on_conflict((
+                idempotency_keys::principal,
+                idempotency_keys::route,
+                idempotency_keys::idempotency_key,
+            ))
+            .do_update()
+            .set(changes),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

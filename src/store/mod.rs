@@ -14,6 +14,7 @@ pub mod outbox_repo;
 pub mod outbox_slices;
 pub mod pg_tls;
 pub mod pool;
+pub mod prepared;
 pub mod product_repo;
 mod product_row;
 pub mod rebuild_repo;

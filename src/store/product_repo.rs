@@ -14,6 +14,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::outbox_repo::event_headers;
+use super::prepared::cached;
 use super::product_row::ProductRow;
 use super::schema::{commands, outbox, product_history, product_skus, products};
 use super::StoreError;
@@ -198,14 +199,20 @@ pub async fn save(conn: &mut AsyncPgConnection, v: &NewVersion<'_>) -> Result<()
     let product_write = async {
         let mut c = shared;
         match current {
-            None => diesel::insert_into(products::table).values(&row).execute(&mut c).await,
+            None => {
+                cached(diesel::insert_into(products::table).values(&row))
+                    .execute(&mut c)
+                    .await
+            }
             Some(prev) => {
-                diesel::update(
-                    products::table
-                        .filter(products::id.eq(id))
-                        .filter(products::version.eq(prev.version)),
+                cached(
+                    diesel::update(
+                        products::table
+                            .filter(products::id.eq(id))
+                            .filter(products::version.eq(prev.version)),
+                    )
+                    .set(&row),
                 )
-                .set(&row)
                 .execute(&mut c)
                 .await
             }
@@ -277,11 +284,11 @@ async fn write_skus(mut conn: &AsyncPgConnection, current: Option<&Product>, nex
         .map(|v| (v.sku.clone(), next.id, i32::try_from(v.id).unwrap_or(i32::MAX)))
         .collect();
     if !freed.is_empty() {
-        diesel::delete(
+        cached(diesel::delete(
             product_skus::table
                 .filter(product_skus::product_id.eq(next.id))
                 .filter(product_skus::sku.eq_any(&freed)),
-        )
+        ))
         .execute(&mut conn)
         .await?;
     }
@@ -298,8 +305,7 @@ async fn write_skus(mut conn: &AsyncPgConnection, current: Option<&Product>, nex
             )
         })
         .collect();
-    match diesel::insert_into(product_skus::table)
-        .values(&rows)
+    match cached(diesel::insert_into(product_skus::table).values(&rows))
         .execute(&mut conn)
         .await
     {
@@ -360,21 +366,20 @@ pub(super) async fn append_outbox(
     if let Some(tp) = traceparent {
         headers[TRACEPARENT] = serde_json::Value::String(tp.to_owned());
     }
-    diesel::insert_into(outbox::table)
-        .values(NewOutboxRow {
-            event_id: env.event_id,
-            aggregate_type: &env.aggregate_type,
-            aggregate_id: env.aggregate_id,
-            aggregate_version: env.aggregate_version,
-            topic,
-            key: env.aggregate_id.to_string(),
-            event_type: &env.event_type,
-            schema_version: i32::try_from(env.schema_version).unwrap_or(i32::MAX),
-            payload,
-            headers,
-        })
-        .execute(&mut conn)
-        .await?;
+    cached(diesel::insert_into(outbox::table).values(NewOutboxRow {
+        event_id: env.event_id,
+        aggregate_type: &env.aggregate_type,
+        aggregate_id: env.aggregate_id,
+        aggregate_version: env.aggregate_version,
+        topic,
+        key: env.aggregate_id.to_string(),
+        event_type: &env.event_type,
+        schema_version: i32::try_from(env.schema_version).unwrap_or(i32::MAX),
+        payload,
+        headers,
+    }))
+    .execute(&mut conn)
+    .await?;
     Ok(())
 }
 
@@ -414,26 +419,28 @@ async fn record_outcome(
         Outcome::Applied { version } => (Some(version), None),
         Outcome::Rejected(reason) => (None, Some(reason)),
     };
-    diesel::insert_into(commands::table)
-        .values((
-            commands::command_id.eq(command_id),
-            commands::product_id.eq(product_id),
-            commands::command_type.eq(command_type),
-            commands::status.eq(status),
-            commands::result_version.eq(version),
-            commands::reason.eq(reason),
-            commands::processed_at.eq(Some(now)),
-        ))
-        .on_conflict(commands::command_id)
-        .do_update()
-        .set((
-            commands::status.eq(status),
-            commands::result_version.eq(version),
-            commands::reason.eq(reason),
-            commands::processed_at.eq(Some(now)),
-        ))
-        .execute(&mut conn)
-        .await?;
+    cached(
+        diesel::insert_into(commands::table)
+            .values((
+                commands::command_id.eq(command_id),
+                commands::product_id.eq(product_id),
+                commands::command_type.eq(command_type),
+                commands::status.eq(status),
+                commands::result_version.eq(version),
+                commands::reason.eq(reason),
+                commands::processed_at.eq(Some(now)),
+            ))
+            .on_conflict(commands::command_id)
+            .do_update()
+            .set((
+                commands::status.eq(status),
+                commands::result_version.eq(version),
+                commands::reason.eq(reason),
+                commands::processed_at.eq(Some(now)),
+            )),
+    )
+    .execute(&mut conn)
+    .await?;
     Ok(())
 }
 

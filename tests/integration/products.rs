@@ -532,3 +532,71 @@ async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing
     let p: Value = r.json().await.expect("json");
     assert_eq!(p["variants"][0]["sku"], "SKU-FRESH-1", "{p}");
 }
+
+/// A write's statements are prepared once per connection and kept (`store::prepared`): after
+/// three creates and two stock changes on one connection, Postgres holds one prepared statement
+/// for each of them. diesel alone prepares these anew on every run and closes them after, so
+/// none would be held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writes_statements_are_prepared_once_per_connection_and_kept() {
+    use aliexpress::app::execute::{run_command, ExecuteOptions, ExecuteOutcome};
+    use aliexpress::domain::product::{CreateProduct, Money, ProductCommand};
+    #[derive(diesel::QueryableByName, Debug)]
+    struct Held {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    let app = TestApp::spawn().await;
+    let mut opts = ExecuteOptions {
+        command_id: None,
+        correlation_id: None,
+        traceparent: None,
+        actor: None,
+        expected_version: None,
+        events_topic: app.env.names.events_topic(),
+        notify: true,
+        fresh_id: true,
+        scope: aliexpress::domain::access::Scope::Any,
+    };
+    let mut c = app.env.pool.get().await.expect("conn");
+    let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let create = ProductCommand::CreateProduct(CreateProduct::simple(
+            &format!("SKU-KEPT-{n}"),
+            "Lamp",
+            Some(Money {
+                amount_minor: 100,
+                currency: "EUR".into(),
+            }),
+            1,
+        ));
+        let done = run_command(&mut c, *id, &create, &opts).await.expect("create");
+        assert!(matches!(done, ExecuteOutcome::Applied(_)), "{done:?}");
+    }
+    opts.fresh_id = false;
+    for id in &ids[..2] {
+        let stock = ProductCommand::SetStock {
+            stock: 7,
+            variant_id: None,
+        };
+        let done = run_command(&mut c, *id, &stock, &opts).await.expect("set stock");
+        assert!(matches!(done, ExecuteOutcome::Applied(_)), "{done:?}");
+    }
+    let held: Vec<Held> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+        .load(&mut c)
+        .await
+        .expect("prepared statements");
+    for start in [
+        "INSERT INTO \"products\"",
+        "UPDATE \"products\"",
+        "INSERT INTO \"product_skus\"",
+        "INSERT INTO \"outbox\"",
+        "SELECT set_config('synchronous_commit', 'off', true), pg_notify(",
+    ] {
+        let n = held.iter().filter(|h| h.statement.starts_with(start)).count();
+        assert_eq!(
+            n, 1,
+            "{start}…: {n} prepared statements held, one expected; held: {held:?}"
+        );
+    }
+}
