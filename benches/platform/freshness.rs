@@ -202,7 +202,7 @@ pub(super) async fn freshness_variant(
         };
         rows.push(Row::new(format!(
                 "freshness @{rate:.0} writes/s, refresh {refresh_ms} ms + projection's every {every}, batch wait {}: p50 (max {m:.0} [{:.0}-{:.0}])",
-                wait.as_deref().unwrap_or("100ms"),
+                wait.as_deref().unwrap_or(&shipped_wait()),
                 mr.0,
                 mr.1
             ), "ms")
@@ -214,11 +214,16 @@ pub(super) async fn freshness_variant(
                 "{n} writes seen in the index (≥ {writes} per run asked), {errors} failed or unseen in 30 s; one ids poll / 20 ms; \
                  of which due -> 201 from the API p50 {acc50:.0} ms, p99 {acc99:.0} ms; \
                  projection batch wait {}; refresh_interval {refresh_ms} ms; projection's refresh every {every}{peaks}",
-                wait.as_deref().unwrap_or("shipped (100ms)")
+                wait.as_deref().map_or_else(|| format!("shipped ({})", shipped_wait()), str::to_owned)
             ))
 .samples(all));
         rows.extend(rss_rows);
     }
+}
+
+/// The projection's shipped batch wait (`PROJECTION_BATCH_WAIT`), as the rows name it.
+fn shipped_wait() -> String {
+    humantime::format_duration(aliexpress::worker::projection::ProjectionSettings::default().batch_wait).to_string()
 }
 
 /// Reads each role's peak RSS (`VmHWM`) at the end of the 500 writes/s runs, before the roles
@@ -251,7 +256,7 @@ fn peak_rss(
                 Row::new(
                     format!(
                         "peak RSS {name} @500 writes/s, refresh {refresh_ms} ms, batch wait {}",
-                        wait.unwrap_or("100ms")
+                        wait.map_or_else(shipped_wait, str::to_owned)
                     ),
                     "MiB",
                 )

@@ -126,7 +126,7 @@ pub(super) async fn doc_count(search: &SearchClient, index_name: &str) -> u64 {
     v["count"].as_u64().unwrap_or(0)
 }
 
-/// Projection from a backlog (shipped defaults: batch 500, batch wait 100 ms; OpenSearch and
+/// Projection from a backlog (shipped defaults: batch 500, batch wait 50 ms; OpenSearch and
 /// Redis) vs the same documents straight to `_bulk` in requests of 500 (no Redis). Both
 /// clocks start after the first batch, which is not counted. Both indices refresh every
 /// `refresh_ms` (shipped: 1000; the freshness rows try 200, this shows what it costs).

@@ -12,7 +12,7 @@
 //! record's value (our event envelope, JSON) as the document (deploy/local/opensearch-sink/pom.xml).
 //!
 //! What each side does per event:
-//! - ours: `run-product-event-consumer` as shipped (batch 500, batch wait 100 ms, one pipeline
+//! - ours: `run-product-event-consumer` as shipped (batch 500, batch wait 50 ms, one pipeline
 //!   per partition; `--quiet-events`, as the freshness row): decodes the envelope, builds the
 //!   search document from the state it carries, `_bulk` with external versions, and writes the
 //!   state to Redis too (the read model it ships with), then commits the offsets;

@@ -24,8 +24,9 @@ pub struct Args {
     /// Most events per bulk request.
     #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
-    /// Longest wait to fill a batch, e.g. 100ms.
-    #[arg(long, env = "PROJECTION_BATCH_WAIT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    /// Longest wait to fill a batch after its first event, e.g. 50ms (docs/BENCHMARKS.md,
+    /// freshness: 25 ms made more, smaller bulks than a saturated box could index at 500/s).
+    #[arg(long, env = "PROJECTION_BATCH_WAIT", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub batch_wait: Duration,
     /// At less than a full batch, refresh the index at most this often so that writes are
     /// searchable within about this long (0: the index's refresh interval alone), e.g. 100ms.

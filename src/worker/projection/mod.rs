@@ -93,7 +93,7 @@ impl Default for ProjectionSettings {
     fn default() -> Self {
         Self {
             batch_size: 500,
-            batch_wait: Duration::from_millis(100),
+            batch_wait: Duration::from_millis(50),
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
             retries: 5,
