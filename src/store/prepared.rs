@@ -4,15 +4,16 @@
 //! of shapes. It therefore never caches `sql_query`, `UPDATE`, an insert with an optional
 //! column (`DEFAULT` or a bind) or a multi-row insert. With diesel-async each run of such a
 //! statement costs a Parse/Describe round trip before the execution, a parse and a plan in
-//! Postgres, and a Close: measured on a create (four such statements) and on every relay batch
-//! (the claim and the "published" mark), it was most of Postgres's CPU per write
-//! (docs/BENCHMARKS.md, "Where the time goes").
+//! Postgres, and a Close: on a create (four such statements) and on the relays' "published"
+//! mark, a quarter of Postgres's CPU per write (docs/BENCHMARKS.md, "Where the time goes").
 //!
 //! [`cached`] marks a statement as safe to keep. The cache is keyed by the statement's SQL
 //! text and bind types, so each shape is kept once under its own key and a statement is never
 //! run as another. Use it only where the text takes a bounded number of shapes: fixed SQL, an
 //! insert whose optional columns are a few, a multi-row insert of at most a product's
-//! variants, an `UPDATE` of a fixed set of columns.
+//! variants (`VARIANTS_MAX`, 100), an `UPDATE` of a fixed set of columns. And only where one
+//! plan suits every run: Postgres may switch a kept statement to a generic plan, which is why
+//! the relays' claim is not kept (`outbox_repo::claim_batch`).
 
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};

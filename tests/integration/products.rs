@@ -490,38 +490,16 @@ async fn the_openapi_document_lists_the_handlers() {
 /// row, the product unchanged).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing() {
-    use aliexpress::app::execute::{run_command, ExecuteOptions, ExecuteOutcome};
-    use aliexpress::domain::product::{CreateProduct, Money, ProductCommand};
+    use aliexpress::app::execute::{run_command, ExecuteOutcome};
     let app = TestApp::spawn().await;
     let id = uuid::Uuid::now_v7();
-    let create = |sku: &str| {
-        ProductCommand::CreateProduct(CreateProduct::simple(
-            sku,
-            "Lamp",
-            Some(Money {
-                amount_minor: 100,
-                currency: "EUR".into(),
-            }),
-            1,
-        ))
-    };
-    let opts = ExecuteOptions {
-        command_id: None,
-        correlation_id: None,
-        traceparent: None,
-        actor: None,
-        expected_version: None,
-        events_topic: app.env.names.events_topic(),
-        notify: false,
-        fresh_id: true,
-        scope: aliexpress::domain::access::Scope::Any,
-    };
+    let opts = direct_create(&app, false);
     let mut c = app.env.pool.get().await.expect("conn");
-    let first = run_command(&mut c, id, &create("SKU-FRESH-1"), &opts)
+    let first = run_command(&mut c, id, &lamp("SKU-FRESH-1"), &opts)
         .await
         .expect("first create");
     assert!(matches!(first, ExecuteOutcome::Applied(_)), "{first:?}");
-    let again = run_command(&mut c, id, &create("SKU-FRESH-2"), &opts).await;
+    let again = run_command(&mut c, id, &lamp("SKU-FRESH-2"), &opts).await;
     assert!(again.is_err(), "a second create on the same id must fail: {again:?}");
     drop(c);
     assert_eq!(
@@ -539,37 +517,19 @@ async fn a_create_on_a_fresh_id_that_is_taken_after_all_fails_and_writes_nothing
 /// none would be held.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_writes_statements_are_prepared_once_per_connection_and_kept() {
-    use aliexpress::app::execute::{run_command, ExecuteOptions, ExecuteOutcome};
-    use aliexpress::domain::product::{CreateProduct, Money, ProductCommand};
+    use aliexpress::app::execute::{run_command, ExecuteOutcome};
+    use aliexpress::domain::product::ProductCommand;
     #[derive(diesel::QueryableByName, Debug)]
     struct Held {
         #[diesel(sql_type = diesel::sql_types::Text)]
         statement: String,
     }
     let app = TestApp::spawn().await;
-    let mut opts = ExecuteOptions {
-        command_id: None,
-        correlation_id: None,
-        traceparent: None,
-        actor: None,
-        expected_version: None,
-        events_topic: app.env.names.events_topic(),
-        notify: true,
-        fresh_id: true,
-        scope: aliexpress::domain::access::Scope::Any,
-    };
+    let mut opts = direct_create(&app, true);
     let mut c = app.env.pool.get().await.expect("conn");
     let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
     for (n, id) in ids.iter().enumerate() {
-        let create = ProductCommand::CreateProduct(CreateProduct::simple(
-            &format!("SKU-KEPT-{n}"),
-            "Lamp",
-            Some(Money {
-                amount_minor: 100,
-                currency: "EUR".into(),
-            }),
-            1,
-        ));
+        let create = lamp(&format!("SKU-KEPT-{n}"));
         let done = run_command(&mut c, *id, &create, &opts).await.expect("create");
         assert!(matches!(done, ExecuteOutcome::Applied(_)), "{done:?}");
     }
@@ -598,5 +558,36 @@ async fn a_writes_statements_are_prepared_once_per_connection_and_kept() {
             n, 1,
             "{start}…: {n} prepared statements held, one expected; held: {held:?}"
         );
+    }
+}
+
+/// A create of a one-variant lamp at 1.00 EUR, for commands run straight through
+/// `app::execute`.
+fn lamp(sku: &str) -> aliexpress::domain::product::ProductCommand {
+    use aliexpress::domain::product::{CreateProduct, Money, ProductCommand};
+    ProductCommand::CreateProduct(CreateProduct::simple(
+        sku,
+        "Lamp",
+        Some(Money {
+            amount_minor: 100,
+            currency: "EUR".into(),
+        }),
+        1,
+    ))
+}
+
+/// Options for a create run straight through `app::execute` (a fresh id, any seller, `app`'s
+/// events topic), waking the relays or not.
+fn direct_create(app: &TestApp, notify: bool) -> aliexpress::app::execute::ExecuteOptions {
+    aliexpress::app::execute::ExecuteOptions {
+        command_id: None,
+        correlation_id: None,
+        traceparent: None,
+        actor: None,
+        expected_version: None,
+        events_topic: app.env.names.events_topic(),
+        notify,
+        fresh_id: true,
+        scope: aliexpress::domain::access::Scope::Any,
     }
 }
