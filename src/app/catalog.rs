@@ -13,11 +13,12 @@
 //! A read ([`Catalog::read`]) tries the cache, then Postgres, retrying a read that lost its
 //! connection within `read_retry_budget`; when the cache only ran out of its short bound and
 //! the database is unavailable too, the cache gets a second look before the caller sees an
-//! error. A product read from the database is written back to the cache.
+//! error. A product read from the database is written back to the cache without the reader
+//! waiting: the put rides on the worker's next cache read (`cache::read_through`).
 //!
-//! Reads from Postgres and writes to Redis (write-throughs and read-throughs) are batched
-//! per worker ([`super::batcher`]): the callers waiting while one is in flight go together in
-//! the next, one query or one round trip for all of them.
+//! Reads from Postgres and write-throughs to Redis are batched per worker
+//! ([`super::batcher`]): the callers waiting while one is in flight go together in the next,
+//! one query or one round trip for all of them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -75,9 +76,10 @@ pub struct Catalog {
     pub settings: CatalogSettings,
     /// What decorates a search, kept briefly; shared by every worker of the process.
     pub decorations: Arc<Decorations>,
-    /// Reads from Postgres of [`Catalog::read`], batched.
+    /// Reads from Postgres of [`Catalog::read`], batched (on [`Catalog::pool`] unless
+    /// [`Catalog::reading_from`] named another).
     lookups: Arc<Lookups>,
-    /// Write-throughs and read-throughs to Redis, batched.
+    /// Write-throughs to Redis, batched.
     fills: Arc<Fills>,
 }
 
@@ -146,24 +148,22 @@ pub enum Written {
 pub enum Found {
     /// The cache's entry, as the writer stored it.
     Cached(CachedDocument),
-    /// The database's row (now written back to the cache).
-    Stored(Box<Product>),
+    /// The database's row, as the document the cache stores (written back without waiting).
+    Stored(CachedDocument),
 }
 
 impl Found {
     /// The product's status (who may see it).
     pub fn status(&self) -> ProductStatus {
         match self {
-            Self::Cached(d) => d.status,
-            Self::Stored(p) => p.status,
+            Self::Cached(d) | Self::Stored(d) => d.status,
         }
     }
 
     /// The product's owning seller (who may see it when it is not published).
     pub fn owner(&self) -> &str {
         match self {
-            Self::Cached(d) => &d.owner,
-            Self::Stored(p) => &p.owner,
+            Self::Cached(d) | Self::Stored(d) => &d.owner,
         }
     }
 }
@@ -224,6 +224,15 @@ impl Catalog {
             self.settings.clone(),
             self.decorations.clone(),
         )
+    }
+
+    /// The same catalog reading products by id ([`Catalog::read`]'s batches, at most
+    /// [`BATCHES_IN_FLIGHT`] at a time, a connection each) from `pool`, whose connections
+    /// should plan generically (`pool::build_generic_pool`; `serve` gives each worker one).
+    #[must_use]
+    pub fn reading_from(mut self, pool: PgPool) -> Self {
+        self.lookups = lookups(pool, self.settings.read_retry_budget);
+        self
     }
 
     /// The same catalog on `cache` (its batched writes too).
@@ -379,8 +388,12 @@ impl Catalog {
             Err(e) => return Err(e.into()),
         };
         let Some(p) = found else { return Ok(None) };
-        let (p, _) = self.fill(p).await;
-        Ok(Some(Found::Stored(Box::new(p))))
+        // Serialized once: Redis keeps these bytes and the caller is served them. Written back
+        // without waiting (`cache::read_through`).
+        let doc = CachedDocument::of(&p)
+            .map_err(|e| StoreError::Query(diesel::result::Error::SerializationError(Box::new(e))))?;
+        self.cache.put_later(p.id, doc.clone());
+        Ok(Some(Found::Stored(doc)))
     }
 
     /// Reads a product from Postgres, in a batch with the reads waiting beside it.

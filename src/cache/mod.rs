@@ -8,9 +8,12 @@
 
 pub mod breaker;
 pub mod deferred;
+pub mod document;
 pub mod near;
 pub mod product_cache;
+pub mod read_through;
 pub mod redis_pool;
+pub mod versioned;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use near::NearSettings;

@@ -22,12 +22,15 @@
 //! instead of handed out again; a connection idle longer than [`IDLE_PING_AFTER`] gets
 //! deadpool-redis's check before reuse, which finds a peer that went away silently.
 //!
-//! Cache reads have since moved to a [`SharedConnection`] per worker, which checks nothing out;
-//! the pool serves the writes-through, the read-through puts and the projection's writes.
-//! On the request path that connection is **tracked** (RESP3, `CLIENT TRACKING ON`): Redis
-//! pushes an invalidation for every key it read that changes, and the near cache
-//! (`cache::near`) drops it. A server that refuses RESP3 or tracking gets a plain connection
-//! and no near cache (logged once).
+//! Cache reads have since moved to a [`SharedConnection`] per worker, which checks nothing out,
+//! and so have the request path's writes (the write-throughs and read-through puts: a write
+//! and a read each saved, and on `serve` under reads from Postgres a fifth of Redis's writes,
+//! docs/BENCHMARKS.md); the pool serves the projection's writes and the tools.
+//! On the request path that connection is **tracked** (RESP3, `CLIENT TRACKING ON NOLOOP`):
+//! Redis pushes an invalidation for every key it read that another connection changes, and
+//! the near cache (`cache::near`) drops it; the connection's own writes drop their keys
+//! themselves once answered (`ProductCache::put_many`), so Redis need not echo them. A server
+//! that refuses RESP3 or tracking gets a plain connection and no near cache (logged once).
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -188,8 +191,8 @@ impl RedisManager {
         })
     }
 
-    /// A RESP3 connection with `CLIENT TRACKING ON` whose invalidations go to `to` (and a
-    /// closed connection empties it).
+    /// A RESP3 connection with `CLIENT TRACKING ON NOLOOP` whose invalidations go to `to` (and
+    /// a closed connection empties it); its own writes are not echoed.
     async fn open_tracked(&self, to: Arc<dyn Invalidations>) -> RedisResult<MultiplexedConnection> {
         let info = (*self.info).clone();
         let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
@@ -202,6 +205,7 @@ impl RedisManager {
         redis::cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
+            .arg("NOLOOP")
             .query_async::<()>(&mut conn)
             .await?;
         Ok(conn)

@@ -117,7 +117,9 @@ pub async fn state(infra: &InfraConfig, a: &Args) -> anyhow::Result<AppState> {
 }
 
 /// `st` with connection pools of its own for one of `workers` HTTP workers: the Postgres pool
-/// is split between them (`DATABASE_POOL_SIZE` in all), the Redis cache gets its own pool and
+/// is split between them (`DATABASE_POOL_SIZE` in all), plus a connection for each batched read
+/// by id in flight (`catalog::BATCHES_IN_FLIGHT`, planned generically: `pool::build_generic_pool`);
+/// the Redis cache gets its own pool and
 /// shares the breaker and the record of missed writes. The connections open lazily, on the
 /// worker's thread (see `http::run`).
 fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Result<AppState> {
@@ -125,13 +127,20 @@ fn for_worker(infra: &InfraConfig, st: &AppState, workers: usize) -> anyhow::Res
         pool_size: infra.database.pool_size.div_ceil(workers).max(2),
         ..infra.database.clone()
     };
+    // Reads by id plan once per connection: one connection for each batch in flight.
+    let reads = pool::build_generic_pool(
+        settings.url.expose(),
+        crate::app::catalog::BATCHES_IN_FLIGHT,
+        settings.statement_timeout(),
+    )?;
     Ok(AppState {
         catalog: Catalog::new(
             pool::from_settings(&settings)?,
             st.catalog.cache.with_own_pool()?,
             st.catalog.settings.clone(),
             st.catalog.decorations.clone(),
-        ),
+        )
+        .reading_from(reads),
         // The process's bound is shared; each worker gets a bound of its own.
         limits: RequestLimits {
             admission: st.limits.admission.for_worker(),

@@ -229,14 +229,11 @@ pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>
         .await?
         .filter(|f| caller.may_see(f.owner(), f.status()))
         .ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
+    // Either way the bytes the cache stores: the product's JSON, which is `ProductBody`'s
+    // (`bodies::tests::the_product_answer_is_the_json_the_read_model_stores`).
     let (version, source, body) = match found {
-        // A cache hit is served as the bytes the writer stored (the same JSON as below).
         Found::Cached(d) => (d.version, "cache", d.json),
-        Found::Stored(p) => (
-            p.version,
-            "database",
-            serde_json::to_string(&ProductBody::from(&*p)).map_err(|e| ApiError::Internal(e.to_string()))?,
-        ),
+        Found::Stored(d) => (d.version, "database", d.json),
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, version_tag(version)))

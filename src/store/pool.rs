@@ -15,7 +15,7 @@
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod};
-use diesel_async::{AsyncMigrationHarness, AsyncPgConnection};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 use std::time::Duration;
@@ -43,10 +43,21 @@ pub struct PgManager {
 }
 
 impl PgManager {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, plans: Plans) -> Self {
         let with = |method| {
             let mut config = ManagerConfig::default();
-            config.custom_setup = Box::new(|url| pg_tls::establish(url).boxed());
+            config.custom_setup = Box::new(move |url| {
+                async move {
+                    let mut conn = pg_tls::establish(url).await?;
+                    if plans == Plans::Generic {
+                        conn.batch_execute("SET plan_cache_mode = force_generic_plan")
+                            .await
+                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                    }
+                    Ok(conn)
+                }
+                .boxed()
+            });
             config.recycling_method = method;
             AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config)
         };
@@ -92,11 +103,42 @@ pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
     }
 }
 
+/// How a pool's connections plan the statements they keep prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// Postgres's choice (`plan_cache_mode = auto`): a statement whose custom plans look
+    /// cheaper than its generic one is planned again on every run.
+    Auto,
+    /// One generic plan per statement and connection (`plan_cache_mode =
+    /// force_generic_plan`, set when the connection opens). For statements whose best plan
+    /// does not depend on their parameters; see [`build_generic_pool`].
+    Generic,
+}
+
 /// Builds a pool; connects lazily. A caller waits at most 10 s for a connection. The pool's
 /// gauges (`aliexpress_pool_*{pool="postgres"}`) follow it while it lives.
 pub fn build_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
+    build_pool_planning(url, size, statement_timeout, Plans::Auto)
+}
+
+/// A pool like [`build_pool`]'s whose connections keep one generic plan per statement, for the
+/// batched reads of products by primary key (`id = ANY($1)`). Postgres estimates a custom plan
+/// for the few ids of a batch as cheaper than the generic plan (which assumes ten), so under
+/// `auto` it plans that statement again on every run: a third of Postgres's CPU for a read from
+/// Postgres (`perf`, docs/BENCHMARKS.md), for the same index scan. Only statements whose plan
+/// is the same whatever their parameters belong on it.
+pub fn build_generic_pool(url: &str, size: usize, statement_timeout: Duration) -> Result<PgPool, StoreError> {
+    build_pool_planning(url, size, statement_timeout, Plans::Generic)
+}
+
+fn build_pool_planning(
+    url: &str,
+    size: usize,
+    statement_timeout: Duration,
+    plans: Plans,
+) -> Result<PgPool, StoreError> {
     pg_tls::PgTarget::parse(url).map_err(|e| StoreError::Pool(e.to_string()))?;
-    let manager = PgManager::new(&url_with_statement_timeout(url, statement_timeout));
+    let manager = PgManager::new(&url_with_statement_timeout(url, statement_timeout), plans);
     let pool = managed::Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))

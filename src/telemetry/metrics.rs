@@ -139,6 +139,10 @@ metric!(CACHE_NEAR_READS: IntCounterVec = register_int_counter_vec!(
     "aliexpress_cache_near_reads_total",
     "Cache reads of the API answered by the in-process near cache (hit) or sent to Redis (miss)",
     &["result"]));
+metric!(CACHE_READ_THROUGH_PUTS: IntCounterVec = register_int_counter_vec!(
+    "aliexpress_cache_read_through_puts_total",
+    "Products read from Postgres and written back to Redis by the API: carried by a cache read (with_read) or sent on their own (alone)",
+    &["sent"]));
 metric!(CACHE_NEAR_INVALIDATIONS: IntCounter = register_int_counter!(
     "aliexpress_cache_near_invalidations_total",
     "Keys Redis said changed, on the API's tracked read connections (client-side caching)"));

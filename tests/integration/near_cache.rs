@@ -2,12 +2,13 @@
 //! invalidations: client-side caching on RESP3) against a private `redis-server`: a repeated
 //! read is answered without Redis, a write elsewhere replaces the copy, this process reads its
 //! own writes at once, a deleted key or a restarted Redis leaves no copy behind, and a server
-//! that refuses tracking gets plain reads.
+//! that refuses tracking gets plain reads. A product read from Postgres is written back by a
+//! put that rides on the next read, or goes alone when none comes.
 
 use std::time::{Duration, Instant};
 
 use aliexpress::cache::product_cache::Writer;
-use aliexpress::cache::{CacheError, ProductCache};
+use aliexpress::cache::{CacheError, CachedDocument, ProductCache};
 use aliexpress::domain::product::Product;
 use uuid::Uuid;
 
@@ -142,4 +143,40 @@ async fn a_server_that_refuses_tracking_gets_plain_reads() {
     );
     assert_eq!(api.near_entries(), None, "no near cache without tracking");
     assert_eq!(version(&api, v1.id).await, Some(v1.version));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_through_put_rides_on_the_next_read_and_goes_alone_when_none_comes() {
+    let redis = PrivateRedis::start().await;
+    let (app, v1) = created(&redis, "RIDE-1").await;
+    let worker = ProductCache::new(&redis.url(), app.env.names.clone(), Duration::from_secs(3600)).expect("cache");
+    let stored = |id: Uuid| {
+        let worker = worker.clone();
+        async move { worker.get(id).await.expect("redis").map(|p| p.version) }
+    };
+    worker.evict(v1.id).await.expect("evict");
+
+    // A linger no test outlives: only a read can carry the put.
+    let api = api_cache(&redis.url(), &app.env.names).with_read_through_linger(Duration::from_secs(3600));
+    api.put_later(v1.id, CachedDocument::of(&v1).expect("json"));
+    assert_eq!(stored(v1.id).await, None, "the put waits for a read");
+    assert_eq!(version(&api, Uuid::new_v4()).await, None, "a read of another product");
+    assert_eq!(stored(v1.id).await, Some(v1.version), "carried by that read");
+
+    // Carried or not, a put is versioned: an older state never replaces a newer one.
+    let v2 = next(&v1);
+    worker.put_many(&[&v2], Writer::Projection).await.expect("put");
+    api.put_later(v1.id, CachedDocument::of(&v1).expect("json"));
+    assert_eq!(version(&api, v1.id).await, Some(v2.version), "the read after it");
+    assert_eq!(stored(v1.id).await, Some(v2.version));
+
+    // The shipped linger, and no read: the put goes on its own.
+    worker.evict(v1.id).await.expect("evict");
+    let api = api_cache(&redis.url(), &app.env.names);
+    api.put_later(v2.id, CachedDocument::of(&v2).expect("json"));
+    let alone = wait_until(Duration::from_secs(5), || async {
+        stored(v1.id).await == Some(v2.version)
+    })
+    .await;
+    assert!(alone, "a put no read carried was never sent");
 }
