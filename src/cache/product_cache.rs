@@ -508,7 +508,7 @@ impl ProductCache {
         written
     }
 
-    /// Writes one product if newer-or-equal (API write-through and read-through). On the
+    /// Writes one product if newer-or-equal (the API's write-through). On the
     /// request path a failure remembers the product as a missed write.
     pub async fn put(&self, product: &Product) -> Result<PutOutcome, CacheError> {
         self.put_all(&[product]).await.and_then(|mut v| {
@@ -525,7 +525,7 @@ impl ProductCache {
         }
     }
 
-    /// Writes each of `products` if newer-or-equal (API write-through and read-through), in
+    /// Writes each of `products` if newer-or-equal (the API's write-through), in
     /// one round trip; outcomes in input order. On the request path a failure remembers each
     /// product as a missed write.
     pub async fn put_all(&self, products: &[&Product]) -> Result<Vec<PutOutcome>, CacheError> {
