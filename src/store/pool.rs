@@ -105,7 +105,7 @@ pub fn url_with_statement_timeout(url: &str, timeout: Duration) -> String {
 
 /// How a pool's connections plan the statements they keep prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plans {
+enum Plans {
     /// Postgres's choice (`plan_cache_mode = auto`): a statement whose custom plans look
     /// cheaper than its generic one is planned again on every run.
     Auto,

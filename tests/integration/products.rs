@@ -247,6 +247,27 @@ async fn concurrent_reads_from_the_database_each_answer_their_own_product() {
     );
 }
 
+/// ETag, content type and body of the first read of product `id` (within 5 s) whose
+/// `X-Read-Source` is `source`; `None` if none was.
+async fn read_from(
+    app: &TestApp,
+    id: &str,
+    source: &str,
+) -> Option<((reqwest::header::HeaderValue, reqwest::header::HeaderValue), Vec<u8>)> {
+    let found = std::sync::Mutex::new(None);
+    let seen = crate::helpers::wait_until(std::time::Duration::from_secs(5), || async {
+        let g = app.get_with_token(&format!("/api/products/{id}")).await;
+        if g.headers()["x-read-source"] != source {
+            return false;
+        }
+        let headers = (g.headers()["etag"].clone(), g.headers()["content-type"].clone());
+        *found.lock().expect("read") = Some((headers, g.bytes().await.expect("body").to_vec()));
+        true
+    })
+    .await;
+    seen.then(|| found.into_inner().expect("read")).flatten()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_get_right_after_a_write_sees_that_version_or_later() {
     let app = TestApp::spawn().await;
@@ -270,36 +291,13 @@ async fn a_get_right_after_a_write_sees_that_version_or_later() {
         .evict(uuid::Uuid::parse_str(id).expect("uuid"))
         .await
         .expect("evict");
-    let read_from_db = std::sync::Mutex::new(None);
-    let heard = crate::helpers::wait_until(std::time::Duration::from_secs(5), || async {
-        let g = app.get_with_token(&format!("/api/products/{id}")).await;
-        if g.headers()["x-read-source"] != "database" {
-            return false;
-        }
-        let headers = (g.headers()["etag"].clone(), g.headers()["content-type"].clone());
-        let body = g.bytes().await.expect("body");
-        *read_from_db.lock().expect("read") = Some((headers, body));
-        true
-    })
-    .await;
-    assert!(heard, "the evicted entry is still served");
-    let ((db_etag, db_type), from_db) = read_from_db.into_inner().expect("read").expect("a database read");
+    let from_db = read_from(&app, id, "database").await;
+    let ((db_etag, db_type), from_db) = from_db.expect("the evicted entry is still served");
     // The database read was written back to Redis without the reader waiting (it rides on the
     // worker's next cache read, or goes alone within milliseconds); a hit then serves the
     // stored bytes as they are: the same body and headers as the database read.
-    let hit = std::sync::Mutex::new(None);
-    let written_back = crate::helpers::wait_until(std::time::Duration::from_secs(5), || async {
-        let g = app.get_with_token(&format!("/api/products/{id}")).await;
-        if g.headers()["x-read-source"] != "cache" {
-            return false;
-        }
-        let headers = (g.headers()["etag"].clone(), g.headers()["content-type"].clone());
-        *hit.lock().expect("hit") = Some((headers, g.bytes().await.expect("body")));
-        true
-    })
-    .await;
-    assert!(written_back, "the database read was never written back to the cache");
-    let ((etag, content_type), body) = hit.into_inner().expect("hit").expect("a cache hit");
+    let hit = read_from(&app, id, "cache").await;
+    let ((etag, content_type), body) = hit.expect("the database read was never written back to the cache");
     assert_eq!((&etag, &content_type), (&db_etag, &db_type));
     assert_eq!(body, from_db, "cache hit body = database read body");
 }
@@ -565,6 +563,47 @@ async fn a_writes_statements_are_prepared_once_per_connection_and_kept() {
             "{start}…: {n} prepared statements held, one expected; held: {held:?}"
         );
     }
+}
+
+/// The batched reads by id run on connections that keep one generic plan
+/// (`pool::build_generic_pool`): Postgres plans `id = ANY($1)` once there, while on a pool at
+/// its default it plans the same statement again on every run (custom plans).
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_by_id_keep_one_generic_plan_on_their_own_connections() {
+    use aliexpress::store::{pool, product_repo};
+    #[derive(diesel::QueryableByName, Debug)]
+    struct Plans {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        generic_plans: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        custom_plans: i64,
+    }
+    let app = TestApp::spawn().await;
+    let url = app.env.infra.database.url.expose().to_owned();
+    let timeout = std::time::Duration::from_secs(10);
+    let mut plans = Vec::new();
+    for p in [
+        pool::build_generic_pool(&url, 1, timeout).expect("pool"),
+        pool::build_pool(&url, 1, timeout).expect("pool"),
+    ] {
+        let mut c = pool::get(&p).await.expect("conn");
+        for _ in 0..8 {
+            let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+            let found = product_repo::find_many(&mut c, &ids).await.expect("read");
+            assert_eq!(found.len(), 2);
+        }
+        let held: Vec<Plans> = diesel::sql_query(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+             WHERE statement LIKE '%= ANY(%' AND statement NOT LIKE '%pg_prepared_statements%'",
+        )
+        .load(&mut c)
+        .await
+        .expect("prepared statements");
+        assert_eq!(held.len(), 1, "one kept statement for the read: {held:?}");
+        plans.push((held[0].generic_plans, held[0].custom_plans));
+    }
+    assert_eq!(plans[0], (8, 0), "generic pool: planned once, used 8 times");
+    assert!(plans[1].1 >= 5, "a default pool plans custom: {:?}", plans[1]);
 }
 
 /// A create of a one-variant lamp at 1.00 EUR, for commands run straight through
